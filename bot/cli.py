@@ -1,0 +1,138 @@
+"""The ``handoff`` command: serve, worker, doctor, jobs, replay and the dev servers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bot import logs
+from bot.config import Settings
+from bot.decisions import Event
+from bot.store import Store
+
+
+def webhook_secret(settings: Settings) -> bytes:
+    """The configured secret, or one generated once and kept in the data directory."""
+    if settings.webhook_secret is not None:
+        return settings.webhook_secret.get_secret_value().encode()
+    path = settings.data_dir / "webhook-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+        print(f"No HANDOFF_WEBHOOK_SECRET set: generated one in {path}; give GitHub the same.")
+    return path.read_text().strip().encode()
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(settings: Settings, with_worker: bool = True) -> None:
+    """Web app and (by default) a worker in one process."""
+    from bot.services import build_worker
+    from bot.serving import running
+    from bot.web import create_app
+    from handlers import Context
+
+    store = await Store.open(settings.db_url)
+    worker = build_worker(settings, store) if with_worker else None
+    app = create_app(
+        store, webhook_secret(settings),
+        Context(trigger_label=settings.trigger_label, bot_login=settings.bot_login),
+        settings.max_body_bytes, on_job=worker.wake.set if worker else None,
+    )
+    stop = _stop_event()
+    async with running(app, settings.host, settings.port) as url:
+        print(f"Handoff listening on {url}/webhook (database "
+              f"{settings.db_url.split('://')[0]}, data in {settings.data_dir})", flush=True)
+        if worker:
+            await worker.run_forever(stop)
+        else:
+            await stop.wait()
+    await store.close()
+
+
+async def work(settings: Settings) -> None:
+    from bot.services import build_worker
+
+    store = await Store.open(settings.db_url)
+    await build_worker(settings, store).run_forever(_stop_event())
+    await store.close()
+
+
+async def list_jobs(settings: Settings, limit: int) -> None:
+    store = await Store.open(settings.db_url)
+    rows = await store.list_jobs(limit)
+    await store.close()
+    if not rows:
+        print("no jobs yet")
+    for job in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
+        reason = f"  {job.category}: {job.reason}" if job.reason else ""
+        print(f"{job.id:>5} {when} {job.state:<10} {job.kind:<9} {job.repo}#{job.issue_number}"
+              f" try {job.attempts}{reason}")
+
+
+async def replay(settings: Settings, payload: dict[str, object], event_name: str,
+                 record: bool) -> None:
+    """Send a payload through the handlers; with --record, also through the store."""
+    from bot.engine import ingest
+    from handlers import Context, decide
+
+    ctx = Context(trigger_label=settings.trigger_label, bot_login=settings.bot_login)
+    event = Event(name=event_name, payload=payload, delivery_id=f"replay-{time.time_ns()}")
+    print(f"decision: {decide(event, ctx)!r}")
+    if record:
+        store = await Store.open(settings.db_url)
+        print(f"outcome: {await ingest(store, ctx, event)!r}")
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="handoff", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="web app and worker in one process")
+    p_serve.add_argument("--no-worker", action="store_true", help="web app only")
+    p_serve.add_argument("--port", type=int)
+    sub.add_parser("worker", help="a worker only")
+    sub.add_parser("doctor", help="check configuration and what Handoff depends on")
+    p_jobs = sub.add_parser("jobs", help="recent jobs with state and reason")
+    p_jobs.add_argument("-n", type=int, default=20)
+    p_replay = sub.add_parser("replay", help="send a payload file through the handlers")
+    p_replay.add_argument("file", type=Path)
+    p_replay.add_argument("--event", required=True, help="the X-GitHub-Event name")
+    p_replay.add_argument("--record", action="store_true", help="also queue what it decides")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    logs.setup()
+    if args.command == "serve":
+        if args.port:
+            settings.port = args.port
+        asyncio.run(serve(settings, with_worker=not args.no_worker))
+    elif args.command == "worker":
+        asyncio.run(work(settings))
+    elif args.command == "doctor":
+        from bot.doctor import run_doctor
+
+        return asyncio.run(run_doctor(settings))
+    elif args.command == "jobs":
+        asyncio.run(list_jobs(settings, args.n))
+    elif args.command == "replay":
+        asyncio.run(replay(settings, json.loads(args.file.read_text()), args.event, args.record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Settings, read from the environment (prefix ``HANDOFF_``) and a ``.env`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything Handoff can be told; each field is ``HANDOFF_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HANDOFF_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    app_id: str | None = Field(None, description="GitHub App id (or client id) used as JWT issuer.")
+    private_key: SecretStr | None = Field(
+        None, description="The App's private key: the PEM text itself, or a path to a PEM file."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Secret GitHub signs webhook deliveries with."
+    )
+    github_url: str = Field(
+        "https://api.github.com",
+        description="REST API base URL; https://HOST/api/v3 for GitHub Enterprise Server.",
+    )
+    app_slug: str = Field("handoff", description="The App's slug; its bot login is <slug>[bot].")
+    data_dir: Path = Field(Path("./handoff-data"), description="Where the database, mirrors, "
+                           "workspaces and transcripts live.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default a SQLite file in data_dir. "
+        "postgresql+asyncpg://... to share work between machines."
+    )
+    trigger_label: str = Field("agent", description="Label that hands an issue to the agent.")
+    concurrency: int = Field(2, ge=1, description="Jobs one worker runs at once.")
+    lease_seconds: float = Field(60.0, gt=0, description="How long a claim lasts unrenewed.")
+    heartbeat_seconds: float = Field(15.0, gt=0, description="How often a running job renews.")
+    poll_seconds: float = Field(1.0, gt=0, description="How often an idle worker looks for work.")
+    max_attempts: int = Field(3, ge=1, description="Claims of one job before it fails for good.")
+    host: str = Field("127.0.0.1", description="Address `handoff serve` listens on.")
+    port: int = Field(8000, description="Port `handoff serve` listens on.")
+    max_body_bytes: int = Field(25 * 1024 * 1024, description="GitHub's payload cap.")
+
+    sandbox: str = Field("podman", description="Sandbox backend: podman, docker or bubblewrap.")
+    sandbox_image: str = Field("handoff-sandbox:dev", description="Container image for jobs.")
+    sandbox_memory_mb: int = Field(2048, description="Memory limit of a sandbox.")
+    sandbox_cpus: float = Field(2.0, description="CPU limit of a sandbox.")
+    sandbox_pids: int = Field(512, description="Process limit of a sandbox.")
+    command_timeout: float = Field(600.0, description="Seconds one command in a sandbox may run.")
+    output_cap_bytes: int = Field(64 * 1024, description="Bytes of output kept per command.")
+
+    model_provider: str = Field("openai", description="openai (any compatible API) or anthropic.")
+    model_base_url: str = Field("https://api.openai.com/v1", description="Model API base URL.")
+    model_name: str = Field("gpt-4.1", description="Model to ask.")
+    model_api_key: SecretStr | None = Field(None, description="Model API key; never sandboxed.")
+    model_timeout: float = Field(120.0, description="Seconds one model call may take.")
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Per model: dollars per million input and output tokens.",
+    )
+    max_steps: int = Field(40, description="Agent steps per job.")
+    max_tokens: int = Field(2_000_000, description="Input plus output tokens per job.")
+    max_cost_usd: float = Field(5.0, description="Dollars per job.")
+    max_wall_seconds: float = Field(3600.0, description="Wall time of the agent per job.")
+
+    prompts_dir: Path = Field(ROOT / "prompts", description="Spec templates.")
+    template_labels: dict[str, str] = Field(
+        default_factory=lambda: {
+            "bug": "bug", "enhancement": "feature", "feature": "feature",
+            "documentation": "docs", "docs": "docs", "refactor": "refactor", "tests": "tests",
+        },
+        description="Issue label to spec template.",
+    )
+    draft_prs: bool = Field(False, description="Open agent PRs as drafts.")
+
+    @field_validator("github_url", "model_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'handoff.db').resolve()}"
+
+    @property
+    def bot_login(self) -> str:
+        return f"{self.app_slug}[bot]"
+
+    def private_key_pem(self) -> str | None:
+        """The PEM text, read from a file when the setting names one."""
+        if self.private_key is None:
+            return None
+        value = self.private_key.get_secret_value()
+        if "-----BEGIN" in value:
+            return value.replace("\\n", "\n")
+        return Path(value).expanduser().read_text()

@@ -1,0 +1,129 @@
+"""The database: tables, engine set-up and schema migrations, for SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+metadata = sa.MetaData()
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False, server_default=""),
+    sa.Column("repo", sa.String(255), nullable=False, server_default=""),
+    sa.Column("outcome", sa.Text, nullable=False, server_default=""),
+    sa.Column("job_id", sa.Integer, nullable=True),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+
+installations = sa.Table(
+    "installations", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("account", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("repositories", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("repo", sa.String(255), nullable=False),
+    sa.Column("installation_id", sa.BigInteger, nullable=True),
+    sa.Column("issue_number", sa.Integer, nullable=False),
+    sa.Column("pr_number", sa.Integer, nullable=True),
+    sa.Column("branch", sa.String(255), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("stage", sa.String(32), nullable=False, server_default=""),
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=False, server_default=""),
+    sa.Column("feedback", sa.Text, nullable=False, server_default=""),
+    sa.Column("context", sa.JSON, nullable=False),
+    sa.Column("delivery_id", sa.String(64), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("category", sa.String(32), nullable=False, server_default=""),
+    sa.Column("result", sa.JSON, nullable=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # False until the job's final state has been posted on GitHub.
+    sa.Column("reported", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+)
+
+# One active job per issue, enforced by the database so that concurrent deliveries cannot race.
+ACTIVE_WHERE = jobs.c.state.in_(ACTIVE_STATES)
+sa.Index(
+    "one_active_job_per_issue", jobs.c.repo, jobs.c.issue_number, unique=True,
+    sqlite_where=ACTIVE_WHERE, postgresql_where=ACTIVE_WHERE,
+)
+sa.Index("jobs_claimable", jobs.c.state, jobs.c.id)
+sa.Index("jobs_pr", jobs.c.repo, jobs.c.pr_number)
+
+schema_version = sa.Table(
+    "schema_version", metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+async def _v1_initial(conn: AsyncConnection) -> None:
+    await conn.run_sync(metadata.create_all)
+
+
+# Append new migrations here; each runs once, in order, inside one transaction.
+MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial]
+
+
+def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
+    cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """An engine for a SQLite or PostgreSQL URL; SQLite gets WAL mode and a busy timeout."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 10})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+async def migrate(engine: AsyncEngine) -> int:
+    """Bring the schema up to date; returns the version now in force."""
+    import time
+
+    async with engine.begin() as conn:
+        await conn.run_sync(schema_version.create, checkfirst=True)
+        if engine.dialect.name == "postgresql":  # serialize concurrent migrators
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7134021)"))
+        current = (await conn.execute(sa.select(sa.func.max(schema_version.c.version)))).scalar()
+        current = current or 0
+        for version, step in enumerate(MIGRATIONS, start=1):
+            if version > current:
+                await step(conn)
+                await conn.execute(schema_version.insert().values(
+                    version=version, applied_at=time.time()))
+        return len(MIGRATIONS)

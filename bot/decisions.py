@@ -1,0 +1,92 @@
+"""What a handler may decide; the engine carries decisions out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JOB_KINDS = ("implement", "retry", "review")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One webhook delivery as the handlers see it."""
+
+    name: str
+    payload: dict[str, Any]
+    delivery_id: str = ""
+
+    @property
+    def action(self) -> str:
+        action = self.payload.get("action")
+        return action if isinstance(action, str) else ""
+
+    @property
+    def repo(self) -> str:
+        repository = self.payload.get("repository") or {}
+        return str(repository.get("full_name", ""))
+
+    @property
+    def installation_id(self) -> int | None:
+        installation = self.payload.get("installation") or {}
+        value = installation.get("id")
+        return int(value) if value is not None else None
+
+    @property
+    def sender(self) -> str:
+        return str((self.payload.get("sender") or {}).get("login", ""))
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Acknowledge and do nothing; the reason is recorded with the delivery."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Pong:
+    """Answer GitHub's ping."""
+
+    zen: str = ""
+
+
+@dataclass(frozen=True)
+class StartJob:
+    """Queue a job for an issue (implement) or its agent PR (retry, review)."""
+
+    kind: str
+    repo: str
+    installation_id: int | None
+    issue_number: int | None
+    requested_by: str
+    pr_number: int | None = None
+    feedback: str = ""
+    trigger: str = ""
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    """Cancel the active job of an issue or agent PR."""
+
+    repo: str
+    requested_by: str
+    reason: str
+    issue_number: int | None = None
+    pr_number: int | None = None
+    only_queued: bool = False
+
+
+@dataclass(frozen=True)
+class RecordInstallation:
+    """Remember an installation and the repositories it covers."""
+
+    installation_id: int
+    account: str
+    action: str
+    repositories_added: tuple[str, ...] = ()
+    repositories_removed: tuple[str, ...] = ()
+
+
+Decision = Ignore | Pong | StartJob | CancelJob | RecordInstallation

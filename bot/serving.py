@@ -1,0 +1,32 @@
+"""Run an ASGI app with uvicorn on a free local port, inside the current event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+
+
+@asynccontextmanager
+async def running(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve ``app`` until the block ends; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           access_log=False, lifespan="off"))
+    # Signals belong to the caller; uvicorn would otherwise take SIGINT/SIGTERM for itself.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited before it started")
+        await asyncio.sleep(0.01)
+    sock = server.servers[0].sockets[0].getsockname()
+    try:
+        yield f"http://{sock[0]}:{sock[1]}"
+    finally:
+        server.should_exit = True
+        await task

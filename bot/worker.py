@@ -1,0 +1,185 @@
+"""The worker: claims jobs with a lease, heartbeats them, runs them and records every outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.store import Job, Store
+
+log = logging.getLogger("handoff.worker")
+
+
+class JobFailed(Exception):
+    """A job cannot finish; ``category`` is what the check run and the comment name."""
+
+    def __init__(self, category: str, reason: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.category = category
+        self.reason = reason
+        self.result = result or {}
+
+
+@dataclass
+class JobResult:
+    """What a successful job produced."""
+
+    summary: str
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    """Does the work of one job."""
+
+    async def run(self, job: Job) -> JobResult: ...
+
+
+class Reporter(Protocol):
+    """Makes a job's final state visible to people; raises if it could not."""
+
+    async def report(self, job: Job) -> None: ...
+
+
+class NotImplementedRunner:
+    """The skeleton's runner: every job ends, visibly, as not implemented yet."""
+
+    async def run(self, job: Job) -> JobResult:
+        raise JobFailed("not-implemented", "not implemented yet: no agent runs in this build")
+
+
+class LogReporter:
+    """Reports final states to the log only (used when no GitHub App is configured)."""
+
+    async def report(self, job: Job) -> None:
+        log.warning("job %s %s#%s ended %s: %s", job.id, job.repo, job.issue_number, job.state,
+                    job.reason or "ok")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs up to ``concurrency`` jobs at once from the store."""
+
+    def __init__(
+        self, store: Store, runner: Runner, reporter: Reporter, *, concurrency: int = 2,
+        lease_seconds: float = 60, heartbeat_seconds: float = 15, poll_seconds: float = 1,
+        max_attempts: int = 3,
+    ) -> None:
+        self.store, self.runner, self.reporter = store, runner, reporter
+        self.concurrency = concurrency
+        self.lease_seconds, self.heartbeat_seconds = lease_seconds, heartbeat_seconds
+        self.poll_seconds, self.max_attempts = poll_seconds, max_attempts
+        self.id = worker_id()
+        self.wake = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.active: set[int] = set()
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Claim and run jobs until ``stop`` is set, then wait for the jobs under way."""
+        log.info("worker %s started (concurrency %s)", self.id, self.concurrency)
+        while not stop.is_set():
+            await self.report_pending()
+            while len(self.tasks) < self.concurrency and not stop.is_set():
+                job = await self.store.claim(self.id, self.lease_seconds)
+                if job is None:
+                    break
+                task = asyncio.create_task(self.process(job))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle(stop), self.poll_seconds)
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        waits = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def run_once(self) -> Job | None:
+        """Claim one job and run it to the end; returns the job as it ended."""
+        job = await self.store.claim(self.id, self.lease_seconds)
+        if job is None:
+            return None
+        await self.process(job)
+        return await self.store.get_job(job.id)
+
+    async def process(self, job: Job) -> None:
+        """Run one claimed job and record how it ended, whatever happens."""
+        self.active.add(job.id)
+        try:
+            state, reason, category, result = await self._execute(job)
+            if not await self.store.finish(job.id, self.id, state, reason, category, result):
+                log.warning("job %s: lease lost before it finished; another worker owns it",
+                            job.id)
+                return
+            log.info("job %s ended %s%s", job.id, state,
+                     f" ({category}: {reason})" if reason else "")
+            await self._report(job.id)
+        finally:
+            self.active.discard(job.id)
+
+    async def _execute(self, job: Job) -> tuple[str, str, str, dict[str, Any]]:
+        if job.attempts > self.max_attempts:
+            return ("failed", f"the job was interrupted {job.attempts - 1} times (a worker "
+                    "stopped mid-job); giving up", "worker-lost", {})
+        if job.cancel_requested:
+            return "cancelled", job.reason or "cancelled", "cancelled", {}
+        run = asyncio.create_task(self.runner.run(job))
+        beat = asyncio.create_task(self._heartbeat(job, run))
+        try:
+            outcome = await run
+            return "succeeded", "", "", {"summary": outcome.summary, **outcome.result}
+        except JobFailed as exc:
+            return "failed", exc.reason, exc.category, exc.result
+        except asyncio.CancelledError:
+            if beat.done() and beat.result() == "cancel":
+                fresh = await self.store.get_job(job.id)
+                return "cancelled", (fresh.reason if fresh else "") or "cancelled", "cancelled", {}
+            raise
+        except Exception as exc:  # the one place that catches what escapes a job
+            log.exception("job %s crashed", job.id)
+            return "failed", f"internal error: {type(exc).__name__}: {exc}", "internal", {}
+        finally:
+            beat.cancel()
+
+    async def _heartbeat(self, job: Job, run: asyncio.Task[JobResult]) -> str:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            renewed = await self.store.heartbeat(job.id, self.id, self.lease_seconds)
+            if renewed is None:
+                log.error("job %s: lease lost; stopping", job.id)
+                run.cancel()
+                return "lost"
+            if renewed:
+                run.cancel()
+                return "cancel"
+
+    async def _report(self, job_id: int) -> None:
+        job = await self.store.get_job(job_id)
+        if job is None:
+            return
+        try:
+            await self.reporter.report(job)
+        except Exception:  # reporting is retried by the next sweep; never lost
+            log.exception("job %s: could not report its outcome yet; will retry", job_id)
+            return
+        await self.store.update_job(job_id, reported=True)
+
+    async def report_pending(self) -> None:
+        """Report final jobs nobody reported yet (cancelled while queued, or report failed)."""
+        for job in await self.store.unreported():
+            if job.id not in self.active:
+                await self._report(job.id)

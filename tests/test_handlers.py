@@ -1,0 +1,131 @@
+"""Handlers decide from real GitHub payloads, with no I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import WEBHOOKS, comment, labeled, payload
+
+from bot.decisions import CancelJob, Event, Ignore, Pong, RecordInstallation, StartJob
+from handlers import Context, decide, routed_events
+
+CTX = Context(trigger_label="agent", bot_login="handoff[bot]")
+
+
+def ev(name: str, data: dict) -> Event:  # type: ignore[type-arg]
+    return Event(name=name, payload=data, delivery_id="d")
+
+
+@pytest.mark.parametrize("path", sorted(WEBHOOKS.glob("*/*.json")), ids=lambda p: p.stem)
+def test_every_fixture_gets_a_decision(path: Path) -> None:
+    if path.name == "signature-test-vector.json" or path.name == "manifest.json":
+        return
+    import json
+    decision = decide(ev(path.parent.name, json.loads(path.read_text())), CTX)
+    assert isinstance(decision, Ignore | Pong | StartJob | CancelJob | RecordInstallation)
+
+
+def test_trigger_label_starts_implementation() -> None:
+    d = decide(ev("issues", labeled()), CTX)
+    assert d == StartJob(kind="implement", repo="Codertocat/Hello-World", installation_id=42,
+                         issue_number=1, requested_by="Codertocat", trigger="label")
+
+
+def test_other_label_is_ignored() -> None:
+    d = decide(ev("issues", labeled("bug")), CTX)
+    assert isinstance(d, Ignore) and "not the trigger label" in d.reason
+
+
+def test_label_by_bot_is_ignored() -> None:
+    data = labeled()
+    data["sender"]["type"] = "Bot"
+    assert isinstance(decide(ev("issues", data), CTX), Ignore)
+
+
+def test_unlabel_cancels_queued_only() -> None:
+    data = payload("issues/unlabeled")
+    data["label"]["name"] = "agent"
+    d = decide(ev("issues", data), CTX)
+    assert isinstance(d, CancelJob) and d.only_queued and d.issue_number == data["issue"]["number"]
+
+
+def test_agent_command_on_issue() -> None:
+    d = decide(ev("issue_comment", comment("/agent please use the v2 API")), CTX)
+    assert isinstance(d, StartJob) and d.kind == "implement"
+    assert d.feedback == "please use the v2 API"
+
+
+def test_retry_on_pr_carries_feedback() -> None:
+    d = decide(ev("issue_comment", comment("/retry  handle the empty list\ntoo", on_pr=True)), CTX)
+    assert isinstance(d, StartJob) and d.kind == "retry" and d.pr_number == 1
+    assert d.feedback == "handle the empty list\ntoo"
+
+
+def test_retry_on_issue_is_ignored() -> None:
+    assert isinstance(decide(ev("issue_comment", comment("/retry")), CTX), Ignore)
+
+
+def test_cancel_on_pr() -> None:
+    d = decide(ev("issue_comment", comment("/cancel", on_pr=True)), CTX)
+    assert isinstance(d, CancelJob) and d.pr_number == 1 and d.issue_number is None
+
+
+@pytest.mark.parametrize("user_type,login", [("Bot", "someone"), ("User", "handoff[bot]"),
+                                             ("User", "evil[bot]")])
+def test_bot_comments_never_trigger(user_type: str, login: str) -> None:
+    data = comment("/retry do it", on_pr=True, user_type=user_type)
+    data["comment"]["user"]["login"] = login
+    assert isinstance(decide(ev("issue_comment", data), CTX), Ignore)
+
+
+def test_plain_comment_ignored() -> None:
+    assert isinstance(decide(ev("issue_comment", payload("issue_comment/created")), CTX), Ignore)
+
+
+def test_changes_requested_on_agent_pr() -> None:
+    data = payload("pull_request_review/submitted")
+    data["review"]["state"] = "changes_requested"
+    data["pull_request"]["head"]["ref"] = "agent/issue-1-fix-it"
+    d = decide(ev("pull_request_review", data), CTX)
+    assert isinstance(d, StartJob) and d.kind == "review"
+    assert d.pr_number == data["pull_request"]["number"]
+
+
+def test_changes_requested_on_human_pr_ignored() -> None:
+    data = payload("pull_request_review/submitted")
+    data["review"]["state"] = "changes_requested"
+    assert isinstance(decide(ev("pull_request_review", data), CTX), Ignore)
+
+
+def test_approval_ignored() -> None:
+    data = payload("pull_request_review/submitted")
+    data["pull_request"]["head"]["ref"] = "agent/issue-1-x"
+    assert isinstance(decide(ev("pull_request_review", data), CTX), Ignore)
+
+
+def test_installation_recorded() -> None:
+    d = decide(ev("installation", payload("installation/created")), CTX)
+    assert isinstance(d, RecordInstallation) and d.action == "created"
+    d = decide(ev("installation_repositories", payload("installation_repositories/removed")), CTX)
+    assert isinstance(d, RecordInstallation) and d.repositories_removed
+
+
+def test_ping_answered() -> None:
+    assert isinstance(decide(ev("ping", payload("ping/payload")), CTX), Pong)
+
+
+def test_unknown_event_ignored() -> None:
+    assert isinstance(decide(ev("star", {"action": "created"}), CTX), Ignore)
+
+
+def test_drifted_payload_is_ignored_not_raised() -> None:
+    assert isinstance(decide(ev("issues", {"action": "labeled", "label": {"name": "agent"}}),
+                             CTX), Ignore)
+
+
+def test_app_manifest_subscribes_to_every_routed_event() -> None:
+    manifest = yaml.safe_load((Path(__file__).parent.parent / "app.yml").read_text())
+    implicit = {"installation", "installation_repositories", "ping"}
+    assert routed_events() - implicit <= set(manifest["default_events"])

@@ -1,0 +1,167 @@
+"""The webhook receiver over real HTTP: signatures, bad input, durability and idempotency."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from helpers import SECRET, WEBHOOKS, comment, headers, labeled, sign
+
+from bot.serving import running
+from bot.store import Store
+from bot.web import create_app, signature_ok
+from handlers import Context
+
+
+@pytest.fixture
+async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(store, SECRET, Context(), max_body=1024 * 1024)
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as c:
+        yield c
+
+
+async def post(client: httpx.AsyncClient, event: str, data: object,
+               delivery: str | None = None) -> httpx.Response:
+    body = json.dumps(data).encode()
+    return await client.post("/webhook", content=body, headers=headers(event, body, delivery))
+
+
+def test_githubs_signature_vector() -> None:
+    vector = json.loads((WEBHOOKS / "signature-test-vector.json").read_text())
+    assert signature_ok(vector["secret"].encode(), vector["payload"].encode(),
+                        vector["signature_256"])
+    assert not signature_ok(b"other", vector["payload"].encode(), vector["signature_256"])
+
+
+async def test_label_creates_one_durable_job(client: httpx.AsyncClient, store: Store) -> None:
+    resp = await post(client, "issues", labeled(), delivery="d-1")
+    assert resp.status_code == 202
+    job_id = resp.json()["job"]
+    job = await store.get_job(job_id)
+    assert job and job.state == "queued" and job.issue_number == 1 and job.delivery_id == "d-1"
+    delivery = await store.delivery("d-1")
+    assert delivery and delivery["job_id"] == job_id
+
+
+async def test_every_fixture_is_accepted(client: httpx.AsyncClient) -> None:
+    for path in sorted(WEBHOOKS.glob("*/*.json")):
+        if path.parent.name == "github-webhooks":
+            continue
+        body = path.read_bytes()
+        resp = await client.post("/webhook", content=body, headers=headers(path.parent.name, body))
+        assert resp.status_code == 202, (path, resp.text)
+
+
+async def test_same_delivery_twice_acts_once(client: httpx.AsyncClient, store: Store) -> None:
+    first = await post(client, "issues", labeled(), delivery="same")
+    second = await post(client, "issues", labeled(), delivery="same")
+    assert first.status_code == 202 and second.status_code == 200
+    assert second.json()["status"] == "duplicate"
+    assert len(await store.list_jobs()) == 1
+
+
+async def test_second_trigger_recorded_not_run(client: httpx.AsyncClient, store: Store) -> None:
+    await post(client, "issues", labeled())
+    resp = await post(client, "issue_comment", comment("/agent"))
+    assert resp.status_code == 202 and resp.json()["job"] is None
+    assert "already has job" in resp.json()["detail"]
+    assert len(await store.list_jobs()) == 1
+
+
+@pytest.mark.parametrize("mangle", ["wrong", "missing", "sha1", "other-secret"])
+async def test_bad_signature_is_401(client: httpx.AsyncClient, store: Store, mangle: str) -> None:
+    body = json.dumps(labeled()).encode()
+    h = headers("issues", body)
+    if mangle == "wrong":
+        h["x-hub-signature-256"] = sign(body + b" ")
+    elif mangle == "missing":
+        del h["x-hub-signature-256"]
+    elif mangle == "sha1":
+        del h["x-hub-signature-256"]
+        h["x-hub-signature"] = "sha1=" + "0" * 40
+    else:
+        h = headers("issues", body, secret=b"not-the-secret")
+    resp = await client.post("/webhook", content=body, headers=h)
+    assert resp.status_code == 401
+    assert await store.list_jobs() == [] and await store.count_deliveries() == 0
+
+
+async def test_signature_over_reserialized_json_is_401(client: httpx.AsyncClient) -> None:
+    data = labeled()
+    body = json.dumps(data, indent=2).encode()
+    h = headers("issues", json.dumps(data).encode())
+    assert (await client.post("/webhook", content=body, headers=h)).status_code == 401
+
+
+@pytest.mark.parametrize("header", ["x-github-event", "x-github-delivery"])
+async def test_missing_header_is_400(client: httpx.AsyncClient, header: str) -> None:
+    body = json.dumps(labeled()).encode()
+    h = headers("issues", body)
+    del h[header]
+    assert (await client.post("/webhook", content=body, headers=h)).status_code == 400
+
+
+async def test_malformed_json_is_400(client: httpx.AsyncClient, store: Store) -> None:
+    body = b'{"action": "labeled", '
+    resp = await client.post("/webhook", content=body, headers=headers("issues", body))
+    assert resp.status_code == 400 and await store.count_deliveries() == 0
+
+
+async def test_oversize_body_is_413(client: httpx.AsyncClient) -> None:
+    body = b'{"x": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+    resp = await client.post("/webhook", content=body, headers=headers("issues", body))
+    assert resp.status_code == 413
+
+
+async def test_oversize_chunked_body_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b"a" * 65536
+
+    h = headers("issues", b"")
+    resp = await client.post("/webhook", content=chunks(), headers=h)
+    assert resp.status_code == 413
+
+
+async def test_non_json_content_type_is_415(client: httpx.AsyncClient) -> None:
+    body = b"payload=%7B%7D"
+    h = headers("issues", body)
+    h["content-type"] = "application/x-www-form-urlencoded"
+    assert (await client.post("/webhook", content=body, headers=h)).status_code == 415
+
+
+async def test_unknown_event_acknowledged(client: httpx.AsyncClient, store: Store) -> None:
+    resp = await post(client, "star", {"action": "created"}, delivery="star-1")
+    assert resp.status_code == 202 and resp.json()["job"] is None
+    delivery = await store.delivery("star-1")
+    assert delivery and delivery["outcome"].startswith("ignored")
+
+
+async def test_bot_comment_creates_nothing(client: httpx.AsyncClient, store: Store) -> None:
+    resp = await post(client, "issue_comment", comment("/agent", user_type="Bot"))
+    assert resp.status_code == 202 and await store.list_jobs() == []
+
+
+async def test_retry_on_foreign_pr_creates_nothing(client: httpx.AsyncClient,
+                                                   store: Store) -> None:
+    resp = await post(client, "issue_comment", comment("/retry please", on_pr=True, number=7))
+    assert resp.status_code == 202
+    assert "not an agent pull request" in resp.json()["detail"]
+    assert await store.list_jobs() == []
+
+
+async def test_unlabel_cancels_queued_job(client: httpx.AsyncClient, store: Store) -> None:
+    job_id = (await post(client, "issues", labeled())).json()["job"]
+    data = labeled()
+    data["action"] = "unlabeled"
+    resp = await post(client, "issues", data)
+    assert resp.status_code == 202
+    job = await store.get_job(job_id)
+    assert job and job.state == "cancelled" and "label was removed" in job.reason
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).status_code == 200

@@ -1,0 +1,131 @@
+"""The job store and worker: claims, leases, crashes, cancellation and failure reporting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.store import Job, Store
+from bot.worker import JobFailed, JobResult, NotImplementedRunner, Worker
+
+HERE = Path(__file__).parent
+
+
+class Recorder:
+    def __init__(self, fail: int = 0) -> None:
+        self.reported: list[tuple[int, str, str]] = []
+        self.fail = fail
+
+    async def report(self, job: Job) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("GitHub down")
+        self.reported.append((job.id, job.state, job.reason))
+
+
+async def queue(store: Store, issue: int = 1) -> int:
+    async with store.engine.begin() as conn:
+        job_id = await store.insert_job(conn, kind="implement", repo="o/r", issue_number=issue,
+                                        requested_by="alice", installation_id=1)
+    assert job_id is not None
+    return job_id
+
+
+async def test_one_active_job_per_issue(store: Store) -> None:
+    await queue(store)
+    async with store.engine.begin() as conn:
+        assert await store.insert_job(conn, kind="implement", repo="o/r", issue_number=1,
+                                      requested_by="bob") is None
+    await queue(store, issue=2)
+
+
+async def test_skeleton_job_ends_visibly_failed(store: Store) -> None:
+    job_id = await queue(store)
+    rec = Recorder()
+    job = await Worker(store, NotImplementedRunner(), rec).run_once()
+    assert job and job.state == "failed" and "not implemented yet" in job.reason
+    assert job.reported and rec.reported == [(job_id, "failed", job.reason)]
+
+
+async def test_crash_in_runner_is_recorded(store: Store) -> None:
+    class Boom:
+        async def run(self, job: Job) -> JobResult:
+            raise RuntimeError("kaput")
+
+    await queue(store)
+    job = await Worker(store, Boom(), Recorder()).run_once()
+    assert job and job.state == "failed" and job.category == "internal"
+    assert "RuntimeError: kaput" in job.reason
+
+
+async def test_failed_report_is_retried_by_the_sweep(store: Store) -> None:
+    class Fails:
+        async def run(self, job: Job) -> JobResult:
+            raise JobFailed("model-error", "the model API answered 500 three times")
+
+    await queue(store)
+    rec = Recorder(fail=1)
+    worker = Worker(store, Fails(), rec)
+    job = await worker.run_once()
+    assert job and not job.reported and rec.reported == []
+    await worker.report_pending()
+    assert rec.reported == [(job.id, "failed", "the model API answered 500 three times")]
+
+
+async def test_cancel_stops_running_job(store: Store) -> None:
+    started = asyncio.Event()
+
+    class Slow:
+        async def run(self, job: Job) -> JobResult:
+            started.set()
+            await asyncio.sleep(30)
+            return JobResult("never")
+
+    job_id = await queue(store)
+    worker = Worker(store, Slow(), Recorder(), heartbeat_seconds=0.05)
+    task = asyncio.create_task(worker.run_once())
+    await started.wait()
+    async with store.engine.begin() as conn:
+        assert await store.cancel_jobs(conn, "o/r", 1, "/cancel by @alice", False) == [job_id]
+    job = await asyncio.wait_for(task, 5)
+    assert job and job.state == "cancelled" and job.reason == "/cancel by @alice"
+
+
+async def test_expired_lease_is_claimable_and_attempts_bounded(store: Store) -> None:
+    await queue(store)
+    first = await store.claim("w1", lease_seconds=-1)  # already expired
+    second = await store.claim("w2", lease_seconds=60)
+    assert first and second and first.id == second.id and second.attempts == 2
+    assert await store.claim("w3", lease_seconds=60) is None
+    assert not await store.finish(first.id, "w1", "succeeded")  # w1 lost its lease
+
+
+async def test_worker_gives_up_after_max_attempts(store: Store) -> None:
+    await queue(store)
+    for _ in range(3):
+        await store.claim("dead", lease_seconds=-1)
+    job = await Worker(store, NotImplementedRunner(), Recorder(), max_attempts=3).run_once()
+    assert job and job.state == "failed" and job.category == "worker-lost"
+
+
+async def test_killed_worker_process_job_is_taken_over(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    store = await Store.open(url)
+    job_id = await queue(store)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+    script = str(HERE / "worker_proc.py")
+    first = subprocess.Popen([sys.executable, script, url, "hang"], stdout=subprocess.PIPE,
+                             text=True, env=env)
+    assert first.stdout and first.stdout.readline().strip() == f"claimed {job_id}"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = subprocess.run([sys.executable, script, url, "finish"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert second.stdout.strip() == f"ended {job_id} succeeded", second.stderr
+    job = await store.get_job(job_id)
+    assert job and job.state == "succeeded" and job.attempts == 2
+    await store.close()
