@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# Podman on hosts like CI's needs runc and low ulimits (see deploy/sandbox/containers.conf).
+os.environ.setdefault(
+    "CONTAINERS_CONF", str(Path(__file__).parent.parent / "deploy/sandbox/containers.conf"))
 
 from bot.store import Store  # noqa: E402
 

@@ -1,0 +1,29 @@
+"""Sandboxes: where every command of an agent runs. ``make_backend`` picks one by name."""
+
+from __future__ import annotations
+
+from bot.config import Settings
+from bot.sandbox.base import Backend, CommandResult, Limits, Sandbox, SandboxError
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(memory_mb=settings.sandbox_memory_mb, cpus=settings.sandbox_cpus,
+                  pids=settings.sandbox_pids, timeout=settings.command_timeout,
+                  output_cap=settings.output_cap_bytes)
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The backend the settings name: podman, docker or bubblewrap."""
+    limits = limits_from(settings)
+    if settings.sandbox == "bubblewrap":
+        from bot.sandbox.bubblewrap import BubblewrapBackend
+
+        return BubblewrapBackend(limits)
+    if settings.sandbox in ("podman", "docker"):
+        from bot.sandbox.container import ContainerBackend
+
+        return ContainerBackend(settings.sandbox, settings.sandbox_image, limits)
+    raise SandboxError(f"unknown sandbox backend {settings.sandbox!r}")
+
+
+__all__ = ["Backend", "CommandResult", "Limits", "Sandbox", "SandboxError", "make_backend"]
