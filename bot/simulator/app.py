@@ -1,0 +1,422 @@
+"""A local GitHub: REST (checked against GitHub's OpenAPI), App auth, real git, webhooks out."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.simulator import git as simgit
+from bot.simulator.openapi import Operation, Spec
+from bot.simulator.render import Renderer
+from bot.simulator.state import (
+    Comment,
+    Delivery,
+    Fault,
+    Installation,
+    Issue,
+    Repo,
+    Review,
+    ReviewComment,
+    Token,
+    User,
+    World,
+    next_id,
+)
+
+ALL_PERMISSIONS = {"issues": "write", "pull_requests": "write", "contents": "write",
+                   "checks": "write", "metadata": "read"}
+
+
+class GitHubError(Exception):
+    """An error answer in GitHub's shape."""
+
+    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.errors = status, message, errors
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"message": self.message,
+                                "documentation_url": "https://docs.github.com/rest"}
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def generate_private_key() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+class Simulator:
+    """The simulator's state and behaviour; ``app`` is its ASGI application."""
+
+    def __init__(self, root: Path, webhook_url: str | None = None,
+                 webhook_secret: str = "", private_key: str | None = None,
+                 base_url: str = "http://127.0.0.1") -> None:
+        self.world = World(root=root)
+        self.spec = Spec()
+        self.private_key = private_key or generate_private_key()
+        self.public_key = serialization.load_pem_private_key(
+            self.private_key.encode(), None).public_key()
+        self.webhook_url, self.webhook_secret = webhook_url, webhook_secret
+        self.render = Renderer(self.spec, base_url)
+        self.pending: set[asyncio.Task[None]] = set()
+        self.app = Starlette(routes=self._routes())
+
+    @property
+    def base_url(self) -> str:
+        return self.render.base
+
+    @base_url.setter
+    def base_url(self, value: str) -> None:
+        self.render.base = value
+
+    # --- set-up (also reachable over HTTP under /_sim) ---------------------------------------
+
+    def add_installation(self, account: str, installation_id: int | None = None,
+                         permissions: dict[str, str] | None = None) -> Installation:
+        inst = Installation(installation_id or next_id(), account,
+                            dict(permissions or ALL_PERMISSIONS))
+        self.world.installations[inst.id] = inst
+        return inst
+
+    def add_repo(self, full_name: str, files: dict[str, str], installation_id: int | None = None,
+                 default_branch: str = "main") -> Repo:
+        owner, name = full_name.split("/")
+        if installation_id is None:
+            found = [i for i in self.world.installations.values() if i.account == owner]
+            installation_id = found[0].id if found else self.add_installation(owner).id
+        path = self.world.root / owner / f"{name}.git"
+        simgit.create_bare(path, files, default_branch)
+        repo = Repo(owner, name, installation_id, path, default_branch,
+                    collaborators={owner: "admin"})
+        self.world.repos[full_name.lower()] = repo
+        return repo
+
+    def get_repo(self, full_name: str) -> Repo:
+        repo = self.world.repos.get(full_name.lower())
+        if repo is None:
+            raise GitHubError(404, "Not Found")
+        return repo
+
+    def add_fault(self, fault: Fault) -> None:
+        self.world.faults.append(fault)
+
+    def expire_tokens(self) -> None:
+        for token in self.world.tokens.values():
+            token.expires_at = time.time() - 1
+
+    # --- user actions that GitHub would turn into webhooks ----------------------------------
+
+    def open_issue(self, full_name: str, title: str, body: str, author: str,
+                   labels: list[str] | None = None) -> Issue:
+        repo = self.get_repo(full_name)
+        issue = Issue(repo.next_number(), title, body, User(author), labels=list(labels or []))
+        repo.issues[issue.number] = issue
+        self.emit(repo, "issues", "opened", User(author), issue=self.render.issue(repo, issue))
+        return issue
+
+    def label_issue(self, full_name: str, number: int, label: str, actor: str,
+                    actor_type: str = "User") -> None:
+        repo, issue = self._issue(full_name, number)
+        if label not in issue.labels:
+            issue.labels.append(label)
+        self.emit(repo, "issues", "labeled", User(actor, actor_type),
+                  issue=self.render.issue(repo, issue), label=self.render.label(label))
+
+    def unlabel_issue(self, full_name: str, number: int, label: str, actor: str) -> None:
+        repo, issue = self._issue(full_name, number)
+        if label in issue.labels:
+            issue.labels.remove(label)
+        self.emit(repo, "issues", "unlabeled", User(actor),
+                  issue=self.render.issue(repo, issue), label=self.render.label(label))
+
+    def comment(self, full_name: str, number: int, body: str, actor: str,
+                actor_type: str = "User") -> Comment:
+        repo, issue = self._issue(full_name, number)
+        user = User(actor, actor_type)
+        comment = Comment(next_id(), body, user)
+        issue.comments.append(comment)
+        self.emit(repo, "issue_comment", "created", user, issue=self.render.issue(repo, issue),
+                  comment=self.render.comment(repo, issue, comment))
+        return comment
+
+    def review(self, full_name: str, number: int, state: str, body: str, actor: str,
+               comments: list[dict[str, Any]] | None = None) -> Review:
+        repo, issue = self._issue(full_name, number)
+        if issue.pull is None:
+            raise GitHubError(404, "Not Found")
+        user = User(actor)
+        review = Review(next_id(), user, state, body)
+        issue.pull.reviews.append(review)
+        for c in comments or []:
+            issue.pull.review_comments.append(ReviewComment(
+                next_id(), c["body"], user, c["path"], c.get("line")))
+        self.emit(repo, "pull_request_review", "submitted", user,
+                  review=self.render.review(repo, number, review),
+                  pull_request=self.render.pull(repo, issue))
+        return review
+
+    def push(self, full_name: str, branch: str, files: dict[str, str], message: str,
+             author: str) -> str:
+        repo = self.get_repo(full_name)
+        return simgit.commit_files(repo.path, branch, files, message,
+                                   f"{author} <{author}@example.invalid>")
+
+    def _issue(self, full_name: str, number: int) -> tuple[Repo, Issue]:
+        repo = self.get_repo(full_name)
+        issue = repo.issues.get(number)
+        if issue is None:
+            raise GitHubError(404, "Not Found")
+        return repo, issue
+
+    # --- webhooks out ------------------------------------------------------------------------
+
+    def emit(self, repo: Repo, event: str, action: str, sender: User, **parts: Any) -> Delivery:
+        """Record a delivery and send it (in the background) as GitHub would."""
+        payload = {"action": action, **parts, "repository": self.render.repo(repo),
+                   "sender": self.render.user(sender),
+                   "installation": {"id": repo.installation_id,
+                                    "node_id": f"MDIz{repo.installation_id}"}}
+        delivery = Delivery(next_id(), str(uuid.uuid4()), event, action,
+                            json.dumps(payload).encode(), installation_id=repo.installation_id,
+                            repository_id=repo.id)
+        self.world.deliveries.append(delivery)
+        self._send_later(delivery)
+        return delivery
+
+    def _send_later(self, delivery: Delivery) -> None:
+        if not self.webhook_url:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(self.send(delivery))
+        except RuntimeError:
+            return
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def send(self, delivery: Delivery, redelivery: bool = False) -> None:
+        assert self.webhook_url
+        signature = "sha256=" + hmac.new(self.webhook_secret.encode(), delivery.payload,
+                                         hashlib.sha256).hexdigest()
+        headers = {"content-type": "application/json", "user-agent": "GitHub-Hookshot/sim",
+                   "x-github-event": delivery.event, "x-github-delivery": delivery.guid,
+                   "x-hub-signature-256": signature,
+                   "x-github-hook-installation-target-type": "integration"}
+        start = time.monotonic()
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                resp = await client.post(self.webhook_url, content=delivery.payload,
+                                         headers=headers)
+            code, status = resp.status_code, "OK" if resp.is_success else f"{resp.status_code}"
+        except httpx.HTTPError as exc:
+            code, status = 0, f"failed to connect: {type(exc).__name__}"
+        delivery.attempts.append({"status": status, "status_code": code,
+                                  "redelivery": redelivery, "at": time.time(),
+                                  "duration": time.monotonic() - start})
+
+    async def settle(self) -> None:
+        """Wait until every webhook sent so far has been answered."""
+        while self.pending:
+            await asyncio.gather(*list(self.pending), return_exceptions=True)
+
+    # --- auth --------------------------------------------------------------------------------
+
+    def check_jwt(self, request: Request) -> None:
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            raise GitHubError(401, "A JSON web token could not be decoded")
+        try:
+            claims = jwt.decode(auth[7:], self.public_key, algorithms=["RS256"],  # type: ignore[arg-type]
+                                options={"require": ["iat", "exp", "iss"]}, leeway=0)
+        except jwt.ExpiredSignatureError as exc:
+            raise GitHubError(401, "'Expiration time' claim ('exp') must be a numeric value "
+                              "representing the future time at which the assertion expires"
+                              ) from exc
+        except jwt.PyJWTError as exc:
+            raise GitHubError(401, f"A JSON web token could not be decoded: {exc}") from exc
+        now = time.time()
+        if claims["exp"] - claims["iat"] > 600 or claims["exp"] > now + 600:
+            raise GitHubError(401, "'Expiration time' claim ('exp') is too far in the future")
+        if claims["iat"] > now + 60:
+            raise GitHubError(401, "'Issued at' claim ('iat') must be an Integer representing "
+                              "the time that the assertion was issued")
+        if str(claims["iss"]) != str(self.world.app_id):
+            raise GitHubError(401, "Integration not found")
+
+    def check_token(self, request: Request, repo: Repo, permission: str, level: str) -> Token:
+        auth = request.headers.get("authorization", "")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() not in ("token", "bearer") or not value:
+            raise GitHubError(401, "Requires authentication")
+        return self.token_for(value.strip(), repo, permission, level)
+
+    def token_for(self, value: str, repo: Repo, permission: str, level: str) -> Token:
+        token = self.world.tokens.get(value)
+        if token is None or token.expires_at <= time.time():
+            raise GitHubError(401, "Bad credentials")
+        if token.installation_id != repo.installation_id or (
+                token.repositories is not None and repo.name not in token.repositories):
+            raise GitHubError(404, "Not Found")
+        inst = self.world.installations[token.installation_id]
+        if inst.suspended:
+            raise GitHubError(403, "This installation has been suspended")
+        if not token.allows(repo, permission, level):
+            raise GitHubError(403, "Resource not accessible by integration")
+        return token
+
+    # --- faults and rate-limit headers -------------------------------------------------------
+
+    async def apply_fault(self) -> None:
+        if not self.world.faults:
+            return
+        fault = self.world.faults[0]
+        fault.count -= 1
+        if fault.count <= 0:
+            self.world.faults.pop(0)
+        reset = str(int(time.time()) + fault.reset_in)
+        if fault.kind == "slow":
+            await asyncio.sleep(fault.delay)
+        elif fault.kind == "5xx":
+            raise GitHubError(fault.status, "Server Error")
+        elif fault.kind == "secondary":
+            raise GitHubError(403, "You have exceeded a secondary rate limit. Please wait a few "
+                              "minutes before you try again.",
+                              headers={"retry-after": str(fault.retry_after)})
+        elif fault.kind == "429":
+            raise GitHubError(429, "Too many requests",
+                              headers={"retry-after": str(fault.retry_after)})
+        elif fault.kind == "primary":
+            raise GitHubError(403, "API rate limit exceeded for installation.", headers={
+                "x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0",
+                "x-ratelimit-used": "5000", "x-ratelimit-reset": reset,
+                "x-ratelimit-resource": "core"})
+
+    def rate_headers(self) -> dict[str, str]:
+        self.world.rate_remaining = max(0, self.world.rate_remaining - 1)
+        return {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": str(
+            self.world.rate_remaining), "x-ratelimit-used": str(5000 - self.world.rate_remaining),
+                "x-ratelimit-reset": str(int(time.time()) + 3600),
+                "x-ratelimit-resource": "core", "x-github-api-version-selected": "2022-11-28"}
+
+    # --- routing -----------------------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        from bot.simulator import control, rest
+
+        return [*control.routes(self), *rest.routes(self),
+                Route("/{owner}/{name}.git/{rest:path}", self.git_http, methods=["GET", "POST"])]
+
+    def endpoint(self, handler: Callable[[Request, Any], Awaitable[tuple[int, Any]]]
+                 ) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap a REST handler: faults, validation against the OpenAPI subset, call log."""
+
+        async def run(request: Request) -> Response:
+            path = request.url.path.removeprefix("/api/v3")
+            op = self.spec.find(request.method, path)
+            record: dict[str, Any] = {"method": request.method, "path": path,
+                                      "operation": op.operation_id if op else None,
+                                      "at": time.time()}
+            self.world.calls.append(record)
+            try:
+                await self.apply_fault()
+                body = await self._json_body(request, op)
+                status, out = await handler(request, body)
+            except GitHubError as exc:
+                record["status"] = exc.status
+                return exc.response()
+            record["status"] = status
+            if op is not None:
+                record["response_errors"] = self.spec.response_errors(op, status, out)
+            if status == 204:
+                return Response(status_code=204, headers=self.rate_headers())
+            return JSONResponse(out, status_code=status, headers=self.rate_headers())
+
+        return run
+
+    async def _json_body(self, request: Request, op: Operation | None) -> Any:
+        raw = await request.body()
+        body = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                raise GitHubError(400, "Problems parsing JSON") from exc
+        if op is not None:
+            errors = self.spec.request_errors(op, body)
+            if errors:
+                raise GitHubError(422, "Invalid request.", errors=[
+                    {"resource": op.operation_id, "code": "invalid", "message": e}
+                    for e in errors])
+        return body
+
+    # --- git smart HTTP ----------------------------------------------------------------------
+
+    async def git_http(self, request: Request) -> Response:
+        owner, name = request.path_params["owner"], request.path_params["name"]
+        rest = request.path_params["rest"]
+        repo = self.world.repo(owner, name)
+        if repo is None:
+            return Response("Repository not found.\n", status_code=404)
+        service = request.query_params.get("service", "") or rest.rsplit("/", 1)[-1]
+        writing = service == "git-receive-pack"
+        auth = request.headers.get("authorization", "")
+        challenge = {"www-authenticate": 'Basic realm="GitHub"'}
+        if not auth.lower().startswith("basic "):
+            return Response("Authentication required\n", status_code=401, headers=challenge)
+        try:
+            user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+            token = self.token_for(password, repo, "contents", "write" if writing else "read")
+        except (GitHubError, ValueError):
+            return Response("Invalid username or token.\n", status_code=401, headers=challenge)
+        extra = {"HANDOFF_SIM_WORKFLOWS": token.permissions.get("workflows", "")}
+        status, headers, body = await simgit.http_backend(
+            self.world.root, f"/{repo.owner}/{repo.name}.git/{rest}", request.method,
+            request.url.query, request.headers.get("content-type", ""), await request.body(),
+            user, extra, request.headers.get("content-encoding", ""))
+        return Response(body, status_code=status, headers=headers)
+
+    # --- token minting -----------------------------------------------------------------------
+
+    def mint_token(self, inst: Installation, repositories: list[str] | None,
+                   permissions: dict[str, str] | None) -> Token:
+        granted = dict(inst.permissions)
+        if permissions:
+            for key, level in permissions.items():
+                have = granted.get(key)
+                if have is None or (have == "read" and level == "write"):
+                    raise GitHubError(422, f"The permissions requested are not granted to this "
+                                      f"installation: {key}={level}")
+            granted = dict(permissions)
+        if repositories:
+            known = {r.name for r in self.world.repos.values()
+                     if r.installation_id == inst.id}
+            missing = [r for r in repositories if r not in known]
+            if missing:
+                raise GitHubError(422, f"There is at least one repository that does not exist "
+                                  f"or is not accessible to the parent installation: {missing}")
+        token = Token(f"ghs_{secrets.token_urlsafe(27)}", inst.id, repositories, granted,
+                      time.time() + 3600)
+        self.world.tokens[token.token] = token
+        return token

@@ -1,0 +1,178 @@
+"""The simulator's in-memory world: repositories, issues, PRs, tokens, deliveries."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_ids = itertools.count(1000)
+
+
+def next_id() -> int:
+    return next(_ids)
+
+
+@dataclass
+class User:
+    login: str
+    type: str = "User"
+    id: int = field(default_factory=next_id)
+
+
+@dataclass
+class Comment:
+    id: int
+    body: str
+    user: User
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    reactions: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Issue:
+    number: int
+    title: str
+    body: str
+    user: User
+    state: str = "open"
+    labels: list[str] = field(default_factory=list)
+    comments: list[Comment] = field(default_factory=list)
+    reactions: list[tuple[str, str]] = field(default_factory=list)
+    pull: Pull | None = None
+    id: int = field(default_factory=next_id)
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class ReviewComment:
+    id: int
+    body: str
+    user: User
+    path: str
+    line: int | None
+    in_reply_to: int | None = None
+
+
+@dataclass
+class Review:
+    id: int
+    user: User
+    state: str
+    body: str
+    submitted_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Pull:
+    head: str
+    base: str
+    draft: bool = False
+    merged: bool = False
+    reviews: list[Review] = field(default_factory=list)
+    review_comments: list[ReviewComment] = field(default_factory=list)
+
+
+@dataclass
+class CheckRun:
+    id: int
+    name: str
+    head_sha: str
+    status: str = "queued"
+    conclusion: str | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+    details_url: str | None = None
+    external_id: str | None = None
+
+
+@dataclass
+class Repo:
+    owner: str
+    name: str
+    installation_id: int
+    path: Path
+    default_branch: str = "main"
+    private: bool = True
+    archived: bool = False
+    collaborators: dict[str, str] = field(default_factory=dict)  # login -> permission
+    issues: dict[int, Issue] = field(default_factory=dict)
+    check_runs: dict[int, CheckRun] = field(default_factory=dict)
+    id: int = field(default_factory=next_id)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    def next_number(self) -> int:
+        return max(self.issues, default=0) + 1
+
+
+@dataclass
+class Token:
+    token: str
+    installation_id: int
+    repositories: list[str] | None  # names (without owner) or None for all
+    permissions: dict[str, str]
+    expires_at: float
+
+    def allows(self, repo: Repo, permission: str, level: str) -> bool:
+        if self.repositories is not None and repo.name not in self.repositories:
+            return False
+        granted = self.permissions.get(permission)
+        return granted == "write" or (granted == "read" and level == "read")
+
+
+@dataclass
+class Installation:
+    id: int
+    account: str
+    permissions: dict[str, str]
+    suspended: bool = False
+
+
+@dataclass
+class Delivery:
+    id: int
+    guid: str
+    event: str
+    action: str
+    payload: bytes
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    installation_id: int | None = None
+    repository_id: int | None = None
+
+    @property
+    def status(self) -> str:
+        return self.attempts[-1]["status"] if self.attempts else "pending"
+
+
+@dataclass
+class Fault:
+    kind: str  # 5xx | secondary | 429 | primary | slow
+    count: int
+    retry_after: int = 1
+    reset_in: int = 1
+    delay: float = 0.0
+    status: int = 502
+
+
+@dataclass
+class World:
+    """Everything the simulator knows."""
+
+    root: Path
+    app_id: int = 4242
+    app_slug: str = "handoff"
+    repos: dict[str, Repo] = field(default_factory=dict)
+    installations: dict[int, Installation] = field(default_factory=dict)
+    tokens: dict[str, Token] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    rate_remaining: int = 5000
+
+    def repo(self, owner: str, name: str) -> Repo | None:
+        return self.repos.get(f"{owner}/{name}".lower())

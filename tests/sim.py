@@ -1,0 +1,30 @@
+"""Fixtures that run the GitHub simulator on 127.0.0.1 for a test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from bot.github import GitHubApp, Pacer
+from bot.retry import RetryPolicy
+from bot.serving import running
+from bot.simulator import Simulator
+
+
+@asynccontextmanager
+async def simulator(root: Path, webhook_url: str | None = None,
+                    secret: str = "") -> AsyncIterator[Simulator]:
+    sim = Simulator(root, webhook_url=webhook_url, webhook_secret=secret)
+    async with running(sim.app) as url:
+        sim.base_url = url
+        yield sim
+        await sim.settle()
+
+
+def app_client(sim: Simulator, **policy: float) -> GitHubApp:
+    """Handoff's GitHub layer pointed at the simulator, with test-sized waits."""
+    defaults = {"attempts": 4, "base_delay": 0.05, "max_delay": 0.5, "max_wait": 5.0}
+    return GitHubApp(str(sim.world.app_id), sim.private_key, sim.base_url, timeout=5,
+                     policy=RetryPolicy(**{**defaults, **policy}),  # type: ignore[arg-type]
+                     pacer=Pacer(interval=0.05))
