@@ -65,7 +65,9 @@ class SandboxError(Exception):
 class Sandbox(Protocol):
     """A started sandbox around one workspace."""
 
-    async def exec(self, command: str, timeout: float | None = None) -> CommandResult: ...
+    async def exec(self, command: str, timeout: float | None = None,
+                   stdin: bytes | None = None, env: dict[str, str] | None = None
+                   ) -> CommandResult: ...
 
     async def disable_network(self) -> None: ...
 

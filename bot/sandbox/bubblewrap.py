@@ -29,7 +29,7 @@ class BubblewrapSandbox:
 
     def argv(self, command: str, timeout: float) -> list[str]:
         argv = [self.backend.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
-                "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--clearenv",
+                "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                 "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         if self.network:
             argv.append("--share-net")
@@ -39,18 +39,20 @@ class BubblewrapSandbox:
         if self.network and os.path.exists("/etc/resolv.conf"):
             argv += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
         argv += ["--bind", str(self.workspace), WORKDIR, "--chdir", WORKDIR]
-        for key, value in SANDBOX_ENV.items():
-            argv += ["--setenv", key, value]
         # Memory as an address-space limit: allocations fail rather than the kernel killing.
         limit_kb = self.backend.limits.memory_mb * 1024
         script = f"ulimit -v {limit_kb}; exec timeout -s KILL {timeout:.0f} bash -c \"$0\""
         return [*argv, "bash", "-c", script, command]
 
-    async def exec(self, command: str, timeout: float | None = None) -> CommandResult:
+    async def exec(self, command: str, timeout: float | None = None,
+                   stdin: bytes | None = None, env: dict[str, str] | None = None
+                   ) -> CommandResult:
         timeout = timeout or self.backend.limits.timeout
-        # bwrap itself gets a clean environment too: it is PID 1 inside and /proc shows it.
+        # bwrap runs with only the sandbox's environment (it is PID 1 inside, and /proc shows
+        # it), and passes that on; extra variables ride along the same way, never in argv.
         result = await run_capped(self.argv(command, timeout), timeout + 10,
-                                  self.backend.limits.output_cap, env=dict(SANDBOX_ENV))
+                                  self.backend.limits.output_cap, stdin,
+                                  {**SANDBOX_ENV, **(env or {})})
         if result.exit_code == 137 and result.duration >= timeout - 0.5:
             result.timed_out = True
         return result

@@ -21,10 +21,11 @@ from bot.sandbox.base import (
 )
 
 LABEL = "handoff.sandbox"
-# Runs the command under `timeout` (its own process group), then kills whatever the command
+# Runs the command under `timeout` (its own process group; stdin passed on explicitly, as
+# background jobs otherwise read /dev/null), then kills whatever the command
 # left behind in that group, so a stray background process or a fork bomb cannot outlive it.
 REAPER = (
-    'timeout -s KILL {timeout} bash -c "$0" & p=$!; wait $p; rc=$?; '
+    'timeout -s KILL {timeout} bash -c "$0" <&0 & p=$!; wait $p; rc=$?; '
     "for _ in $(seq 50); do kill -9 -- -$p 2>/dev/null || break; done; exit $rc"
 )
 
@@ -43,14 +44,22 @@ class ContainerSandbox:
         self.backend, self.name = backend, name
         self.oom_seen = 0
 
-    async def exec(self, command: str, timeout: float | None = None) -> CommandResult:
-        """Run a shell command in the workspace; killed inside the container at the timeout."""
+    async def exec(self, command: str, timeout: float | None = None,
+                   stdin: bytes | None = None, env: dict[str, str] | None = None
+                   ) -> CommandResult:
+        """Run a shell command in the workspace; killed inside the container at the timeout.
+
+        ``env`` values travel in the engine's environment (``--env NAME``), never its argv.
+        """
         limits = self.backend.limits
         timeout = timeout or limits.timeout
-        argv = [self.backend.cli, "exec", "-i", "--user", self.backend.user, "--workdir", WORKDIR,
-                self.name, "bash", "-c", REAPER.format(timeout=f"{timeout:.0f}"), command]
+        argv = [self.backend.cli, "exec", "-i", "--user", self.backend.user, "--workdir", WORKDIR]
+        for name in env or {}:
+            argv += ["--env", name]
+        argv += [self.name, "bash", "-c", REAPER.format(timeout=f"{timeout:.0f}"), command]
+        host_env = {**os.environ, **env} if env else None
         # The host-side bound is a backstop in case the engine itself hangs.
-        result = await run_capped(argv, timeout + 15, limits.output_cap)
+        result = await run_capped(argv, timeout + 15, limits.output_cap, stdin, host_env)
         if result.exit_code == 137 and not result.timed_out:
             if result.duration >= timeout - 0.5:
                 result.timed_out = True
