@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         "https://api.github.com",
         description="REST API base URL; https://HOST/api/v3 for GitHub Enterprise Server.",
     )
+    github_write_interval: float = Field(
+        1.0, ge=0, description="Seconds between writes per installation (GitHub asks for 1).")
+    github_timeout: float = Field(30.0, gt=0, description="Seconds one GitHub call may take.")
     app_slug: str = Field("handoff", description="The App's slug; its bot login is <slug>[bot].")
     data_dir: Path = Field(Path("./handoff-data"), description="Where the database, mirrors, "
                            "workspaces and transcripts live.")
@@ -67,6 +70,12 @@ class Settings(BaseSettings):
     max_cost_usd: float = Field(5.0, description="Dollars per job.")
     max_wall_seconds: float = Field(3600.0, description="Wall time of the agent per job.")
 
+    agent_command: str | None = Field(
+        None, description="Run this agent CLI in the sandbox instead of the built-in agent; "
+        "{spec_file} is replaced by the spec's path. Needs network and a key in the sandbox.")
+    agent_env: list[str] = Field(default_factory=list, description="Environment variables "
+                                 "passed into the sandbox for agent_command (e.g. its API key).")
+    status_interval: float = Field(5.0, description="Seconds between edits of a status comment.")
     prompts_dir: Path = Field(ROOT / "prompts", description="Spec templates.")
     template_labels: dict[str, str] = Field(
         default_factory=lambda: {

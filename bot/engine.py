@@ -72,7 +72,8 @@ async def _start(
         origin = await store.agent_pr_origin(conn, d.repo, d.pr_number)
         if origin is None:
             return f"ignored: #{d.pr_number} is not an agent pull request", None
-        values.update(issue_number=origin.issue_number, branch=origin.branch)
+        values.update(issue_number=origin.issue_number, branch=origin.branch,
+                      context={**d.context, "origin_job": origin.id})
     job_id = await store.insert_job(conn, **values)
     if job_id is None:
         active = await store.active_job(conn, d.repo, values["issue_number"])

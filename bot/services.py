@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import logging
+
 from bot.config import Settings
 from bot.store import Store
-from bot.worker import LogReporter, NotImplementedRunner, Worker
+from bot.worker import LogReporter, NotImplementedRunner, Reporter, Runner, Worker
+
+log = logging.getLogger("handoff")
 
 
 def build_worker(settings: Settings, store: Store) -> Worker:
-    """A worker for these settings."""
+    """A worker for these settings: the full pipeline when a GitHub App is configured."""
+    runner: Runner = NotImplementedRunner()
+    reporter: Reporter = LogReporter()
+    cleanup = None
+    pem = settings.private_key_pem()
+    if settings.app_id and pem:
+        from bot.github import GitHubApp, Pacer
+        from bot.pipeline import Pipeline
+        from bot.reporter import GitHubReporter
+        from bot.sandbox import make_backend
+
+        github = GitHubApp(settings.app_id, pem, settings.github_url,
+                           timeout=settings.github_timeout,
+                           pacer=Pacer(settings.github_write_interval))
+        backend = make_backend(settings)
+        runner = Pipeline(settings, store, github, backend, settings.status_interval)
+        reporter = GitHubReporter(github)
+        cleanup = backend.cleanup_orphans
+    else:
+        log.warning("no GitHub App configured (HANDOFF_APP_ID, HANDOFF_PRIVATE_KEY): jobs are "
+                    "recorded and end as not implemented")
     return Worker(
-        store, NotImplementedRunner(), LogReporter(), concurrency=settings.concurrency,
+        store, runner, reporter, concurrency=settings.concurrency,
         lease_seconds=settings.lease_seconds, heartbeat_seconds=settings.heartbeat_seconds,
         poll_seconds=settings.poll_seconds, max_attempts=settings.max_attempts,
+        on_start=cleanup,
     )

@@ -7,7 +7,9 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,7 +73,7 @@ class Worker:
     def __init__(
         self, store: Store, runner: Runner, reporter: Reporter, *, concurrency: int = 2,
         lease_seconds: float = 60, heartbeat_seconds: float = 15, poll_seconds: float = 1,
-        max_attempts: int = 3,
+        max_attempts: int = 3, on_start: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.store, self.runner, self.reporter = store, runner, reporter
         self.concurrency = concurrency
@@ -81,10 +83,15 @@ class Worker:
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self.active: set[int] = set()
+        self.on_start = on_start
+        self.report_after: dict[int, float] = {}
+        self.report_retry_seconds = 30.0
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set, then wait for the jobs under way."""
         log.info("worker %s started (concurrency %s)", self.id, self.concurrency)
+        if self.on_start is not None:
+            log.info("start-up clean-up: %s", await self.on_start())
         while not stop.is_set():
             await self.report_pending()
             while len(self.tasks) < self.concurrency and not stop.is_set():
@@ -173,13 +180,16 @@ class Worker:
             return
         try:
             await self.reporter.report(job)
-        except Exception:  # reporting is retried by the next sweep; never lost
+        except Exception:  # reporting is retried by a later sweep; never lost
             log.exception("job %s: could not report its outcome yet; will retry", job_id)
+            self.report_after[job_id] = time.monotonic() + self.report_retry_seconds
             return
+        self.report_after.pop(job_id, None)
         await self.store.update_job(job_id, reported=True)
 
     async def report_pending(self) -> None:
         """Report final jobs nobody reported yet (cancelled while queued, or report failed)."""
         for job in await self.store.unreported():
-            if job.id not in self.active:
+            if job.id not in self.active and \
+                    self.report_after.get(job.id, 0) <= time.monotonic():
                 await self._report(job.id)

@@ -70,6 +70,7 @@ async def test_failed_report_is_retried_by_the_sweep(store: Store) -> None:
     await queue(store)
     rec = Recorder(fail=1)
     worker = Worker(store, Fails(), rec)
+    worker.report_retry_seconds = 0
     job = await worker.run_once()
     assert job and not job.reported and rec.reported == []
     await worker.report_pending()

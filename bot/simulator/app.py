@@ -172,7 +172,7 @@ class Simulator:
         issue.pull.reviews.append(review)
         for c in comments or []:
             issue.pull.review_comments.append(ReviewComment(
-                next_id(), c["body"], user, c["path"], c.get("line")))
+                next_id(), c["body"], user, c["path"], c.get("line"), review_id=review.id))
         self.emit(repo, "pull_request_review", "submitted", user,
                   review=self.render.review(repo, number, review),
                   pull_request=self.render.pull(repo, issue))

@@ -125,6 +125,7 @@ class Renderer:
         body = self.spec.example("pull-request-review-comment-items")[0]
         body.update(id=c.id, body=c.body, user=self.user(c.user), path=c.path, line=c.line,
                     original_line=c.line, in_reply_to_id=c.in_reply_to,
+                    pull_request_review_id=c.review_id,
                     pull_request_url=f"{self.base}/repos/{repo.full_name}/pulls/{number}")
         if c.in_reply_to is None:
             body.pop("in_reply_to_id", None)

@@ -55,6 +55,7 @@ class ReviewComment:
     path: str
     line: int | None
     in_reply_to: int | None = None
+    review_id: int | None = None
 
 
 @dataclass

@@ -1,0 +1,375 @@
+"""The engine's job runner: from a claimed job to a pull request, a commit, or a stated failure."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.agent.budget import Budget, Spend
+from bot.agent.external import ExternalAgent
+from bot.agent.loop import Agent, AgentResult
+from bot.agent.models import make_model
+from bot.agent.transcript import Transcript
+from bot.changes import FileChange, changed_files, refusal, review_notes
+from bot.config import Settings
+from bot.github import WRITE_ROLES, GitHubApiError, GitHubApp, RepoClient
+from bot.gitops import GitError, git
+from bot.repo_config import RepoConfig, RepoConfigError, load_repo_config
+from bot.sandbox import Backend, CommandResult, Sandbox, SandboxError
+from bot.spec import SpecInputs, Templates, build_inputs, choose_template
+from bot.status import StatusComment
+from bot.store import Job, Store
+from bot.worker import JobFailed, JobResult
+
+log = logging.getLogger("handoff.pipeline")
+
+
+def slug(title: str) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return words[:40].rstrip("-") or "work"
+
+
+def test_line(result: CommandResult | None) -> str:
+    """A one-line account of a test run."""
+    if result is None:
+        return "not run (no test command configured)"
+    lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
+    last = lines[-1].strip().strip("=").strip() if lines else ""
+    verdict = "pass" if result.ok else ("timed out" if result.timed_out else "fail")
+    return f"{verdict} — {last[:200]}" if last else verdict
+
+
+@dataclass
+class Run:
+    """The state of one job as the pipeline works through it."""
+
+    job: Job
+    gh: RepoClient
+    issue_number: int
+    target: int  # where status and failures are posted: the issue, or the agent PR
+    result: dict[str, Any] = field(default_factory=dict)
+    status: StatusComment | None = None
+    sandbox: Sandbox | None = None
+    workspace: Path | None = None
+
+
+class Pipeline:
+    """Runs implement, retry and review jobs end to end."""
+
+    def __init__(self, settings: Settings, store: Store, github: GitHubApp, backend: Backend,
+                 status_interval: float = 5.0) -> None:
+        from bot.workspace import Workspaces
+
+        self.settings, self.store, self.github, self.backend = settings, store, github, backend
+        self.templates = Templates(settings.prompts_dir)
+        self.workspaces = Workspaces(settings.data_dir)
+        self.status_interval = status_interval
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    async def run(self, job: Job) -> JobResult:
+        if job.installation_id is None:
+            raise JobFailed("setup-failed", "the delivery named no installation of the App")
+        gh = self.github.repo(job.installation_id, job.repo)
+        target = job.pr_number if job.kind != "implement" and job.pr_number else job.issue_number
+        run = Run(job, gh, job.issue_number, target, result=dict(job.result))
+        try:
+            return await self._run(run)
+        except JobFailed as exc:
+            exc.result = {**run.result, **exc.result}
+            raise
+        except GitHubApiError as exc:
+            raise JobFailed("github-error", str(exc), run.result) from exc
+        except (SandboxError, GitError) as exc:
+            raise JobFailed("setup-failed", str(exc), run.result) from exc
+        finally:
+            await self._save(run)
+            if run.sandbox is not None:
+                await run.sandbox.close()
+            self.workspaces.remove(job.id)
+
+    async def _save(self, run: Run, **columns: Any) -> None:
+        await self.store.update_job(run.job.id, result=run.result, **columns)
+
+    async def _stage(self, run: Run, stage: str, detail: str = "", force: bool = True) -> None:
+        await self.store.update_job(run.job.id, stage=stage)
+        if run.status is not None:
+            await run.status.set(stage, detail, force=force)
+            run.result["status_comment_id"] = run.status.comment_id
+
+    # -- the path of one job ------------------------------------------------------------------
+
+    async def _run(self, run: Run) -> JobResult:
+        job, gh = run.job, run.gh
+        role = await gh.permission(job.requested_by)
+        if role not in WRITE_ROLES:
+            raise JobFailed("not-permitted", f"@{job.requested_by} has {role} access to "
+                            f"{job.repo}; Handoff takes work only from people with write access")
+        await self._acknowledge(run)
+        await self._stage(run, "preparing")
+        issue = await gh.get_issue(run.issue_number)
+        repo = await gh.get_repo()
+        base = str(repo["default_branch"])
+        branch = job.branch or f"agent/issue-{run.issue_number}-{slug(issue['title'])}"
+        run.result.update(branch=branch, base=base)
+        await self.store.update_job(job.id, branch=branch)
+        token = await gh.token()
+        ws = await self.workspaces.checkout(job.id, job.repo, branch, base, repo["clone_url"],
+                                            token)
+        run.workspace = ws
+        config = self._config(ws)
+        comments = await gh.list_comments(run.issue_number)
+        writers = await self._writers(gh, comments)
+        inputs = build_inputs(job.repo, issue, comments, writers, self.settings.trigger_label, ws)
+        base_sha = (await git("rev-parse", f"refs/remotes/origin/{base}", cwd=ws)).strip()
+        start_sha = (await git("rev-parse", "HEAD", cwd=ws)).strip()
+        run.result["base_sha"] = base_sha
+
+        run.sandbox = await self.backend.start(job.id, ws, network=bool(config.setup_command))
+        if config.setup_command:
+            setup = await run.sandbox.exec(config.setup_command)
+            if not setup.ok:
+                raise JobFailed("setup-failed", f"the setup command `{config.setup_command}` "
+                                f"ended with {setup.describe()}: {test_line(setup)}")
+            await run.sandbox.disable_network()
+        before = None
+        if config.test_command:
+            await self._stage(run, "baseline")
+            before = await run.sandbox.exec(config.test_command)
+        run.result["tests_before"] = test_line(before)
+
+        spec = await self._spec(run, inputs, config, base, start_sha, before)
+        await self._stage(run, "agent", "Starting the agent")
+        outcome = await self._agent(run, config).run(spec, run.sandbox)
+        run.result["spend"] = outcome.spend.as_dict()
+        run.result["summary"] = outcome.summary
+        after = None
+        if config.test_command:
+            await self._stage(run, "testing")
+            after = await run.sandbox.exec(config.test_command)
+        run.result["tests_after"] = test_line(after)
+        regression = bool(before and after and before.ok and not after.ok)
+        run.result["regression"] = regression
+
+        files = await changed_files(ws, start_sha)
+        if not outcome.finished:
+            await self._keep_work(run, files, start_sha, outcome)
+            raise JobFailed(outcome.category, outcome.stop_reason)
+        if not files:
+            raise JobFailed("no-changes", "the agent finished without changing any file: "
+                            f"{outcome.summary[:500]}")
+        if why := await refusal(ws, start_sha, files):
+            raise JobFailed("push-refused", why)
+        await self._stage(run, "pushing")
+        head = await self._commit_and_push(run, ws, branch, outcome.summary.splitlines()[0][:72]
+                                           or "Agent change")
+        run.result["head_sha"] = head
+        pr = await self._pull_request(run, issue, inputs, outcome, base, head, files)
+        await self._review_summary(run, pr["number"], files, regression)
+        if job.kind == "review":
+            await self._answer_review(run, outcome.summary)
+        await self._check_run(run, head, "tests-regressed" if regression else "")
+        await self._stage(run, "done", f"Pull request: {pr['html_url']}\n\n"
+                          f"{outcome.spend.line()}")
+        return JobResult(outcome.summary, run.result)
+
+    async def _acknowledge(self, run: Run) -> None:
+        comment_id = run.job.context.get("comment_id")
+        if comment_id:
+            await run.gh.react_comment(int(comment_id))
+        elif run.job.kind == "implement":
+            await run.gh.react_issue(run.issue_number)
+        run.status = StatusComment(run.gh, run.target, run.job.id, self.status_interval,
+                                   run.result.get("status_comment_id"))
+
+    def _config(self, ws: Path) -> RepoConfig:
+        try:
+            return load_repo_config(ws, self.templates.names())
+        except RepoConfigError as exc:
+            raise JobFailed("config-error", str(exc)) from exc
+
+    async def _writers(self, gh: RepoClient, comments: list[dict[str, Any]]) -> set[str]:
+        authors = {str((c.get("user") or {}).get("login", "")) for c in comments}
+        return {a for a in authors if a and await gh.permission(a) in WRITE_ROLES}
+
+    async def _spec(self, run: Run, inputs: SpecInputs, config: RepoConfig, base: str,
+                    start_sha: str, before: CommandResult | None) -> str:
+        job = run.job
+        mapping = {**self.settings.template_labels, **config.templates}
+        common: dict[str, Any] = dict(test_command=config.test_command or "",
+                                      baseline=test_line(before) if before else "")
+        run.result["inputs_seen"] = inputs.seen()
+        run.result["inputs_excluded"] = inputs.excluded
+        run.result["criteria"] = inputs.criteria
+        if job.kind == "implement":
+            name = choose_template(inputs.labels, mapping)
+            if job.feedback:
+                inputs.comments.append({"author": job.requested_by, "body": job.feedback})
+            run.result["template"] = name
+            return self.templates.spec(name, inputs, **common)
+        assert run.workspace is not None
+        diff = await git("diff", f"refs/remotes/origin/{base}...{start_sha}", cwd=run.workspace)
+        origin = await self.store.get_job(int(job.context.get("origin_job", 0) or 0))
+        previous = (origin.result.get("summary", "") if origin else "") or \
+            str(job.result.get("summary", ""))
+        extra = dict(requested_by=job.requested_by, feedback=job.feedback,
+                     previous_summary=previous, diff=diff[:30_000], base_branch=base, **common)
+        if job.kind == "review":
+            assert job.pr_number is not None
+            review_id = job.context.get("review_id")
+            threads = [c for c in await run.gh.review_comments(job.pr_number)
+                       if not c.get("in_reply_to_id") and
+                       (review_id is None or c.get("pull_request_review_id") in (None, review_id)
+                        ) and (c.get("user") or {}).get("login") == job.requested_by]
+            run.result["review_threads"] = [c["id"] for c in threads]
+            extra["review_comments"] = [{"path": c["path"], "line": c.get("line"),
+                                         "author": c["user"]["login"], "body": c["body"]}
+                                        for c in threads]
+        run.result["template"] = job.kind
+        return self.templates.spec(job.kind, inputs, **extra)
+
+    def _agent(self, run: Run, config: RepoConfig) -> Agent | ExternalAgent:
+        s = self.settings
+        b = config.budget
+        model_name = config.model or s.model_name
+        price_in, price_out = s.prices.get(model_name, (0.0, 0.0))
+        budget = Budget(max_steps=b.max_steps or s.max_steps,
+                        max_tokens=b.max_tokens or s.max_tokens,
+                        max_cost_usd=b.max_cost_usd or s.max_cost_usd,
+                        max_wall_seconds=b.max_wall_seconds or s.max_wall_seconds,
+                        price_in=price_in, price_out=price_out)
+        key = s.model_api_key.get_secret_value() if s.model_api_key else None
+        transcript = Transcript(s.data_dir / "transcripts" / f"job-{run.job.id}.jsonl",
+                                secrets=(key or "",))
+        run.result["transcript"] = str(transcript.path)
+        run.result["model"] = model_name
+        if s.agent_command:
+            return ExternalAgent(s.agent_command, s.agent_env, budget, transcript)
+        model = make_model(s.model_provider, s.model_base_url, model_name, key, s.model_timeout)
+
+        async def progress(spend: Spend) -> None:
+            await self.store.update_job(run.job.id, result={**run.result,
+                                                            "spend": spend.as_dict()})
+            if run.status:
+                await run.status.agent_progress(spend)
+
+        return Agent(model, budget, transcript, s.command_timeout, progress)
+
+    async def _commit_and_push(self, run: Run, ws: Path, branch: str, title: str) -> str:
+        job = run.job
+        login = self.settings.bot_login
+        message = (f"{title}\n\nHandoff job {job.id} for #{run.issue_number}.\n\n"
+                   f"Co-authored-by: {job.requested_by} "
+                   f"<{job.requested_by}@users.noreply.github.com>\n")
+        await git("-c", f"user.name={login}", "-c",
+                  f"user.email={self.settings.app_id}+{login}@users.noreply.github.com",
+                  "commit", "--quiet", "--no-verify", "-m", message, cwd=ws)
+        await self._push(run, ws, branch)
+        return (await git("rev-parse", "HEAD", cwd=ws)).strip()
+
+    async def _push(self, run: Run, ws: Path, branch: str) -> None:
+        # Never a force push: a person's commits on the branch are kept, and a rejected push
+        # is a stated failure.
+        for attempt in range(2):
+            token = await run.gh.token(fresh=attempt > 0)
+            try:
+                await git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=ws,
+                          token=token)
+                return
+            except GitError as exc:
+                text = str(exc)
+                if attempt == 0 and ("401" in text or "Authentication" in text or
+                                     "could not read" in text):
+                    continue
+                raise JobFailed("push-refused", f"GitHub refused the push to `{branch}`: "
+                                f"{text[-500:]}") from exc
+
+    async def _keep_work(self, run: Run, files: list[FileChange], start_sha: str,
+                         outcome: AgentResult) -> None:
+        """Push what the agent did so far as a work-in-progress commit, when it is safe."""
+        assert run.workspace is not None
+        if not files or await refusal(run.workspace, start_sha, files):
+            return
+        branch = str(run.result["branch"])
+        with contextlib.suppress(JobFailed):
+            head = await self._commit_and_push(
+                run, run.workspace, branch, f"WIP: stopped early ({outcome.stop_reason})"[:72])
+            run.result["wip_branch"] = branch
+            run.result["head_sha"] = head
+
+    async def _pull_request(self, run: Run, issue: dict[str, Any], inputs: SpecInputs,
+                            outcome: AgentResult, base: str, head: str,
+                            files: list[FileChange]) -> dict[str, Any]:
+        gh, job = run.gh, run.job
+        body = self.templates.render(
+            "summary", issue=inputs.issue, summary=outcome.summary,
+            criteria=evidence(inputs.criteria, outcome.summary), base_sha=run.result["base_sha"],
+            head_sha=head, tests_before=run.result["tests_before"],
+            tests_after=run.result["tests_after"], regression=run.result["regression"],
+            spend=outcome.spend.as_dict(), model=run.result.get("model", ""),
+            inputs_seen=inputs.seen(), inputs_excluded=inputs.excluded,
+            requested_by=job.requested_by)
+        existing = await gh.get_pull(job.pr_number) if job.pr_number else \
+            await gh.find_pull(str(run.result["branch"]))
+        if existing:
+            pr = await gh.update_pull(int(existing["number"]), body=body)
+        else:
+            draft = self.settings.draft_prs
+            try:
+                pr = await gh.create_pull(title=issue["title"], head=run.result["branch"],
+                                          base=base, body=body, draft=draft)
+            except GitHubApiError as exc:  # a PR created by an earlier, interrupted attempt
+                found = await gh.find_pull(str(run.result["branch"]))
+                if found is None:
+                    raise
+                log.info("PR already existed: %s", exc)
+                pr = await gh.update_pull(int(found["number"]), body=body)
+        run.result.update(pr_number=pr["number"], pr_url=pr["html_url"])
+        await self.store.update_job(job.id, pr_number=pr["number"])
+        return pr
+
+    async def _review_summary(self, run: Run, number: int, files: list[FileChange],
+                              regression: bool) -> None:
+        check_first, risks = review_notes(files, regression)
+        body = self.templates.render("review_summary", check_first=check_first, risks=risks,
+                                     files=files)
+        await run.gh.create_comment(number, body)
+
+    async def _answer_review(self, run: Run, summary: str) -> None:
+        assert run.job.pr_number is not None
+        lines = summary.splitlines()
+        for index, comment_id in enumerate(run.result.get("review_threads", []), start=1):
+            answer = next((ln for ln in lines if re.match(rf"\s*{index}[.):]", ln)), summary)
+            await run.gh.reply_review_comment(run.job.pr_number, comment_id,
+                                              f"Addressed in {run.result['head_sha'][:7]}: "
+                                              f"{answer.strip()[:2000]}")
+
+    async def _check_run(self, run: Run, head: str, category: str) -> None:
+        conclusion = "failure" if category else "success"
+        summary = (f"Tests before: {run.result['tests_before']}\n\n"
+                   f"Tests after: {run.result['tests_after']}")
+        title = f"Failed: {category}" if category else "Agent change ready for review"
+        check = await run.gh.create_check_run(
+            name="Handoff", head_sha=head, status="completed", conclusion=conclusion,
+            external_id=str(run.job.id), output={"title": title, "summary": summary})
+        run.result["check_run_id"] = check["id"]
+
+
+def evidence(criteria: list[str], summary: str) -> list[dict[str, Any]]:
+    """Each criterion with the summary line that claims it, or none (marked unmet)."""
+    lines = [ln.strip() for ln in summary.splitlines() if ln.strip()]
+    out = []
+    for index, text in enumerate(criteria, start=1):
+        words = {w for w in re.findall(r"[a-z0-9_]{4,}", text.lower())}
+        found = next((ln for ln in lines if re.match(rf"{index}[.):]\s", ln)), None)
+        if found is None and words:
+            scored = [(len(words & set(re.findall(r"[a-z0-9_]{4,}", ln.lower()))), ln)
+                      for ln in lines]
+            best = max(scored, default=(0, ""))
+            found = best[1] if best[0] >= max(1, len(words) // 2) else None
+        out.append({"text": text, "met": found is not None, "evidence": found or ""})
+    return out

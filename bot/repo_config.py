@@ -1,0 +1,62 @@
+"""Per-repository settings from ``.github/handoff.yml``, validated with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_PATH = ".github/handoff.yml"
+
+
+class RepoBudget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int | None = Field(None, ge=1, le=500)
+    max_tokens: int | None = Field(None, ge=1000)
+    max_cost_usd: float | None = Field(None, gt=0, le=100)
+    max_wall_seconds: float | None = Field(None, gt=0, le=6 * 3600)
+
+
+class RepoConfig(BaseModel):
+    """What a repository may set for its own jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    templates: dict[str, str] = Field(default_factory=dict,
+                                      description="Issue label to template name.")
+    test_command: str | None = Field(None, description="Runs before and after the agent.")
+    setup_command: str | None = Field(None, description="Runs with network before the agent.")
+    image: str | None = Field(None, description="Sandbox image for this repository.")
+    model: str | None = Field(None, description="Model name for this repository.")
+    draft: bool | None = Field(None, description="Open pull requests as drafts.")
+    budget: RepoBudget = Field(default_factory=RepoBudget)
+
+
+class RepoConfigError(Exception):
+    """The repository's configuration is wrong; the message says where and why."""
+
+
+def load_repo_config(workspace: Path, known_templates: list[str]) -> RepoConfig:
+    """Read and validate the file; absent means defaults."""
+    path = workspace / CONFIG_PATH
+    if not path.is_file():
+        return RepoConfig()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RepoConfigError(f"`{CONFIG_PATH}` is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RepoConfigError(f"`{CONFIG_PATH}` must be a mapping of settings")
+    try:
+        config = RepoConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"`{'.'.join(str(p) for p in e['loc'])}`: {e['msg']}" for e in exc.errors())
+        raise RepoConfigError(f"`{CONFIG_PATH}` has errors: {problems}") from exc
+    unknown = sorted(set(config.templates.values()) - set(known_templates))
+    if unknown:
+        raise RepoConfigError(f"`{CONFIG_PATH}` names templates that do not exist: "
+                              f"{', '.join(unknown)} (known: {', '.join(known_templates)})")
+    return config

@@ -1,0 +1,94 @@
+"""Makes every job's end visible on GitHub: the PR, or a comment that says what broke."""
+
+from __future__ import annotations
+
+import logging
+
+from bot.github import GitHubApp
+from bot.status import StatusComment
+from bot.store import Job
+
+log = logging.getLogger("handoff.reporter")
+
+# category: (the step that failed, what to do next)
+STEPS = {
+    "not-permitted": ("permission check", ""),
+    "config-error": ("reading `.github/handoff.yml`",
+                     "Fix the file on the default branch, then ask again."),
+    "setup-failed": ("preparing the workspace and sandbox",
+                     "Check the setup command and image, then ask again."),
+    "model-error": ("calling the model", "This is often passing; ask again in a while."),
+    "budget-exhausted": ("agent run", "Ask again with narrower instructions, or raise the "
+                         "budget in `.github/handoff.yml`."),
+    "agent-error": ("agent run", "Check the agent command's output in the transcript."),
+    "no-changes": ("agent run", "Add detail to the issue about what should change, then ask "
+                   "again."),
+    "push-refused": ("pushing the branch", "Make that part of the change by hand, or adjust "
+                     "the issue so the agent leaves it alone."),
+    "github-error": ("talking to GitHub", "GitHub failed repeatedly; ask again later."),
+    "worker-lost": ("running the job", "Ask again; if it repeats, check the worker's logs."),
+    "internal": ("running the job", "This is a bug in Handoff; the worker's log has details."),
+    "not-implemented": ("running the job", "This build runs no agent."),
+}
+
+
+def failure_comment(job: Job) -> str:
+    """The comment posted when a job fails: step, cause, what was kept, how to try again."""
+    if job.category == "not-permitted":
+        return (f"Thanks for the request, @{job.requested_by}. Handoff only takes work from "
+                "people with write access to this repository, so no agent was started. "
+                "A maintainer can hand this issue over instead.")
+    step, advice = STEPS.get(job.category, ("running the job", ""))
+    kept = "Nothing was pushed."
+    if job.result.get("wip_branch"):
+        kept = (f"The work so far is kept on branch `{job.result['wip_branch']}` "
+                f"(commit {str(job.result.get('head_sha', ''))[:7]}).")
+    again = "comment `/retry <what to do differently>`" if job.kind != "implement" else \
+        "comment `/agent`, or remove and re-add the label"
+    spend = job.result.get("spend")
+    cost = ""
+    if spend:
+        cost = (f"\n\nSpent: {spend['steps']} steps, "
+                f"{spend['input_tokens'] + spend['output_tokens']:,} tokens, "
+                f"${spend['cost_usd']:.4f}.")
+    return (f"**Handoff job {job.id} failed** while {step}.\n\n"
+            f"**Cause:** {job.reason}\n\n**Kept:** {kept}{cost}\n\n"
+            f"**To try again:** {advice} Then {again}.").replace("  ", " ")
+
+
+class GitHubReporter:
+    """Posts final states on the issue or the agent PR."""
+
+    def __init__(self, github: GitHubApp) -> None:
+        self.github = github
+
+    async def report(self, job: Job) -> None:
+        if job.installation_id is None:
+            log.warning("job %s ended %s with no installation to report to", job.id, job.state)
+            return
+        gh = self.github.repo(job.installation_id, job.repo)
+        target = job.pr_number if job.kind != "implement" and job.pr_number else \
+            job.issue_number
+        status = StatusComment(gh, target, job.id, 0, job.result.get("status_comment_id"))
+        if job.state == "succeeded":
+            if status.comment_id is not None:
+                await status.set("done", f"Pull request: {job.result.get('pr_url', '')}")
+            return
+        if job.state == "cancelled":
+            text = f"Stopped job {job.id}: {job.reason or 'cancelled'}."
+            if status.comment_id is not None:
+                await status.set("cancelled", text)
+            else:
+                await gh.create_comment(target, text)
+            return
+        body = failure_comment(job)
+        if status.comment_id is not None:
+            await status.set("failed", f"See below: {job.reason[:300]}")
+        await gh.create_comment(target, body)
+        check_id = job.result.get("check_run_id")
+        head = job.result.get("head_sha")
+        if head and not check_id:
+            await gh.create_check_run(
+                name="Handoff", head_sha=head, status="completed", conclusion="failure",
+                external_id=str(job.id),
+                output={"title": f"Failed: {job.category}", "summary": job.reason[:60_000]})

@@ -1,0 +1,128 @@
+"""Specs: issue text made safe, acceptance criteria found, templates rendered strictly."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+HTML_COMMENT = re.compile(r"<!--.*?(-->|$)", re.DOTALL)
+# Zero-width, bidirectional controls and other invisible format characters.
+HIDDEN_CHARS = re.compile(
+    "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad\u180e\U000e0000-\U000e007f]")
+HIDDEN_HTML = re.compile(
+    r"<(details|picture|img|span|div)[^>]*(hidden|display:\s*none|alt=)[^>]*>.*?</\1>|"
+    r"<img[^>]*>", re.DOTALL | re.IGNORECASE)
+CHECKLIST = re.compile(r"^\s*[-*]\s+\[[ xX]\]\s+(.+?)\s*$", re.MULTILINE)
+REQUIREMENT = re.compile(r"\b(should|must|shall|needs? to)\b", re.IGNORECASE)
+INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md", ".github/copilot-instructions.md")
+MAX_INSTRUCTIONS = 20_000
+
+
+def strip_hidden(text: str | None) -> str:
+    """Remove what a reader of the issue does not see: HTML comments, hidden markup, and
+    zero-width or bidirectional control characters."""
+    if not text:
+        return ""
+    text = HTML_COMMENT.sub("", text)
+    text = HIDDEN_HTML.sub("", text)
+    return HIDDEN_CHARS.sub("", text).strip()
+
+
+def acceptance_criteria(text: str) -> list[str]:
+    """Checklist items, else lines that say what should or must hold."""
+    items = [m.group(1) for m in CHECKLIST.finditer(text)]
+    if items:
+        return items
+    out = []
+    for line in text.splitlines():
+        line = line.strip().lstrip("-*0123456789. ").strip()
+        if line and REQUIREMENT.search(line) and not line.startswith(("#", ">", "```")):
+            out.append(line)
+    return out[:20]
+
+
+def repo_instructions(workspace: Path) -> list[tuple[str, str]]:
+    """The repository's own instructions for agents, where present."""
+    found = []
+    for name in INSTRUCTION_FILES:
+        path = workspace / name
+        if path.is_file():
+            found.append((name, strip_hidden(path.read_text(errors="replace")[:MAX_INSTRUCTIONS])))
+    return found
+
+
+def choose_template(labels: list[str], mapping: dict[str, str]) -> str:
+    """The template for an issue's labels; ``default`` when none is mapped."""
+    for label in labels:
+        if label.lower() in mapping:
+            return mapping[label.lower()]
+    return "default"
+
+
+@dataclass
+class SpecInputs:
+    """Everything a spec is rendered from, and the record of what was left out."""
+
+    repo: str
+    issue: dict[str, Any]
+    labels: list[str]
+    comments: list[dict[str, str]] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    criteria: list[str] = field(default_factory=list)
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def seen(self) -> list[str]:
+        out = [f"issue #{self.issue['number']} title and body"]
+        out += [f"comment by @{c['author']}" for c in self.comments]
+        out += [f"`{name}`" for name, _ in self.instructions]
+        return out
+
+
+def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]],
+                 writers: set[str], trigger_label: str, workspace: Path | None) -> SpecInputs:
+    """Clean the issue, keep comments by writers only, find criteria and instructions."""
+    body = strip_hidden(issue.get("body"))
+    clean_issue = {"number": issue["number"], "title": strip_hidden(issue.get("title")),
+                   "body": body}
+    kept, excluded = [], []
+    for c in comments:
+        author = str((c.get("user") or {}).get("login", ""))
+        user_type = (c.get("user") or {}).get("type")
+        if user_type == "Bot" or author.endswith("[bot]"):
+            continue
+        if author in writers:
+            text = strip_hidden(c.get("body"))
+            if text:
+                kept.append({"author": author, "body": text})
+        else:
+            excluded.append(f"comment {c.get('id')} by @{author}")
+    labels = [str(lb["name"]) for lb in issue.get("labels") or [] if lb["name"] != trigger_label]
+    return SpecInputs(repo, clean_issue, labels, kept, excluded, acceptance_criteria(body),
+                      repo_instructions(workspace) if workspace else [])
+
+
+class Templates:
+    """The prompts directory, rendered strictly: a missing variable is an error."""
+
+    def __init__(self, directory: Path, override: Path | None = None) -> None:
+        paths = [str(override), str(directory)] if override else [str(directory)]
+        self.env = Environment(loader=FileSystemLoader(paths), undefined=StrictUndefined,
+                               keep_trailing_newline=True, autoescape=False)
+
+    def names(self) -> list[str]:
+        return sorted(n[:-3] for n in self.env.list_templates() if n.endswith(".md")
+                      and not n.startswith("_"))
+
+    def render(self, name: str, **context: Any) -> str:
+        return self.env.get_template(f"{name}.md").render(**context).strip() + "\n"
+
+    def spec(self, name: str, inputs: SpecInputs, **extra: Any) -> str:
+        context = dict(repo=inputs.repo, issue=inputs.issue, labels=inputs.labels,
+                       comments=inputs.comments, criteria=inputs.criteria,
+                       instructions=inputs.instructions, test_command="", baseline="")
+        context.update(extra)
+        return self.render(name, **context)
