@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import signal
 import sys
@@ -99,6 +100,40 @@ async def replay(settings: Settings, payload: dict[str, object], event_name: str
         await store.close()
 
 
+async def dev_simulator(args: argparse.Namespace) -> None:
+    """Run the GitHub simulator with one App installation and, optionally, a demo repository."""
+    from bot.serving import running
+    from bot.simulator import Simulator
+
+    root = Path(args.root).resolve()
+    sim = Simulator(root, webhook_url=args.webhook_url, webhook_secret=args.webhook_secret)
+    key_path = root / "app-private-key.pem"
+    root.mkdir(parents=True, exist_ok=True)
+    key_path.write_text(sim.private_key)
+    key_path.chmod(0o600)
+    async with running(sim.app, "127.0.0.1", args.port) as url:
+        sim.base_url = url
+        if args.demo_repo:
+            sim.add_repo(args.demo_repo, {"README.md": "# demo\n"})
+        print(f"GitHub simulator at {url}\n  HANDOFF_GITHUB_URL={url}\n"
+              f"  HANDOFF_APP_ID={sim.world.app_id}\n  HANDOFF_PRIVATE_KEY={key_path}\n"
+              f"  control API: {url}/_sim/... (repos, issues, label, comment, review, faults)",
+              flush=True)
+        await _stop_event().wait()
+
+
+async def dev_model(args: argparse.Namespace) -> None:
+    """Run the scripted model server with a JSON script."""
+    from bot.agent.scripted import ScriptedModel
+    from bot.serving import running
+
+    script = json.loads(Path(args.script).read_text()) if args.script else []
+    model = ScriptedModel(script, repeat_last=args.repeat_last)
+    async with running(model.app, "127.0.0.1", args.port) as url:
+        print(f"scripted model at {url}/v1 (OpenAI) and {url} (Anthropic)", flush=True)
+        await _stop_event().wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handoff", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,10 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     p_replay.add_argument("file", type=Path)
     p_replay.add_argument("--event", required=True, help="the X-GitHub-Event name")
     p_replay.add_argument("--record", action="store_true", help="also queue what it decides")
+    p_sim = sub.add_parser("simulator", help="dev: run the local GitHub simulator")
+    p_sim.add_argument("--port", type=int, default=9000)
+    p_sim.add_argument("--root", default="./handoff-data/simulator")
+    p_sim.add_argument("--webhook-url", default="http://127.0.0.1:8000/webhook")
+    p_sim.add_argument("--webhook-secret", default="")
+    p_sim.add_argument("--demo-repo", default="", help="create this repository (owner/name)")
+    p_model = sub.add_parser("model-server", help="dev: run the scripted model server")
+    p_model.add_argument("--port", type=int, default=9100)
+    p_model.add_argument("--script", help="JSON file with a list of turns (bot/agent/scripted.py)")
+    p_model.add_argument("--repeat-last", action="store_true")
     args = parser.parse_args(argv)
 
     settings = Settings()
-    logs.setup()
+    logs.setup(os.environ.get("HANDOFF_LOG_LEVEL", "INFO"))
     if args.command == "serve":
         if args.port:
             settings.port = args.port
@@ -129,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_doctor(settings))
     elif args.command == "jobs":
         asyncio.run(list_jobs(settings, args.n))
+    elif args.command == "simulator":
+        asyncio.run(dev_simulator(args))
+    elif args.command == "model-server":
+        asyncio.run(dev_model(args))
     elif args.command == "replay":
         asyncio.run(replay(settings, json.loads(args.file.read_text()), args.event, args.record))
     return 0

@@ -111,6 +111,16 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+def make_sync_engine(url: str) -> sa.Engine | None:
+    """For SQLite, a plain-driver engine for batched writes from a thread; None otherwise."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    engine = sa.create_engine(parsed.set(drivername="sqlite"), connect_args={"timeout": 10})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 async def migrate(engine: AsyncEngine) -> int:
     """Bring the schema up to date; returns the version now in force."""
     import time

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db import (
     ACTIVE_STATES,
@@ -17,8 +18,49 @@ from bot.db import (
     installations,
     jobs,
     make_engine,
+    make_sync_engine,
     migrate,
 )
+
+T = TypeVar("T")
+
+# The webhook path's statements, built once. ON CONFLICT DO NOTHING and RETURNING read the
+# same in SQLite and PostgreSQL, and prebuilt statements skip SQLAlchemy's per-call building.
+INSERT_DELIVERY = sa.text(
+    "INSERT INTO deliveries (id, event, action, repo, outcome, received_at) "
+    "VALUES (:id, :event, :action, :repo, '', :received_at) ON CONFLICT DO NOTHING")
+SET_OUTCOME = sa.text("UPDATE deliveries SET outcome = :outcome, job_id = :job_id WHERE id = :id")
+JOB_INSERT_COLUMNS = ("kind", "repo", "installation_id", "issue_number", "pr_number", "branch",
+                      "requested_by", "trigger", "feedback", "context", "delivery_id", "result",
+                      "created_at", "updated_at")
+ACTIVE_JOB = sa.text("SELECT id, state FROM jobs WHERE repo = :repo AND issue_number = "
+                     f":issue_number AND state IN ({', '.join(repr(s) for s in ACTIVE_STATES)})")
+INSERT_JOB = sa.text(
+    f"INSERT INTO jobs ({', '.join(JOB_INSERT_COLUMNS)}, state) "
+    f"VALUES ({', '.join(':' + c for c in JOB_INSERT_COLUMNS)}, 'queued') "
+    "ON CONFLICT DO NOTHING RETURNING id"
+).bindparams(sa.bindparam("context", type_=sa.JSON), sa.bindparam("result", type_=sa.JSON))
+
+
+def run_sql(conn: sa.Connection, stmt: sa.TextClause, params: dict[str, Any]
+            ) -> tuple[int, list[tuple[Any, ...]]]:
+    """Run a prebuilt statement; returns the row count and any rows.
+
+    On SQLite the text goes straight to the driver (it reads the same :named parameters), which
+    is several times cheaper per statement than SQLAlchemy's execution path.
+    """
+    if conn.dialect.name == "sqlite":
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(stmt.text, {k: json.dumps(v) if isinstance(v, dict) else v
+                                       for k, v in params.items()})
+            rows = [tuple(r) for r in cursor.fetchall()]
+            return cursor.rowcount, rows
+        finally:
+            cursor.close()
+    result = conn.execute(stmt, params)
+    rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+    return result.rowcount, rows
 
 
 @dataclass
@@ -64,17 +106,37 @@ class DuplicateDelivery(Exception):
 class Store:
     """All reads and writes of Handoff's state go through here."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, sync_engine: sa.Engine | None = None) -> None:
         self.engine = engine
+        self.sync_engine = sync_engine
 
     @classmethod
     async def open(cls, url: str) -> Store:
         engine = make_engine(url)
         await migrate(engine)
-        return cls(engine)
+        return cls(engine, make_sync_engine(url))
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.sync_engine is not None:
+            self.sync_engine.dispose()
+
+    async def write(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn`` in one transaction.
+
+        On SQLite it runs right here with the plain driver: a batch of webhook writes takes a
+        couple of milliseconds, less than handing it to a thread costs under the GIL (measured
+        with bench/ingest.py: 3,100 against 2,000 requests/s).
+        """
+        if self.sync_engine is not None:
+            return self._write_sync(fn)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(fn)
+
+    def _write_sync(self, fn: Callable[[sa.Connection], T]) -> T:
+        assert self.sync_engine is not None
+        with self.sync_engine.begin() as conn:
+            return fn(conn)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -82,23 +144,21 @@ class Store:
 
     # deliveries -----------------------------------------------------------------------------
 
-    async def insert_delivery(
-        self, conn: AsyncConnection, delivery_id: str, event: str, action: str, repo: str
+    def insert_delivery(
+        self, conn: sa.Connection, delivery_id: str, event: str, action: str, repo: str
     ) -> None:
         """Record a delivery inside the caller's transaction; raise if it was seen before."""
-        try:
-            async with conn.begin_nested():
-                await conn.execute(deliveries.insert().values(
-                    id=delivery_id, event=event, action=action, repo=repo,
-                    received_at=time.time()))
-        except IntegrityError as exc:
-            raise DuplicateDelivery(delivery_id) from exc
+        count, _ = run_sql(conn, INSERT_DELIVERY, {
+            "id": delivery_id, "event": event, "action": action, "repo": repo,
+            "received_at": time.time()})
+        if count == 0:
+            raise DuplicateDelivery(delivery_id)
 
-    async def set_delivery_outcome(
-        self, conn: AsyncConnection, delivery_id: str, outcome: str, job_id: int | None = None
+    def set_delivery_outcome(
+        self, conn: sa.Connection, delivery_id: str, outcome: str, job_id: int | None = None
     ) -> None:
-        await conn.execute(deliveries.update().where(deliveries.c.id == delivery_id)
-                           .values(outcome=outcome[:2000], job_id=job_id))
+        run_sql(conn, SET_OUTCOME, {"id": delivery_id, "outcome": outcome[:2000],
+                                    "job_id": job_id})
 
     async def delivery(self, delivery_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
@@ -113,11 +173,11 @@ class Store:
 
     # installations --------------------------------------------------------------------------
 
-    async def record_installation(
-        self, conn: AsyncConnection, installation_id: int, account: str, action: str,
+    def record_installation(
+        self, conn: sa.Connection, installation_id: int, account: str, action: str,
         added: tuple[str, ...], removed: tuple[str, ...],
     ) -> None:
-        row = (await conn.execute(installations.select().where(
+        row = (conn.execute(installations.select().where(
             installations.c.id == installation_id))).first()
         repos = set(row.repositories) if row else set()
         repos = (repos | set(added)) - set(removed)
@@ -125,10 +185,10 @@ class Store:
         values = dict(account=account, state=state, repositories=sorted(repos),
                       updated_at=time.time())
         if row:
-            await conn.execute(installations.update()
+            conn.execute(installations.update()
                                .where(installations.c.id == installation_id).values(**values))
         else:
-            await conn.execute(installations.insert().values(id=installation_id, **values))
+            conn.execute(installations.insert().values(id=installation_id, **values))
 
     async def installation(self, installation_id: int) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
@@ -138,49 +198,46 @@ class Store:
 
     # jobs -----------------------------------------------------------------------------------
 
-    async def insert_job(self, conn: AsyncConnection, **values: Any) -> int | None:
+    def insert_job(self, conn: sa.Connection, **values: Any) -> int | None:
         """Queue a job; None when the issue already has an active one."""
         now = time.time()
-        values.setdefault("context", {})
-        values.setdefault("result", {})
-        try:
-            async with conn.begin_nested():
-                result = await conn.execute(jobs.insert().values(
-                    state="queued", created_at=now, updated_at=now, **values))
-        except IntegrityError:
-            return None
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        params: dict[str, Any] = {name: None for name in JOB_INSERT_COLUMNS}
+        params.update(context={}, result={}, trigger="", feedback="", created_at=now,
+                      updated_at=now)
+        params.update(values)
+        # The unique index on active jobs turns a second trigger into a no-op insert.
+        _, rows = run_sql(conn, INSERT_JOB, params)
+        return int(rows[0][0]) if rows else None
 
-    async def active_job(
-        self, conn: AsyncConnection, repo: str, issue_number: int
-    ) -> Job | None:
-        row = (await conn.execute(jobs.select().where(
-            jobs.c.repo == repo, jobs.c.issue_number == issue_number,
-            jobs.c.state.in_(ACTIVE_STATES)))).first()
-        return Job.from_row(row) if row else None
+    def active_job(
+        self, conn: sa.Connection, repo: str, issue_number: int
+    ) -> tuple[int, str] | None:
+        """The id and state of the issue's queued or running job, if any."""
+        _, rows = run_sql(conn, ACTIVE_JOB, {"repo": repo, "issue_number": issue_number})
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
-    async def agent_pr_origin(
-        self, conn: AsyncConnection, repo: str, pr_number: int
+    def agent_pr_origin(
+        self, conn: sa.Connection, repo: str, pr_number: int
     ) -> Job | None:
         """The latest job that worked on this PR, if the PR is one of ours."""
-        row = (await conn.execute(jobs.select().where(
+        row = (conn.execute(jobs.select().where(
             jobs.c.repo == repo, jobs.c.pr_number == pr_number).order_by(jobs.c.id.desc())
             .limit(1))).first()
         return Job.from_row(row) if row else None
 
-    async def cancel_jobs(
-        self, conn: AsyncConnection, repo: str, issue_number: int, reason: str, only_queued: bool
+    def cancel_jobs(
+        self, conn: sa.Connection, repo: str, issue_number: int, reason: str, only_queued: bool
     ) -> list[int]:
         """Cancel queued jobs at once; ask running ones to stop. Returns the ids touched."""
         now = time.time()
-        queued = (await conn.execute(
+        queued = (conn.execute(
             jobs.update().where(jobs.c.repo == repo, jobs.c.issue_number == issue_number,
                                 jobs.c.state == "queued")
             .values(state="cancelled", reason=reason, category="cancelled", finished_at=now,
                     updated_at=now).returning(jobs.c.id))).scalars().all()
         running: list[int] = []
         if not only_queued:
-            running = list((await conn.execute(
+            running = list((conn.execute(
                 jobs.update().where(jobs.c.repo == repo, jobs.c.issue_number == issue_number,
                                     jobs.c.state == "running")
                 .values(cancel_requested=True, reason=reason, updated_at=now)

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bot.decisions import Event
-from bot.engine import ingest
+from bot.engine import Ingestor
 from bot.store import Store
 from handlers import Context
 
 log = logging.getLogger("handoff.web")
-
-
-class BodyTooLarge(Exception):
-    """The request body is over the cap."""
 
 
 def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
@@ -33,23 +31,65 @@ def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), header.encode("utf-8", "replace"))
 
 
-async def read_capped(request: Request, cap: int) -> bytes:
-    """Read the body, stopping as soon as it passes the cap."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > cap:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+class WebhookEndpoint:
+    """``POST /webhook`` as a bare ASGI app: the hot path skips request and response objects."""
 
+    def __init__(self, ingestor: Ingestor, secret: bytes, max_body: int,
+                 on_job: Callable[[], None] | None) -> None:
+        self.ingestor, self.secret, self.max_body, self.on_job = ingestor, secret, max_body, on_job
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status, body = await self.handle(scope, receive)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": orjson.dumps(body)})
+
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return 415, {"error": "Content-Type must be application/json"}
+        body = await self.read_capped(headers, receive)
+        if body is None:
+            return 413, {"error": f"body over {self.max_body} bytes"}
+        if not signature_ok(self.secret, body, headers.get("x-hub-signature-256")):
+            return 401, {"error": "missing or invalid X-Hub-Signature-256"}
+        name = headers.get("x-github-event")
+        delivery = headers.get("x-github-delivery")
+        if not name or not delivery or len(delivery) > 64:
+            return 400, {"error": "X-GitHub-Event and X-GitHub-Delivery headers are required"}
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            log.warning("delivery %s: malformed JSON", delivery)
+            return 400, {"error": "body is not valid JSON"}
+        if not isinstance(payload, dict):
+            return 400, {"error": "body must be a JSON object"}
+        outcome = await self.ingestor.submit(Event(name=name, payload=payload,
+                                                   delivery_id=delivery))
+        if outcome.job_id is not None and self.on_job is not None:
+            self.on_job()
+        return (202 if outcome.status == "accepted" else 200,
+                {"status": outcome.status, "detail": outcome.detail, "job": outcome.job_id})
+
+    async def read_capped(self, headers: dict[str, str], receive: Receive) -> bytes | None:
+        """The body, or None as soon as it passes the cap (before reading it all)."""
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            return None
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
 
 
 def create_app(
@@ -57,35 +97,7 @@ def create_app(
     on_job: Callable[[], None] | None = None,
 ) -> Starlette:
     """Build the ASGI app around an open store; ``on_job`` is called when a job is queued."""
-
-    async def webhook(request: Request) -> JSONResponse:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            return _error(415, "Content-Type must be application/json")
-        try:
-            body = await read_capped(request, max_body)
-        except BodyTooLarge:
-            return _error(413, f"body over {max_body} bytes")
-        if not signature_ok(secret, body, request.headers.get("x-hub-signature-256")):
-            return _error(401, "missing or invalid X-Hub-Signature-256")
-        name = request.headers.get("x-github-event")
-        delivery = request.headers.get("x-github-delivery")
-        if not name or not delivery or len(delivery) > 64:
-            return _error(400, "X-GitHub-Event and X-GitHub-Delivery headers are required")
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            log.warning("delivery %s: malformed JSON", delivery)
-            return _error(400, "body is not valid JSON")
-        if not isinstance(payload, dict):
-            return _error(400, "body must be a JSON object")
-        outcome = await ingest(store, ctx, Event(name=name, payload=payload, delivery_id=delivery))
-        if outcome.job_id is not None and on_job is not None:
-            on_job()
-        return JSONResponse(
-            {"status": outcome.status, "detail": outcome.detail, "job": outcome.job_id},
-            status_code=202 if outcome.status == "accepted" else 200,
-        )
+    webhook = WebhookEndpoint(Ingestor(store, ctx), secret, max_body, on_job)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

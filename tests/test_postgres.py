@@ -12,11 +12,11 @@ async def test_store_on_postgres(pg_url: str) -> None:
     store = await Store.open(pg_url)
     await Store.open(pg_url)  # migrating twice is a no-op
     repo = f"o/{uuid.uuid4().hex[:8]}"
-    async with store.engine.begin() as conn:
-        ids = [await store.insert_job(conn, kind="implement", repo=repo, issue_number=n,
-                                      requested_by="alice") for n in range(1, 11)]
-        assert await store.insert_job(conn, kind="implement", repo=repo, issue_number=1,
-                                      requested_by="bob") is None
+    ids = await store.write(lambda conn: [store.insert_job(
+        conn, kind="implement", repo=repo, issue_number=n, requested_by="alice")
+        for n in range(1, 11)])
+    assert await store.write(lambda conn: store.insert_job(
+        conn, kind="implement", repo=repo, issue_number=1, requested_by="bob")) is None
     claims = await asyncio.gather(*(store.claim(f"w{i}", 60) for i in range(10)))
     claimed = [c.id for c in claims if c is not None and c.repo == repo]
     assert sorted(claimed) == sorted(i for i in ids if i is not None)  # each job exactly once

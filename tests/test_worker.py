@@ -28,18 +28,17 @@ class Recorder:
 
 
 async def queue(store: Store, issue: int = 1) -> int:
-    async with store.engine.begin() as conn:
-        job_id = await store.insert_job(conn, kind="implement", repo="o/r", issue_number=issue,
-                                        requested_by="alice", installation_id=1)
+    job_id = await store.write(lambda conn: store.insert_job(
+        conn, kind="implement", repo="o/r", issue_number=issue, requested_by="alice",
+        installation_id=1))
     assert job_id is not None
     return job_id
 
 
 async def test_one_active_job_per_issue(store: Store) -> None:
     await queue(store)
-    async with store.engine.begin() as conn:
-        assert await store.insert_job(conn, kind="implement", repo="o/r", issue_number=1,
-                                      requested_by="bob") is None
+    assert await store.write(lambda conn: store.insert_job(
+        conn, kind="implement", repo="o/r", issue_number=1, requested_by="bob")) is None
     await queue(store, issue=2)
 
 
@@ -90,8 +89,9 @@ async def test_cancel_stops_running_job(store: Store) -> None:
     worker = Worker(store, Slow(), Recorder(), heartbeat_seconds=0.05)
     task = asyncio.create_task(worker.run_once())
     await started.wait()
-    async with store.engine.begin() as conn:
-        assert await store.cancel_jobs(conn, "o/r", 1, "/cancel by @alice", False) == [job_id]
+    touched = await store.write(lambda conn: store.cancel_jobs(
+        conn, "o/r", 1, "/cancel by @alice", False))
+    assert touched == [job_id]
     job = await asyncio.wait_for(task, 5)
     assert job and job.state == "cancelled" and job.reason == "/cancel by @alice"
 
