@@ -69,7 +69,24 @@ class Pipeline:
         self.workspaces = Workspaces(settings.data_dir)
         self.status_interval = status_interval
 
-    # -- entry point ---------------------------------------------------------------------------
+    # -- entry points --------------------------------------------------------------------------
+
+    async def announce(self, job: Job, position: int) -> None:
+        """A job waits behind others: react and say so, for people with write access only."""
+        if job.installation_id is None:
+            return
+        gh = self.github.repo(job.installation_id, job.repo)
+        if await gh.permission(job.requested_by) not in WRITE_ROLES:
+            return  # the polite refusal comes when the job runs
+        target = job.pr_number if job.kind != "implement" and job.pr_number else job.issue_number
+        run = Run(job, gh, job.issue_number, target, result=dict(job.result))
+        await self._acknowledge(run)
+        assert run.status is not None
+        await run.status.set("queued", f"Position {position} in the queue; it starts when a "
+                             "worker is free.", force=True)
+        await self.store.update_job(job.id, result={**job.result, "announced": True,
+                                                    "acknowledged": True,
+                                                    "status_comment_id": run.status.comment_id})
 
     async def run(self, job: Job) -> JobResult:
         if job.installation_id is None:
@@ -178,11 +195,13 @@ class Pipeline:
         return JobResult(outcome.summary, run.result)
 
     async def _acknowledge(self, run: Run) -> None:
-        comment_id = run.job.context.get("comment_id")
-        if comment_id:
-            await run.gh.react_comment(int(comment_id))
-        elif run.job.kind == "implement":
-            await run.gh.react_issue(run.issue_number)
+        if not run.result.get("acknowledged"):
+            comment_id = run.job.context.get("comment_id")
+            if comment_id:
+                await run.gh.react_comment(int(comment_id))
+            elif run.job.kind == "implement":
+                await run.gh.react_issue(run.issue_number)
+            run.result["acknowledged"] = True
         run.status = StatusComment(run.gh, run.target, run.job.id, self.status_interval,
                                    run.result.get("status_comment_id"))
 

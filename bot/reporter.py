@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from bot.github import GitHubApp
+from bot.logs import redact
 from bot.status import StatusComment
 from bot.store import Job
 
@@ -51,9 +52,9 @@ def failure_comment(job: Job) -> str:
         cost = (f"\n\nSpent: {spend['steps']} steps, "
                 f"{spend['input_tokens'] + spend['output_tokens']:,} tokens, "
                 f"${spend['cost_usd']:.4f}.")
-    return (f"**Handoff job {job.id} failed** while {step}.\n\n"
-            f"**Cause:** {job.reason}\n\n**Kept:** {kept}{cost}\n\n"
-            f"**To try again:** {advice} Then {again}.").replace("  ", " ")
+    return redact(f"**Handoff job {job.id} failed** while {step}.\n\n"
+                  f"**Cause:** {job.reason}\n\n**Kept:** {kept}{cost}\n\n"
+                  f"**To try again:** {advice} Then {again}.").replace("  ", " ")
 
 
 class GitHubReporter:

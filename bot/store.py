@@ -303,6 +303,13 @@ class Store:
                 .order_by(jobs.c.id).limit(limit))).all()
         return [Job.from_row(r) for r in rows]
 
+    async def queued(self, limit: int = 50) -> list[Job]:
+        """Queued jobs, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(jobs.select().where(jobs.c.state == "queued")
+                                       .order_by(jobs.c.id).limit(limit))).all()
+        return [Job.from_row(r) for r in rows]
+
     async def get_job(self, job_id: int) -> Job | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(jobs.select().where(jobs.c.id == job_id))).first()

@@ -101,6 +101,8 @@ class Worker:
                 task = asyncio.create_task(self.process(job))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
+            if len(self.tasks) >= self.concurrency:
+                await self.announce_queued()
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle(stop), self.poll_seconds)
@@ -138,12 +140,14 @@ class Worker:
         finally:
             self.active.discard(job.id)
 
-    async def _execute(self, job: Job) -> tuple[str, str, str, dict[str, Any]]:
+    async def _execute(self, job: Job) -> tuple[str, str, str, dict[str, Any] | None]:
+        """Run the job; returns state, reason, category and the result (None: keep the
+        result the runner saved as it went)."""
         if job.attempts > self.max_attempts:
             return ("failed", f"the job was interrupted {job.attempts - 1} times (a worker "
-                    "stopped mid-job); giving up", "worker-lost", {})
+                    "stopped mid-job); giving up", "worker-lost", None)
         if job.cancel_requested:
-            return "cancelled", job.reason or "cancelled", "cancelled", {}
+            return "cancelled", job.reason or "cancelled", "cancelled", None
         run = asyncio.create_task(self.runner.run(job))
         beat = asyncio.create_task(self._heartbeat(job, run))
         try:
@@ -154,11 +158,12 @@ class Worker:
         except asyncio.CancelledError:
             if beat.done() and beat.result() == "cancel":
                 fresh = await self.store.get_job(job.id)
-                return "cancelled", (fresh.reason if fresh else "") or "cancelled", "cancelled", {}
+                return ("cancelled", (fresh.reason if fresh else "") or "cancelled", "cancelled",
+                        None)
             raise
         except Exception as exc:  # the one place that catches what escapes a job
             log.exception("job %s crashed", job.id)
-            return "failed", f"internal error: {type(exc).__name__}: {exc}", "internal", {}
+            return "failed", f"internal error: {type(exc).__name__}: {exc}", "internal", None
         finally:
             beat.cancel()
 
@@ -186,6 +191,21 @@ class Worker:
             return
         self.report_after.pop(job_id, None)
         await self.store.update_job(job_id, reported=True)
+
+    async def announce_queued(self) -> None:
+        """Tell people whose jobs wait behind others where they stand in the queue."""
+        announce = getattr(self.runner, "announce", None)
+        if announce is None:
+            return
+        for position, job in enumerate(await self.store.queued(), start=1):
+            if job.result.get("announced"):
+                continue
+            # Marked first, so a failing announcement is not retried on every loop.
+            await self.store.update_job(job.id, result={**job.result, "announced": True})
+            try:
+                await announce(job, position)
+            except Exception:  # an announcement is a courtesy; the job still runs and reports
+                log.exception("job %s: could not announce its queue position", job.id)
 
     async def report_pending(self) -> None:
         """Report final jobs nobody reported yet (cancelled while queued, or report failed)."""

@@ -171,3 +171,45 @@ async def test_no_diff_is_a_stated_outcome(tmp_path: Path) -> None:
         assert job.category == "no-changes"
         assert "without changing any file" in comments(s.sim, 1)[-1]
         assert not any(i.pull for i in s.sim.get_repo(REPO).issues.values())
+
+
+async def test_queue_position_cancel_and_unlabel(tmp_path: Path) -> None:
+    slow = [{"tool": "bash", "args": {"command": "sleep 30"}},
+            {"tool": "finish", "args": {"summary": "slept"}}]
+    async with stack(tmp_path, slow, concurrency=1) as s:
+        sim = s.sim
+        sim.add_repo(REPO, files())
+        for title in ("First", "Second"):
+            sim.open_issue(REPO, title, "x", "acme")
+        sim.label_issue(REPO, 1, "agent", "acme")
+        await wait_for(s, lambda jobs: any(j.stage == "agent" for j in jobs))
+        sim.label_issue(REPO, 2, "agent", "acme")
+        await wait_for(s, lambda jobs: any(j.issue_number == 2 and j.result.get("announced")
+                                           for j in jobs))
+        assert any("Queued" in c and "Position 1" in c for c in comments(sim, 2))
+        sim.unlabel_issue(REPO, 2, "agent", "acme")
+        queued = await s.wait_job(lambda j: j.issue_number == 2)
+        assert queued.state == "cancelled" and "label was removed" in queued.reason
+        assert any("Cancelled" in c and "label was removed" in c for c in comments(sim, 2))
+
+        sim.comment(REPO, 1, "/cancel", "acme")
+        running = await s.wait_job(lambda j: j.issue_number == 1, timeout=30)
+        assert running.state == "cancelled" and "/cancel by @acme" in running.reason
+        assert any("Cancelled" in c for c in comments(sim, 1)), comments(sim, 1)
+        leftover = subprocess.run(
+            ["podman", "ps", "-a", "--filter", f"label=handoff.job={running.id}", "--format",
+             "{{.Names}}"], capture_output=True, text=True).stdout
+        assert leftover.strip() == ""
+
+
+async def wait_for(s, predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await s.sim.settle()
+        if predicate(await s.store.list_jobs(50)):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("condition not reached")
