@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,13 @@ class Run:
     status: StatusComment | None = None
     sandbox: Sandbox | None = None
     workspace: Path | None = None
+    last_mark: float = field(default_factory=time.monotonic)
+
+    def mark(self, stage: str) -> None:
+        """Record how long the stage that just ended took (``result["timings"]``)."""
+        now = time.monotonic()
+        self.result.setdefault("timings", {})[stage] = round(now - self.last_mark, 3)
+        self.last_mark = now
 
 
 class Pipeline:
@@ -126,6 +134,7 @@ class Pipeline:
         if role not in WRITE_ROLES:
             raise JobFailed("not-permitted", f"@{job.requested_by} has {role} access to "
                             f"{job.repo}; Handoff takes work only from people with write access")
+        run.mark("permission")
         await self._acknowledge(run)
         await self._stage(run, "preparing")
         issue = await gh.get_issue(run.issue_number)
@@ -138,6 +147,7 @@ class Pipeline:
         ws = await self.workspaces.checkout(job.id, job.repo, branch, base, repo["clone_url"],
                                             token)
         run.workspace = ws
+        run.mark("workspace")
         config = self._config(ws)
         comments = await gh.list_comments(run.issue_number)
         writers = await self._writers(gh, comments)
@@ -146,7 +156,9 @@ class Pipeline:
         start_sha = (await git("rev-parse", "HEAD", cwd=ws)).strip()
         run.result["base_sha"] = base_sha
 
+        run.mark("spec inputs")
         run.sandbox = await self.backend.start(job.id, ws, network=bool(config.setup_command))
+        run.mark("sandbox")
         if config.setup_command:
             setup = await run.sandbox.exec(config.setup_command)
             if not setup.ok:
@@ -158,12 +170,14 @@ class Pipeline:
             await self._stage(run, "baseline")
             before = await run.sandbox.exec(config.test_command)
         run.result["tests_before"] = test_line(before)
+        run.mark("baseline tests")
 
         spec = await self._spec(run, inputs, config, base, start_sha, before)
         await self._stage(run, "agent", "Starting the agent")
         outcome = await self._agent(run, config).run(spec, run.sandbox)
         run.result["spend"] = outcome.spend.as_dict()
         run.result["summary"] = outcome.summary
+        run.mark("agent")
         after = None
         if config.test_command:
             await self._stage(run, "testing")
@@ -171,6 +185,7 @@ class Pipeline:
         run.result["tests_after"] = test_line(after)
         regression = bool(before and after and before.ok and not after.ok)
         run.result["regression"] = regression
+        run.mark("tests after")
 
         files = await changed_files(ws, start_sha)
         if not outcome.finished:
@@ -185,11 +200,13 @@ class Pipeline:
         head = await self._commit_and_push(run, ws, branch, outcome.summary.splitlines()[0][:72]
                                            or "Agent change")
         run.result["head_sha"] = head
+        run.mark("push")
         pr = await self._pull_request(run, issue, inputs, outcome, base, head, files)
         await self._review_summary(run, pr["number"], files, regression)
         if job.kind == "review":
             await self._answer_review(run, outcome.summary)
         await self._check_run(run, head, "tests-regressed" if regression else "")
+        run.mark("pr")
         await self._stage(run, "done", f"Pull request: {pr['html_url']}\n\n"
                           f"{outcome.spend.line()}")
         return JobResult(outcome.summary, run.result)

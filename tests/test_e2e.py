@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
-from e2e import MODEL_KEY, stack
 
+from bot.devstack import MODEL_KEY, stack
 from bot.simulator.git import git as simgit
 
 REPO = "acme/calc"

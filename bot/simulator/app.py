@@ -114,6 +114,20 @@ class Simulator:
         self.world.repos[full_name.lower()] = repo
         return repo
 
+    def import_repo(self, full_name: str, source: Path, default_branch: str = "main") -> Repo:
+        """Serve an existing repository (cloned bare from ``source``) under ``full_name``."""
+        owner, name = full_name.split("/")
+        found = [i for i in self.world.installations.values() if i.account == owner]
+        installation_id = found[0].id if found else self.add_installation(owner).id
+        path = self.world.root / owner / f"{name}.git"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        simgit.git("clone", "--bare", "-q", str(source), str(path))
+        simgit.install_hooks(path)
+        repo = Repo(owner, name, installation_id, path, default_branch,
+                    collaborators={owner: "admin"})
+        self.world.repos[full_name.lower()] = repo
+        return repo
+
     def get_repo(self, full_name: str) -> Repo:
         repo = self.world.repos.get(full_name.lower())
         if repo is None:

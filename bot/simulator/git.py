@@ -47,10 +47,7 @@ def create_bare(path: Path, files: dict[str, str], branch: str = "main",
     """A bare repository with one commit holding ``files``; returns the commit sha."""
     path.mkdir(parents=True, exist_ok=True)
     git("init", "--bare", "-q", f"--initial-branch={branch}", str(path))
-    git("config", "http.receivepack", "true", cwd=path)
-    hook = path / "hooks" / "pre-receive"
-    hook.write_text(PRE_RECEIVE)
-    hook.chmod(0o755)
+    install_hooks(path)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         git("init", "-q", f"--initial-branch={branch}", str(work))
@@ -62,6 +59,14 @@ def create_bare(path: Path, files: dict[str, str], branch: str = "main",
         git("commit", "-q", "-m", "Initial commit", cwd=work)
         git("push", "-q", str(path), f"HEAD:refs/heads/{branch}", cwd=work)
     return rev_parse(path, branch) or ""
+
+
+def install_hooks(bare: Path) -> None:
+    """Accept pushes over HTTP and guard workflow files, as GitHub does."""
+    git("config", "http.receivepack", "true", cwd=bare)
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(PRE_RECEIVE)
+    hook.chmod(0o755)
 
 
 def commit_files(bare: Path, branch: str, files: dict[str, str], message: str,

@@ -1,5 +1,5 @@
-"""The whole of Handoff wired together for end-to-end tests: simulator, receiver, worker,
-scripted model and a real sandbox, all over real HTTP on 127.0.0.1."""
+"""The whole of Handoff wired together on 127.0.0.1: simulator, receiver, worker, scripted
+model and a real sandbox. Used by the end-to-end tests and bench/pipeline.py."""
 
 from __future__ import annotations
 

@@ -1,0 +1,105 @@
+"""Benchmark: wall time from the labeled webhook to the pull request, stage by stage.
+
+Runs the whole of Handoff on 127.0.0.1 (GitHub simulator, receiver, worker, Podman sandbox)
+with a scripted model that finishes at once (one step: create a file, finish). For a small
+repository and a large one, each with a cold mirror (first job) and a warm one (second job).
+No large public repository can be fetched here, so the large one is made with git fast-import
+(--commits, default 20,000, over --files files); pass --repo PATH to use any local clone.
+Targets: under 3 s for the small repository on a warm mirror; the warm mirror makes the large
+repository's workspace cost independent of its history.
+
+Usage: python bench/pipeline.py [--commits 20000] [--files 2000] [--repo PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy/sandbox/containers.conf"))
+
+from bot.devstack import Stack, stack  # noqa: E402
+
+TURN = {"tools": [{"tool": "create", "args": {"path": "CHANGELOG.md", "content": "- fix\n"}},
+                  {"tool": "finish", "args": {"summary": "Added a changelog entry."}}]}
+STAGES = ["accept", "queue", "permission", "workspace", "spec inputs", "sandbox",
+          "baseline tests", "agent", "tests after", "push", "pr"]
+
+
+def synthetic_repo(path: Path, commits: int, files: int) -> Path:
+    """A repository with a long history, written fast with git fast-import."""
+    subprocess.run(["git", "init", "-q", "--initial-branch=main", str(path)], check=True)
+    lines = []
+    for n in range(commits):
+        name = f"src/module_{n % files}.py"
+        content = f"VALUE = {n}\n" + "# filler line\n" * 20
+        lines.append(f"commit refs/heads/main\ncommitter Bench <b@x> {1700000000 + n} +0000\n"
+                     f"data {len(f'change {n}')}\nchange {n}\n"
+                     f"M 644 inline {name}\ndata {len(content)}\n{content}\n")
+    test = "def test_ok():\n    assert 1 == 1\n"
+    lines.append("commit refs/heads/main\ncommitter Bench <b@x> 1800000000 +0000\ndata 5\n"
+                 f"tests\nM 644 inline test_ok.py\ndata {len(test)}\n{test}\n")
+    subprocess.run(["git", "fast-import", "--quiet"], input="".join(lines).encode(),
+                   cwd=path, check=True)
+    subprocess.run(["git", "checkout", "-q", "main"], cwd=path, check=True)
+    return path
+
+
+async def one_job(s: Stack, repo: str, title: str) -> dict[str, float]:
+    number = s.sim.open_issue(repo, title, "Add a changelog entry.", "acme").number
+    started = time.monotonic()
+    s.sim.label_issue(repo, number, "agent", "acme")
+    job = await s.wait_job(lambda j: j.repo == repo and j.issue_number == number, timeout=300)
+    total = time.monotonic() - started
+    if job.state != "succeeded":
+        raise SystemExit(f"job failed: {job.category}: {job.reason}")
+    delivery = next(d for d in s.sim.world.deliveries if d.action == "labeled"
+                    and d.repository_id == s.sim.get_repo(repo).id and
+                    f'"number": {number},' in d.payload.decode())
+    timings = dict(job.result["timings"])
+    timings["accept"] = delivery.attempts[0]["duration"]
+    timings["queue"] = (job.started_at or job.created_at) - job.created_at
+    timings["total"] = total
+    return timings
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        large_src = Path(args.repo) if args.repo else synthetic_repo(
+            tmp / "large-src", args.commits, args.files)
+        history = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=large_src,
+                                 capture_output=True, text=True).stdout.strip()
+        async with stack(tmp / "stack", [TURN], repeat_last=True) as s:
+            s.sim.add_repo("acme/small", {"README.md": "# small\n", ".github/handoff.yml":
+                                          "test_command: python3 -c 'print(1)'\n"})
+            s.sim.import_repo("acme/large", large_src)
+            rows = {}
+            for repo, label in (("acme/small", "small"), ("acme/large", "large")):
+                rows[f"{label} cold"] = await one_job(s, repo, "Bench cold")
+                rows[f"{label} warm"] = await one_job(s, repo, "Bench warm")
+        print(f"large repository: {history} commits"
+              + (f" (synthetic, {args.files} files)" if not args.repo else f" ({args.repo})"))
+        print(f"{'stage (s)':<15}" + "".join(f"{name:>12}" for name in rows))
+        for stage in [*STAGES, "total"]:
+            print(f"{stage:<15}" + "".join(f"{r.get(stage, 0.0):>12.3f}" for r in rows.values()))
+        small = rows["small warm"]["total"]
+        print(f"small repository, warm mirror: {small:.2f} s (target < 3 s)")
+        print(f"large repository workspace: cold {rows['large cold']['workspace']:.2f} s, "
+              f"warm {rows['large warm']['workspace']:.2f} s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--commits", type=int, default=20000)
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--repo", help="a local clone to use as the large repository")
+    asyncio.run(main(parser.parse_args()))
