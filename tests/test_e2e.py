@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
-from bot.devstack import MODEL_KEY, stack
+from bot.devstack import MODEL_KEY, Stack, stack
 from bot.simulator.git import git as simgit
+from bot.store import Job
 
 REPO = "acme/calc"
 CONFIG = f"test_command: {TEST_COMMAND}\n"
@@ -30,6 +31,14 @@ def files(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def branch_file(sim, branch: str, path: str) -> str:  # type: ignore[no-untyped-def]
     return simgit("show", f"{branch}:{path}", cwd=sim.get_repo(REPO).path)
+
+
+async def handed_over(s: Stack, repo_files: dict[str, str], title: str, body: str) -> Job:
+    """A repository, an issue in it labeled by its owner, and the job that follows, ended."""
+    s.sim.add_repo(REPO, repo_files)
+    number = s.sim.open_issue(REPO, title, body, "acme").number
+    s.sim.label_issue(REPO, number, "agent", "acme")
+    return await s.wait_job(lambda j: j.issue_number == number)
 
 
 def comments(sim, number: int) -> list[str]:  # type: ignore[no-untyped-def]
@@ -121,10 +130,8 @@ async def test_regression_is_reported_on_the_pr(tmp_path: Path) -> None:
                                           "def add(a, b):\n    return 0\n"}},
               {"tool": "finish", "args": {"summary": "Simplified add()."}}]
     async with stack(tmp_path, script) as s:
-        s.sim.add_repo(REPO, files({"calc.py": "def add(a, b):\n    return a + b\n"}))
-        s.sim.open_issue(REPO, "Simplify", "Make it simpler.", "acme")
-        s.sim.label_issue(REPO, 1, "agent", "acme")
-        job = await s.wait_job(lambda j: True)
+        fixed = files({"calc.py": "def add(a, b):\n    return a + b\n"})
+        job = await handed_over(s, fixed, "Simplify", "Make it simpler.")
         assert job.state == "succeeded"
         repo = s.sim.get_repo(REPO)
         pr = next(i for i in repo.issues.values() if i.pull)
@@ -136,11 +143,8 @@ async def test_regression_is_reported_on_the_pr(tmp_path: Path) -> None:
 async def test_budget_runs_out_keeps_wip_branch(tmp_path: Path) -> None:
     script = [FIX_SCRIPT[2], {"tool": "bash", "args": {"command": "echo thinking"}}]
     async with stack(tmp_path, script, repeat_last=True) as s:
-        s.sim.add_repo(REPO, files({".github/handoff.yml":
-                                    CONFIG + "budget:\n  max_steps: 3\n"}))
-        s.sim.open_issue(REPO, "Fix add", "fix it", "acme")
-        s.sim.label_issue(REPO, 1, "agent", "acme")
-        job = await s.wait_job(lambda j: True)
+        small_budget = files({".github/handoff.yml": CONFIG + "budget:\n  max_steps: 3\n"})
+        job = await handed_over(s, small_budget, "Fix add", "fix it")
         assert job.state == "failed" and job.category == "budget-exhausted"
         branch = job.result["wip_branch"]
         assert "return a + b" in branch_file(s.sim, branch, "calc.py")
@@ -152,10 +156,8 @@ async def test_budget_runs_out_keeps_wip_branch(tmp_path: Path) -> None:
 
 async def test_bad_repo_config_is_named_on_the_issue(tmp_path: Path) -> None:
     async with stack(tmp_path, FIX_SCRIPT) as s:
-        s.sim.add_repo(REPO, files({".github/handoff.yml": "test_comand: pytest\n"}))
-        s.sim.open_issue(REPO, "Fix", "fix", "acme")
-        s.sim.label_issue(REPO, 1, "agent", "acme")
-        job = await s.wait_job(lambda j: True)
+        broken = files({".github/handoff.yml": "test_comand: pytest\n"})
+        job = await handed_over(s, broken, "Fix", "fix")
         assert job.category == "config-error"
         assert "test_comand" in comments(s.sim, 1)[-1]
         assert s.model.requests == []
@@ -164,10 +166,7 @@ async def test_bad_repo_config_is_named_on_the_issue(tmp_path: Path) -> None:
 async def test_no_diff_is_a_stated_outcome(tmp_path: Path) -> None:
     script = [{"tool": "finish", "args": {"summary": "Nothing to do: already correct."}}]
     async with stack(tmp_path, script) as s:
-        s.sim.add_repo(REPO, files())
-        s.sim.open_issue(REPO, "Check add", "Is add right?", "acme")
-        s.sim.label_issue(REPO, 1, "agent", "acme")
-        job = await s.wait_job(lambda j: True)
+        job = await handed_over(s, files(), "Check add", "Is add right?")
         assert job.category == "no-changes"
         assert "without changing any file" in comments(s.sim, 1)[-1]
         assert not any(i.pull for i in s.sim.get_repo(REPO).issues.values())
