@@ -56,6 +56,7 @@ class Run:
     status: StatusComment | None = None
     sandbox: Sandbox | None = None
     workspace: Path | None = None
+    config: RepoConfig = field(default_factory=RepoConfig)
     last_mark: float = field(default_factory=time.monotonic)
 
     def mark(self, stage: str) -> None:
@@ -148,7 +149,7 @@ class Pipeline:
                                             token)
         run.workspace = ws
         run.mark("workspace")
-        config = self._config(ws)
+        config = run.config = self._config(ws)
         comments = await gh.list_comments(run.issue_number)
         writers = await self._writers(gh, comments)
         inputs = build_inputs(job.repo, issue, comments, writers, self.settings.trigger_label, ws)
@@ -157,7 +158,8 @@ class Pipeline:
         run.result["base_sha"] = base_sha
 
         run.mark("spec inputs")
-        run.sandbox = await self.backend.start(job.id, ws, network=bool(config.setup_command))
+        run.sandbox = await self.backend.start(job.id, ws, network=bool(config.setup_command),
+                                               image=config.image)
         run.mark("sandbox")
         if config.setup_command:
             setup = await run.sandbox.exec(config.setup_command)
@@ -354,7 +356,7 @@ class Pipeline:
         if existing:
             pr = await gh.update_pull(int(existing["number"]), body=body)
         else:
-            draft = self.settings.draft_prs
+            draft = self.settings.draft_prs if run.config.draft is None else run.config.draft
             try:
                 pr = await gh.create_pull(title=issue["title"], head=run.result["branch"],
                                           base=base, body=body, draft=draft)

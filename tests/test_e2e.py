@@ -130,12 +130,13 @@ async def test_regression_is_reported_on_the_pr(tmp_path: Path) -> None:
                                           "def add(a, b):\n    return 0\n"}},
               {"tool": "finish", "args": {"summary": "Simplified add()."}}]
     async with stack(tmp_path, script) as s:
-        fixed = files({"calc.py": "def add(a, b):\n    return a + b\n"})
+        fixed = files({"calc.py": "def add(a, b):\n    return a + b\n",
+                       ".github/handoff.yml": CONFIG + "draft: true\n"})
         job = await handed_over(s, fixed, "Simplify", "Make it simpler.")
         assert job.state == "succeeded"
         repo = s.sim.get_repo(REPO)
         pr = next(i for i in repo.issues.values() if i.pull)
-        assert "Regression" in pr.body
+        assert "Regression" in pr.body and pr.pull is not None and pr.pull.draft
         [check] = repo.check_runs.values()
         assert check.conclusion == "failure" and "tests-regressed" in check.output["title"]
 
@@ -212,3 +213,13 @@ async def wait_for(s, predicate, timeout: float = 60) -> None:  # type: ignore[n
             return
         await asyncio.sleep(0.2)
     raise AssertionError("condition not reached")
+
+
+async def test_missing_sandbox_image_fails_visibly(tmp_path: Path) -> None:
+    async with stack(tmp_path, FIX_SCRIPT) as s:
+        custom = files({".github/handoff.yml": CONFIG + "image: handoff-no-such-image:1\n"})
+        job = await handed_over(s, custom, "Fix", "fix")
+        assert job.state == "failed" and job.category == "setup-failed"
+        failure = comments(s.sim, 1)[-1]
+        assert "handoff-no-such-image" in failure and "preparing the workspace" in failure
+        assert s.model.requests == []

@@ -80,7 +80,9 @@ class Backend(Protocol):
     name: str
     limits: Limits
 
-    async def start(self, job_id: int | str, workspace: Path, network: bool = False) -> Sandbox:
+    async def start(self, job_id: int | str, workspace: Path, network: bool = False,
+                    image: str | None = None) -> Sandbox:
+        """Start a sandbox around ``workspace``; ``image`` overrides the default image."""
         ...
 
     async def cleanup_orphans(self) -> list[str]: ...

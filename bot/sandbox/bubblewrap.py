@@ -80,8 +80,9 @@ class BubblewrapBackend:
         # No cgroups here: no pids limit, and memory is an address-space cap, not an OOM kill.
         return feature in {"network-toggle"}
 
-    async def start(self, job_id: int | str, workspace: Path, network: bool = False
-                    ) -> BubblewrapSandbox:
+    async def start(self, job_id: int | str, workspace: Path, network: bool = False,
+                    image: str | None = None) -> BubblewrapSandbox:
+        # No images here: the host's own system directories are the sandbox's root.
         return BubblewrapSandbox(self, workspace, network)
 
     async def cleanup_orphans(self) -> list[str]:

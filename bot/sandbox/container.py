@@ -108,8 +108,8 @@ class ContainerBackend:
     def supports(self, feature: str) -> bool:
         return feature in {"memory", "pids", "network-toggle", "persistent"}
 
-    async def start(self, job_id: int | str, workspace: Path, network: bool = False
-                    ) -> ContainerSandbox:
+    async def start(self, job_id: int | str, workspace: Path, network: bool = False,
+                    image: str | None = None) -> ContainerSandbox:
         """Start the job's container; the workspace is the only host path it sees."""
         if os.geteuid() == 0:  # the sandbox user must own the files it edits
             await asyncio.to_thread(_chown_tree, workspace, SANDBOX_UID)
@@ -130,7 +130,7 @@ class ContainerBackend:
             argv += ["--userns", "keep-id"]
         for key, value in SANDBOX_ENV.items():
             argv += ["--env", f"{key}={value}"]
-        argv += [self.image, "sleep", "infinity"]
+        argv += [image or self.image, "sleep", "infinity"]
         result = await run_capped(argv, 120, 16384)
         if result.exit_code != 0:
             raise SandboxError(f"{self.name} could not start the sandbox: "
