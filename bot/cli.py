@@ -81,6 +81,9 @@ async def list_jobs(settings: Settings, limit: int) -> None:
     for job in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
         reason = f"  {job.category}: {job.reason}" if job.reason else ""
+        if job.state == "queued" and job.not_before and job.not_before > time.time():
+            until = time.strftime("%H:%M:%S", time.localtime(job.not_before))
+            reason = f"  waits until {until}: {job.reason}"
         print(f"{job.id:>5} {when} {job.state:<10} {job.kind:<9} {job.repo}#{job.issue_number}"
               f" try {job.attempts}{reason}")
 

@@ -59,6 +59,8 @@ jobs = sa.Table(
     # False until the job's final state has been posted on GitHub.
     sa.Column("reported", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("not_before", sa.Float, nullable=True),
+    sa.Column("deferrals", sa.Integer, nullable=False, server_default="0"),
     sa.Column("lease_expires_at", sa.Float, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
@@ -86,8 +88,21 @@ async def _v1_initial(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
-# Append new migrations here; each runs once, in order, inside one transaction.
-MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial]
+async def _v2_deferral(conn: AsyncConnection) -> None:
+    """Jobs can wait out a rate limit: not claimable before ``not_before``."""
+    def existing(sync_conn: sa.Connection) -> set[str]:
+        return {c["name"] for c in sa.inspect(sync_conn).get_columns("jobs")}
+
+    have = await conn.run_sync(existing)
+    for name, ddl in (("not_before", "FLOAT"), ("deferrals", "INTEGER NOT NULL DEFAULT 0")):
+        if name not in have:  # absent in databases made by version 1
+            await conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {name} {ddl}"))
+
+
+# Append new migrations here; each runs once, in order, inside one transaction. Version 1
+# creates the tables as defined above (the latest shape); later versions bring older
+# databases up to it and are no-ops on new ones.
+MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _v2_deferral]
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

@@ -28,9 +28,11 @@ WRITE_ROLES = {"admin", "maintain", "write"}
 class GitHubApiError(Exception):
     """A GitHub call failed for good; the message says what GitHub answered."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None,
+                 retry_at: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_at = retry_at  # set when GitHub asked for a long wait (rate limits)
 
 
 def _answer(exc: BaseException) -> str:
@@ -118,8 +120,9 @@ class GitHubApp:
         except WaitTooLong as exc:
             raise GitHubApiError(
                 f"{what}: GitHub answered {_answer(exc.cause)} and asked to wait "
-                f"{exc.seconds:.0f}s; giving up for now",
-                getattr(getattr(exc.cause, "response", None), "status_code", None)) from exc
+                f"{exc.seconds:.0f}s",
+                getattr(getattr(exc.cause, "response", None), "status_code", None),
+                retry_at=time.time() + exc.seconds) from exc
         except (RequestFailed, RequestError, httpx.TransportError) as exc:
             status = exc.response.status_code if isinstance(exc, RequestFailed) else None
             raise GitHubApiError(f"{what}: GitHub answered {_answer(exc)}", status) from exc

@@ -24,7 +24,7 @@ from bot.sandbox import Backend, CommandResult, Sandbox, SandboxError
 from bot.spec import SpecInputs, Templates, build_inputs, choose_template
 from bot.status import StatusComment
 from bot.store import Job, Store
-from bot.worker import JobFailed, JobResult
+from bot.worker import JobDeferred, JobFailed, JobResult
 
 log = logging.getLogger("handoff.pipeline")
 
@@ -109,6 +109,8 @@ class Pipeline:
             exc.result = {**run.result, **exc.result}
             raise
         except GitHubApiError as exc:
+            if exc.retry_at is not None:  # park the job; no worker sits waiting
+                raise JobDeferred(exc.retry_at, str(exc), run.result) from exc
             raise JobFailed("github-error", str(exc), run.result) from exc
         except (SandboxError, GitError) as exc:
             raise JobFailed("setup-failed", str(exc), run.result) from exc

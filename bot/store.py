@@ -87,6 +87,8 @@ class Job:
     result: dict[str, Any]
     cancel_requested: bool
     reported: bool
+    not_before: float | None
+    deferrals: int
     lease_owner: str | None
     lease_expires_at: float | None
     created_at: float
@@ -248,7 +250,8 @@ class Store:
         """Take the oldest queued job, or one whose lease ran out, with a fresh lease."""
         now = time.time()
         claimable = sa.or_(
-            jobs.c.state == "queued",
+            sa.and_(jobs.c.state == "queued",
+                    sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now)),
             sa.and_(jobs.c.state == "running", jobs.c.lease_expires_at < now),
         )
         pick = (sa.select(jobs.c.id).where(claimable).order_by(jobs.c.id).limit(1)
@@ -293,6 +296,18 @@ class Store:
             res = await conn.execute(jobs.update().where(
                 jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.state == "running")
                 .values(**values))
+        return bool(res.rowcount)
+
+    async def defer(self, job_id: int, owner: str, until: float, reason: str,
+                    result: dict[str, Any]) -> bool:
+        """Put a job this worker holds back in the queue until ``until`` (a rate limit)."""
+        async with self.engine.begin() as conn:
+            res = await conn.execute(jobs.update().where(
+                jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.state == "running")
+                .values(state="queued", stage="rate-limited", not_before=until, reason=reason,
+                        deferrals=jobs.c.deferrals + 1, attempts=jobs.c.attempts - 1,
+                        lease_owner=None, lease_expires_at=None, result=result,
+                        updated_at=time.time()))
         return bool(res.rowcount)
 
     async def unreported(self, limit: int = 20) -> list[Job]:

@@ -28,6 +28,14 @@ class JobFailed(Exception):
         self.result = result or {}
 
 
+class JobDeferred(Exception):
+    """The job cannot go on before ``until`` (GitHub's rate limit); it goes back in the queue."""
+
+    def __init__(self, until: float, reason: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.until, self.reason, self.result = until, reason, result or {}
+
+
 @dataclass
 class JobResult:
     """What a successful job produced."""
@@ -86,6 +94,7 @@ class Worker:
         self.on_start = on_start
         self.report_after: dict[int, float] = {}
         self.report_retry_seconds = 30.0
+        self.max_deferrals = 5
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set, then wait for the jobs under way."""
@@ -129,7 +138,18 @@ class Worker:
         """Run one claimed job and record how it ended, whatever happens."""
         self.active.add(job.id)
         try:
-            state, reason, category, result = await self._execute(job)
+            try:
+                state, reason, category, result = await self._execute(job)
+            except JobDeferred as exc:
+                if job.deferrals < self.max_deferrals:
+                    await self.store.defer(job.id, self.id, exc.until, exc.reason,
+                                           {**job.result, **exc.result})
+                    log.warning("job %s waits until %s: %s", job.id,
+                                time.strftime("%H:%M:%S", time.localtime(exc.until)),
+                                exc.reason)
+                    return
+                state, reason, category, result = ("failed", exc.reason, "github-error",
+                                                   exc.result)
             if not await self.store.finish(job.id, self.id, state, reason, category, result):
                 log.warning("job %s: lease lost before it finished; another worker owns it",
                             job.id)
@@ -155,6 +175,8 @@ class Worker:
             return "succeeded", "", "", {"summary": outcome.summary, **outcome.result}
         except JobFailed as exc:
             return "failed", exc.reason, exc.category, exc.result
+        except JobDeferred:
+            raise
         except asyncio.CancelledError:
             if beat.done() and beat.result() == "cancel":
                 fresh = await self.store.get_job(job.id)

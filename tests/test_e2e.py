@@ -223,3 +223,21 @@ async def test_missing_sandbox_image_fails_visibly(tmp_path: Path) -> None:
         failure = comments(s.sim, 1)[-1]
         assert "handoff-no-such-image" in failure and "preparing the workspace" in failure
         assert s.model.requests == []
+
+
+async def test_long_rate_limit_parks_the_job(tmp_path: Path) -> None:
+    import time
+
+    from bot.simulator import Fault
+
+    async with stack(tmp_path, FIX_SCRIPT) as s:
+        s.sim.add_repo(REPO, files())
+        number = s.sim.open_issue(REPO, "Fix", "fix", "acme").number
+        s.sim.add_fault(Fault("primary", 1, reset_in=2400))
+        s.sim.label_issue(REPO, number, "agent", "acme")
+        await wait_for(s, lambda jobs: any(j.stage == "rate-limited" for j in jobs))
+        [job] = await s.store.list_jobs()
+        assert job.state == "queued" and job.not_before is not None
+        assert job.not_before > time.time() + 2000 and "rate limit" in job.reason
+        assert not s.worker.tasks  # no worker sits waiting for the reset
+        assert s.model.requests == [] and comments(s.sim, number) == []

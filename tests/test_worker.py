@@ -130,3 +130,48 @@ async def test_killed_worker_process_job_is_taken_over(tmp_path: Path) -> None:
     job = await store.get_job(job_id)
     assert job and job.state == "succeeded" and job.attempts == 2
     await store.close()
+
+
+async def test_rate_limited_job_is_parked_not_held(store: Store) -> None:
+    import time
+
+    from bot.worker import JobDeferred
+
+    class Limited:
+        calls = 0
+
+        async def run(self, job: Job) -> JobResult:
+            Limited.calls += 1
+            raise JobDeferred(time.time() + 0.6, "GitHub answered 403 API rate limit exceeded")
+
+    job_id = await queue(store)
+    worker = Worker(store, Limited(), Recorder())
+    worker.max_deferrals = 2
+    assert await worker.run_once() is not None
+    parked = await store.get_job(job_id)
+    assert parked and parked.state == "queued" and parked.stage == "rate-limited"
+    assert parked.attempts == 0 and parked.deferrals == 1
+    assert await store.claim("w", 60) is None  # not before the reset
+    await asyncio.sleep(0.7)
+    await worker.run_once()
+    await asyncio.sleep(0.7)
+    ended = await worker.run_once()
+    assert ended and ended.state == "failed" and "rate limit" in ended.reason
+    assert Limited.calls == 3
+
+
+async def test_migration_brings_an_old_database_up(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    store = await Store.open(url)
+    async with store.engine.begin() as conn:  # make it look like a version-1 database
+        await conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN not_before"))
+        await conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN deferrals"))
+        await conn.execute(sa.text("DELETE FROM schema_version WHERE version > 1"))
+    await store.close()
+    store = await Store.open(url)
+    job_id = await queue(store)
+    claimed = await store.claim("w", 60)
+    assert claimed and claimed.id == job_id and claimed.deferrals == 0
+    await store.close()
