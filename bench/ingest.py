@@ -28,6 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = ROOT / "tests/fixtures/github-webhooks/issues/labeled.json"
 SECRET = "bench-secret"
+PINNED = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+PIN_CLIENT = ["taskset", "-c", "0"] if PINNED else []
+PIN_SERVER = ["taskset", "-c", "1"] if PINNED else []
 
 LUA = r"""
 local body_file = io.open("%(body)s", "rb")
@@ -71,7 +74,8 @@ def wait_up(port: int) -> None:
 
 
 def run_wrk(port: int, lua: Path, seconds: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
+    # wrk on core 0, the server on core 1: each side gets one core, as the targets assume.
+    out = subprocess.run([*PIN_CLIENT, "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
                           "-s", str(lua), f"http://127.0.0.1:{port}"],
                          capture_output=True, text=True, check=True).stdout
 
@@ -88,7 +92,7 @@ def run_wrk(port: int, lua: Path, seconds: int, connections: int) -> dict[str, f
 
 
 def serve(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*PIN_SERVER, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_up(port)
     return proc
 
@@ -112,7 +116,8 @@ def main() -> int:
     lua.write_text(LUA % {"body": tmp / "body.json", "signature": signature})
     env = {**os.environ, "BENCH_SECRET": SECRET, "HANDOFF_WEBHOOK_SECRET": SECRET,
            "HANDOFF_DATA_DIR": str(tmp / "data"), "PYTHONPATH": str(ROOT)}
-    print(f"payload {len(body):,} bytes, {args.connections} connections, {args.seconds}s each")
+    print(f"payload {len(body):,} bytes, {args.connections} connections, {args.seconds}s each"
+          + (", server and wrk pinned to one core each" if PINNED else ""))
 
     results = {}
     bare_port = free_port()

