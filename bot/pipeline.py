@@ -124,10 +124,11 @@ class Pipeline:
         await self.store.update_job(run.job.id, result=run.result, **columns)
 
     async def _stage(self, run: Run, stage: str, detail: str = "", force: bool = True) -> None:
-        await self.store.update_job(run.job.id, stage=stage)
         if run.status is not None:
             await run.status.set(stage, detail, force=force)
             run.result["status_comment_id"] = run.status.comment_id
+        # Saved at every stage, so a job taken over after a crash keeps its status comment.
+        await self.store.update_job(run.job.id, stage=stage, result=run.result)
 
     # -- the path of one job ------------------------------------------------------------------
 

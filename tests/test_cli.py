@@ -1,0 +1,47 @@
+"""The `handoff` command as a person runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import WEBHOOKS
+
+ROOT = Path(__file__).parent.parent
+
+
+def handoff(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=60,
+                          env={**clean, "HANDOFF_DATA_DIR": str(tmp_path / "data"),
+                               "PYTHONPATH": str(ROOT), **env})
+
+
+def test_doctor_names_what_is_missing(tmp_path: Path) -> None:
+    result = handoff(tmp_path, "doctor", HANDOFF_MODEL_BASE_URL="http://127.0.0.1:9/v1",
+                     HANDOFF_SANDBOX="bubblewrap")
+    assert result.returncode == 1
+    assert "[FAIL] app id" in result.stdout and "HANDOFF_APP_ID" in result.stdout
+    assert "[ok  ] database" in result.stdout
+    assert "[FAIL] model endpoint" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("verdict: not ready")
+
+
+def test_replay_and_jobs(tmp_path: Path) -> None:
+    payload = WEBHOOKS / "issues/labeled.json"  # GitHub's example: the label is "bug"
+    ignored = handoff(tmp_path, "replay", str(payload), "--event", "issues")
+    assert "Ignore(reason=\"label 'bug' is not the trigger label\")" in ignored.stdout
+    decided = handoff(tmp_path, "replay", str(payload), "--event", "issues", "--record",
+                      HANDOFF_TRIGGER_LABEL="bug")
+    assert decided.returncode == 0, decided.stderr
+    assert "StartJob(kind='implement'" in decided.stdout and "queued implement job" in \
+        decided.stdout
+    listed = handoff(tmp_path, "jobs", HANDOFF_TRIGGER_LABEL="bug")
+    assert "queued" in listed.stdout and "Codertocat/Hello-World#1" in listed.stdout
+
+
+def test_jobs_on_a_new_install(tmp_path: Path) -> None:
+    assert handoff(tmp_path, "jobs").stdout.strip() == "no jobs yet"
