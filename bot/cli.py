@@ -8,6 +8,7 @@ import gc
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -138,6 +139,44 @@ async def dev_model(args: argparse.Namespace) -> None:
         await _stop_event().wait()
 
 
+DEMO_REPO = {
+    "calc.py": "def add(a, b):\n    return a - b\n",
+    "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+    ".github/handoff.yml": "test_command: python3 -m pytest -q -p no:cacheprovider\n",
+}
+DEMO_SCRIPT = [
+    {"tool": "view", "args": {"path": "calc.py"}},
+    {"tool": "edit", "args": {"path": "calc.py", "old_text": "return a - b",
+                              "new_text": "return a + b"}},
+    {"tool": "bash", "args": {"command": "python3 -m pytest -q -p no:cacheprovider"}},
+    {"tool": "finish", "args": {"summary": "add() subtracted; it now adds.\n\n"
+                                           "1. add(2, 3) returns 5: test_add passes."}},
+]
+
+
+async def demo(data_dir: Path) -> int:
+    """Everything on this machine: a local GitHub, a scripted model, Handoff and a sandbox."""
+    from bot.devstack import stack
+
+    async with stack(data_dir, DEMO_SCRIPT) as s:
+        s.sim.add_repo("acme/calc", DEMO_REPO)
+        issue = s.sim.open_issue("acme/calc", "add() subtracts",
+                                 "add(2, 3) gives -1.\n\n- [ ] add(2, 3) returns 5", "acme")
+        print(f"Labeled acme/calc#{issue.number} `agent` on the local GitHub at "
+              f"{s.sim.base_url}; waiting for the pull request...", flush=True)
+        s.sim.label_issue("acme/calc", issue.number, "agent", "acme")
+        job = await s.wait_job(lambda j: True, timeout=300)
+        repo = s.sim.get_repo("acme/calc")
+        print(f"\njob {job.id}: {job.state} {job.category} {job.reason}".rstrip())
+        for item in repo.issues.values():
+            if item.pull:
+                print(f"\n--- pull request #{item.number}: {item.title} "
+                      f"({item.pull.head} -> {item.pull.base})\n{item.body}")
+                for comment in item.comments:
+                    print(f"--- comment on #{item.number}\n{comment.body}")
+        return 0 if job.state == "succeeded" else 1
+
+
 def _tune_gc() -> None:
     """Collect garbage less often: one delivery parses into about a thousand objects, so the
     default threshold (700) ran a collection on nearly every request, and full collections
@@ -180,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p_model.add_argument("--port", type=int, default=9100)
     p_model.add_argument("--script", help="JSON file with a list of turns (bot/agent/scripted.py)")
     p_model.add_argument("--repeat-last", action="store_true")
+    p_demo = sub.add_parser("demo", help="label an issue on a local GitHub and watch the PR")
+    p_demo.add_argument("--dir", type=Path, default=Path("./handoff-data/demo"))
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -199,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_doctor(settings))
     elif args.command == "jobs":
         asyncio.run(list_jobs(settings, args.n))
+    elif args.command == "demo":
+        shutil.rmtree(args.dir, ignore_errors=True)
+        args.dir.mkdir(parents=True)
+        return asyncio.run(demo(args.dir.resolve()))
     elif args.command == "simulator":
         asyncio.run(dev_simulator(args))
     elif args.command == "model-server":

@@ -45,3 +45,19 @@ def test_replay_and_jobs(tmp_path: Path) -> None:
 
 def test_jobs_on_a_new_install(tmp_path: Path) -> None:
     assert handoff(tmp_path, "jobs").stdout.strip() == "no jobs yet"
+
+
+def test_demo_opens_a_pull_request(tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    if not shutil.which("podman") or subprocess.run(
+            ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0:
+        pytest.skip("needs Podman and the handoff-sandbox:dev image")
+    result = handoff(tmp_path, "demo", "--dir", str(tmp_path / "demo"),
+                     CONTAINERS_CONF=os.environ["CONTAINERS_CONF"], HANDOFF_LOG_LEVEL="WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "job 1: succeeded" in result.stdout
+    assert "Closes #1" in result.stdout and "[x] add(2, 3) returns 5" in result.stdout
+    assert "| after (head" in result.stdout and "pass — 1 passed" in result.stdout

@@ -13,6 +13,7 @@ from typing import Protocol
 
 WORKDIR = "/workspace"
 SANDBOX_UID = 1000
+PIPE_GRACE = 0.5  # seconds to finish reading output once the process has ended
 SANDBOX_ENV = {
     "HOME": "/tmp",
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -118,14 +119,21 @@ async def run_capped(argv: list[str], timeout: float, cap: int, stdin: bytes | N
         proc.stdin.close()
     timed_out = False
     try:
-        dropped = sum(await asyncio.wait_for(asyncio.shield(readers), timeout))
-        code = await asyncio.wait_for(proc.wait(), max(1.0, timeout - (time.monotonic() - start)))
+        code = await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
         timed_out = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         code = await proc.wait()
-        dropped = sum(await readers)
+    try:
+        # A daemonizing child (``podman run -d`` starts conmon) may hold the pipes open after
+        # the process ends: read what is there, but do not wait for an EOF that never comes.
+        dropped = sum(await asyncio.wait_for(asyncio.shield(readers), PIPE_GRACE))
+    except TimeoutError:
+        readers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await readers
+        dropped = 0
     return CommandResult(
         exit_code=code, stdout=out.decode("utf-8", "replace"),
         stderr=err.decode("utf-8", "replace"),
