@@ -75,8 +75,8 @@ def wait_up(port: int) -> None:
 
 def run_wrk(port: int, lua: Path, seconds: int, connections: int) -> dict[str, float]:
     # wrk on core 0, the server on core 1: each side gets one core, as the targets assume.
-    out = subprocess.run([*PIN_CLIENT, "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
-                          "-s", str(lua), f"http://127.0.0.1:{port}"],
+    out = subprocess.run([*PIN_CLIENT, "wrk", "-t2", f"-c{connections}", f"-d{seconds}s",
+                          "--latency", "-s", str(lua), f"http://127.0.0.1:{port}"],
                          capture_output=True, text=True, check=True).stdout
 
     def ms(label: str) -> float:
@@ -92,7 +92,8 @@ def run_wrk(port: int, lua: Path, seconds: int, connections: int) -> dict[str, f
 
 
 def serve(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([*PIN_SERVER, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*PIN_SERVER, *cmd], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     wait_up(port)
     return proc
 

@@ -57,6 +57,11 @@ class Run:
     sandbox: Sandbox | None = None
     workspace: Path | None = None
     config: RepoConfig = field(default_factory=RepoConfig)
+    issue: dict[str, Any] = field(default_factory=dict)
+    base: str = ""
+    inputs: SpecInputs | None = None
+    start_sha: str = ""
+    before: CommandResult | None = None
     last_mark: float = field(default_factory=time.monotonic)
 
     def mark(self, stage: str) -> None:
@@ -133,35 +138,50 @@ class Pipeline:
     # -- the path of one job ------------------------------------------------------------------
 
     async def _run(self, run: Run) -> JobResult:
-        job, gh = run.job, run.gh
-        role = await gh.permission(job.requested_by)
-        if role not in WRITE_ROLES:
-            raise JobFailed("not-permitted", f"@{job.requested_by} has {role} access to "
-                            f"{job.repo}; Handoff takes work only from people with write access")
-        run.mark("permission")
+        await self._check_permission(run)
         await self._acknowledge(run)
         await self._stage(run, "preparing")
-        issue = await gh.get_issue(run.issue_number)
+        ws = await self._prepare_workspace(run)
+        await self._start_sandbox(run, ws)
+        outcome = await self._work(run)
+        return await self._deliver(run, ws, outcome)
+
+    async def _check_permission(self, run: Run) -> None:
+        role = await run.gh.permission(run.job.requested_by)
+        if role not in WRITE_ROLES:
+            raise JobFailed("not-permitted", f"@{run.job.requested_by} has {role} access to "
+                            f"{run.job.repo}; Handoff takes work only from people with write "
+                            "access")
+        run.mark("permission")
+
+    async def _prepare_workspace(self, run: Run) -> Path:
+        """Check out the branch, read the repository's settings and the spec's inputs."""
+        job, gh = run.job, run.gh
+        run.issue = await gh.get_issue(run.issue_number)
         repo = await gh.get_repo()
-        base = str(repo["default_branch"])
-        branch = job.branch or f"agent/issue-{run.issue_number}-{slug(issue['title'])}"
-        run.result.update(branch=branch, base=base)
+        run.base = str(repo["default_branch"])
+        branch = job.branch or f"agent/issue-{run.issue_number}-{slug(run.issue['title'])}"
+        run.result.update(branch=branch, base=run.base)
         await self.store.update_job(job.id, branch=branch)
-        token = await gh.token()
-        ws = await self.workspaces.checkout(job.id, job.repo, branch, base, repo["clone_url"],
-                                            token)
-        run.workspace = ws
+        ws = run.workspace = await self.workspaces.checkout(
+            job.id, job.repo, branch, run.base, repo["clone_url"], await gh.token())
         run.mark("workspace")
-        config = run.config = self._config(ws)
+        run.config = self._config(ws)
         comments = await gh.list_comments(run.issue_number)
         writers = await self._writers(gh, comments)
-        inputs = build_inputs(job.repo, issue, comments, writers, self.settings.trigger_label, ws)
-        base_sha = (await git("rev-parse", f"refs/remotes/origin/{base}", cwd=ws)).strip()
-        start_sha = (await git("rev-parse", "HEAD", cwd=ws)).strip()
-        run.result["base_sha"] = base_sha
-
+        run.inputs = build_inputs(job.repo, run.issue, comments, writers,
+                                  self.settings.trigger_label, ws)
+        run.result["base_sha"] = (await git("rev-parse", f"refs/remotes/origin/{run.base}",
+                                            cwd=ws)).strip()
+        run.start_sha = (await git("rev-parse", "HEAD", cwd=ws)).strip()
         run.mark("spec inputs")
-        run.sandbox = await self.backend.start(job.id, ws, network=bool(config.setup_command),
+        return ws
+
+    async def _start_sandbox(self, run: Run, ws: Path) -> None:
+        """Start the sandbox, run the setup (with network) and the baseline tests."""
+        config = run.config
+        run.sandbox = await self.backend.start(run.job.id, ws,
+                                               network=bool(config.setup_command),
                                                image=config.image)
         run.mark("sandbox")
         if config.setup_command:
@@ -170,45 +190,49 @@ class Pipeline:
                 raise JobFailed("setup-failed", f"the setup command `{config.setup_command}` "
                                 f"ended with {setup.describe()}: {test_line(setup)}")
             await run.sandbox.disable_network()
-        before = None
         if config.test_command:
             await self._stage(run, "baseline")
-            before = await run.sandbox.exec(config.test_command)
-        run.result["tests_before"] = test_line(before)
+            run.before = await run.sandbox.exec(config.test_command)
+        run.result["tests_before"] = test_line(run.before)
         run.mark("baseline tests")
 
-        spec = await self._spec(run, inputs, config, base, start_sha, before)
+    async def _work(self, run: Run) -> AgentResult:
+        """The agent's run, then the tests again."""
+        assert run.sandbox is not None
+        spec = await self._spec(run)
         await self._stage(run, "agent", "Starting the agent")
-        outcome = await self._agent(run, config).run(spec, run.sandbox)
-        run.result["spend"] = outcome.spend.as_dict()
-        run.result["summary"] = outcome.summary
+        outcome = await self._agent(run, run.config).run(spec, run.sandbox)
+        run.result.update(spend=outcome.spend.as_dict(), summary=outcome.summary)
         run.mark("agent")
         after = None
-        if config.test_command:
+        if run.config.test_command:
             await self._stage(run, "testing")
-            after = await run.sandbox.exec(config.test_command)
+            after = await run.sandbox.exec(run.config.test_command)
         run.result["tests_after"] = test_line(after)
-        regression = bool(before and after and before.ok and not after.ok)
-        run.result["regression"] = regression
+        run.result["regression"] = bool(run.before and after and run.before.ok and not after.ok)
         run.mark("tests after")
+        return outcome
 
-        files = await changed_files(ws, start_sha)
+    async def _deliver(self, run: Run, ws: Path, outcome: AgentResult) -> JobResult:
+        """Check the change, push it, and open or update the pull request."""
+        files = await changed_files(ws, run.start_sha)
         if not outcome.finished:
-            await self._keep_work(run, files, start_sha, outcome)
+            await self._keep_work(run, files, run.start_sha, outcome)
             raise JobFailed(outcome.category, outcome.stop_reason)
         if not files:
             raise JobFailed("no-changes", "the agent finished without changing any file: "
                             f"{outcome.summary[:500]}")
-        if why := await refusal(ws, start_sha, files):
+        if why := await refusal(ws, run.start_sha, files):
             raise JobFailed("push-refused", why)
         await self._stage(run, "pushing")
-        head = await self._commit_and_push(run, ws, branch, outcome.summary.splitlines()[0][:72]
-                                           or "Agent change")
+        title = (outcome.summary.splitlines() or ["Agent change"])[0][:72]
+        head = await self._commit_and_push(run, ws, str(run.result["branch"]), title)
         run.result["head_sha"] = head
         run.mark("push")
-        pr = await self._pull_request(run, issue, inputs, outcome, base, head, files)
+        regression = bool(run.result["regression"])
+        pr = await self._pull_request(run, outcome, head)
         await self._review_summary(run, pr["number"], files, regression)
-        if job.kind == "review":
+        if run.job.kind == "review":
             await self._answer_review(run, outcome.summary)
         await self._check_run(run, head, "tests-regressed" if regression else "")
         run.mark("pr")
@@ -237,9 +261,9 @@ class Pipeline:
         authors = {str((c.get("user") or {}).get("login", "")) for c in comments}
         return {a for a in authors if a and await gh.permission(a) in WRITE_ROLES}
 
-    async def _spec(self, run: Run, inputs: SpecInputs, config: RepoConfig, base: str,
-                    start_sha: str, before: CommandResult | None) -> str:
-        job = run.job
+    async def _spec(self, run: Run) -> str:
+        job, inputs, config, base, before = run.job, run.inputs, run.config, run.base, run.before
+        assert inputs is not None
         mapping = {**self.settings.template_labels, **config.templates}
         common: dict[str, Any] = dict(test_command=config.test_command or "",
                                       baseline=test_line(before) if before else "")
@@ -253,7 +277,8 @@ class Pipeline:
             run.result["template"] = name
             return self.templates.spec(name, inputs, **common)
         assert run.workspace is not None
-        diff = await git("diff", f"refs/remotes/origin/{base}...{start_sha}", cwd=run.workspace)
+        diff = await git("diff", f"refs/remotes/origin/{base}...{run.start_sha}",
+                         cwd=run.workspace)
         origin = await self.store.get_job(int(job.context.get("origin_job", 0) or 0))
         previous = (origin.result.get("summary", "") if origin else "") or \
             str(job.result.get("summary", ""))
@@ -342,10 +367,9 @@ class Pipeline:
             run.result["wip_branch"] = branch
             run.result["head_sha"] = head
 
-    async def _pull_request(self, run: Run, issue: dict[str, Any], inputs: SpecInputs,
-                            outcome: AgentResult, base: str, head: str,
-                            files: list[FileChange]) -> dict[str, Any]:
-        gh, job = run.gh, run.job
+    async def _pull_request(self, run: Run, outcome: AgentResult, head: str) -> dict[str, Any]:
+        gh, job, issue, inputs, base = run.gh, run.job, run.issue, run.inputs, run.base
+        assert inputs is not None
         body = self.templates.render(
             "summary", issue=inputs.issue, summary=outcome.summary,
             criteria=evidence(inputs.criteria, outcome.summary), base_sha=run.result["base_sha"],
