@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from bot.github import GitHubApp
+from bot.github import GitHubApiError, GitHubApp
 from bot.logs import redact
 from bot.status import StatusComment
 from bot.store import Job
@@ -68,6 +68,14 @@ class GitHubReporter:
             log.warning("job %s ended %s with no installation to report to", job.id, job.state)
             return
         gh = self.github.repo(job.installation_id, job.repo)
+        try:
+            await gh.token()
+        except GitHubApiError as exc:
+            if exc.status in (401, 403, 404, 422):  # uninstalled, suspended, repo removed
+                log.warning("job %s ended %s but the App lost access to %s (%s); nothing "
+                            "can be posted there", job.id, job.state, job.repo, exc)
+                return
+            raise
         target = job.pr_number if job.kind != "implement" and job.pr_number else \
             job.issue_number
         status = StatusComment(gh, target, job.id, 0, job.result.get("status_comment_id"))

@@ -16,7 +16,8 @@ def submitted(event: Event, ctx: Context) -> Decision:
     pull = event.payload["pull_request"]
     if is_bot(review.get("user"), ctx):
         return Ignore("review written by a bot")
-    if str(review.get("state", "")).lower() != "changes_requested":
+    # Changes requested, or a plain review with comments: both ask the agent to address them.
+    if str(review.get("state", "")).lower() not in ("changes_requested", "commented"):
         return Ignore(f"review state {review.get('state')!r} asks for nothing")
     if not str(pull["head"]["ref"]).startswith(AGENT_BRANCH_PREFIX):
         return Ignore("not an agent pull request")

@@ -240,3 +240,17 @@ async def test_long_rate_limit_parks_the_job(tmp_path: Path) -> None:
         assert job.not_before > time.time() + 2000 and "rate limit" in job.reason
         assert not s.worker.tasks  # no worker sits waiting for the reset
         assert s.model.requests == [] and comments(s.sim, number) == []
+
+
+async def test_suspended_installation_ends_the_job_without_retrying_forever(
+        tmp_path: Path) -> None:
+    async with stack(tmp_path, FIX_SCRIPT) as s:
+        s.sim.add_repo(REPO, files())
+        number = s.sim.open_issue(REPO, "Fix", "fix", "acme").number
+        for inst in s.sim.world.installations.values():
+            inst.suspended = True
+        s.sim.label_issue(REPO, number, "agent", "acme")
+        job = await s.wait_job(lambda j: True)
+        assert job.state == "failed" and job.category == "github-error"
+        assert "suspended" in job.reason and job.reported
+        assert s.model.requests == []

@@ -99,10 +99,13 @@ def test_changes_requested_on_human_pr_ignored() -> None:
     assert isinstance(decide(ev("pull_request_review", data), CTX), Ignore)
 
 
-def test_approval_ignored() -> None:
+def test_approval_ignored_review_comments_start_iteration() -> None:
     data = payload("pull_request_review/submitted")
     data["pull_request"]["head"]["ref"] = "agent/issue-1-x"
+    data["review"]["state"] = "approved"
     assert isinstance(decide(ev("pull_request_review", data), CTX), Ignore)
+    data["review"]["state"] = "commented"  # GitHub's example: review comments on the PR
+    assert isinstance(decide(ev("pull_request_review", data), CTX), StartJob)
 
 
 def test_installation_recorded() -> None:
