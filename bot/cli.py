@@ -177,6 +177,22 @@ async def demo(data_dir: Path) -> int:
         return 0 if job.state == "succeeded" else 1
 
 
+async def redeliver(settings: Settings) -> int:
+    """One redelivery sweep (``handoff serve`` also runs one at start and every 6 hours)."""
+    from bot.github import GitHubApp
+    from bot.redelivery import sweep
+
+    pem = settings.private_key_pem()
+    if not settings.app_id or not pem:
+        print("needs HANDOFF_APP_ID and HANDOFF_PRIVATE_KEY")
+        return 1
+    store = await Store.open(settings.db_url)
+    asked = await sweep(GitHubApp(settings.app_id, pem, settings.github_url), store)
+    await store.close()
+    print(f"asked GitHub to redeliver {len(asked)} missed deliveries")
+    return 0
+
+
 def _tune_gc() -> None:
     """Collect garbage less often: one delivery parses into about a thousand objects, so the
     default threshold (700) ran a collection on nearly every request, and full collections
@@ -219,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     p_model.add_argument("--port", type=int, default=9100)
     p_model.add_argument("--script", help="JSON file with a list of turns (bot/agent/scripted.py)")
     p_model.add_argument("--repeat-last", action="store_true")
+    sub.add_parser("redeliver", help="ask GitHub to resend deliveries Handoff missed")
     p_demo = sub.add_parser("demo", help="label an issue on a local GitHub and watch the PR")
     p_demo.add_argument("--dir", type=Path, default=Path("./handoff-data/demo"))
     args = parser.parse_args(argv)
@@ -240,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_doctor(settings))
     elif args.command == "jobs":
         asyncio.run(list_jobs(settings, args.n))
+    elif args.command == "redeliver":
+        return asyncio.run(redeliver(settings))
     elif args.command == "demo":
         shutil.rmtree(args.dir, ignore_errors=True)
         args.dir.mkdir(parents=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from bot.config import Settings
 from bot.store import Store
 from bot.worker import LogReporter, NotImplementedRunner, Reporter, Runner, Worker
 
 log = logging.getLogger("handoff")
+REDELIVERY_EVERY = 6 * 3600.0  # as GitHub's own sample script does
 
 
 def build_worker(settings: Settings, store: Store) -> Worker:
@@ -16,10 +18,12 @@ def build_worker(settings: Settings, store: Store) -> Worker:
     runner: Runner = NotImplementedRunner()
     reporter: Reporter = LogReporter()
     cleanup = None
+    periodic: list[tuple[float, Callable[[], Awaitable[object]]]] = []
     pem = settings.private_key_pem()
     if settings.app_id and pem:
         from bot.github import GitHubApp, Pacer
         from bot.pipeline import Pipeline
+        from bot.redelivery import sweep
         from bot.reporter import GitHubReporter
         from bot.sandbox import make_backend
 
@@ -30,6 +34,11 @@ def build_worker(settings: Settings, store: Store) -> Worker:
         runner = Pipeline(settings, store, github, backend, settings.status_interval)
         reporter = GitHubReporter(github)
         cleanup = backend.cleanup_orphans
+
+        async def redelivery_sweep() -> list[str]:
+            return await sweep(github, store)
+
+        periodic.append((REDELIVERY_EVERY, redelivery_sweep))
     else:
         log.warning("no GitHub App configured (HANDOFF_APP_ID, HANDOFF_PRIVATE_KEY): jobs are "
                     "recorded and end as not implemented")
@@ -37,5 +46,5 @@ def build_worker(settings: Settings, store: Store) -> Worker:
         store, runner, reporter, concurrency=settings.concurrency,
         lease_seconds=settings.lease_seconds, heartbeat_seconds=settings.heartbeat_seconds,
         poll_seconds=settings.poll_seconds, max_attempts=settings.max_attempts,
-        on_start=cleanup,
+        on_start=cleanup, periodic=periodic,
     )

@@ -82,6 +82,7 @@ class Worker:
         self, store: Store, runner: Runner, reporter: Reporter, *, concurrency: int = 2,
         lease_seconds: float = 60, heartbeat_seconds: float = 15, poll_seconds: float = 1,
         max_attempts: int = 3, on_start: Callable[[], Awaitable[object]] | None = None,
+        periodic: list[tuple[float, Callable[[], Awaitable[object]]]] | None = None,
     ) -> None:
         self.store, self.runner, self.reporter = store, runner, reporter
         self.concurrency = concurrency
@@ -92,6 +93,8 @@ class Worker:
         self.tasks: set[asyncio.Task[None]] = set()
         self.active: set[int] = set()
         self.on_start = on_start
+        self.periodic = periodic or []  # (every seconds, task), first run at start-up
+        self.next_run = [0.0] * len(self.periodic)
         self.report_after: dict[int, float] = {}
         self.report_retry_seconds = 30.0
         self.max_deferrals = 5
@@ -102,6 +105,7 @@ class Worker:
         if self.on_start is not None:
             log.info("start-up clean-up: %s", await self.on_start())
         while not stop.is_set():
+            await self.run_periodic()
             await self.report_pending()
             while len(self.tasks) < self.concurrency and not stop.is_set():
                 job = await self.store.claim(self.id, self.lease_seconds)
@@ -213,6 +217,17 @@ class Worker:
             return
         self.report_after.pop(job_id, None)
         await self.store.update_job(job_id, reported=True)
+
+    async def run_periodic(self) -> None:
+        """Housekeeping that is due (the redelivery sweep)."""
+        for index, (every, task) in enumerate(self.periodic):
+            if time.monotonic() < self.next_run[index]:
+                continue
+            self.next_run[index] = time.monotonic() + every
+            try:
+                await task()
+            except Exception:  # housekeeping failing must not stop the worker; try next time
+                log.exception("periodic task %s failed", getattr(task, "__name__", task))
 
     async def announce_queued(self) -> None:
         """Tell people whose jobs wait behind others where they stand in the queue."""

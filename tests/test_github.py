@@ -231,3 +231,36 @@ async def test_webhook_to_receiver_and_redelivery(tmp_path: Path) -> None:
                            ).read_text())
         assert set(real) <= set(payload)
     await store.close()
+
+
+async def test_deliveries_missed_while_down_are_redelivered_once(tmp_path: Path) -> None:
+    import socket
+
+    from helpers import SECRET
+
+    from bot.redelivery import sweep
+    from bot.serving import running
+    from bot.store import Store
+    from bot.web import create_app
+    from handlers import Context
+
+    with socket.socket() as sock:  # a port where nothing listens: Handoff is down
+        sock.bind(("127.0.0.1", 0))
+        down = sock.getsockname()[1]
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}")
+    async with simulator(tmp_path / "sim", f"http://127.0.0.1:{down}/webhook",
+                         SECRET.decode()) as sim:
+        sim.add_repo(REPO, {"README.md": "x\n"})
+        issue = sim.open_issue(REPO, "Add a flag", "", "octo")
+        sim.label_issue(REPO, issue.number, "agent", "octo")
+        await sim.settle()
+        assert all(d.status.startswith("failed") for d in sim.world.deliveries)
+        app = app_client(sim)
+        async with running(create_app(store, SECRET, Context())) as url:
+            sim.webhook_url = f"{url}/webhook"
+            asked = await sweep(app, store)
+            assert sorted(asked) == sorted(d.guid for d in sim.world.deliveries)
+            jobs = await store.list_jobs()
+            assert len(jobs) == 1 and jobs[0].issue_number == issue.number
+            assert await sweep(app, store) == []  # every GUID now has an OK attempt
+    await store.close()

@@ -1,0 +1,54 @@
+"""Recover deliveries GitHub could not hand over (Handoff was down): ask GitHub to send again.
+
+GitHub does not redeliver failed deliveries by itself. This sweep lists the App's recent
+deliveries, groups them by GUID, and asks for one redelivery of each GUID that never got an
+OK answer and that Handoff has not recorded, within GitHub's window (3 days).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.github import GitHubApp
+from bot.store import Store
+
+log = logging.getLogger("handoff.redelivery")
+WINDOW = timedelta(days=3)
+
+
+def missed(deliveries: list[dict[str, Any]], now: datetime) -> dict[str, int]:
+    """GUID -> the delivery id to redeliver, for GUIDs with no successful attempt."""
+    by_guid: dict[str, list[dict[str, Any]]] = {}
+    for d in deliveries:
+        by_guid.setdefault(str(d["guid"]), []).append(d)
+    out = {}
+    for guid, attempts in by_guid.items():
+        if any(a.get("status") == "OK" for a in attempts):
+            continue
+        latest = max(attempts, key=lambda a: str(a.get("delivered_at", "")))
+        when = datetime.fromisoformat(str(latest["delivered_at"]).replace("Z", "+00:00"))
+        if now - when <= WINDOW:
+            out[guid] = int(latest["id"])
+    return out
+
+
+async def sweep(github: GitHubApp, store: Store, pages: int = 10) -> list[str]:
+    """Redeliver what was missed; returns the GUIDs asked for again."""
+    deliveries: list[dict[str, Any]] = []
+    for _ in range(pages):
+        cursor = f"&cursor={deliveries[-1]['id']}" if deliveries else ""
+        page = await github.app_request("GET", f"/app/hook/deliveries?per_page=100{cursor}")
+        deliveries += page
+        if len(page) < 100:
+            break
+    asked = []
+    for guid, delivery_id in missed(deliveries, datetime.now(UTC)).items():
+        if await store.delivery(guid) is not None:
+            continue  # recorded here; GitHub just did not see our answer
+        await github.app_request("POST", f"/app/hook/deliveries/{delivery_id}/attempts")
+        asked.append(guid)
+    if asked:
+        log.warning("asked GitHub to redeliver %d missed deliveries", len(asked))
+    return asked
