@@ -264,3 +264,21 @@ async def test_deliveries_missed_while_down_are_redelivered_once(tmp_path: Path)
             assert len(jobs) == 1 and jobs[0].issue_number == issue.number
             assert await sweep(app, store) == []  # every GUID now has an OK attempt
     await store.close()
+
+
+def test_simulator_serves_every_operation_of_the_subset(tmp_path: Path) -> None:
+    from starlette.routing import Route
+
+    sim = Simulator(tmp_path)
+    paths = {(m, r.path) for r in sim.app.routes if isinstance(r, Route)
+             for m in (r.methods or ())}
+    for _, op in sim.spec.routes:
+        template = op.template
+        for name in ("installation_id", "check_run_id", "comment_id"):
+            template = template.replace("{" + name + "}", "{id:int}" if name != "installation_id"
+                                        else "{id}")
+        for name in ("issue_number", "pull_number"):
+            template = template.replace("{" + name + "}", "{number:int}")
+        template = template.replace("{branch}", "{branch:path}").replace(
+            "{ref}", "{ref:path}").replace("{path}", "{path:path}")
+        assert (op.method, template) in paths, (op.method, op.template)

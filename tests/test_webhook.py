@@ -165,3 +165,20 @@ async def test_unlabel_cancels_queued_job(client: httpx.AsyncClient, store: Stor
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_installations_are_recorded(client: httpx.AsyncClient, store: Store) -> None:
+    from helpers import payload
+
+    created = payload("installation/created")
+    assert (await post(client, "installation", created)).status_code == 202
+    inst_id = created["installation"]["id"]
+    record = await store.installation(inst_id)
+    assert record and record["state"] == "active"
+    assert set(record["repositories"]) == {r["full_name"] for r in created["repositories"]}
+    removed = payload("installation_repositories/removed")
+    removed["installation"]["id"] = inst_id
+    await post(client, "installation_repositories", removed)
+    record = await store.installation(inst_id)
+    gone = {r["full_name"] for r in removed["repositories_removed"]}
+    assert record and not gone & set(record["repositories"])

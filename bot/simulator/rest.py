@@ -236,6 +236,11 @@ def routes(sim: Simulator) -> list[Route]:
         issue.labels.remove(name)
         return 200, [r.label(n) for n in issue.labels]
 
+    @authed("issues", "write")
+    async def remove_all_labels(request: Request, body: Any, repo: Repo) -> Result:
+        issue_of(request, repo).labels.clear()
+        return 204, None
+
     # --- pull requests ---
     @authed("pull_requests")
     async def list_pulls(request: Request, body: Any, repo: Repo) -> Result:
@@ -391,6 +396,7 @@ def routes(sim: Simulator) -> list[Route]:
         ("POST", "/repos/{owner}/{repo}/issues/{number:int}/reactions", issue_reaction),
         ("POST", "/repos/{owner}/{repo}/issues/{number:int}/labels", add_labels),
         ("DELETE", "/repos/{owner}/{repo}/issues/{number:int}/labels/{name}", remove_label),
+        ("DELETE", "/repos/{owner}/{repo}/issues/{number:int}/labels", remove_all_labels),
         ("GET", "/repos/{owner}/{repo}/pulls", list_pulls),
         ("POST", "/repos/{owner}/{repo}/pulls", create_pull),
         ("GET", "/repos/{owner}/{repo}/pulls/{number:int}", get_pull),
