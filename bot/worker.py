@@ -92,6 +92,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self.active: set[int] = set()
+        self.stopping: dict[int, str] = {}  # job id -> why the heartbeat stopped it
         self.on_start = on_start
         self.periodic = periodic or []  # (every seconds, task), first run at start-up
         self.next_run = [0.0] * len(self.periodic)
@@ -182,7 +183,7 @@ class Worker:
         except JobDeferred:
             raise
         except asyncio.CancelledError:
-            if beat.done() and beat.result() == "cancel":
+            if self.stopping.pop(job.id, None) == "cancel":
                 fresh = await self.store.get_job(job.id)
                 return ("cancelled", (fresh.reason if fresh else "") or "cancelled", "cancelled",
                         None)
@@ -199,11 +200,20 @@ class Worker:
             renewed = await self.store.heartbeat(job.id, self.id, self.lease_seconds)
             if renewed is None:
                 log.error("job %s: lease lost; stopping", job.id)
-                run.cancel()
+                self.stopping[job.id] = "lost"
+                await self._stop(run)
                 return "lost"
             if renewed:
-                run.cancel()
+                self.stopping[job.id] = "cancel"
+                await self._stop(run)
                 return "cancel"
+
+    async def _stop(self, run: asyncio.Task[JobResult]) -> None:
+        """Cancel the run, again if need be: a cancellation can be lost in a race inside
+        asyncio (Python 3.11's wait_for), and a job must not go on after /cancel."""
+        while not run.done():
+            run.cancel()
+            await asyncio.wait({run}, timeout=self.heartbeat_seconds)
 
     async def _report(self, job_id: int) -> None:
         job = await self.store.get_job(job_id)

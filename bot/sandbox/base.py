@@ -131,8 +131,8 @@ async def run_capped(argv: list[str], timeout: float, cap: int, stdin: bytes | N
         dropped = sum(await asyncio.wait_for(asyncio.shield(readers), PIPE_GRACE))
     except TimeoutError:
         readers.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await readers
+        # Not awaited: that could swallow a cancellation meant for the caller.
+        readers.add_done_callback(lambda f: f.cancelled() or f.exception())
         dropped = 0
     return CommandResult(
         exit_code=code, stdout=out.decode("utf-8", "replace"),
