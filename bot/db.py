@@ -108,7 +108,9 @@ MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a 202 means the delivery is on disk, so not even a power cut loses what was
+    # acknowledged (WAL with NORMAL may roll back the last commits).
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
