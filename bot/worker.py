@@ -105,23 +105,35 @@ class Worker:
         log.info("worker %s started (concurrency %s)", self.id, self.concurrency)
         if self.on_start is not None:
             log.info("start-up clean-up: %s", await self.on_start())
+        failures = 0
         while not stop.is_set():
-            await self.run_periodic()
-            await self.report_pending()
-            while len(self.tasks) < self.concurrency and not stop.is_set():
-                job = await self.store.claim(self.id, self.lease_seconds)
-                if job is None:
-                    break
-                task = asyncio.create_task(self.process(job))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-            if len(self.tasks) >= self.concurrency:
-                await self.announce_queued()
+            try:
+                await self._tick(stop)
+                failures = 0
+            except Exception:  # the database or GitHub away for a moment: keep going
+                failures += 1
+                log.exception("worker loop failed (%d in a row); retrying", failures)
+                await asyncio.sleep(min(30.0, self.poll_seconds * 2 ** min(failures, 6)))
+                continue
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle(stop), self.poll_seconds)
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _tick(self, stop: asyncio.Event) -> None:
+        """One round: housekeeping, reports, claims, queue announcements."""
+        await self.run_periodic()
+        await self.report_pending()
+        while len(self.tasks) < self.concurrency and not stop.is_set():
+            job = await self.store.claim(self.id, self.lease_seconds)
+            if job is None:
+                break
+            task = asyncio.create_task(self.process(job))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        if len(self.tasks) >= self.concurrency:
+            await self.announce_queued()
 
     async def _idle(self, stop: asyncio.Event) -> None:
         waits = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]

@@ -175,3 +175,28 @@ async def test_migration_brings_an_old_database_up(tmp_path: Path) -> None:
     claimed = await store.claim("w", 60)
     assert claimed and claimed.id == job_id and claimed.deferrals == 0
     await store.close()
+
+
+async def test_worker_survives_a_database_outage(store: Store, tmp_path: Path) -> None:
+    calls = {"n": 0}
+    real_claim = store.claim
+
+    async def flaky_claim(owner: str, lease: float) -> Job | None:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise ConnectionError("database is away")
+        return await real_claim(owner, lease)
+
+    store.claim = flaky_claim  # type: ignore[method-assign]
+    job_id = await queue(store)
+    rec = Recorder()
+    worker = Worker(store, NotImplementedRunner(), rec, poll_seconds=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run_forever(stop))
+    for _ in range(200):
+        if rec.reported:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert rec.reported and rec.reported[0][0] == job_id and calls["n"] >= 3
