@@ -192,7 +192,7 @@ async def test_queue_position_cancel_and_unlabel(tmp_path: Path) -> None:
         assert any("Cancelled" in c and "label was removed" in c for c in comments(sim, 2))
 
         sim.comment(REPO, 1, "/cancel", "acme")
-        running = await s.wait_job(lambda j: j.issue_number == 1, timeout=30)
+        running = await s.wait_job(lambda j: j.issue_number == 1, timeout=90)
         assert running.state == "cancelled" and "/cancel by @acme" in running.reason
         assert any("Cancelled" in c for c in comments(sim, 1)), comments(sim, 1)
         leftover = subprocess.run(
