@@ -34,8 +34,7 @@ def ingest_in(store: Store, conn: sa.Connection, ctx: Context, event: Event) -> 
     """Record one delivery and carry out its decision inside the caller's transaction."""
     decision = decide(event, ctx)
     try:
-        store.insert_delivery(conn, event.delivery_id, event.name, event.action,
-                                    event.repo)
+        store.insert_delivery(conn, event.delivery_id, event.name, event.action, event.repo)
     except DuplicateDelivery:
         return Outcome("duplicate", f"delivery {event.delivery_id} was already received")
     detail, job_id = apply(store, conn, decision, event)

@@ -176,26 +176,24 @@ class RepoClient:
             nonlocal refreshed
             if method != "GET":
                 await self.app.pacer.wait(self.installation_id)
-            token = await self.token()
-            gh = GitHub(TokenAuthStrategy(token), **self.app._options())
             try:
-                resp = await gh.arequest(method, url, json=json, params=params)
+                return await self._send(method, url, json, params, await self.token())
             except RequestFailed as exc:
-                if exc.response.status_code == 401 and not refreshed:
-                    refreshed = True
-                    log.info("token for %s rejected; minting a new one", self.full_name)
-                    await self.token(fresh=True)
-                    resp = await GitHub(TokenAuthStrategy(await self.token()),
-                                        **self.app._options()).arequest(
-                        method, url, json=json, params=params)
-                else:
+                if exc.response.status_code != 401 or refreshed:
                     raise
-            return resp
+                refreshed = True
+                log.info("token for %s rejected; minting a new one", self.full_name)
+                return await self._send(method, url, json, params, await self.token(fresh=True))
 
         resp = await self.app.call(send, f"{method} {url}")
         if resp.status_code == 204 or not resp.content:
             return None
         return resp.json()
+
+    async def _send(self, method: str, url: str, json: Any, params: dict[str, Any] | None,
+                    token: str) -> Any:
+        gh = GitHub(TokenAuthStrategy(token), **self.app._options())
+        return await gh.arequest(method, url, json=json, params=params)
 
     # -- the calls Handoff makes -------------------------------------------------------------
 

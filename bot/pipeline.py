@@ -50,8 +50,6 @@ class Run:
 
     job: Job
     gh: RepoClient
-    issue_number: int
-    target: int  # where status and failures are posted: the issue, or the agent PR
     result: dict[str, Any] = field(default_factory=dict)
     status: StatusComment | None = None
     sandbox: Sandbox | None = None
@@ -63,6 +61,14 @@ class Run:
     start_sha: str = ""
     before: CommandResult | None = None
     last_mark: float = field(default_factory=time.monotonic)
+
+    @property
+    def issue_number(self) -> int:
+        return self.job.issue_number
+
+    @property
+    def target(self) -> int:
+        return self.job.target
 
     def mark(self, stage: str) -> None:
         """Record how long the stage that just ended took (``result["timings"]``)."""
@@ -92,8 +98,7 @@ class Pipeline:
         gh = self.github.repo(job.installation_id, job.repo)
         if await gh.permission(job.requested_by) not in WRITE_ROLES:
             return  # the polite refusal comes when the job runs
-        target = job.pr_number if job.kind != "implement" and job.pr_number else job.issue_number
-        run = Run(job, gh, job.issue_number, target, result=dict(job.result))
+        run = Run(job, gh, result=dict(job.result))
         await self._acknowledge(run)
         assert run.status is not None
         await run.status.set("queued", f"Position {position} in the queue; it starts when a "
@@ -106,8 +111,7 @@ class Pipeline:
         if job.installation_id is None:
             raise JobFailed("setup-failed", "the delivery named no installation of the App")
         gh = self.github.repo(job.installation_id, job.repo)
-        target = job.pr_number if job.kind != "implement" and job.pr_number else job.issue_number
-        run = Run(job, gh, job.issue_number, target, result=dict(job.result))
+        run = Run(job, gh, result=dict(job.result))
         try:
             return await self._run(run)
         except JobFailed as exc:
@@ -201,7 +205,7 @@ class Pipeline:
         assert run.sandbox is not None
         spec = await self._spec(run)
         await self._stage(run, "agent", "Starting the agent")
-        outcome = await self._agent(run, run.config).run(spec, run.sandbox)
+        outcome = await self._agent(run).run(spec, run.sandbox)
         run.result.update(spend=outcome.spend.as_dict(), summary=outcome.summary)
         run.mark("agent")
         after = None
@@ -217,7 +221,7 @@ class Pipeline:
         """Check the change, push it, and open or update the pull request."""
         files = await changed_files(ws, run.start_sha)
         if not outcome.finished:
-            await self._keep_work(run, files, run.start_sha, outcome)
+            await self._keep_work(run, files, outcome)
             raise JobFailed(outcome.category, outcome.stop_reason)
         if not files:
             raise JobFailed("no-changes", "the agent finished without changing any file: "
@@ -298,8 +302,8 @@ class Pipeline:
         run.result["template"] = job.kind
         return self.templates.spec(job.kind, inputs, **extra)
 
-    def _agent(self, run: Run, config: RepoConfig) -> Agent | ExternalAgent:
-        s = self.settings
+    def _agent(self, run: Run) -> Agent | ExternalAgent:
+        s, config = self.settings, run.config
         b = config.budget
         model_name = config.model or s.model_name
         price_in, price_out = s.prices.get(model_name, (0.0, 0.0))
@@ -354,11 +358,11 @@ class Pipeline:
                 raise JobFailed("push-refused", f"GitHub refused the push to `{branch}`: "
                                 f"{text[-500:]}") from exc
 
-    async def _keep_work(self, run: Run, files: list[FileChange], start_sha: str,
+    async def _keep_work(self, run: Run, files: list[FileChange],
                          outcome: AgentResult) -> None:
         """Push what the agent did so far as a work-in-progress commit, when it is safe."""
         assert run.workspace is not None
-        if not files or await refusal(run.workspace, start_sha, files):
+        if not files or await refusal(run.workspace, run.start_sha, files):
             return
         branch = str(run.result["branch"])
         with contextlib.suppress(JobFailed):

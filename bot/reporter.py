@@ -76,8 +76,7 @@ class GitHubReporter:
                             "can be posted there", job.id, job.state, job.repo, exc)
                 return
             raise
-        target = job.pr_number if job.kind != "implement" and job.pr_number else \
-            job.issue_number
+        target = job.target
         status = StatusComment(gh, target, job.id, 0, job.result.get("status_comment_id"))
         if job.state == "succeeded":
             if status.comment_id is not None:

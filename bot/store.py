@@ -96,6 +96,12 @@ class Job:
     started_at: float | None
     finished_at: float | None
 
+    @property
+    def target(self) -> int:
+        """Where the job speaks on GitHub: its agent PR for iterations, else the issue."""
+        return self.pr_number if self.kind != "implement" and self.pr_number else \
+            self.issue_number
+
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> Job:
         return cls(**row._mapping)
