@@ -268,7 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "model-server":
         asyncio.run(dev_model(args))
     elif args.command == "replay":
-        asyncio.run(replay(settings, json.loads(args.file.read_text()), args.event, args.record))
+        from bot.payload import MalformedPayload, parse
+
+        try:
+            payload = parse(args.file.read_bytes())
+        except MalformedPayload as exc:
+            print(f"{args.file}: {exc}", file=sys.stderr)
+            return 2
+        asyncio.run(replay(settings, payload, args.event, args.record))
     return 0
 
 

@@ -1,16 +1,17 @@
-"""The engine's ingest side: record a delivery and carry out the handlers' decision, atomically."""
+"""The engine's ingest side: record deliveries and carry out the handlers' decisions, atomically."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from bot.decisions import CancelJob, Decision, Event, Ignore, Pong, RecordInstallation, StartJob
-from bot.store import DuplicateDelivery, Store
+from bot.store import DuplicateDelivery, Job, Store
 from handlers import Context, decide
 
 log = logging.getLogger("handoff.engine")
@@ -25,23 +26,121 @@ class Outcome:
     job_id: int | None = None
 
 
+def duplicate(event: Event) -> Outcome:
+    return Outcome("duplicate", f"delivery {event.delivery_id} was already received")
+
+
 async def ingest(store: Store, ctx: Context, event: Event) -> Outcome:
     """Persist the delivery and the decision it leads to in one transaction."""
-    return await store.write(lambda conn: ingest_in(store, conn, ctx, event))
+    return (await store.write(lambda conn: record(store, conn, ctx, [event])))[0]
 
 
-def ingest_in(store: Store, conn: sa.Connection, ctx: Context, event: Event) -> Outcome:
-    """Record one delivery and carry out its decision inside the caller's transaction."""
-    decision = decide(event, ctx)
-    try:
-        store.insert_delivery(conn, event.delivery_id, event.name, event.action, event.repo)
-    except DuplicateDelivery:
-        return Outcome("duplicate", f"delivery {event.delivery_id} was already received")
-    detail, job_id = apply(store, conn, decision, event)
-    store.set_delivery_outcome(conn, event.delivery_id, detail, job_id)
-    log.debug("delivery %s %s.%s: %s", event.delivery_id, event.name, event.action or "-",
-              detail)
-    return Outcome("accepted", detail, job_id)
+def record(store: Store, conn: sa.Connection, ctx: Context, events: list[Event]
+           ) -> list[Outcome]:
+    """Record deliveries and carry out their decisions, in order, inside the caller's
+    transaction. A delivery id seen before is answered as a duplicate and acted on no more."""
+    return _Recorder(store, conn).run(ctx, events)
+
+
+@dataclass
+class _Target:
+    """Where a job decision lands: the issue, and the agent PR's latest job if on a PR."""
+
+    issue_number: int | None
+    origin: Job | None = None
+
+
+class _Recorder:
+    """Records one batch of deliveries.
+
+    Most deliveries change nothing but their own record: events no handler wants, a second
+    trigger for an issue that already has a job. Their outcome is known after reads alone, so
+    they are held back and inserted together in one statement, which also tells which of them
+    were duplicates. A delivery that does change something (a new job, a cancel, an
+    installation) is recorded alone, first, so a duplicate is caught before it acts; the held
+    ones are written before it to keep the order.
+    """
+
+    def __init__(self, store: Store, conn: sa.Connection) -> None:
+        self.store, self.conn = store, conn
+        self.held: list[tuple[int, Event, str]] = []
+        self.outcomes: dict[int, Outcome] = {}
+        self.active: dict[tuple[str, int], tuple[int, str] | None] = {}  # reads this batch
+
+    def run(self, ctx: Context, events: list[Event]) -> list[Outcome]:
+        for index, event in enumerate(events):
+            decision = decide(event, ctx)
+            target = self.target(decision)
+            detail = self.outcome_without_writes(decision, target)
+            if detail is not None:
+                self.held.append((index, event, detail))
+            else:
+                self.write_held()
+                self.outcomes[index] = self.act(event, decision, target)
+                self.active.clear()  # what this delivery wrote may change later reads
+            log.debug("delivery %s %s.%s: %s", event.delivery_id, event.name,
+                      event.action or "-", detail or "acted on")
+        self.write_held()
+        return [self.outcomes[i] for i in range(len(events))]
+
+    def target(self, decision: Decision) -> _Target:
+        if not isinstance(decision, StartJob | CancelJob):
+            return _Target(None)
+        if decision.pr_number is None:
+            return _Target(decision.issue_number)
+        origin = self.store.agent_pr_origin(self.conn, decision.repo, decision.pr_number)
+        return _Target(origin.issue_number if origin else None, origin)
+
+    def outcome_without_writes(self, decision: Decision, target: _Target) -> str | None:
+        """The delivery's outcome if recording it is all there is to do, else None."""
+        match decision:
+            case Ignore(reason=reason):
+                return f"ignored: {reason}"
+            case Pong(zen=zen):
+                return f"pong: {zen}"
+            case StartJob() | CancelJob() if decision.pr_number is not None and \
+                    target.origin is None:
+                return f"ignored: #{decision.pr_number} is not an agent pull request"
+            case CancelJob() if target.issue_number is None:
+                return "ignored: nothing to cancel"
+            case StartJob() if target.issue_number is not None:
+                active = self.active_job(decision.repo, target.issue_number)
+                if active is not None:
+                    return (f"recorded, not started: #{target.issue_number} already has "
+                            f"job {active[0]} ({active[1]})")
+        return None
+
+    def active_job(self, repo: str, issue_number: int) -> tuple[int, str] | None:
+        key = (repo, issue_number)
+        if key not in self.active:
+            self.active[key] = self.store.active_job(self.conn, repo, issue_number)
+        return self.active[key]
+
+    def write_held(self) -> None:
+        if not self.held:
+            return
+        now = time.time()
+        new = self.store.insert_deliveries(self.conn, [
+            {"id": e.delivery_id, "event": e.name, "action": e.action, "repo": e.repo,
+             "outcome": detail[:2000], "job_id": None, "received_at": now}
+            for _, e, detail in self.held])
+        for index, event, detail in self.held:
+            if event.delivery_id in new:
+                new.discard(event.delivery_id)  # a second copy in this batch is a duplicate
+                self.outcomes[index] = Outcome("accepted", detail)
+            else:
+                self.outcomes[index] = duplicate(event)
+        self.held.clear()
+
+    def act(self, event: Event, decision: Decision, target: _Target) -> Outcome:
+        try:
+            self.store.insert_delivery(self.conn, event.delivery_id, event.name, event.action,
+                                       event.repo)
+        except DuplicateDelivery:
+            return duplicate(event)
+        detail, job_id = apply(self.store, self.conn, decision, event, target)
+        self.store.set_delivery_outcome(self.conn, event.delivery_id, detail, job_id)
+        return Outcome("accepted", detail, job_id)
 
 
 class Ingestor:
@@ -67,8 +166,14 @@ class Ingestor:
     async def _write_forever(self) -> None:
         while True:
             batch = [await self.queue.get()]
-            while not self.queue.empty() and len(batch) < self.max_batch:
-                batch.append(self.queue.get_nowait())
+            # Let the requests already read off the sockets join before committing: one
+            # commit (and fsync) then serves all of them instead of a few.
+            while len(batch) < self.max_batch:
+                await asyncio.sleep(0)
+                if self.queue.empty():
+                    break
+                while not self.queue.empty() and len(batch) < self.max_batch:
+                    batch.append(self.queue.get_nowait())
             try:
                 await self._write(batch)
             except Exception:  # one bad delivery must not fail its neighbours: retry alone
@@ -78,7 +183,7 @@ class Ingestor:
     async def _write(self, batch: list[tuple[Event, asyncio.Future[Outcome]]]) -> None:
         events = [event for event, _ in batch]
         outcomes = await self.store.write(
-            lambda conn: [ingest_in(self.store, conn, self.ctx, ev) for ev in events])
+            lambda conn: record(self.store, conn, self.ctx, events))
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
@@ -94,57 +199,41 @@ class Ingestor:
 
 
 def apply(
-    store: Store, conn: sa.Connection, decision: Decision, event: Event
+    store: Store, conn: sa.Connection, decision: Decision, event: Event, target: _Target
 ) -> tuple[str, int | None]:
-    """Carry out one decision; returns a line for the delivery log and the job touched."""
+    """Carry out a decision that writes; returns a line for the delivery log and the job."""
     match decision:
-        case Ignore(reason=reason):
-            return f"ignored: {reason}", None
-        case Pong(zen=zen):
-            return f"pong: {zen}", None
         case RecordInstallation():
             store.record_installation(
                 conn, decision.installation_id, decision.account, decision.action,
                 decision.repositories_added, decision.repositories_removed)
             return f"installation {decision.installation_id} {decision.action}", None
-        case StartJob():
-            return _start(store, conn, decision, event)
-        case CancelJob():
-            return _cancel(store, conn, decision)
-    raise TypeError(f"unknown decision {decision!r}")  # pragma: no cover
+        case StartJob() if target.issue_number is not None:
+            return _start(store, conn, decision, event, target.issue_number, target.origin)
+        case CancelJob() if target.issue_number is not None:
+            return _cancel(store, conn, decision, target.issue_number)
+    raise TypeError(f"no write to make for {decision!r}")  # pragma: no cover
 
 
-def _start(
-    store: Store, conn: sa.Connection, d: StartJob, event: Event
-) -> tuple[str, int | None]:
+def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_number: int,
+           origin: Job | None) -> tuple[str, int | None]:
     values: dict[str, Any] = dict(
         kind=d.kind, repo=d.repo, installation_id=d.installation_id, requested_by=d.requested_by,
         trigger=d.trigger, feedback=d.feedback, context=d.context, delivery_id=event.delivery_id,
-        pr_number=d.pr_number, issue_number=d.issue_number,
+        pr_number=d.pr_number, issue_number=issue_number,
     )
-    if d.pr_number is not None:
-        origin = store.agent_pr_origin(conn, d.repo, d.pr_number)
-        if origin is None:
-            return f"ignored: #{d.pr_number} is not an agent pull request", None
-        values.update(issue_number=origin.issue_number, branch=origin.branch,
-                      context={**d.context, "origin_job": origin.id})
+    if origin is not None:
+        values.update(branch=origin.branch, context={**d.context, "origin_job": origin.id})
     job_id = store.insert_job(conn, **values)
-    if job_id is None:
-        active = store.active_job(conn, d.repo, values["issue_number"])
+    if job_id is None:  # another process queued one since this batch looked
+        active = store.active_job(conn, d.repo, issue_number)
         which = f"job {active[0]} ({active[1]})" if active else "another job"
-        return f"recorded, not started: #{values['issue_number']} already has {which}", None
+        return f"recorded, not started: #{issue_number} already has {which}", None
     return f"queued {d.kind} job {job_id}", job_id
 
 
-def _cancel(store: Store, conn: sa.Connection, d: CancelJob) -> tuple[str, int | None]:
-    issue_number = d.issue_number
-    if issue_number is None and d.pr_number is not None:
-        origin = store.agent_pr_origin(conn, d.repo, d.pr_number)
-        if origin is None:
-            return f"ignored: #{d.pr_number} is not an agent pull request", None
-        issue_number = origin.issue_number
-    if issue_number is None:
-        return "ignored: nothing to cancel", None
+def _cancel(store: Store, conn: sa.Connection, d: CancelJob, issue_number: int
+            ) -> tuple[str, int | None]:
     touched = store.cancel_jobs(conn, d.repo, issue_number, d.reason, d.only_queued)
     if not touched:
         return f"ignored: #{issue_number} has no active job to cancel", None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -26,38 +27,49 @@ T = TypeVar("T")
 
 # The webhook path's statements, built once. ON CONFLICT DO NOTHING and RETURNING read the
 # same in SQLite and PostgreSQL, and prebuilt statements skip SQLAlchemy's per-call building.
+DELIVERY_COLUMNS = ("id", "event", "action", "repo", "outcome", "job_id", "received_at")
 INSERT_DELIVERY = sa.text(
-    "INSERT INTO deliveries (id, event, action, repo, outcome, received_at) "
-    "VALUES (:id, :event, :action, :repo, '', :received_at) ON CONFLICT DO NOTHING")
+    f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in DELIVERY_COLUMNS)}) ON CONFLICT DO NOTHING")
 SET_OUTCOME = sa.text("UPDATE deliveries SET outcome = :outcome, job_id = :job_id WHERE id = :id")
 JOB_INSERT_COLUMNS = ("kind", "repo", "installation_id", "issue_number", "pr_number", "branch",
                       "requested_by", "trigger", "feedback", "context", "delivery_id", "result",
                       "created_at", "updated_at")
+JOB_JSON_COLUMNS = ("context", "result")
 ACTIVE_JOB = sa.text("SELECT id, state FROM jobs WHERE repo = :repo AND issue_number = "
                      f":issue_number AND state IN ({', '.join(repr(s) for s in ACTIVE_STATES)})")
 INSERT_JOB = sa.text(
     f"INSERT INTO jobs ({', '.join(JOB_INSERT_COLUMNS)}, state) "
     f"VALUES ({', '.join(':' + c for c in JOB_INSERT_COLUMNS)}, 'queued') "
     "ON CONFLICT DO NOTHING RETURNING id"
-).bindparams(sa.bindparam("context", type_=sa.JSON), sa.bindparam("result", type_=sa.JSON))
+).bindparams(*(sa.bindparam(c, type_=sa.JSON) for c in JOB_JSON_COLUMNS))
+DELIVERY_ROWS_PER_INSERT = 100  # 700 parameters: well inside SQLite's and PostgreSQL's limits
 
 
-def run_sql(conn: sa.Connection, stmt: sa.TextClause, params: dict[str, Any]
-            ) -> tuple[int, list[tuple[Any, ...]]]:
+@functools.lru_cache(maxsize=DELIVERY_ROWS_PER_INSERT)
+def insert_deliveries_sql(count: int) -> sa.TextClause:
+    """One INSERT for ``count`` deliveries; parameters are suffixed with the row's index."""
+    rows = ", ".join("(" + ", ".join(f":{c}{i}" for c in DELIVERY_COLUMNS) + ")"
+                     for i in range(count))
+    return sa.text(f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) VALUES {rows} "
+                   "ON CONFLICT DO NOTHING RETURNING id")
+
+
+def run_sql(conn: sa.Connection, stmt: sa.TextClause, params: dict[str, Any],
+            json_keys: tuple[str, ...] = ()) -> tuple[int, list[tuple[Any, ...]]]:
     """Run a prebuilt statement; returns the row count and any rows.
 
     On SQLite the text goes straight to the driver (it reads the same :named parameters), which
-    is several times cheaper per statement than SQLAlchemy's execution path.
+    is several times cheaper per statement than SQLAlchemy's execution path; ``json_keys`` name
+    the parameters the driver needs encoded.
     """
     if conn.dialect.name == "sqlite":
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(stmt.text, {k: json.dumps(v) if isinstance(v, dict) else v
-                                       for k, v in params.items()})
-            rows = [tuple(r) for r in cursor.fetchall()]
-            return cursor.rowcount, rows
-        finally:
-            cursor.close()
+        for key in json_keys:
+            params[key] = json.dumps(params[key])
+        cursor = conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+            stmt.text, params)
+        rows = cursor.fetchall()
+        return cursor.rowcount, rows
     result = conn.execute(stmt, params)
     rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
     return result.rowcount, rows
@@ -157,10 +169,22 @@ class Store:
     ) -> None:
         """Record a delivery inside the caller's transaction; raise if it was seen before."""
         count, _ = run_sql(conn, INSERT_DELIVERY, {
-            "id": delivery_id, "event": event, "action": action, "repo": repo,
-            "received_at": time.time()})
+            "id": delivery_id, "event": event, "action": action, "repo": repo, "outcome": "",
+            "job_id": None, "received_at": time.time()})
         if count == 0:
             raise DuplicateDelivery(delivery_id)
+
+    def insert_deliveries(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
+        """Record deliveries whose outcome is already known, a statement per hundred; returns
+        the ids that were new (the others had been received before)."""
+        new: set[str] = set()
+        for start in range(0, len(rows), DELIVERY_ROWS_PER_INSERT):
+            chunk = rows[start:start + DELIVERY_ROWS_PER_INSERT]
+            params = {f"{column}{i}": row[column] for i, row in enumerate(chunk)
+                      for column in DELIVERY_COLUMNS}
+            _, inserted = run_sql(conn, insert_deliveries_sql(len(chunk)), params)
+            new.update(str(r[0]) for r in inserted)
+        return new
 
     def set_delivery_outcome(
         self, conn: sa.Connection, delivery_id: str, outcome: str, job_id: int | None = None
@@ -214,7 +238,7 @@ class Store:
                       updated_at=now)
         params.update(values)
         # The unique index on active jobs turns a second trigger into a no-op insert.
-        _, rows = run_sql(conn, INSERT_JOB, params)
+        _, rows = run_sql(conn, INSERT_JOB, params, JOB_JSON_COLUMNS)
         return int(rows[0][0]) if rows else None
 
     def active_job(

@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.decisions import Event
 from bot.engine import Ingestor
+from bot.payload import MalformedPayload
+from bot.payload import parse as parse_payload
 from bot.store import Store
 from handlers import Context
 
@@ -59,12 +61,10 @@ class WebhookEndpoint:
         if not name or not delivery or len(delivery) > 64:
             return 400, {"error": "X-GitHub-Event and X-GitHub-Delivery headers are required"}
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            log.warning("delivery %s: malformed JSON", delivery)
-            return 400, {"error": "body is not valid JSON"}
-        if not isinstance(payload, dict):
-            return 400, {"error": "body must be a JSON object"}
+            payload = parse_payload(body)
+        except MalformedPayload as exc:
+            log.warning("delivery %s: %s", delivery, exc)
+            return 400, {"error": str(exc)}
         outcome = await self.ingestor.submit(Event(name=name, payload=payload,
                                                    delivery_id=delivery))
         if outcome.job_id is not None and self.on_job is not None:

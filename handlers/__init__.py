@@ -23,7 +23,7 @@ def decide(event: Event, ctx: Context) -> Decision:
         if handler is not None:
             try:
                 return handler(event, ctx)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
                 return Ignore(f"payload lacks what {event.name}.{event.action} needs: {exc!r}")
     return Ignore(f"no handler for {event.name}.{event.action or '-'}")
 

@@ -191,7 +191,9 @@ async def test_writes_are_paced(sim: Simulator) -> None:
         await gh.create_comment(1, f"note {i}")
     times = [c["at"] for c in sim.world.calls if c["operation"] == "issues/create-comment"]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert len(gaps) == 3 and min(gaps) >= 0.28
+    # Unpaced, these would land milliseconds apart; arrival times jitter a little on a busy
+    # machine, so the span is what is held to the interval.
+    assert len(gaps) == 3 and min(gaps) >= 0.2 and times[-1] - times[0] >= 0.85
 
 
 async def test_enterprise_base_url(sim: Simulator) -> None:

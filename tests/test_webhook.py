@@ -109,6 +109,24 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient, store: Store) ->
     assert resp.status_code == 400 and await store.count_deliveries() == 0
 
 
+async def test_json_that_is_not_an_object_is_400(client: httpx.AsyncClient,
+                                                 store: Store) -> None:
+    body = b'[{"action": "labeled"}]'
+    resp = await client.post("/webhook", content=body, headers=headers("issues", body))
+    assert resp.status_code == 400 and "JSON object" in resp.json()["error"]
+    assert await store.count_deliveries() == 0
+
+
+async def test_payload_of_an_unexpected_shape_is_recorded_and_ignored(
+        client: httpx.AsyncClient, store: Store) -> None:
+    data = labeled()
+    data["issue"] = "not an object"
+    body = json.dumps(data).encode()
+    resp = await client.post("/webhook", content=body, headers=headers("issues", body))
+    assert resp.status_code == 202 and "payload lacks" in resp.json()["detail"]
+    assert await store.count_deliveries() == 1 and not await store.queued()
+
+
 async def test_oversize_body_is_413(client: httpx.AsyncClient) -> None:
     body = b'{"x": "' + b"a" * (2 * 1024 * 1024) + b'"}'
     resp = await client.post("/webhook", content=body, headers=headers("issues", body))
@@ -182,3 +200,18 @@ async def test_installations_are_recorded(client: httpx.AsyncClient, store: Stor
     record = await store.installation(inst_id)
     gone = {r["full_name"] for r in removed["repositories_removed"]}
     assert record and not gone & set(record["repositories"])
+
+
+async def test_concurrent_deliveries_each_land_once(client: httpx.AsyncClient,
+                                                    store: Store) -> None:
+    # 60 at once: the receiver groups them into shared commits; each still gets its own answer.
+    import asyncio
+
+    sends = [post(client, "issues", labeled(number=n % 3 + 1), delivery=f"c-{n}")
+             for n in range(50)]
+    sends += [post(client, "issues", labeled(number=1), delivery=f"c-{n}") for n in range(10)]
+    answers = await asyncio.gather(*sends)
+    assert all(r.status_code in (200, 202) for r in answers)
+    assert sum(r.status_code == 200 for r in answers) == 10  # the ten repeats
+    assert await store.count_deliveries() == 50
+    assert sorted(j.issue_number for j in await store.queued()) == [1, 2, 3]
