@@ -121,8 +121,7 @@ class _Recorder:
             return
         now = time.time()
         new = self.store.insert_deliveries(self.conn, [
-            {"id": e.delivery_id, "event": e.name, "action": e.action, "repo": e.repo,
-             "outcome": detail[:2000], "job_id": None, "received_at": now}
+            (e.delivery_id, e.name, e.action, e.repo, detail[:2000], None, now)
             for _, e, detail in self.held])
         for index, event, detail in self.held:
             if event.delivery_id in new:
@@ -153,27 +152,33 @@ class Ingestor:
 
     def __init__(self, store: Store, ctx: Context, max_batch: int = 256) -> None:
         self.store, self.ctx, self.max_batch = store, ctx, max_batch
-        self.queue: asyncio.Queue[tuple[Event, asyncio.Future[Outcome]]] = asyncio.Queue()
+        self.pending: list[tuple[Event, asyncio.Future[Outcome]]] = []
+        self.wakeup: asyncio.Future[None] | None = None
         self.writer: asyncio.Task[None] | None = None
 
     async def submit(self, event: Event) -> Outcome:
+        loop = asyncio.get_running_loop()
         if self.writer is None or self.writer.done():
-            self.writer = asyncio.create_task(self._write_forever())
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self.queue.put((event, future))
+            self.writer = loop.create_task(self._write_forever())
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self.pending.append((event, future))
+        if self.wakeup is not None and not self.wakeup.done():
+            self.wakeup.set_result(None)
         return await future
 
     async def _write_forever(self) -> None:
         while True:
-            batch = [await self.queue.get()]
+            if not self.pending:
+                self.wakeup = asyncio.get_running_loop().create_future()
+                await self.wakeup
             # Let the requests already read off the sockets join before committing: one
             # commit (and fsync) then serves all of them instead of a few.
-            while len(batch) < self.max_batch:
+            seen = 0
+            while seen != len(self.pending) < self.max_batch:
+                seen = len(self.pending)
                 await asyncio.sleep(0)
-                if self.queue.empty():
-                    break
-                while not self.queue.empty() and len(batch) < self.max_batch:
-                    batch.append(self.queue.get_nowait())
+            batch = self.pending[:self.max_batch]
+            del self.pending[:self.max_batch]
             try:
                 await self._write(batch)
             except Exception:  # one bad delivery must not fail its neighbours: retry alone

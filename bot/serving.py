@@ -14,8 +14,11 @@ import uvicorn
 @asynccontextmanager
 async def running(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Serve ``app`` until the block ends; yields its base URL."""
+    # Handoff reads no client addresses, so proxy headers are not parsed; nor does it name
+    # its server software in answers.
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           access_log=False, lifespan="off"))
+                                           access_log=False, lifespan="off",
+                                           proxy_headers=False, server_header=False))
     # Signals belong to the caller; uvicorn would otherwise take SIGINT/SIGTERM for itself.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())

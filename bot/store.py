@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -47,12 +48,13 @@ DELIVERY_ROWS_PER_INSERT = 100  # 700 parameters: well inside SQLite's and Postg
 
 
 @functools.lru_cache(maxsize=DELIVERY_ROWS_PER_INSERT)
-def insert_deliveries_sql(count: int) -> sa.TextClause:
-    """One INSERT for ``count`` deliveries; parameters are suffixed with the row's index."""
+def insert_deliveries_sql(count: int) -> tuple[sa.TextClause, tuple[str, ...]]:
+    """One INSERT for ``count`` deliveries, and its parameter names, row after row."""
+    names = tuple(f"{c}{i}" for i in range(count) for c in DELIVERY_COLUMNS)
     rows = ", ".join("(" + ", ".join(f":{c}{i}" for c in DELIVERY_COLUMNS) + ")"
                      for i in range(count))
     return sa.text(f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) VALUES {rows} "
-                   "ON CONFLICT DO NOTHING RETURNING id")
+                   "ON CONFLICT DO NOTHING RETURNING id"), names
 
 
 def run_sql(conn: sa.Connection, stmt: sa.TextClause, params: dict[str, Any],
@@ -174,16 +176,16 @@ class Store:
         if count == 0:
             raise DuplicateDelivery(delivery_id)
 
-    def insert_deliveries(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
-        """Record deliveries whose outcome is already known, a statement per hundred; returns
-        the ids that were new (the others had been received before)."""
+    def insert_deliveries(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> set[str]:
+        """Record deliveries whose outcome is already known (rows of DELIVERY_COLUMNS), a
+        statement per hundred; returns the ids that were new (the rest were seen before)."""
         new: set[str] = set()
         for start in range(0, len(rows), DELIVERY_ROWS_PER_INSERT):
             chunk = rows[start:start + DELIVERY_ROWS_PER_INSERT]
-            params = {f"{column}{i}": row[column] for i, row in enumerate(chunk)
-                      for column in DELIVERY_COLUMNS}
-            _, inserted = run_sql(conn, insert_deliveries_sql(len(chunk)), params)
-            new.update(str(r[0]) for r in inserted)
+            stmt, names = insert_deliveries_sql(len(chunk))
+            params = dict(zip(names, itertools.chain(*chunk), strict=True))
+            _, inserted = run_sql(conn, stmt, params)
+            new.update(r[0] for r in inserted)
         return new
 
     def set_delivery_outcome(

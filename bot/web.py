@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from collections.abc import Callable
@@ -27,10 +26,17 @@ log = logging.getLogger("handoff.web")
 
 def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
     """Check ``X-Hub-Signature-256`` over the raw body in constant time; SHA-1 is refused."""
-    if not header or not header.startswith("sha256="):
+    if not header or not header.startswith("sha256=") or len(header) != 71:
         return False
-    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), header.encode("utf-8", "replace"))
+    try:
+        given = bytes.fromhex(header[7:])
+    except ValueError:
+        return False
+    return hmac.compare_digest(hmac.digest(secret, body, "sha256"), given)
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
 
 
 class WebhookEndpoint:
@@ -41,23 +47,26 @@ class WebhookEndpoint:
         self.ingestor, self.secret, self.max_body, self.on_job = ingestor, secret, max_body, on_job
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status, body = await self.handle(scope, receive)
+        status, answer = await self.handle(scope, receive)
+        body = orjson.dumps(answer)
+        # A length, not chunked encoding: the answer goes out in one write, not three.
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": orjson.dumps(body)})
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
+        headers: dict[bytes, bytes] = dict(scope["headers"])  # ASGI names are lowercase
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if ctype != b"application/json":
             return 415, {"error": "Content-Type must be application/json"}
-        body = await self.read_capped(headers, receive)
+        body = await self.read_capped(headers.get(b"content-length", b""), receive)
         if body is None:
             return 413, {"error": f"body over {self.max_body} bytes"}
-        if not signature_ok(self.secret, body, headers.get("x-hub-signature-256")):
+        if not signature_ok(self.secret, body, _text(headers.get(b"x-hub-signature-256"))):
             return 401, {"error": "missing or invalid X-Hub-Signature-256"}
-        name = headers.get("x-github-event")
-        delivery = headers.get("x-github-delivery")
+        name = _text(headers.get(b"x-github-event"))
+        delivery = _text(headers.get(b"x-github-delivery"))
         if not name or not delivery or len(delivery) > 64:
             return 400, {"error": "X-GitHub-Event and X-GitHub-Delivery headers are required"}
         try:
@@ -72,9 +81,8 @@ class WebhookEndpoint:
         return (202 if outcome.status == "accepted" else 200,
                 {"status": outcome.status, "detail": outcome.detail, "job": outcome.job_id})
 
-    async def read_capped(self, headers: dict[str, str], receive: Receive) -> bytes | None:
+    async def read_capped(self, length: bytes, receive: Receive) -> bytes | None:
         """The body, or None as soon as it passes the cap (before reading it all)."""
-        length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
             return None
         chunks: list[bytes] = []
