@@ -47,14 +47,25 @@ INSERT_JOB = sa.text(
 DELIVERY_ROWS_PER_INSERT = 100  # 700 parameters: well inside SQLite's and PostgreSQL's limits
 
 
+@dataclass(frozen=True)
+class RowsInsert:
+    """One INSERT of many deliveries: named parameters for SQLAlchemy, and the same statement
+    with positional ones for SQLite's driver, which binds those far faster."""
+
+    named: sa.TextClause
+    names: tuple[str, ...]
+    positional: str
+
+
 @functools.lru_cache(maxsize=DELIVERY_ROWS_PER_INSERT)
-def insert_deliveries_sql(count: int) -> tuple[sa.TextClause, tuple[str, ...]]:
-    """One INSERT for ``count`` deliveries, and its parameter names, row after row."""
+def insert_deliveries_sql(count: int) -> RowsInsert:
+    head = f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) VALUES "
+    tail = " ON CONFLICT DO NOTHING RETURNING id"
     names = tuple(f"{c}{i}" for i in range(count) for c in DELIVERY_COLUMNS)
     rows = ", ".join("(" + ", ".join(f":{c}{i}" for c in DELIVERY_COLUMNS) + ")"
                      for i in range(count))
-    return sa.text(f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) VALUES {rows} "
-                   "ON CONFLICT DO NOTHING RETURNING id"), names
+    marks = ", ".join(["(" + ", ".join("?" * len(DELIVERY_COLUMNS)) + ")"] * count)
+    return RowsInsert(sa.text(head + rows + tail), names, head + marks + tail)
 
 
 def run_sql(conn: sa.Connection, stmt: sa.TextClause, params: dict[str, Any],
@@ -182,9 +193,13 @@ class Store:
         new: set[str] = set()
         for start in range(0, len(rows), DELIVERY_ROWS_PER_INSERT):
             chunk = rows[start:start + DELIVERY_ROWS_PER_INSERT]
-            stmt, names = insert_deliveries_sql(len(chunk))
-            params = dict(zip(names, itertools.chain(*chunk), strict=True))
-            _, inserted = run_sql(conn, stmt, params)
+            sql = insert_deliveries_sql(len(chunk))
+            if conn.dialect.name == "sqlite":
+                inserted = conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                    sql.positional, list(itertools.chain(*chunk))).fetchall()
+            else:
+                params = dict(zip(sql.names, itertools.chain(*chunk), strict=True))
+                _, inserted = run_sql(conn, sql.named, params)
             new.update(r[0] for r in inserted)
         return new
 
