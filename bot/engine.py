@@ -155,10 +155,12 @@ class Ingestor:
         self.pending: list[tuple[Event, asyncio.Future[Outcome]]] = []
         self.wakeup: asyncio.Future[None] | None = None
         self.writer: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def submit(self, event: Event) -> Outcome:
-        loop = asyncio.get_running_loop()
-        if self.writer is None or self.writer.done():
+        loop = self.loop
+        if loop is None or self.writer is None or self.writer.done():
+            loop = self.loop = asyncio.get_running_loop()  # kept: each lookup costs a getpid()
             self.writer = loop.create_task(self._write_forever())
         future: asyncio.Future[Outcome] = loop.create_future()
         self.pending.append((event, future))

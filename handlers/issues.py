@@ -14,8 +14,9 @@ def _label(event: Event) -> str:
 
 @router.register("issues", "labeled")
 def labeled(event: Event, ctx: Context) -> Decision:
-    if _label(event) != ctx.trigger_label:
-        return Ignore(f"label {_label(event)!r} is not the trigger label")
+    label = _label(event)
+    if label != ctx.trigger_label:
+        return Ignore(f"label {label!r} is not the trigger label")
     issue = event.payload["issue"]
     if issue.get("pull_request"):
         return Ignore("the trigger label is for issues, not pull requests")
