@@ -11,6 +11,7 @@ from bot.worker import LogReporter, NotImplementedRunner, Reporter, Runner, Work
 
 log = logging.getLogger("handoff")
 REDELIVERY_EVERY = 6 * 3600.0  # as GitHub's own sample script does
+PRUNE_EVERY = 3600.0
 
 
 def build_worker(settings: Settings, store: Store) -> Worker:
@@ -42,6 +43,16 @@ def build_worker(settings: Settings, store: Store) -> Worker:
     else:
         log.warning("no GitHub App configured (HANDOFF_APP_ID, HANDOFF_PRIVATE_KEY): jobs are "
                     "recorded and end as not implemented")
+    if settings.delivery_retention_days > 0:
+
+        async def prune_deliveries() -> int:
+            removed = await store.prune_deliveries(settings.delivery_retention_days)
+            if removed:
+                log.info("forgot %d deliveries older than %g days", removed,
+                         settings.delivery_retention_days)
+            return removed
+
+        periodic.append((PRUNE_EVERY, prune_deliveries))
     return Worker(
         store, runner, reporter, concurrency=settings.concurrency,
         lease_seconds=settings.lease_seconds, heartbeat_seconds=settings.heartbeat_seconds,

@@ -220,6 +220,25 @@ class Store:
             return int((await conn.execute(
                 sa.select(sa.func.count()).select_from(deliveries))).scalar_one())
 
+    async def prune_deliveries(self, older_than_days: float, chunk: int = 5000) -> int:
+        """Forget deliveries received before the cutoff that started no job; returns how many.
+
+        GitHub redelivers for three days at most, so a delivery id older than that cannot come
+        back; those of jobs stay as long as their jobs do. Chunks keep each write short.
+        """
+        cutoff = time.time() - older_than_days * 86400
+        old = (sa.select(deliveries.c.id)
+               .where(deliveries.c.received_at < cutoff, deliveries.c.job_id.is_(None))
+               .limit(chunk).scalar_subquery())
+        removed = 0
+        while True:
+            async with self.engine.begin() as conn:
+                count = (await conn.execute(
+                    deliveries.delete().where(deliveries.c.id.in_(old)))).rowcount
+            removed += count
+            if count < chunk:
+                return removed
+
     # installations --------------------------------------------------------------------------
 
     def record_installation(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import orjson
 import pytest
 from helpers import comment, labeled, payload
 
+from bot.db import deliveries
 from bot.decisions import Event
 from bot.engine import Outcome, record
 from bot.payload import parse
@@ -97,3 +99,20 @@ async def test_a_batch_larger_than_one_statement(any_store: Store) -> None:
     assert [o.status for o in outcomes] == ["accepted"] * 250 + ["duplicate"] * 5
     for i in (0, 99, 100, 249):
         assert await store.delivery(f"{tag}-{i}")
+
+
+async def test_old_deliveries_that_started_no_job_are_forgotten(any_store: Store) -> None:
+    store, repo, tag = any_store, f"o/{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
+    outcomes = await record_all(store, [event("issues", labeled(), f"{tag}-job", repo),
+                                        event("issues", labeled("bug"), f"{tag}-old", repo),
+                                        event("issues", labeled("bug"), f"{tag}-new", repo)])
+    assert outcomes[0].job_id is not None
+    month_ago = time.time() - 31 * 86400
+    await store.write(lambda conn: conn.execute(
+        deliveries.update().where(deliveries.c.id.in_([f"{tag}-job", f"{tag}-old"]))
+        .values(received_at=month_ago)))
+    assert await store.prune_deliveries(30, chunk=1) >= 1
+    assert await store.delivery(f"{tag}-old") is None
+    assert await store.delivery(f"{tag}-job") and await store.delivery(f"{tag}-new")
+    # A redelivery of a forgotten id would be new again, which is why only ids far older
+    # than GitHub's three-day redelivery window are forgotten.

@@ -200,3 +200,19 @@ async def test_worker_survives_a_database_outage(store: Store, tmp_path: Path) -
     stop.set()
     await asyncio.wait_for(task, 5)
     assert rec.reported and rec.reported[0][0] == job_id and calls["n"] >= 3
+
+
+async def test_the_worker_forgets_old_deliveries(store: Store, tmp_path: Path) -> None:
+    import time
+
+    from bot.config import Settings
+    from bot.db import deliveries
+    from bot.services import build_worker
+
+    settings = Settings(data_dir=tmp_path, app_id=None, private_key=None,
+                        delivery_retention_days=30)
+    await store.write(lambda conn: conn.execute(deliveries.insert().values(
+        id="ancient", event="push", received_at=time.time() - 40 * 86400)))
+    worker = build_worker(settings, store)
+    await worker.run_periodic()  # the first round of periodic tasks runs at start-up
+    assert await store.delivery("ancient") is None
