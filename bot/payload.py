@@ -34,13 +34,9 @@ class Repository(_Part):
     full_name: Any = UNSET
 
 
-class Account(_Part):
-    login: Any = UNSET
-
-
 class Installation(_Part):
     id: Any = UNSET
-    account: Account | None | UnsetType = UNSET
+    account: User | None | UnsetType = UNSET
 
 
 class Issue(_Part):
@@ -55,11 +51,8 @@ class Comment(_Part):
     user: User | None | UnsetType = UNSET
 
 
-class Review(_Part):
-    id: Any = UNSET
+class Review(Comment):
     state: Any = UNSET
-    body: Any = UNSET
-    user: User | None | UnsetType = UNSET
 
 
 class Head(_Part):
