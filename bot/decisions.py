@@ -1,4 +1,9 @@
-"""What a handler may decide; the engine carries decisions out."""
+"""What a handler may decide; the engine carries decisions out.
+
+These are made for every webhook delivery, so they are slotted rather than frozen: a frozen
+dataclass sets each field through ``object.__setattr__``, four times the cost. Nothing changes
+them after a handler returns.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 JOB_KINDS = ("implement", "retry", "review")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event:
     """One webhook delivery as the handlers see it."""
 
@@ -37,21 +42,21 @@ class Event:
         return str((self.payload.get("sender") or {}).get("login", ""))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ignore:
     """Acknowledge and do nothing; the reason is recorded with the delivery."""
 
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pong:
     """Answer GitHub's ping."""
 
     zen: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StartJob:
     """Queue a job for an issue (implement) or its agent PR (retry, review)."""
 
@@ -66,7 +71,7 @@ class StartJob:
     context: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CancelJob:
     """Cancel the active job of an issue or agent PR."""
 
@@ -78,7 +83,7 @@ class CancelJob:
     only_queued: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RecordInstallation:
     """Remember an installation and the repositories it covers."""
 

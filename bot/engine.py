@@ -17,7 +17,7 @@ from handlers import Context, decide
 log = logging.getLogger("handoff.engine")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     """What became of one delivery."""
 
