@@ -157,7 +157,8 @@ class Ingestor:
         self.writer: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def submit(self, event: Event) -> Outcome:
+    def submit(self, event: Event) -> asyncio.Future[Outcome]:
+        """Queue a delivery; the future holds its outcome once its batch is committed."""
         loop = self.loop
         if loop is None or self.writer is None or self.writer.done():
             loop = self.loop = asyncio.get_running_loop()  # kept: each lookup costs a getpid()
@@ -166,7 +167,7 @@ class Ingestor:
         self.pending.append((event, future))
         if self.wakeup is not None and not self.wakeup.done():
             self.wakeup.set_result(None)
-        return await future
+        return future
 
     async def _write_forever(self) -> None:
         while True:
