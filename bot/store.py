@@ -220,7 +220,7 @@ class Store:
             return int((await conn.execute(
                 sa.select(sa.func.count()).select_from(deliveries))).scalar_one())
 
-    async def prune_deliveries(self, older_than_days: float, chunk: int = 5000) -> int:
+    async def prune_deliveries(self, older_than_days: float, chunk: int = 1000) -> int:
         """Forget deliveries received before the cutoff that started no job; returns how many.
 
         GitHub redelivers for three days at most, so a delivery id older than that cannot come
