@@ -101,8 +101,8 @@ class _Recorder:
             case StartJob() | CancelJob() if decision.pr_number is not None and \
                     target.origin is None:
                 return f"ignored: #{decision.pr_number} is not an agent pull request"
-            case CancelJob() if target.issue_number is None:
-                return "ignored: nothing to cancel"
+            case StartJob() | CancelJob() if target.issue_number is None:
+                return "ignored: the event names no issue or pull request"
             case StartJob() if target.issue_number is not None:
                 active = self.active_job(decision.repo, target.issue_number)
                 if active is not None:

@@ -116,3 +116,16 @@ async def test_old_deliveries_that_started_no_job_are_forgotten(any_store: Store
     assert await store.delivery(f"{tag}-job") and await store.delivery(f"{tag}-new")
     # A redelivery of a forgotten id would be new again, which is why only ids far older
     # than GitHub's three-day redelivery window are forgotten.
+
+
+async def test_a_job_decision_without_an_issue_is_recorded_not_a_failure(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.decisions import StartJob
+
+    def decide(event: Event, ctx: Context) -> StartJob:  # a handler bug: no issue, no PR
+        return StartJob(kind="implement", repo=event.repo, installation_id=None,
+                        issue_number=None, requested_by="x")
+
+    monkeypatch.setattr("bot.engine.decide", decide)
+    [outcome] = await record_all(store, [event("issues", labeled(), "no-issue", "o/r")])
+    assert outcome.status == "accepted" and "names no issue" in outcome.detail
