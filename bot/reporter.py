@@ -29,7 +29,7 @@ STEPS = {
     "github-error": ("talking to GitHub", "GitHub failed repeatedly; ask again later."),
     "worker-lost": ("running the job", "Ask again; if it repeats, check the worker's logs."),
     "internal": ("running the job", "This is a bug in Handoff; the worker's log has details."),
-    "not-implemented": ("running the job", "This build runs no agent."),
+    "not-configured": ("running the job", "No GitHub App is configured."),
 }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.config import Settings
 from bot.store import Store
-from bot.worker import LogReporter, NotImplementedRunner, Reporter, Runner, Worker
+from bot.worker import LogReporter, Reporter, Runner, UnconfiguredRunner, Worker
 
 log = logging.getLogger("handoff")
 REDELIVERY_EVERY = 6 * 3600.0  # as GitHub's own sample script does
@@ -16,7 +16,7 @@ PRUNE_EVERY = 3600.0
 
 def build_worker(settings: Settings, store: Store) -> Worker:
     """A worker for these settings: the full pipeline when a GitHub App is configured."""
-    runner: Runner = NotImplementedRunner()
+    runner: Runner = UnconfiguredRunner()
     reporter: Reporter = LogReporter()
     cleanup = None
     periodic: list[tuple[float, Callable[[], Awaitable[object]]]] = []
@@ -42,7 +42,7 @@ def build_worker(settings: Settings, store: Store) -> Worker:
         periodic.append((REDELIVERY_EVERY, redelivery_sweep))
     else:
         log.warning("no GitHub App configured (HANDOFF_APP_ID, HANDOFF_PRIVATE_KEY): jobs are "
-                    "recorded and end as not implemented")
+                    "recorded and end saying so")
     if settings.delivery_retention_days > 0:
 
         async def prune_deliveries() -> int:

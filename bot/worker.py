@@ -56,11 +56,13 @@ class Reporter(Protocol):
     async def report(self, job: Job) -> None: ...
 
 
-class NotImplementedRunner:
-    """The skeleton's runner: every job ends, visibly, as not implemented yet."""
+class UnconfiguredRunner:
+    """The runner without a GitHub App: every job ends, visibly, saying what is missing."""
 
     async def run(self, job: Job) -> JobResult:
-        raise JobFailed("not-implemented", "not implemented yet: no agent runs in this build")
+        raise JobFailed("not-configured", "no GitHub App is configured, so no agent can run: set "
+                        "HANDOFF_APP_ID and HANDOFF_PRIVATE_KEY (`handoff doctor` shows what "
+                        "is missing), then relabel the issue")
 
 
 class LogReporter:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bot.store import Job, Store
-from bot.worker import JobFailed, JobResult, NotImplementedRunner, Worker
+from bot.worker import JobFailed, JobResult, UnconfiguredRunner, Worker
 
 HERE = Path(__file__).parent
 
@@ -45,8 +45,8 @@ async def test_one_active_job_per_issue(store: Store) -> None:
 async def test_skeleton_job_ends_visibly_failed(store: Store) -> None:
     job_id = await queue(store)
     rec = Recorder()
-    job = await Worker(store, NotImplementedRunner(), rec).run_once()
-    assert job and job.state == "failed" and "not implemented yet" in job.reason
+    job = await Worker(store, UnconfiguredRunner(), rec).run_once()
+    assert job and job.state == "failed" and "no GitHub App is configured" in job.reason
     assert job.reported and rec.reported == [(job_id, "failed", job.reason)]
 
 
@@ -109,7 +109,7 @@ async def test_worker_gives_up_after_max_attempts(store: Store) -> None:
     await queue(store)
     for _ in range(3):
         await store.claim("dead", lease_seconds=-1)
-    job = await Worker(store, NotImplementedRunner(), Recorder(), max_attempts=3).run_once()
+    job = await Worker(store, UnconfiguredRunner(), Recorder(), max_attempts=3).run_once()
     assert job and job.state == "failed" and job.category == "worker-lost"
 
 
@@ -190,7 +190,7 @@ async def test_worker_survives_a_database_outage(store: Store, tmp_path: Path) -
     store.claim = flaky_claim  # type: ignore[method-assign]
     job_id = await queue(store)
     rec = Recorder()
-    worker = Worker(store, NotImplementedRunner(), rec, poll_seconds=0.05)
+    worker = Worker(store, UnconfiguredRunner(), rec, poll_seconds=0.05)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run_forever(stop))
     for _ in range(200):
