@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(25 * 1024 * 1024, description="GitHub's payload cap.")
     delivery_retention_days: float = Field(
         30.0, ge=0, description="Days a delivery that started no job is kept for duplicate "
-        "detection and `handoff jobs`; GitHub redelivers for 3 days at most. 0 keeps all.")
+        "detection; GitHub redelivers for 3 days at most (7 on GHES). 0 keeps all.")
 
     sandbox: str = Field("podman", description="Sandbox backend: podman, docker or bubblewrap.")
     sandbox_image: str = Field("handoff-sandbox:dev", description="Container image for jobs.")

@@ -2,7 +2,7 @@
 
 GitHub does not redeliver failed deliveries by itself. This sweep lists the App's recent
 deliveries, groups them by GUID, and asks for one redelivery of each GUID that never got an
-OK answer and that Handoff has not recorded, within GitHub's window (3 days).
+OK answer and that Handoff has not recorded, within GitHub's window (3 days; 7 on GHES).
 """
 
 from __future__ import annotations

@@ -223,8 +223,9 @@ class Store:
     async def prune_deliveries(self, older_than_days: float, chunk: int = 1000) -> int:
         """Forget deliveries received before the cutoff that started no job; returns how many.
 
-        GitHub redelivers for three days at most, so a delivery id older than that cannot come
-        back; those of jobs stay as long as their jobs do. Chunks keep each write short.
+        GitHub redelivers for three days at most (seven on GHES), so an older delivery id
+        cannot come back; those of jobs stay as long as their jobs do. Chunks keep each write
+        short.
         """
         cutoff = time.time() - older_than_days * 86400
         old = (sa.select(deliveries.c.id)
