@@ -112,6 +112,9 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     # acknowledged (WAL with NORMAL may roll back the last commits).
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # 32 MB of page cache instead of SQLite's 2 MB: the delivery index of a busy install
+    # outgrows 2 MB, and each page read back from the OS costs a system call.
+    cursor.execute("PRAGMA cache_size=-32768")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
