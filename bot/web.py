@@ -49,7 +49,7 @@ class WebhookEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, answer = await self.handle(scope, receive)
         body = orjson.dumps(answer)
-        # A length, not chunked encoding: the answer goes out in one write, not three.
+        # A length, so the small answer needs no chunked framing.
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
