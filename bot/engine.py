@@ -26,6 +26,12 @@ class Outcome:
     job_id: int | None = None
 
 
+def already_has(issue_number: int, active: tuple[int, str] | None) -> str:
+    """The outcome of a trigger for an issue whose job is queued or running already."""
+    which = f"job {active[0]} ({active[1]})" if active else "another job"
+    return f"recorded, not started: #{issue_number} already has {which}"
+
+
 def duplicate(event: Event) -> Outcome:
     return Outcome("duplicate", f"delivery {event.delivery_id} was already received")
 
@@ -106,8 +112,7 @@ class _Recorder:
             case StartJob() if target.issue_number is not None:
                 active = self.active_job(decision.repo, target.issue_number)
                 if active is not None:
-                    return (f"recorded, not started: #{target.issue_number} already has "
-                            f"job {active[0]} ({active[1]})")
+                    return already_has(target.issue_number, active)
         return None
 
     def active_job(self, repo: str, issue_number: int) -> tuple[int, str] | None:
@@ -234,9 +239,7 @@ def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_n
         values.update(branch=origin.branch, context={**d.context, "origin_job": origin.id})
     job_id = store.insert_job(conn, **values)
     if job_id is None:  # another process queued one since this batch looked
-        active = store.active_job(conn, d.repo, issue_number)
-        which = f"job {active[0]} ({active[1]})" if active else "another job"
-        return f"recorded, not started: #{issue_number} already has {which}", None
+        return already_has(issue_number, store.active_job(conn, d.repo, issue_number)), None
     return f"queued {d.kind} job {job_id}", job_id
 
 

@@ -29,9 +29,6 @@ T = TypeVar("T")
 # The webhook path's statements, built once. ON CONFLICT DO NOTHING and RETURNING read the
 # same in SQLite and PostgreSQL, and prebuilt statements skip SQLAlchemy's per-call building.
 DELIVERY_COLUMNS = ("id", "event", "action", "repo", "outcome", "job_id", "received_at")
-INSERT_DELIVERY = sa.text(
-    f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
-    f"VALUES ({', '.join(':' + c for c in DELIVERY_COLUMNS)}) ON CONFLICT DO NOTHING")
 SET_OUTCOME = sa.text("UPDATE deliveries SET outcome = :outcome, job_id = :job_id WHERE id = :id")
 JOB_INSERT_COLUMNS = ("kind", "repo", "installation_id", "issue_number", "pr_number", "branch",
                       "requested_by", "trigger", "feedback", "context", "delivery_id", "result",
@@ -181,10 +178,8 @@ class Store:
         self, conn: sa.Connection, delivery_id: str, event: str, action: str, repo: str
     ) -> None:
         """Record a delivery inside the caller's transaction; raise if it was seen before."""
-        count, _ = run_sql(conn, INSERT_DELIVERY, {
-            "id": delivery_id, "event": event, "action": action, "repo": repo, "outcome": "",
-            "job_id": None, "received_at": time.time()})
-        if count == 0:
+        row = (delivery_id, event, action, repo, "", None, time.time())
+        if not self.insert_deliveries(conn, [row]):
             raise DuplicateDelivery(delivery_id)
 
     def insert_deliveries(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> set[str]:
@@ -246,8 +241,8 @@ class Store:
         self, conn: sa.Connection, installation_id: int, account: str, action: str,
         added: tuple[str, ...], removed: tuple[str, ...],
     ) -> None:
-        row = (conn.execute(installations.select().where(
-            installations.c.id == installation_id))).first()
+        row = conn.execute(installations.select().where(
+            installations.c.id == installation_id)).first()
         repos = set(row.repositories) if row else set()
         repos = (repos | set(added)) - set(removed)
         state = {"deleted": "deleted", "suspend": "suspended"}.get(action, "active")
@@ -255,7 +250,7 @@ class Store:
                       updated_at=time.time())
         if row:
             conn.execute(installations.update()
-                               .where(installations.c.id == installation_id).values(**values))
+                         .where(installations.c.id == installation_id).values(**values))
         else:
             conn.execute(installations.insert().values(id=installation_id, **values))
 
@@ -289,9 +284,9 @@ class Store:
         self, conn: sa.Connection, repo: str, pr_number: int
     ) -> Job | None:
         """The latest job that worked on this PR, if the PR is one of ours."""
-        row = (conn.execute(jobs.select().where(
+        row = conn.execute(jobs.select().where(
             jobs.c.repo == repo, jobs.c.pr_number == pr_number).order_by(jobs.c.id.desc())
-            .limit(1))).first()
+            .limit(1)).first()
         return Job.from_row(row) if row else None
 
     def cancel_jobs(
@@ -299,18 +294,18 @@ class Store:
     ) -> list[int]:
         """Cancel queued jobs at once; ask running ones to stop. Returns the ids touched."""
         now = time.time()
-        queued = (conn.execute(
+        queued = conn.execute(
             jobs.update().where(jobs.c.repo == repo, jobs.c.issue_number == issue_number,
                                 jobs.c.state == "queued")
             .values(state="cancelled", reason=reason, category="cancelled", finished_at=now,
-                    updated_at=now).returning(jobs.c.id))).scalars().all()
+                    updated_at=now).returning(jobs.c.id)).scalars().all()
         running: list[int] = []
         if not only_queued:
-            running = list((conn.execute(
+            running = list(conn.execute(
                 jobs.update().where(jobs.c.repo == repo, jobs.c.issue_number == issue_number,
                                     jobs.c.state == "running")
                 .values(cancel_requested=True, reason=reason, updated_at=now)
-                .returning(jobs.c.id))).scalars().all())
+                .returning(jobs.c.id)).scalars().all())
         return [*queued, *running]
 
     async def claim(self, owner: str, lease_seconds: float) -> Job | None:
