@@ -103,26 +103,27 @@ class Simulator:
 
     def add_repo(self, full_name: str, files: dict[str, str], installation_id: int | None = None,
                  default_branch: str = "main") -> Repo:
+        return self._serve_repo(full_name, installation_id, default_branch,
+                                lambda path: simgit.create_bare(path, files, default_branch))
+
+    def import_repo(self, full_name: str, source: Path, default_branch: str = "main") -> Repo:
+        """Serve an existing repository (cloned bare from ``source``) under ``full_name``."""
+        def clone(path: Path) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            simgit.git("clone", "--bare", "-q", str(source), str(path))
+            simgit.install_hooks(path)
+
+        return self._serve_repo(full_name, None, default_branch, clone)
+
+    def _serve_repo(self, full_name: str, installation_id: int | None, default_branch: str,
+                    make_bare: Callable[[Path], object]) -> Repo:
+        """Make the bare repository and serve it, under the owner's installation by default."""
         owner, name = full_name.split("/")
         if installation_id is None:
             found = [i for i in self.world.installations.values() if i.account == owner]
             installation_id = found[0].id if found else self.add_installation(owner).id
         path = self.world.root / owner / f"{name}.git"
-        simgit.create_bare(path, files, default_branch)
-        repo = Repo(owner, name, installation_id, path, default_branch,
-                    collaborators={owner: "admin"})
-        self.world.repos[full_name.lower()] = repo
-        return repo
-
-    def import_repo(self, full_name: str, source: Path, default_branch: str = "main") -> Repo:
-        """Serve an existing repository (cloned bare from ``source``) under ``full_name``."""
-        owner, name = full_name.split("/")
-        found = [i for i in self.world.installations.values() if i.account == owner]
-        installation_id = found[0].id if found else self.add_installation(owner).id
-        path = self.world.root / owner / f"{name}.git"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        simgit.git("clone", "--bare", "-q", str(source), str(path))
-        simgit.install_hooks(path)
+        make_bare(path)
         repo = Repo(owner, name, installation_id, path, default_branch,
                     collaborators={owner: "admin"})
         self.world.repos[full_name.lower()] = repo
