@@ -132,7 +132,8 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 def make_sync_engine(url: str) -> sa.Engine | None:
-    """For SQLite, a plain-driver engine for batched writes from a thread; None otherwise."""
+    """For SQLite, a plain-driver engine for the webhook's batched writes, run on the event
+    loop (bot/store.py: Store.write); None otherwise."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None

@@ -243,7 +243,7 @@ class Worker:
         await self.store.update_job(job_id, reported=True)
 
     async def run_periodic(self) -> None:
-        """Housekeeping that is due (the redelivery sweep)."""
+        """Housekeeping that is due (the redelivery sweep, forgetting old deliveries)."""
         for index, (every, task) in enumerate(self.periodic):
             if time.monotonic() < self.next_run[index]:
                 continue
