@@ -43,6 +43,13 @@ def test_replay_and_jobs(tmp_path: Path) -> None:
     assert "queued" in listed.stdout and "Codertocat/Hello-World#1" in listed.stdout
 
 
+def test_replay_of_a_file_that_is_not_a_payload(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"action": "labeled", ')
+    result = handoff(tmp_path, "replay", str(bad), "--event", "issues")
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+
+
 def test_jobs_on_a_new_install(tmp_path: Path) -> None:
     assert handoff(tmp_path, "jobs").stdout.strip() == "no jobs yet"
 

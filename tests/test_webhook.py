@@ -215,3 +215,20 @@ async def test_concurrent_deliveries_each_land_once(client: httpx.AsyncClient,
     assert sum(r.status_code == 200 for r in answers) == 10  # the ten repeats
     assert await store.count_deliveries() == 50
     assert sorted(j.issue_number for j in await store.queued()) == [1, 2, 3]
+
+
+async def test_a_delivery_the_database_refuses_fails_alone(client: httpx.AsyncClient,
+                                                          store: Store) -> None:
+    # A real refusal from SQLite for one delivery id; the ones sharing its batch still land.
+    import asyncio
+
+    import sqlalchemy as sa
+
+    await store.write(lambda conn: conn.execute(sa.text(
+        "CREATE TRIGGER refuse BEFORE INSERT ON deliveries WHEN NEW.id = 'poison' "
+        "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")))
+    answers = await asyncio.gather(
+        *(post(client, "issues", labeled("bug"), delivery=f"ok-{n}") for n in range(5)),
+        post(client, "issues", labeled("bug"), delivery="poison"))
+    assert [r.status_code for r in answers] == [202] * 5 + [500]
+    assert await store.delivery("poison") is None and await store.count_deliveries() == 5

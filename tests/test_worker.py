@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.store import Job, Store
 from bot.worker import JobFailed, JobResult, UnconfiguredRunner, Worker
 
@@ -216,3 +218,21 @@ async def test_the_worker_forgets_old_deliveries(store: Store, tmp_path: Path) -
     worker = build_worker(settings, store)
     await worker.run_periodic()  # the first round of periodic tasks runs at start-up
     assert await store.delivery("ancient") is None
+
+
+async def test_failing_housekeeping_is_logged_and_the_rest_still_runs(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    ran: list[str] = []
+
+    async def broken() -> None:
+        raise RuntimeError("database is away")
+
+    async def fine() -> None:
+        ran.append("fine")
+
+    worker = Worker(store, UnconfiguredRunner(), Recorder(), periodic=[(0, broken), (0, fine)])
+    await worker.run_periodic()
+    await worker.run_periodic()  # due again at once (every 0 s): tried again, not dropped
+    assert ran == ["fine", "fine"]
+    assert caplog.text.count("periodic task broken failed") == 2
+    assert "database is away" in caplog.text
