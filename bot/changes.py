@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
-from bot.gitops import git
+from bot.gitops import NO_DRIVERS, Checkout
 
 SECRET_LIKE = re.compile(
     r"(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}|sk-[A-Za-z0-9_-]{20,}"
@@ -23,29 +23,64 @@ class FileChange:
     removed: int
 
 
-async def changed_files(workspace: Path, base: str) -> list[FileChange]:
-    """Files that differ between ``base`` and the working tree (staged everything first)."""
-    await git("add", "-A", cwd=workspace)
-    out = await git("diff", "--cached", "--numstat", base, cwd=workspace)
+async def changed_files(co: Checkout, base: str) -> list[FileChange]:
+    """Files that differ between ``base`` and the work tree (staged everything first)."""
+    await co.git("add", "-A")
+    out = await co.git("diff", "--cached", "--numstat", "--no-renames", "-z", *NO_DRIVERS, base)
     files = []
-    for line in out.splitlines():
-        added, removed, path = line.split("\t", 2)
-        files.append(FileChange(path, int(added) if added.isdigit() else 0,
-                                int(removed) if removed.isdigit() else 0))
+    for record in out.split("\0"):
+        if record:
+            added, removed, path = record.split("\t", 2)
+            files.append(FileChange(path, int(added) if added.isdigit() else 0,
+                                    int(removed) if removed.isdigit() else 0))
     return files
 
 
-async def refusal(workspace: Path, base: str, files: list[FileChange]) -> str | None:
+async def refusal(co: Checkout, base: str, files: list[FileChange]) -> str | None:
     """Why this change must not be pushed, or None."""
     workflows = [f.path for f in files if f.path.startswith(".github/workflows/")]
     if workflows:
         return (f"the change edits {', '.join(workflows)}; Handoff never pushes changes to "
                 "GitHub Actions workflows (the App has no workflows permission)")
-    diff = await git("diff", "--cached", "-U0", base, cwd=workspace)
+    if why := await _odd_entries(co, [f.path for f in files]):
+        return why
+    diff = await co.git("diff", "--cached", "-U0", "--no-renames", *NO_DRIVERS, base)
     for line in diff.splitlines():
         if line.startswith("+") and not line.startswith("+++") and SECRET_LIKE.search(line):
             return "the change adds a line that looks like a secret (a token or private key)"
     return None
+
+
+async def _odd_entries(co: Checkout, paths: list[str]) -> str | None:
+    """Symlinks that leave the repository and embedded repositories are never pushed."""
+    if not paths:
+        return None
+    staged = await co.git("ls-files", "-s", "-z", "--", *paths)
+    for record in staged.split("\0"):
+        if not record:
+            continue
+        meta, path = record.split("\t", 1)
+        mode, sha = meta.split(" ")[:2]
+        if mode == "160000":
+            return f"the change adds `{path}` as an embedded git repository (a gitlink)"
+        if mode == "120000":
+            target = await co.git("cat-file", "blob", sha)
+            if leaves_repo(path, target):
+                return (f"the change adds `{path}` as a symlink to `{target[:200]}`, outside "
+                        "the repository")
+    return None
+
+
+def leaves_repo(path: str, target: str) -> bool:
+    """Whether a symlink at ``path`` pointing at ``target`` resolves outside the repository."""
+    if target.startswith("/") or not target:
+        return True
+    depth = len(PurePosixPath(path).parent.parts)
+    for part in PurePosixPath(target).parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            return True
+    return False
 
 
 def review_notes(files: list[FileChange], regression: bool) -> tuple[str, list[str]]:

@@ -7,7 +7,6 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bot.agent.budget import Budget, Spend
@@ -18,13 +17,14 @@ from bot.agent.transcript import Transcript
 from bot.changes import FileChange, changed_files, refusal, review_notes
 from bot.config import Settings
 from bot.github import WRITE_ROLES, GitHubApiError, GitHubApp, RepoClient
-from bot.gitops import GitError, git
-from bot.repo_config import RepoConfig, RepoConfigError, load_repo_config
+from bot.gitops import NO_DRIVERS, Checkout, GitError
+from bot.repo_config import CONFIG_PATH, RepoConfig, RepoConfigError, parse_repo_config
 from bot.sandbox import Backend, CommandResult, Sandbox, SandboxError
-from bot.spec import SpecInputs, Templates, build_inputs, choose_template
+from bot.spec import SpecInputs, Templates, build_inputs, choose_template, repo_instructions
 from bot.status import StatusComment
 from bot.store import Job, Store
 from bot.worker import JobDeferred, JobFailed, JobResult
+from bot.workspace import SANDBOX_OBJECTS, Workspaces
 
 log = logging.getLogger("handoff.pipeline")
 
@@ -53,7 +53,8 @@ class Run:
     result: dict[str, Any] = field(default_factory=dict)
     status: StatusComment | None = None
     sandbox: Sandbox | None = None
-    workspace: Path | None = None
+    checkout: Checkout | None = None
+    clone_url: str = ""
     config: RepoConfig = field(default_factory=RepoConfig)
     issue: dict[str, Any] = field(default_factory=dict)
     base: str = ""
@@ -82,8 +83,6 @@ class Pipeline:
 
     def __init__(self, settings: Settings, store: Store, github: GitHubApp, backend: Backend,
                  status_interval: float = 5.0) -> None:
-        from bot.workspace import Workspaces
-
         self.settings, self.store, self.github, self.backend = settings, store, github, backend
         self.templates = Templates(settings.prompts_dir)
         self.workspaces = Workspaces(settings.data_dir)
@@ -145,10 +144,10 @@ class Pipeline:
         await self._check_permission(run)
         await self._acknowledge(run)
         await self._stage(run, "preparing")
-        ws = await self._prepare_workspace(run)
-        await self._start_sandbox(run, ws)
+        co = await self._prepare_workspace(run)
+        await self._start_sandbox(run, co)
         outcome = await self._work(run)
-        return await self._deliver(run, ws, outcome)
+        return await self._deliver(run, co, outcome)
 
     async def _check_permission(self, run: Run) -> None:
         role = await run.gh.permission(run.job.requested_by)
@@ -158,8 +157,9 @@ class Pipeline:
                             "access")
         run.mark("permission")
 
-    async def _prepare_workspace(self, run: Run) -> Path:
-        """Check out the branch, read the repository's settings and the spec's inputs."""
+    async def _prepare_workspace(self, run: Run) -> Checkout:
+        """Check out the branch; read the repository's settings and the spec's inputs from
+        git objects of the default branch, never from files the agent may have written."""
         job, gh = run.job, run.gh
         run.issue = await gh.get_issue(run.issue_number)
         repo = await gh.get_repo()
@@ -167,26 +167,29 @@ class Pipeline:
         branch = job.branch or f"agent/issue-{run.issue_number}-{slug(run.issue['title'])}"
         run.result.update(branch=branch, base=run.base)
         await self.store.update_job(job.id, branch=branch)
-        ws = run.workspace = await self.workspaces.checkout(
-            job.id, job.repo, branch, run.base, repo["clone_url"], await gh.token())
+        run.clone_url = str(repo["clone_url"])
+        co = run.checkout = await self.workspaces.checkout(
+            job.id, job.repo, branch, run.base, run.clone_url, await gh.token())
         run.mark("workspace")
-        run.config = self._config(ws)
+        base_sha = run.result["base_sha"] = await co.rev(f"refs/remotes/origin/{run.base}")
+        run.start_sha = await co.rev("HEAD")
+        run.config = await self._config(co, base_sha)
         comments = await gh.list_comments(run.issue_number)
         writers = await self._writers(gh, comments)
         run.inputs = build_inputs(job.repo, run.issue, comments, writers,
-                                  self.settings.trigger_label, ws)
-        run.result["base_sha"] = (await git("rev-parse", f"refs/remotes/origin/{run.base}",
-                                            cwd=ws)).strip()
-        run.start_sha = (await git("rev-parse", "HEAD", cwd=ws)).strip()
+                                  self.settings.trigger_label,
+                                  await repo_instructions(co, base_sha))
         run.mark("spec inputs")
-        return ws
+        return co
 
-    async def _start_sandbox(self, run: Run, ws: Path) -> None:
+    async def _start_sandbox(self, run: Run, co: Checkout) -> None:
         """Start the sandbox, run the setup (with network) and the baseline tests."""
         config = run.config
-        run.sandbox = await self.backend.start(run.job.id, ws,
+        mirror = self.workspaces.mirror_path(run.job.repo) / "objects"
+        run.sandbox = await self.backend.start(run.job.id, co.work_tree,
                                                network=bool(config.setup_command),
-                                               image=config.image)
+                                               image=config.image,
+                                               mounts=[(mirror, SANDBOX_OBJECTS)])
         run.mark("sandbox")
         if config.setup_command:
             setup = await run.sandbox.exec(config.setup_command)
@@ -217,20 +220,20 @@ class Pipeline:
         run.mark("tests after")
         return outcome
 
-    async def _deliver(self, run: Run, ws: Path, outcome: AgentResult) -> JobResult:
+    async def _deliver(self, run: Run, co: Checkout, outcome: AgentResult) -> JobResult:
         """Check the change, push it, and open or update the pull request."""
-        files = await changed_files(ws, run.start_sha)
+        files = await changed_files(co, run.start_sha)
         if not outcome.finished:
             await self._keep_work(run, files, outcome)
             raise JobFailed(outcome.category, outcome.stop_reason)
         if not files:
             raise JobFailed("no-changes", "the agent finished without changing any file: "
                             f"{outcome.summary[:500]}")
-        if why := await refusal(ws, run.start_sha, files):
+        if why := await refusal(co, run.start_sha, files):
             raise JobFailed("push-refused", why)
         await self._stage(run, "pushing")
         title = (outcome.summary.splitlines() or ["Agent change"])[0][:72]
-        head = await self._commit_and_push(run, ws, str(run.result["branch"]), title)
+        head = await self._commit_and_push(run, co, str(run.result["branch"]), title)
         run.result["head_sha"] = head
         run.mark("push")
         regression = bool(run.result["regression"])
@@ -255,9 +258,10 @@ class Pipeline:
         run.status = StatusComment(run.gh, run.target, run.job.id, self.status_interval,
                                    run.result.get("status_comment_id"))
 
-    def _config(self, ws: Path) -> RepoConfig:
+    async def _config(self, co: Checkout, base_sha: str) -> RepoConfig:
         try:
-            return load_repo_config(ws, self.templates.names())
+            return parse_repo_config(await co.read_blob(base_sha, CONFIG_PATH),
+                                     self.templates.names())
         except RepoConfigError as exc:
             raise JobFailed("config-error", str(exc)) from exc
 
@@ -280,9 +284,9 @@ class Pipeline:
                 inputs.comments.append({"author": job.requested_by, "body": job.feedback})
             run.result["template"] = name
             return self.templates.spec(name, inputs, **common)
-        assert run.workspace is not None
-        diff = await git("diff", f"refs/remotes/origin/{base}...{run.start_sha}",
-                         cwd=run.workspace)
+        assert run.checkout is not None
+        diff = await run.checkout.git("diff", *NO_DRIVERS,
+                                      f"refs/remotes/origin/{base}...{run.start_sha}")
         origin = await self.store.get_job(int(job.context.get("origin_job", 0) or 0))
         previous = (origin.result.get("summary", "") if origin else "") or \
             str(job.result.get("summary", ""))
@@ -329,26 +333,27 @@ class Pipeline:
 
         return Agent(model, budget, transcript, s.command_timeout, progress)
 
-    async def _commit_and_push(self, run: Run, ws: Path, branch: str, title: str) -> str:
+    async def _commit_and_push(self, run: Run, co: Checkout, branch: str, title: str) -> str:
         job = run.job
         login = self.settings.bot_login
         message = (f"{title}\n\nHandoff job {job.id} for #{run.issue_number}.\n\n"
                    f"Co-authored-by: {job.requested_by} "
                    f"<{job.requested_by}@users.noreply.github.com>\n")
-        await git("-c", f"user.name={login}", "-c",
-                  f"user.email={self.settings.app_id}+{login}@users.noreply.github.com",
-                  "commit", "--quiet", "--no-verify", "-m", message, cwd=ws)
-        await self._push(run, ws, branch)
-        return (await git("rev-parse", "HEAD", cwd=ws)).strip()
+        await co.git("-c", f"user.name={login}", "-c",
+                     f"user.email={self.settings.app_id}+{login}@users.noreply.github.com",
+                     "commit", "--quiet", "--no-verify", "-m", message)
+        await self._push(run, co, branch)
+        return await co.rev("HEAD")
 
-    async def _push(self, run: Run, ws: Path, branch: str) -> None:
+    async def _push(self, run: Run, co: Checkout, branch: str) -> None:
         # Never a force push: a person's commits on the branch are kept, and a rejected push
         # is a stated failure.
         for attempt in range(2):
             token = await run.gh.token(fresh=attempt > 0)
             try:
-                await git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=ws,
-                          token=token)
+                # To the URL the API gave, never a remote read from any config.
+                await co.git("push", "--quiet", "--no-verify", run.clone_url,
+                             f"HEAD:refs/heads/{branch}", token=token)
                 return
             except GitError as exc:
                 text = str(exc)
@@ -361,13 +366,13 @@ class Pipeline:
     async def _keep_work(self, run: Run, files: list[FileChange],
                          outcome: AgentResult) -> None:
         """Push what the agent did so far as a work-in-progress commit, when it is safe."""
-        assert run.workspace is not None
-        if not files or await refusal(run.workspace, run.start_sha, files):
+        assert run.checkout is not None
+        if not files or await refusal(run.checkout, run.start_sha, files):
             return
         branch = str(run.result["branch"])
         with contextlib.suppress(JobFailed):
             head = await self._commit_and_push(
-                run, run.workspace, branch, f"WIP: stopped early ({outcome.stop_reason})"[:72])
+                run, run.checkout, branch, f"WIP: stopped early ({outcome.stop_reason})"[:72])
             run.result["wip_branch"] = branch
             run.result["head_sha"] = head
 

@@ -1,8 +1,7 @@
-"""Per-repository settings from ``.github/handoff.yml``, validated with clear errors."""
+"""Per-repository settings from ``.github/handoff.yml`` on the default branch, validated with
+clear errors."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,13 +37,13 @@ class RepoConfigError(Exception):
     """The repository's configuration is wrong; the message says where and why."""
 
 
-def load_repo_config(workspace: Path, known_templates: list[str]) -> RepoConfig:
-    """Read and validate the file; absent means defaults."""
-    path = workspace / CONFIG_PATH
-    if not path.is_file():
+def parse_repo_config(text: str | None, known_templates: list[str]) -> RepoConfig:
+    """Validate the file's text (read from git objects of the default branch, never from a
+    work tree the agent wrote); None, an absent file, means defaults."""
+    if text is None:
         return RepoConfig()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise RepoConfigError(f"`{CONFIG_PATH}` is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

@@ -9,6 +9,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from bot.gitops import Checkout
+
 HTML_COMMENT = re.compile(r"<!--.*?(-->|$)", re.DOTALL)
 # Zero-width, bidirectional controls and other invisible format characters.
 HIDDEN_CHARS = re.compile(
@@ -45,13 +47,14 @@ def acceptance_criteria(text: str) -> list[str]:
     return out[:20]
 
 
-def repo_instructions(workspace: Path) -> list[tuple[str, str]]:
-    """The repository's own instructions for agents, where present."""
+async def repo_instructions(co: Checkout, rev: str) -> list[tuple[str, str]]:
+    """The repository's own instructions for agents at ``rev``, read from git objects: a
+    symlink or anything but a regular file is skipped."""
     found = []
     for name in INSTRUCTION_FILES:
-        path = workspace / name
-        if path.is_file():
-            found.append((name, strip_hidden(path.read_text(errors="replace")[:MAX_INSTRUCTIONS])))
+        text = await co.read_blob(rev, name)
+        if text is not None:
+            found.append((name, strip_hidden(text[:MAX_INSTRUCTIONS])))
     return found
 
 
@@ -83,7 +86,8 @@ class SpecInputs:
 
 
 def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]],
-                 writers: set[str], trigger_label: str, workspace: Path | None) -> SpecInputs:
+                 writers: set[str], trigger_label: str,
+                 instructions: list[tuple[str, str]] | None = None) -> SpecInputs:
     """Clean the issue, keep comments by writers only, find criteria and instructions."""
     body = strip_hidden(issue.get("body"))
     clean_issue = {"number": issue["number"], "title": strip_hidden(issue.get("title")),
@@ -102,7 +106,7 @@ def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]
             excluded.append(f"comment {c.get('id')} by @{author}")
     labels = [str(lb["name"]) for lb in issue.get("labels") or [] if lb["name"] != trigger_label]
     return SpecInputs(repo, clean_issue, labels, kept, excluded, acceptance_criteria(body),
-                      repo_instructions(workspace) if workspace else [])
+                      instructions or [])
 
 
 class Templates:

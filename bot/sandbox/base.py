@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -82,8 +83,10 @@ class Backend(Protocol):
     limits: Limits
 
     async def start(self, job_id: int | str, workspace: Path, network: bool = False,
-                    image: str | None = None) -> Sandbox:
-        """Start a sandbox around ``workspace``; ``image`` overrides the default image."""
+                    image: str | None = None, mounts: Sequence[tuple[Path, str]] = ()
+                    ) -> Sandbox:
+        """Start a sandbox around ``workspace``; ``image`` overrides the default image;
+        ``mounts`` are host paths shown read-only at the given sandbox paths."""
         ...
 
     async def cleanup_orphans(self) -> list[str]: ...

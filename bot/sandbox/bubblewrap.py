@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from bot.sandbox.base import (
@@ -24,8 +25,10 @@ ETC_FILES = ("/etc/passwd", "/etc/group", "/etc/ssl", "/etc/ca-certificates",
 class BubblewrapSandbox:
     """Each command runs in fresh namespaces with the workspace as the only writable path."""
 
-    def __init__(self, backend: BubblewrapBackend, workspace: Path, network: bool) -> None:
+    def __init__(self, backend: BubblewrapBackend, workspace: Path, network: bool,
+                 mounts: Sequence[tuple[Path, str]] = ()) -> None:
         self.backend, self.workspace, self.network = backend, workspace.resolve(), network
+        self.mounts = list(mounts)
 
     def argv(self, command: str, timeout: float) -> list[str]:
         argv = [self.backend.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
@@ -39,6 +42,8 @@ class BubblewrapSandbox:
         if self.network and os.path.exists("/etc/resolv.conf"):
             argv += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
         argv += ["--bind", str(self.workspace), WORKDIR, "--chdir", WORKDIR]
+        for host, inside in self.mounts:
+            argv += ["--ro-bind", str(host), inside]
         # Memory as an address-space limit: allocations fail rather than the kernel killing.
         limit_kb = self.backend.limits.memory_mb * 1024
         script = f"ulimit -v {limit_kb}; exec timeout -s KILL {timeout:.0f} bash -c \"$0\""
@@ -81,9 +86,10 @@ class BubblewrapBackend:
         return feature in {"network-toggle"}
 
     async def start(self, job_id: int | str, workspace: Path, network: bool = False,
-                    image: str | None = None) -> BubblewrapSandbox:
+                    image: str | None = None, mounts: Sequence[tuple[Path, str]] = ()
+                    ) -> BubblewrapSandbox:
         # No images here: the host's own system directories are the sandbox's root.
-        return BubblewrapSandbox(self, workspace, network)
+        return BubblewrapSandbox(self, workspace, network, mounts)
 
     async def cleanup_orphans(self) -> list[str]:
         return []  # --die-with-parent: nothing outlives its worker

@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from bot.sandbox.base import (
@@ -109,7 +110,8 @@ class ContainerBackend:
         return feature in {"memory", "pids", "network-toggle", "persistent"}
 
     async def start(self, job_id: int | str, workspace: Path, network: bool = False,
-                    image: str | None = None) -> ContainerSandbox:
+                    image: str | None = None, mounts: Sequence[tuple[Path, str]] = ()
+                    ) -> ContainerSandbox:
         """Start the job's container; the workspace is the only host path it sees."""
         if os.geteuid() == 0:  # the sandbox user must own the files it edits
             await asyncio.to_thread(_chown_tree, workspace, SANDBOX_UID)
@@ -126,6 +128,8 @@ class ContainerBackend:
             "--pids-limit", str(lim.pids), "--network", "bridge" if network else "none",
             "-v", f"{os.path.abspath(workspace)}:{WORKDIR}:rw",
         ]
+        for host, inside in mounts:
+            argv += ["-v", f"{os.path.abspath(host)}:{inside}:ro"]
         if self.name == "podman" and os.geteuid() != 0:
             argv += ["--userns", "keep-id"]
         for key, value in SANDBOX_ENV.items():
