@@ -20,7 +20,14 @@ from bot.github import WRITE_ROLES, GitHubApiError, GitHubApp, RepoClient
 from bot.gitops import NO_DRIVERS, Checkout, GitError
 from bot.repo_config import CONFIG_PATH, RepoConfig, RepoConfigError, parse_repo_config
 from bot.sandbox import Backend, CommandResult, Sandbox, SandboxError
-from bot.spec import SpecInputs, Templates, build_inputs, choose_template, repo_instructions
+from bot.spec import (
+    SpecInputs,
+    Templates,
+    build_inputs,
+    choose_template,
+    repo_instructions,
+    strip_hidden,
+)
 from bot.status import StatusComment
 from bot.store import Job, Store
 from bot.worker import JobDeferred, JobFailed, JobResult
@@ -281,7 +288,8 @@ class Pipeline:
         if job.kind == "implement":
             name = choose_template(inputs.labels, mapping)
             if job.feedback:
-                inputs.comments.append({"author": job.requested_by, "body": job.feedback})
+                inputs.comments.append({"author": job.requested_by,
+                                       "body": strip_hidden(job.feedback)})
             run.result["template"] = name
             return self.templates.spec(name, inputs, **common)
         assert run.checkout is not None
@@ -290,7 +298,7 @@ class Pipeline:
         origin = await self.store.get_job(int(job.context.get("origin_job", 0) or 0))
         previous = (origin.result.get("summary", "") if origin else "") or \
             str(job.result.get("summary", ""))
-        extra = dict(requested_by=job.requested_by, feedback=job.feedback,
+        extra = dict(requested_by=job.requested_by, feedback=strip_hidden(job.feedback),
                      previous_summary=previous, diff=diff[:30_000], base_branch=base, **common)
         if job.kind == "review":
             assert job.pr_number is not None
@@ -301,7 +309,8 @@ class Pipeline:
                         ) and (c.get("user") or {}).get("login") == job.requested_by]
             run.result["review_threads"] = [c["id"] for c in threads]
             extra["review_comments"] = [{"path": c["path"], "line": c.get("line"),
-                                         "author": c["user"]["login"], "body": c["body"]}
+                                         "author": c["user"]["login"],
+                                         "body": strip_hidden(c["body"])}
                                         for c in threads]
         run.result["template"] = job.kind
         return self.templates.spec(job.kind, inputs, **extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,12 +13,23 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from bot.gitops import Checkout
 
 HTML_COMMENT = re.compile(r"<!--.*?(-->|$)", re.DOTALL)
-# Zero-width, bidirectional controls and other invisible format characters.
+# Invisible characters: zero-width, bidirectional controls, tag characters, variation
+# selectors, and the fillers that render as blank (Hangul fillers, combining grapheme joiner).
 HIDDEN_CHARS = re.compile(
-    "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad\u180e\U000e0000-\U000e007f]")
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f"
+    "\U000e0100-\U000e01ef]")
 HIDDEN_HTML = re.compile(
-    r"<(details|picture|img|span|div)[^>]*(hidden|display:\s*none|alt=)[^>]*>.*?</\1>|"
+    r"<(details|picture|img|span|div|p)[^>]*(hidden|display:\s*none|alt=)[^>]*>.*?</\1>|"
     r"<img[^>]*>", re.DOTALL | re.IGNORECASE)
+TITLE_ATTR = re.compile(r"""\s(title|alt|aria-label)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""",
+                        re.IGNORECASE)
+# Markdown that renders to nothing a reader sees: image alt text, link titles, and
+# reference definitions such as ``[//]: # (a note)``.
+MD_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]*)[^)]*\)")
+MD_LINK_TITLE = re.compile(r"(\[[^\]]*\]\([^)\s]+)\s+(\"[^\"]*\"|'[^']*'|\([^)]*\))\)")
+MD_REFERENCE = re.compile(r"^[ \t]{0,3}\[[^\]]+\]:.*$", re.MULTILINE)
+FENCE_TAG = re.compile(r"<(/?)(\s*issue-data)", re.IGNORECASE)
 CHECKLIST = re.compile(r"^\s*[-*]\s+\[[ xX]\]\s+(.+?)\s*$", re.MULTILINE)
 REQUIREMENT = re.compile(r"\b(should|must|shall|needs? to)\b", re.IGNORECASE)
 INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md", ".github/copilot-instructions.md")
@@ -25,13 +37,20 @@ MAX_INSTRUCTIONS = 20_000
 
 
 def strip_hidden(text: str | None) -> str:
-    """Remove what a reader of the issue does not see: HTML comments, hidden markup, and
-    zero-width or bidirectional control characters."""
+    """Keep what a reader of the issue sees: no HTML comments, hidden markup, alt texts,
+    titles, reference definitions or invisible characters (entities decoded first, so an
+    encoded one is caught too). The data fence's own tag is escaped, so issue text can
+    never close the fence it is quoted in."""
     if not text:
         return ""
+    text = HIDDEN_CHARS.sub("", html.unescape(text))
     text = HTML_COMMENT.sub("", text)
     text = HIDDEN_HTML.sub("", text)
-    return HIDDEN_CHARS.sub("", text).strip()
+    text = TITLE_ATTR.sub("", text)
+    text = MD_IMAGE.sub(r"[image](\1)", text)
+    text = MD_LINK_TITLE.sub(r"\1)", text)
+    text = MD_REFERENCE.sub("", text)
+    return FENCE_TAG.sub(r"&lt;\1\2", text).strip()
 
 
 def acceptance_criteria(text: str) -> list[str]:
