@@ -56,6 +56,8 @@ jobs = sa.Table(
     sa.Column("category", sa.String(32), nullable=False, server_default=""),
     sa.Column("result", sa.JSON, nullable=False),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Who asked to /cancel, until their permission is checked; the cancel waits for that.
+    sa.Column("cancel_by", sa.String(255), nullable=True),
     # False until the job's final state has been posted on GitHub.
     sa.Column("reported", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("lease_owner", sa.String(128), nullable=True),
@@ -88,21 +90,33 @@ async def _v1_initial(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
-async def _v2_deferral(conn: AsyncConnection) -> None:
-    """Jobs can wait out a rate limit: not claimable before ``not_before``."""
+async def _add_job_columns(conn: AsyncConnection, columns: dict[str, str]) -> None:
+    """Add the columns an older database lacks (new databases have them from version 1)."""
     def existing(sync_conn: sa.Connection) -> set[str]:
         return {c["name"] for c in sa.inspect(sync_conn).get_columns("jobs")}
 
     have = await conn.run_sync(existing)
-    for name, ddl in (("not_before", "FLOAT"), ("deferrals", "INTEGER NOT NULL DEFAULT 0")):
-        if name not in have:  # absent in databases made by version 1
+    for name, ddl in columns.items():
+        if name not in have:
             await conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {name} {ddl}"))
+
+
+async def _v2_deferral(conn: AsyncConnection) -> None:
+    """Jobs can wait out a rate limit: not claimable before ``not_before``."""
+    await _add_job_columns(conn, {"not_before": "FLOAT",
+                                  "deferrals": "INTEGER NOT NULL DEFAULT 0"})
+
+
+async def _v3_cancel_by(conn: AsyncConnection) -> None:
+    """A /cancel waits for its author's permission check: ``cancel_by``."""
+    await _add_job_columns(conn, {"cancel_by": "VARCHAR(255)"})
 
 
 # Append new migrations here; each runs once, in order, inside one transaction. Version 1
 # creates the tables as defined above (the latest shape); later versions bring older
 # databases up to it and are no-ops on new ones.
-MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _v2_deferral]
+MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _v2_deferral,
+                                                                     _v3_cancel_by]
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

@@ -81,6 +81,8 @@ class CancelJob:
     issue_number: int | None = None
     pr_number: int | None = None
     only_queued: bool = False
+    # A /cancel command: it acts only once its author is found to have write access.
+    command: bool = False
 
 
 @dataclass(slots=True)

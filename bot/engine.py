@@ -245,6 +245,12 @@ def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_n
 
 def _cancel(store: Store, conn: sa.Connection, d: CancelJob, issue_number: int
             ) -> tuple[str, int | None]:
+    if d.command:
+        asked = store.request_cancel(conn, d.repo, issue_number, d.requested_by)
+        if not asked:
+            return f"ignored: #{issue_number} has no active job to cancel", None
+        return (f"cancel of job(s) {asked} asked by @{d.requested_by}; it acts once their "
+                "write access is confirmed"), asked[0]
     touched = store.cancel_jobs(conn, d.repo, issue_number, d.reason, d.only_queued)
     if not touched:
         return f"ignored: #{issue_number} has no active job to cancel", None

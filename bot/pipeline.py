@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,9 @@ from bot.worker import JobDeferred, JobFailed, JobResult
 from bot.workspace import SANDBOX_OBJECTS, Workspaces
 
 log = logging.getLogger("handoff.pipeline")
+CANCEL_REFUSED = ("@{login}, only people with write access to {repo} can cancel Handoff's "
+                  "work (you have {role} access), so the job goes on. A maintainer can "
+                  "cancel it with `/cancel`.")
 
 
 def slug(title: str) -> str:
@@ -113,6 +118,18 @@ class Pipeline:
                                                     "acknowledged": True,
                                                     "status_comment_id": run.status.comment_id})
 
+    async def may_cancel(self, job: Job) -> bool:
+        """Whether the author of a /cancel may stop this job; a polite answer if not."""
+        if job.installation_id is None or not job.cancel_by:
+            return False
+        gh = self.github.repo(job.installation_id, job.repo)
+        role = await gh.permission(job.cancel_by)
+        if role in WRITE_ROLES:
+            return True
+        await gh.create_comment(job.target, CANCEL_REFUSED.format(
+            login=job.cancel_by, role=role, repo=job.repo))
+        return False
+
     async def run(self, job: Job) -> JobResult:
         if job.installation_id is None:
             raise JobFailed("setup-failed", "the delivery named no installation of the App")
@@ -130,10 +147,13 @@ class Pipeline:
         except (SandboxError, GitError) as exc:
             raise JobFailed("setup-failed", str(exc), run.result) from exc
         finally:
-            await self._save(run)
-            if run.sandbox is not None:
-                await run.sandbox.close()
-            self.workspaces.remove(job.id)
+            await finish_despite_cancel(self._clean_up(run))
+
+    async def _clean_up(self, run: Run) -> None:
+        await self._save(run)
+        if run.sandbox is not None:
+            await run.sandbox.close()
+        self.workspaces.remove(run.job.id)
 
     async def _save(self, run: Run, **columns: Any) -> None:
         await self.store.update_job(run.job.id, result=run.result, **columns)
@@ -440,6 +460,21 @@ class Pipeline:
             name="Handoff", head_sha=head, status="completed", conclusion=conclusion,
             external_id=str(run.job.id), output={"title": title, "summary": summary})
         run.result["check_run_id"] = check["id"]
+
+
+async def finish_despite_cancel(work: Awaitable[None]) -> None:
+    """Run clean-up to its end even when the job is cancelled (again) meanwhile, so no
+    sandbox or workspace outlives a cancelled job; the cancellation is raised afterwards."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def evidence(criteria: list[str], summary: str) -> list[dict[str, Any]]:

@@ -108,6 +108,7 @@ class Job:
     category: str
     result: dict[str, Any]
     cancel_requested: bool
+    cancel_by: str | None
     reported: bool
     not_before: float | None
     deferrals: int
@@ -307,6 +308,40 @@ class Store:
                 .values(cancel_requested=True, reason=reason, updated_at=now)
                 .returning(jobs.c.id)).scalars().all())
         return [*queued, *running]
+
+    def request_cancel(self, conn: sa.Connection, repo: str, issue_number: int, by: str
+                       ) -> list[int]:
+        """Note a /cancel on the issue's active jobs; it acts once ``by`` may cancel."""
+        return list(conn.execute(
+            jobs.update().where(jobs.c.repo == repo, jobs.c.issue_number == issue_number,
+                                jobs.c.state.in_(("queued", "running")))
+            .values(cancel_by=by, updated_at=time.time()).returning(jobs.c.id)).scalars().all())
+
+    async def cancel_requests(self) -> list[Job]:
+        """Active jobs with a /cancel whose author's permission is not checked yet."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(jobs.select().where(
+                jobs.c.cancel_by.is_not(None), jobs.c.state.in_(("queued", "running")))
+                .order_by(jobs.c.id))).all()
+        return [Job.from_row(r) for r in rows]
+
+    async def settle_cancel(self, job: Job, allowed: bool) -> None:
+        """Carry out a checked /cancel (a queued job ends, a running one is asked to stop),
+        or drop a refused one."""
+        now = time.time()
+        reason = f"/cancel by @{job.cancel_by}"
+        async with self.engine.begin() as conn:
+            await conn.execute(jobs.update().where(jobs.c.id == job.id)
+                               .values(cancel_by=None, updated_at=now))
+            if not allowed:
+                return
+            await conn.execute(jobs.update().where(jobs.c.id == job.id,
+                                                   jobs.c.state == "queued")
+                               .values(state="cancelled", reason=reason, category="cancelled",
+                                       finished_at=now))
+            await conn.execute(jobs.update().where(jobs.c.id == job.id,
+                                                   jobs.c.state == "running")
+                               .values(cancel_requested=True, reason=reason))
 
     async def claim(self, owner: str, lease_seconds: float) -> Job | None:
         """Take the oldest queued job, or one whose lease ran out, with a fresh lease."""

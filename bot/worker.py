@@ -126,6 +126,7 @@ class Worker:
     async def _tick(self, stop: asyncio.Event) -> None:
         """One round: housekeeping, reports, claims, queue announcements."""
         await self.run_periodic()
+        await self.review_cancels()
         await self.report_pending()
         while len(self.tasks) < self.concurrency and not stop.is_set():
             job = await self.store.claim(self.id, self.lease_seconds)
@@ -267,6 +268,21 @@ class Worker:
                 await announce(job, position)
             except Exception:  # an announcement is a courtesy; the job still runs and reports
                 log.exception("job %s: could not announce its queue position", job.id)
+
+    async def review_cancels(self) -> None:
+        """Carry out each /cancel whose author has write access; refuse the others (the
+        runner answers them on GitHub). Without a runner that can check, none is carried out."""
+        may_cancel = getattr(self.runner, "may_cancel", None)
+        for job in await self.store.cancel_requests():
+            try:
+                allowed = bool(may_cancel and await may_cancel(job))
+            except Exception:  # GitHub away: the request stays and is checked next round
+                log.exception("job %s: could not check who asked to cancel it", job.id)
+                continue
+            if not allowed:
+                log.warning("job %s: /cancel by @%s refused: no write access", job.id,
+                            job.cancel_by)
+            await self.store.settle_cancel(job, allowed)
 
     async def report_pending(self) -> None:
         """Report final jobs nobody reported yet (cancelled while queued, or report failed)."""

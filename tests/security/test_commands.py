@@ -1,0 +1,66 @@
+"""Commands from people without write access (audit row 48): a /cancel by a reader does not
+stop the job, and gets a polite answer; a writer's /cancel still does."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
+
+from bot.devstack import Stack, stack
+
+REPO = "acme/calc"
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("podman") or subprocess.run(
+        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
+    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+
+
+def comments(s: Stack, number: int) -> list[str]:
+    return [c.body for c in s.sim.get_repo(REPO).issues[number].comments]
+
+
+async def wait_stage(s: Stack, stage: str) -> None:
+    import asyncio
+    for _ in range(300):
+        await s.sim.settle()
+        if any(j.stage == stage for j in await s.store.list_jobs(10)):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no job reached {stage}")
+
+
+async def test_cancel_by_a_reader_is_refused_politely_and_the_job_goes_on(
+        tmp_path: Path) -> None:
+    slow = [{"tool": "bash", "args": {"command": "sleep 4"}}, *FIX_SCRIPT]
+    async with stack(tmp_path, slow) as s:
+        s.sim.add_repo(REPO, {**BUGGY_REPO,
+                              ".github/handoff.yml": f"test_command: {TEST_COMMAND}\n"})
+        s.sim.get_repo(REPO).collaborators.update({"mallory": "read"})
+        number = s.sim.open_issue(REPO, "add() subtracts", "Fix add().", "acme").number
+        s.sim.label_issue(REPO, number, "agent", "acme")
+        await wait_stage(s, "agent")
+        s.sim.comment(REPO, number, "/cancel", "mallory")
+        job = await s.wait_job(lambda j: j.issue_number == number)
+        assert job.state == "succeeded", job.reason
+        refusal = [c for c in comments(s, number) if c.startswith("@mallory")]
+        assert len(refusal) == 1 and "write access" in refusal[0] and "goes on" in refusal[0]
+
+
+async def test_cancel_by_a_writer_stops_a_running_job(tmp_path: Path) -> None:
+    slow = [{"tool": "bash", "args": {"command": "sleep 30"}},
+            {"tool": "finish", "args": {"summary": "slept"}}]
+    async with stack(tmp_path, slow) as s:
+        s.sim.add_repo(REPO, BUGGY_REPO)
+        s.sim.get_repo(REPO).collaborators.update({"maya": "write"})
+        number = s.sim.open_issue(REPO, "Slow", "x", "acme").number
+        s.sim.label_issue(REPO, number, "agent", "acme")
+        await wait_stage(s, "agent")
+        s.sim.comment(REPO, number, "/cancel", "maya")
+        job = await s.wait_job(lambda j: j.issue_number == number)
+        assert job.state == "cancelled" and "/cancel by @maya" in job.reason
+        assert not any(c.startswith("@maya") for c in comments(s, number))
