@@ -96,4 +96,15 @@ class RecordInstallation:
     repositories_removed: tuple[str, ...] = ()
 
 
-Decision = Ignore | Pong | StartJob | CancelJob | RecordInstallation
+@dataclass(slots=True)
+class RecordEdit:
+    """An issue's title or body changed: its active job hears of it, with who changed it."""
+
+    repo: str
+    issue_number: int
+    editor: str
+    title: str
+    body: str
+
+
+Decision = Ignore | Pong | StartJob | CancelJob | RecordInstallation | RecordEdit

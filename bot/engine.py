@@ -10,7 +10,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bot.decisions import CancelJob, Decision, Event, Ignore, Pong, RecordInstallation, StartJob
+from bot.decisions import (
+    CancelJob,
+    Decision,
+    Event,
+    Ignore,
+    Pong,
+    RecordEdit,
+    RecordInstallation,
+    StartJob,
+)
 from bot.store import DuplicateDelivery, Job, Store
 from handlers import Context, decide
 
@@ -113,6 +122,9 @@ class _Recorder:
                 active = self.active_job(decision.repo, target.issue_number)
                 if active is not None:
                     return already_has(target.issue_number, active)
+            case RecordEdit(repo=repo, issue_number=number):
+                if self.active_job(repo, number) is None:
+                    return f"ignored: #{number} has no active job to tell of the edit"
         return None
 
     def active_job(self, repo: str, issue_number: int) -> tuple[int, str] | None:
@@ -225,6 +237,10 @@ def apply(
             return _start(store, conn, decision, event, target.issue_number, target.origin)
         case CancelJob() if target.issue_number is not None:
             return _cancel(store, conn, decision, target.issue_number)
+        case RecordEdit():
+            job_id = store.record_edit(conn, decision.repo, decision.issue_number, {
+                "by": decision.editor, "title": decision.title, "body": decision.body})
+            return f"edit by @{decision.editor} noted on job {job_id}", job_id
     raise TypeError(f"no write to make for {decision!r}")  # pragma: no cover
 
 
@@ -235,8 +251,10 @@ def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_n
         trigger=d.trigger, feedback=d.feedback, context=d.context, delivery_id=event.delivery_id,
         pr_number=d.pr_number, issue_number=issue_number,
     )
-    if origin is not None:
-        values.update(branch=origin.branch, context={**d.context, "origin_job": origin.id})
+    if origin is not None:  # an iteration keeps the issue text its first job worked from
+        snap = origin.result.get("issue_snapshot") or origin.context.get("issue_snapshot")
+        values.update(branch=origin.branch, context={
+            **d.context, "origin_job": origin.id, **({"issue_snapshot": snap} if snap else {})})
     job_id = store.insert_job(conn, **values)
     if job_id is None:  # another process queued one since this batch looked
         return already_has(issue_number, store.active_job(conn, d.repo, issue_number)), None

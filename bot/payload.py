@@ -41,6 +41,8 @@ class Installation(_Part):
 
 class Issue(_Part):
     number: Any = UNSET
+    title: Any = UNSET
+    body: Any = UNSET
     state: Any = UNSET
     pull_request: Any = UNSET
 

@@ -203,9 +203,11 @@ class Pipeline:
         run.config = await self._config(co, base_sha)
         comments = await gh.list_comments(run.issue_number)
         writers = await self._writers(gh, comments)
+        left_out = await self._approved_issue(run)
         run.inputs = build_inputs(job.repo, run.issue, comments, writers,
                                   self.settings.trigger_label,
                                   await repo_instructions(co, base_sha))
+        run.inputs.excluded += left_out
         run.mark("spec inputs")
         return co
 
@@ -291,6 +293,26 @@ class Pipeline:
                                      self.templates.names())
         except RepoConfigError as exc:
             raise JobFailed("config-error", str(exc)) from exc
+
+    async def _approved_issue(self, run: Run) -> list[str]:
+        """Use the issue as it was handed over, with later edits by writers only; returns
+        the edits left out. (Jobs recorded before snapshots existed use the live text.)"""
+        snap = run.job.context.get("issue_snapshot")
+        if not snap:
+            return []
+        text, left_out = dict(snap), []
+        for change in run.job.context.get("edits", []):
+            if await run.gh.permission(change["by"]) in WRITE_ROLES:
+                text = {"title": change["title"], "body": change["body"]}
+            else:
+                left_out.append(f"an edit of the issue by @{change['by']}")
+        live = {"title": run.issue.get("title") or "", "body": run.issue.get("body") or ""}
+        if live != text and not left_out:
+            left_out.append("a change to the issue made after it was handed over, by someone "
+                            "not confirmed as a writer")
+        run.issue = {**run.issue, **text}
+        run.result["issue_snapshot"] = text
+        return left_out
 
     async def _writers(self, gh: RepoClient, comments: list[dict[str, Any]]) -> set[str]:
         authors = {str((c.get("user") or {}).get("login", "")) for c in comments}

@@ -309,6 +309,19 @@ class Store:
                 .returning(jobs.c.id)).scalars().all())
         return [*queued, *running]
 
+    def record_edit(self, conn: sa.Connection, repo: str, issue_number: int,
+                    edit: dict[str, str]) -> int | None:
+        """Add an edit of the issue to its active job's context; the job's id, or None."""
+        row = conn.execute(sa.select(jobs.c.id, jobs.c.context).where(
+            jobs.c.repo == repo, jobs.c.issue_number == issue_number,
+            jobs.c.state.in_(("queued", "running")))).first()
+        if row is None:
+            return None
+        context = dict(row.context or {})
+        context["edits"] = [*context.get("edits", []), edit]
+        conn.execute(jobs.update().where(jobs.c.id == row.id).values(context=context))
+        return int(row.id)
+
     def request_cancel(self, conn: sa.Connection, repo: str, issue_number: int, by: str
                        ) -> list[int]:
         """Note a /cancel on the issue's active jobs; it acts once ``by`` may cancel."""

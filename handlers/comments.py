@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from bot.decisions import CancelJob, Decision, Event, Ignore, StartJob
+from handlers.issues import snapshot
 from handlers.router import Context, Router, is_bot
 
 router = Router()
@@ -39,7 +40,7 @@ def created(event: Event, ctx: Context) -> Decision:
         return StartJob(
             kind="implement", repo=event.repo, installation_id=event.installation_id,
             issue_number=number, requested_by=author, feedback=text, trigger="comment",
-            context={"comment_id": comment.get("id")},
+            context={"comment_id": comment.get("id"), "issue_snapshot": snapshot(issue)},
         )
     if name == "cancel":
         return CancelJob(

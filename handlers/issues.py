@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from bot.decisions import CancelJob, Decision, Event, Ignore, StartJob
+from typing import Any
+
+from bot.decisions import CancelJob, Decision, Event, Ignore, RecordEdit, StartJob
 from handlers.router import Context, Router, is_bot
 
 router = Router()
+
+
+def snapshot(issue: dict[str, Any]) -> dict[str, str]:
+    """The issue as the writer who handed it over saw it: later edits by others are left
+    out of the agent's spec."""
+    return {"title": str(issue.get("title") or ""), "body": str(issue.get("body") or "")}
 
 
 def _label(event: Event) -> str:
@@ -27,7 +35,18 @@ def labeled(event: Event, ctx: Context) -> Decision:
     return StartJob(
         kind="implement", repo=event.repo, installation_id=event.installation_id,
         issue_number=int(issue["number"]), requested_by=event.sender, trigger="label",
+        context={"issue_snapshot": snapshot(issue)},
     )
+
+
+@router.register("issues", "edited")
+def edited(event: Event, ctx: Context) -> Decision:
+    if is_bot(event.payload.get("sender"), ctx):
+        return Ignore("edited by a bot")
+    issue = event.payload["issue"]
+    text = snapshot(issue)
+    return RecordEdit(repo=event.repo, issue_number=int(issue["number"]), editor=event.sender,
+                      title=text["title"], body=text["body"])
 
 
 @router.register("issues", "unlabeled")

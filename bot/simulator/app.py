@@ -167,6 +167,13 @@ class Simulator:
         self.emit(repo, "issues", "unlabeled", User(actor),
                   issue=self.render.issue(repo, issue), label=self.render.label(label))
 
+    def edit_issue(self, full_name: str, number: int, actor: str, body: str) -> None:
+        """Someone changes an issue's body; GitHub says who and what it was before."""
+        repo, issue = self._issue(full_name, number)
+        before, issue.body = issue.body, body
+        self.emit(repo, "issues", "edited", User(actor), issue=self.render.issue(repo, issue),
+                  changes={"body": {"from": before}})
+
     def comment(self, full_name: str, number: int, body: str, actor: str,
                 actor_type: str = "User") -> Comment:
         repo, issue = self._issue(full_name, number)
