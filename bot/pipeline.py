@@ -177,12 +177,20 @@ class Pipeline:
         return await self._deliver(run, co, outcome)
 
     async def _check_permission(self, run: Run) -> None:
-        role = await run.gh.permission(run.job.requested_by)
-        if role not in WRITE_ROLES:
-            raise JobFailed("not-permitted", f"@{run.job.requested_by} has {role} access to "
-                            f"{run.job.repo}; Handoff takes work only from people with write "
-                            "access")
+        if why := await self.not_permitted(run.job):
+            raise JobFailed("not-permitted", why)
         run.mark("permission")
+
+    async def not_permitted(self, job: Job) -> str:
+        """Why the person who asked for this job may not (no write access), or ""."""
+        if job.installation_id is None:
+            return ""  # the run says what is wrong with the delivery
+        gh = self.github.repo(job.installation_id, job.repo)
+        role = await gh.permission(job.requested_by)
+        if role in WRITE_ROLES:
+            return ""
+        return (f"@{job.requested_by} has {role} access to {job.repo}; Handoff takes work only "
+                "from people with write access")
 
     async def _prepare_workspace(self, run: Run) -> Checkout:
         """Check out the branch; read the repository's settings and the spec's inputs from

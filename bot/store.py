@@ -386,6 +386,14 @@ class Store:
                 .returning(jobs.c.cancel_requested))).first()
         return None if row is None else bool(row[0])
 
+    async def update_queued(self, job_id: int, **values: Any) -> bool:
+        """Change a job only while it is still queued; False if it was claimed or ended."""
+        async with self.engine.begin() as conn:
+            done = await conn.execute(jobs.update().where(jobs.c.id == job_id,
+                                                          jobs.c.state == "queued")
+                                      .values(updated_at=time.time(), **values))
+        return bool(done.rowcount)
+
     async def update_job(self, job_id: int, **values: Any) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(jobs.update().where(jobs.c.id == job_id)

@@ -126,6 +126,7 @@ class Worker:
     async def _tick(self, stop: asyncio.Event) -> None:
         """One round: housekeeping, reports, claims, queue announcements."""
         await self.run_periodic()
+        await self.review_arrivals()
         await self.review_cancels()
         await self.report_pending()
         while len(self.tasks) < self.concurrency and not stop.is_set():
@@ -268,6 +269,28 @@ class Worker:
                 await announce(job, position)
             except Exception:  # an announcement is a courtesy; the job still runs and reports
                 log.exception("job %s: could not announce its queue position", job.id)
+
+    async def review_arrivals(self) -> None:
+        """Check who asked for each newly queued job as it arrives, so a person without
+        write access hears so at once instead of when the job's turn comes."""
+        not_permitted = getattr(self.runner, "not_permitted", None)
+        if not_permitted is None:
+            return
+        for job in await self.store.queued():
+            if job.result.get("requester_checked"):
+                continue
+            try:
+                why = await not_permitted(job)
+            except Exception:  # GitHub away: checked next round, and again when it runs
+                log.exception("job %s: could not check who asked for it", job.id)
+                continue
+            if why:
+                await self.store.update_queued(job.id, state="failed", reason=why,
+                                               category="not-permitted",
+                                               finished_at=time.time())
+            else:
+                await self.store.update_queued(
+                    job.id, result={**job.result, "requester_checked": True})
 
     async def review_cancels(self) -> None:
         """Carry out each /cancel whose author has write access; refuse the others (the

@@ -88,3 +88,23 @@ async def test_outsider_edits_after_hand_over_do_not_reach_the_agent(tmp_path: P
         pr = next(i for i in s.sim.get_repo(REPO).issues.values()
                   if i.pull and f"#{number}" in i.body)
         assert "edit of the issue by @mallory" in pr.body
+
+
+async def test_a_reader_s_agent_command_is_refused_on_arrival_not_when_its_turn_comes(
+        tmp_path: Path) -> None:
+    slow = [{"tool": "bash", "args": {"command": "sleep 8"}},
+            {"tool": "finish", "args": {"summary": "slept"}}]
+    async with stack(tmp_path, slow, concurrency=1) as s:
+        s.sim.add_repo(REPO, BUGGY_REPO)
+        s.sim.get_repo(REPO).collaborators.update({"mallory": "read"})
+        busy = s.sim.open_issue(REPO, "Busy", "x", "acme").number
+        s.sim.label_issue(REPO, busy, "agent", "acme")
+        await wait_stage(s, "agent")
+        number = s.sim.open_issue(REPO, "Mine", "do it", "mallory").number
+        s.sim.comment(REPO, number, "/agent", "mallory")
+        job = await s.wait_job(lambda j: j.issue_number == number, timeout=20)
+        assert job.state == "failed" and job.category == "not-permitted"
+        assert any("write access" in c for c in comments(s, number))
+        running = [j for j in await s.store.list_jobs(10) if j.issue_number == busy]
+        assert running[0].state == "running"  # refused while the worker was still busy
+        assert len(s.model.requests) == 1  # the refused one never reached the model
