@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
 import socket
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -44,6 +46,37 @@ REAPER = (
 LIVE: set[str] = set()  # containers this process started and has not closed (all backends)
 FIELDS = ["handoff.pid", "handoff.host", "handoff.job", "handoff.owner", "handoff.process",
           "handoff.deployment"]
+
+
+CLONE_NEWUSER = 0x10000000
+DEFAULT_SECCOMP = Path("/usr/share/containers/seccomp.json")
+
+
+def no_userns_profile(source: Path = DEFAULT_SECCOMP) -> Path | None:
+    """The engine's default seccomp profile, but `unshare`/`clone` may not make a user
+    namespace (no `unshare -Ur` root inside) and `clone3` is refused (libc falls back to
+    clone). None when there is no default profile to start from."""
+    try:
+        profile = json.loads(source.read_text())
+    except (OSError, ValueError):
+        return None
+    guarded = {"clone", "clone3", "unshare"}
+    for rule in profile.get("syscalls", []):
+        if rule.get("action") == "SCMP_ACT_ALLOW" and not rule.get("args"):
+            rule["names"] = [n for n in rule["names"] if n not in guarded]
+    mask = {"index": 0, "value": CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"}
+    profile["syscalls"] += [
+        {"names": ["clone", "unshare"], "action": "SCMP_ACT_ALLOW",
+         "args": [{**mask, "valueTwo": 0}]},
+        {"names": ["clone", "unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+         "args": [{**mask, "valueTwo": CLONE_NEWUSER}]},
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+    ]
+    path = Path(tempfile.gettempdir()) / f"handoff-seccomp-{os.getuid()}.json"
+    tmp = path.with_suffix(f".{os.getpid()}")
+    tmp.write_text(json.dumps(profile))
+    tmp.replace(path)
+    return path
 
 
 def _chown_tree(path: Path, uid: int) -> None:
@@ -158,6 +191,7 @@ class ContainerBackend:
         self.allow_private = allow_private
         self.deployment = deployment  # whose store's leases say which containers are wanted
         self.live = LIVE
+        self.seccomp = no_userns_profile() if engine == "podman" else None
         self.host = socket.gethostname()
         self.user = f"{SANDBOX_UID}:{SANDBOX_UID}" if os.geteuid() == 0 else \
             f"{os.getuid()}:{os.getgid()}"
@@ -185,6 +219,7 @@ class ContainerBackend:
             "--label", f"handoff.deployment={self.deployment}",
             "--user", self.user, "--workdir", WORKDIR,
             "--cap-drop", "all", "--security-opt", "no-new-privileges", "--read-only",
+            *(["--security-opt", f"seccomp={self.seccomp}"] if self.seccomp else []),
             "--tmpfs", f"/tmp:rw,exec,size={lim.tmp_mb}m", "--memory", f"{lim.memory_mb}m",
             "--memory-swap", f"{lim.memory_mb}m", "--cpus", str(lim.cpus),
             "--pids-limit", str(lim.pids), "--network", "none",
