@@ -251,7 +251,7 @@ async def orphan_of_dead_worker(lab: Lab) -> Verdict:
         await asyncio.sleep(1.0)  # the lease (1 s) runs out: nobody holds the job now
         removed = await reaper(lab.backend(), store)()
         await asyncio.sleep(0.5)
-        left = subprocess.run(["pgrep", "-f", "sleep 3017"], capture_output=True, text=True)
+        left = subprocess.run(["pgrep", "-f", "^sleep 3017"], capture_output=True, text=True)
         containers = ""
         if lab.backend_name != "bubblewrap":
             containers = subprocess.run(
