@@ -8,6 +8,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
+# Package registries setup commands need (pip, npm, Go, Cargo, Debian).
+DEFAULT_EGRESS = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org",
+                  "proxy.golang.org", "sum.golang.org", "crates.io", "static.crates.io",
+                  "index.crates.io", "deb.debian.org")
 
 
 class Settings(BaseSettings):
@@ -58,6 +62,18 @@ class Settings(BaseSettings):
     sandbox_pids: int = Field(512, description="Process limit of a sandbox.")
     command_timeout: float = Field(600.0, description="Seconds one command in a sandbox may run.")
     output_cap_bytes: int = Field(64 * 1024, description="Bytes of output kept per command.")
+    workspace_max_mb: int = Field(
+        2048, ge=1, description="Disk a job's workspace may use; a command that grows it past "
+        "this is killed and the job fails as disk-limit.")
+    egress_allow: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EGRESS),
+        description="Hosts the setup command may reach through the egress proxy (`name`, "
+        "`name:port`, `*.suffix`); a repository adds its own with `network.allow`.")
+    egress_allow_private: bool = Field(
+        False, description="Let the egress proxy connect to loopback, private and link-local "
+        "addresses (for tests; never on a shared host).")
+    reap_seconds: float = Field(60.0, gt=0, description="How often a worker removes sandboxes "
+                                "whose job's lease nobody holds.")
 
     model_provider: str = Field("openai", description="openai (any compatible API) or anthropic.")
     model_base_url: str = Field("https://api.openai.com/v1", description="Model API base URL.")
@@ -75,7 +91,8 @@ class Settings(BaseSettings):
 
     agent_command: str | None = Field(
         None, description="Run this agent CLI in the sandbox instead of the built-in agent; "
-        "{spec_file} is replaced by the spec's path. Needs network and a key in the sandbox.")
+        "{spec_file} is replaced by the spec's path. It may reach only the host of "
+        "model_base_url (through the egress proxy) and gets the keys named in agent_env.")
     agent_env: list[str] = Field(default_factory=list, description="Environment variables "
                                  "passed into the sandbox for agent_command (e.g. its API key).")
     status_interval: float = Field(5.0, description="Seconds between edits of a status comment.")

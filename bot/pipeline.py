@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.agent.budget import Budget, Spend
 from bot.agent.external import ExternalAgent
@@ -220,38 +221,57 @@ class Pipeline:
         return co
 
     async def _start_sandbox(self, run: Run, co: Checkout) -> None:
-        """Start the sandbox, run the setup (with network) and the baseline tests."""
+        """Start the sandbox, run the setup (egress to allowed hosts only), the baseline tests."""
         config = run.config
+        egress = [*self.settings.egress_allow, *config.network.allow] \
+            if config.setup_command else []
         mirror = self.workspaces.mirror_path(run.job.repo) / "objects"
-        run.sandbox = await self.backend.start(run.job.id, co.work_tree,
-                                               network=bool(config.setup_command),
+        run.sandbox = await self.backend.start(run.job.id, co.work_tree, egress=egress,
                                                image=config.image,
+                                               owner=run.job.lease_owner or "",
                                                mounts=[(mirror, SANDBOX_OBJECTS)])
         run.mark("sandbox")
         if config.setup_command:
             setup = await run.sandbox.exec(config.setup_command)
+            self._check_limits(run)
             if not setup.ok:
                 raise JobFailed("setup-failed", f"the setup command `{config.setup_command}` "
                                 f"ended with {setup.describe()}: {test_line(setup)}")
-            await run.sandbox.disable_network()
+            await run.sandbox.set_egress([])
         if config.test_command:
             await self._stage(run, "baseline")
             run.before = await run.sandbox.exec(config.test_command)
+            self._check_limits(run)
         run.result["tests_before"] = test_line(run.before)
         run.mark("baseline tests")
+
+    def _check_limits(self, run: Run) -> None:
+        """Record refused egress; a command stopped by the disk limit ends the job."""
+        assert run.sandbox is not None
+        run.result["egress_denied"] = run.sandbox.egress_denied
+        if (hit := run.sandbox.limit_hit) is not None:
+            raise JobFailed(hit.limit or "sandbox-limit", hit.describe())
 
     async def _work(self, run: Run) -> AgentResult:
         """The agent's run, then the tests again."""
         assert run.sandbox is not None
         spec = await self._spec(run)
         await self._stage(run, "agent", "Starting the agent")
-        outcome = await self._agent(run).run(spec, run.sandbox)
+        agent = self._agent(run)
+        if isinstance(agent, ExternalAgent):  # it calls its model itself: that host only
+            url = urlsplit(self.settings.model_base_url)
+            await run.sandbox.set_egress([f"{url.hostname}:{url.port}" if url.port
+                                          else str(url.hostname)])
+        outcome = await agent.run(spec, run.sandbox)
+        await run.sandbox.set_egress([])
+        self._check_limits(run)
         run.result.update(spend=outcome.spend.as_dict(), summary=outcome.summary)
         run.mark("agent")
         after = None
         if run.config.test_command:
             await self._stage(run, "testing")
             after = await run.sandbox.exec(run.config.test_command)
+            self._check_limits(run)
         run.result["tests_after"] = test_line(after)
         run.result["regression"] = bool(run.before and after and run.before.ok and not after.ok)
         run.mark("tests after")
@@ -445,7 +465,7 @@ class Pipeline:
             tests_after=run.result["tests_after"], regression=run.result["regression"],
             spend=outcome.spend.as_dict(), model=run.result.get("model", ""),
             inputs_seen=inputs.seen(), inputs_excluded=inputs.excluded,
-            requested_by=job.requested_by)
+            requested_by=job.requested_by, egress_denied=run.result.get("egress_denied", []))
         existing = await gh.get_pull(job.pr_number) if job.pr_number else \
             await gh.find_pull(str(run.result["branch"]))
         if existing:

@@ -18,6 +18,13 @@ class RepoBudget(BaseModel):
     max_wall_seconds: float | None = Field(None, gt=0, le=6 * 3600)
 
 
+class RepoNetwork(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[str] = Field(default_factory=list, description="Hosts the setup command may "
+                             "reach besides the server's list: `name`, `name:port`, `*.suffix`.")
+
+
 class RepoConfig(BaseModel):
     """What a repository may set for its own jobs."""
 
@@ -26,11 +33,13 @@ class RepoConfig(BaseModel):
     templates: dict[str, str] = Field(default_factory=dict,
                                       description="Issue label to template name.")
     test_command: str | None = Field(None, description="Runs before and after the agent.")
-    setup_command: str | None = Field(None, description="Runs with network before the agent.")
+    setup_command: str | None = Field(None, description="Runs before the agent; may reach "
+                                      "the allowed hosts through the egress proxy.")
     image: str | None = Field(None, description="Sandbox image for this repository.")
     model: str | None = Field(None, description="Model name for this repository.")
     draft: bool | None = Field(None, description="Open pull requests as drafts.")
     budget: RepoBudget = Field(default_factory=RepoBudget)
+    network: RepoNetwork = Field(default_factory=RepoNetwork)
 
 
 class RepoConfigError(Exception):

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from bot.config import Settings
+from bot.sandbox.base import Backend
 from bot.store import Store
 from bot.worker import LogReporter, Reporter, Runner, UnconfiguredRunner, Worker
 
 log = logging.getLogger("handoff")
 REDELIVERY_EVERY = 6 * 3600.0  # as GitHub's own sample script does
 PRUNE_EVERY = 3600.0
+
+
+def reaper(backend: Backend, store: Store) -> Callable[[], Awaitable[list[str]]]:
+    """Periodic removal of sandboxes whose job's lease is not held by the worker that
+    started them (that worker died, wherever it ran)."""
+
+    async def held(job_id: str, owner: str) -> bool:
+        job = await store.get_job(int(job_id)) if job_id.isdigit() else None
+        return job is not None and job.state == "running" and job.lease_owner == owner and \
+            (job.lease_expires_at or 0) > time.time()
+
+    async def reap_sandboxes() -> list[str]:
+        removed = await backend.cleanup_orphans(held)
+        if removed:
+            log.info("removed %d orphaned sandboxes: %s", len(removed), ", ".join(removed))
+        return removed
+
+    return reap_sandboxes
 
 
 def build_worker(settings: Settings, store: Store) -> Worker:
@@ -35,6 +55,7 @@ def build_worker(settings: Settings, store: Store) -> Worker:
         runner = Pipeline(settings, store, github, backend, settings.status_interval)
         reporter = GitHubReporter(github)
         cleanup = backend.cleanup_orphans
+        periodic.append((settings.reap_seconds, reaper(backend, store)))
 
         async def redelivery_sweep() -> list[str]:
             return await sweep(github, store)

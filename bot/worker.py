@@ -277,11 +277,17 @@ class Worker:
         if not_permitted is None:
             return
         for job in await self.store.queued():
-            if job.result.get("requester_checked"):
+            if job.result.get("requester_checked") or (job.not_before or 0) > time.time():
                 continue
             try:
                 why = await not_permitted(job)
-            except Exception:  # GitHub away: checked next round, and again when it runs
+            except Exception as exc:  # GitHub away: checked next round, and again when it runs
+                if (until := getattr(exc, "retry_at", None)) is not None:  # a long rate limit
+                    await self.store.update_queued(job.id, stage="rate-limited",
+                                                   not_before=until, reason=str(exc),
+                                                   deferrals=job.deferrals + 1)
+                    log.warning("job %s waits for GitHub's rate limit: %s", job.id, exc)
+                    continue
                 log.exception("job %s: could not check who asked for it", job.id)
                 continue
             if why:

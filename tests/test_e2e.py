@@ -11,6 +11,7 @@ import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
 from bot.devstack import MODEL_KEY, Stack, stack
+from bot.sandbox.base import PROCESS_ID
 from bot.simulator.git import git as simgit
 from bot.store import Job
 
@@ -195,9 +196,10 @@ async def test_queue_position_cancel_and_unlabel(tmp_path: Path) -> None:
         running = await s.wait_job(lambda j: j.issue_number == 1, timeout=90)
         assert running.state == "cancelled" and "/cancel by @acme" in running.reason
         assert any("Cancelled" in c for c in comments(sim, 1)), comments(sim, 1)
-        leftover = subprocess.run(
-            ["podman", "ps", "-a", "--filter", f"label=handoff.job={running.id}", "--format",
-             "{{.Names}}"], capture_output=True, text=True).stdout
+        leftover = subprocess.run(  # this process's only: others may run tests beside it
+            ["podman", "ps", "-a", "--filter", f"label=handoff.job={running.id}", "--filter",
+             f"label=handoff.process={PROCESS_ID}", "--format", "{{.Names}}"],
+            capture_output=True, text=True).stdout
         assert leftover.strip() == ""
 
 

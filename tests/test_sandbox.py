@@ -92,20 +92,20 @@ async def test_no_network_by_default(box: Sandbox) -> None:
     assert result.exit_code != 0 and "CONNECTED" not in result.stdout
 
 
-async def test_network_can_be_turned_off_after_setup(backend: Backend, tmp_path: Path) -> None:
-    if not backend.supports("network-toggle"):
-        pytest.skip(f"{backend.name} cannot toggle the network")
+async def test_egress_only_through_the_proxy_and_only_while_allowed(
+        backend: Backend, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    box = await backend.start("net", ws, network=True)
+    box = await backend.start("net", ws, egress=["pypi.org"])
     try:
-        before = await box.exec(LIST_INTERFACES)
-        await box.disable_network()
-        after = await box.exec(LIST_INTERFACES)
+        during = await box.exec(LIST_INTERFACES + "; echo $HTTPS_PROXY")
+        await box.set_egress([])
+        after = await box.exec(LIST_INTERFACES + "; echo proxy=$HTTPS_PROXY")
     finally:
         await box.close()
-    assert set(before.stdout.split()) - {"lo"}, "setup phase should have a network"
-    assert set(after.stdout.split()) <= {"lo"}
+    assert set(during.stdout.split()[:-1]) <= {"lo"}  # never an interface of its own
+    assert during.stdout.split()[-1].startswith("http://127.0.0.1:")
+    assert after.stdout.split()[-1] == "proxy="
 
 
 async def test_timeout_kills_and_says_so(box: Sandbox) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from bot.config import Settings
 from bot.sandbox.base import Backend, CommandResult, Limits, Sandbox, SandboxError
 
@@ -9,7 +11,8 @@ from bot.sandbox.base import Backend, CommandResult, Limits, Sandbox, SandboxErr
 def limits_from(settings: Settings) -> Limits:
     return Limits(memory_mb=settings.sandbox_memory_mb, cpus=settings.sandbox_cpus,
                   pids=settings.sandbox_pids, timeout=settings.command_timeout,
-                  output_cap=settings.output_cap_bytes)
+                  output_cap=settings.output_cap_bytes,
+                  workspace_mb=settings.workspace_max_mb)
 
 
 def make_backend(settings: Settings) -> Backend:
@@ -18,11 +21,15 @@ def make_backend(settings: Settings) -> Backend:
     if settings.sandbox == "bubblewrap":
         from bot.sandbox.bubblewrap import BubblewrapBackend
 
-        return BubblewrapBackend(limits)
+        return BubblewrapBackend(limits, allow_private=settings.egress_allow_private)
     if settings.sandbox in ("podman", "docker"):
         from bot.sandbox.container import ContainerBackend
 
-        return ContainerBackend(settings.sandbox, settings.sandbox_image, limits)
+        # Containers of one deployment (one store) are reaped by that store's leases.
+        deployment = hashlib.sha256(settings.db_url.encode()).hexdigest()[:12]
+        return ContainerBackend(settings.sandbox, settings.sandbox_image, limits,
+                                allow_private=settings.egress_allow_private,
+                                deployment=deployment)
     raise SandboxError(f"unknown sandbox backend {settings.sandbox!r}")
 
 

@@ -1,0 +1,323 @@
+"""Attacks on the sandbox, run against a real backend: prints attack -> blocked/possible.
+
+Usage: python bench/security.py --backend podman|bubblewrap [--port-base 18600]
+Exit code 1 when any attack is possible. Each attack is a named async function in ATTACKS
+taking a Lab and returning (blocked, evidence); append more (git, symlink...) to the list.
+Every attack uses the real sandbox, real HTTP servers on 127.0.0.1, and for reaping a real
+store; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.sandbox import Backend, Limits, Sandbox  # noqa: E402
+from bot.sandbox.bubblewrap import BubblewrapBackend  # noqa: E402
+from bot.sandbox.container import ContainerBackend  # noqa: E402
+
+IMAGE = os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev")
+LIMITS = Limits(memory_mb=256, cpus=1, pids=64, timeout=60, output_cap=16384, workspace_mb=64)
+Verdict = tuple[bool, str]
+
+
+@dataclass
+class Lab:
+    """What an attack gets: a backend, a scratch folder, ports it may listen on."""
+
+    backend_name: str
+    root: Path
+    port_base: int = 18600
+    ports_used: int = 0
+    hits: dict[int, list[str]] = field(default_factory=dict)
+
+    def backend(self, **kwargs: object) -> Backend:
+        if self.backend_name == "bubblewrap":
+            return BubblewrapBackend(LIMITS, allow_private=True)
+        return ContainerBackend("podman", IMAGE, LIMITS, allow_private=True,
+                                deployment=str(kwargs.get("deployment", "security-bench")))
+
+    def workspace(self, name: str) -> Path:
+        ws = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
+        (ws / "README").write_text("attack workspace\n")
+        return ws
+
+    def port(self) -> int:
+        self.ports_used += 1
+        return self.port_base + self.ports_used
+
+    @contextlib.asynccontextmanager
+    async def http_server(self, body: str) -> AsyncIterator[int]:
+        """A real HTTP server on 127.0.0.1 recording each request line in ``hits``."""
+        port = self.port()
+        self.hits[port] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                line = await asyncio.wait_for(reader.readline(), 5)
+                self.hits[port].append(line.decode(errors="replace").strip())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    while (await asyncio.wait_for(reader.readline(), 2)).strip():
+                        pass
+                data = body.encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close"
+                             b"\r\n\r\n%s" % (len(data), data))
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", port)
+        try:
+            yield port
+        finally:
+            server.close()
+
+    @contextlib.asynccontextmanager
+    async def sandbox(self, name: str, egress: list[str] | None = None,
+                      **kwargs: object) -> AsyncIterator[Sandbox]:
+        box = await self.backend(**kwargs).start(name, self.workspace(name), egress=egress)
+        try:
+            yield box
+        finally:
+            await box.close()
+
+
+def connect(host: str, port: int) -> str:
+    """A sandbox command that tries a direct TCP connection and prints the outcome."""
+    return (f"python3 -c \"import socket\ntry:\n socket.create_connection(('{host}', {port}), 3)"
+            "\n print('CONNECTED')\nexcept OSError as e:\n print('refused', e)\"")
+
+
+def fetch(url: str) -> str:
+    """A sandbox command that fetches ``url`` through the proxy variables, as pip would."""
+    return ("python3 -c \"import urllib.request, urllib.error\ntry:\n"
+            f" print(urllib.request.urlopen('{url}', timeout=10).read().decode())\n"
+            "except urllib.error.HTTPError as e:\n print('HTTP', e.code)\n"
+            "except OSError as e:\n print('failed', e)\"")
+
+
+async def setup_phase_reaches_host_port(lab: Lab) -> Verdict:
+    """Audit #5: the setup phase (which has egress) connects to a host-only service."""
+    async with lab.http_server("host secret") as secret, \
+            lab.http_server("package index") as registry, \
+            lab.sandbox("sec-setup", egress=[f"127.0.0.1:{registry}"]) as box:
+        direct = await box.exec(f"{connect('127.0.0.1', secret)}; "
+                                f"{connect('10.88.0.1', secret)}")
+        via_proxy = await box.exec(fetch(f"http://127.0.0.1:{secret}/steal"))
+        allowed = await box.exec(fetch(f"http://127.0.0.1:{registry}/simple/"))
+        denied = box.egress_denied
+    reached = "CONNECTED" in direct.stdout or bool(lab.hits[secret])
+    evidence = (f"direct: {direct.stdout.strip().splitlines()}; via proxy: "
+                f"{via_proxy.stdout.strip()}; allowed host: {allowed.stdout.strip()}; "
+                f"denied: {denied}; host listener saw {lab.hits[secret]}")
+    return not reached and "package index" in allowed.stdout, evidence
+
+
+async def fork_bomb(lab: Lab) -> Verdict:
+    """Audit #17: a fork bomb spreads past the pids limit."""
+    async with lab.sandbox("sec-bomb") as box:
+        # Counted with builtins only: under the bomb, forking a counter may fail.
+        result = await box.exec("bomb() { bomb | bomb & }; bomb; sleep 3; n=0; "
+                                "for d in /proc/[0-9]*; do n=$((n+1)); done; echo procs=$n",
+                                timeout=30)
+        after = await box.exec("echo usable")
+    procs = [int(w[6:]) for w in result.stdout.split() if w.startswith("procs=") and
+             w[6:].isdigit()]
+    count = procs[0] if procs else -1
+    return (0 <= count <= LIMITS.pids and after.ok,
+            f"{count} processes against a limit of {LIMITS.pids}; afterwards: "
+            f"{after.stdout.strip() or after.describe()}")
+
+
+async def memory_hog(lab: Lab) -> Verdict:
+    """Audit #19: four processes of 200 MB each against a 256 MB limit."""
+    hog = ("python3 -c \"import time; x = bytearray(200 * 1024 * 1024); "
+           "x[::4096] = b'1' * len(x[::4096]); print('ok 200MB', flush=True); time.sleep(2)\"")
+    async with lab.sandbox("sec-mem") as box:
+        result = await box.exec(f"for i in 1 2 3 4; do {hog} & done; wait", timeout=60)
+    held = result.stdout.count("ok 200MB")
+    return held * 200 <= LIMITS.memory_mb, f"{held} × 200 MB held at once; oom_killed=" \
+        f"{result.oom_killed}"
+
+
+async def disk_fill(lab: Lab) -> Verdict:
+    """Audit #21: the workspace grows without bound (here past its 64 MB limit)."""
+    async with lab.sandbox("sec-disk") as box:
+        result = await box.exec("dd if=/dev/zero of=fill bs=1M count=300 status=none; "
+                                "echo wrote", timeout=60)
+        later = await box.exec("echo later")
+        ws_size = 0
+        for path in lab.root.glob("sec-disk-*/fill"):
+            ws_size = path.stat().st_blocks * 512 // (1024 * 1024)
+    blocked = result.limit == "disk-limit" and not later.ok
+    return blocked, f"{result.describe()}; fill file {ws_size} MB; next command: " \
+        f"{later.describe()}"
+
+
+async def tmp_fill(lab: Lab) -> Verdict:
+    """Audit #20: filling /tmp (a tmpfs) past the memory limit wedges or escapes limits."""
+    async with lab.sandbox("sec-tmp") as box:
+        result = await box.exec("head -c 600M /dev/zero > /tmp/fill; du -m /tmp/fill",
+                                timeout=60)
+        after = await box.exec("echo usable")
+    size = int(result.stdout.split()[0]) if result.stdout.split() else 0
+    return (size <= LIMITS.memory_mb // 2 and after.stdout.strip() == "usable",
+            f"/tmp took {size} MB ({result.stderr.strip()[:80]}); afterwards: "
+            f"{after.stdout.strip() or after.describe()}")
+
+
+async def setsid_survivor_reads_secret(lab: Lab) -> Verdict:
+    """Audit #24-26: a setsid process outlives its command and reads a later command's key."""
+    canary = "sk-canary-LATER-COMMAND-KEY"
+    async with lab.sandbox("sec-setsid") as box:
+        await box.exec("setsid bash -c 'while :; do cat /proc/[0-9]*/environ 2>/dev/null | "
+                       "tr \"\\0\" \"\\n\" | grep -a sk-canary >> /workspace/loot; sleep 0.1; "
+                       "done' survivor-marker </dev/null >/dev/null 2>&1 & echo started")
+        await box.exec("sleep 2", env={"API_KEY": canary})
+        survivors = await box.exec("for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline; "
+                                   "echo; done | grep -c 'survivor-mark[e]r' || true")
+        loot = await box.exec("cat loot 2>/dev/null; true")
+    leaked = canary in loot.stdout
+    alive = survivors.stdout.strip() not in ("", "0")
+    return not leaked and not alive, f"survivor alive: {alive}; loot: " \
+        f"{loot.stdout.strip()[:80] or '(none)'}"
+
+
+async def nested_user_namespace(lab: Lab) -> Verdict:
+    """Audit #30: `unshare -Ur` gives root in a nested user namespace."""
+    async with lab.sandbox("sec-userns") as box:
+        result = await box.exec("unshare -Ur id -u 2>&1")
+    return result.stdout.strip() != "0", result.stdout.strip()[:120]
+
+
+async def sandbox_is_host_root(lab: Lab) -> Verdict:
+    """Audit #12: with a root worker, sandbox processes run as host uid 0."""
+    async with lab.sandbox("sec-uid") as box:
+        await box.exec("touch made-here; sleep 0.1")
+    owners = {p.stat().st_uid for p in lab.root.glob("sec-uid-*/made-here")}
+    return 0 not in owners and bool(owners), f"host owner of a file the sandbox made: {owners}"
+
+
+async def orphan_of_dead_worker(lab: Lab) -> Verdict:
+    """Audit #52/F10: a worker replica dies mid-job; its sandbox must go once its lease does."""
+    from bot.services import reaper
+    from bot.store import Store
+
+    store = await Store.open(f"sqlite+aiosqlite:///{lab.root / 'reap.db'}")
+    owner = "replica-old:1:dead00"
+    try:
+        job_id = await store.write(lambda conn: store.insert_job(
+            conn, kind="implement", repo="acme/app", issue_number=7, state="queued",
+            requested_by="maya"))
+        claimed = await store.claim(owner, 1.0)
+        assert claimed is not None and claimed.id == job_id
+        ws = lab.workspace("sec-orphan")
+        code = ("import asyncio, pathlib, sys\n"
+                "from bot.sandbox.bubblewrap import BubblewrapBackend\n"
+                "from bot.sandbox.container import ContainerBackend\n"
+                "from bench.security import LIMITS, IMAGE\n"
+                "async def main():\n"
+                f"    if {lab.backend_name!r} == 'bubblewrap':\n"
+                "        b = BubblewrapBackend(LIMITS)\n"
+                "    else:\n"
+                "        b = ContainerBackend('podman', IMAGE, LIMITS, "
+                "deployment='security-bench')\n"
+                "        b.host = 'replica-old'  # another machine, as after a reschedule\n"
+                f"    box = await b.start({job_id}, pathlib.Path({str(ws)!r}), "
+                f"owner={owner!r})\n"
+                "    print('started', flush=True)\n"
+                "    await box.exec('sleep 3017')\n"
+                "asyncio.run(main())\n")
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                text=True, env=env)
+        assert proc.stdout is not None
+        started = proc.stdout.readline().strip() == "started"
+        await asyncio.sleep(1.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        await asyncio.sleep(1.0)  # the lease (1 s) runs out: nobody holds the job now
+        removed = await reaper(lab.backend(), store)()
+        await asyncio.sleep(0.5)
+        left = subprocess.run(["pgrep", "-f", "^sleep 3017"], capture_output=True, text=True)
+        containers = ""
+        if lab.backend_name != "bubblewrap":
+            containers = subprocess.run(
+                ["podman", "ps", "-a", "--filter", f"label=handoff.job={job_id}", "--filter",
+                 "label=handoff.deployment=security-bench", "--format", "{{.Names}}"],
+                capture_output=True, text=True).stdout.strip()
+        for pid in left.stdout.split():  # leave nothing behind either way
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        if containers:
+            subprocess.run(["podman", "rm", "-f", "-t", "0", *containers.split()],
+                           capture_output=True)
+        blocked = started and not left.stdout.strip() and not containers
+        return blocked, (f"reaped {removed}; still running: "
+                         f"{(containers or left.stdout.strip()) or 'nothing'}")
+    finally:
+        await store.close()
+
+
+ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
+    setup_phase_reaches_host_port,
+    fork_bomb,
+    memory_hog,
+    disk_fill,
+    tmp_fill,
+    setsid_survivor_reads_secret,
+    nested_user_namespace,
+    sandbox_is_host_root,
+    orphan_of_dead_worker,
+]
+
+
+async def run_all(backend: str, port_base: int) -> list[tuple[str, bool, str]]:
+    root = Path(tempfile.mkdtemp(prefix="wtsb-security-" if os.path.isdir("/work/wtsb")
+                                 else "handoff-security-"))
+    lab = Lab(backend, root, port_base)
+    rows = []
+    try:
+        for attack in ATTACKS:
+            started = time.monotonic()
+            try:
+                blocked, evidence = await attack(lab)
+            except Exception as exc:  # an attack that crashes the harness is not blocked
+                blocked, evidence = False, f"error: {type(exc).__name__}: {exc}"
+            rows.append((attack.__name__, blocked,
+                         f"{evidence} ({time.monotonic() - started:.1f}s)"))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["podman", "bubblewrap"], default="podman")
+    parser.add_argument("--port-base", type=int, default=18600)
+    args = parser.parse_args()
+    os.environ.setdefault("CONTAINERS_CONF", str(Path(__file__).resolve().parent.parent /
+                                                 "deploy/sandbox/containers.conf"))
+    rows = asyncio.run(run_all(args.backend, args.port_base))
+    width = max(len(name) for name, _, _ in rows)
+    print(f"| {'attack':<{width}} | {args.backend} | evidence |")
+    print(f"| {'-' * width} | --- | --- |")
+    for name, blocked, evidence in rows:
+        print(f"| {name:<{width}} | {'blocked' if blocked else 'POSSIBLE'} | {evidence} |")
+    return 0 if all(blocked for _, blocked, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
