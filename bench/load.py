@@ -49,6 +49,7 @@ MODEL_KEY = "sk-load-bench"
 REPO = "acme/team"
 P99_TARGET_MS = 50.0
 FINAL = ("succeeded", "failed", "cancelled")
+REMOTE_NICE = 10
 
 
 @dataclass
@@ -136,10 +137,14 @@ def job_script(steps: int, burn: float) -> list[dict[str, Any]]:
     return turns
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], env: dict[str, str], log: Path, nice: int = 0
+          ) -> subprocess.Popen[bytes]:
+    """A `handoff` command as its own process; ``nice`` for the stand-ins of remote services
+    (GitHub, the model), which a deployment does not run on Handoff's machine."""
+    prefix = ["nice", "-n", str(nice)] if nice else []
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([*prefix, sys.executable, "-m", "bot.cli", *args], env=env,
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
 async def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -166,11 +171,11 @@ async def processes(s: Scenario, tmp: Path, env: dict[str, str]
     try:
         procs.append(spawn(["simulator", "--port", str(sim_port), "--root", str(tmp / "sim"),
                             "--webhook-url", f"{urls['handoff']}/webhook",
-                            "--webhook-secret", SECRET], env, tmp / "sim.log"))
+                            "--webhook-secret", SECRET], env, tmp / "sim.log", REMOTE_NICE))
         await wait_http(f"{urls['sim']}/_sim/state", procs[-1], tmp / "sim.log")
         procs.append(spawn(["model-server", "--port", str(model_port), "--script",
                             str(tmp / "script.json"), "--per-conversation"], env,
-                           tmp / "model.log"))
+                           tmp / "model.log", REMOTE_NICE))
         await wait_http(f"{urls['model']}/v1/models", procs[-1], tmp / "model.log")
         app_id = (tmp / "sim.log").read_text().split("HANDOFF_APP_ID=")[1].split()[0]
         procs.append(spawn(["serve", "--port", str(handoff_port)],
