@@ -60,7 +60,10 @@ end
 """
 
 
-def free_port() -> int:
+def free_port(fixed: int = 0) -> int:
+    """``fixed`` if given (--port), else a port the kernel picks."""
+    if fixed:
+        return fixed
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -125,6 +128,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--port", type=int, default=0,
+                        help="serve on this port and the next (default: any free ones)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)")
@@ -148,11 +153,11 @@ def main() -> int:
     runs: dict[str, list[dict[str, float]]] = {BARE: [], HANDOFF: []}
     db = tmp / "data" / "handoff.db"
     for round_ in range(1, args.rounds + 1):
-        port = free_port()
+        port = free_port(args.port)
         bare = serve([sys.executable, "-m", "uvicorn", "bench.bare_endpoint:app", "--port",
                       str(port), "--log-level", "warning", "--no-access-log"], env, port)
         runs[BARE].append(measure(bare, port, lua, args))
-        port = free_port()
+        port = free_port(args.port and args.port + 1)
         handoff = serve([sys.executable, "-m", "bot.cli", "serve", "--no-worker", "--port",
                          str(port)], {**env, "HANDOFF_LOG_LEVEL": "WARNING"}, port)
         runs[HANDOFF].append(measure(handoff, port, lua, args))

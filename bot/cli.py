@@ -133,7 +133,8 @@ async def dev_model(args: argparse.Namespace) -> None:
     from bot.serving import running
 
     script = json.loads(Path(args.script).read_text()) if args.script else []
-    model = ScriptedModel(script, repeat_last=args.repeat_last)
+    model = ScriptedModel(script, repeat_last=args.repeat_last,
+                          per_conversation=args.per_conversation)
     async with running(model.app, "127.0.0.1", args.port) as url:
         print(f"scripted model at {url}/v1 (OpenAI) and {url} (Anthropic)", flush=True)
         await _stop_event().wait()
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     p_model.add_argument("--port", type=int, default=9100)
     p_model.add_argument("--script", help="JSON file with a list of turns (bot/agent/scripted.py)")
     p_model.add_argument("--repeat-last", action="store_true")
+    p_model.add_argument("--per-conversation", action="store_true",
+                         help="each conversation replays the script from its start")
     sub.add_parser("redeliver", help="ask GitHub to resend deliveries Handoff missed")
     p_demo = sub.add_parser("demo", help="label an issue on a local GitHub and watch the PR")
     p_demo.add_argument("--dir", type=Path, default=Path("./handoff-data/demo"))

@@ -119,40 +119,52 @@ MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _
                                                                      _v3_cancel_by]
 
 
-def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
-    cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: a 202 means the delivery is on disk, so not even a power cut loses what was
-    # acknowledged (WAL with NORMAL may roll back the last commits).
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    # 32 MB of page cache instead of SQLite's 2 MB: the delivery index of a busy install
-    # outgrows 2 MB, and each page read back from the OS costs a system call.
-    cursor.execute("PRAGMA cache_size=-32768")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+# Readers (aiosqlite, in a thread) may wait this long; in WAL mode they never wait on writes.
+READ_BUSY_MS = 10_000
+# The one writing connection runs on the event loop, so it must never wait long there: past
+# this it gives up and Store.write retries after an asyncio sleep. Only another process can
+# hold the write lock, since in one process all writes go through that one connection.
+WRITE_BUSY_MS = 20
+
+
+def _sqlite_pragmas(busy_ms: int) -> Callable[[object, object], None]:
+    def on_connect(dbapi_conn: object, _record: object) -> None:
+        cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a 202 means the delivery is on disk, so not even a power cut loses what was
+        # acknowledged (WAL with NORMAL may roll back the last commits).
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        # 32 MB of page cache instead of SQLite's 2 MB: the delivery index of a busy install
+        # outgrows 2 MB, and each page read back from the OS costs a system call.
+        cursor.execute("PRAGMA cache_size=-32768")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+    return on_connect
 
 
 def make_engine(url: str) -> AsyncEngine:
-    """An engine for a SQLite or PostgreSQL URL; SQLite gets WAL mode and a busy timeout."""
+    """An engine for a SQLite or PostgreSQL URL. On SQLite it is for reads (and migrations):
+    every write in the process goes through the one connection of make_sync_engine."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 10})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        engine = create_async_engine(url, connect_args={"timeout": READ_BUSY_MS / 1000})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(READ_BUSY_MS))
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
 def make_sync_engine(url: str) -> sa.Engine | None:
-    """For SQLite, a plain-driver engine for the webhook's batched writes, run on the event
-    loop (bot/store.py: Store.write); None otherwise."""
+    """For SQLite, the plain-driver engine of all the process's writes, run on the event loop
+    (bot/store.py: Store.write) with one connection; None otherwise."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None
-    engine = sa.create_engine(parsed.set(drivername="sqlite"), connect_args={"timeout": 10})
-    event.listen(engine, "connect", _sqlite_pragmas)
+    engine = sa.create_engine(parsed.set(drivername="sqlite"), pool_size=1, max_overflow=0,
+                              connect_args={"timeout": WRITE_BUSY_MS / 1000})
+    event.listen(engine, "connect", _sqlite_pragmas(WRITE_BUSY_MS))
     return engine
 
 

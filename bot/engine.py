@@ -20,7 +20,7 @@ from bot.decisions import (
     RecordInstallation,
     StartJob,
 )
-from bot.store import DuplicateDelivery, Job, Store
+from bot.store import DuplicateDelivery, Job, Store, StoreBusy
 from handlers import Context, decide
 
 log = logging.getLogger("handoff.engine")
@@ -201,6 +201,8 @@ class Ingestor:
             del self.pending[:self.max_batch]
             try:
                 await self._write(batch)
+            except StoreBusy as exc:  # retried for Store.busy_seconds already: all get a 500
+                self._refuse(batch, exc)
             except Exception:  # one bad delivery must not fail its neighbours: retry alone
                 for item in batch:
                     await self._write_alone(item)
@@ -219,6 +221,16 @@ class Ingestor:
             await self._write([item])
         except Exception as exc:  # reported to that one caller as a 500
             log.exception("delivery %s could not be recorded", event.delivery_id)
+            if not future.done():
+                future.set_exception(exc)
+
+    @staticmethod
+    def _refuse(batch: list[tuple[Event, asyncio.Future[Outcome]]], exc: StoreBusy) -> None:
+        """Answer a batch the database would not take with a 500, each delivery logged by
+        name: GitHub's log shows the failure and the redelivery sweep asks for it again."""
+        for event, future in batch:
+            log.error("delivery %s (%s.%s) could not be recorded: %s", event.delivery_id,
+                      event.name, event.action or "-", exc)
             if not future.done():
                 future.set_exception(exc)
 

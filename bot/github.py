@@ -17,6 +17,7 @@ from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed, RequestTimeout
 
 from bot.retry import RetryPolicy, WaitTooLong, call_with_retries, retry_after_seconds
+from bot.tls import client_context
 
 log = logging.getLogger("handoff.github")
 
@@ -111,7 +112,7 @@ class GitHubApp:
     def _options(self) -> dict[str, Any]:
         # Retries are ours (bounded, see bot.retry); githubkit's sleep inline without a bound.
         return {"base_url": self.base_url, "timeout": self.timeout, "auto_retry": False,
-                "http_cache": False, "user_agent": "Handoff"}
+                "http_cache": False, "user_agent": "Handoff", "ssl_verify": client_context()}
 
     async def call(self, fn: Callable[[], Awaitable[Any]], what: str) -> Any:
         """One GitHub call under the retry policy; failures become ``GitHubApiError``."""

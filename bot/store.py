@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import json
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -134,8 +136,27 @@ class DuplicateDelivery(Exception):
     """This delivery id was recorded before."""
 
 
+class StoreBusy(Exception):
+    """The database stayed locked by another process for longer than the store waits."""
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked" (SQLITE_BUSY), raised through SQLAlchemy or straight
+    from the driver (the webhook's inserts)."""
+    return isinstance(exc, sa.exc.OperationalError | sqlite3.OperationalError) and \
+        "is locked" in str(exc)
+
+
 class Store:
-    """All reads and writes of Handoff's state go through here."""
+    """All reads and writes of Handoff's state go through here.
+
+    On SQLite every write of the process goes through ``write``: one connection, used on the
+    event loop, each transaction begun and committed without an ``await`` in between, so no
+    two writes of one process ever wait on each other. Reads use the async engine's
+    connections, which in WAL mode neither wait for the writer nor hold it up.
+    """
+
+    busy_seconds = 5.0  # how long a write waits out another process's lock (under GitHub's 10 s)
 
     def __init__(self, engine: AsyncEngine, sync_engine: sa.Engine | None = None) -> None:
         self.engine = engine
@@ -153,16 +174,31 @@ class Store:
             self.sync_engine.dispose()
 
     async def write(self, fn: Callable[[sa.Connection], T]) -> T:
-        """Run ``fn`` in one transaction.
+        """Run ``fn`` in one transaction; ``fn`` must not keep state between calls, as a busy
+        database makes it run again.
 
         On SQLite it runs right here with the plain driver: a batch of webhook writes takes a
         couple of milliseconds, less than handing it to a thread costs under the GIL (measured
-        with bench/ingest.py: 3,100 against 2,000 requests/s).
+        with bench/ingest.py: 3,100 against 2,000 requests/s). The connection waits at most
+        a few milliseconds for a lock held by another process; then the write is tried again
+        after an asyncio sleep, up to ``busy_seconds``, and StoreBusy is raised.
         """
-        if self.sync_engine is not None:
-            return self._write_sync(fn)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(fn)
+        if self.sync_engine is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn)
+        deadline = time.monotonic() + self.busy_seconds
+        delay = 0.005
+        while True:
+            try:
+                return self._write_sync(fn)
+            except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
+                if not is_busy(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise StoreBusy(f"the database stayed locked for {self.busy_seconds:g} s "
+                                    "(another process writes to it)") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     def _write_sync(self, fn: Callable[[sa.Connection], T]) -> T:
         assert self.sync_engine is not None
@@ -227,11 +263,10 @@ class Store:
         old = (sa.select(deliveries.c.id)
                .where(deliveries.c.received_at < cutoff, deliveries.c.job_id.is_(None))
                .limit(chunk).scalar_subquery())
+        delete = deliveries.delete().where(deliveries.c.id.in_(old))
         removed = 0
         while True:
-            async with self.engine.begin() as conn:
-                count = (await conn.execute(
-                    deliveries.delete().where(deliveries.c.id.in_(old)))).rowcount
+            count = await self.write(lambda conn: conn.execute(delete).rowcount)
             removed += count
             if count < chunk:
                 return removed
@@ -343,27 +378,32 @@ class Store:
         or drop a refused one."""
         now = time.time()
         reason = f"/cancel by @{job.cancel_by}"
-        async with self.engine.begin() as conn:
-            await conn.execute(jobs.update().where(jobs.c.id == job.id)
-                               .values(cancel_by=None, updated_at=now))
+
+        def settle(conn: sa.Connection) -> None:
+            conn.execute(jobs.update().where(jobs.c.id == job.id)
+                         .values(cancel_by=None, updated_at=now))
             if not allowed:
                 return
-            await conn.execute(jobs.update().where(jobs.c.id == job.id,
-                                                   jobs.c.state == "queued")
-                               .values(state="cancelled", reason=reason, category="cancelled",
-                                       finished_at=now))
-            await conn.execute(jobs.update().where(jobs.c.id == job.id,
-                                                   jobs.c.state == "running")
-                               .values(cancel_requested=True, reason=reason))
+            conn.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.state == "queued")
+                         .values(state="cancelled", reason=reason, category="cancelled",
+                                 finished_at=now))
+            conn.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.state == "running")
+                         .values(cancel_requested=True, reason=reason))
 
-    async def claim(self, owner: str, lease_seconds: float) -> Job | None:
-        """Take the oldest queued job, or one whose lease ran out, with a fresh lease."""
+        await self.write(settle)
+
+    async def claim(self, owner: str, lease_seconds: float,
+                    exclude: Collection[int] = ()) -> Job | None:
+        """Take the oldest queued job, or one whose lease ran out, with a fresh lease; never
+        one of ``exclude`` (the jobs this worker runs already)."""
         now = time.time()
         claimable = sa.or_(
             sa.and_(jobs.c.state == "queued",
                     sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now)),
             sa.and_(jobs.c.state == "running", jobs.c.lease_expires_at < now),
         )
+        if exclude:
+            claimable = sa.and_(claimable, jobs.c.id.notin_(list(exclude)))
         pick = (sa.select(jobs.c.id).where(claimable).order_by(jobs.c.id).limit(1)
                 .with_for_update(skip_locked=True).scalar_subquery())
         stmt = (jobs.update().where(jobs.c.id == pick, claimable)
@@ -371,33 +411,28 @@ class Store:
                         attempts=jobs.c.attempts + 1, updated_at=now,
                         started_at=sa.func.coalesce(jobs.c.started_at, now))
                 .returning(*jobs.c))
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(stmt)).first()
+        row = await self.write(lambda conn: conn.execute(stmt).first())
         return Job.from_row(row) if row else None
 
     async def heartbeat(self, job_id: int, owner: str, lease_seconds: float) -> bool | None:
         """Renew a lease. None if the lease was lost; True if cancellation was requested."""
         now = time.time()
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(
-                jobs.update().where(jobs.c.id == job_id, jobs.c.lease_owner == owner,
+        stmt = (jobs.update().where(jobs.c.id == job_id, jobs.c.lease_owner == owner,
                                     jobs.c.state == "running")
                 .values(lease_expires_at=now + lease_seconds, updated_at=now)
-                .returning(jobs.c.cancel_requested))).first()
+                .returning(jobs.c.cancel_requested))
+        row = await self.write(lambda conn: conn.execute(stmt).first())
         return None if row is None else bool(row[0])
 
     async def update_queued(self, job_id: int, **values: Any) -> bool:
         """Change a job only while it is still queued; False if it was claimed or ended."""
-        async with self.engine.begin() as conn:
-            done = await conn.execute(jobs.update().where(jobs.c.id == job_id,
-                                                          jobs.c.state == "queued")
-                                      .values(updated_at=time.time(), **values))
-        return bool(done.rowcount)
+        stmt = (jobs.update().where(jobs.c.id == job_id, jobs.c.state == "queued")
+                .values(updated_at=time.time(), **values))
+        return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
 
     async def update_job(self, job_id: int, **values: Any) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(jobs.update().where(jobs.c.id == job_id)
-                               .values(updated_at=time.time(), **values))
+        stmt = jobs.update().where(jobs.c.id == job_id).values(updated_at=time.time(), **values)
+        await self.write(lambda conn: conn.execute(stmt))
 
     async def finish(
         self, job_id: int, owner: str, state: str, reason: str = "", category: str = "",
@@ -410,23 +445,20 @@ class Store:
                                       lease_expires_at=None)
         if result is not None:
             values["result"] = result
-        async with self.engine.begin() as conn:
-            res = await conn.execute(jobs.update().where(
-                jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.state == "running")
-                .values(**values))
-        return bool(res.rowcount)
+        stmt = jobs.update().where(
+            jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.state == "running"
+        ).values(**values)
+        return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
 
     async def defer(self, job_id: int, owner: str, until: float, reason: str,
                     result: dict[str, Any]) -> bool:
         """Put a job this worker holds back in the queue until ``until`` (a rate limit)."""
-        async with self.engine.begin() as conn:
-            res = await conn.execute(jobs.update().where(
-                jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.state == "running")
-                .values(state="queued", stage="rate-limited", not_before=until, reason=reason,
-                        deferrals=jobs.c.deferrals + 1, attempts=jobs.c.attempts - 1,
-                        lease_owner=None, lease_expires_at=None, result=result,
-                        updated_at=time.time()))
-        return bool(res.rowcount)
+        stmt = jobs.update().where(
+            jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.state == "running"
+        ).values(state="queued", stage="rate-limited", not_before=until, reason=reason,
+                 deferrals=jobs.c.deferrals + 1, attempts=jobs.c.attempts - 1,
+                 lease_owner=None, lease_expires_at=None, result=result, updated_at=time.time())
+        return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
 
     async def unreported(self, limit: int = 20) -> list[Job]:
         """Final jobs whose outcome has not reached GitHub yet."""

@@ -11,11 +11,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bot.store import Job, Store
 
 log = logging.getLogger("handoff.worker")
+T = TypeVar("T")
 
 
 class JobFailed(Exception):
@@ -130,9 +131,10 @@ class Worker:
         await self.review_cancels()
         await self.report_pending()
         while len(self.tasks) < self.concurrency and not stop.is_set():
-            job = await self.store.claim(self.id, self.lease_seconds)
+            job = await self.store.claim(self.id, self.lease_seconds, exclude=self.active)
             if job is None:
                 break
+            self.active.add(job.id)
             task = asyncio.create_task(self.process(job))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -159,27 +161,51 @@ class Worker:
         """Run one claimed job and record how it ended, whatever happens."""
         self.active.add(job.id)
         try:
-            try:
-                state, reason, category, result = await self._execute(job)
-            except JobDeferred as exc:
-                if job.deferrals < self.max_deferrals:
-                    await self.store.defer(job.id, self.id, exc.until, exc.reason,
-                                           {**job.result, **exc.result})
-                    log.warning("job %s waits until %s: %s", job.id,
-                                time.strftime("%H:%M:%S", time.localtime(exc.until)),
-                                exc.reason)
-                    return
-                state, reason, category, result = ("failed", exc.reason, "github-error",
-                                                   exc.result)
-            if not await self.store.finish(job.id, self.id, state, reason, category, result):
-                log.warning("job %s: lease lost before it finished; another worker owns it",
-                            job.id)
-                return
-            log.info("job %s ended %s%s", job.id, state,
-                     f" ({category}: {reason})" if reason else "")
-            await self._report(job.id)
+            await self._process(job)
+        except Exception:  # the database refused for longer than a lease: never a silent stall
+            log.exception("job %s: could not record how it ended; it is taken again when its "
+                          "lease runs out", job.id)
         finally:
             self.active.discard(job.id)
+
+    async def _process(self, job: Job) -> None:
+        try:
+            state, reason, category, result = await self._execute(job)
+        except JobDeferred as exc:
+            deferred = exc
+            if job.deferrals < self.max_deferrals:
+                await self._persist(job.id, "its deferral", lambda: self.store.defer(
+                    job.id, self.id, deferred.until, deferred.reason,
+                    {**job.result, **deferred.result}))
+                log.warning("job %s waits until %s: %s", job.id,
+                            time.strftime("%H:%M:%S", time.localtime(exc.until)), exc.reason)
+                return
+            state, reason, category, result = ("failed", exc.reason, "github-error",
+                                               exc.result)
+        if not await self._persist(job.id, "its end", lambda: self.store.finish(
+                job.id, self.id, state, reason, category, result)):
+            log.warning("job %s: lease lost before it finished; another worker owns it",
+                        job.id)
+            return
+        log.info("job %s ended %s%s", job.id, state,
+                 f" ({category}: {reason})" if reason else "")
+        await self._report(job.id)
+
+    async def _persist(self, job_id: int, what: str, write: Callable[[], Awaitable[T]]) -> T:
+        """A store write for a job, tried again while the database refuses it, for up to a
+        lease; then the error is raised."""
+        deadline = time.monotonic() + self.lease_seconds
+        delay = min(1.0, self.poll_seconds)
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("job %s: could not record %s (%s); trying again in %.1f s",
+                            job_id, what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def _execute(self, job: Job) -> tuple[str, str, str, dict[str, Any] | None]:
         """Run the job; returns state, reason, category and the result (None: keep the
@@ -213,7 +239,12 @@ class Worker:
     async def _heartbeat(self, job: Job, run: asyncio.Task[JobResult]) -> str:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
-            renewed = await self.store.heartbeat(job.id, self.id, self.lease_seconds)
+            try:
+                renewed = await self.store.heartbeat(job.id, self.id, self.lease_seconds)
+            except Exception:  # the lease has time left: renew at the next beat
+                log.exception("job %s: could not renew its lease; trying at the next beat",
+                              job.id)
+                continue
             if renewed is None:
                 log.error("job %s: lease lost; stopping", job.id)
                 self.stopping[job.id] = "lost"
@@ -242,7 +273,8 @@ class Worker:
             self.report_after[job_id] = time.monotonic() + self.report_retry_seconds
             return
         self.report_after.pop(job_id, None)
-        await self.store.update_job(job_id, reported=True)
+        await self._persist(job_id, "that it was reported",
+                            lambda: self.store.update_job(job_id, reported=True))
 
     async def run_periodic(self) -> None:
         """Housekeeping that is due (the redelivery sweep, forgetting old deliveries)."""

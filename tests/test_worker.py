@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -183,11 +184,11 @@ async def test_worker_survives_a_database_outage(store: Store, tmp_path: Path) -
     calls = {"n": 0}
     real_claim = store.claim
 
-    async def flaky_claim(owner: str, lease: float) -> Job | None:
+    async def flaky_claim(owner: str, lease: float, exclude: Collection[int] = ()) -> Job | None:
         calls["n"] += 1
         if calls["n"] <= 2:
             raise ConnectionError("database is away")
-        return await real_claim(owner, lease)
+        return await real_claim(owner, lease, exclude)
 
     store.claim = flaky_claim  # type: ignore[method-assign]
     job_id = await queue(store)

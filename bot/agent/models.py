@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import httpx
 
 from bot.retry import RetryPolicy, WaitTooLong, call_with_retries, retry_after_seconds
+from bot.tls import client_context
 
 
 @dataclass
@@ -80,7 +81,7 @@ class HttpModel:
         raise NotImplementedError
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
+        async with httpx.AsyncClient(timeout=self.timeout, verify=client_context()) as client:
             async def send() -> dict[str, Any]:
                 resp = await client.post(f"{self.base_url}{path}", json=body,
                                          headers=self.headers())

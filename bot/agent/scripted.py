@@ -7,6 +7,9 @@ A script is a list of turns, replayed in order, one per request:
   {"tool": "edit", "malformed": true}              a tool call whose arguments are not JSON
   "usage": {"input": 100, "output": 20}            on any turn: the usage it reports
 With ``repeat_last`` the final turn is replayed forever (a model that never finishes).
+With ``per_conversation`` each conversation replays the script from its start (the turn is
+picked by how many assistant turns the request already holds), so concurrent jobs each get
+the whole script.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ class ScriptedModel:
     """State of the server: the script, where it is, and the requests it saw."""
 
     def __init__(self, script: list[dict[str, Any]], repeat_last: bool = False,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, per_conversation: bool = False) -> None:
         self.script, self.repeat_last, self.api_key = list(script), repeat_last, api_key
+        self.per_conversation = per_conversation
         self.position = 0
         self.requests: list[dict[str, Any]] = []
         self.ids = itertools.count(1)
@@ -38,8 +42,12 @@ class ScriptedModel:
             Route("/models", self.models, methods=["GET"]),
         ])
 
-    def next_turn(self) -> dict[str, Any]:
-        if self.position < len(self.script):
+    def next_turn(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.per_conversation and body is not None:
+            index = sum(1 for m in body.get("messages", []) if m.get("role") == "assistant")
+            if index < len(self.script):
+                return self.script[index]
+        elif self.position < len(self.script):
             turn = self.script[self.position]
             self.position += 1
             return turn
@@ -59,7 +67,7 @@ class ScriptedModel:
     async def _turn(self, request: Request) -> tuple[dict[str, Any], JSONResponse | None]:
         body = await request.json()
         self.requests.append(body)
-        turn = self.next_turn()
+        turn = self.next_turn(body)
         if "status" in turn:
             headers = {"retry-after": str(turn["retry_after"])} if "retry_after" in turn else {}
             return turn, JSONResponse({"error": {"type": "scripted", "message":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -109,6 +110,20 @@ def diff_files(bare: Path, base: str, head: str) -> list[dict[str, object]]:
     return out
 
 
+async def _feed(stdin: asyncio.StreamWriter, body: bytes) -> None:
+    """Write the request body; a backend that answers without reading it all closes the pipe,
+    which under uvloop raises RuntimeError (a 500 for a fetch or push under load)."""
+    try:
+        if body:
+            stdin.write(body)
+            await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError, RuntimeError):
+        pass
+    finally:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+            stdin.close()
+
+
 async def http_backend(project_root: Path, path_info: str, method: str, query: str,
                        content_type: str, body: bytes, remote_user: str,
                        extra_env: dict[str, str], content_encoding: str = ""
@@ -124,8 +139,10 @@ async def http_backend(project_root: Path, path_info: str, method: str, query: s
     }
     proc = await asyncio.create_subprocess_exec(
         "git", "http-backend", env=env, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, _err = await proc.communicate(body)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdin and proc.stdout
+    out, _ = await asyncio.gather(proc.stdout.read(), _feed(proc.stdin, body))
+    await proc.wait()
     head, _, payload = out.partition(b"\r\n\r\n")
     if not _:
         head, _, payload = out.partition(b"\n\n")
