@@ -35,8 +35,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         pytest.skip(reason)
     if request.param == "bubblewrap" and not shutil.which("bwrap"):
         pytest.skip("bubblewrap is not installed")
-    root = Path(tempfile.mkdtemp(prefix="wtsb-sec-" if os.path.isdir("/work/wtsb")
-                                 else "handoff-sec-"))
+    root = Path(tempfile.mkdtemp(prefix="handoff-sec-"))
     # Ports 18600-18699 on 127.0.0.1: a block per backend so both can run side by side.
     yield Lab(request.param, root, port_base=18600 if request.param == "podman" else 18650)
     shutil.rmtree(root, ignore_errors=True)
@@ -89,3 +88,27 @@ async def test_sandbox_is_never_host_root(lab: Lab) -> None:
 
 async def test_sandbox_of_a_dead_worker_is_reaped_by_a_live_one(lab: Lab) -> None:
     await check(lab, security.orphan_of_dead_worker)
+
+
+@pytest.fixture
+def harness_lab() -> Iterator[Lab]:
+    """The harness attacks use no sandbox: git and the spec run on the host."""
+    root = Path(tempfile.mkdtemp(prefix="handoff-sec-"))
+    yield Lab("none", root, port_base=18690)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_host_git_ignores_everything_planted_in_the_agent_git_dir(
+        harness_lab: Lab) -> None:
+    evidence = await check(harness_lab, security.planted_git_config)
+    assert "host commands fired: none" in evidence and "thief saw nothing" in evidence
+
+
+async def test_symlinked_instructions_and_settings_read_nothing_from_the_host(
+        harness_lab: Lab) -> None:
+    evidence = await check(harness_lab, security.symlinked_instructions_and_settings)
+    assert "outside the repository" in evidence
+
+
+async def test_issue_text_cannot_close_its_fence_or_hide_instructions(harness_lab: Lab) -> None:
+    await check(harness_lab, security.fence_escape_and_hidden_text)
