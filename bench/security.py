@@ -129,7 +129,9 @@ async def fork_bomb(lab: Lab) -> Verdict:
     """Audit #17: a fork bomb spreads past the pids limit."""
     async with lab.sandbox("sec-bomb") as box:
         # Counted with builtins only: under the bomb, forking a counter may fail.
-        result = await box.exec("bomb() { bomb | bomb & }; bomb; sleep 3; n=0; "
+        # The wait is a builtin loop too: a `sleep` would itself wait for a free pid.
+        result = await box.exec("bomb() { bomb | bomb & }; bomb; end=$((SECONDS+3)); "
+                                "while [ $SECONDS -lt $end ]; do :; done; n=0; "
                                 "for d in /proc/[0-9]*; do n=$((n+1)); done; echo procs=$n",
                                 timeout=30)
         after = await box.exec("echo usable")
@@ -138,7 +140,9 @@ async def fork_bomb(lab: Lab) -> Verdict:
     count = procs[0] if procs else -1
     return (0 <= count <= LIMITS.pids and after.ok,
             f"{count} processes against a limit of {LIMITS.pids}; afterwards: "
-            f"{after.stdout.strip() or after.describe()}")
+            f"{after.stdout.strip() or after.describe()}"
+            + ("" if procs else f"; the count was not printed: {result.describe()}, "
+               f"stdout {result.stdout[-200:]!r}"))
 
 
 async def memory_hog(lab: Lab) -> Verdict:
