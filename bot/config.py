@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -121,6 +122,14 @@ class Settings(BaseSettings):
     @property
     def bot_login(self) -> str:
         return f"{self.app_slug}[bot]"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret's value, for redaction wherever text leaves Handoff."""
+        keys = [self.model_api_key, self.webhook_secret, self.private_key]
+        values = [k.get_secret_value() for k in keys if k is not None]
+        pem = self.private_key_pem() if self.private_key else None
+        return [*values, *([pem] if pem else []),
+                *(os.environ[name] for name in self.agent_env if name in os.environ)]
 
     def private_key_pem(self) -> str | None:
         """The PEM text, read from a file when the setting names one."""

@@ -16,6 +16,7 @@ from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed, RequestTimeout
 
+from bot.logs import redact_data
 from bot.retry import RetryPolicy, WaitTooLong, call_with_retries, retry_after_seconds
 from bot.tls import client_context
 
@@ -172,6 +173,8 @@ class RepoClient:
         """A REST call on this repository; writes are paced, a 401 re-mints the token once."""
         url = f"/repos/{self.full_name}{path}"
         refreshed = False
+        if json is not None:  # every text Handoff writes to GitHub passes here
+            json = redact_data(json)
 
         async def send() -> Any:
             nonlocal refreshed

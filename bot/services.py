@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from bot import logs
 from bot.config import Settings
 from bot.sandbox.base import Backend
 from bot.store import Store
@@ -36,6 +37,7 @@ def reaper(backend: Backend, store: Store) -> Callable[[], Awaitable[list[str]]]
 
 def build_worker(settings: Settings, store: Store) -> Worker:
     """A worker for these settings: the full pipeline when a GitHub App is configured."""
+    logs.add_secrets(*settings.secret_values())
     runner: Runner = UnconfiguredRunner()
     reporter: Reporter = LogReporter()
     cleanup = None
