@@ -35,6 +35,8 @@ SHELL_OPERATORS = re.compile(r"[;&|<>`$()\n]")
 class TestCommand:
     """The command the tests run with, and why that one."""
 
+    __test__ = False  # not a pytest test class
+
     command: str
     reason: str
 
@@ -173,6 +175,8 @@ class TestReport:
     ``config-error`` (the command or its runner is not there), ``no-tests`` (it ran and found
     none), ``timed-out``.
     """
+
+    __test__ = False  # not a pytest test class
 
     command: str
     state: str
