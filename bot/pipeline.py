@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +22,10 @@ from bot.changes import FileChange, changed_files, refusal, review_notes
 from bot.config import Settings
 from bot.github import WRITE_ROLES, GitHubApiError, GitHubApp, RepoClient
 from bot.gitops import NO_DRIVERS, Checkout, GitError
+from bot.iterations import earlier, total_spend
+from bot.iterations import entry as iteration_entry
 from bot.repo_config import CONFIG_PATH, RepoConfig, RepoConfigError, parse_repo_config
+from bot.reporter import shorten
 from bot.sandbox import Backend, CommandResult, Sandbox, SandboxError
 from bot.spec import (
     SpecInputs,
@@ -33,6 +37,8 @@ from bot.spec import (
 )
 from bot.status import StatusComment
 from bot.store import Job, Store
+from bot.testrun import TestReport, discover, last_line, not_run, run_tests
+from bot.verdict import NO_EVIDENCE_NEEDED, Verdict, decide, last_failed_check
 from bot.worker import JobDeferred, JobFailed, JobResult
 from bot.workspace import SANDBOX_OBJECTS, Workspaces
 
@@ -48,13 +54,13 @@ def slug(title: str) -> str:
 
 
 def test_line(result: CommandResult | None) -> str:
-    """A one-line account of a test run."""
+    """A one-line account of a command's run: its verdict and last line of output (progress
+    dots left out)."""
     if result is None:
-        return "not run (no test command configured)"
-    lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
-    last = lines[-1].strip().strip("=").strip() if lines else ""
+        return not_run().line()
+    last = last_line(result.stdout + "\n" + result.stderr)
     verdict = "pass" if result.ok else ("timed out" if result.timed_out else "fail")
-    return f"{verdict} — {last[:200]}" if last else verdict
+    return f"{verdict} — {last}" if last else verdict
 
 
 @dataclass
@@ -238,12 +244,6 @@ class Pipeline:
                 raise JobFailed("setup-failed", f"the setup command `{config.setup_command}` "
                                 f"ended with {setup.describe()}: {test_line(setup)}")
             await run.sandbox.set_egress([])
-        if config.test_command:
-            await self._stage(run, "baseline")
-            run.before = await run.sandbox.exec(config.test_command)
-            self._check_limits(run)
-        run.result["tests_before"] = test_line(run.before)
-        run.mark("baseline tests")
 
     def _check_limits(self, run: Run) -> None:
         """Record refused egress; a command stopped by the disk limit ends the job."""
@@ -253,8 +253,24 @@ class Pipeline:
             raise JobFailed(hit.limit or "sandbox-limit", hit.describe())
 
     async def _work(self, run: Run) -> AgentResult:
-        """The agent's run, then the tests again."""
-        assert run.sandbox is not None
+        """The baseline tests, the agent's run, then the tests again and the verdict."""
+        assert run.sandbox is not None and run.checkout is not None
+        tests = await discover(run.checkout, str(run.result["base_sha"]), run.config.test_command)
+        run.result.update(test_command=tests.command if tests else "",
+                          test_command_reason=tests.reason if tests else "")
+        before = not_run()
+        if tests:
+            await self._stage(run, "baseline")
+            before = await run_tests(run.sandbox, tests.command, "before")
+            self._check_limits(run)
+        run.result.update(tests_before=before.line(), tests_before_report=before.as_dict())
+        history, first_baseline = await earlier(self.store, run.job)
+        baseline = TestReport.from_dict(first_baseline)
+        if baseline is None or baseline.command != before.command:
+            baseline = before
+        run.result["baseline_report"] = baseline.as_dict()
+        run.result["tests_base"] = baseline.line()
+        run.mark("baseline tests")
         spec = await self._spec(run)
         await self._stage(run, "agent", "Starting the agent")
         agent = self._agent(run)
@@ -268,12 +284,22 @@ class Pipeline:
         run.result.update(spend=outcome.spend.as_dict(), summary=outcome.summary)
         run.mark("agent")
         after = None
-        if run.config.test_command:
+        if tests and before.state != "config-error":
             await self._stage(run, "testing")
-            after = await run.sandbox.exec(run.config.test_command)
+            after = await run_tests(run.sandbox, tests.command, "after")
             self._check_limits(run)
-        run.result["tests_after"] = test_line(after)
-        run.result["regression"] = bool(run.before and after and run.before.ok and not after.ok)
+        after_line = after.line() if after else \
+            before.line() if before.state == "config-error" else not_run().line()
+        run.result.update(tests_after=after_line,
+                          tests_after_report=after.as_dict() if after else {})
+        templates = [it.get("template", "") for it in history] + [run.result.get("template", "")]
+        transcript = run.result.get("transcript")
+        verdict = decide(baseline if tests else None, after,
+                         prior_evidence=any(it.get("evidence") for it in history),
+                         evidence_expected=not any(t in NO_EVIDENCE_NEEDED for t in templates),
+                         last_failed_check=last_failed_check(Path(transcript)
+                                                             if transcript else None))
+        run.result.update(verdict=verdict.as_dict(), regression=verdict.regression)
         run.mark("tests after")
         return outcome
 
@@ -285,7 +311,7 @@ class Pipeline:
             raise JobFailed(outcome.category, outcome.stop_reason)
         if not files:
             raise JobFailed("no-changes", "the agent finished without changing any file: "
-                            f"{outcome.summary[:500]}")
+                            f"{shorten(outcome.summary, 500)}")
         if why := await refusal(co, run.start_sha, files):
             raise JobFailed("push-refused", why)
         await self._stage(run, "pushing")
@@ -293,15 +319,17 @@ class Pipeline:
         head = await self._commit_and_push(run, co, str(run.result["branch"]), title)
         run.result["head_sha"] = head
         run.mark("push")
-        regression = bool(run.result["regression"])
+        verdict = Verdict(**run.result["verdict"])
         pr = await self._pull_request(run, outcome, head)
-        await self._review_summary(run, pr["number"], files, regression)
+        await self._review_summary(run, pr["number"], files, verdict)
         if run.job.kind == "review":
             await self._answer_review(run, outcome.summary)
-        await self._check_run(run, head, "tests-regressed" if regression else "")
+        await self._check_run(run, head, verdict)
         run.mark("pr")
-        await self._stage(run, "done", f"Pull request: {pr['html_url']}\n\n"
-                          f"{outcome.spend.line()}")
+        detail = self.templates.render("status_done", pr_url=pr["html_url"], verdict=verdict,
+                                       spend=outcome.spend.line()).strip()
+        run.result.update(final_stage=verdict.stage, final_detail=detail)
+        await self._stage(run, verdict.stage, detail)
         return JobResult(outcome.summary, run.result)
 
     async def _acknowledge(self, run: Run) -> None:
@@ -347,11 +375,12 @@ class Pipeline:
         return {a for a in authors if a and await gh.permission(a) in WRITE_ROLES}
 
     async def _spec(self, run: Run) -> str:
-        job, inputs, config, base, before = run.job, run.inputs, run.config, run.base, run.before
+        job, inputs, config, base = run.job, run.inputs, run.config, run.base
         assert inputs is not None
         mapping = {**self.settings.template_labels, **config.templates}
-        common: dict[str, Any] = dict(test_command=config.test_command or "",
-                                      baseline=test_line(before) if before else "")
+        common: dict[str, Any] = dict(test_command=run.result.get("test_command", ""),
+                                      baseline=run.result.get("tests_before", "")
+                                      if run.result.get("test_command") else "")
         run.result["inputs_seen"] = inputs.seen()
         run.result["inputs_excluded"] = inputs.excluded
         run.result["criteria"] = inputs.criteria
@@ -458,12 +487,19 @@ class Pipeline:
     async def _pull_request(self, run: Run, outcome: AgentResult, head: str) -> dict[str, Any]:
         gh, job, issue, inputs, base = run.gh, run.job, run.issue, run.inputs, run.base
         assert inputs is not None
+        verdict = Verdict(**run.result["verdict"])
+        history, _ = await earlier(self.store, job)
+        iterations = history + [iteration_entry(job, run.result, verdict.evidence)]
+        run.result["iterations"] = iterations
         body = self.templates.render(
-            "summary", issue=inputs.issue, summary=outcome.summary,
-            criteria=evidence(inputs.criteria, outcome.summary), base_sha=run.result["base_sha"],
-            head_sha=head, tests_before=run.result["tests_before"],
-            tests_after=run.result["tests_after"], regression=run.result["regression"],
-            spend=outcome.spend.as_dict(), model=run.result.get("model", ""),
+            "summary", issue=inputs.issue, summary=outcome.summary, iterations=iterations,
+            criteria=evidence_across(inputs.criteria, [it["summary"] for it in iterations]),
+            base_sha=run.result["base_sha"], head_sha=head,
+            tests_base=run.result["tests_base"], tests_before=run.result["tests_before"],
+            tests_after=run.result["tests_after"], regression=verdict.regression,
+            verdict=verdict, test_command=run.result.get("test_command", ""),
+            test_command_reason=run.result.get("test_command_reason", ""),
+            spend=total_spend(iterations), model=run.result.get("model", ""),
             inputs_seen=inputs.seen(), inputs_excluded=inputs.excluded,
             requested_by=job.requested_by, egress_denied=run.result.get("egress_denied", []))
         existing = await gh.get_pull(job.pr_number) if job.pr_number else \
@@ -486,8 +522,9 @@ class Pipeline:
         return pr
 
     async def _review_summary(self, run: Run, number: int, files: list[FileChange],
-                              regression: bool) -> None:
-        check_first, risks = review_notes(files, regression)
+                              verdict: Verdict) -> None:
+        check_first, risks = review_notes(files, verdict.regression)
+        risks = [r for r in verdict.risks if r not in risks] + risks
         body = self.templates.render("review_summary", check_first=check_first, risks=risks,
                                      files=files)
         await run.gh.create_comment(number, body)
@@ -501,14 +538,16 @@ class Pipeline:
                                               f"Addressed in {run.result['head_sha'][:7]}: "
                                               f"{answer.strip()[:2000]}")
 
-    async def _check_run(self, run: Run, head: str, category: str) -> None:
-        conclusion = "failure" if category else "success"
-        summary = (f"Tests before: {run.result['tests_before']}\n\n"
-                   f"Tests after: {run.result['tests_after']}")
-        title = f"Failed: {category}" if category else "Agent change ready for review"
+    async def _check_run(self, run: Run, head: str, verdict: Verdict) -> None:
+        summary = self.templates.render(
+            "check_run", verdict=verdict, tests_base=run.result["tests_base"],
+            tests_before=run.result["tests_before"], tests_after=run.result["tests_after"],
+            test_command=run.result.get("test_command", ""),
+            test_command_reason=run.result.get("test_command_reason", ""))
         check = await run.gh.create_check_run(
-            name="Handoff", head_sha=head, status="completed", conclusion=conclusion,
-            external_id=str(run.job.id), output={"title": title, "summary": summary})
+            name="Handoff", head_sha=head, status="completed", conclusion=verdict.conclusion,
+            external_id=str(run.job.id), output={"title": verdict.title,
+                                                 "summary": summary[:60_000]})
         run.result["check_run_id"] = check["id"]
 
 
@@ -541,3 +580,13 @@ def evidence(criteria: list[str], summary: str) -> list[dict[str, Any]]:
             found = best[1] if best[0] >= max(1, len(words) // 2) else None
         out.append({"text": text, "met": found is not None, "evidence": found or ""})
     return out
+
+
+def evidence_across(criteria: list[str], summaries: list[str]) -> list[dict[str, Any]]:
+    """Each criterion with the first iteration's summary line that claims it."""
+    merged = evidence(criteria, "")
+    for summary in summaries:
+        for have, found in zip(merged, evidence(criteria, summary), strict=True):
+            if not have["met"] and found["met"]:
+                have.update(found)
+    return merged

@@ -10,6 +10,22 @@ from bot.status import StatusComment
 from bot.store import Job
 
 log = logging.getLogger("handoff.reporter")
+FULL_SUMMARY = "<details><summary>The agent's full summary</summary>\n\n{text}\n\n</details>"
+CUT_MARK = "… (cut; the full text is below)"
+
+
+def shorten(text: str, limit: int, mark: str = CUT_MARK) -> str:
+    """``text`` cut to about ``limit`` characters on a line or word boundary, never mid-word."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    cut = head.rfind("\n")
+    if cut < limit // 2:
+        cut = max(head.rfind(" "), head.rfind("\t"))
+    if cut < limit // 2:
+        cut = limit
+    return head[:cut].rstrip() + mark
 
 # category: (the step that failed, what to do next)
 STEPS = {
@@ -52,9 +68,13 @@ def failure_comment(job: Job) -> str:
         cost = (f"\n\nSpent: {spend['steps']} steps, "
                 f"{spend['input_tokens'] + spend['output_tokens']:,} tokens, "
                 f"${spend['cost_usd']:.4f}.")
+    full = ""
+    summary = str(job.result.get("summary") or "").strip()
+    if summary and CUT_MARK in job.reason:
+        full = "\n\n" + FULL_SUMMARY.format(text=summary[:50_000])
     return redact(f"**Handoff job {job.id} failed** while {step}.\n\n"
                   f"**Cause:** {job.reason}\n\n**Kept:** {kept}{cost}\n\n"
-                  f"**To try again:** {advice} Then {again}.").replace("  ", " ")
+                  f"**To try again:** {advice} Then {again}.").replace("  ", " ") + redact(full)
 
 
 class GitHubReporter:
@@ -80,7 +100,9 @@ class GitHubReporter:
         status = StatusComment(gh, target, job.id, 0, job.result.get("status_comment_id"))
         if job.state == "succeeded":
             if status.comment_id is not None:
-                await status.set("done", f"Pull request: {job.result.get('pr_url', '')}")
+                await status.set(str(job.result.get("final_stage") or "done"),
+                                 str(job.result.get("final_detail") or
+                                     f"Pull request: {job.result.get('pr_url', '')}"))
             return
         if job.state == "cancelled":
             text = f"Stopped job {job.id}: {job.reason or 'cancelled'}."
@@ -91,7 +113,7 @@ class GitHubReporter:
             return
         body = failure_comment(job)
         if status.comment_id is not None:
-            await status.set("failed", f"See below: {job.reason[:300]}")
+            await status.set("failed", f"See below: {shorten(job.reason, 300, '…')}")
         await gh.create_comment(target, body)
         check_id = job.result.get("check_run_id")
         head = job.result.get("head_sha")

@@ -31,7 +31,14 @@ MD_LINK_TITLE = re.compile(r"(\[[^\]]*\]\([^)\s]+)\s+(\"[^\"]*\"|'[^']*'|\([^)]*
 MD_REFERENCE = re.compile(r"^[ \t]{0,3}\[[^\]]+\]:.*$", re.MULTILINE)
 FENCE_TAG = re.compile(r"<(/?)(\s*issue-data)", re.IGNORECASE)
 CHECKLIST = re.compile(r"^\s*[-*]\s+\[[ xX]\]\s+(.+?)\s*$", re.MULTILINE)
-REQUIREMENT = re.compile(r"\b(should|must|shall|needs? to)\b", re.IGNORECASE)
+# Headings that open or close a criteria section: a Markdown heading, a bold line, or a short
+# label ending in a colon (the text after it belongs to the section).
+SECTION = re.compile(r"^\s{0,3}(?:#{1,6}\s+(?P<md>[^#]+?)\s*:?\s*#*\s*$|"
+                     r"(?:\*\*|__)(?P<bold>[^*_]{2,40}?)\s*:?\s*(?:\*\*|__)\s*:?\s*(?P<brest>.*)$|"
+                     r"(?P<label>[A-Za-z][A-Za-z /]{2,40}):\s*(?P<lrest>.*)$)")
+CRITERIA_HEADING = re.compile(r"^(acceptance criteria|expected( behaviou?r| result| outcome)?|"
+                              r"definition of done)$", re.IGNORECASE)
+LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md", ".github/copilot-instructions.md")
 MAX_INSTRUCTIONS = 20_000
 
@@ -54,16 +61,45 @@ def strip_hidden(text: str | None) -> str:
 
 
 def acceptance_criteria(text: str) -> list[str]:
-    """Checklist items, else lines that say what should or must hold."""
+    """Criteria the issue states explicitly: checklist items, else the items (or sentences)
+    of an "Acceptance criteria" or "Expected ..." section. Anything else is not a criterion,
+    however it is phrased; an issue without either states none."""
     items = [m.group(1) for m in CHECKLIST.finditer(text)]
     if items:
-        return items
-    out = []
-    for line in text.splitlines():
-        line = line.strip().lstrip("-*0123456789. ").strip()
-        if line and REQUIREMENT.search(line) and not line.startswith(("#", ">", "```")):
-            out.append(line)
-    return out[:20]
+        return items[:20]
+    out: list[str] = []
+    section: list[str] | None = None
+    inline = False
+    for line in text.splitlines() + [""]:
+        heading = SECTION.match(line)
+        if heading:
+            if section:
+                out += section
+            title = heading.group("md") or heading.group("bold") or heading.group("label")
+            rest = heading.group("brest") or heading.group("lrest") or ""
+            section = [] if CRITERIA_HEADING.match(title.strip()) else None
+            inline = bool(rest.strip())  # "Expected: ..." ends at its paragraph
+            if section is not None and inline:
+                section.append(rest.strip())
+            continue
+        if section is None:
+            continue
+        if LIST_ITEM.match(line):
+            section.append(LIST_ITEM.sub("", line).strip())
+        elif line.strip() and not line.lstrip().startswith(("```", ">")):
+            if section and not LIST_ITEM.match(line) and section[-1] and \
+                    not _ends(section[-1]):
+                section[-1] += " " + line.strip()
+            else:
+                section.append(line.strip())
+        elif not line.strip() and section:
+            out += [s for s in section if s]
+            section = None if inline else []
+    return list(dict.fromkeys(out))[:20]
+
+
+def _ends(text: str) -> bool:
+    return text.endswith((".", "!", "?", ":"))
 
 
 async def repo_instructions(co: Checkout, rev: str) -> list[tuple[str, str]]:

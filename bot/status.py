@@ -18,6 +18,9 @@ STAGES = {
     "testing": "🧪 Running the tests on the change",
     "pushing": "⬆️ Pushing the branch and opening the pull request",
     "done": "✅ Done",
+    "done-regressed": "⚠️ PR opened with regressions",
+    "done-untested": "⚠️ PR opened; tests not run",
+    "done-unproven": "⚠️ PR opened; nothing shows the issue's behaviour changed",
     "failed": "❌ Failed",
     "cancelled": "🛑 Cancelled",
 }

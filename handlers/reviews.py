@@ -1,6 +1,14 @@
-"""``pull_request_review`` events: changes requested on an agent PR start an iteration."""
+"""``pull_request_review`` events: changes requested on an agent PR start an iteration.
+
+An approval never does. A review that only comments does when it carries inline comments
+(GitHub sends those with an empty review body) or its text asks for a change; a plain remark
+such as "LGTM" does not. Whether the reviewer may steer the agent (write access) is checked
+when the job runs, and only that reviewer's comments reach the agent.
+"""
 
 from __future__ import annotations
+
+import re
 
 from bot.decisions import Decision, Event, Ignore, StartJob
 from handlers.router import Context, Router, is_bot
@@ -8,6 +16,11 @@ from handlers.router import Context, Router, is_bot
 router = Router()
 
 AGENT_BRANCH_PREFIX = "agent/issue-"
+# Words that ask for a change in a comment-only review.
+ASKS = re.compile(r"\b(please|pls|could you|can you|would you|should|shouldn't|must|needs? to|"
+                  r"instead|rather|change|fix|rename|remove|delete|add|drop|move|use|avoid|"
+                  r"don't|do not|missing|wrong|broken|bug|revert|split|handle|why)\b|\?",
+                  re.IGNORECASE)
 
 
 @router.register("pull_request_review", "submitted")
@@ -16,9 +29,12 @@ def submitted(event: Event, ctx: Context) -> Decision:
     pull = event.payload["pull_request"]
     if is_bot(review.get("user"), ctx):
         return Ignore("review written by a bot")
-    # Changes requested, or a plain review with comments: both ask the agent to address them.
-    if str(review.get("state", "")).lower() not in ("changes_requested", "commented"):
+    state = str(review.get("state", "")).lower()
+    body = str(review.get("body") or "").strip()
+    if state not in ("changes_requested", "commented"):
         return Ignore(f"review state {review.get('state')!r} asks for nothing")
+    if state == "commented" and body and not ASKS.search(body):
+        return Ignore("a comment-only review that asks for no change")
     if not str(pull["head"]["ref"]).startswith(AGENT_BRANCH_PREFIX):
         return Ignore("not an agent pull request")
     return StartJob(

@@ -88,6 +88,8 @@ async def test_agent_fixes_the_bug(provider: str, workspace: Path, tmp_path: Pat
     ({"path": "calc.py", "old_text": "return a * b", "new_text": "x"}, "not found"),
     ({"path": "calc.py", "old_text": "a", "new_text": "x"}, "occurs"),
     ({"path": "nope.py", "old_text": "a", "new_text": "b"}, "does not exist"),
+    ({"path": "calc.py", "old_text": "return a - b", "new_text": "return a - b"},
+     "are the same, so calc.py was not changed"),
 ])
 async def test_edit_errors_go_back_to_the_model(bad: dict[str, str], expected: str,
                                                 workspace: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from bot.spec import (
     choose_template,
     strip_hidden,
 )
+from bot.verdict import Verdict
 
 TEMPLATES = Templates(ROOT / "prompts")
 
@@ -51,13 +52,33 @@ def test_other_hidden_forms_are_stripped_and_the_fence_cannot_be_closed() -> Non
     assert spec.count("</issue-data>") == 1  # only the template's own closing tag
 
 
-def test_should_must_lines_are_criteria() -> None:
-    body = "# Title\nThe CLI should print help.\nNothing else.\n1. It must exit 0.\n"
-    assert acceptance_criteria(body) == ["The CLI should print help.", "It must exit 0."]
+def test_only_explicit_lists_are_criteria() -> None:
+    # Issue 13: a stray parenthetical became a criterion marked not met on a correct PR.
+    prose = ("# Title\nThe CLI should print help (it must exit 0 when asked).\n"
+             "1. It must exit 0.\n")
+    assert acceptance_criteria(prose) == []
+    expected = ("The parser breaks (should handle empty input).\n\n## Expected behavior\n\n"
+                "Empty input gives an empty list\nand no error.\n\n## Actual\nIndexError")
+    assert acceptance_criteria(expected) == ["Empty input gives an empty list and no error."]
+    listed = ("Acceptance criteria:\n- `parse('')` returns []\n- no IndexError\n\n"
+              "Notes: should be quick")
+    assert acceptance_criteria(listed) == ["`parse('')` returns []", "no IndexError"]
+    assert acceptance_criteria("**Expected:** returns 5\n\nActual: -1") == ["returns 5"]
+    steps = "## Steps\n1. run x\n\n### Expected\n1. no crash\n2. a message\n### Actual\ncrash"
+    assert acceptance_criteria(steps) == ["no crash", "a message"]
+
+
+def test_an_issue_without_criteria_asks_the_agent_to_restate_and_show() -> None:
+    inputs = build_inputs("o/r", {"number": 1, "title": "T", "body": "It breaks (must not)."},
+                          [], set(), "agent")
+    assert inputs.criteria == []
+    spec = TEMPLATES.spec("bug", inputs)
+    assert "The issue states none" in spec and "Restate the expected behaviour" in spec
+    assert "fails before your change and passes after" in spec
 
 
 def test_only_writers_comments_enter_and_others_are_listed() -> None:
-    issue = {"number": 3, "title": "Bug", "body": "It should work.",
+    issue = {"number": 3, "title": "Bug", "body": "Broken.\n\n- [ ] It works.",
              "labels": [{"name": "agent"}, {"name": "bug"}]}
     comments = [
         {"id": 1, "user": {"login": "maya", "type": "User"}, "body": "Use v2."},
@@ -73,7 +94,7 @@ def test_only_writers_comments_enter_and_others_are_listed() -> None:
     spec = TEMPLATES.spec(choose_template(inputs.labels, {"bug": "bug"}), inputs,
                           test_command="make test", baseline="fail — 1 failed")
     assert "Use v2." in spec and "keys" not in spec and "Run make test." in spec
-    assert "1. It should work." in spec and "<issue-data>" in spec
+    assert "1. It works." in spec and "<issue-data>" in spec
 
 
 @pytest.mark.parametrize("name", TEMPLATES.names())
@@ -81,11 +102,15 @@ def test_every_template_renders(name: str) -> None:
     context = dict(
         repo="o/r", issue={"number": 1, "title": "T", "body": "B"}, labels=["bug"],
         comments=[{"author": "a", "body": "c"}], criteria=["x"], instructions=[("A.md", "i")],
-        test_command="pytest", baseline="pass", requested_by="a", feedback="f",
+        baseline="pass", requested_by="a", feedback="f",
         previous_summary="p", diff="+x", base_branch="main",
         review_comments=[{"path": "a.py", "line": 1, "author": "a", "body": "b"}],
         summary="s", base_sha="abcdef0", head_sha="1234567", tests_before="fail",
-        tests_after="pass", regression=False,
+        tests_after="pass", regression=False, tests_base="fail", pr_url="u",
+        verdict=Verdict("neutral", "t", "done-unproven", risks=["r"], new_failures=["a"]),
+        test_command="pytest", test_command_reason="why",
+        iterations=[{"kind": "implement", "requested_by": "a", "summary": "s"},
+                    {"kind": "retry", "requested_by": "a", "summary": "s2"}],
         spend={"steps": 1, "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.1,
                "wall_seconds": 1.0}, model="m", inputs_seen=["issue"], inputs_excluded=[],
         check_first="a.py", risks=["r"], files=[{"path": "a.py", "added": 1, "removed": 0}])

@@ -56,6 +56,8 @@ if op == "view":
     s = max(1, a.get("start") or 1); e = min(len(lines), a.get("end") or len(lines))
     print("\n".join(f"{i:6}\t{lines[i-1]}" for i in range(s, e + 1)) or f"({p} is empty)")
     sys.exit(0)
+if a["old_text"] == a["new_text"]:
+    fail(f"error: old_text and new_text are the same, so {p} was not changed")
 n = text.count(a["old_text"])
 if n == 0:
     fail(f"error: old_text not found in {p}; view the file and copy the text exactly")

@@ -1,0 +1,197 @@
+"""Test runs read test by test: parsers on real runner output, discovery, and the verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.reporter import CUT_MARK, failure_comment, shorten
+from bot.sandbox import CommandResult
+from bot.testrun import PYTEST, TestReport, discover_from, interpret, parse_junit, parse_output
+from bot.verdict import RISK_NO_EVIDENCE, TITLE_NOT_RUN, TITLE_REGRESSED, compare, decide
+
+OUT = Path(__file__).parent / "fixtures" / "runner-output"  # made by running each runner here
+
+
+def text(name: str) -> str:
+    return (OUT / name).read_text()
+
+
+@pytest.mark.parametrize("name,runner,counts,failing", [
+    ("pytest-9-q-mixed.txt", "pytest", (3, 2, 1, 1),
+     ["test_mix.py::test_bad", "test_mix.py::TestThing::test_method_bad",
+      "test_mix.py::test_error"]),
+    ("pytest-7-q-mixed.txt", "pytest", (3, 2, 1, 1),
+     ["test_mix.py::test_bad", "test_mix.py::TestThing::test_method_bad",
+      "test_mix.py::test_error"]),
+    ("pytest-7-q-pass.txt", "pytest", (3, 0, 0, 0), []),
+    ("pytest-9-q-none.txt", "pytest", (0, 0, 0, 0), []),
+    ("unittest-mixed.txt", "unittest", (2, 1, 1, 2), ["test_u.T.test_err", "test_u.T.test_bad"]),
+    ("unittest-v-mixed.txt", "unittest", (2, 1, 1, 2),
+     ["test_u.T.test_err", "test_u.T.test_bad"]),
+    ("unittest-sandbox-mixed.txt", "unittest", (2, 1, 1, 2),
+     ["test_u.T.test_err", "test_u.T.test_bad"]),
+    ("unittest-pass.txt", "unittest", (2, 0, 0, 0), []),
+    ("cargo-test-mixed.txt", "cargo test", (1, 1, 0, 1), ["tests::wrong"]),
+    ("node-test-mixed.txt", "node --test", (2, 1, 0, 1), ["subtracts"]),
+])
+def test_summaries_of_real_runs(name: str, runner: str, counts: tuple[int, ...],
+                                failing: list[str]) -> None:
+    found = parse_output(text(name))
+    assert found is not None
+    got_runner, got_counts, got_failing = found
+    assert got_runner == runner
+    assert tuple(got_counts[k] for k in ("passed", "failed", "errors", "skipped")) == counts
+    assert got_failing == failing
+
+
+def test_go_test_output() -> None:
+    out = ("--- FAIL: TestAdd (0.00s)\n    calc_test.go:9: add(2, 3) = -1, want 5\nFAIL\n"
+           "FAIL\texample.com/calc\t0.002s\nok  \texample.com/calc/util\t(cached)\n")
+    assert parse_output(out) == ("go test", {"passed": 0, "failed": 1, "errors": 0,
+                                             "skipped": 0}, ["TestAdd"])
+
+
+def test_the_line_has_counts_not_progress_dots() -> None:
+    report = interpret(PYTEST, CommandResult(0, text("pytest-7-q-pass.txt"), ""))
+    assert report.line() == "pass — 3 passed"
+    report = interpret("python3 -m unittest", CommandResult(1, "", text("unittest-mixed.txt")))
+    assert report.line() == "fail — 2 passed, 1 failed, 1 error, 2 skipped"
+
+
+def test_junit_gives_every_test() -> None:
+    parsed = parse_junit(text("pytest-7-mixed-junit.xml"))
+    assert parsed is not None
+    counts, outcomes = parsed
+    assert counts == {"passed": 3, "failed": 2, "errors": 1, "skipped": 1}
+    assert outcomes["test_mix.TestThing.test_method_bad"] == "failed"
+    assert outcomes["test_mix.test_error"] == "error"
+    report = interpret(PYTEST, CommandResult(1, text("pytest-7-q-mixed.txt"), ""),
+                       text("pytest-7-mixed-junit.xml"))
+    assert report.complete and report.failing == [
+        "test_mix.TestThing.test_method_bad", "test_mix.test_bad", "test_mix.test_error"]
+
+
+def test_junit_with_a_dtd_is_refused() -> None:
+    evil = ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+            '<testsuite><testcase classname="a" name="&e;"/></testsuite>')
+    assert parse_junit(evil) is None
+
+
+@pytest.mark.parametrize("command,result", [
+    ("python -m pytest", CommandResult(127, "", "bash: line 1: python: command not found\n")),
+    ("python3 -m pytest", CommandResult(1, "", "/usr/bin/python3: No module named pytest\n")),
+    ("npm test", CommandResult(1, "", 'npm error Missing script: "test"\n')),
+    ("make test", CommandResult(2, "", "make: *** No rule to make target 'test'.  Stop.\n")),
+])
+def test_a_missing_command_is_a_configuration_error(command: str,
+                                                     result: CommandResult) -> None:
+    report = interpret(command, result)
+    assert report.state == "config-error" and not report.ran
+    assert report.line().startswith("not run: configuration error")
+
+
+def test_a_failing_test_that_mentions_a_missing_module_is_still_a_failure() -> None:
+    out = "E   ModuleNotFoundError: No module named 'yaml'\n1 failed in 0.1s\n"
+    assert interpret(PYTEST, CommandResult(1, out, "")).state == "ran"
+
+
+@pytest.mark.parametrize("files,command,why", [
+    ({"pyproject.toml": "[tool.pytest.ini_options]\n"}, PYTEST, "`pyproject.toml` configures"),
+    ({"setup.cfg": "[tool:pytest]\n"}, PYTEST, "`setup.cfg`"),
+    ({"tox.ini": "[tox]\nenvlist=py3\n[testenv]\ncommands = pytest\n"}, PYTEST, "tox"),
+    ({"noxfile.py": "session.run('pytest')"}, PYTEST, "nox"),
+    ({"tox.ini": "[tox]\n[testenv]\ncommands = stestr run\n"}, "tox", "tox environments"),
+    ({"setup.py": "", "tests": ""}, "python3 -m unittest discover -s tests -t .", "`tests/`"),
+    ({"package.json": '{"scripts": {"test": "jest"}}'}, "npm test", "`jest`"),
+    ({"package.json": '{"scripts": {"test": "vitest"}}', "pnpm-lock.yaml": ""}, "pnpm test",
+     "test"),
+    ({"go.mod": "module x\n"}, "go test ./...", "Go module"),
+    ({"Cargo.toml": "[package]\n"}, "cargo test", "Cargo"),
+    ({"Makefile": "all:\n\ttrue\ntest:\n\t./run-tests\n"}, "make test", "`test` target"),
+])
+def test_discovery(files: dict[str, str], command: str, why: str) -> None:
+    found = discover_from(set(files), files, {})
+    assert found is not None and found.command == command and why in found.reason
+
+
+def test_discovery_finds_nothing_and_skips_npm_placeholder() -> None:
+    assert discover_from({"README.md"}, {}, {}) is None
+    npm = {"package.json": '{"scripts": {"test": "echo \\"Error: no test specified\\" && '
+                           'exit 1"}}'}
+    assert discover_from(set(npm), npm, {}) is None
+
+
+def test_the_ci_workflow_breaks_a_tie() -> None:
+    files = {"Makefile": "test:\n\tpytest\n", "pyproject.toml": "[tool.pytest.ini_options]\n"}
+    workflow = {".github/workflows/ci.yml": "jobs:\n  t:\n    steps:\n      - run: make test\n"}
+    found = discover_from(set(files), files, workflow)
+    assert found is not None and found.command == "make test"
+    assert "`.github/workflows/ci.yml` runs it too" in found.reason
+
+
+def report(failing: list[str], passing: list[str], ok: bool | None = None) -> TestReport:
+    outcomes = {**{t: "passed" for t in passing}, **{t: "failed" for t in failing}}
+    return TestReport(PYTEST, "ran", ok=not failing if ok is None else ok, runner="pytest",
+                      counts={"passed": len(passing), "failed": len(failing), "errors": 0,
+                              "skipped": 0}, failing=sorted(failing), complete=True,
+                      outcomes=outcomes)
+
+
+def test_one_failure_becoming_many_is_a_regression_naming_them() -> None:
+    before = report(["t.a"], ["t.b", "t.c", "t.d"])
+    after = report(["t.a", "t.b", "t.c"], ["t.d"])
+    verdict = decide(before, after)
+    assert verdict.conclusion == "failure" and verdict.title == TITLE_REGRESSED
+    assert verdict.new_failures == ["t.b", "t.c"]  # the old pass/fail compare said success
+
+
+def test_a_fixed_test_or_an_added_one_is_evidence() -> None:
+    before = report(["t.a"], ["t.b"])
+    assert decide(before, report([], ["t.a", "t.b"])).conclusion == "success"
+    passing = report([], ["t.b"])
+    assert compare(passing, report([], ["t.b", "t.new"])).added == ["t.new"]
+    assert decide(passing, report([], ["t.b", "t.new"])).conclusion == "success"
+
+
+def test_nothing_changed_is_neutral_with_the_risk_stated() -> None:
+    before = report(["t.a"], ["t.b"])
+    verdict = decide(before, report(["t.a"], ["t.b"]), last_failed_check="pytest -q")
+    assert verdict.conclusion == "neutral" and RISK_NO_EVIDENCE in verdict.risks
+    assert any("pytest -q" in r for r in verdict.risks)
+    assert decide(before, report(["t.a"], ["t.b"]), evidence_expected=False).conclusion == \
+        "success"
+    assert decide(before, report(["t.a"], ["t.b"]), prior_evidence=True).conclusion == "success"
+
+
+def test_counts_only_compare_by_counts() -> None:
+    before = TestReport("go test ./...", "ran", ok=False, counts={"passed": 5, "failed": 1})
+    after = TestReport("go test ./...", "ran", ok=False, counts={"passed": 3, "failed": 3})
+    assert decide(before, after).conclusion == "failure"
+
+
+def test_not_run_is_neutral() -> None:
+    assert decide(None, None).title == TITLE_NOT_RUN
+    missing = TestReport("python -m pytest", "config-error", detail="`python` could not start")
+    verdict = decide(missing, None)
+    assert verdict.conclusion == "neutral" and "not a test failure" in verdict.risks[0]
+
+
+def test_a_long_summary_is_cut_on_a_word_and_quoted_whole() -> None:
+    summary = "word " * 200
+    cut = shorten(summary, 500)
+    assert cut.endswith(CUT_MARK) and cut[:-len(CUT_MARK)].endswith("word")
+    from bot.store import Job
+
+    job = Job(id=1, kind="implement", repo="o/r", installation_id=1, issue_number=1,
+              pr_number=None, branch=None, state="failed", stage="", requested_by="a",
+              trigger="label", feedback="", context={}, delivery_id=None, attempts=1,
+              reason=f"the agent finished without changing any file: {cut}",
+              category="no-changes", result={"summary": summary}, cancel_requested=False,
+              cancel_by=None, reported=False, not_before=None, deferrals=0, lease_owner=None,
+              lease_expires_at=None, created_at=0, updated_at=0, started_at=None,
+              finished_at=None)
+    body = failure_comment(job)
+    assert "<details><summary>The agent's full summary</summary>" in body
+    assert summary.strip() in body
