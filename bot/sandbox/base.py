@@ -19,7 +19,8 @@ PROCESS_ID = uuid.uuid4().hex[:12]  # labels this process's sandboxes; a new rep
 PIPE_GRACE = 0.5  # seconds to finish reading output once the process has ended
 SANDBOX_ENV = {
     "HOME": "/tmp",
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    # HOME/.local/bin: where `pip install --user` (the default for a non-root user) puts scripts.
+    "PATH": "/tmp/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
