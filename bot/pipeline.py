@@ -245,12 +245,41 @@ class Pipeline:
                                 f"ended with {setup.describe()}: {test_line(setup)}")
             await run.sandbox.set_egress([])
 
-    def _check_limits(self, run: Run) -> None:
+    def _check_limits(self, run: Run, box: Sandbox | None = None) -> None:
         """Record refused egress; a command stopped by the disk limit ends the job."""
-        assert run.sandbox is not None
-        run.result["egress_denied"] = run.sandbox.egress_denied
-        if (hit := run.sandbox.limit_hit) is not None:
+        box = box or run.sandbox
+        assert box is not None
+        if box is run.sandbox:
+            run.result["egress_denied"] = box.egress_denied
+        if (hit := box.limit_hit) is not None:
             raise JobFailed(hit.limit or "sandbox-limit", hit.describe())
+
+    async def _tests_before(self, run: Run, command: str) -> TestReport:
+        """The baseline run. Without a setup command it runs in a second sandbox over a copy
+        of the untouched work tree, beside the agent (the suite is most of a job's time on
+        real repositories); after a setup, in the job's own sandbox first, where the setup's
+        installs are."""
+        assert run.sandbox is not None and run.checkout is not None
+        if run.config.setup_command:
+            await self._stage(run, "baseline")
+            report = await run_tests(run.sandbox, command, "before")
+            self._check_limits(run)
+            return report
+        started = time.monotonic()
+        copy = await asyncio.to_thread(self.workspaces.snapshot, run.job.id)
+        mirror = self.workspaces.mirror_path(run.job.repo) / "objects"
+        box = await self.backend.start(f"{run.job.id}-baseline", copy,
+                                       image=run.config.image,
+                                       owner=run.job.lease_owner or "",
+                                       mounts=[(mirror, SANDBOX_OBJECTS)])
+        try:
+            report = await run_tests(box, command, "before")
+            self._check_limits(run, box)
+        finally:
+            await finish_despite_cancel(box.close())
+        run.result.setdefault("timings", {})["baseline tests (beside the agent)"] = \
+            round(time.monotonic() - started, 3)
+        return report
 
     async def _work(self, run: Run) -> AgentResult:
         """The baseline tests, the agent's run, then the tests again and the verdict."""
@@ -258,11 +287,28 @@ class Pipeline:
         tests = await discover(run.checkout, str(run.result["base_sha"]), run.config.test_command)
         run.result.update(test_command=tests.command if tests else "",
                           test_command_reason=tests.reason if tests else "")
-        before = not_run()
-        if tests:
-            await self._stage(run, "baseline")
-            before = await run_tests(run.sandbox, tests.command, "before")
+        baseline_run = asyncio.ensure_future(self._tests_before(run, tests.command)) \
+            if tests else None
+        try:
+            if run.config.setup_command and baseline_run is not None:
+                await asyncio.shield(baseline_run)  # in the job's sandbox: before the agent
+            spec = await self._spec(run)
+            await self._stage(run, "agent", "Starting the agent")
+            agent = self._agent(run)
+            if isinstance(agent, ExternalAgent):  # it calls its model itself: that host only
+                url = urlsplit(self.settings.model_base_url)
+                await run.sandbox.set_egress([f"{url.hostname}:{url.port}" if url.port
+                                              else str(url.hostname)])
+            outcome = await agent.run(spec, run.sandbox)
+            await run.sandbox.set_egress([])
             self._check_limits(run)
+            run.result.update(spend=outcome.spend.as_dict(), summary=outcome.summary)
+            run.mark("agent")
+            before = await baseline_run if baseline_run is not None else not_run()
+        finally:
+            if baseline_run is not None and not baseline_run.done():
+                baseline_run.cancel()
+                await asyncio.gather(baseline_run, return_exceptions=True)
         run.result.update(tests_before=before.line(), tests_before_report=before.as_dict())
         history, first_baseline = await earlier(self.store, run.job)
         baseline = TestReport.from_dict(first_baseline)
@@ -270,19 +316,6 @@ class Pipeline:
             baseline = before
         run.result["baseline_report"] = baseline.as_dict()
         run.result["tests_base"] = baseline.line()
-        run.mark("baseline tests")
-        spec = await self._spec(run)
-        await self._stage(run, "agent", "Starting the agent")
-        agent = self._agent(run)
-        if isinstance(agent, ExternalAgent):  # it calls its model itself: that host only
-            url = urlsplit(self.settings.model_base_url)
-            await run.sandbox.set_egress([f"{url.hostname}:{url.port}" if url.port
-                                          else str(url.hostname)])
-        outcome = await agent.run(spec, run.sandbox)
-        await run.sandbox.set_egress([])
-        self._check_limits(run)
-        run.result.update(spend=outcome.spend.as_dict(), summary=outcome.summary)
-        run.mark("agent")
         after = None
         if tests and before.state != "config-error":
             await self._stage(run, "testing")

@@ -22,7 +22,8 @@ def reaper(backend: Backend, store: Store) -> Callable[[], Awaitable[list[str]]]
     started them (that worker died, wherever it ran)."""
 
     async def held(job_id: str, owner: str) -> bool:
-        job = await store.get_job(int(job_id)) if job_id.isdigit() else None
+        number = job_id.partition("-")[0]  # "12" or "12-baseline": job 12's sandboxes
+        job = await store.get_job(int(number)) if number.isdigit() else None
         return job is not None and job.state == "running" and job.lease_owner == owner and \
             (job.lease_expires_at or 0) > time.time()
 

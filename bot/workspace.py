@@ -71,8 +71,17 @@ class Workspaces:
                                 (await co.rev(f"refs/remotes/origin/{base}")), start)
         return co
 
+    def snapshot(self, job_id: int) -> Path:
+        """A copy of a job's work tree as checked out (call it before the agent runs), for
+        a second sandbox; symlinks are copied as links, never followed."""
+        copy = self.root / f"{job_id}-baseline"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(self.root / str(job_id), copy, symlinks=True)
+        return copy
+
     def remove(self, job_id: int) -> None:
         shutil.rmtree(self.root / str(job_id), ignore_errors=True)
+        shutil.rmtree(self.root / f"{job_id}-baseline", ignore_errors=True)
         shutil.rmtree(self.gitdirs / str(job_id), ignore_errors=True)
 
 
