@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from bot.gitops import NO_DRIVERS, Checkout
+from bot.logs import SECRET_PATTERNS
 
-SECRET_LIKE = re.compile(
-    r"(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}|sk-[A-Za-z0-9_-]{20,}"
-    r"|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|xox[baprs]-[A-Za-z0-9-]{10,})")
 RISKY = re.compile(r"(^|/)(\.github/|Dockerfile|setup\.py|pyproject\.toml|package(-lock)?\.json"
                    r"|requirements[^/]*\.txt|.*\.lock$|Makefile|.*\.ya?ml$)")
 TEST_PATH = re.compile(r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.[a-z]+$|[^/]*\.test\.[a-z]+$)")
@@ -46,7 +44,7 @@ async def refusal(co: Checkout, base: str, files: list[FileChange]) -> str | Non
         return why
     diff = await co.git("diff", "--cached", "-U0", "--no-renames", *NO_DRIVERS, base)
     for line in diff.splitlines():
-        if line.startswith("+") and not line.startswith("+++") and SECRET_LIKE.search(line):
+        if line.startswith("+") and not line.startswith("+++") and SECRET_PATTERNS.search(line):
             return "the change adds a line that looks like a secret (a token or private key)"
     return None
 

@@ -13,6 +13,16 @@ from typing import Any
 JOB_KINDS = ("implement", "retry", "review")
 
 
+AGENT_BRANCH_PREFIX = "agent/issue-"  # every agent branch: agent/issue-<n>-<slug>
+
+
+def looks_like_bot(user: dict[str, Any] | None) -> bool:
+    """A GitHub user that is a bot by its type or its ``[bot]`` login (Apps included)."""
+    if not user:
+        return True
+    return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
+
+
 @dataclass(slots=True)
 class Event:
     """One webhook delivery as the handlers see it."""

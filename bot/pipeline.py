@@ -20,6 +20,7 @@ from bot.agent.models import make_model
 from bot.agent.transcript import Transcript
 from bot.changes import FileChange, changed_files, refusal, review_notes
 from bot.config import Settings
+from bot.decisions import AGENT_BRANCH_PREFIX
 from bot.github import WRITE_ROLES, GitHubApiError, GitHubApp, RepoClient
 from bot.gitops import NO_DRIVERS, Checkout, GitError
 from bot.iterations import earlier, total_spend
@@ -206,7 +207,8 @@ class Pipeline:
         run.issue = await gh.get_issue(run.issue_number)
         repo = await gh.get_repo()
         run.base = str(repo["default_branch"])
-        branch = job.branch or f"agent/issue-{run.issue_number}-{slug(run.issue['title'])}"
+        branch = job.branch or \
+            f"{AGENT_BRANCH_PREFIX}{run.issue_number}-{slug(run.issue['title'])}"
         run.result.update(branch=branch, base=run.base)
         await self.store.update_job(job.id, branch=branch)
         run.clone_url = str(repo["clone_url"])

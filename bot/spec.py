@@ -10,6 +10,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from bot.decisions import looks_like_bot
 from bot.gitops import Checkout
 
 HTML_COMMENT = re.compile(r"<!--.*?(-->|$)", re.DOTALL)
@@ -150,8 +151,7 @@ def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]
     kept, excluded = [], []
     for c in comments:
         author = str((c.get("user") or {}).get("login", ""))
-        user_type = (c.get("user") or {}).get("type")
-        if user_type == "Bot" or author.endswith("[bot]"):
+        if looks_like_bot(c.get("user")):
             continue
         if author in writers:
             text = strip_hidden(c.get("body"))

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import re
 
-from bot.decisions import Decision, Event, Ignore, StartJob
+from bot.decisions import AGENT_BRANCH_PREFIX, Decision, Event, Ignore, StartJob
 from handlers.router import Context, Router, is_bot
 
 router = Router()
 
-AGENT_BRANCH_PREFIX = "agent/issue-"
 # Words that ask for a change in a comment-only review.
 ASKS = re.compile(r"\b(please|pls|could you|can you|would you|should|shouldn't|must|needs? to|"
                   r"instead|rather|change|fix|rename|remove|delete|add|drop|move|use|avoid|"

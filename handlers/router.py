@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.decisions import Decision, Event
+from bot.decisions import Decision, Event, looks_like_bot
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,4 @@ class Router:
 
 def is_bot(user: dict[str, object] | None, ctx: Context) -> bool:
     """True for bots of any kind, the app itself included; logins alone are not trusted."""
-    if not user:
-        return True
-    login = str(user.get("login", ""))
-    return user.get("type") == "Bot" or login.endswith("[bot]") or login == ctx.bot_login
+    return looks_like_bot(user) or str((user or {}).get("login", "")) == ctx.bot_login
