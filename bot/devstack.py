@@ -36,6 +36,17 @@ class Stack:
     worker: Worker
     settings: Settings
 
+    def label_new_issue(self, repo: str, title: str, body: str, by: str = "acme") -> int:
+        """Open an issue and label it for the agent, as a maintainer hands work over."""
+        number = self.sim.open_issue(repo, title, body, by).number
+        self.sim.label_issue(repo, number, "agent", by)
+        return number
+
+    async def handed_over(self, repo: str, title: str, body: str, by: str = "acme") -> Job:
+        """The job for a newly handed-over issue, once it has ended and been reported."""
+        number = self.label_new_issue(repo, title, body, by)
+        return await self.wait_job(lambda j: j.repo == repo and j.issue_number == number)
+
     async def wait_job(self, predicate: Callable[[Job], bool], timeout: float = 90) -> Job:
         """Wait for a job that ended and matches; deliveries settle first."""
         deadline = time.monotonic() + timeout

@@ -20,3 +20,6 @@ FIX_SCRIPT: list[dict[str, Any]] = [
     {"tool": "finish", "args": {"summary": "add() subtracted; it now adds. test_add passes."},
      "usage": {"input": 1500, "output": 60}},
 ]
+
+# The buggy repository with its test command configured, as most end-to-end tests use it.
+CALC_WITH_TESTS = {**BUGGY_REPO, ".github/handoff.yml": f"test_command: {TEST_COMMAND}\n"}

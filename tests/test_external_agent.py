@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from agent_fixtures import BUGGY_REPO, TEST_COMMAND
+from agent_fixtures import CALC_WITH_TESTS
 
 from bot.devstack import MODEL_KEY, stack
 
@@ -50,11 +50,8 @@ async def test_external_cli_reaches_its_model_and_its_key_is_redacted(
                      agent_env=["FAKE_AGENT_KEY", "FAKE_AGENT_TOKEN", "FAKE_MODEL_URL"],
                      egress_allow_private=True) as s:
         monkeypatch.setenv("FAKE_MODEL_URL", s.settings.model_base_url)  # read at each run
-        s.sim.add_repo(REPO, {**BUGGY_REPO,
-                              ".github/handoff.yml": f"test_command: {TEST_COMMAND}\n"})
-        number = s.sim.open_issue(REPO, "add() subtracts", "Fix add().", "acme").number
-        s.sim.label_issue(REPO, number, "agent", "acme")
-        job = await s.wait_job(lambda j: j.issue_number == number)
+        s.sim.add_repo(REPO, CALC_WITH_TESTS)
+        job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
         assert job.state == "succeeded", job.reason
         assert len(s.model.requests) == 1  # the CLI's own call, from inside the sandbox
         repo = s.sim.get_repo(REPO)

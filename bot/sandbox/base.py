@@ -11,7 +11,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from bot.sandbox.egress import EgressProxy
 
 WORKDIR = "/workspace"
 SANDBOX_UID = 1000
@@ -71,6 +74,25 @@ class CommandResult:
         if self.oom_killed:
             return "killed: out of memory (over the sandbox's memory limit)"
         return f"exit code {self.exit_code}"
+
+
+class GuardedSandbox:
+    """What every backend's sandbox keeps: its egress proxy (whose allowlist changes between
+    phases and which records refused hosts) and the resource limit a command ran into."""
+
+    proxy: EgressProxy
+    _limit_hit: CommandResult | None = None
+
+    @property
+    def egress_denied(self) -> list[str]:
+        return list(self.proxy.denied)
+
+    @property
+    def limit_hit(self) -> CommandResult | None:
+        return self._limit_hit
+
+    async def set_egress(self, allow: list[str]) -> None:
+        self.proxy.set_allow(allow)
 
 
 class SandboxError(Exception):

@@ -22,6 +22,7 @@ from bot.sandbox.base import (
     SANDBOX_UID,
     WORKDIR,
     CommandResult,
+    GuardedSandbox,
     LeaseCheck,
     Limits,
     SandboxError,
@@ -49,7 +50,7 @@ def egress_command(command: str) -> str:
             f"{shlex.quote(command)}")
 
 
-class BubblewrapSandbox:
+class BubblewrapSandbox(GuardedSandbox):
     """Each command runs in fresh namespaces with the workspace as the only writable path."""
 
     def __init__(self, backend: BubblewrapBackend, workspace: Path, cgroup: Cgroup,
@@ -61,17 +62,6 @@ class BubblewrapSandbox:
         self.lock = asyncio.Lock()
         self.oom_seen = 0
         self._limit_hit: CommandResult | None = None
-
-    @property
-    def egress_denied(self) -> list[str]:
-        return list(self.proxy.denied)
-
-    @property
-    def limit_hit(self) -> CommandResult | None:
-        return self._limit_hit
-
-    async def set_egress(self, allow: list[str]) -> None:
-        self.proxy.set_allow(allow)
 
     def argv(self, command: str, timeout: float) -> list[str]:
         """The command line: cgroup first; as root, a private mount namespace where the

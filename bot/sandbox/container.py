@@ -19,6 +19,7 @@ from bot.sandbox.base import (
     SANDBOX_UID,
     WORKDIR,
     CommandResult,
+    GuardedSandbox,
     LeaseCheck,
     Limits,
     SandboxError,
@@ -87,7 +88,7 @@ def _chown_tree(path: Path, uid: int) -> None:
     os.chown(path, uid, uid)
 
 
-class ContainerSandbox:
+class ContainerSandbox(GuardedSandbox):
     """A running container around one workspace."""
 
     def __init__(self, backend: ContainerBackend, name: str, workspace: Path,
@@ -97,17 +98,6 @@ class ContainerSandbox:
         self.keeper = "0"
         self.lock = asyncio.Lock()
         self._limit_hit: CommandResult | None = None
-
-    @property
-    def egress_denied(self) -> list[str]:
-        return list(self.proxy.denied)
-
-    @property
-    def limit_hit(self) -> CommandResult | None:
-        return self._limit_hit
-
-    async def set_egress(self, allow: list[str]) -> None:
-        self.proxy.set_allow(allow)
 
     async def exec(self, command: str, timeout: float | None = None,
                    stdin: bytes | None = None, env: dict[str, str] | None = None

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
+from agent_fixtures import BUGGY_REPO, CALC_WITH_TESTS, FIX_SCRIPT
 
 from bot.devstack import Stack, stack
 
@@ -39,11 +39,9 @@ async def test_cancel_by_a_reader_is_refused_politely_and_the_job_goes_on(
         tmp_path: Path) -> None:
     slow = [{"tool": "bash", "args": {"command": "sleep 4"}}, *FIX_SCRIPT]
     async with stack(tmp_path, slow) as s:
-        s.sim.add_repo(REPO, {**BUGGY_REPO,
-                              ".github/handoff.yml": f"test_command: {TEST_COMMAND}\n"})
+        s.sim.add_repo(REPO, CALC_WITH_TESTS)
         s.sim.get_repo(REPO).collaborators.update({"mallory": "read"})
-        number = s.sim.open_issue(REPO, "add() subtracts", "Fix add().", "acme").number
-        s.sim.label_issue(REPO, number, "agent", "acme")
+        number = s.label_new_issue(REPO, "add() subtracts", "Fix add().")
         await wait_stage(s, "agent")
         s.sim.comment(REPO, number, "/cancel", "mallory")
         job = await s.wait_job(lambda j: j.issue_number == number)
@@ -58,8 +56,7 @@ async def test_cancel_by_a_writer_stops_a_running_job(tmp_path: Path) -> None:
     async with stack(tmp_path, slow) as s:
         s.sim.add_repo(REPO, BUGGY_REPO)
         s.sim.get_repo(REPO).collaborators.update({"maya": "write"})
-        number = s.sim.open_issue(REPO, "Slow", "x", "acme").number
-        s.sim.label_issue(REPO, number, "agent", "acme")
+        number = s.label_new_issue(REPO, "Slow", "x")
         await wait_stage(s, "agent")
         s.sim.comment(REPO, number, "/cancel", "maya")
         job = await s.wait_job(lambda j: j.issue_number == number)
@@ -70,8 +67,7 @@ async def test_cancel_by_a_writer_stops_a_running_job(tmp_path: Path) -> None:
 async def test_outsider_edits_after_hand_over_do_not_reach_the_agent(tmp_path: Path) -> None:
     script = [{"tool": "bash", "args": {"command": "sleep 2"}}, *FIX_SCRIPT, *FIX_SCRIPT]
     async with stack(tmp_path, script, concurrency=1) as s:
-        s.sim.add_repo(REPO, {**BUGGY_REPO,
-                              ".github/handoff.yml": f"test_command: {TEST_COMMAND}\n"})
+        s.sim.add_repo(REPO, CALC_WITH_TESTS)
         s.sim.get_repo(REPO).collaborators.update({"mallory": "triage", "maya": "write"})
         # A first job keeps the worker busy, so the edits land while the second one waits.
         first = s.sim.open_issue(REPO, "Busy", "x", "acme").number

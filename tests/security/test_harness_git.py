@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
+from agent_fixtures import CALC_WITH_TESTS, FIX_SCRIPT
 
 from bot.devstack import stack
 from bot.simulator.git import git as simgit
@@ -107,11 +107,8 @@ async def test_planted_git_config_runs_nothing_on_the_host_and_leaks_no_token(
         async with stack(tmp_path, []) as s:  # the script needs the simulator's URL
             plant = plant_script(markers, thief_url, s.sim.base_url)
             s.model.script = [{"tool": "bash", "args": {"command": plant}}, *FIX_SCRIPT]
-            s.sim.add_repo(REPO, {**BUGGY_REPO,
-                                  ".github/handoff.yml": f"test_command: {TEST_COMMAND}\n"})
-            number = s.sim.open_issue(REPO, "add() subtracts", "Fix add().", "acme").number
-            s.sim.label_issue(REPO, number, "agent", "acme")
-            job = await s.wait_job(lambda j: j.issue_number == number)
+            s.sim.add_repo(REPO, CALC_WITH_TESTS)
+            job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
             assert job.state == "succeeded", job.reason
             repo = s.sim.get_repo(REPO)
             pr = next(i for i in repo.issues.values() if i.pull)
@@ -130,10 +127,9 @@ async def test_settings_and_instructions_come_from_the_default_branch_not_the_ag
     canary.write_text("HOST-CANARY-7f3a\n")
     source = tmp_path / "source"
     simgit("init", "-q", "--initial-branch=main", str(source))
-    for name, text in BUGGY_REPO.items():
+    for name, text in CALC_WITH_TESTS.items():
+        (source / name).parent.mkdir(exist_ok=True)
         (source / name).write_text(text)
-    (source / ".github").mkdir()
-    (source / ".github/handoff.yml").write_text(f"test_command: {TEST_COMMAND}\n")
     (source / "AGENTS.md").symlink_to(canary)
     (source / "CLAUDE.md").symlink_to("/proc/self/environ")
     simgit("add", "-A", cwd=source)
@@ -145,9 +141,7 @@ async def test_settings_and_instructions_come_from_the_default_branch_not_the_ag
              {"tool": "finish", "args": {"summary": "Looked again."}}]
     async with stack(tmp_path, [plant, *FIX_SCRIPT, *retry]) as s:
         s.sim.import_repo(REPO, source)
-        number = s.sim.open_issue(REPO, "add() subtracts", "Fix add().", "acme").number
-        s.sim.label_issue(REPO, number, "agent", "acme")
-        job = await s.wait_job(lambda j: j.issue_number == number)
+        job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
         assert job.state == "succeeded", job.reason
         repo = s.sim.get_repo(REPO)
         pr = next(i for i in repo.issues.values() if i.pull)
