@@ -30,6 +30,7 @@ from bot.sandbox.bubblewrap import egress_command
 from bot.sandbox.egress import MOUNT, EgressProxy
 
 LABEL = "handoff.sandbox"
+ENGINE_NICENESS = 10
 # Kills every process in the container but PID 1 (the init), the keeper (`sleep infinity`,
 # its pid KEEPER found at start) and the shell running this, again until none is left:
 # `setsid`, `nohup` or a double fork cannot carry a process from one command into the next.
@@ -120,7 +121,8 @@ class ContainerSandbox(GuardedSandbox):
         timeout = timeout or limits.timeout
         if self.proxy.active:
             command = egress_command(command)
-        argv = [self.backend.cli, "exec", "-i", "--user", self.backend.user, "--workdir", WORKDIR]
+        argv = [*self.backend.engine, "exec", "-i", "--user", self.backend.user,
+                "--workdir", WORKDIR]
         for name in env or {}:
             argv += ["--env", name]
         argv += [self.name, "bash", "-c", self.reaper(timeout), command]
@@ -138,7 +140,7 @@ class ContainerSandbox(GuardedSandbox):
 
     async def _oom_happened(self) -> bool:
         probe = await run_capped(
-            [self.backend.cli, "exec", self.name, "cat", "/sys/fs/cgroup/memory.events",
+            [*self.backend.engine, "exec", self.name, "cat", "/sys/fs/cgroup/memory.events",
              "/sys/fs/cgroup/memory/memory.oom_control"], 15, 4096)
         counts = [int(n) for n in re.findall(r"^oom_kill (\d+)", probe.stdout, re.M)]
         total = max(counts, default=0)
@@ -150,7 +152,7 @@ class ContainerSandbox(GuardedSandbox):
 
     async def find_keeper(self) -> None:
         """The keeper is the init's only child right after the start."""
-        found = await run_capped([self.backend.cli, "exec", self.name, "cat",
+        found = await run_capped([*self.backend.engine, "exec", self.name, "cat",
                                   "/proc/1/task/1/children"], 30, 4096)
         children = found.stdout.split()
         if found.exit_code != 0 or len(children) != 1 or not children[0].isdigit():
@@ -159,11 +161,11 @@ class ContainerSandbox(GuardedSandbox):
         self.keeper = children[0]
 
     async def _kill_others(self) -> None:
-        await run_capped([self.backend.cli, "exec", "--user", self.backend.user, self.name,
+        await run_capped([*self.backend.engine, "exec", "--user", self.backend.user, self.name,
                           "bash", "-c", KILL_OTHERS.replace("KEEPER", self.keeper)], 30, 4096)
 
     async def close(self) -> None:
-        await run_capped([self.backend.cli, "rm", "-f", "-t", "0", self.name], 60, 4096)
+        await run_capped([*self.backend.engine, "rm", "-f", "-t", "0", self.name], 60, 4096)
         self.backend.live.discard(self.name)
         await self.proxy.close()
 
@@ -178,6 +180,10 @@ class ContainerBackend:
         if cli is None:
             raise SandboxError(f"{engine} is not installed or not on PATH")
         self.name, self.cli, self.image = engine, cli, image
+        # The engine's own processes (a Go program per exec, conmon, runc) run at a lower CPU
+        # priority than Handoff itself, so a busy worker does not slow the webhook receiver.
+        self.engine = [nice, "-n", str(ENGINE_NICENESS), cli] if (nice := shutil.which("nice")) \
+            else [cli]
         self.limits = limits or Limits()
         self.allow_private = allow_private
         self.deployment = deployment  # whose store's leases say which containers are wanted
@@ -204,7 +210,7 @@ class ContainerBackend:
         proxy.set_allow(egress or [])
         lim = self.limits
         argv = [
-            self.cli, "run", "-d", "--init", "--name", name,
+            *self.engine, "run", "-d", "--init", "--name", name,
             "--label", f"{LABEL}=1", "--label", f"handoff.job={job_id}",
             "--label", f"handoff.host={self.host}", "--label", f"handoff.pid={os.getpid()}",
             "--label", f"handoff.owner={owner}", "--label", f"handoff.process={PROCESS_ID}",
@@ -249,7 +255,7 @@ class ContainerBackend:
         wherever that worker ran (a replaced replica, a killed pod that was PID 1).
         """
         fmt = "|".join(["{{.Names}}", *(f'{{{{index .Labels "{f}"}}}}' for f in FIELDS)])
-        listing = await run_capped([self.cli, "ps", "-a", "--filter", f"label={LABEL}=1",
+        listing = await run_capped([*self.engine, "ps", "-a", "--filter", f"label={LABEL}=1",
                                     "--format", fmt], 60, 1 << 20)
         removed = []
         for line in listing.stdout.splitlines():
@@ -260,7 +266,7 @@ class ContainerBackend:
                                                                           strict=True)}
             if not await self._orphan(name, info, held):
                 continue
-            await run_capped([self.cli, "rm", "-f", "-t", "0", name], 60, 4096)
+            await run_capped([*self.engine, "rm", "-f", "-t", "0", name], 60, 4096)
             removed.append(name)
         return removed
 
