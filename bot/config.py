@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,11 @@ class Settings(BaseSettings):
     egress_allow_private: bool = Field(
         False, description="Let the egress proxy connect to loopback, private and link-local "
         "addresses (for tests; never on a shared host).")
+    pip_index_url: str = Field("", description="A Python package index (a mirror such as "
+                               "devpi or Artifactory) for setup commands: PIP_INDEX_URL; its "
+                               "host is allowed through the egress proxy.")
+    npm_registry: str = Field("", description="An npm registry for setup commands "
+                              "(npm_config_registry); its host is allowed too.")
     reap_seconds: float = Field(60.0, gt=0, description="How often a worker removes sandboxes "
                                 "whose job's lease nobody holds.")
 
@@ -122,6 +128,16 @@ class Settings(BaseSettings):
     @property
     def bot_login(self) -> str:
         return f"{self.app_slug}[bot]"
+
+    def package_index_env(self) -> dict[str, str]:
+        """The environment that points setup commands at the configured package mirrors."""
+        env = {"PIP_INDEX_URL": self.pip_index_url, "npm_config_registry": self.npm_registry}
+        return {k: v for k, v in env.items() if v}
+
+    def package_index_hosts(self) -> list[str]:
+        """The egress allowlist entries for the configured package mirrors."""
+        urls = [urlsplit(u) for u in (self.pip_index_url, self.npm_registry) if u]
+        return [f"{u.hostname}:{u.port}" if u.port else str(u.hostname) for u in urls]
 
     def secret_values(self) -> list[str]:
         """Every configured secret's value, for redaction wherever text leaves Handoff."""

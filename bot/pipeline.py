@@ -21,6 +21,7 @@ from bot.agent.transcript import Transcript
 from bot.changes import FileChange, changed_files, refusal, review_notes
 from bot.config import Settings
 from bot.decisions import AGENT_BRANCH_PREFIX
+from bot.dependencies import Setup, default_setup
 from bot.github import WRITE_ROLES, GitHubApiError, GitHubApp, RepoClient
 from bot.gitops import NO_DRIVERS, Checkout, GitError
 from bot.iterations import earlier, total_spend
@@ -229,23 +230,50 @@ class Pipeline:
         return co
 
     async def _start_sandbox(self, run: Run, co: Checkout) -> None:
-        """Start the sandbox, run the setup (egress to allowed hosts only), the baseline tests."""
-        config = run.config
-        egress = [*self.settings.egress_allow, *config.network.allow] \
-            if config.setup_command else []
+        """Start the sandbox and run the setup (egress to allowed hosts only): the configured
+        one, else an install of the dependencies the repository declares."""
+        config, s = run.config, self.settings
+        setup = Setup(config.setup_command, "set as `setup_command` in `.github/handoff.yml`") \
+            if config.setup_command else None
+        if config.setup_command is None:
+            setup = await default_setup(co, str(run.result["base_sha"]))
+        run.result.update(setup_command=setup.command if setup else "",
+                          setup_reason=setup.reason if setup else "")
+        egress = [*s.egress_allow, *config.network.allow, *s.package_index_hosts()] \
+            if setup else []
         mirror = self.workspaces.mirror_path(run.job.repo) / "objects"
         run.sandbox = await self.backend.start(run.job.id, co.work_tree, egress=egress,
                                                image=config.image,
                                                owner=run.job.lease_owner or "",
                                                mounts=[(mirror, SANDBOX_OBJECTS)])
         run.mark("sandbox")
+        if setup is None:
+            return
+        await self._stage(run, "setup", f"Installing: `{setup.command}`")
+        done = await run.sandbox.exec(setup.command, env=s.package_index_env() or None)
+        self._check_limits(run)
+        await run.sandbox.set_egress([])
+        await self._keep_out_of_changes(co)
+        run.mark("setup")
+        if done.ok:
+            return
+        why = f"`{setup.command}` ended with {done.describe()}: {test_line(done)}"
         if config.setup_command:
-            setup = await run.sandbox.exec(config.setup_command)
-            self._check_limits(run)
-            if not setup.ok:
-                raise JobFailed("setup-failed", f"the setup command `{config.setup_command}` "
-                                f"ended with {setup.describe()}: {test_line(setup)}")
-            await run.sandbox.set_egress([])
+            raise JobFailed("setup-failed", f"the setup command {why}")
+        # A guessed setup that fails does not stop the job: the PR says so, and the tests
+        # before and after tell what it cost.
+        run.result["setup_warning"] = f"the dependencies could not be installed: {why}"
+
+    async def _keep_out_of_changes(self, co: Checkout) -> None:
+        """What the setup left in the work tree (``node_modules/``, ``*.egg-info``, a
+        virtualenv) is no part of the agent's change: excluded in the trusted git directory."""
+        made = await co.git("ls-files", "--others", "--exclude-standard", "--directory", "-z")
+        paths = [p for p in made.split("\0") if p]
+        if paths:
+            (co.git_dir / "info").mkdir(exist_ok=True)
+            with (co.git_dir / "info" / "exclude").open("a") as exclude:
+                exclude.writelines("/" + re.sub(r"([\\*?\[\]!#])", r"\\\1", p) + "\n"
+                                   for p in paths)
 
     def _check_limits(self, run: Run, box: Sandbox | None = None) -> None:
         """Record refused egress; a command stopped by the disk limit ends the job."""
@@ -262,7 +290,7 @@ class Pipeline:
         real repositories); after a setup, in the job's own sandbox first, where the setup's
         installs are."""
         assert run.sandbox is not None and run.checkout is not None
-        if run.config.setup_command:
+        if run.result.get("setup_command"):
             await self._stage(run, "baseline")
             report = await run_tests(run.sandbox, command, "before")
             self._check_limits(run)
@@ -292,7 +320,7 @@ class Pipeline:
         baseline_run = asyncio.ensure_future(self._tests_before(run, tests.command)) \
             if tests else None
         try:
-            if run.config.setup_command and baseline_run is not None:
+            if run.result.get("setup_command") and baseline_run is not None:
                 await asyncio.shield(baseline_run)  # in the job's sandbox: before the agent
             spec = await self._spec(run)
             await self._stage(run, "agent", "Starting the agent")
@@ -534,6 +562,9 @@ class Pipeline:
             tests_after=run.result["tests_after"], regression=verdict.regression,
             verdict=verdict, test_command=run.result.get("test_command", ""),
             test_command_reason=run.result.get("test_command_reason", ""),
+            setup_command=run.result.get("setup_command", ""),
+            setup_reason=run.result.get("setup_reason", ""),
+            setup_warning=run.result.get("setup_warning", ""),
             spend=total_spend(iterations), model=run.result.get("model", ""),
             inputs_seen=inputs.seen(), inputs_excluded=inputs.excluded,
             requested_by=job.requested_by, egress_denied=run.result.get("egress_denied", []))

@@ -113,6 +113,14 @@ def discover_from(names: set[str], files: dict[str, str],
         candidates.append(TestCommand(f"python3 -m unittest discover -s {start} -t .",
                                       f"a Python project with a `{start}/` folder and no "
                                       "pytest configuration"))
+    named = sorted(n for n in names if re.fullmatch(r"test_\w*\.py|\w+_test\.py", n))
+    if named:
+        candidates.append(TestCommand(PYTEST, f"the repository has test modules named as "
+                                      f"pytest finds them (`{named[0]}`)"))
+    elif "tests" in names and not any(c.command.startswith("python3 -m unittest")
+                                      for c in candidates):
+        candidates.append(TestCommand(PYTEST, "the repository has a `tests/` folder (pytest "
+                                      "runs unittest-style tests too)"))
     if "package.json" in names:
         script = _npm_test_script(files.get("package.json", ""))
         if script:

@@ -1,0 +1,129 @@
+"""Setup without configuration: the dependencies a repository declares are installed through
+the egress proxy (here from a package index on 127.0.0.1, as a mirror would serve them), and
+what a setup leaves in the work tree never becomes part of the agent's change."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.server
+import shutil
+import subprocess
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
+
+from bot.dependencies import setup_from
+from bot.devstack import stack
+
+REPO = "acme/calc"
+
+
+def test_declared_dependencies_choose_the_install() -> None:
+    assert setup_from({"README.md"}, {}) is None
+    reqs = setup_from({"requirements.txt", "requirements-dev.txt"},
+                      {"requirements.txt": "requests\n", "requirements-dev.txt": "pytest\n"})
+    assert reqs and reqs.command == "pip install -r requirements.txt -r requirements-dev.txt"
+    project = setup_from({"pyproject.toml"}, {"pyproject.toml": (
+        "[project]\nname = 'x'\ndependencies = ['attrs']\n"
+        "[project.optional-dependencies]\ntest = ['pytest']\n")})
+    assert project and project.command == "pip install -e '.[test]'"
+    assert setup_from({"pyproject.toml"}, {"pyproject.toml": "[tool.pytest.ini_options]\n"}) \
+        is None  # nothing declared: nothing to install
+    node = setup_from({"package.json", "package-lock.json"},
+                      {"package.json": '{"devDependencies": {"jest": "^29"}}'})
+    assert node and node.command == "npm ci"
+    go = setup_from({"go.mod"}, {"go.mod": "module x\nrequire golang.org/x/text v0.3.0\n"})
+    assert go and go.command == "go mod download"
+    both = setup_from({"requirements.txt", "package.json"}, {
+        "requirements.txt": "six\n", "package.json": '{"dependencies": {"left-pad": "1"}}'})
+    assert both and both.command == "pip install -r requirements.txt && npm install"
+
+
+def wheel(folder: Path, name: str, code: str) -> Path:
+    """A minimal, valid wheel of a one-module package (RECORD with its hashes)."""
+    files = {f"{name}/__init__.py": code,
+             f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\n"
+                                               "Version: 1.0\n",
+             f"{name}-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
+                                            "Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = ""
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record += f"{path},sha256={digest.decode()},{len(text.encode())}\n"
+    record += f"{name}-1.0.dist-info/RECORD,,\n"
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name_, text in {**files, f"{name}-1.0.dist-info/RECORD": record}.items():
+            zf.writestr(name_, text)
+    return path
+
+
+@contextlib.contextmanager
+def package_index(root: Path) -> Iterator[str]:
+    """A PEP 503 simple index on 127.0.0.1 serving one wheel, ``tinydep``."""
+    project = root / "simple" / "tinydep"
+    project.mkdir(parents=True)
+    built = wheel(project, "tinydep", "ANSWER = 42\n")
+    (project / "index.html").write_text(f'<a href="{built.name}">{built.name}</a>\n')
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    finally:
+        server.shutdown()
+
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("podman") or subprocess.run(
+        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
+    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+
+
+async def test_declared_dependencies_are_installed_without_any_configuration(
+        tmp_path: Path) -> None:
+    repo_files = {**BUGGY_REPO, "requirements.txt": "tinydep\n",
+                  "test_dep.py": "import tinydep\n\n\ndef test_dep():\n"
+                                 "    assert tinydep.ANSWER == 42\n"}
+    with package_index(tmp_path / "index") as index:
+        async with stack(tmp_path, FIX_SCRIPT, pip_index_url=index,
+                         egress_allow_private=True) as s:
+            s.sim.add_repo(REPO, repo_files)  # no .github/handoff.yml at all
+            job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
+            assert job.state == "succeeded", job.reason
+            pr = next(i for i in s.sim.get_repo(REPO).issues.values() if i.pull)
+            assert "Setup: `pip install -r requirements.txt`" in pr.body
+            assert "`requirements.txt`" in pr.body and "It failed" not in pr.body
+            # tinydep imported in the baseline: test_dep passed before and after the change.
+            assert "1 passed, 1 failed" in job.result["tests_before"], job.result
+            assert "2 passed" in job.result["tests_after"], job.result
+
+
+async def test_what_the_setup_leaves_in_the_work_tree_is_not_pushed(tmp_path: Path) -> None:
+    config = ("test_command: python3 -m pytest -q -p no:cacheprovider\n"
+              "setup_command: mkdir -p build/cache pkg.egg-info && touch build/cache/x "
+              "pkg.egg-info/PKG-INFO\n")
+    async with stack(tmp_path, FIX_SCRIPT) as s:
+        s.sim.add_repo(REPO, {**BUGGY_REPO, ".github/handoff.yml": config})
+        job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
+        assert job.state == "succeeded", job.reason
+        repo = s.sim.get_repo(REPO)
+        pr = next(i for i in repo.issues.values() if i.pull)
+        assert pr.pull is not None
+        pushed = subprocess.run(["git", "ls-tree", "-r", "--name-only", pr.pull.head],
+                                cwd=repo.path, capture_output=True, text=True).stdout.split()
+        assert "calc.py" in pushed
+        assert not [p for p in pushed if p.startswith(("build/", "pkg.egg-info"))], pushed
