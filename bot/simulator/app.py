@@ -310,13 +310,13 @@ class Simulator:
 
     # --- faults and rate-limit headers -------------------------------------------------------
 
-    async def apply_fault(self) -> None:
-        if not self.world.faults:
+    async def apply_fault(self, call: str = "") -> None:
+        fault = next((f for f in self.world.faults if f.match in call), None)
+        if fault is None:
             return
-        fault = self.world.faults[0]
         fault.count -= 1
         if fault.count <= 0:
-            self.world.faults.pop(0)
+            self.world.faults.remove(fault)
         reset = str(int(time.time()) + fault.reset_in)
         if fault.kind == "slow":
             await asyncio.sleep(fault.delay)
@@ -362,7 +362,7 @@ class Simulator:
                                       "at": time.time()}
             self.world.calls.append(record)
             try:
-                await self.apply_fault()
+                await self.apply_fault(f"{request.method} {path}")
                 body = await self._json_body(request, op)
                 status, out = await handler(request, body)
             except GitHubError as exc:

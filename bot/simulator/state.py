@@ -158,6 +158,7 @@ class Fault:
     reset_in: int = 1
     delay: float = 0.0
     status: int = 502
+    match: str = ""  # only requests whose "METHOD /path" contains this (all when empty)
 
 
 @dataclass
