@@ -20,6 +20,8 @@ STAGES = {
     "done": "✅ Done",
     "failed": "❌ Failed",
     "cancelled": "🛑 Cancelled",
+    "paused": "⏸️ Paused, will resume",
+    "rate-limited": "⏳ Waiting for GitHub's rate limit",
 }
 
 
