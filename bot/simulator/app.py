@@ -306,6 +306,8 @@ class Simulator:
             raise GitHubError(403, "This installation has been suspended")
         if not token.allows(repo, permission, level):
             raise GitHubError(403, "Resource not accessible by integration")
+        if repo.archived and level == "write":
+            raise GitHubError(403, "Repository was archived so is read-only.")
         return token
 
     # --- faults and rate-limit headers -------------------------------------------------------

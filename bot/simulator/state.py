@@ -30,6 +30,7 @@ class Comment:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     reactions: list[tuple[str, str]] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)  # earlier bodies, oldest first
 
 
 @dataclass
