@@ -225,9 +225,13 @@ class Worker:
 
     async def _hand_back_one(self, job: Job) -> None:
         fresh = await self.store.get_job(job.id)
+        # Announced: a queue announcement would write over the status comment's "will resume".
+        result = {**(fresh.result if fresh else job.result), "announced": True}
         if not await self._persist(job.id, "its hand-back", lambda: self.store.release(
-                job.id, self.id, job.lease_token)):
+                job.id, self.id, job.lease_token, result)):
             return
+        if fresh is not None:
+            fresh.result = result
         log.warning("job %s handed back to the queue (worker stopping); it resumes at stage "
                     "%r", job.id, fresh.stage if fresh else "")
         handed_back = getattr(self.runner, "handed_back", None)

@@ -6,19 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from sim import app_client, simulator
 from test_load import HeldDatabase
 
+from bot.devstack import Stack, stack
 from bot.reporter import GitHubReporter
+from bot.sandbox.base import PROCESS_ID
 from bot.simulator import Fault, Simulator
+from bot.simulator.git import git as simgit
+from bot.simulator.state import Comment
 from bot.store import Job, LeaseLost, Store
 from bot.worker import JobResult, LogReporter, UnconfiguredRunner, Worker
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
 
 ROOT = Path(__file__).parent.parent
 REPO = "acme/calc"
@@ -118,7 +126,6 @@ async def test_a_failed_check_run_then_a_retry_posts_the_comment_once(
     async with simulator(tmp_path / "gh") as sim:
         repo = sim.add_repo(REPO, {"README.md": "x\n"})
         head = sim.get_repo(REPO)  # any commit of the repository will do as the head
-        from bot.simulator.git import git as simgit
         sha = simgit("rev-parse", "main", cwd=head.path).strip()
         number = sim.open_issue(REPO, "Fix", "x", "acme").number
         job_id = await ended(store, REPO, number, installation(sim),
@@ -210,3 +217,152 @@ async def test_a_heartbeat_rides_out_a_short_lock(tmp_path: Path,
     assert job and job.id == job_id and job.state == "succeeded" and job.attempts == 1
     assert "stopping" not in caplog.text
     await store.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+async def test_odd_signed_deliveries_get_an_answer_and_are_recorded(
+        db: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Failure 6: signed but odd payloads (non-object values, integers past 2^63 and 2^31,
+    deep nesting, NUL characters, long event names): never a 5xx, always recorded."""
+    import httpx
+    from helpers import SECRET
+
+    from bench.fuzz import deliveries
+    from bot.serving import running
+    from bot.web import create_app
+    from handlers import Context
+
+    url = request.getfixturevalue("pg_url") if db == "postgres" else \
+        f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}"
+    store = await Store.open(url)
+    if db == "postgres":  # the session's server is shared: start from no deliveries
+        from bot.db import deliveries as table
+        from bot.db import jobs
+        await store.write(lambda conn: (conn.execute(table.delete()),
+                                        conn.execute(jobs.delete())))
+    statuses: dict[int, int] = {}
+    ids: set[str] = set()
+    async with running(create_app(store, SECRET, Context())) as base, \
+            httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for headers, body in deliveries(400, SECRET, seed=7):
+            resp = await client.post("/webhook", content=body, headers=headers)
+            statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
+            if resp.status_code >= 400:
+                assert resp.headers.get("content-type") == "application/json", (resp, resp.text)
+                assert resp.json().get("error"), resp.text  # says why
+            ids.add(headers["x-github-delivery"].decode("latin-1"))
+    assert not [s for s in statuses if s >= 500], statuses
+    assert statuses.get(202, 0) > 200 and statuses.get(400, 0) > 10, statuses
+    assert await store.count_deliveries() == len(ids)
+    await store.close()
+
+
+needs_podman = pytest.mark.skipif(
+    not shutil.which("podman") or subprocess.run(
+        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
+    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+
+
+def fixable() -> dict[str, str]:
+    from agent_fixtures import BUGGY_REPO, TEST_COMMAND
+    return {**BUGGY_REPO, ".github/handoff.yml": f"test_command: {TEST_COMMAND}\n"}
+
+
+async def until(s: Stack, predicate: Callable[[], Awaitable[bool]], timeout: float = 90
+                ) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not reached: {await s.store.list_jobs()}")
+
+
+def status_comment(s: Stack, number: int) -> Comment:
+    return next(c for c in s.sim.get_repo(REPO).issues[number].comments
+                if "handoff:status" in c.body)
+
+
+@needs_podman
+async def test_a_pr_refused_after_the_push_says_what_was_pushed(tmp_path: Path) -> None:
+    """Failure 4: the push went through, opening the PR did not (403): the comment says
+    which branch holds the change, never "Nothing was pushed"."""
+    from agent_fixtures import FIX_SCRIPT
+    async with stack(tmp_path, FIX_SCRIPT) as s:
+        s.sim.add_repo(REPO, fixable())
+        number = s.sim.open_issue(REPO, "Fix add", "add is wrong", "acme").number
+        s.sim.add_fault(Fault("5xx", 1, status=403, match=f"POST /repos/{REPO}/pulls"))
+        s.sim.label_issue(REPO, number, "agent", "acme")
+        job = await s.wait_job(lambda j: True)
+        assert job.state == "failed" and job.category == "github-error"
+        branch = job.result["pushed_branch"]
+        failure = comments(s.sim, REPO, number)[-1]
+        assert "Nothing was pushed" not in failure
+        assert f"pushed to branch `{branch}`" in failure and job.result["head_sha"][:7] in failure
+        assert "return a + b" in simgit("show", f"{branch}:calc.py",
+                                        cwd=s.sim.get_repo(REPO).path)
+
+
+@needs_podman
+async def test_a_job_killed_between_push_and_pr_resumes_and_opens_the_pr(
+        tmp_path: Path) -> None:
+    """Failures 4 and 9: the worker dies while opening the PR, after the push. When the job
+    is taken over, the status comment says it is resumed, and the job finds its pushed
+    commit and opens the PR, without running the agent again."""
+    from agent_fixtures import FIX_SCRIPT
+    async with stack(tmp_path, FIX_SCRIPT, lease_seconds=3) as s:
+        s.sim.add_repo(REPO, fixable())
+        number = s.sim.open_issue(REPO, "Fix add", "add is wrong", "acme").number
+        s.sim.add_fault(Fault("slow", 1, delay=8, match=f"POST /repos/{REPO}/pulls"))
+        s.sim.label_issue(REPO, number, "agent", "acme")
+
+        async def opening_pr() -> bool:
+            return any(c["method"] == "POST" and c["path"].endswith("/pulls")
+                       for c in s.sim.world.calls)
+
+        await until(s, opening_pr)
+        for task in list(s.worker.tasks):  # the worker dies here: no end is recorded
+            task.cancel()
+        asked = len(s.model.requests)
+        job = await s.wait_job(lambda j: True, timeout=120)
+        assert job.state == "succeeded", job.reason
+        assert job.attempts == 2 and len(s.model.requests) == asked
+        repo = s.sim.get_repo(REPO)
+        [pr] = [i for i in repo.issues.values() if i.pull]
+        assert pr.pull and pr.pull.head == job.result["pushed_branch"]
+        status = status_comment(s, number)
+        assert "Done" in status.body and f"/pull/{pr.number}" in status.body
+        assert any("Resumed" in body for body in status.history), status.history
+
+
+@needs_podman
+async def test_sigterm_hands_running_jobs_back(tmp_path: Path) -> None:
+    """Failure 5: a worker told to stop hands its running job back at once: the job is
+    queued again at its stage, no attempt spent, its sandbox gone, and the status comment
+    says it will resume."""
+    slow = [{"tool": "bash", "args": {"command": "sleep 60"}},
+            {"tool": "finish", "args": {"summary": "slept"}}]
+    async with stack(tmp_path, slow) as s:
+        s.sim.add_repo(REPO, fixable())
+        number = s.sim.open_issue(REPO, "Slow", "x", "acme").number
+        s.sim.label_issue(REPO, number, "agent", "acme")
+
+        async def in_agent() -> bool:
+            return any(j.stage == "agent" for j in await s.store.list_jobs()) and \
+                bool(s.model.requests)
+
+        await until(s, in_agent)
+        await asyncio.sleep(1)  # the sandbox runs `sleep 60`
+        s.worker.concurrency = 0  # what run_forever does once stopping: no new claims
+        started = time.monotonic()
+        await s.worker.hand_back()
+        assert time.monotonic() - started < s.worker.stop_seconds
+        [job] = await s.store.list_jobs()
+        assert job.state == "queued" and job.attempts == 0 and job.stage == "agent"
+        assert job.lease_owner is None
+        assert "will resume" in status_comment(s, number).body
+        leftover = subprocess.run(
+            ["podman", "ps", "-a", "--filter", f"label=handoff.job={job.id}", "--filter",
+             f"label=handoff.process={PROCESS_ID}", "--format", "{{.Names}}"],
+            capture_output=True, text=True).stdout
+        assert leftover.strip() == ""
