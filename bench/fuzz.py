@@ -86,7 +86,7 @@ def deliveries(count: int, secret: bytes, seed: int = 12) -> Iterator[tuple[dict
     for n in range(count):
         event, body = mutate(rng, rng.choice(bases))
         delivery = f"fuzz-{seed}-{n}" if rng.random() < 0.9 else \
-            rng.choice([f"fz {n}", f"{n}-" + "d" * 60, f"fuzz-{seed}-{n}-ü"])
+            rng.choice([f"fz {n}", (f"{n}-" + "d" * 64)[:64], f"fuzz-{seed}-{n}-ü"])
         headers = {"content-type": "application/json", "x-github-event": event,
                    "x-github-delivery": delivery,
                    "x-hub-signature-256": "sha256=" + hmac.new(secret, body,
