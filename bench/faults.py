@@ -90,7 +90,10 @@ class Cluster:
     def start_worker(self, extra: dict[str, str] | None = None) -> str:
         name = f"worker{self.workers}"
         self.workers += 1
-        self.procs[name] = spawn(["worker"], self.worker_env(extra), self.tmp / f"{name}.log")
+        # Each worker its own data directory, as on its own machine (workspaces, mirrors).
+        env = self.worker_env({"HANDOFF_DATA_DIR": str(self.tmp / f"data-{name}"),
+                               **(extra or {})})
+        self.procs[name] = spawn(["worker"], env, self.tmp / f"{name}.log")
         return name
 
     def signal(self, name: str, sig: int) -> None:
@@ -399,6 +402,8 @@ async def three_workers(tmp: Path, port: int, pg: str) -> Result:
             bodies = comments(state, number)
             dup += len(bodies) - len(set(bodies)) + max(0, sum(
                 1 for b in bodies if "handoff:status" in b) - 1)
+        (tmp / "comments.json").write_text(json.dumps(
+            {n: comments(state, n) for n in numbers}, indent=1))
         twice = sum(1 for j in jobs if j.attempts != 1)
         ok = sum(1 for j in jobs if j.state == "succeeded")
         r.observed = (f"{ok}/{len(jobs)} succeeded, {twice} run twice, {len(prs(state))} PRs, "
