@@ -77,6 +77,7 @@ async def work(settings: Settings) -> None:
 async def list_jobs(settings: Settings, limit: int) -> None:
     store = await Store.open(settings.db_url)
     rows = await store.list_jobs(limit)
+    counts = await store.report_counts()
     await store.close()
     if not rows:
         print("no jobs yet")
@@ -86,8 +87,16 @@ async def list_jobs(settings: Settings, limit: int) -> None:
         if job.state == "queued" and job.not_before and job.not_before > time.time():
             until = time.strftime("%H:%M:%S", time.localtime(job.not_before))
             reason = f"  waits until {until}: {job.reason}"
+        report = ""
+        if job.unreportable:
+            report = f"  [NOT REPORTED, cannot be: {job.report_error}]"
+        elif job.state in ("succeeded", "failed", "cancelled") and not job.reported:
+            report = f"  [report pending, try {job.report_attempts}: {job.report_error}]"
         print(f"{job.id:>5} {when} {job.state:<10} {job.kind:<9} {job.repo}#{job.issue_number}"
-              f" try {job.attempts}{reason}")
+              f" try {job.attempts}{reason}{report}")
+    if counts["pending"] or counts["unreportable"]:
+        print(f"reports: {counts['pending']} pending, {counts['unreportable']} unreportable "
+              "(handoff_job_reports{state=pending|unreportable})")
 
 
 async def replay(settings: Settings, payload: dict[str, object], event_name: str,

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     concurrency: int = Field(2, ge=1, description="Jobs one worker runs at once.")
     lease_seconds: float = Field(60.0, gt=0, description="How long a claim lasts unrenewed.")
     heartbeat_seconds: float = Field(15.0, gt=0, description="How often a running job renews.")
+    report_retry_seconds: float = Field(
+        30.0, gt=0, description="First wait before a failed report is tried again (doubles "
+        "per try, up to an hour).")
+    stop_seconds: float = Field(
+        20.0, gt=0, description="On SIGTERM, how long running jobs get to hand themselves back.")
     poll_seconds: float = Field(1.0, gt=0, description="How often an idle worker looks for work.")
     max_attempts: int = Field(3, ge=1, description="Claims of one job before it fails for good.")
     host: str = Field("127.0.0.1", description="Address `handoff serve` listens on.")

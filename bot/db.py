@@ -61,6 +61,16 @@ jobs = sa.Table(
     # False until the job's final state has been posted on GitHub.
     sa.Column("reported", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("lease_owner", sa.String(128), nullable=True),
+    # A fresh token per claim: every write a worker makes for the job, and every push, checks
+    # it, so a worker that lost its lease changes nothing (fencing).
+    sa.Column("lease_token", sa.String(32), nullable=True),
+    # The final report, claimed like a job: nobody posts it before ``report_after`` (another
+    # worker is posting it, or the last try failed and it backs off); a report that can never
+    # be posted (the App lost access, the repository is archived) is marked ``unreportable``.
+    sa.Column("report_after", sa.Float, nullable=True),
+    sa.Column("report_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("report_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("unreportable", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("not_before", sa.Float, nullable=True),
     sa.Column("deferrals", sa.Integer, nullable=False, server_default="0"),
     sa.Column("lease_expires_at", sa.Float, nullable=True),
@@ -112,11 +122,21 @@ async def _v3_cancel_by(conn: AsyncConnection) -> None:
     await _add_job_columns(conn, {"cancel_by": "VARCHAR(255)"})
 
 
+async def _v4_fencing_and_reports(conn: AsyncConnection) -> None:
+    """Lease tokens (fencing) and claimed, backed-off, fairly retried reports."""
+    await _add_job_columns(conn, {
+        "lease_token": "VARCHAR(32)", "report_after": "FLOAT",
+        "report_attempts": "INTEGER NOT NULL DEFAULT 0",
+        "report_error": "TEXT NOT NULL DEFAULT ''",
+        "unreportable": "BOOLEAN NOT NULL DEFAULT FALSE"})
+
+
 # Append new migrations here; each runs once, in order, inside one transaction. Version 1
 # creates the tables as defined above (the latest shape); later versions bring older
 # databases up to it and are no-ops on new ones.
 MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _v2_deferral,
-                                                                     _v3_cancel_by]
+                                                                     _v3_cancel_by,
+                                                                     _v4_fencing_and_reports]
 
 
 # Readers (aiosqlite, in a thread) may wait this long; in WAL mode they never wait on writes.

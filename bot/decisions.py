@@ -38,8 +38,9 @@ class Event:
 
     @property
     def repo(self) -> str:
-        repository = self.payload.get("repository") or {}
-        return str(repository.get("full_name", ""))
+        repository = self.payload.get("repository")
+        name = repository.get("full_name") if isinstance(repository, dict) else None
+        return name if isinstance(name, str) else ""
 
     @property
     def installation_id(self) -> int | None:

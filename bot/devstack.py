@@ -52,12 +52,14 @@ class Stack:
         return await self.wait_job(lambda j: j.repo == repo and j.issue_number == number)
 
     async def wait_job(self, predicate: Callable[[Job], bool], timeout: float = 90) -> Job:
-        """Wait for a job that ended and matches; deliveries settle first."""
+        """Wait for a job that ended, was reported (or cannot be) and matches; deliveries
+        settle first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             await self.sim.settle()
             for job in await self.store.list_jobs(50):
-                if job.state in ("succeeded", "failed", "cancelled") and job.reported \
+                if job.state in ("succeeded", "failed", "cancelled") and \
+                        (job.reported or job.unreportable) \
                         and predicate(job):
                     return job
             await asyncio.sleep(0.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ log = logging.getLogger("handoff.engine")
 class Outcome:
     """What became of one delivery."""
 
-    status: str  # accepted | duplicate
+    status: str  # accepted | duplicate | rejected
     detail: str
     job_id: int | None = None
 
@@ -219,10 +220,32 @@ class Ingestor:
         event, future = item
         try:
             await self._write([item])
-        except Exception as exc:  # reported to that one caller as a 500
-            log.exception("delivery %s could not be recorded", event.delivery_id)
+        except Exception as exc:
+            if unavailable(exc):  # the database: a 500, and GitHub's redelivery brings it back
+                log.exception("delivery %s could not be recorded", event.delivery_id)
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            # The payload itself cannot be handled (a value out of range, an odd shape): it
+            # is recorded as refused and the sender hears why, with a 4xx.
+            why = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            log.warning("delivery %s (%r) refused: %s", event.delivery_id, event.name[:64], why)
+            try:
+                await self.reject(event.name, event.delivery_id, why)
+            except Exception as again:  # recording fails too: a 500
+                log.exception("delivery %s could not be recorded", event.delivery_id)
+                if not future.done():
+                    future.set_exception(again)
+                return
             if not future.done():
-                future.set_exception(exc)
+                future.set_result(Outcome("rejected", f"refused: the payload cannot be handled "
+                                          f"({why})"))
+
+    async def reject(self, name: str, delivery_id: str, why: str) -> None:
+        """Record a signed delivery that is refused, with why (its text made storable)."""
+        row = (clean(delivery_id, 64), clean(name, 64), "", "", clean(f"refused: {why}", 2000),
+               None, time.time())
+        await self.store.write(lambda conn: self.store.insert_deliveries(conn, [row]))
 
     @staticmethod
     def _refuse(batch: list[tuple[Event, asyncio.Future[Outcome]]], exc: StoreBusy) -> None:
@@ -233,6 +256,20 @@ class Ingestor:
                       event.name, event.action or "-", exc)
             if not future.done():
                 future.set_exception(exc)
+
+
+def clean(text: str, limit: int) -> str:
+    """Text any database stores: no NUL (PostgreSQL refuses it), at most ``limit`` long."""
+    return text.replace("\x00", "\ufffd")[:limit]
+
+
+def unavailable(exc: BaseException) -> bool:
+    """The database is away, locked or full (a 500: try again later), as opposed to a payload
+    it cannot take (a 4xx)."""
+    if isinstance(exc, StoreBusy | OSError | TimeoutError | sa.exc.OperationalError |
+                  sa.exc.InterfaceError | sqlite3.OperationalError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
 def apply(

@@ -98,6 +98,8 @@ def parse(body: bytes) -> dict[str, Any]:
         pass  # valid JSON in an unexpected shape: decode it all and let the handlers judge
     except msgspec.DecodeError as exc:
         raise MalformedPayload(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedPayload("body is nested too deeply") from None
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:  # pragma: no cover - msgspec refused it first

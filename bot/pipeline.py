@@ -37,14 +37,16 @@ from bot.spec import (
     repo_instructions,
     strip_hidden,
 )
-from bot.status import StatusComment
-from bot.store import Job, Store
+from bot.status import STAGES, StatusComment
+from bot.store import Job, LeaseLost, Store
 from bot.testrun import TestReport, discover, last_line, not_run, run_tests
 from bot.verdict import NO_EVIDENCE_NEEDED, Verdict, decide, last_failed_check
 from bot.worker import JobDeferred, JobFailed, JobResult
 from bot.workspace import SANDBOX_OBJECTS, Workspaces
 
 log = logging.getLogger("handoff.pipeline")
+RESUMED = ("Resumed: the attempt before stopped at “{stage}” (its worker stopped or was lost); "
+           "this attempt goes on from what was saved.")
 CANCEL_REFUSED = ("@{login}, only people with write access to {repo} can cancel Handoff's "
                   "work (you have {role} access), so the job goes on. A maintainer can "
                   "cancel it with `/cancel`.")
@@ -159,28 +161,51 @@ class Pipeline:
             await finish_despite_cancel(self._clean_up(run))
 
     async def _clean_up(self, run: Run) -> None:
-        await self._save(run)
-        if run.sandbox is not None:
-            await run.sandbox.close()
-        self.workspaces.remove(run.job.id)
+        """Save what the job did and remove its sandbox and workspace, whatever happens (a
+        lost lease refuses the save; the sandbox goes all the same)."""
+        try:
+            with contextlib.suppress(LeaseLost):
+                await self._save(run)
+        finally:
+            if run.sandbox is not None:
+                await run.sandbox.close()
+            self.workspaces.remove(run.job.id)
+
+    async def _write(self, run: Run, **columns: Any) -> None:
+        """Every write of a running job checks its lease token (LeaseLost if it is gone)."""
+        await self.store.update_held(run.job.id, run.job.lease_token, **columns)
 
     async def _save(self, run: Run, **columns: Any) -> None:
-        await self.store.update_job(run.job.id, result=run.result, **columns)
+        await self._write(run, result=run.result, **columns)
 
     async def _stage(self, run: Run, stage: str, detail: str = "", force: bool = True) -> None:
         if run.status is not None:
             await run.status.set(stage, detail, force=force)
             run.result["status_comment_id"] = run.status.comment_id
         # Saved at every stage, so a job taken over after a crash keeps its status comment.
-        await self.store.update_job(run.job.id, stage=stage, result=run.result)
+        await self._write(run, stage=stage, result=run.result)
+
+    async def handed_back(self, job: Job) -> None:
+        """The worker stopped (a restart, a deploy) and handed the job back: say so."""
+        if job.installation_id is None or not job.result.get("status_comment_id"):
+            return
+        gh = self.github.repo(job.installation_id, job.repo)
+        status = StatusComment(gh, job.target, job.id, 0, job.result["status_comment_id"])
+        await status.set("paused", "The worker running this job was stopped (a restart or a "
+                         "deploy). The job is back in the queue and resumes when a worker is "
+                         "free; this does not count as a failed attempt.", force=True)
 
     # -- the path of one job ------------------------------------------------------------------
 
     async def _run(self, run: Run) -> JobResult:
         await self._check_permission(run)
         await self._acknowledge(run)
-        await self._stage(run, "preparing")
+        resumed = run.job.attempts > 1 or run.job.stage not in ("", "queued", "rate-limited")
+        await self._stage(run, "preparing", RESUMED.format(
+            stage=STAGES.get(run.job.stage, run.job.stage or "queued")) if resumed else "")
         co = await self._prepare_workspace(run)
+        if resumed and (head := await self._pushed_before(run, co)):
+            return await self._open_pushed(run, co, head)
         await self._start_sandbox(run, co)
         outcome = await self._work(run)
         return await self._deliver(run, co, outcome)
@@ -211,7 +236,7 @@ class Pipeline:
         branch = job.branch or \
             f"{AGENT_BRANCH_PREFIX}{run.issue_number}-{slug(run.issue['title'])}"
         run.result.update(branch=branch, base=run.base)
-        await self.store.update_job(job.id, branch=branch)
+        await self._write(run, branch=branch)
         run.clone_url = str(repo["clone_url"])
         co = run.checkout = await self.workspaces.checkout(
             job.id, job.repo, branch, run.base, run.clone_url, await gh.token())
@@ -380,8 +405,15 @@ class Pipeline:
         await self._stage(run, "pushing")
         title = (outcome.summary.splitlines() or ["Agent change"])[0][:72]
         head = await self._commit_and_push(run, co, str(run.result["branch"]), title)
-        run.result["head_sha"] = head
+        run.result.update(head_sha=head, pushed_branch=run.result["branch"])
+        await self._save(run)  # a job resumed after this finds its commit and opens the PR
         run.mark("push")
+        return await self._open_pr(run, files, outcome, head)
+
+    async def _open_pr(self, run: Run, files: list[FileChange], outcome: AgentResult,
+                       head: str) -> JobResult:
+        """After the push: the pull request, the review summary, the check run, and the
+        status comment's last word."""
         verdict = Verdict(**run.result["verdict"])
         pr = await self._pull_request(run, outcome, head)
         await self._review_summary(run, pr["number"], files, verdict)
@@ -497,8 +529,7 @@ class Pipeline:
         model = make_model(s.model_provider, s.model_base_url, model_name, key, s.model_timeout)
 
         async def progress(spend: Spend) -> None:
-            await self.store.update_job(run.job.id, result={**run.result,
-                                                            "spend": spend.as_dict()})
+            await self._write(run, result={**run.result, "spend": spend.as_dict()})
             if run.status:
                 await run.status.agent_progress(spend)
 
@@ -518,7 +549,9 @@ class Pipeline:
 
     async def _push(self, run: Run, co: Checkout, branch: str) -> None:
         # Never a force push: a person's commits on the branch are kept, and a rejected push
-        # is a stated failure.
+        # is a stated failure. Never a push without the lease: another worker may hold it.
+        if not await self.store.holds(run.job.id, run.job.lease_token):
+            raise LeaseLost(f"job {run.job.id}: lease gone before the push to `{branch}`")
         for attempt in range(2):
             token = await run.gh.token(fresh=attempt > 0)
             try:
@@ -533,6 +566,30 @@ class Pipeline:
                     continue
                 raise JobFailed("push-refused", f"GitHub refused the push to `{branch}`: "
                                 f"{text[-500:]}") from exc
+
+    async def _pushed_before(self, run: Run, co: Checkout) -> str | None:
+        """On a resumed job: the commit an earlier attempt pushed (found on the branch by its
+        "Handoff job N" line), if it got as far as pushing."""
+        if run.job.stage != "pushing" or not run.result.get("summary"):
+            return None
+        out = await co.git("log", "--format=%H", "--fixed-strings",
+                           f"--grep=Handoff job {run.job.id} for #",
+                           f"refs/remotes/origin/{run.base}..HEAD")
+        return out.split()[0] if out.strip() else None
+
+    async def _open_pushed(self, run: Run, co: Checkout, head: str) -> JobResult:
+        """Go on from an earlier attempt's push: open the pull request for it."""
+        log.info("job %s: resumed after its push (%s); opening the pull request", run.job.id,
+                 head[:7])
+        saved = run.result.get("spend") or {}
+        spend = Spend(**{k: saved[k] for k in ("steps", "input_tokens", "output_tokens",
+                                               "cost_usd") if k in saved})
+        outcome = AgentResult(True, str(run.result["summary"]), "", spend)
+        run.result.update(head_sha=head, pushed_branch=run.result["branch"])
+        await self._stage(run, "pushing", f"Resumed: the change was pushed already (commit "
+                          f"{head[:7]}); opening the pull request.")
+        fork = (await co.git("merge-base", "HEAD", f"refs/remotes/origin/{run.base}")).strip()
+        return await self._open_pr(run, await changed_files(co, fork), outcome, head)
 
     async def _keep_work(self, run: Run, files: list[FileChange],
                          outcome: AgentResult) -> None:
@@ -584,7 +641,7 @@ class Pipeline:
                 log.info("PR already existed: %s", exc)
                 pr = await gh.update_pull(int(found["number"]), body=body)
         run.result.update(pr_number=pr["number"], pr_url=pr["html_url"])
-        await self.store.update_job(job.id, pr_number=pr["number"])
+        await self._write(run, pr_number=pr["number"])
         return pr
 
     async def _review_summary(self, run: Run, number: int, files: list[FileChange],

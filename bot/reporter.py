@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from bot.github import GitHubApiError, GitHubApp
+from bot.github import GitHubApiError, GitHubApp, RepoClient
 from bot.logs import redact
 from bot.status import StatusComment
 from bot.store import Job
+from bot.worker import Unreportable
 
 log = logging.getLogger("handoff.reporter")
 FULL_SUMMARY = "<details><summary>The agent's full summary</summary>\n\n{text}\n\n</details>"
@@ -57,7 +58,11 @@ def failure_comment(job: Job) -> str:
                 "A maintainer can hand this issue over instead.")
     step, advice = STEPS.get(job.category, ("running the job", ""))
     kept = "Nothing was pushed."
-    if job.result.get("wip_branch"):
+    if (pushed := job.result.get("pushed_branch")) and not job.result.get("pr_url"):
+        kept = (f"The change is pushed to branch `{pushed}` (commit "
+                f"{str(job.result.get('head_sha', ''))[:7]}), but no pull request was opened; "
+                "open one from that branch, or ask again and Handoff opens it.")
+    elif job.result.get("wip_branch"):
         kept = (f"The work so far is kept on branch `{job.result['wip_branch']}` "
                 f"(commit {str(job.result.get('head_sha', ''))[:7]}).")
     again = "comment `/retry <what to do differently>`" if job.kind != "implement" else \
@@ -77,25 +82,47 @@ def failure_comment(job: Job) -> str:
                   f"**To try again:** {advice} Then {again}.").replace("  ", " ") + redact(full)
 
 
+def final_marker(job: Job) -> str:
+    """Hidden in a job's final comment, so a retried report finds it instead of posting again."""
+    return f"<!-- handoff:final job={job.id} -->"
+
+
+def refused_for_good(exc: GitHubApiError) -> bool:
+    """GitHub will not take this however often it is asked: the App was uninstalled or
+    suspended, the repository archived or deleted, the issue locked or gone."""
+    return exc.retry_at is None and exc.status in (401, 403, 404, 410, 422) and \
+        "rate limit" not in str(exc).lower()
+
+
 class GitHubReporter:
-    """Posts final states on the issue or the agent PR."""
+    """Posts final states on the issue or the agent PR; posting again finds what was posted."""
 
     def __init__(self, github: GitHubApp) -> None:
         self.github = github
 
     async def report(self, job: Job) -> None:
         if job.installation_id is None:
-            log.warning("job %s ended %s with no installation to report to", job.id, job.state)
-            return
+            raise Unreportable("the delivery named no installation of the App, so there is "
+                               "no repository it may post in")
         gh = self.github.repo(job.installation_id, job.repo)
         try:
-            await gh.token()
+            await self._report(gh, job)
         except GitHubApiError as exc:
-            if exc.status in (401, 403, 404, 422):  # uninstalled, suspended, repo removed
-                log.warning("job %s ended %s but the App lost access to %s (%s); nothing "
-                            "can be posted there", job.id, job.state, job.repo, exc)
-                return
+            if refused_for_good(exc):
+                raise Unreportable(f"the App cannot post in {job.repo} any more ({exc})") \
+                    from exc
             raise
+
+    async def _post_once(self, gh: RepoClient, job: Job, body: str) -> None:
+        marker = final_marker(job)
+        for comment in await gh.list_comments(job.target):
+            if marker in str(comment.get("body") or ""):
+                log.info("job %s: its final comment is there already", job.id)
+                return
+        await gh.create_comment(job.target, f"{body}\n\n{marker}")
+
+    async def _report(self, gh: RepoClient, job: Job) -> None:
+        await gh.token()
         target = job.target
         status = StatusComment(gh, target, job.id, 0, job.result.get("status_comment_id"))
         if job.state == "succeeded":
@@ -109,16 +136,23 @@ class GitHubReporter:
             if status.comment_id is not None:
                 await status.set("cancelled", text)
             else:
-                await gh.create_comment(target, text)
+                await self._post_once(gh, job, text)
             return
         body = failure_comment(job)
         if status.comment_id is not None:
             await status.set("failed", f"See below: {shorten(job.reason, 300, '…')}")
-        await gh.create_comment(target, body)
+        await self._post_once(gh, job, body)
         check_id = job.result.get("check_run_id")
         head = job.result.get("head_sha")
         if head and not check_id:
-            await gh.create_check_run(
-                name="Handoff", head_sha=head, status="completed", conclusion="failure",
-                external_id=str(job.id),
-                output={"title": f"Failed: {job.category}", "summary": job.reason[:60_000]})
+            try:
+                await gh.create_check_run(
+                    name="Handoff", head_sha=head, status="completed", conclusion="failure",
+                    external_id=str(job.id),
+                    output={"title": f"Failed: {job.category}",
+                            "summary": job.reason[:60_000]})
+            except GitHubApiError as exc:
+                if not refused_for_good(exc):
+                    raise  # the retry finds the comment posted and posts only the check run
+                log.warning("job %s: the failed check run cannot be posted (%s); the comment "
+                            "says it all", job.id, exc)

@@ -77,9 +77,12 @@ def build_worker(settings: Settings, store: Store) -> Worker:
             return removed
 
         periodic.append((PRUNE_EVERY, prune_deliveries))
-    return Worker(
+    worker = Worker(
         store, runner, reporter, concurrency=settings.concurrency,
         lease_seconds=settings.lease_seconds, heartbeat_seconds=settings.heartbeat_seconds,
         poll_seconds=settings.poll_seconds, max_attempts=settings.max_attempts,
         on_start=cleanup, periodic=periodic,
     )
+    worker.report_retry_seconds = settings.report_retry_seconds
+    worker.stop_seconds = settings.stop_seconds
+    return worker

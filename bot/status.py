@@ -23,6 +23,8 @@ STAGES = {
     "done-unproven": "⚠️ PR opened; nothing shows the issue's behaviour changed",
     "failed": "❌ Failed",
     "cancelled": "🛑 Cancelled",
+    "paused": "⏸️ Paused, will resume",
+    "rate-limited": "⏳ Waiting for GitHub's rate limit",
 }
 
 

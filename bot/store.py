@@ -8,6 +8,7 @@ import itertools
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -120,6 +121,11 @@ class Job:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    lease_token: str | None = None
+    report_after: float | None = None
+    report_attempts: int = 0
+    report_error: str = ""
+    unreportable: bool = False
 
     @property
     def target(self) -> int:
@@ -134,6 +140,11 @@ class Job:
 
 class DuplicateDelivery(Exception):
     """This delivery id was recorded before."""
+
+
+class LeaseLost(Exception):
+    """This worker's lease on the job is gone (it ran out and another worker took the job, or
+    the job was handed back): the write was refused and the job must stop."""
 
 
 class StoreBusy(Exception):
@@ -408,17 +419,27 @@ class Store:
                 .with_for_update(skip_locked=True).scalar_subquery())
         stmt = (jobs.update().where(jobs.c.id == pick, claimable)
                 .values(state="running", lease_owner=owner, lease_expires_at=now + lease_seconds,
-                        attempts=jobs.c.attempts + 1, updated_at=now,
+                        lease_token=uuid.uuid4().hex, attempts=jobs.c.attempts + 1, updated_at=now,
                         started_at=sa.func.coalesce(jobs.c.started_at, now))
                 .returning(*jobs.c))
         row = await self.write(lambda conn: conn.execute(stmt).first())
         return Job.from_row(row) if row else None
 
-    async def heartbeat(self, job_id: int, owner: str, lease_seconds: float) -> bool | None:
+    @staticmethod
+    def _held(job_id: int, owner: str | None, token: str | None) -> sa.ColumnElement[bool]:
+        """The job is running under this lease (the owner's, and this claim's token)."""
+        where = sa.and_(jobs.c.id == job_id, jobs.c.state == "running")
+        if owner is not None:
+            where = sa.and_(where, jobs.c.lease_owner == owner)
+        if token is not None:
+            where = sa.and_(where, jobs.c.lease_token == token)
+        return where
+
+    async def heartbeat(self, job_id: int, owner: str, lease_seconds: float,
+                        token: str | None = None) -> bool | None:
         """Renew a lease. None if the lease was lost; True if cancellation was requested."""
         now = time.time()
-        stmt = (jobs.update().where(jobs.c.id == job_id, jobs.c.lease_owner == owner,
-                                    jobs.c.state == "running")
+        stmt = (jobs.update().where(self._held(job_id, owner, token))
                 .values(lease_expires_at=now + lease_seconds, updated_at=now)
                 .returning(jobs.c.cancel_requested))
         row = await self.write(lambda conn: conn.execute(stmt).first())
@@ -434,39 +455,115 @@ class Store:
         stmt = jobs.update().where(jobs.c.id == job_id).values(updated_at=time.time(), **values)
         await self.write(lambda conn: conn.execute(stmt))
 
+    async def update_held(self, job_id: int, token: str | None, **values: Any) -> None:
+        """Change a job only while this claim's lease holds (token None: an unfenced write,
+        for jobs run outside a claim); raises LeaseLost otherwise."""
+        if token is None:
+            await self.update_job(job_id, **values)
+            return
+        stmt = (jobs.update().where(self._held(job_id, None, token),
+                                    jobs.c.lease_expires_at >= time.time())
+                .values(updated_at=time.time(), **values))
+        if not await self.write(lambda conn: conn.execute(stmt).rowcount):
+            raise LeaseLost(f"job {job_id}: this worker's lease is gone")
+
+    async def holds(self, job_id: int, token: str | None) -> bool:
+        """Whether this claim's lease is still held and unexpired (checked before a push)."""
+        if token is None:
+            return True
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(jobs.c.id).where(
+                self._held(job_id, None, token),
+                jobs.c.lease_expires_at >= time.time()))).first()
+        return row is not None
+
+    async def release(self, job_id: int, owner: str, token: str | None,
+                      result: dict[str, Any] | None = None) -> bool:
+        """Hand a job this worker holds back to the queue (the worker is shutting down): its
+        stage and result are kept and the attempt is not counted."""
+        values: dict[str, Any] = dict(state="queued", lease_owner=None, lease_expires_at=None,
+                                      lease_token=None, attempts=jobs.c.attempts - 1,
+                                      updated_at=time.time())
+        if result is not None:
+            values["result"] = result
+        stmt = jobs.update().where(self._held(job_id, owner, token)).values(**values)
+        return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
+
+    # reports --------------------------------------------------------------------------------
+
+    def _reportable(self, now: float) -> sa.ColumnElement[bool]:
+        return sa.and_(jobs.c.state.in_(FINAL_STATES), jobs.c.reported.is_(False),
+                       jobs.c.unreportable.is_(False),
+                       sa.or_(jobs.c.report_after.is_(None), jobs.c.report_after <= now))
+
+    async def claim_report(self, hold_seconds: float, exclude: Collection[int] = ()
+                           ) -> Job | None:
+        """Take the unreported job that has waited longest (never reported first, then by when
+        its back-off ends), held for ``hold_seconds`` so no other worker posts it meanwhile."""
+        now = time.time()
+        reportable = self._reportable(now)
+        if exclude:
+            reportable = sa.and_(reportable, jobs.c.id.notin_(list(exclude)))
+        pick = (sa.select(jobs.c.id).where(reportable)
+                .order_by(sa.func.coalesce(jobs.c.report_after, 0), jobs.c.id).limit(1)
+                .with_for_update(skip_locked=True).scalar_subquery())
+        stmt = (jobs.update().where(jobs.c.id == pick, reportable)
+                .values(report_after=now + hold_seconds,
+                        report_attempts=jobs.c.report_attempts + 1)
+                .returning(*jobs.c))
+        row = await self.write(lambda conn: conn.execute(stmt).first())
+        return Job.from_row(row) if row else None
+
+    async def report_done(self, job_id: int) -> None:
+        await self.update_job(job_id, reported=True, report_after=None, report_error="")
+
+    async def report_failed(self, job_id: int, error: str, retry_at: float | None) -> None:
+        """A report did not get through: try again at ``retry_at``, or never (None: it cannot
+        be posted; the job is marked unreportable)."""
+        if retry_at is None:
+            await self.update_job(job_id, unreportable=True, report_after=None,
+                                  report_error=error[:2000])
+        else:
+            await self.update_job(job_id, report_after=retry_at, report_error=error[:2000])
+
+    async def report_counts(self) -> dict[str, int]:
+        """Final jobs by report state: ``reported``, ``pending`` (to be retried) and
+        ``unreportable`` (exported later as handoff_job_reports{state=...})."""
+        state = sa.case((jobs.c.reported.is_(True), "reported"),
+                        (jobs.c.unreportable.is_(True), "unreportable"), else_="pending")
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(state, sa.func.count()).where(
+                jobs.c.state.in_(FINAL_STATES)).group_by(state))).all()
+        counts = {"reported": 0, "pending": 0, "unreportable": 0}
+        counts.update({str(r[0]): int(r[1]) for r in rows})
+        return counts
+
     async def finish(
         self, job_id: int, owner: str, state: str, reason: str = "", category: str = "",
-        result: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None, token: str | None = None,
+        report_hold: float = 0.0,
     ) -> bool:
-        """Record the final state of a job this worker still holds."""
+        """Record the final state of a job this worker still holds; its report is held for
+        ``report_hold`` seconds by this worker, which posts it next."""
         now = time.time()
         values: dict[str, Any] = dict(state=state, reason=reason[:4000], category=category,
                                       finished_at=now, updated_at=now, lease_owner=None,
-                                      lease_expires_at=None)
+                                      lease_expires_at=None, lease_token=None,
+                                      report_after=now + report_hold)
         if result is not None:
             values["result"] = result
-        stmt = jobs.update().where(
-            jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.state == "running"
-        ).values(**values)
+        stmt = jobs.update().where(self._held(job_id, owner, token)).values(**values)
         return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
 
     async def defer(self, job_id: int, owner: str, until: float, reason: str,
-                    result: dict[str, Any]) -> bool:
+                    result: dict[str, Any], token: str | None = None) -> bool:
         """Put a job this worker holds back in the queue until ``until`` (a rate limit)."""
-        stmt = jobs.update().where(
-            jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.state == "running"
-        ).values(state="queued", stage="rate-limited", not_before=until, reason=reason,
+        stmt = jobs.update().where(self._held(job_id, owner, token)).values(
+                 state="queued", stage="rate-limited", not_before=until, reason=reason,
                  deferrals=jobs.c.deferrals + 1, attempts=jobs.c.attempts - 1,
-                 lease_owner=None, lease_expires_at=None, result=result, updated_at=time.time())
+                 lease_owner=None, lease_expires_at=None, lease_token=None, result=result,
+                 updated_at=time.time())
         return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
-
-    async def unreported(self, limit: int = 20) -> list[Job]:
-        """Final jobs whose outcome has not reached GitHub yet."""
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(jobs.select().where(
-                jobs.c.state.in_(FINAL_STATES), jobs.c.reported.is_(False))
-                .order_by(jobs.c.id).limit(limit))).all()
-        return [Job.from_row(r) for r in rows]
 
     async def queued(self, limit: int = 50) -> list[Job]:
         """Queued jobs, oldest first."""

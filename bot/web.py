@@ -68,14 +68,24 @@ class WebhookEndpoint:
         name = _text(headers.get(b"x-github-event"))
         delivery = _text(headers.get(b"x-github-delivery"))
         if not name or not delivery or len(delivery) > 64:
-            return 400, {"error": "X-GitHub-Event and X-GitHub-Delivery headers are required"}
-        try:
-            payload = parse_payload(body)
-        except MalformedPayload as exc:
-            log.warning("delivery %s: %s", delivery, exc)
-            return 400, {"error": str(exc)}
+            return 400, {"error": "X-GitHub-Event and X-GitHub-Delivery headers are required, "
+                                  "the delivery id at most 64 characters"}
+        problem = ""
+        if len(name) > 64 or not name.isprintable():
+            problem = "X-GitHub-Event must be at most 64 printable characters"
+        else:
+            try:
+                payload = parse_payload(body)
+            except MalformedPayload as exc:
+                problem = str(exc)
+        if problem:  # signed, so GitHub sent it: recorded, and refused with the reason
+            log.warning("delivery %s refused: %s", delivery, problem)
+            await self.ingestor.reject(name, delivery, problem)
+            return 400, {"error": problem}
         outcome = await self.ingestor.submit(Event(name=name, payload=payload,
                                                    delivery_id=delivery))
+        if outcome.status == "rejected":
+            return 422, {"status": outcome.status, "error": outcome.detail}
         if outcome.job_id is not None and self.on_job is not None:
             self.on_job()
         return (202 if outcome.status == "accepted" else 200,

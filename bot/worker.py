@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from bot.store import Job, Store
+from bot.store import Job, LeaseLost, Store
 
 log = logging.getLogger("handoff.worker")
 T = TypeVar("T")
@@ -35,6 +35,11 @@ class JobDeferred(Exception):
     def __init__(self, until: float, reason: str, result: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.until, self.reason, self.result = until, reason, result or {}
+
+
+class Unreportable(Exception):
+    """A job's end can never be posted (no installation, the App lost access, the repository
+    is archived or gone): it is marked so instead of being retried."""
 
 
 @dataclass
@@ -99,8 +104,14 @@ class Worker:
         self.on_start = on_start
         self.periodic = periodic or []  # (every seconds, task), first run at start-up
         self.next_run = [0.0] * len(self.periodic)
-        self.report_after: dict[int, float] = {}
-        self.report_retry_seconds = 30.0
+        self.runs: dict[int, asyncio.Task[JobResult]] = {}
+        self.report_retry_seconds = 30.0  # the first back-off of a failed report; doubles
+        self.report_retry_max = 3600.0
+        self.max_report_attempts = 12  # about half a day of tries, then unreportable
+        self.report_hold_seconds = 120.0  # a report being posted is not taken by another
+        self.reports_per_round = 10
+        self.unreportable_total = 0  # handoff_job_reports_unreportable_total, this process
+        self.stop_seconds = 20.0  # SIGTERM: how long running jobs get to hand themselves back
         self.max_deferrals = 5
 
     async def run_forever(self, stop: asyncio.Event) -> None:
@@ -122,7 +133,20 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle(stop), self.poll_seconds)
         if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            await self.hand_back()
+
+    async def hand_back(self) -> None:
+        """Stopping (SIGTERM): no new work; every running job is stopped and handed back to
+        the queue (its stage kept, no attempt spent, its sandbox removed), within
+        ``stop_seconds``."""
+        log.info("worker %s stopping: handing back %d running job(s)", self.id, len(self.runs))
+        for job_id, run in list(self.runs.items()):
+            self.stopping[job_id] = "handback"
+            run.cancel()
+        done, pending = await asyncio.wait(set(self.tasks), timeout=self.stop_seconds)
+        if pending:
+            log.error("worker %s: %d job(s) did not stop within %.0f s; leaving them to the "
+                      "lease", self.id, len(pending), self.stop_seconds)
 
     async def _tick(self, stop: asyncio.Event) -> None:
         """One round: housekeeping, reports, claims, queue announcements."""
@@ -171,25 +195,51 @@ class Worker:
     async def _process(self, job: Job) -> None:
         try:
             state, reason, category, result = await self._execute(job)
+        except LeaseLost as exc:
+            log.error("job %s: stopped, its lease is gone (%s); whoever holds it now goes on",
+                      job.id, exc)
+            return
         except JobDeferred as exc:
             deferred = exc
             if job.deferrals < self.max_deferrals:
                 await self._persist(job.id, "its deferral", lambda: self.store.defer(
                     job.id, self.id, deferred.until, deferred.reason,
-                    {**job.result, **deferred.result}))
+                    {**job.result, **deferred.result}, job.lease_token))
                 log.warning("job %s waits until %s: %s", job.id,
                             time.strftime("%H:%M:%S", time.localtime(exc.until)), exc.reason)
                 return
             state, reason, category, result = ("failed", exc.reason, "github-error",
                                                exc.result)
+        if state == "handback":
+            await self._hand_back_one(job)
+            return
         if not await self._persist(job.id, "its end", lambda: self.store.finish(
-                job.id, self.id, state, reason, category, result)):
+                job.id, self.id, state, reason, category, result, job.lease_token,
+                self.report_hold_seconds)):
             log.warning("job %s: lease lost before it finished; another worker owns it",
                         job.id)
             return
         log.info("job %s ended %s%s", job.id, state,
                  f" ({category}: {reason})" if reason else "")
         await self._report(job.id)
+
+    async def _hand_back_one(self, job: Job) -> None:
+        fresh = await self.store.get_job(job.id)
+        # Announced: a queue announcement would write over the status comment's "will resume".
+        result = {**(fresh.result if fresh else job.result), "announced": True}
+        if not await self._persist(job.id, "its hand-back", lambda: self.store.release(
+                job.id, self.id, job.lease_token, result)):
+            return
+        if fresh is not None:
+            fresh.result = result
+        log.warning("job %s handed back to the queue (worker stopping); it resumes at stage "
+                    "%r", job.id, fresh.stage if fresh else "")
+        handed_back = getattr(self.runner, "handed_back", None)
+        if handed_back is not None and fresh is not None:
+            try:
+                await handed_back(fresh)
+            except Exception:  # a courtesy: the job resumes either way
+                log.exception("job %s: could not say on GitHub that it will resume", job.id)
 
     async def _persist(self, job_id: int, what: str, write: Callable[[], Awaitable[T]]) -> T:
         """A store write for a job, tried again while the database refuses it, for up to a
@@ -216,6 +266,7 @@ class Worker:
         if job.cancel_requested:
             return "cancelled", job.reason or "cancelled", "cancelled", None
         run = asyncio.create_task(self.runner.run(job))
+        self.runs[job.id] = run
         beat = asyncio.create_task(self._heartbeat(job, run))
         try:
             outcome = await run
@@ -224,27 +275,62 @@ class Worker:
             return "failed", exc.reason, exc.category, exc.result
         except JobDeferred:
             raise
+        except LeaseLost:
+            raise
         except asyncio.CancelledError:
-            if self.stopping.pop(job.id, None) == "cancel":
+            why = self.stopping.pop(job.id, None)
+            if why == "cancel":
                 fresh = await self.store.get_job(job.id)
                 return ("cancelled", (fresh.reason if fresh else "") or "cancelled", "cancelled",
                         None)
+            if why == "handback":
+                return "handback", "", "", None
+            if why == "lost":
+                raise LeaseLost("its lease could not be renewed") from None
             raise
         except Exception as exc:  # the one place that catches what escapes a job
             log.exception("job %s crashed", job.id)
             return "failed", f"internal error: {type(exc).__name__}: {exc}", "internal", None
         finally:
             beat.cancel()
+            self.runs.pop(job.id, None)
 
     async def _heartbeat(self, job: Job, run: asyncio.Task[JobResult]) -> str:
+        """Renew the lease every ``heartbeat_seconds``. A renewal that fails (the database
+        locked or restarting) is tried again sooner; if none gets through before the lease
+        could run out, the job is stopped first, so no other worker ever runs it at the same
+        time as this one (its writes and pushes check the lease token too)."""
+        renewed_at = time.monotonic()
+        margin = min(self.heartbeat_seconds, self.lease_seconds / 4)
+        delay = self.heartbeat_seconds
+        failures = 0
         while True:
-            await asyncio.sleep(self.heartbeat_seconds)
+            await asyncio.sleep(delay)
+            deadline = renewed_at + self.lease_seconds - margin
+            tried_at = time.monotonic()
             try:
-                renewed = await self.store.heartbeat(job.id, self.id, self.lease_seconds)
-            except Exception:  # the lease has time left: renew at the next beat
-                log.exception("job %s: could not renew its lease; trying at the next beat",
-                              job.id)
+                renewed = await asyncio.wait_for(
+                    self.store.heartbeat(job.id, self.id, self.lease_seconds, job.lease_token),
+                    max(0.05, deadline - tried_at))
+            except Exception as exc:  # the database away for a moment: try again soon
+                failures += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.error("job %s: could not renew its lease for %.1f s (%d tries, last: "
+                              "%s); stopping it before its lease runs out", job.id,
+                              time.monotonic() - renewed_at, failures,
+                              type(exc).__name__ if isinstance(exc, TimeoutError) else exc)
+                    self.stopping[job.id] = "lost"
+                    await self._stop(run)
+                    return "lost"
+                delay = max(0.05, min(self.heartbeat_seconds, left / 4))
+                log.warning("job %s: could not renew its lease (%s); trying again in %.1f s "
+                            "(%.1f s left)", job.id, type(exc).__name__ if isinstance(
+                                exc, TimeoutError) else exc, delay, left)
                 continue
+            if failures:
+                log.info("job %s: lease renewed after %d failed tries", job.id, failures)
+            renewed_at, delay, failures = tried_at, self.heartbeat_seconds, 0
             if renewed is None:
                 log.error("job %s: lease lost; stopping", job.id)
                 self.stopping[job.id] = "lost"
@@ -263,18 +349,42 @@ class Worker:
             await asyncio.wait({run}, timeout=self.heartbeat_seconds)
 
     async def _report(self, job_id: int) -> None:
+        """Post the end of a job this worker just finished (finish() claimed its report)."""
         job = await self.store.get_job(job_id)
-        if job is None:
+        if job is None or job.reported or job.unreportable:
             return
+        await self._post_report(job)
+
+    async def _post_report(self, job: Job) -> None:
+        """Post a claimed report; on failure it backs off (per job, doubling) or, when it can
+        never be posted, is marked unreportable."""
+        tries = max(1, job.report_attempts)
         try:
             await self.reporter.report(job)
-        except Exception:  # reporting is retried by a later sweep; never lost
-            log.exception("job %s: could not report its outcome yet; will retry", job_id)
-            self.report_after[job_id] = time.monotonic() + self.report_retry_seconds
+        except Unreportable as exc:
+            await self._give_up_report(job, str(exc))
             return
-        self.report_after.pop(job_id, None)
-        await self._persist(job_id, "that it was reported",
-                            lambda: self.store.update_job(job_id, reported=True))
+        except Exception as exc:  # GitHub away: retried by a later sweep; never lost
+            if tries >= self.max_report_attempts:
+                await self._give_up_report(job, f"{tries} tries failed, the last: {exc}")
+                return
+            wait = min(self.report_retry_max, self.report_retry_seconds * 2 ** (tries - 1))
+            log.warning("job %s: could not report its outcome (try %d: %s); trying again in "
+                        "%.0f s", job.id, tries, exc, wait)
+            error, retry_at = f"{type(exc).__name__}: {exc}", time.time() + wait
+            await self._persist(job.id, "its report's failure",
+                                lambda: self.store.report_failed(job.id, error, retry_at))
+            return
+        await self._persist(job.id, "that it was reported",
+                            lambda: self.store.report_done(job.id))
+
+    async def _give_up_report(self, job: Job, why: str) -> None:
+        self.unreportable_total += 1
+        log.error("job %s (%s#%s, %s) can never be reported on GitHub: %s "
+                  "[handoff_job_reports_unreportable_total=%d]", job.id, job.repo,
+                  job.issue_number, job.state, why, self.unreportable_total)
+        await self._persist(job.id, "that it cannot be reported",
+                            lambda: self.store.report_failed(job.id, why, None))
 
     async def run_periodic(self) -> None:
         """Housekeeping that is due (the redelivery sweep, forgetting old deliveries)."""
@@ -346,8 +456,11 @@ class Worker:
             await self.store.settle_cancel(job, allowed)
 
     async def report_pending(self) -> None:
-        """Report final jobs nobody reported yet (cancelled while queued, or report failed)."""
-        for job in await self.store.unreported():
-            if job.id not in self.active and \
-                    self.report_after.get(job.id, 0) <= time.monotonic():
-                await self._report(job.id)
+        """Report final jobs nobody reported yet (cancelled while queued, or a report that
+        failed): each claimed first, so two workers never post the same one, the one waiting
+        longest first, a few per round."""
+        for _ in range(self.reports_per_round):
+            job = await self.store.claim_report(self.report_hold_seconds, exclude=self.active)
+            if job is None:
+                return
+            await self._post_report(job)

@@ -254,5 +254,7 @@ async def test_suspended_installation_ends_the_job_without_retrying_forever(
         s.sim.label_issue(REPO, number, "agent", "acme")
         job = await s.wait_job(lambda j: True)
         assert job.state == "failed" and job.category == "github-error"
-        assert "suspended" in job.reason and job.reported
+        assert "suspended" in job.reason
+        # Nowhere to post: marked so (handoff jobs shows it), not retried forever.
+        assert job.unreportable and "suspended" in job.report_error
         assert s.model.requests == []

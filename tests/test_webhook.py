@@ -105,8 +105,11 @@ async def test_missing_header_is_400(client: httpx.AsyncClient, header: str) -> 
 
 async def test_malformed_json_is_400(client: httpx.AsyncClient, store: Store) -> None:
     body = b'{"action": "labeled", '
-    resp = await client.post("/webhook", content=body, headers=headers("issues", body))
-    assert resp.status_code == 400 and await store.count_deliveries() == 0
+    h = headers("issues", body)
+    resp = await client.post("/webhook", content=body, headers=h)
+    assert resp.status_code == 400 and "not valid JSON" in resp.json()["error"]
+    recorded = await store.delivery(h["x-github-delivery"])  # signed: recorded, as refused
+    assert recorded and recorded["outcome"].startswith("refused: body is not valid JSON")
 
 
 async def test_json_that_is_not_an_object_is_400(client: httpx.AsyncClient,
@@ -114,7 +117,7 @@ async def test_json_that_is_not_an_object_is_400(client: httpx.AsyncClient,
     body = b'[{"action": "labeled"}]'
     resp = await client.post("/webhook", content=body, headers=headers("issues", body))
     assert resp.status_code == 400 and "JSON object" in resp.json()["error"]
-    assert await store.count_deliveries() == 0
+    assert await store.count_deliveries() == 1
 
 
 async def test_payload_of_an_unexpected_shape_is_recorded_and_ignored(

@@ -306,17 +306,19 @@ class Simulator:
             raise GitHubError(403, "This installation has been suspended")
         if not token.allows(repo, permission, level):
             raise GitHubError(403, "Resource not accessible by integration")
+        if repo.archived and level == "write":
+            raise GitHubError(403, "Repository was archived so is read-only.")
         return token
 
     # --- faults and rate-limit headers -------------------------------------------------------
 
-    async def apply_fault(self) -> None:
-        if not self.world.faults:
+    async def apply_fault(self, call: str = "") -> None:
+        fault = next((f for f in self.world.faults if f.match in call), None)
+        if fault is None:
             return
-        fault = self.world.faults[0]
         fault.count -= 1
         if fault.count <= 0:
-            self.world.faults.pop(0)
+            self.world.faults.remove(fault)
         reset = str(int(time.time()) + fault.reset_in)
         if fault.kind == "slow":
             await asyncio.sleep(fault.delay)
@@ -362,7 +364,7 @@ class Simulator:
                                       "at": time.time()}
             self.world.calls.append(record)
             try:
-                await self.apply_fault()
+                await self.apply_fault(f"{request.method} {path}")
                 body = await self._json_body(request, op)
                 status, out = await handler(request, body)
             except GitHubError as exc:

@@ -52,9 +52,11 @@ def routes(sim: Simulator) -> list[Route]:
             "repos": {name: {"issues": {n: {"title": i.title, "state": i.state,
                                             "labels": i.labels,
                                             "comments": [c.body for c in i.comments],
+                                            "edits": [b for c in i.comments for b in c.history],
                                             "pull": i.pull.head if i.pull else None}
                                         for n, i in repo.issues.items()}}
                       for name, repo in sim.world.repos.items()},
+            "calls": [[c["method"], c["path"], c.get("status")] for c in sim.world.calls],
             "deliveries": [{"guid": d.guid, "event": d.event, "action": d.action,
                             "status": d.status} for d in sim.world.deliveries]})
 

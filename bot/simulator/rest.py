@@ -199,6 +199,7 @@ def routes(sim: Simulator) -> list[Route]:
             raise GitHubError(422, "Validation Failed", errors=[{
                 "resource": "IssueComment", "code": "custom", "field": "body",
                 "message": "body is too long (maximum is 65536 characters)"}])
+        comment.history.append(comment.body)
         comment.body, comment.updated_at = body["body"], time.time()
         return 200, r.comment(repo, issue, comment)
 

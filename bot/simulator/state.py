@@ -30,6 +30,7 @@ class Comment:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     reactions: list[tuple[str, str]] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)  # earlier bodies, oldest first
 
 
 @dataclass
@@ -158,6 +159,7 @@ class Fault:
     reset_in: int = 1
     delay: float = 0.0
     status: int = 502
+    match: str = ""  # only requests whose "METHOD /path" contains this (all when empty)
 
 
 @dataclass
