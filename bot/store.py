@@ -445,9 +445,13 @@ class Store:
         row = await self.write(lambda conn: conn.execute(stmt).first())
         return None if row is None else bool(row[0])
 
-    async def update_queued(self, job_id: int, **values: Any) -> bool:
-        """Change a job only while it is still queued; False if it was claimed or ended."""
-        stmt = (jobs.update().where(jobs.c.id == job_id, jobs.c.state == "queued")
+    async def update_queued(self, job_id: int, unchanged_since: float | None = None,
+                            **values: Any) -> bool:
+        """Change a job only while it is still queued (and, given ``unchanged_since``, nobody
+        changed it since it was read: one worker wins); False otherwise."""
+        stmt = (jobs.update().where(jobs.c.id == job_id, jobs.c.state == "queued",
+                                    *([jobs.c.updated_at == unchanged_since]
+                                      if unchanged_since is not None else []))
                 .values(updated_at=time.time(), **values))
         return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
 

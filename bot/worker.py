@@ -405,8 +405,11 @@ class Worker:
         for position, job in enumerate(await self.store.queued(), start=1):
             if job.result.get("announced"):
                 continue
-            # Marked first, so a failing announcement is not retried on every loop.
-            await self.store.update_job(job.id, result={**job.result, "announced": True})
+            # Claimed first: one worker announces, and a failing announcement is not retried
+            # on every loop.
+            if not await self.store.update_queued(job.id, unchanged_since=job.updated_at,
+                                                  result={**job.result, "announced": True}):
+                continue
             try:
                 await announce(job, position)
             except Exception:  # an announcement is a courtesy; the job still runs and reports

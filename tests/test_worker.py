@@ -237,3 +237,17 @@ async def test_failing_housekeeping_is_logged_and_the_rest_still_runs(
     assert ran == ["fine", "fine"]
     assert caplog.text.count("periodic task broken failed") == 2
     assert "database is away" in caplog.text
+
+
+async def test_one_of_several_workers_claims_a_queued_job_s_announcement(
+        store: Store) -> None:
+    """Workers that read the queue at once each try to claim the announcement; one wins, so
+    a waiting issue gets one "Queued" comment, not one per worker."""
+    await queue(store)
+    reads = [(await store.queued())[0] for _ in range(3)]  # all read before anyone claims
+    wins = [await store.update_queued(job.id, unchanged_since=job.updated_at,
+                                      result={**job.result, "announced": True})
+            for job in reads]
+    assert wins == [True, False, False]
+    [job] = await store.queued()
+    assert job.result["announced"] is True
