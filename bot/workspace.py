@@ -4,7 +4,11 @@ the sandbox, and a throwaway ``.git`` in that work tree so the agent can still u
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bot.gitops import Checkout, GitError, git
@@ -29,12 +33,13 @@ class Workspaces:
     async def refresh_mirror(self, full_name: str, clone_url: str, token: str) -> Path:
         """Clone the mirror the first time; afterwards fetch only what is new."""
         path = self.mirror_path(full_name)
-        async with self.locks.setdefault(full_name, asyncio.Lock()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        async with self.locks.setdefault(full_name, asyncio.Lock()), \
+                host_lock(path.with_suffix(".lock")):
             if (path / "HEAD").exists():
                 await git(f"--git-dir={path}", "fetch", "--prune", "--quiet", clone_url,
                           "+refs/heads/*:refs/heads/*", token=token)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 await git("clone", "--bare", "--quiet", clone_url, str(tmp), token=token)
@@ -83,6 +88,18 @@ class Workspaces:
         shutil.rmtree(self.root / str(job_id), ignore_errors=True)
         shutil.rmtree(self.root / f"{job_id}-baseline", ignore_errors=True)
         shutil.rmtree(self.gitdirs / str(job_id), ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def host_lock(path: Path) -> AsyncIterator[None]:
+    """An exclusive lock on ``path`` that other worker processes sharing the data directory
+    respect too (``flock``); waited for in a thread, so the event loop never blocks."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def sandbox_git_dir(co: Checkout, branch: str, base: str, base_sha: str, head: str) -> None:
