@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = Path(__file__).resolve().parent / "prompts"  # shipped in the package
 # Package registries setup commands need (pip, npm, Go, Cargo, Debian).
 DEFAULT_EGRESS = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org",
                   "proxy.golang.org", "sum.golang.org", "crates.io", "static.crates.io",
@@ -96,7 +97,8 @@ class Settings(BaseSettings):
     agent_env: list[str] = Field(default_factory=list, description="Environment variables "
                                  "passed into the sandbox for agent_command (e.g. its API key).")
     status_interval: float = Field(5.0, description="Seconds between edits of a status comment.")
-    prompts_dir: Path = Field(ROOT / "prompts", description="Spec templates.")
+    prompts_dir: Path = Field(PROMPTS, description="Spec templates (Jinja2 Markdown); default "
+                              "the ones shipped in the package.")
     template_labels: dict[str, str] = Field(
         default_factory=lambda: {
             "bug": "bug", "enhancement": "feature", "feature": "feature",
