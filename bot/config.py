@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Claims of one job before it fails for good.")
     host: str = Field("127.0.0.1", description="Address `handoff serve` listens on.")
     port: int = Field(8000, description="Port `handoff serve` listens on.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = Field("text", pattern="^(text|json)$", description="text, or json: one "
+                            "JSON object a line with delivery, job, repo and stage.")
+    metrics_port: int | None = Field(None, description="`handoff worker` serves GET /metrics "
+                                     "on this port (`handoff serve` serves it on PORT).")
     max_body_bytes: int = Field(25 * 1024 * 1024, description="GitHub's payload cap.")
     delivery_retention_days: float = Field(
         30.0, ge=0, description="Days a delivery that started no job is kept for duplicate "
