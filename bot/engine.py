@@ -94,7 +94,8 @@ class _Recorder:
                 self.outcomes[index] = self.act(event, decision, target)
                 self.active.clear()  # what this delivery wrote may change later reads
             log.debug("delivery %s %s.%s: %s", event.delivery_id, event.name,
-                      event.action or "-", detail or "acted on")
+                      event.action or "-", detail or "acted on",
+                      extra={"delivery": event.delivery_id})
         self.write_held()
         return [self.outcomes[i] for i in range(len(events))]
 
@@ -220,7 +221,8 @@ class Ingestor:
         try:
             await self._write([item])
         except Exception as exc:  # reported to that one caller as a 500
-            log.exception("delivery %s could not be recorded", event.delivery_id)
+            log.exception("delivery %s could not be recorded", event.delivery_id,
+                          extra={"delivery": event.delivery_id})
             if not future.done():
                 future.set_exception(exc)
 
@@ -230,7 +232,7 @@ class Ingestor:
         name: GitHub's log shows the failure and the redelivery sweep asks for it again."""
         for event, future in batch:
             log.error("delivery %s (%s.%s) could not be recorded: %s", event.delivery_id,
-                      event.name, event.action or "-", exc)
+                      event.name, event.action or "-", exc, extra={"delivery": event.delivery_id})
             if not future.done():
                 future.set_exception(exc)
 

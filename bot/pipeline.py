@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot import logs, metrics
 from bot.agent.budget import Budget, Spend
 from bot.agent.external import ExternalAgent
 from bot.agent.loop import Agent, AgentResult
@@ -88,6 +89,7 @@ class Run:
         """Record how long the stage that just ended took (``result["timings"]``)."""
         now = time.monotonic()
         self.result.setdefault("timings", {})[stage] = round(now - self.last_mark, 3)
+        metrics.STAGE_SECONDS.labels(stage).observe(now - self.last_mark)
         self.last_mark = now
 
 
@@ -160,6 +162,7 @@ class Pipeline:
         await self.store.update_job(run.job.id, result=run.result, **columns)
 
     async def _stage(self, run: Run, stage: str, detail: str = "", force: bool = True) -> None:
+        logs.enter_stage(stage)  # logged; and every line after, in this job, names it
         if run.status is not None:
             await run.status.set(stage, detail, force=force)
             run.result["status_comment_id"] = run.status.comment_id
