@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot import metrics
 from bot.sandbox.base import (
     PROCESS_ID,
     SANDBOX_ENV,
@@ -174,6 +175,8 @@ class ContainerSandbox:
 
     async def close(self) -> None:
         await run_capped([self.backend.cli, "rm", "-f", "-t", "0", self.name], 60, 4096)
+        if self.name in self.backend.live:
+            metrics.SANDBOXES.labels(self.backend.name).dec()
         self.backend.live.discard(self.name)
         await self.proxy.close()
 
@@ -243,6 +246,7 @@ class ContainerBackend:
             raise SandboxError(f"{self.name} could not start the sandbox: "
                                f"{result.stderr.strip() or result.stdout.strip()}")
         box = ContainerSandbox(self, name, workspace, proxy)
+        metrics.SANDBOXES.labels(self.name).inc()
         try:
             await box.find_keeper()
         except SandboxError:
