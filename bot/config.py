@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     model_timeout: float = Field(120.0, description="Seconds one model call may take.")
     prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
-        description="Per model: dollars per million input and output tokens.",
+        description="Per model: dollars per million input and output tokens; added to the "
+        "defaults for common models in bot/prices.py (and overrides them).",
     )
     max_steps: int = Field(40, description="Agent steps per job.")
     max_tokens: int = Field(2_000_000, description="Input plus output tokens per job.")

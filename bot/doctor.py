@@ -66,7 +66,9 @@ def check_config(settings: Settings) -> list[Result]:
 def check_price(settings: Settings) -> Result:
     if settings.agent_command:
         return True, "model price", "an external agent counts its own cost"
-    price = settings.prices.get(settings.model_name)
+    from bot.prices import lookup
+
+    price = lookup(settings.model_name, settings.prices)
     if price is None:
         return None, "model price", (
             f"no price for {settings.model_name}: cost shows $0 and MAX_COST_USD cannot stop "

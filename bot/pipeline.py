@@ -22,6 +22,7 @@ from bot.changes import FileChange, changed_files, refusal, review_notes
 from bot.config import Settings
 from bot.github import WRITE_ROLES, GitHubApiError, GitHubApp, RepoClient
 from bot.gitops import NO_DRIVERS, Checkout, GitError
+from bot.prices import price_for
 from bot.repo_config import CONFIG_PATH, RepoConfig, RepoConfigError, parse_repo_config
 from bot.sandbox import Backend, CommandResult, Sandbox, SandboxError
 from bot.spec import (
@@ -392,7 +393,7 @@ class Pipeline:
         s, config = self.settings, run.config
         b = config.budget
         model_name = config.model or s.model_name
-        price_in, price_out = s.prices.get(model_name, (0.0, 0.0))
+        price_in, price_out = price_for(model_name, s.prices)  # logs a model it has no price for
         budget = Budget(max_steps=b.max_steps or s.max_steps,
                         max_tokens=b.max_tokens or s.max_tokens,
                         max_cost_usd=b.max_cost_usd or s.max_cost_usd,

@@ -109,3 +109,21 @@ async def test_bad_keys_are_tried_once() -> None:
             await asyncio.wait_for(GitHubApp("1", GARBAGE_PEM, url).app_request("GET", "/app"),
                                    5)
         assert hits == ["/app"]
+
+
+def test_common_models_have_prices_out_of_the_box() -> None:
+    from bot.prices import lookup, price_for
+
+    assert lookup("gpt-4.1") == (2.0, 8.0)  # the default MODEL_NAME: MAX_COST_USD works
+    assert lookup("gpt-4.1-mini-2025-04-14") == (0.40, 1.60)  # a dated snapshot
+    assert lookup("claude-sonnet-4-20250514") == (3.0, 15.0)
+    assert lookup("anthropic/claude-sonnet-4-5") == (3.0, 15.0)  # OpenRouter's names
+    assert lookup("gpt-4.1", {"gpt-4.1": (1.0, 1.0)}) == (1.0, 1.0)  # settings win
+    assert lookup("my-local-llama") is None
+    assert price_for("my-local-llama") == (0.0, 0.0)
+
+
+async def test_doctor_names_the_default_models_price(tmp_path: Path) -> None:
+    code, out = await doctor(tmp_path, HANDOFF_MODEL_BASE_URL="http://127.0.0.1:9/v1",
+                             HANDOFF_SANDBOX="bubblewrap")
+    assert line(out, "model price").startswith("[ok  ] model price        gpt-4.1: $2 in, $8 out")
