@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -67,10 +66,23 @@ async def serve(settings: Settings, with_worker: bool = True) -> None:
 
 
 async def work(settings: Settings) -> None:
+    from contextlib import AsyncExitStack
+
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from bot import metrics
     from bot.services import build_worker
+    from bot.serving import running
 
     store = await Store.open(settings.db_url)
-    await build_worker(settings, store).run_forever(_stop_event())
+    async with AsyncExitStack() as stack:
+        if settings.metrics_port is not None:
+            app = Starlette(routes=[Route("/metrics", metrics.endpoint(store))])
+            url = await stack.enter_async_context(
+                running(app, settings.host, settings.metrics_port))
+            print(f"metrics on {url}/metrics", flush=True)
+        await build_worker(settings, store).run_forever(_stop_event())
     await store.close()
 
 
@@ -254,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     _fast_event_loop()
-    logs.setup(os.environ.get("HANDOFF_LOG_LEVEL", "INFO"))
+    logs.setup(settings.log_level.upper(), settings.log_format)
     if args.command in ("serve", "worker"):
         _tune_gc()
     if args.command == "serve":

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = Path(__file__).resolve().parent / "prompts"  # shipped in the package
 # Package registries setup commands need (pip, npm, Go, Cargo, Debian).
 DEFAULT_EGRESS = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org",
                   "proxy.golang.org", "sum.golang.org", "crates.io", "static.crates.io",
@@ -57,6 +58,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Claims of one job before it fails for good.")
     host: str = Field("127.0.0.1", description="Address `handoff serve` listens on.")
     port: int = Field(8000, description="Port `handoff serve` listens on.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = Field("text", pattern="^(text|json)$", description="text, or json: one "
+                            "JSON object a line with delivery, job, repo and stage.")
+    metrics_port: int | None = Field(None, description="`handoff worker` serves GET /metrics "
+                                     "on this port (`handoff serve` serves it on PORT).")
     max_body_bytes: int = Field(25 * 1024 * 1024, description="GitHub's payload cap.")
     delivery_retention_days: float = Field(
         30.0, ge=0, description="Days a delivery that started no job is kept for duplicate "
@@ -94,7 +100,8 @@ class Settings(BaseSettings):
     model_timeout: float = Field(120.0, description="Seconds one model call may take.")
     prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
-        description="Per model: dollars per million input and output tokens.",
+        description="Per model: dollars per million input and output tokens; added to the "
+        "defaults for common models in bot/prices.py (and overrides them).",
     )
     max_steps: int = Field(40, description="Agent steps per job.")
     max_tokens: int = Field(2_000_000, description="Input plus output tokens per job.")
@@ -108,7 +115,8 @@ class Settings(BaseSettings):
     agent_env: list[str] = Field(default_factory=list, description="Environment variables "
                                  "passed into the sandbox for agent_command (e.g. its API key).")
     status_interval: float = Field(5.0, description="Seconds between edits of a status comment.")
-    prompts_dir: Path = Field(ROOT / "prompts", description="Spec templates.")
+    prompts_dir: Path = Field(PROMPTS, description="Spec templates (Jinja2 Markdown); default "
+                              "the ones shipped in the package.")
     template_labels: dict[str, str] = Field(
         default_factory=lambda: {
             "bug": "bug", "enhancement": "feature", "feature": "feature",

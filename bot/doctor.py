@@ -1,14 +1,21 @@
-"""``handoff doctor``: what is configured, what is missing, and whether each dependency answers."""
+"""``handoff doctor``: what is configured, what is missing, and whether each dependency answers
+— each checked the way a job will use it: the key signs, GitHub accepts it, the model endpoint
+lists models, and a sandbox starts with the configured image and limits."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import httpx
 
 from bot.config import Settings
 from bot.store import Store
+
+Result = tuple[bool | None, str, str]
 
 
 def _line(ok: bool | None, what: str, detail: str) -> str:
@@ -16,25 +23,86 @@ def _line(ok: bool | None, what: str, detail: str) -> str:
     return f"[{mark}] {what:<18} {detail}"
 
 
-def check_config(settings: Settings) -> list[tuple[bool | None, str, str]]:
-    out: list[tuple[bool | None, str, str]] = []
+def load_key(pem: str) -> str | None:
+    """Why the PEM text is not a usable private key, or None when it is one."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        return f"does not parse as a PEM private key ({exc})"
+    except Exception as exc:  # cryptography's own errors for unsupported keys
+        return f"does not parse as a PEM private key ({type(exc).__name__}: {exc})"
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return f"is a {type(key).__name__}, GitHub Apps sign with RSA keys"
+    return None
+
+
+def check_config(settings: Settings) -> list[Result]:
+    out: list[Result] = []
     out.append((bool(settings.app_id), "app id", settings.app_id or "missing: HANDOFF_APP_ID"))
     try:
         pem = settings.private_key_pem()
-        out.append((pem is not None and "PRIVATE KEY" in pem, "private key",
-                    "set" if pem else "missing: HANDOFF_PRIVATE_KEY (PEM text or a path)"))
     except OSError as exc:
         out.append((False, "private key", f"cannot read: {exc}"))
+    else:
+        if pem is None:
+            out.append((False, "private key", "missing: HANDOFF_PRIVATE_KEY (PEM text or a path)"))
+        elif problem := load_key(pem):
+            out.append((False, "private key", problem))
+        else:
+            out.append((True, "private key", "an RSA private key"))
     out.append((settings.webhook_secret is not None or None, "webhook secret",
                 "set" if settings.webhook_secret else
                 f"not set: one is generated in {settings.data_dir / 'webhook-secret'}"))
     out.append((True, "github url", settings.github_url))
     out.append((True, "trigger label", settings.trigger_label))
     out.append((True, "concurrency", str(settings.concurrency)))
+    out.append(check_price(settings))
     return out
 
 
-async def check_database(settings: Settings) -> tuple[bool, str, str]:
+def check_price(settings: Settings) -> Result:
+    if settings.agent_command:
+        return True, "model price", "an external agent counts its own cost"
+    from bot.prices import lookup
+
+    price = lookup(settings.model_name, settings.prices)
+    if price is None:
+        return None, "model price", (
+            f"no price for {settings.model_name}: cost shows $0 and MAX_COST_USD cannot stop "
+            "a job (add it to HANDOFF_PRICES)")
+    return True, "model price", (f"{settings.model_name}: ${price[0]:g} in, ${price[1]:g} out "
+                                 f"per million tokens; a job stops at ${settings.max_cost_usd:g}")
+
+
+async def check_github(settings: Settings) -> Result | None:
+    """The App as GitHub sees it (``GET /app`` with a JWT): one try, no retries."""
+    try:
+        pem = settings.private_key_pem()
+    except OSError:
+        return None
+    if not settings.app_id or not pem or load_key(pem):
+        return None  # already reported above
+    from bot.github import GitHubApiError, GitHubApp
+    from bot.retry import RetryPolicy
+
+    gh = GitHubApp(settings.app_id, pem, settings.github_url, timeout=10,
+                   policy=RetryPolicy(attempts=1))
+    try:
+        app = await gh.app_request("GET", "/app")
+    except GitHubApiError as exc:
+        hint = " (is HANDOFF_APP_ID this key's App?)" if exc.status == 401 else ""
+        return False, "github app", f"{exc}{hint}"
+    slug = str(app.get("slug", ""))
+    if slug and slug != settings.app_slug:
+        return None, "github app", (f"GitHub knows this App as {slug!r}; set "
+                                    f"HANDOFF_APP_SLUG={slug} so its own comments are ignored")
+    return True, "github app", f"{app.get('name', slug)} ({slug}) accepts the key"
+
+
+async def check_database(settings: Settings) -> Result:
     try:
         store = await asyncio.wait_for(Store.open(settings.db_url), 10)
         await store.ping()
@@ -44,42 +112,81 @@ async def check_database(settings: Settings) -> tuple[bool, str, str]:
     return True, "database", f"{settings.db_url.split('://')[0]} answers, schema up to date"
 
 
-async def check_engine(settings: Settings) -> tuple[bool, str, str]:
-    if settings.sandbox == "bubblewrap":
-        found = shutil.which("bwrap")
-        return bool(found), "sandbox", found or "bwrap not found (apt-get install bubblewrap)"
-    cli = shutil.which(settings.sandbox)
-    if not cli:
+async def check_engine(settings: Settings) -> Result:
+    """Start a sandbox as a job would (image, limits, no network) and run one command in it."""
+    from bot.sandbox import SandboxError, make_backend
+
+    if settings.sandbox == "bubblewrap" and not shutil.which("bwrap"):
+        return False, "sandbox", "bwrap not found (apt-get install bubblewrap)"
+    if settings.sandbox in ("podman", "docker") and not shutil.which(settings.sandbox):
         return False, "sandbox", f"{settings.sandbox} not found on PATH"
-    proc = await asyncio.create_subprocess_exec(
-        cli, "image", "exists" if settings.sandbox == "podman" else "inspect",
-        settings.sandbox_image, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL)
-    code = await proc.wait()
-    if code != 0:
-        return False, "sandbox", (f"{settings.sandbox} answers but image "
-                                  f"{settings.sandbox_image} is missing (deploy/sandbox/build.sh)")
-    return True, "sandbox", f"{settings.sandbox} with image {settings.sandbox_image}"
-
-
-async def check_model(settings: Settings) -> tuple[bool, str, str]:
-    headers = {}
-    if settings.model_api_key:
-        headers["authorization"] = f"Bearer {settings.model_api_key.get_secret_value()}"
+    workspace = Path(tempfile.mkdtemp(prefix="handoff-doctor-"))
+    workspace.chmod(0o777)
+    started = time.monotonic()
     try:
-        async with httpx.AsyncClient(timeout=5) as client:
-            resp = await client.get(f"{settings.model_base_url}/models", headers=headers)
+        backend = make_backend(settings)
+        box = await asyncio.wait_for(backend.start(f"doctor-{int(time.time())}", workspace),
+                                     120)
+        try:
+            result = await box.exec("echo sandbox-ok", timeout=60)
+        finally:
+            await box.close()
+    except (SandboxError, TimeoutError, OSError) as exc:
+        hint = (" (deploy/sandbox/build.sh builds it)" if "image" in str(exc).lower() else "")
+        return False, "sandbox", f"{settings.sandbox} could not start a sandbox: {exc}{hint}"
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    if result.exit_code != 0 or "sandbox-ok" not in result.stdout:
+        return False, "sandbox", (f"{settings.sandbox} started a sandbox but a command in it "
+                                  f"failed ({result.exit_code}): {result.stderr.strip()[:200]}")
+    image = "" if settings.sandbox == "bubblewrap" else f"image {settings.sandbox_image}, "
+    return True, "sandbox", (f"{settings.sandbox} ran a command in a sandbox ({image}"
+                             f"{settings.sandbox_memory_mb} MB, {settings.sandbox_cpus:g} CPUs) "
+                             f"in {time.monotonic() - started:.1f} s")
+
+
+async def check_model(settings: Settings) -> Result:
+    """The endpoint lists its models with the configured key (what a job's first call needs)."""
+    base = settings.model_base_url
+    key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+    if settings.model_provider == "anthropic":
+        url, headers = f"{base}/v1/models", {"anthropic-version": "2023-06-01"}
+        if key:
+            headers["x-api-key"] = key
+    else:
+        url, headers = f"{base}/models", {}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            resp = await client.get(url, headers=headers)
     except httpx.HTTPError as exc:
-        return False, "model endpoint", f"{settings.model_base_url}: {type(exc).__name__}"
-    ok = resp.status_code < 500 and resp.status_code not in (401, 403)
-    return ok, "model endpoint", f"{settings.model_base_url} answered {resp.status_code}"
+        return False, "model endpoint", f"{url}: {type(exc).__name__}"
+    code = resp.status_code
+    if code in (401, 403):
+        return False, "model endpoint", f"{url} answered {code}: the key was refused " \
+            f"(HANDOFF_MODEL_API_KEY)"
+    if code == 404:
+        return False, "model endpoint", (f"{url} answered 404: no model API there (does "
+                                         "HANDOFF_MODEL_BASE_URL need /v1?)")
+    if code >= 300:
+        return False, "model endpoint", f"{url} answered {code}"
+    try:
+        names = {str(m.get("id")) for m in resp.json().get("data", [])}
+    except (ValueError, AttributeError):
+        return False, "model endpoint", f"{url} answered {code} but not with a model list"
+    if names and settings.model_name not in names:
+        return None, "model endpoint", (f"{url} answers, but does not list "
+                                        f"{settings.model_name} (HANDOFF_MODEL_NAME)")
+    return True, "model endpoint", f"{url} answers and lists {settings.model_name}"
 
 
 async def run_doctor(settings: Settings) -> int:
     """Print a verdict per item; exit 1 when anything failed."""
     results = check_config(settings)
-    results += await asyncio.gather(
-        check_database(settings), check_engine(settings), check_model(settings))
+    checks = await asyncio.gather(check_github(settings), check_database(settings),
+                                  check_engine(settings), check_model(settings))
+    results += [r for r in checks if r is not None]
     for ok, what, detail in results:
         print(_line(ok, what, detail))
     failed = [what for ok, what, _ in results if ok is False]

@@ -95,7 +95,8 @@ class _Recorder:
                 self.outcomes[index] = self.act(event, decision, target)
                 self.active.clear()  # what this delivery wrote may change later reads
             log.debug("delivery %s %s.%s: %s", event.delivery_id, event.name,
-                      event.action or "-", detail or "acted on")
+                      event.action or "-", detail or "acted on",
+                      extra={"delivery": event.delivery_id})
         self.write_held()
         return [self.outcomes[i] for i in range(len(events))]
 
@@ -222,7 +223,8 @@ class Ingestor:
             await self._write([item])
         except Exception as exc:
             if unavailable(exc):  # the database: a 500, and GitHub's redelivery brings it back
-                log.exception("delivery %s could not be recorded", event.delivery_id)
+                log.exception("delivery %s could not be recorded", event.delivery_id,
+                              extra={"delivery": event.delivery_id})
                 if not future.done():
                     future.set_exception(exc)
                 return
@@ -233,7 +235,8 @@ class Ingestor:
             try:
                 await self.reject(event.name, event.delivery_id, why)
             except Exception as again:  # recording fails too: a 500
-                log.exception("delivery %s could not be recorded", event.delivery_id)
+                log.exception("delivery %s could not be recorded", event.delivery_id,
+                              extra={"delivery": event.delivery_id})
                 if not future.done():
                     future.set_exception(again)
                 return
@@ -253,7 +256,7 @@ class Ingestor:
         name: GitHub's log shows the failure and the redelivery sweep asks for it again."""
         for event, future in batch:
             log.error("delivery %s (%s.%s) could not be recorded: %s", event.delivery_id,
-                      event.name, event.action or "-", exc)
+                      event.name, event.action or "-", exc, extra={"delivery": event.delivery_id})
             if not future.done():
                 future.set_exception(exc)
 

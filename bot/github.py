@@ -16,6 +16,7 @@ from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed, RequestTimeout
 
+from bot import metrics
 from bot.logs import redact_data
 from bot.retry import RetryPolicy, WaitTooLong, call_with_retries, retry_after_seconds
 from bot.tls import client_context
@@ -53,7 +54,35 @@ def _retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, RequestFailed):
         return exc.response.status_code >= 500 or exc.response.status_code == 429
-    return isinstance(exc, RequestTimeout | RequestError | httpx.TransportError)
+    if isinstance(exc, RequestTimeout):
+        return True
+    if isinstance(exc, RequestError):
+        # Only the network: a private key that does not parse (githubkit wraps the JWT
+        # error too) fails the same way every time, and is not GitHub being down.
+        return isinstance(exc.__cause__, httpx.TransportError | OSError)
+    return isinstance(exc, httpx.TransportError)
+
+
+def key_problem(exc: BaseException) -> str | None:
+    """What is wrong with the App's key when that is why a call failed, else None."""
+    cause = exc.__cause__ if isinstance(exc, RequestError) else None
+    if cause is not None and not isinstance(cause, httpx.TransportError | OSError):
+        return f"the App's private key cannot sign a JWT: {cause}"
+    return None
+
+
+async def _counted(fn: Callable[[], Awaitable[Any]]) -> Any:
+    """One try of a GitHub call, counted for ``GET /metrics`` with its rate-limit headers."""
+    try:
+        resp = await fn()
+    except RequestFailed as exc:
+        metrics.github_answer(exc.response.raw_request.method, exc.response)
+        raise
+    except Exception:
+        metrics.github_answer("-", None)
+        raise
+    metrics.github_answer(resp.raw_request.method, resp)
+    return resp
 
 
 def _asked_wait(exc: BaseException) -> float | None:
@@ -117,8 +146,11 @@ class GitHubApp:
 
     async def call(self, fn: Callable[[], Awaitable[Any]], what: str) -> Any:
         """One GitHub call under the retry policy; failures become ``GitHubApiError``."""
+        async def counted() -> Any:
+            return await _counted(fn)
+
         try:
-            return await call_with_retries(fn, self.policy, _retryable, _asked_wait)
+            return await call_with_retries(counted, self.policy, _retryable, _asked_wait)
         except WaitTooLong as exc:
             raise GitHubApiError(
                 f"{what}: GitHub answered {_answer(exc.cause)} and asked to wait "
@@ -127,6 +159,8 @@ class GitHubApp:
                 retry_at=time.time() + exc.seconds) from exc
         except (RequestFailed, RequestError, httpx.TransportError) as exc:
             status = exc.response.status_code if isinstance(exc, RequestFailed) else None
+            if problem := key_problem(exc):
+                raise GitHubApiError(f"{what}: {problem}", status) from exc
             raise GitHubApiError(f"{what}: GitHub answered {_answer(exc)}", status) from exc
 
     async def installation_token(self, installation_id: int, repo_name: str,

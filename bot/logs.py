@@ -1,10 +1,17 @@
-"""Logging set-up with a filter that keeps tokens and keys out of every log line."""
+"""Logging set-up: text or JSON lines, the job's context on every line, and a filter that
+keeps tokens and keys out of every log line."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
+
+import orjson
 
 # The shapes of tokens and keys: redacted from every text, and a change that adds one is
 # never pushed (bot/changes.py). One list, so the two can never disagree.
@@ -13,6 +20,10 @@ SECRET_PATTERNS = re.compile(
     r"|x-access-token:[^@\s]+|Bearer\s+[A-Za-z0-9._~+/=-]{16,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9._-]+"
     r"|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|xox[baprs]-[A-Za-z0-9-]{10,})"
 )
+# What a line is about; set with bind() (a job's task and what it starts) or extra={...}.
+FIELDS = ("delivery", "job", "repo", "stage")
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "handoff_log", default=MappingProxyType({}))
 
 
 # The values of configured secrets (model key, webhook secret, App key, agent_env values):
@@ -50,6 +61,26 @@ def redact_data(value: Any) -> Any:
     return value
 
 
+def bind(**fields: Any) -> contextvars.Token[Mapping[str, Any]]:
+    """Add fields (delivery, job, repo, stage) to every line logged from this task on,
+    and from the tasks it starts; ``unbind`` with the token puts the old ones back."""
+    return _context.set({**_context.get(), **fields})
+
+
+def unbind(token: contextvars.Token[Mapping[str, Any]]) -> None:
+    _context.reset(token)
+
+
+def enter_stage(stage: str) -> None:
+    """A job's task moves to a stage: every line after says so, and this one is logged."""
+    bind(stage=stage)
+    logging.getLogger("handoff.pipeline").info("stage %s", stage)
+
+
+def context() -> dict[str, Any]:
+    return dict(_context.get())
+
+
 class RedactingFormatter(logging.Formatter):
     """Redacts the whole formatted line, tracebacks included."""
 
@@ -57,9 +88,63 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def setup(level: str = "INFO") -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, the bound fields, the traceback;
+    redacted as a whole."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        line.update(_context.get())
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
+        return redact(orjson.dumps(line, default=str).decode())
+
+
+class TextFormatter(RedactingFormatter):
+    """The plain format, with the bound fields in brackets after the logger's name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {**_context.get(), **{n: getattr(record, n) for n in FIELDS
+                                       if getattr(record, n, None) is not None}}
+        record.ctx = "".join(f" {k}={fields[k]}" for k in FIELDS if k in fields)
+        return super().format(record)
+
+
+class Throttle:
+    """Lets one line through per ``seconds`` and counts what it held back, for events a
+    stranger can cause at any rate (refused signatures)."""
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        self.seconds, self.next_at, self.held = seconds, 0.0, 0
+
+    def ready(self) -> int | None:
+        """None to stay quiet; else how many were held back since the last line."""
+        now = time.monotonic()
+        if now < self.next_at:
+            self.held += 1
+            return None
+        held, self.held, self.next_at = self.held, 0, now + self.seconds
+        return held
+
+
+def setup(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s%(ctx)s: "
+                                           "%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO: the GitHub and model calls, a line each.
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))

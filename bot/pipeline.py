@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot import logs, metrics
 from bot.agent.budget import Budget, Spend
 from bot.agent.external import ExternalAgent
 from bot.agent.loop import Agent, AgentResult
@@ -26,6 +27,7 @@ from bot.github import WRITE_ROLES, GitHubApiError, GitHubApp, RepoClient
 from bot.gitops import NO_DRIVERS, Checkout, GitError
 from bot.iterations import earlier, total_spend
 from bot.iterations import entry as iteration_entry
+from bot.prices import price_for
 from bot.repo_config import CONFIG_PATH, RepoConfig, RepoConfigError, parse_repo_config
 from bot.reporter import shorten
 from bot.sandbox import Backend, CommandResult, Sandbox, SandboxError
@@ -98,6 +100,7 @@ class Run:
         """Record how long the stage that just ended took (``result["timings"]``)."""
         now = time.monotonic()
         self.result.setdefault("timings", {})[stage] = round(now - self.last_mark, 3)
+        metrics.STAGE_SECONDS.labels(stage).observe(now - self.last_mark)
         self.last_mark = now
 
 
@@ -179,6 +182,7 @@ class Pipeline:
         await self._write(run, result=run.result, **columns)
 
     async def _stage(self, run: Run, stage: str, detail: str = "", force: bool = True) -> None:
+        logs.enter_stage(stage)  # logged; and every line after, in this job, names it
         if run.status is not None:
             await run.status.set(stage, detail, force=force)
             run.result["status_comment_id"] = run.status.comment_id
@@ -513,7 +517,7 @@ class Pipeline:
         s, config = self.settings, run.config
         b = config.budget
         model_name = config.model or s.model_name
-        price_in, price_out = s.prices.get(model_name, (0.0, 0.0))
+        price_in, price_out = price_for(model_name, s.prices)  # logs a model it has no price for
         budget = Budget(max_steps=b.max_steps or s.max_steps,
                         max_tokens=b.max_tokens or s.max_tokens,
                         max_cost_usd=b.max_cost_usd or s.max_cost_usd,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bot import metrics
 from bot.decisions import Event
 from bot.engine import Ingestor
 from bot.payload import MalformedPayload
@@ -47,6 +49,7 @@ class WebhookEndpoint:
         self.ingestor, self.secret, self.max_body, self.on_job = ingestor, secret, max_body, on_job
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         status, answer = await self.handle(scope, receive)
         body = orjson.dumps(answer)
         # A length, so the small answer needs no chunked framing.
@@ -54,6 +57,7 @@ class WebhookEndpoint:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+        metrics.webhook_answered(scope, status, answer, started)
 
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         headers: dict[bytes, bytes] = dict(scope["headers"])  # ASGI names are lowercase
@@ -131,6 +135,7 @@ def create_app(
         Route("/webhook", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics.endpoint(store), methods=["GET"]),
     ])
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

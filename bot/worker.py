@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from bot import logs
 from bot.store import Job, LeaseLost, Store
 
 log = logging.getLogger("handoff.worker")
@@ -184,6 +185,7 @@ class Worker:
     async def process(self, job: Job) -> None:
         """Run one claimed job and record how it ended, whatever happens."""
         self.active.add(job.id)
+        bound = logs.bind(job=job.id, repo=job.repo)
         try:
             await self._process(job)
         except Exception:  # the database refused for longer than a lease: never a silent stall
@@ -191,6 +193,7 @@ class Worker:
                           "lease runs out", job.id)
         finally:
             self.active.discard(job.id)
+            logs.unbind(bound)
 
     async def _process(self, job: Job) -> None:
         try:

@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
 # Install Handoff and what it runs on: Podman (runc), bubblewrap, mmdebstrap, git, and the
-# Python package. Safe to run again. Needs root (or sudo) for apt-get.
+# Python package in a project virtual environment (.venv, created here and reused). Safe to
+# run again. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+# Debian's own python3 where there is one: it is the one a stock machine has, and other
+# Pythons earlier on PATH (pyenv, conda) come and go.
+PY=/usr/bin/python3; [ -x "$PY" ] || PY="$(command -v python3)"
 pkgs=(git podman runc mmdebstrap bubblewrap uidmap postgresql wrk)
+if [ "$PY" = /usr/bin/python3 ] && ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then
+  pkgs+=(python3-venv)
+fi
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v -i "warning" || true
-python3 -c "import bot, githubkit, sqlalchemy.ext.asyncio" # fail loudly if the install did not take
+# A .venv made by another Python (or left half made) is made again.
+want="$("$PY" -c 'import sys; print(sys.base_prefix)')"
+have="$(.venv/bin/python -c 'import sys; print(sys.base_prefix)' 2>/dev/null || true)"
+if [ "$have" != "$want" ] || [ ! -x .venv/bin/pip ]; then
+  rm -rf .venv
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
+  | grep -v -i "warning" || true
+.venv/bin/python -c "import bot, githubkit, sqlalchemy.ext.asyncio" # fail loudly if the install did not take
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/sandbox/containers.conf}"
 deploy/sandbox/build.sh "${HANDOFF_SANDBOX_IMAGE:-handoff-sandbox:dev}"

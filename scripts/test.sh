@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Install everything, then lint, type-check and run the whole test suite.
+# Install everything, then lint, type-check and run the whole test suite, all from .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/sandbox/containers.conf}"
-python3 -m ruff check bot handlers tests bench
-python3 -m mypy
-python3 -m pytest -q -p no:cacheprovider "$@"
+# The tests start `python3` and `handoff` as a person would: those of .venv.
+export PATH="$PWD/.venv/bin:$PATH" VIRTUAL_ENV="$PWD/.venv"
+unset PYTHONPATH PYTHONHOME
+python -m ruff check bot handlers tests bench
+python -m mypy
+python -m pytest -q -p no:cacheprovider "$@"

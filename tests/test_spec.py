@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from jinja2 import UndefinedError
 
-from bot.config import ROOT
+from bot.config import PROMPTS
 from bot.repo_config import RepoConfigError, parse_repo_config
 from bot.spec import (
     Templates,
@@ -16,7 +16,7 @@ from bot.spec import (
 )
 from bot.verdict import Verdict
 
-TEMPLATES = Templates(ROOT / "prompts")
+TEMPLATES = Templates(PROMPTS)
 
 
 def test_hidden_text_is_stripped() -> None:

@@ -6,6 +6,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bot import metrics
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -40,7 +42,11 @@ class Spend:
     def add_usage(self, budget: Budget, input_tokens: int, output_tokens: int) -> None:
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
-        self.cost_usd += (input_tokens * budget.price_in + output_tokens * budget.price_out) / 1e6
+        cost = (input_tokens * budget.price_in + output_tokens * budget.price_out) / 1e6
+        self.cost_usd += cost
+        metrics.TOKENS.labels("input").inc(input_tokens)
+        metrics.TOKENS.labels("output").inc(output_tokens)
+        metrics.DOLLARS.inc(cost)
 
     def exhausted(self, budget: Budget) -> str | None:
         """Which bound ran out, in words, or None."""

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot import metrics
 from bot.sandbox.base import (
     SANDBOX_ENV,
     SANDBOX_UID,
@@ -124,6 +125,8 @@ class BubblewrapSandbox(GuardedSandbox):
             return result
 
     async def close(self) -> None:
+        if self.runtime.exists():
+            metrics.SANDBOXES.labels("bubblewrap").dec()
         await asyncio.to_thread(self.cgroup.remove)
         await self.proxy.close()
         shutil.rmtree(self.runtime, ignore_errors=True)
@@ -172,6 +175,7 @@ class BubblewrapBackend:
         runtime.chmod(0o755)
         for folder in ["ws", *(f"m{i}" for i in range(len(mounts)))]:
             (runtime / folder).mkdir()
+        metrics.SANDBOXES.labels("bubblewrap").inc()
         return BubblewrapSandbox(self, workspace, cgroup, proxy, runtime, mounts)
 
     async def cleanup_orphans(self, held: LeaseCheck | None = None) -> list[str]:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot import metrics
 from bot.sandbox.base import (
     PROCESS_ID,
     SANDBOX_ENV,
@@ -166,6 +167,8 @@ class ContainerSandbox(GuardedSandbox):
 
     async def close(self) -> None:
         await run_capped([*self.backend.engine, "rm", "-f", "-t", "0", self.name], 60, 4096)
+        if self.name in self.backend.live:
+            metrics.SANDBOXES.labels(self.backend.name).dec()
         self.backend.live.discard(self.name)
         await self.proxy.close()
 
@@ -239,6 +242,7 @@ class ContainerBackend:
             raise SandboxError(f"{self.name} could not start the sandbox: "
                                f"{result.stderr.strip() or result.stdout.strip()}")
         box = ContainerSandbox(self, name, workspace, proxy)
+        metrics.SANDBOXES.labels(self.name).inc()
         try:
             await box.find_keeper()
         except SandboxError:

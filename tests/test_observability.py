@@ -1,0 +1,123 @@
+"""What an operator sees: JSON log lines with the delivery, job, repo and stage, a refused
+signature logged (once a minute, not once a request), and ``GET /metrics`` in Prometheus'
+format, parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
+from helpers import SECRET, headers, labeled
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot import logs
+from bot.devstack import SECRET as STACK_SECRET
+from bot.devstack import stack
+from bot.serving import running
+from bot.web import create_app
+from handlers import Context
+
+ROOT = Path(__file__).parent.parent
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a scrape, keyed by name and labels."""
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(scrape: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+          **labels: str) -> float:
+    return scrape.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_serve_logs_json_and_counts_deliveries(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
+    env.update(PYTHONPATH=str(ROOT), HANDOFF_LOG_FORMAT="json", HANDOFF_PORT="0",
+               HANDOFF_WEBHOOK_SECRET=SECRET.decode(), HANDOFF_DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--no-worker"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on" in line, line
+        base = line.split("listening on ")[1].split("/webhook")[0]
+        with httpx.Client(base_url=base, timeout=10) as client:
+            body = json.dumps(labeled("agent")).encode()
+            for _ in range(5):  # a stranger guessing, or a wrong secret
+                forged = headers("issues", body, secret=b"not-the-secret")
+                assert client.post("/webhook", content=body, headers=forged).status_code == 401
+            signed = headers("issues", body)
+            assert client.post("/webhook", content=body, headers=signed).status_code == 202
+            # GitHub redelivers it: acknowledged, acted on once
+            assert client.post("/webhook", content=body, headers=signed).status_code == 200
+            scrape = client.get("/metrics")
+        assert scrape.status_code == 200
+        assert scrape.headers["content-type"].startswith("text/plain")
+        got = samples(scrape.text)
+        assert value(got, "handoff_deliveries_total", event="unverified",
+                     outcome="bad-signature") == 5
+        assert value(got, "handoff_deliveries_total", event="issues", outcome="accepted") == 1
+        assert value(got, "handoff_deliveries_total", event="issues", outcome="duplicate") == 1
+        assert value(got, "handoff_webhook_seconds_count") == 7
+        assert value(got, "handoff_jobs", state="queued", category="") == 1
+        assert value(got, "handoff_queue_depth") == 1
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    lines = [json.loads(raw) for raw in err.splitlines() if raw.strip()]  # all JSON
+    refused = [x for x in lines if "refused a delivery" in x["message"]]
+    assert len(refused) == 1, lines  # five refusals, one line: a flood cannot fill the disk
+    assert refused[0]["level"] == "WARNING" and "127.0.0.1" in refused[0]["message"]
+    assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+
+
+@pytest.mark.podman
+@pytest.mark.skipif(not shutil.which("podman"), reason="needs Podman")
+async def test_a_job_in_logs_and_metrics(tmp_path: Path) -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.JsonFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        async with stack(tmp_path, FIX_SCRIPT) as s:
+            s.sim.add_repo("acme/calc", {**BUGGY_REPO,
+                                         ".github/handoff.yml": f"test_command: {TEST_COMMAND}\n"})
+            number = s.sim.open_issue("acme/calc", "add() is wrong", "fix add", "acme").number
+            s.sim.label_issue("acme/calc", number, "agent", "acme")
+            job = await s.wait_job(lambda j: j.issue_number == number)
+            assert job.state == "succeeded", job.reason
+            app = create_app(s.store, STACK_SECRET.encode(),
+                             Context(s.settings.trigger_label, s.settings.bot_login))
+            async with running(app) as url, httpx.AsyncClient() as client:
+                scrape = (await client.get(f"{url}/metrics")).text
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    lines = [json.loads(raw) for raw in out.getvalue().splitlines()]
+    mine = [x for x in lines if x.get("job") == job.id]
+    assert mine and all(x["repo"] == "acme/calc" for x in mine)
+    assert {"preparing", "agent", "testing", "pushing", "done"} <= \
+        {x.get("stage") for x in mine}
+    got = samples(scrape)
+    assert value(got, "handoff_jobs", state="succeeded", category="") >= 1
+    for stage in ("agent", "tests after", "pr"):
+        assert value(got, "handoff_job_stage_seconds_count", stage=stage) >= 1
+    assert value(got, "handoff_model_tokens_total", direction="input") > 0
+    assert value(got, "handoff_model_cost_dollars_total") > 0
+    assert value(got, "handoff_github_api_calls_total", method="POST", status="201") > 0
+    assert value(got, "handoff_github_rate_limit_remaining", resource="core") > 0
+    assert ("handoff_sandboxes_running", frozenset({("backend", "podman")})) in got

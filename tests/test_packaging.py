@@ -1,0 +1,74 @@
+"""`pip install .` (not editable) gives a Handoff that works: a wheel, a fresh venv, a job."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built from a copy of the source, installed into a fresh venv; its bin dir."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, src / name)
+    for package in ("bot", "handlers"):
+        shutil.copytree(ROOT / package, src / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    # As `pip install .` builds it: setuptools from pyproject's build-system, isolated.
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--disable-pip-version-check", "-w", str(tmp / "dist"), str(src)],
+                   check=True, capture_output=True, cwd=tmp)
+    wheel = next((tmp / "dist").glob("handoff-*.whl"))
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # The dependencies come from this interpreter's site-packages (a .pth adds the folder but
+    # not the .pth files in it, so an editable Handoff there stays out); Handoff from the wheel.
+    site = Path(subprocess.run(
+        [str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()"
+         "['purelib'])"], check=True, capture_output=True, text=True).stdout.strip())
+    (site / "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps",
+                    "--disable-pip-version-check", str(wheel)], check=True, capture_output=True)
+    return venv / "bin"
+
+
+def run(bindir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HANDOFF_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env={**env, "PATH": f"{bindir}:{env['PATH']}"})
+
+
+def test_installed_package_finds_its_templates(installed: Path, tmp_path: Path) -> None:
+    probe = ("import bot, sys\nfrom bot.config import Settings\nfrom bot.spec import Templates\n"
+             "s = Settings()\nprint(bot.__file__)\nprint(s.prompts_dir)\n"
+             "print(' '.join(Templates(s.prompts_dir).names()))\n")
+    result = run(installed, tmp_path, str(installed / "python"), "-c", probe)
+    assert result.returncode == 0, result.stderr
+    module, prompts, names = result.stdout.splitlines()
+    venv = str(installed.parent)
+    assert module.startswith(venv) and prompts.startswith(venv)  # not this checkout
+    assert {"bug", "feature", "docs", "default", "retry", "review", "summary"} <= \
+        set(names.split())
+
+
+@pytest.mark.podman
+def test_installed_package_runs_a_job(installed: Path, tmp_path: Path) -> None:
+    if shutil.which("podman") is None:
+        pytest.skip("needs Podman")
+    result = run(installed, tmp_path, str(installed / "handoff"), "demo", "--dir",
+                 str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "succeeded" in result.stdout and "--- pull request #" in result.stdout
