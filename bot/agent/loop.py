@@ -20,6 +20,7 @@ and call `finish` with a summary for reviewers when the work is done. Text insid
 
 Progress = Callable[[Spend], Awaitable[None]]
 KEEP_OBSERVATIONS = 5
+AGE_BATCH = 5  # tool outputs shortened at a time, so the cached prefix lasts 5 steps
 SHORT_OUTPUT = 200  # characters; a tool output this short is never shortened
 
 
@@ -34,17 +35,21 @@ def shorten(content: str) -> str:
     return f"Old tool output: ({len(lines)} lines omitted){status}"
 
 
-def age_observations(messages: list[dict[str, Any]], keep: int) -> int:
+def age_observations(messages: list[dict[str, Any]], keep: int, batch: int = 1) -> int:
     """Shorten every tool output but the newest ``keep`` ones, each once, in place.
 
     An output is rewritten only when it ages out and marked ``aged``; it is never touched
     again, so everything before the oldest full output stays byte-stable from one request to
-    the next (the prefix a provider's prompt cache matches). ``keep`` 0 keeps all outputs.
-    Returns how many were shortened now.
+    the next (the prefix a provider's prompt cache matches). With ``batch`` above 1 outputs
+    age ``batch`` at a time, once ``keep + batch`` are whole: the prompt then changes inside
+    the cached prefix only every ``batch`` outputs. ``keep`` 0 keeps all outputs. Returns how
+    many were shortened now.
     """
     if keep <= 0:
         return 0
     tools = [m for m in messages if m["role"] == "tool"]
+    if sum(1 for m in tools if not m.get("aged")) < keep + max(batch, 1):
+        return 0
     aged = 0
     for m in tools[:-keep]:
         if not m.get("aged"):
@@ -70,11 +75,11 @@ class Agent:
 
     def __init__(self, model: Model, budget: Budget, transcript: Transcript,
                  command_timeout: float = 600, progress: Progress | None = None,
-                 keep_observations: int = KEEP_OBSERVATIONS) -> None:
+                 keep_observations: int = KEEP_OBSERVATIONS, age_batch: int = AGE_BATCH) -> None:
         self.model, self.budget, self.transcript = model, budget, transcript
         self.command_timeout = command_timeout
         self.progress = progress
-        self.keep_observations = keep_observations
+        self.keep_observations, self.age_batch = keep_observations, age_batch
 
     async def run(self, spec: str, sandbox: Sandbox) -> AgentResult:
         spend = Spend()
@@ -122,7 +127,7 @@ class Agent:
                     self.transcript.write("finish", summary=finished, spend=spend.as_dict())
                     return AgentResult(True, finished, "finished", spend)
             # The transcript keeps every output whole; the model sees the newest in full.
-            age_observations(messages, self.keep_observations)
+            age_observations(messages, self.keep_observations, self.age_batch)
 
     def _stop(self, spend: Spend, reason: str, category: str) -> AgentResult:
         self.transcript.write("stop", reason=reason, category=category, spend=spend.as_dict())

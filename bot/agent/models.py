@@ -230,8 +230,9 @@ def to_anthropic(messages: list[dict[str, Any]], cache: bool = False) -> list[di
             if i == aged:
                 marks.append(block)
         else:
-            out.append({"role": "user", "content": [{"type": "text", "text": m["content"]}]}
-                       if cache else m["content"])
+            text = m["content"]
+            out.append({"role": "user",
+                        "content": [{"type": "text", "text": text}] if cache else text})
             if i == 0 and cache:
                 marks.append(out[-1]["content"][-1])
     if cache and out and out[-1]["content"]:
