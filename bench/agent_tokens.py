@@ -1,7 +1,7 @@
 """Benchmark: input tokens the built-in agent sends over a 40-step run, with and without
 shortening old tool outputs and prompt caching.
 
-Usage: python bench/agent_tokens.py [--keep 5] [--port 19040]
+Usage: python bench/agent_tokens.py [--keep 5] [--batch 5] [--provider openai] [--port 19040]
 
 The agent runs a 40-step scripted session (39 tool calls, then `finish`) against the scripted
 model server, once per wire format (OpenAI-compatible and Anthropic) and mode:
@@ -215,6 +215,8 @@ async def main() -> int:
     parser.add_argument("--keep", type=int, default=5, help="tool outputs kept whole")
     parser.add_argument("--batch", type=int, default=AGE_BATCH,
                         help="tool outputs shortened at a time")
+    parser.add_argument("--provider", choices=("openai", "anthropic"), action="append",
+                        help="wire format to run (default both)")
     parser.add_argument("--port", type=int, default=19040, help="the scripted model's port")
     args = parser.parse_args()
     counter = Counter()
@@ -223,7 +225,7 @@ async def main() -> int:
     print(f"{'provider':<10} {'mode':<8} {'steps':>5} {'sent (counted)':>15} "
           f"{'reported':>10} {'cached':>10} {'uncached':>10}")
     ok = True
-    for provider in ("openai", "anthropic"):
+    for provider in args.provider or ("openai", "anthropic"):
         runs = {}
         for mode in ("without", "with"):
             run = await run_once(provider, mode, args.keep, args.batch, args.port, counter)
