@@ -190,3 +190,29 @@ def test_bench_fails_when_target_missed() -> None:
     done = bench("--keep", "0")  # nothing shortened: "with" sends as much as "without"
     assert done.returncode == 1, done.stdout + done.stderr
     assert "MISSED" in done.stdout
+
+
+def test_pr_body_shows_cached_tokens() -> None:
+    from bot.iterations import total_spend
+    from bot.spec import Templates
+    from bot.verdict import Verdict
+    spend = total_spend([{"spend": {"steps": 3, "input_tokens": 9000, "cached_tokens": 6000,
+                                    "output_tokens": 10, "cost_usd": 0.1, "wall_seconds": 1}},
+                         {"spend": {"steps": 1, "input_tokens": 1000, "output_tokens": 5,
+                                    "cost_usd": 0.1, "wall_seconds": 1}}])
+    assert spend["cached_tokens"] == 6000
+    context = dict(
+        repo="o/r", issue={"number": 1, "title": "T", "body": "B"}, requested_by="a",
+        criteria=[{"text": "x", "met": True, "evidence": "e"}], summary="s", base_sha="abcdef0",
+        head_sha="1234567", tests_before="fail", tests_after="pass", regression=False,
+        tests_base="fail", verdict=Verdict("neutral", "t", "done-unproven"),
+        test_command="pytest", test_command_reason="why", iterations=[{"kind": "implement",
+        "requested_by": "a", "summary": "s"}], model="m", inputs_seen=["issue"],
+        inputs_excluded=[], check_first="a.py", risks=[], files=[], labels=[], comments=[],
+        instructions=[], baseline="pass", feedback="", previous_summary="", diff="",
+        base_branch="main", review_comments=[], pr_url="u")
+    body = Templates(ROOT / "prompts").render("summary", spend=spend, **context)
+    assert "10,000 input (6,000 of them cached) and 15 output tokens" in body
+    spend.pop("cached_tokens")
+    body = Templates(ROOT / "prompts").render("summary", spend=spend, **context)
+    assert "10,000 input and 15 output tokens" in body
