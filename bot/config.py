@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     max_tokens: int = Field(2_000_000, description="Input plus output tokens per job.")
     max_cost_usd: float = Field(5.0, description="Dollars per job.")
     max_wall_seconds: float = Field(3600.0, description="Wall time of the agent per job.")
+    keep_observations: int = Field(5, ge=0, description="Newest tool outputs the built-in "
+                                   "agent sees whole; older ones become a one-line note (0: all).")
 
     agent_command: str | None = Field(
         None, description="Run this agent CLI in the sandbox instead of the built-in agent; "

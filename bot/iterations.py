@@ -9,7 +9,8 @@ from typing import Any
 from bot.store import Job, Store
 
 MAX_CHAIN = 100
-SPEND_KEYS = ("steps", "input_tokens", "output_tokens", "cost_usd", "wall_seconds")
+SPEND_KEYS = ("steps", "input_tokens", "cached_tokens", "output_tokens", "cost_usd",
+              "wall_seconds")
 
 
 async def earlier(store: Store, job: Job) -> tuple[list[dict[str, Any]], dict[str, Any]]:

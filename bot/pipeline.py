@@ -537,7 +537,8 @@ class Pipeline:
             if run.status:
                 await run.status.agent_progress(spend)
 
-        return Agent(model, budget, transcript, s.command_timeout, progress)
+        return Agent(model, budget, transcript, s.command_timeout, progress,
+                     keep_observations=s.keep_observations)
 
     async def _commit_and_push(self, run: Run, co: Checkout, branch: str, title: str) -> str:
         job = run.job

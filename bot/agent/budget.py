@@ -19,6 +19,7 @@ class Budget:
     max_wall_seconds: float = 3600.0
     price_in: float = 0.0  # dollars per million input tokens
     price_out: float = 0.0  # dollars per million output tokens
+    price_cached_in: float | None = None  # per million cached input tokens; None: price_in
 
 
 @dataclass
@@ -26,8 +27,10 @@ class Spend:
     """Running totals, kept on the job as it goes."""
 
     steps: int = 0
-    input_tokens: int = 0
+    input_tokens: int = 0  # all input tokens, cached ones included
     output_tokens: int = 0
+    cached_tokens: int = 0  # input tokens read from the provider's prompt cache
+    cache_write_tokens: int = 0  # input tokens written to it (Anthropic reports these)
     cost_usd: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
@@ -39,10 +42,17 @@ class Spend:
     def wall_seconds(self) -> float:
         return time.monotonic() - self.started
 
-    def add_usage(self, budget: Budget, input_tokens: int, output_tokens: int) -> None:
+    def add_usage(self, budget: Budget, input_tokens: int, output_tokens: int,
+                  cached_tokens: int = 0, cache_write_tokens: int = 0) -> None:
+        """Count one reply; cached input is priced as cached where the price is known."""
+        cached = min(max(cached_tokens, 0), input_tokens)
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
-        cost = (input_tokens * budget.price_in + output_tokens * budget.price_out) / 1e6
+        self.cached_tokens += cached
+        self.cache_write_tokens += max(cache_write_tokens, 0)
+        price_cached = budget.price_in if budget.price_cached_in is None else budget.price_cached_in
+        cost = ((input_tokens - cached) * budget.price_in + cached * price_cached
+                + output_tokens * budget.price_out) / 1e6
         self.cost_usd += cost
         metrics.TOKENS.labels("input").inc(input_tokens)
         metrics.TOKENS.labels("output").inc(output_tokens)
@@ -68,5 +78,6 @@ class Spend:
         return out
 
     def line(self) -> str:
-        return (f"{self.steps} steps, {self.tokens:,} tokens, ${self.cost_usd:.4f}, "
+        cached = f" ({self.cached_tokens:,} input cached)" if self.cached_tokens else ""
+        return (f"{self.steps} steps, {self.tokens:,} tokens{cached}, ${self.cost_usd:.4f}, "
                 f"{self.wall_seconds:.0f}s")

@@ -25,9 +25,11 @@ class ToolCall:
 class Reply:
     text: str
     tool_calls: list[ToolCall]
-    input_tokens: int
+    input_tokens: int  # all input tokens of the request, cached ones included
     output_tokens: int
     raw: dict[str, Any] = field(default_factory=dict)
+    cached_tokens: int = 0  # input tokens read from the provider's prompt cache
+    cache_write_tokens: int = 0  # input tokens written to the prompt cache
 
 
 class ModelError(Exception):
@@ -125,12 +127,22 @@ class OpenAIChat(HttpModel):
             calls.append(ToolCall(call.get("id", ""), fn.get("name", ""), args,
                                   str(fn.get("arguments")), error))
         usage = data.get("usage") or {}
-        return Reply(message.get("content") or "", calls, int(usage.get("prompt_tokens", 0)),
-                     int(usage.get("completion_tokens", 0)), data)
+        details = usage.get("prompt_tokens_details") or {}
+        return Reply(message.get("content") or "", calls, _int(usage.get("prompt_tokens")),
+                     _int(usage.get("completion_tokens")), data,
+                     cached_tokens=_int(details.get("cached_tokens")))
 
 
 class AnthropicMessages(HttpModel):
-    """The Anthropic Messages API with tool use."""
+    """The Anthropic Messages API with tool use and prompt-cache breakpoints.
+
+    Breakpoints (``cache_control``, at most four) go on the system prompt (which caches the
+    tools before it too), the spec, the end of the part of the history that will not change
+    again (the newest shortened tool output), and the newest message; a later request reads
+    what an earlier one wrote.
+    """
+
+    cache = True
 
     def headers(self) -> dict[str, str]:
         out = {"anthropic-version": "2023-06-01"}
@@ -140,8 +152,11 @@ class AnthropicMessages(HttpModel):
 
     async def complete(self, system: str, messages: list[dict[str, Any]],
                        tools: list[dict[str, Any]]) -> Reply:
-        body = {"model": self.name, "max_tokens": 8192, "system": system,
-                "messages": to_anthropic(messages),
+        system_field: str | list[dict[str, Any]] = system
+        if self.cache:
+            system_field = [{"type": "text", "text": system, "cache_control": dict(EPHEMERAL)}]
+        body = {"model": self.name, "max_tokens": 8192, "system": system_field,
+                "messages": to_anthropic(messages, cache=self.cache),
                 "tools": [{"name": t["name"], "description": t["description"],
                            "input_schema": t["parameters"]} for t in tools]}
         data = await self.post("/v1/messages", body)
@@ -154,8 +169,20 @@ class AnthropicMessages(HttpModel):
                 calls.append(ToolCall(block.get("id", ""), block.get("name", ""), args,
                                       json.dumps(block.get("input")), error))
         usage = data.get("usage") or {}
-        return Reply("".join(text), calls, int(usage.get("input_tokens", 0)),
-                     int(usage.get("output_tokens", 0)), data)
+        # Anthropic's input_tokens are the uncached ones only; Reply counts all of them.
+        read, written = (_int(usage.get("cache_read_input_tokens")),
+                         _int(usage.get("cache_creation_input_tokens")))
+        return Reply("".join(text), calls, _int(usage.get("input_tokens")) + read + written,
+                     _int(usage.get("output_tokens")), data, cached_tokens=read,
+                     cache_write_tokens=written)
+
+
+def _int(value: Any) -> int:
+    """A usage count; absent, null or not a number counts as 0."""
+    try:
+        return max(int(value or 0), 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 # The loop keeps a neutral history: {"role": "user"|"assistant"|"tool", ...}.
@@ -176,9 +203,16 @@ def to_openai(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def to_anthropic(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def to_anthropic(messages: list[dict[str, Any]], cache: bool = False) -> list[dict[str, Any]]:
+    """The neutral history as Anthropic messages; with ``cache``, breakpoints on the spec,
+    the newest shortened tool output and the newest message."""
     out: list[dict[str, Any]] = []
-    for m in messages:
+    marks: list[dict[str, Any]] = []  # the blocks that get a breakpoint
+    aged = max((i for i, m in enumerate(messages) if m.get("aged")), default=-1)
+    for i, m in enumerate(messages):
         if m["role"] == "assistant":
             blocks: list[dict[str, Any]] = []
             if m.get("text"):
@@ -188,12 +222,23 @@ def to_anthropic(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"role": "assistant", "content": blocks})
         elif m["role"] == "tool":
             block = {"type": "tool_result", "tool_use_id": m["id"], "content": m["content"]}
-            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
+            if (out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list)
+                    and out[-1]["content"][-1].get("type") == "tool_result"):
                 out[-1]["content"].append(block)
             else:
                 out.append({"role": "user", "content": [block]})
+            if i == aged:
+                marks.append(block)
         else:
-            out.append({"role": "user", "content": m["content"]})
+            text = m["content"]
+            out.append({"role": "user",
+                        "content": [{"type": "text", "text": text}] if cache else text})
+            if i == 0 and cache:
+                marks.append(out[-1]["content"][-1])
+    if cache and out and out[-1]["content"]:
+        marks.append(out[-1]["content"][-1])
+    for block in marks:
+        block["cache_control"] = dict(EPHEMERAL)
     return out
 
 

@@ -6,6 +6,13 @@ A script is a list of turns, replayed in order, one per request:
   {"status": 429, "retry_after": 1}                an error answer (also 500, 503, ...)
   {"tool": "edit", "malformed": true}              a tool call whose arguments are not JSON
   "usage": {"input": 100, "output": 20}            on any turn: the usage it reports
+                                                   ("cached": 80 too: how much of it was cached)
+Without a scripted usage the server counts like the real services (a token is 4 characters
+here) and caches prompts as they do: an OpenAI request whose prefix (tools, then messages in
+order) matches an earlier request's reports that much as ``cached_tokens``, in steps of 128
+once the prompt has 1024 tokens; an Anthropic request reads the longest prefix, ending at a
+block boundary, that an earlier request wrote at a ``cache_control`` breakpoint, and writes its
+own breakpoints (``input_tokens`` then counts only the rest, as Anthropic's does).
 With ``repeat_last`` the final turn is replayed forever (a model that never finishes).
 With ``per_conversation`` each conversation replays the script from its start (the turn is
 picked by how many assistant turns the request already holds), so concurrent jobs each get
@@ -14,6 +21,7 @@ the whole script.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from typing import Any
@@ -22,6 +30,76 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+CHARS_PER_TOKEN = 4
+MIN_CACHED = 1024  # tokens: shorter prompts are not cached, as with both services
+OPENAI_STEP = 128  # OpenAI caches in steps of this many tokens
+REMEMBERED = 16  # earlier OpenAI prompts compared with a new one
+
+
+def _tokens(chars: int) -> int:
+    return chars // CHARS_PER_TOKEN
+
+
+def _piece(value: Any) -> str:
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k != "cache_control"}
+    return json.dumps(value, sort_keys=True)
+
+
+def _common_chars(a: list[str], b: list[str]) -> int:
+    """Characters two prompts, given as pieces, share from their start."""
+    chars = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            n = 0
+            while n < min(len(x), len(y)) and x[n] == y[n]:
+                n += 1
+            return chars + n
+        chars += len(x)
+    return chars
+
+
+class PromptCache:
+    """The prompt caches of both services, as far as usage reports show them."""
+
+    def __init__(self) -> None:
+        self.openai_prompts: list[list[str]] = []
+        self.anthropic_written: set[str] = set()
+
+    def openai(self, body: dict[str, Any]) -> tuple[int, int]:
+        """Prompt tokens and how many of them were cached."""
+        pieces = [_piece(body.get("tools") or []), *map(_piece, body.get("messages") or [])]
+        total = _tokens(sum(map(len, pieces)))
+        common = max((_common_chars(pieces, p) for p in self.openai_prompts), default=0)
+        self.openai_prompts = [*self.openai_prompts, pieces][-REMEMBERED:]
+        cached = _tokens(common) // OPENAI_STEP * OPENAI_STEP
+        return total, cached if total >= MIN_CACHED and cached >= MIN_CACHED else 0
+
+    def anthropic(self, body: dict[str, Any]) -> tuple[int, int, int]:
+        """Uncached input tokens, tokens read from the cache, tokens written to it."""
+        blocks: list[tuple[str, bool]] = []  # a piece, and whether a breakpoint ends it
+        tools = body.get("tools") or []
+        blocks.append((_piece(tools), any("cache_control" in t for t in tools)))
+        system = body.get("system") or []
+        for block in [{"type": "text", "text": system}] if isinstance(system, str) else system:
+            blocks.append((_piece(block), "cache_control" in block))
+        for m in body.get("messages") or []:
+            content = m.get("content")
+            for block in [{"type": "text", "text": content}] if isinstance(content, str) \
+                    else content or []:
+                blocks.append((m.get("role", "") + _piece(block), "cache_control" in block))
+        chars, digest, read, written = 0, "", 0, 0
+        for piece, breakpoint in blocks:
+            chars += len(piece)
+            digest = hashlib.sha256(f"{digest}{piece}".encode()).hexdigest()
+            if digest in self.anthropic_written:
+                read = _tokens(chars)
+            elif breakpoint and _tokens(chars) >= MIN_CACHED:
+                self.anthropic_written.add(digest)
+                written = _tokens(chars)
+        written = max(written - read, 0)
+        return _tokens(chars) - read - written, read, written
 
 
 class ScriptedModel:
@@ -33,6 +111,7 @@ class ScriptedModel:
         self.per_conversation = per_conversation
         self.position = 0
         self.requests: list[dict[str, Any]] = []
+        self.cache = PromptCache()
         self.ids = itertools.count(1)
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.openai, methods=["POST"]),
@@ -85,10 +164,11 @@ class ScriptedModel:
         return []
 
     @staticmethod
-    def _usage(turn: dict[str, Any], body: dict[str, Any]) -> tuple[int, int]:
+    def _scripted(turn: dict[str, Any]) -> tuple[int | None, int, int]:
         usage = turn.get("usage") or {}
-        prompt = usage.get("input", len(json.dumps(body)) // 4)
-        return int(prompt), int(usage.get("output", 20))
+        prompt = usage.get("input")
+        return (None if prompt is None else int(prompt), int(usage.get("cached", 0)),
+                int(usage.get("output", 20)))
 
     async def openai(self, request: Request) -> JSONResponse:
         if error := self._auth_error(request, "authorization"):
@@ -102,14 +182,17 @@ class ScriptedModel:
         message: dict[str, Any] = {"role": "assistant", "content": turn.get("text")}
         if calls:
             message["tool_calls"] = calls
-        prompt, completion = self._usage(turn, self.requests[-1])
+        prompt, cached, completion = self._scripted(turn)
+        if prompt is None:
+            prompt, cached = self.cache.openai(self.requests[-1])
         return JSONResponse({
             "id": f"chatcmpl-{next(self.ids)}", "object": "chat.completion", "created": 0,
             "model": self.requests[-1].get("model", "scripted"),
             "choices": [{"index": 0, "message": message,
                          "finish_reason": "tool_calls" if calls else "stop"}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion}})
+                      "total_tokens": prompt + completion,
+                      "prompt_tokens_details": {"cached_tokens": cached}}})
 
     async def anthropic(self, request: Request) -> JSONResponse:
         if error := self._auth_error(request, "x-api-key"):
@@ -125,13 +208,19 @@ class ScriptedModel:
             content.append({"type": "tool_use", "id": f"toolu_{next(self.ids)}",
                             "name": c["tool"],
                             "input": "{not json" if c.get("malformed") else c.get("args", {})})
-        prompt, completion = self._usage(turn, self.requests[-1])
+        prompt, read, completion = self._scripted(turn)
+        written = 0
+        if prompt is None:
+            prompt, read, written = self.cache.anthropic(self.requests[-1])
+        else:
+            prompt -= read
         return JSONResponse({
             "id": f"msg_{next(self.ids)}", "type": "message", "role": "assistant",
             "model": self.requests[-1].get("model", "scripted"), "content": content,
             "stop_reason": "tool_use" if any(b["type"] == "tool_use" for b in content)
             else "end_turn",
-            "usage": {"input_tokens": prompt, "output_tokens": completion}})
+            "usage": {"input_tokens": prompt, "output_tokens": completion,
+                      "cache_read_input_tokens": read, "cache_creation_input_tokens": written}})
 
     async def models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
