@@ -39,6 +39,7 @@ from bot.spec import (
     repo_instructions,
     strip_hidden,
 )
+from bot.states import Failure
 from bot.status import STAGES, StatusComment
 from bot.store import Job, LeaseLost, Store
 from bot.testrun import TestReport, discover, last_line, not_run, run_tests
@@ -146,7 +147,7 @@ class Pipeline:
 
     async def run(self, job: Job) -> JobResult:
         if job.installation_id is None:
-            raise JobFailed("setup-failed", "the delivery named no installation of the App")
+            raise JobFailed(Failure.SETUP_FAILED, "the delivery named no installation of the App")
         gh = self.github.repo(job.installation_id, job.repo)
         run = Run(job, gh, result=dict(job.result))
         try:
@@ -157,9 +158,9 @@ class Pipeline:
         except GitHubApiError as exc:
             if exc.retry_at is not None:  # park the job; no worker sits waiting
                 raise JobDeferred(exc.retry_at, str(exc), run.result) from exc
-            raise JobFailed("github-error", str(exc), run.result) from exc
+            raise JobFailed(Failure.GITHUB_ERROR, str(exc), run.result) from exc
         except (SandboxError, GitError) as exc:
-            raise JobFailed("setup-failed", str(exc), run.result) from exc
+            raise JobFailed(Failure.SETUP_FAILED, str(exc), run.result) from exc
         finally:
             await finish_despite_cancel(self._clean_up(run))
 
@@ -216,7 +217,7 @@ class Pipeline:
 
     async def _check_permission(self, run: Run) -> None:
         if why := await self.not_permitted(run.job):
-            raise JobFailed("not-permitted", why)
+            raise JobFailed(Failure.NOT_PERMITTED, why)
         run.mark("permission")
 
     async def not_permitted(self, job: Job) -> str:
@@ -288,7 +289,7 @@ class Pipeline:
             return
         why = f"`{setup.command}` ended with {done.describe()}: {test_line(done)}"
         if config.setup_command:
-            raise JobFailed("setup-failed", f"the setup command {why}")
+            raise JobFailed(Failure.SETUP_FAILED, f"the setup command {why}")
         # A guessed setup that fails does not stop the job: the PR says so, and the tests
         # before and after tell what it cost.
         run.result["setup_warning"] = f"the dependencies could not be installed: {why}"
@@ -402,10 +403,10 @@ class Pipeline:
             await self._keep_work(run, files, outcome)
             raise JobFailed(outcome.category, outcome.stop_reason)
         if not files:
-            raise JobFailed("no-changes", "the agent finished without changing any file: "
+            raise JobFailed(Failure.NO_CHANGES, "the agent finished without changing any file: "
                             f"{shorten(outcome.summary, 500)}")
         if why := await refusal(co, run.start_sha, files):
-            raise JobFailed("push-refused", why)
+            raise JobFailed(Failure.PUSH_REFUSED, why)
         await self._stage(run, "pushing")
         title = (outcome.summary.splitlines() or ["Agent change"])[0][:72]
         head = await self._commit_and_push(run, co, str(run.result["branch"]), title)
@@ -447,7 +448,7 @@ class Pipeline:
             return parse_repo_config(await co.read_blob(base_sha, CONFIG_PATH),
                                      self.templates.names())
         except RepoConfigError as exc:
-            raise JobFailed("config-error", str(exc)) from exc
+            raise JobFailed(Failure.CONFIG_ERROR, str(exc)) from exc
 
     async def _approved_issue(self, run: Run) -> list[str]:
         """Use the issue as it was handed over, with later edits by writers only; returns
@@ -569,7 +570,7 @@ class Pipeline:
                 if attempt == 0 and ("401" in text or "Authentication" in text or
                                      "could not read" in text):
                     continue
-                raise JobFailed("push-refused", f"GitHub refused the push to `{branch}`: "
+                raise JobFailed(Failure.PUSH_REFUSED, f"GitHub refused the push to `{branch}`: "
                                 f"{text[-500:]}") from exc
 
     async def _pushed_before(self, run: Run, co: Checkout) -> str | None:

@@ -6,6 +6,7 @@ import logging
 
 from bot.github import GitHubApiError, GitHubApp, RepoClient
 from bot.logs import redact
+from bot.states import Failure
 from bot.status import StatusComment
 from bot.store import Job
 from bot.worker import Unreportable
@@ -30,33 +31,39 @@ def shorten(text: str, limit: int, mark: str = CUT_MARK) -> str:
 
 # category: (the step that failed, what to do next)
 STEPS = {
-    "not-permitted": ("permission check", ""),
-    "config-error": ("reading `.github/handoff.yml`",
+    Failure.NOT_PERMITTED: ("permission check", ""),
+    Failure.CONFIG_ERROR: ("reading `.github/handoff.yml`",
                      "Fix the file on the default branch, then ask again."),
-    "setup-failed": ("preparing the workspace and sandbox",
+    Failure.SETUP_FAILED: ("preparing the workspace and sandbox",
                      "Check the setup command and image, then ask again."),
-    "model-error": ("calling the model", "This is often passing; ask again in a while."),
-    "budget-exhausted": ("agent run", "Ask again with narrower instructions, or raise the "
+    Failure.MODEL_ERROR: ("calling the model", "This is often passing; ask again in a while."),
+    Failure.BUDGET_EXHAUSTED: ("agent run", "Ask again with narrower instructions, or raise the "
                          "budget in `.github/handoff.yml`."),
-    "agent-error": ("agent run", "Check the agent command's output in the transcript."),
-    "no-changes": ("agent run", "Add detail to the issue about what should change, then ask "
+    Failure.AGENT_ERROR: ("agent run", "Check the agent command's output in the transcript."),
+    Failure.NO_CHANGES: ("agent run", "Add detail to the issue about what should change, then ask "
                    "again."),
-    "push-refused": ("pushing the branch", "Make that part of the change by hand, or adjust "
+    Failure.PUSH_REFUSED: ("pushing the branch", "Make that part of the change by hand, or adjust "
                      "the issue so the agent leaves it alone."),
-    "github-error": ("talking to GitHub", "GitHub failed repeatedly; ask again later."),
-    "worker-lost": ("running the job", "Ask again; if it repeats, check the worker's logs."),
-    "internal": ("running the job", "This is a bug in Handoff; the worker's log has details."),
-    "not-configured": ("running the job", "No GitHub App is configured."),
+    Failure.GITHUB_ERROR: ("talking to GitHub", "GitHub failed repeatedly; ask again later."),
+    Failure.WORKER_LOST: ("running the job", "Ask again; if it repeats, check the worker's logs."),
+    Failure.INTERNAL: ("running the job",
+                       "This is a bug in Handoff; the worker's log has details."),
+    Failure.NOT_CONFIGURED: ("running the job", "No GitHub App is configured."),
+    Failure.DISK_LIMIT: ("running a command in the sandbox", "The workspace outgrew its disk "
+                         "limit (`HANDOFF_WORKSPACE_MAX_MB`); narrow the task or raise it."),
+    Failure.SANDBOX_LIMIT: ("running a command in the sandbox", "A sandbox limit stopped the "
+                            "command; the cause above says which."),
 }
 
 
 def failure_comment(job: Job) -> str:
     """The comment posted when a job fails: step, cause, what was kept, how to try again."""
-    if job.category == "not-permitted":
+    if job.category == Failure.NOT_PERMITTED:
         return (f"Thanks for the request, @{job.requested_by}. Handoff only takes work from "
                 "people with write access to this repository, so no agent was started. "
                 "A maintainer can hand this issue over instead.")
-    step, advice = STEPS.get(job.category, ("running the job", ""))
+    step, advice = STEPS.get(Failure(job.category), ("running the job", "")) \
+        if job.category in set(Failure) else ("running the job", "")
     kept = "Nothing was pushed."
     if (pushed := job.result.get("pushed_branch")) and not job.result.get("pr_url"):
         kept = (f"The change is pushed to branch `{pushed}` (commit "

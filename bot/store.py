@@ -17,8 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db import (
-    ACTIVE_STATES,
-    FINAL_STATES,
     deliveries,
     installations,
     jobs,
@@ -26,6 +24,7 @@ from bot.db import (
     make_sync_engine,
     migrate,
 )
+from bot.states import ACTIVE_STATES, FINAL_STATES
 
 T = TypeVar("T")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from bot import logs
+from bot.states import Failure
 from bot.store import Job, LeaseLost, Store
 
 log = logging.getLogger("handoff.worker")
@@ -67,9 +68,9 @@ class UnconfiguredRunner:
     """The runner without a GitHub App: every job ends, visibly, saying what is missing."""
 
     async def run(self, job: Job) -> JobResult:
-        raise JobFailed("not-configured", "no GitHub App is configured, so no agent can run: set "
-                        "HANDOFF_APP_ID and HANDOFF_PRIVATE_KEY (`handoff doctor` shows what "
-                        "is missing), then relabel the issue")
+        raise JobFailed(Failure.NOT_CONFIGURED, "no GitHub App is configured, so no agent "
+                        "can run: set HANDOFF_APP_ID and HANDOFF_PRIVATE_KEY (`handoff doctor` "
+                        "shows what is missing), then relabel the issue")
 
 
 class LogReporter:

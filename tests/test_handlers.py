@@ -157,3 +157,11 @@ def test_app_manifest_subscribes_to_every_routed_event() -> None:
     manifest = yaml.safe_load((Path(__file__).parent.parent / "app.yml").read_text())
     implicit = {"installation", "installation_repositories", "ping"}
     assert routed_events() - implicit <= set(manifest["default_events"])
+
+
+def test_every_failure_category_tells_the_step_and_what_to_do() -> None:
+    from bot.reporter import STEPS
+    from bot.states import Failure
+
+    missing = [f for f in Failure if f not in STEPS and f != Failure.CANCELLED]
+    assert missing == []  # a new category needs its line in bot/reporter.py's STEPS
