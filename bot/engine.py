@@ -22,7 +22,7 @@ from bot.decisions import (
     StartJob,
 )
 from bot.store import DuplicateDelivery, Job, Store, StoreBusy
-from handlers import Context, decide
+from handlers import Context, HandlerError, decide
 
 log = logging.getLogger("handoff.engine")
 
@@ -222,8 +222,11 @@ class Ingestor:
         try:
             await self._write([item])
         except Exception as exc:
-            if unavailable(exc):  # the database: a 500, and GitHub's redelivery brings it back
-                log.exception("delivery %s could not be recorded", event.delivery_id,
+            # The database away, or a handler's bug: a 500, so GitHub shows a failed delivery
+            # and the redelivery sweep brings it back.
+            if unavailable(exc) or isinstance(exc, HandlerError):
+                log.exception("delivery %s (%s.%s) could not be recorded", event.delivery_id,
+                              event.name[:64], event.action[:64] or "-",
                               extra={"delivery": event.delivery_id})
                 if not future.done():
                     future.set_exception(exc)

@@ -16,16 +16,27 @@ def routed_events() -> set[str]:
     return set().union(*(r.events() for r in ROUTERS))
 
 
+class HandlerError(Exception):
+    """A handler failed on a payload that has every field it declares: a bug in Handoff,
+    answered with a 500 so GitHub shows a failed delivery (and redelivers it when asked)."""
+
+
 def decide(event: Event, ctx: Context) -> Decision:
-    """Route an event to its handler; a payload missing what the handler reads is ignored."""
+    """Route an event to its handler. A payload without the fields the handler declares is
+    ignored with the reason; a handler that fails otherwise raises ``HandlerError``."""
     for router in ROUTERS:
-        handler = router.find(event)
-        if handler is not None:
-            try:
-                return handler(event, ctx)
-            except (AttributeError, KeyError, TypeError, ValueError) as exc:
-                return Ignore(f"payload lacks what {event.name}.{event.action} needs: {exc!r}")
+        route = router.find(event)
+        if route is None:
+            continue
+        if missing := route.missing(event.payload):
+            return Ignore(f"payload lacks what {event.name}.{event.action} needs: "
+                          f"{', '.join(missing)}")
+        try:
+            return route.handler(event, ctx)
+        except Exception as exc:
+            raise HandlerError(f"the {event.name}.{event.action or '-'} handler failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
     return Ignore(f"no handler for {event.name}.{event.action or '-'}")
 
 
-__all__ = ["Context", "decide", "routed_events"]
+__all__ = ["Context", "HandlerError", "decide", "routed_events"]

@@ -21,7 +21,8 @@ def parse_command(body: str) -> tuple[str, str] | None:
     return match.group(1), match.group(2).strip()
 
 
-@router.register("issue_comment", "created")
+@router.register("issue_comment", "created",
+                 reads={"comment.user.login": str, "issue.number": int})
 def created(event: Event, ctx: Context) -> Decision:
     comment = event.payload["comment"]
     if is_bot(comment.get("user"), ctx) or is_bot(event.payload.get("sender"), ctx):

@@ -14,7 +14,7 @@ def _names(repos: list[dict[str, Any]] | None) -> tuple[str, ...]:
     return tuple(str(r.get("full_name", "")) for r in repos or [])
 
 
-@router.register("installation")
+@router.register("installation", reads={"installation.id": int, "installation.account.login": str})
 def installation(event: Event, ctx: Context) -> Decision:
     inst = event.payload["installation"]
     return RecordInstallation(
@@ -23,7 +23,8 @@ def installation(event: Event, ctx: Context) -> Decision:
     )
 
 
-@router.register("installation_repositories")
+@router.register("installation_repositories",
+                 reads={"installation.id": int, "installation.account.login": str})
 def repositories(event: Event, ctx: Context) -> Decision:
     inst = event.payload["installation"]
     return RecordInstallation(

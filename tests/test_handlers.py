@@ -165,3 +165,22 @@ def test_every_failure_category_tells_the_step_and_what_to_do() -> None:
 
     missing = [f for f in Failure if f not in STEPS and f != Failure.CANCELLED]
     assert missing == []  # a new category needs its line in bot/reporter.py's STEPS
+
+
+@pytest.mark.parametrize("path", sorted(WEBHOOKS.glob("*/*.json")), ids=lambda p: p.stem)
+def test_the_slim_decode_keeps_every_field_a_handler_declares(path: Path) -> None:
+    """Each handler declares what it reads beside itself; bot/payload.py must keep it."""
+    from handlers import ROUTERS
+    from handlers.router import _lookup
+
+    data = orjson.loads(path.read_bytes())
+    if not isinstance(data, dict):
+        return
+    event = Event(name=path.parent.name, payload=data)
+    routes = [r.find(event) for r in ROUTERS]
+    route = next((r for r in routes if r is not None), None)
+    if route is None:
+        return
+    slim = parse(orjson.dumps(data))
+    for field in route.reads:
+        assert _lookup(slim, field) == _lookup(data, field), field

@@ -235,3 +235,32 @@ async def test_a_delivery_the_database_refuses_fails_alone(client: httpx.AsyncCl
         post(client, "issues", labeled("bug"), delivery="poison"))
     assert [r.status_code for r in answers] == [202] * 5 + [500]
     assert await store.delivery("poison") is None and await store.count_deliveries() == 5
+
+
+async def test_a_handler_bug_is_a_500_logged_with_the_delivery_id(
+        client: httpx.AsyncClient, store: Store, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler that fails on a payload it declares fine is Handoff's bug: GitHub sees a
+    failed delivery (and the redelivery sweep asks for it again), the log names it."""
+    import handlers
+    from bot.decisions import Decision, Event
+    from handlers.router import Router
+
+    broken = Router()
+
+    @broken.register("issues", "labeled", reads={"issue.number": int})
+    def crash(event: Event, ctx: Context) -> Decision:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(handlers, "ROUTERS", (broken, *handlers.ROUTERS))
+    resp = await post(client, "issues", labeled(), delivery="bug-1")
+    assert resp.status_code == 500
+    assert "bug-1" in caplog.text and "issues.labeled handler failed" in caplog.text
+    assert await store.delivery("bug-1") is None  # not taken as handled: it may come again
+    # A payload without what the handler declares is not a bug: ignored, with the reason.
+    odd = labeled()
+    odd["issue"]["number"] = "seven"
+    resp = await post(client, "issues", odd, delivery="odd-1")
+    assert resp.status_code in (200, 202)  # acknowledged: recorded, nothing to do
+    recorded = await store.delivery("odd-1")
+    assert recorded and "issue.number (int)" in recorded["outcome"]
