@@ -88,6 +88,22 @@ sa.Index(
 sa.Index("jobs_claimable", jobs.c.state, jobs.c.id)
 sa.Index("jobs_pr", jobs.c.repo, jobs.c.pr_number)
 
+# Commands and triggers that reached a job already under way (a second /agent or label, a
+# /cancel): each gets an answer on GitHub from a worker, once.
+requests = sa.Table(
+    "requests", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("repo", sa.String(255), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),  # where it was asked: issue or PR
+    sa.Column("kind", sa.String(16), nullable=False),  # trigger | cancel
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("comment_id", sa.BigInteger, nullable=True),
+    sa.Column("answered", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("requests_unanswered", requests.c.answered, requests.c.id)
+
 schema_version = sa.Table(
     "schema_version", metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
@@ -130,12 +146,20 @@ async def _v4_fencing_and_reports(conn: AsyncConnection) -> None:
         "unreportable": "BOOLEAN NOT NULL DEFAULT FALSE"})
 
 
+async def _v5_requests(conn: AsyncConnection) -> None:
+    """Second triggers and commands on a running job are answered: the ``requests`` table."""
+    await conn.run_sync(lambda sync: requests.create(sync, checkfirst=True))
+    await conn.run_sync(lambda sync: next(i for i in requests.indexes).create(
+        sync, checkfirst=True))
+
+
 # Append new migrations here; each runs once, in order, inside one transaction. Version 1
 # creates the tables as defined above (the latest shape); later versions bring older
 # databases up to it and are no-ops on new ones.
 MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _v2_deferral,
                                                                      _v3_cancel_by,
-                                                                     _v4_fencing_and_reports]
+                                                                     _v4_fencing_and_reports,
+                                                                     _v5_requests]
 
 
 # Readers (aiosqlite, in a thread) may wait this long; in WAL mode they never wait on writes.

@@ -94,6 +94,7 @@ class CancelJob:
     only_queued: bool = False
     # A /cancel command: it acts only once its author is found to have write access.
     command: bool = False
+    comment_id: int | None = None
 
 
 @dataclass(slots=True)

@@ -69,10 +69,10 @@ class _Target:
 class _Recorder:
     """Records one batch of deliveries.
 
-    Most deliveries change nothing but their own record: events no handler wants, a second
-    trigger for an issue that already has a job. Their outcome is known after reads alone, so
-    they are held back and inserted together in one statement, which also tells which of them
-    were duplicates. A delivery that does change something (a new job, a cancel, an
+    Most deliveries change nothing but their own record: events no handler wants, an edit of
+    an issue with no job. Their outcome is known after reads alone, so they are held back and
+    inserted together in one statement, which also tells which of them were duplicates. A
+    delivery that does change something (a new job, a second trigger to answer, a cancel, an
     installation) is recorded alone, first, so a duplicate is caught before it acts; the held
     ones are written before it to keep the order.
     """
@@ -120,10 +120,6 @@ class _Recorder:
                 return f"ignored: #{decision.pr_number} is not an agent pull request"
             case StartJob() | CancelJob() if target.issue_number is None:
                 return "ignored: the event names no issue or pull request"
-            case StartJob() if target.issue_number is not None:
-                active = self.active_job(decision.repo, target.issue_number)
-                if active is not None:
-                    return already_has(target.issue_number, active)
             case RecordEdit(repo=repo, issue_number=number):
                 if self.active_job(repo, number) is None:
                     return f"ignored: #{number} has no active job to tell of the edit"
@@ -311,8 +307,12 @@ def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_n
         values.update(branch=origin.branch, context={
             **d.context, "origin_job": origin.id, **({"issue_snapshot": snap} if snap else {})})
     job_id = store.insert_job(conn, **values)
-    if job_id is None:  # another process queued one since this batch looked
-        return already_has(issue_number, store.active_job(conn, d.repo, issue_number)), None
+    if job_id is None:  # the issue has a job under way: its requester hears so
+        active = store.active_job(conn, d.repo, issue_number)
+        if active is not None:
+            store.add_request(conn, active[0], d.repo, d.pr_number or issue_number, "trigger",
+                              d.requested_by, d.context.get("comment_id"))
+        return already_has(issue_number, active), active[0] if active else None
     return f"queued {d.kind} job {job_id}", job_id
 
 
@@ -322,6 +322,8 @@ def _cancel(store: Store, conn: sa.Connection, d: CancelJob, issue_number: int
         asked = store.request_cancel(conn, d.repo, issue_number, d.requested_by)
         if not asked:
             return f"ignored: #{issue_number} has no active job to cancel", None
+        store.add_request(conn, asked[0], d.repo, d.pr_number or issue_number, "cancel",
+                          d.requested_by, d.comment_id)
         return (f"cancel of job(s) {asked} asked by @{d.requested_by}; it acts once their "
                 "write access is confirmed"), asked[0]
     touched = store.cancel_jobs(conn, d.repo, issue_number, d.reason, d.only_queued)

@@ -50,6 +50,10 @@ from bot.workspace import SANDBOX_OBJECTS, Workspaces
 log = logging.getLogger("handoff.pipeline")
 RESUMED = ("Resumed: the attempt before stopped at “{stage}” (its worker stopped or was lost); "
            "this attempt goes on from what was saved.")
+QUEUED = "Position {position} in the queue; it starts when a worker is free."
+ALREADY_UNDER_WAY = ("@{login}, Handoff's job {job} already has this ({state}), so no second job "
+                     "starts. Its status comment follows it; `/cancel` stops it, and `/retry "
+                     "<feedback>` on its pull request asks for another iteration.")
 CANCEL_REFUSED = ("@{login}, only people with write access to {repo} can cancel Handoff's "
                   "work (you have {role} access), so the job goes on. A maintainer can "
                   "cancel it with `/cancel`.")
@@ -118,7 +122,8 @@ class Pipeline:
     # -- entry points --------------------------------------------------------------------------
 
     async def announce(self, job: Job, position: int) -> None:
-        """A job waits behind others: react and say so, for people with write access only."""
+        """A job waits behind others: react and say where it stands, and again when its
+        place changes; for people with write access only."""
         if job.installation_id is None:
             return
         gh = self.github.repo(job.installation_id, job.repo)
@@ -127,11 +132,23 @@ class Pipeline:
         run = Run(job, gh, result=dict(job.result))
         await self._acknowledge(run)
         assert run.status is not None
-        await run.status.set("queued", f"Position {position} in the queue; it starts when a "
-                             "worker is free.", force=True)
-        await self.store.update_job(job.id, result={**job.result, "announced": True,
-                                                    "acknowledged": True,
-                                                    "status_comment_id": run.status.comment_id})
+        await run.status.set("queued", QUEUED.format(position=position), force=True)
+        await self.store.update_queued(job.id, result={
+            **job.result, "announced": True, "position": position, "acknowledged": True,
+            "status_comment_id": run.status.comment_id})
+
+    async def answer(self, request: dict[str, Any]) -> None:
+        """Answer a trigger or command that reached a job under way: a reaction, and for a
+        second trigger a line saying which job has it (a /cancel is answered by its result)."""
+        job = await self.store.get_job(int(request["job_id"]))
+        if job is None or job.installation_id is None:
+            return
+        gh = self.github.repo(job.installation_id, job.repo)
+        if request["comment_id"]:
+            await gh.react_comment(int(request["comment_id"]))
+        if request["kind"] == "trigger":
+            await gh.create_comment(int(request["number"]), ALREADY_UNDER_WAY.format(
+                login=request["requested_by"], job=job.id, state=job.state))
 
     async def may_cancel(self, job: Job) -> bool:
         """Whether the author of a /cancel may stop this job; a polite answer if not."""

@@ -23,6 +23,7 @@ from bot.db import (
     make_engine,
     make_sync_engine,
     migrate,
+    requests,
 )
 from bot.states import ACTIVE_STATES, FINAL_STATES
 
@@ -366,6 +367,25 @@ class Store:
         context["edits"] = [*context.get("edits", []), edit]
         conn.execute(jobs.update().where(jobs.c.id == row.id).values(context=context))
         return int(row.id)
+
+    def add_request(self, conn: sa.Connection, job_id: int, repo: str, number: int, kind: str,
+                    requested_by: str, comment_id: int | None) -> None:
+        """Note a trigger or command that reached a job under way, to be answered on GitHub."""
+        conn.execute(requests.insert().values(
+            job_id=job_id, repo=repo, number=number, kind=kind, requested_by=requested_by,
+            comment_id=comment_id, created_at=time.time()))
+
+    async def unanswered_requests(self, limit: int = 50) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(requests.select().where(requests.c.answered.is_(False))
+                                       .order_by(requests.c.id).limit(limit))).all()
+        return [dict(r._mapping) for r in rows]
+
+    async def claim_request(self, request_id: int) -> bool:
+        """Take a request to answer; False if another worker took it first."""
+        stmt = (requests.update().where(requests.c.id == request_id,
+                                        requests.c.answered.is_(False)).values(answered=True))
+        return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
 
     def request_cancel(self, conn: sa.Connection, repo: str, issue_number: int, by: str
                        ) -> list[int]:

@@ -155,6 +155,7 @@ class Worker:
         await self.run_periodic()
         await self.review_arrivals()
         await self.review_cancels()
+        await self.answer_requests()
         await self.report_pending()
         while len(self.tasks) < self.concurrency and not stop.is_set():
             job = await self.store.claim(self.id, self.lease_seconds, exclude=self.active)
@@ -407,12 +408,13 @@ class Worker:
         if announce is None:
             return
         for position, job in enumerate(await self.store.queued(), start=1):
-            if job.result.get("announced"):
-                continue
+            if job.result.get("announced") and job.result.get("position") == position:
+                continue  # said already, and its place has not changed
             # Claimed first: one worker announces, and a failing announcement is not retried
             # on every loop.
             if not await self.store.update_queued(job.id, unchanged_since=job.updated_at,
-                                                  result={**job.result, "announced": True}):
+                                                  result={**job.result, "announced": True,
+                                                          "position": position}):
                 continue
             try:
                 await announce(job, position)
@@ -446,6 +448,20 @@ class Worker:
             else:
                 await self.store.update_queued(
                     job.id, result={**job.result, "requester_checked": True})
+
+    async def answer_requests(self) -> None:
+        """Answer, once each, the triggers and commands that reached a job under way."""
+        answer = getattr(self.runner, "answer", None)
+        if answer is None:
+            return
+        for request in await self.store.unanswered_requests():
+            if not await self.store.claim_request(int(request["id"])):
+                continue  # another worker answers it
+            try:
+                await answer(request)
+            except Exception:  # a courtesy: the job itself still reports
+                log.exception("could not answer @%s's %s on job %s",
+                              request["requested_by"], request["kind"], request["job_id"])
 
     async def review_cancels(self) -> None:
         """Carry out each /cancel whose author has write access; refuse the others (the

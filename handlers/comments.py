@@ -47,7 +47,7 @@ def created(event: Event, ctx: Context) -> Decision:
         return CancelJob(
             repo=event.repo, requested_by=author, reason=f"/cancel by @{author}",
             issue_number=None if on_pr else number, pr_number=number if on_pr else None,
-            command=True,
+            command=True, comment_id=comment.get("id"),
         )
     if not on_pr:
         return Ignore("/retry is for agent pull requests")
