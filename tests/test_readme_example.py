@@ -1,0 +1,95 @@
+"""The README's `.github/handoff.yml` example works as written with the default image: it is
+valid, and a job on a project like the one it describes installs the project (`pip install
+-e .`, its build dependencies served by a package mirror on 127.0.0.1), runs its tests and
+opens a draft PR. Only `image:` is left out: no registry is reachable here."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
+
+from bot.config import PROMPTS
+from bot.devstack import stack
+from bot.repo_config import parse_repo_config
+from bot.spec import Templates
+
+README = Path(__file__).parent.parent / "README.md"
+WHEELS = Path("/usr/share/python-wheels")  # Debian's setuptools and wheel (python3-pip-whl)
+REPO = "acme/calc"
+
+
+def readme_example() -> str:
+    section = README.read_text().split("## Per-repository settings", 1)[1]
+    match = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert match, "the README's per-repository section has a yaml example"
+    return match.group(1)
+
+
+def test_the_readme_example_is_valid() -> None:
+    config = parse_repo_config(readme_example(), Templates(PROMPTS).names())
+    assert config.setup_command and config.test_command and config.draft is True
+
+
+@contextlib.contextmanager
+def mirror(root: Path) -> Iterator[str]:
+    """A PEP 503 index of the build tools a setuptools project needs, on 127.0.0.1."""
+    for name in ("setuptools", "wheel"):
+        found = sorted(WHEELS.glob(f"{name}-*.whl"))
+        if not found:
+            pytest.skip(f"no {name} wheel in {WHEELS} (apt-get install python3-pip-whl)")
+        folder = root / "simple" / name
+        folder.mkdir(parents=True)
+        shutil.copy(found[-1], folder)
+        (folder / "index.html").write_text(f'<a href="{found[-1].name}">{found[-1].name}</a>\n')
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    finally:
+        server.shutdown()
+
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("podman") or subprocess.run(
+        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
+    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+
+
+async def test_the_readme_example_runs_a_job_with_the_default_image(tmp_path: Path) -> None:
+    example = yaml.safe_load(readme_example())
+    example.pop("image")  # the one line that needs a registry
+    project = {**BUGGY_REPO, ".github/handoff.yml": yaml.safe_dump(example),
+               "pyproject.toml": "[build-system]\nrequires = ['setuptools']\n"
+                                 "build-backend = 'setuptools.build_meta'\n\n"
+                                 "[project]\nname = 'calc'\nversion = '1.0'\n\n"
+                                 "[tool.setuptools]\npy-modules = ['calc']\n"}
+    with mirror(tmp_path / "mirror") as index:
+        async with stack(tmp_path, FIX_SCRIPT, pip_index_url=index,
+                         egress_allow_private=True) as s:
+            s.sim.add_repo(REPO, project)
+            job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
+            assert job.state == "succeeded", job.reason
+            assert "setup_warning" not in job.result
+            assert "pass" in job.result["tests_after"] and "1 passed" in job.result["tests_after"]
+            pr = next(i for i in s.sim.get_repo(REPO).issues.values() if i.pull)
+            assert pr.pull is not None and pr.pull.draft  # `draft: true`
+            assert f"Setup: `{example['setup_command']}`" in pr.body
+            assert f"`{example['test_command']}`" in pr.body
