@@ -312,7 +312,7 @@ def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_n
         if active is not None:
             store.add_request(conn, active[0], d.repo, d.pr_number or issue_number, "trigger",
                               d.requested_by, d.context.get("comment_id"))
-        return already_has(issue_number, active), active[0] if active else None
+        return already_has(issue_number, active), None  # it started no job
     return f"queued {d.kind} job {job_id}", job_id
 
 
