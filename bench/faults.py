@@ -39,6 +39,7 @@ os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy/sandbox/containers.c
 
 from bench.fuzz import deliveries  # noqa: E402
 from bench.load import create_database, spawn, wait_http  # noqa: E402
+from bot.devstack import throwaway_postgres  # noqa: E402
 from bot.store import Store  # noqa: E402
 
 SECRET = "faults-bench-secret"
@@ -210,33 +211,6 @@ def comments(state: dict[str, Any], number: int) -> list[str]:
 def posts(state: dict[str, Any], suffix: str) -> int:
     return sum(1 for method, path, _ in state["calls"] if method == "POST" and
                path.endswith(suffix))
-
-
-@contextlib.contextmanager
-def postgres(port: int) -> Any:
-    """A throwaway PostgreSQL server on a Unix socket; yields a URL template ({db})."""
-    bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
-    if bindir is None:
-        raise SystemExit("PostgreSQL is not installed")
-    base = Path(tempfile.mkdtemp(prefix="wtf-faults-pg-"))
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                    "pg"], check=True, capture_output=True)
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                    str(base / "log"), "-o", f"-k {sock} -c listen_addresses='' -p {port} "
-                    "-c max_connections=200", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+asyncpg://pg@/{{db}}?host={sock}&port={port}"
-    finally:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- cases ------------------------------------------------------------------------------------
@@ -586,9 +560,9 @@ async def main(args: argparse.Namespace) -> int:
         pg_data: dict[str, Any] = {}
         if any("postgres" in c or c == "pg-restart" for c in chosen):
             try:
-                pg = stack.enter_context(postgres(args.port_base + 49))
+                pg = stack.enter_context(throwaway_postgres(args.port_base + 49, 200))
                 pg_data["url"] = pg
-            except (SystemExit, subprocess.CalledProcessError) as exc:
+            except (RuntimeError, subprocess.CalledProcessError) as exc:
                 pg_data["error"] = str(exc)
 
         def restart_pg() -> None:
@@ -603,7 +577,7 @@ async def main(args: argparse.Namespace) -> int:
 
         for index, name in enumerate(chosen):
             port = args.port_base + 4 * (index % 12)
-            tmp = Path(tempfile.mkdtemp(prefix=f"wtf-faults-{name}-"))
+            tmp = Path(tempfile.mkdtemp(prefix=f"handoff-faults-{name}-"))
             needs_podman = name not in ("kill-serve", "fuzz-sqlite", "fuzz-postgres",
                                         "disk-full")
             started = time.monotonic()

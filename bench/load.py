@@ -337,7 +337,7 @@ async def main(args: argparse.Namespace) -> int:
         pg = stack.enter_context(throwaway_postgres(args.port_base + 40, 200)) \
             if "postgres" in args.db else ""
         for n, (db, jobs, rate) in enumerate(itertools.product(args.db, args.jobs, args.rates)):
-            tmp = Path(tempfile.mkdtemp(prefix="wt15-load-"))
+            tmp = Path(tempfile.mkdtemp(prefix="handoff-load-"))
             s = Scenario(db=db, jobs=jobs, rate=rate, steps=args.steps, burn=args.burn,
                          sandbox_cpus=args.sandbox_cpus, idle_seconds=args.idle_seconds,
                          timeout=args.timeout, port_base=args.port_base)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import hmac
+import http.server
 import json
+import shutil
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +60,29 @@ def comment(body: str, on_pr: bool = False, number: int = 1,
     else:
         data["issue"].pop("pull_request", None)
     return data
+
+
+@contextlib.contextmanager
+def package_index(root: Path, wheels: list[Path]) -> Iterator[str]:
+    """A PEP 503 simple index on 127.0.0.1 serving ``wheels`` (a mirror such as devpi would);
+    yields its URL."""
+    for wheel in wheels:
+        folder = root / "simple" / wheel.name.split("-")[0].lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(wheel, folder)
+        with (folder / "index.html").open("a") as index:
+            index.write(f'<a href="{wheel.name}">{wheel.name}</a>\n')
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    finally:
+        server.shutdown()

@@ -5,18 +5,15 @@ opens a draft PR. Only `image:` is left out: no registry is reachable here."""
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import re
 import shutil
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
+from helpers import package_index
 
 from bot.config import PROMPTS
 from bot.devstack import stack
@@ -40,31 +37,13 @@ def test_the_readme_example_is_valid() -> None:
     assert config.setup_command and config.test_command and config.draft is True
 
 
-@contextlib.contextmanager
-def mirror(root: Path) -> Iterator[str]:
-    """A PEP 503 index of the build tools a setuptools project needs, on 127.0.0.1."""
-    for name in ("setuptools", "wheel"):
-        found = sorted(WHEELS.glob(f"{name}-*.whl"))
-        if not found:
-            pytest.skip(f"no {name} wheel in {WHEELS} (apt-get install python3-pip-whl)")
-        folder = root / "simple" / name
-        folder.mkdir(parents=True)
-        shutil.copy(found[-1], folder)
-        (folder / "index.html").write_text(f'<a href="{found[-1].name}">{found[-1].name}</a>\n')
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
-    finally:
-        server.shutdown()
+def build_tools() -> list[Path]:
+    """Debian's setuptools and wheel wheels: what `pip install -e .` builds with."""
+    found = [sorted(WHEELS.glob(f"{name}-*.whl")) for name in ("setuptools", "wheel")]
+    if not all(found):
+        pytest.skip(f"no setuptools or wheel wheel in {WHEELS} (apt-get install "
+                    "python3-setuptools-whl python3-wheel-whl)")
+    return [f[-1] for f in found]
 
 
 pytestmark = pytest.mark.skipif(
@@ -81,7 +60,7 @@ async def test_the_readme_example_runs_a_job_with_the_default_image(tmp_path: Pa
                                  "build-backend = 'setuptools.build_meta'\n\n"
                                  "[project]\nname = 'calc'\nversion = '1.0'\n\n"
                                  "[tool.setuptools]\npy-modules = ['calc']\n"}
-    with mirror(tmp_path / "mirror") as index:
+    with package_index(tmp_path / "mirror", build_tools()) as index:
         async with stack(tmp_path, FIX_SCRIPT, pip_index_url=index,
                          egress_allow_private=True) as s:
             s.sim.add_repo(REPO, project)

@@ -5,18 +5,15 @@ what a setup leaves in the work tree never becomes part of the agent's change.""
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import http.server
 import shutil
 import subprocess
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
+from helpers import package_index
 
 from bot.dependencies import setup_from
 from bot.devstack import stack
@@ -64,29 +61,6 @@ def wheel(folder: Path, name: str, code: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def package_index(root: Path) -> Iterator[str]:
-    """A PEP 503 simple index on 127.0.0.1 serving one wheel, ``tinydep``."""
-    project = root / "simple" / "tinydep"
-    project.mkdir(parents=True)
-    built = wheel(project, "tinydep", "ANSWER = 42\n")
-    (project / "index.html").write_text(f'<a href="{built.name}">{built.name}</a>\n')
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
-    finally:
-        server.shutdown()
-
-
 pytestmark = pytest.mark.skipif(
     not shutil.which("podman") or subprocess.run(
         ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
@@ -98,7 +72,8 @@ async def test_declared_dependencies_are_installed_without_any_configuration(
     repo_files = {**BUGGY_REPO, "requirements.txt": "tinydep\n",
                   "test_dep.py": "import tinydep\n\n\ndef test_dep():\n"
                                  "    assert tinydep.ANSWER == 42\n"}
-    with package_index(tmp_path / "index") as index:
+    built = wheel(tmp_path, "tinydep", "ANSWER = 42\n")
+    with package_index(tmp_path / "index", [built]) as index:
         async with stack(tmp_path, FIX_SCRIPT, pip_index_url=index,
                          egress_allow_private=True) as s:
             s.sim.add_repo(REPO, repo_files)  # no .github/handoff.yml at all
