@@ -42,6 +42,7 @@ def _stop_event() -> asyncio.Event:
 
 async def serve(settings: Settings, with_worker: bool = True) -> None:
     """Web app and (by default) a worker in one process."""
+    from bot import dashboard
     from bot.services import build_worker
     from bot.serving import running
     from bot.web import create_app
@@ -53,6 +54,7 @@ async def serve(settings: Settings, with_worker: bool = True) -> None:
         store, webhook_secret(settings),
         Context(trigger_label=settings.trigger_label, bot_login=settings.bot_login),
         settings.max_body_bytes, on_job=worker.wake.set if worker else None,
+        routes=dashboard.routes(store, settings),
     )
     stop = _stop_event()
     async with running(app, settings.host, settings.port) as url:

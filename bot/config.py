@@ -127,8 +127,14 @@ class Settings(BaseSettings):
         description="Issue label to spec template.",
     )
     draft_prs: bool = Field(False, description="Open agent PRs as drafts.")
+    dashboard_token: SecretStr | None = Field(
+        None, description="Admin token for the dashboard `handoff serve` shows at /jobs "
+        "(log in with it, or send `Authorization: Bearer`); unset, the dashboard is off.")
+    public_url: str = Field("", description="Where Handoff is reached from outside "
+                            "(https://handoff.example.com); PR bodies and status comments "
+                            "then link to the job's dashboard page, {public_url}/jobs/{id}.")
 
-    @field_validator("github_url", "model_base_url")
+    @field_validator("github_url", "model_base_url", "public_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
@@ -156,7 +162,8 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret's value, for redaction wherever text leaves Handoff."""
-        keys = [self.model_api_key, self.webhook_secret, self.private_key]
+        keys = [self.model_api_key, self.webhook_secret, self.private_key,
+                self.dashboard_token]
         values = [k.get_secret_value() for k in keys if k is not None]
         pem = self.private_key_pem() if self.private_key else None
         return [*values, *([pem] if pem else []),

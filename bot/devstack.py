@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bot import dashboard
 from bot.agent.scripted import ScriptedModel
 from bot.config import Settings
 from bot.services import build_worker
@@ -92,7 +93,7 @@ async def stack(tmp: Path, script: list[dict[str, Any]], repeat_last: bool = Fal
         worker.periodic = []  # no redelivery sweep: it would spend the simulator's faults
         app = create_app(store, SECRET.encode(), Context(settings.trigger_label,
                                                          settings.bot_login),
-                         on_job=worker.wake.set)
+                         on_job=worker.wake.set, routes=dashboard.routes(store, settings))
         handoff_url = await stack.enter_async_context(running(app))
         sim.webhook_url = f"{handoff_url}/webhook"
         stop = asyncio.Event()

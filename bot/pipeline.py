@@ -40,7 +40,7 @@ from bot.spec import (
     strip_hidden,
 )
 from bot.states import Failure
-from bot.status import STAGES, StatusComment
+from bot.status import STAGES, StatusComment, job_url
 from bot.store import Job, LeaseLost, Store
 from bot.testrun import TestReport, discover, last_line, not_run, run_tests
 from bot.verdict import NO_EVIDENCE_NEEDED, Verdict, decide, last_failed_check
@@ -212,7 +212,8 @@ class Pipeline:
         if job.installation_id is None or not job.result.get("status_comment_id"):
             return
         gh = self.github.repo(job.installation_id, job.repo)
-        status = StatusComment(gh, job.target, job.id, 0, job.result["status_comment_id"])
+        status = StatusComment(gh, job.target, job.id, 0, job.result["status_comment_id"],
+                               job_url(self.settings.public_url, job.id))
         await status.set("paused", "The worker running this job was stopped (a restart or a "
                          "deploy). The job is back in the queue and resumes when a worker is "
                          "free; this does not count as a failed attempt.", force=True)
@@ -458,7 +459,8 @@ class Pipeline:
                 await run.gh.react_issue(run.issue_number)
             run.result["acknowledged"] = True
         run.status = StatusComment(run.gh, run.target, run.job.id, self.status_interval,
-                                   run.result.get("status_comment_id"))
+                                   run.result.get("status_comment_id"),
+                                   job_url(self.settings.public_url, run.job.id))
 
     async def _config(self, co: Checkout, base_sha: str) -> RepoConfig:
         try:
@@ -647,7 +649,8 @@ class Pipeline:
             setup_warning=run.result.get("setup_warning", ""),
             spend=total_spend(iterations), model=run.result.get("model", ""),
             inputs_seen=inputs.seen(), inputs_excluded=inputs.excluded,
-            requested_by=job.requested_by, egress_denied=run.result.get("egress_denied", []))
+            requested_by=job.requested_by, egress_denied=run.result.get("egress_denied", []),
+            job_id=job.id, job_url=job_url(self.settings.public_url, job.id))
         existing = await gh.get_pull(job.pr_number) if job.pr_number else \
             await gh.find_pull(str(run.result["branch"]))
         if existing:

@@ -7,7 +7,7 @@ import logging
 from bot.github import GitHubApiError, GitHubApp, RepoClient
 from bot.logs import redact
 from bot.states import Failure
-from bot.status import StatusComment
+from bot.status import StatusComment, job_url
 from bot.store import Job
 from bot.worker import Unreportable
 
@@ -104,8 +104,8 @@ def refused_for_good(exc: GitHubApiError) -> bool:
 class GitHubReporter:
     """Posts final states on the issue or the agent PR; posting again finds what was posted."""
 
-    def __init__(self, github: GitHubApp) -> None:
-        self.github = github
+    def __init__(self, github: GitHubApp, public_url: str = "") -> None:
+        self.github, self.public_url = github, public_url
 
     async def report(self, job: Job) -> None:
         if job.installation_id is None:
@@ -131,7 +131,8 @@ class GitHubReporter:
     async def _report(self, gh: RepoClient, job: Job) -> None:
         await gh.token()
         target = job.target
-        status = StatusComment(gh, target, job.id, 0, job.result.get("status_comment_id"))
+        status = StatusComment(gh, target, job.id, 0, job.result.get("status_comment_id"),
+                               job_url(self.public_url, job.id))
         if job.state == "succeeded":
             if status.comment_id is not None:
                 await status.set(str(job.result.get("final_stage") or "done"),

@@ -56,7 +56,7 @@ def build_worker(settings: Settings, store: Store) -> Worker:
                            pacer=Pacer(settings.github_write_interval))
         backend = make_backend(settings)
         runner = Pipeline(settings, store, github, backend, settings.status_interval)
-        reporter = GitHubReporter(github)
+        reporter = GitHubReporter(github, settings.public_url)
         cleanup = backend.cleanup_orphans
         periodic.append((settings.reap_seconds, reaper(backend, store)))
 

@@ -28,19 +28,25 @@ STAGES = {
 }
 
 
+def job_url(public_url: str, job_id: int) -> str:
+    """The job's dashboard page when a public URL is configured, else ""."""
+    return f"{public_url.rstrip('/')}/jobs/{job_id}" if public_url else ""
+
+
 class StatusComment:
     """One comment, edited as the job moves; edits are coalesced to one per ``interval``."""
 
     def __init__(self, gh: RepoClient, number: int, job_id: int, interval: float = 5.0,
-                 comment_id: int | None = None) -> None:
-        self.gh, self.number, self.job_id = gh, number, job_id
+                 comment_id: int | None = None, link: str = "") -> None:
+        self.gh, self.number, self.job_id, self.link = gh, number, job_id, link
         self.interval, self.comment_id = interval, comment_id
         self.last_sent = 0.0
         self.body = ""
         self.dirty = False
 
     def text(self, stage: str, detail: str = "") -> str:
-        line = f"**Handoff** · job {self.job_id} · {STAGES.get(stage, stage)}"
+        job = f"[job {self.job_id}]({self.link})" if self.link else f"job {self.job_id}"
+        line = f"**Handoff** · {job} · {STAGES.get(stage, stage)}"
         body = f"{MARKER}\n{line}\n\n{detail}".strip() + "\n"
         return body if len(body) <= MAX_BODY else body[:MAX_BODY] + "\n…(cut)\n"
 

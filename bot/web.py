@@ -5,14 +5,14 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot import metrics
@@ -116,7 +116,7 @@ class WebhookEndpoint:
 
 def create_app(
     store: Store, secret: bytes, ctx: Context, max_body: int = 25 * 1024 * 1024,
-    on_job: Callable[[], None] | None = None,
+    on_job: Callable[[], None] | None = None, routes: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
     """Build the ASGI app around an open store; ``on_job`` is called when a job is queued."""
     webhook = WebhookEndpoint(Ingestor(store, ctx), secret, max_body, on_job)
@@ -136,6 +136,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics.endpoint(store), methods=["GET"]),
+        *routes,  # the dashboard (bot/dashboard)
     ])
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -9,6 +9,7 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 # Pythons earlier on PATH (pyenv, conda) come and go.
 PY=/usr/bin/python3; [ -x "$PY" ] || PY="$(command -v python3)"
 pkgs=(git podman runc mmdebstrap bubblewrap uidmap postgresql wrk python3-setuptools-whl python3-wheel-whl)
+pkgs+=(chromium)  # the dashboard's browser test (tests/test_dashboard.py)
 if [ "$PY" = /usr/bin/python3 ] && ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then
   pkgs+=(python3-venv)
 fi

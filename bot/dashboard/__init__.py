@@ -1,0 +1,246 @@
+"""The dashboard `handoff serve` shows: the queue, recent jobs and each job's transcript.
+
+Server-rendered with Jinja2 (autoescape on: transcripts hold untrusted model and agent
+output), behind an admin token (``HANDOFF_DASHBOARD_TOKEN``) given in a login form, which sets
+an HttpOnly, SameSite=Strict cookie, or as ``Authorization: Bearer``. A strict
+Content-Security-Policy allows only the dashboard's own script and stylesheet; a running job's
+page polls ``/jobs/{id}/feed`` for new transcript entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from jinja2 import Environment, FileSystemLoader
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from bot.config import Settings
+from bot.logs import redact
+from bot.store import Job, Store
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "handoff_dashboard"
+LIVE_STATES = ("queued", "running")
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+OFF = "The dashboard is off: set HANDOFF_DASHBOARD_TOKEN to turn it on.\n"
+MAX_FORM = 4096
+
+
+def web_url(api_url: str) -> str:
+    """github.com's web address for its API, or a GHES host's for ``https://HOST/api/v3``."""
+    if api_url.rstrip("/") == "https://api.github.com":
+        return "https://github.com"
+    return api_url.rstrip("/").removesuffix("/api/v3")
+
+
+def _seconds(value: Any) -> str:
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return f"{s:.1f}s" if s < 60 else f"{int(s // 60)}m {s % 60:02.0f}s"
+
+
+def _when(value: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(value)) if value else ""
+
+
+def _pretty(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+
+
+class Dashboard:
+    """The pages, their login, and the feed a running job's page polls."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+        token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else ""
+        self.token = token.encode()
+        # The cookie holds a value derived from the token, never the token itself.
+        self.session = hmac.new(self.token, b"handoff-dashboard-session",
+                                hashlib.sha256).hexdigest().encode() if token else b""
+        self.secrets = tuple(s for s in settings.secret_values() if s)
+        self.github = web_url(settings.github_url)
+        self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
+        self.env.filters.update(seconds=_seconds, when=_when, pretty=_pretty)
+        self.env.globals.update(github=self.github)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/login", self.login, methods=["GET", "POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/jobs", self.jobs, methods=["GET"]),
+            Route("/jobs/{job_id:int}", self.job, methods=["GET"]),
+            Route("/jobs/{job_id:int}/feed", self.feed, methods=["GET"]),
+            Route("/dashboard/static/{name}", self.static, methods=["GET"]),
+        ]
+
+    # -- responses ---------------------------------------------------------------------
+    def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(name).render(**context)
+        return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+    def off(self) -> Response:
+        return Response(OFF, status_code=404, media_type="text/plain", headers=HEADERS)
+
+    # -- authentication ----------------------------------------------------------------
+    def authorized(self, request: Request) -> bool:
+        """A matching bearer token or session cookie, compared in constant time."""
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            return hmac.compare_digest(header[7:].strip().encode(), self.token)
+        cookie = request.cookies.get(COOKIE, "")
+        return hmac.compare_digest(cookie.encode(), self.session)
+
+    def gate(self, request: Request, page: bool = True) -> Response | None:
+        """None when the request may see the dashboard, else the answer to give."""
+        if not self.token:
+            return self.off()
+        if self.authorized(request):
+            return None
+        if page and "authorization" not in request.headers:
+            return RedirectResponse("/login", status_code=303, headers=HEADERS)
+        return JSONResponse({"error": "log in, or send Authorization: Bearer <token>"},
+                            status_code=401, headers=HEADERS)
+
+    def secure(self, request: Request) -> bool:
+        return request.url.scheme == "https" or \
+            urlsplit(self.settings.public_url).scheme == "https"
+
+    async def login(self, request: Request) -> Response:
+        if not self.token:
+            return self.off()
+        if request.method == "GET":
+            return self.page("login.html")
+        body = await request.body()
+        given = parse_qs(body[:MAX_FORM].decode("utf-8", "replace")).get("token", [""])[0]
+        if len(body) > MAX_FORM or not hmac.compare_digest(given.encode(), self.token):
+            return self.page("login.html", status=403, error="That token is not the one set.")
+        answer = RedirectResponse("/jobs", status_code=303, headers=HEADERS)
+        answer.set_cookie(COOKIE, self.session.decode(), httponly=True, samesite="strict",
+                          secure=self.secure(request), path="/")
+        return answer
+
+    async def logout(self, request: Request) -> Response:
+        answer = RedirectResponse("/login", status_code=303, headers=HEADERS)
+        answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return answer
+
+    # -- pages -------------------------------------------------------------------------
+    async def jobs(self, request: Request) -> Response:
+        if (refused := self.gate(request)) is not None:
+            return refused
+        queued = await self.store.queued(100)
+        recent = await self.store.list_jobs(100)
+        return self.page("jobs.html", queued=[self.row(j) for j in queued],
+                         recent=[self.row(j) for j in recent], now=time.time())
+
+    async def job(self, request: Request) -> Response:
+        if (refused := self.gate(request)) is not None:
+            return refused
+        job = await self.store.get_job(int(request.path_params["job_id"]))
+        if job is None:
+            return self.page("missing.html", status=404)
+        entries = self.transcript(job)
+        return self.page("job.html", job=self.row(job), entries=entries, next=len(entries),
+                         live=job.state in LIVE_STATES)
+
+    async def feed(self, request: Request) -> Response:
+        """New transcript entries after ``after`` (HTML, escaped here) and the job's state."""
+        if (refused := self.gate(request, page=False)) is not None:
+            return refused
+        job = await self.store.get_job(int(request.path_params["job_id"]))
+        if job is None:
+            return JSONResponse({"error": "no such job"}, status_code=404, headers=HEADERS)
+        try:
+            after = max(0, int(request.query_params.get("after", "0")))
+        except ValueError:
+            after = 0
+        entries = self.transcript(job)
+        macros = self.env.get_template("_entries.html").module
+        html = "".join(str(macros.entry(e)) for e in entries[after:])  # type: ignore[attr-defined]
+        status = str(macros.status(self.row(job)))  # type: ignore[attr-defined]
+        return JSONResponse({"html": html, "next": len(entries), "state": job.state,
+                             "stage": job.stage, "live": job.state in LIVE_STATES,
+                             "status": status}, headers=HEADERS)
+
+    async def static(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC:
+            return Response("not found\n", status_code=404, media_type="text/plain")
+        return Response((HERE / "static" / name).read_bytes(), media_type=STATIC[name],
+                        headers={**HEADERS, "Cache-Control": "max-age=300"})
+
+    # -- data --------------------------------------------------------------------------
+    def row(self, job: Job) -> dict[str, Any]:
+        """What the pages show of a job."""
+        result = job.result or {}
+        spend = result.get("spend") or {}
+        timings = result.get("timings") or {}
+        pr_url = str(result.get("pr_url") or (
+            f"{self.github}/{job.repo}/pull/{job.pr_number}" if job.pr_number else ""))
+        end = job.finished_at or (time.time() if job.state == "running" else None)
+        return {
+            "id": job.id, "repo": job.repo, "kind": job.kind, "state": job.state,
+            "stage": result.get("final_stage") if job.state == "succeeded" and
+            result.get("final_stage") else job.stage,
+            "issue": job.issue_number, "pr_number": job.pr_number,
+            "issue_url": f"{self.github}/{job.repo}/issues/{job.issue_number}",
+            "pr_url": pr_url if pr_url.startswith(("https://", "http://")) else "",
+            "requested_by": job.requested_by, "reason": redact(job.reason),
+            "category": job.category, "attempts": job.attempts,
+            "created_at": job.created_at, "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "elapsed": (end - job.started_at) if job.started_at and end else None,
+            "timings": timings, "cost": spend.get("cost_usd"), "steps": spend.get("steps"),
+            "tokens": (spend.get("input_tokens") or 0) + (spend.get("output_tokens") or 0),
+            "model": result.get("model", ""), "summary": redact(str(result.get("summary", ""))),
+        }
+
+    def transcript_path(self, job: Job) -> Path:
+        given = (job.result or {}).get("transcript")
+        return Path(given) if given else \
+            self.settings.data_dir / "transcripts" / f"job-{job.id}.jsonl"
+
+    def transcript(self, job: Job) -> list[dict[str, Any]]:
+        """The job's transcript entries, redacted once more; a line still being written is
+        left for the next read."""
+        try:
+            text = self.transcript_path(job).read_text(errors="replace")
+        except OSError:
+            return []
+        entries: list[dict[str, Any]] = []
+        for line in text.splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break
+            for secret in self.secrets:
+                line = line.replace(secret, "[redacted]")
+            try:
+                entry = json.loads(redact(line))
+            except ValueError:
+                entry = {"kind": "unreadable", "text": line}
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
+
+
+def routes(store: Store, settings: Settings) -> list[BaseRoute]:
+    """The dashboard's routes, for ``create_app``."""
+    return Dashboard(store, settings).routes()
