@@ -5,10 +5,15 @@ from __future__ import annotations
 import time
 
 from bot.agent.budget import Spend
+from bot.decisions import looks_like_bot
 from bot.github import RepoClient
 
 MAX_BODY = 60_000  # GitHub refuses comments over 65,536 characters
-MARKER = "<!-- handoff:status -->"
+
+
+def marker(job_id: int) -> str:
+    """Hidden in a job's status comment, so any worker finds the one comment to edit."""
+    return f"<!-- handoff:status job={job_id} -->"
 
 STAGES = {
     "queued": "⏳ Queued",
@@ -47,7 +52,7 @@ class StatusComment:
     def text(self, stage: str, detail: str = "") -> str:
         job = f"[job {self.job_id}]({self.link})" if self.link else f"job {self.job_id}"
         line = f"**Handoff** · {job} · {STAGES.get(stage, stage)}"
-        body = f"{MARKER}\n{line}\n\n{detail}".strip() + "\n"
+        body = f"{marker(self.job_id)}\n{line}\n\n{detail}".strip() + "\n"
         return body if len(body) <= MAX_BODY else body[:MAX_BODY] + "\n…(cut)\n"
 
     async def set(self, stage: str, detail: str = "", force: bool = False) -> None:
@@ -60,10 +65,22 @@ class StatusComment:
         if not self.dirty:
             return
         if self.comment_id is None:
+            self.comment_id = await self._posted_before()
+        if self.comment_id is None:
             self.comment_id = int((await self.gh.create_comment(self.number, self.body))["id"])
         else:
             await self.gh.update_comment(self.comment_id, self.body)
         self.last_sent, self.dirty = time.monotonic(), False
+
+    async def _posted_before(self) -> int | None:
+        """The job's status comment if a worker posted it already (one that announced the
+        job's queue place while another claimed it, or one that died before saving its id)."""
+        hidden = marker(self.job_id)
+        for comment in await self.gh.list_comments(self.number):
+            if hidden in str(comment.get("body") or "") and \
+                    looks_like_bot(comment.get("user")):
+                return int(comment["id"])
+        return None
 
     async def agent_progress(self, spend: Spend) -> None:
         await self.set("agent", f"Step {spend.steps} · {spend.wall_seconds:.0f}s elapsed · "
