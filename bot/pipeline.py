@@ -460,7 +460,8 @@ class Pipeline:
             run.result["acknowledged"] = True
         run.status = StatusComment(run.gh, run.target, run.job.id, self.status_interval,
                                    run.result.get("status_comment_id"),
-                                   job_url(self.settings.public_url, run.job.id))
+                                   job_url(self.settings.public_url, run.job.id),
+                                   announced=bool(run.result.get("announced")))
 
     async def _config(self, co: Checkout, base_sha: str) -> RepoConfig:
         try:

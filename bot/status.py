@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from bot.agent.budget import Spend
 from bot.decisions import looks_like_bot
 from bot.github import RepoClient
 
+ANNOUNCED_LOOKUPS = 5  # tries, a second apart
 MAX_BODY = 60_000  # GitHub refuses comments over 65,536 characters
 
 
@@ -42,9 +44,13 @@ class StatusComment:
     """One comment, edited as the job moves; edits are coalesced to one per ``interval``."""
 
     def __init__(self, gh: RepoClient, number: int, job_id: int, interval: float = 5.0,
-                 comment_id: int | None = None, link: str = "") -> None:
+                 comment_id: int | None = None, link: str = "", announced: bool = False
+                 ) -> None:
         self.gh, self.number, self.job_id, self.link = gh, number, job_id, link
         self.interval, self.comment_id = interval, comment_id
+        # Another worker claimed the right to announce this job's queue place: its comment
+        # may be on its way, so it is looked for a little longer before one is posted.
+        self.lookups = ANNOUNCED_LOOKUPS if announced and comment_id is None else 1
         self.last_sent = 0.0
         self.body = ""
         self.dirty = False
@@ -76,10 +82,13 @@ class StatusComment:
         """The job's status comment if a worker posted it already (one that announced the
         job's queue place while another claimed it, or one that died before saving its id)."""
         hidden = marker(self.job_id)
-        for comment in await self.gh.list_comments(self.number):
-            if hidden in str(comment.get("body") or "") and \
-                    looks_like_bot(comment.get("user")):
-                return int(comment["id"])
+        for attempt in range(self.lookups):
+            if attempt:
+                await asyncio.sleep(1.0)
+            for comment in await self.gh.list_comments(self.number):
+                if hidden in str(comment.get("body") or "") and \
+                        looks_like_bot(comment.get("user")):
+                    return int(comment["id"])
         return None
 
     async def agent_progress(self, spend: Spend) -> None:
