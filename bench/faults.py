@@ -570,9 +570,12 @@ async def main(args: argparse.Namespace) -> int:
             sock = Path(pg.split("host=")[1].split("&")[0])
             data = sock.parent / "data"
             run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-            subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-m",
-                            "fast", "restart", "-o", f"-k {sock} -c listen_addresses='' -p "
-                            f"{args.port_base + 49} -c max_connections=200"],
+            # With a log file: a server started by pg_ctl would otherwise hold this call's
+            # output pipes open, and the call would never return.
+            subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
+                            str(data.parent / "log"), "-m", "fast", "restart", "-o",
+                            f"-k {sock} -c listen_addresses='' -p {args.port_base + 49} "
+                            "-c max_connections=200"],
                            check=True, capture_output=True)
 
         for index, name in enumerate(chosen):
