@@ -45,6 +45,9 @@ async def check_database(settings: Settings) -> tuple[bool, str, str]:
 
 
 async def check_engine(settings: Settings) -> tuple[bool, str, str]:
+    if settings.sandbox == "local":
+        return False, "sandbox", "local runs commands on the host, isolated from nothing: " \
+            "for tests only; choose podman, docker or bubblewrap"
     if settings.sandbox == "bubblewrap":
         found = shutil.which("bwrap")
         return bool(found), "sandbox", found or "bwrap not found (apt-get install bubblewrap)"
