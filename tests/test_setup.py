@@ -8,7 +8,6 @@ import base64
 import contextlib
 import hashlib
 import http.server
-import shutil
 import subprocess
 import threading
 import zipfile
@@ -87,10 +86,7 @@ def package_index(root: Path) -> Iterator[str]:
         server.shutdown()
 
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("podman") or subprocess.run(
-        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
-    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+pytestmark = pytest.mark.podman
 
 
 async def test_declared_dependencies_are_installed_without_any_configuration(
