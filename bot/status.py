@@ -13,6 +13,7 @@ MARKER = "<!-- handoff:status -->"
 STAGES = {
     "queued": "⏳ Queued",
     "preparing": "🔧 Preparing the workspace",
+    "setup": "📦 Installing the dependencies",
     "baseline": "🧪 Running the tests on the base commit",
     "agent": "🤖 Agent working",
     "testing": "🧪 Running the tests on the change",
