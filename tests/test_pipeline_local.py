@@ -284,3 +284,38 @@ async def test_a_model_that_refuses_the_request_is_a_model_error(tmp_path: Path)
         assert job.state == "failed" and job.category == "model-error", job.reason
         failure = comments(s)[-1]
         assert "while calling the model" in failure and "ask again in a while" in failure
+
+
+async def test_a_push_github_rejects_is_stated_and_the_person_s_commit_is_kept(
+        tmp_path: Path) -> None:
+    script = [FIX_EDIT, bash("sleep 3"), finish("Fixed add.")]
+    async with stack(tmp_path, script, sandbox="local") as s:
+        s.sim.add_repo(REPO, CALC_WITH_TESTS)
+        repo = s.sim.get_repo(REPO)
+        s.sim.open_issue(REPO, "Fix add", "fix it", "acme")
+        s.sim.label_issue(REPO, 1, "agent", "acme")
+        await wait_until(s, lambda: any(STAGES["agent"] in c for c in comments(s)))
+        # Meanwhile a person starts the same branch: the agent's push is not a fast-forward.
+        [job] = await s.store.list_jobs()
+        branch = str(job.branch)
+        simgit("branch", branch, "main", cwd=repo.path)
+        mine = s.sim.push(REPO, branch, {"NOTES.md": "mine\n"}, "A person's commit", "acme")
+        job = await s.wait_job(lambda j: True)
+        assert job.state == "failed" and job.category == "push-refused", job.reason
+        failure = comments(s)[-1]
+        assert f"GitHub refused the push to `{branch}`" in failure
+        assert "while pushing the branch" in failure
+        assert simgit("rev-parse", branch, cwd=repo.path).strip() == mine  # never forced
+        assert not pulls(s)
+
+
+async def test_a_guessed_setup_that_fails_is_said_in_the_pr_and_the_job_goes_on(
+        tmp_path: Path) -> None:
+    go_mod = "module example.invalid/calc\n\ngo 1.21\n\nrequire example.invalid/none v0.0.1\n"
+    async with stack(tmp_path, FIX_SCRIPT, sandbox="local") as s:
+        s.sim.add_repo(REPO, {**CALC_WITH_TESTS, "go.mod": go_mod})
+        job = await s.handed_over(REPO, "Fix add", "fix it")
+        assert job.state == "succeeded", job.reason
+        [pr] = pulls(s)
+        assert "Setup: `go mod download`" in pr.body
+        assert "**It failed:** the dependencies could not be installed" in pr.body
