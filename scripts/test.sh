@@ -6,4 +6,4 @@ scripts/install.sh
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/sandbox/containers.conf}"
 python3 -m ruff check bot handlers tests bench
 python3 -m mypy
-python3 -m pytest -q -p no:cacheprovider "$@"
+python3 -m pytest -q -p no:cacheprovider --cov=bot --cov=handlers --cov-branch --cov-report=term-missing "$@"
