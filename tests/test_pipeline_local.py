@@ -213,7 +213,7 @@ async def test_budget_exhausted_keeps_a_wip_branch_with_a_failed_check(
 
 async def test_a_waiting_job_shows_its_queue_position_then_runs(
         tmp_path: Path, seen: Seen) -> None:
-    script = [bash("sleep 3"), FIX_EDIT, finish("Fixed add."), FIX_EDIT, finish("Fixed it.")]
+    script = [bash("sleep 2"), FIX_EDIT, finish("Fixed add."), FIX_EDIT, finish("Fixed it.")]
     async with stack(tmp_path, script, sandbox="local", concurrency=1) as s:
         s.sim.add_repo(REPO, CALC_WITH_TESTS)
         for title in ("First", "Second"):
@@ -235,7 +235,7 @@ async def test_a_waiting_job_shows_its_queue_position_then_runs(
 async def test_a_configured_setup_runs_first_and_what_it_leaves_is_not_pushed(
         tmp_path: Path, seen: Seen) -> None:
     config = CONFIG + "setup_command: mkdir -p build && echo cache > build/setup.txt\n"
-    async with stack(tmp_path, FIX_SCRIPT, sandbox="local") as s:
+    async with stack(tmp_path, [FIX_EDIT, finish("Fixed add.")], sandbox="local") as s:
         s.sim.add_repo(REPO, {**CALC_WITH_TESTS, ".github/handoff.yml": config})
         job = await s.handed_over(REPO, "Fix add", "fix it")
         assert job.state == "succeeded", job.reason
@@ -288,7 +288,7 @@ async def test_a_model_that_refuses_the_request_is_a_model_error(tmp_path: Path)
 
 async def test_a_push_github_rejects_is_stated_and_the_person_s_commit_is_kept(
         tmp_path: Path) -> None:
-    script = [FIX_EDIT, bash("sleep 3"), finish("Fixed add.")]
+    script = [FIX_EDIT, bash("sleep 2"), finish("Fixed add.")]
     async with stack(tmp_path, script, sandbox="local") as s:
         s.sim.add_repo(REPO, CALC_WITH_TESTS)
         repo = s.sim.get_repo(REPO)
@@ -312,7 +312,7 @@ async def test_a_push_github_rejects_is_stated_and_the_person_s_commit_is_kept(
 async def test_a_guessed_setup_that_fails_is_said_in_the_pr_and_the_job_goes_on(
         tmp_path: Path) -> None:
     go_mod = "module example.invalid/calc\n\ngo 1.21\n\nrequire example.invalid/none v0.0.1\n"
-    async with stack(tmp_path, FIX_SCRIPT, sandbox="local") as s:
+    async with stack(tmp_path, [FIX_EDIT, finish("Fixed add.")], sandbox="local") as s:
         s.sim.add_repo(REPO, {**CALC_WITH_TESTS, "go.mod": go_mod})
         job = await s.handed_over(REPO, "Fix add", "fix it")
         assert job.state == "succeeded", job.reason
