@@ -68,7 +68,8 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Days a delivery that started no job is kept for duplicate "
         "detection; GitHub redelivers for 3 days at most (7 on GHES). 0 keeps all.")
 
-    sandbox: str = Field("podman", description="Sandbox backend: podman, docker or bubblewrap.")
+    sandbox: str = Field("podman", description="Sandbox backend: podman, docker or "
+                         "bubblewrap (local: tests only, isolates nothing).")
     sandbox_image: str = Field("handoff-sandbox:dev", description="Container image for jobs.")
     sandbox_memory_mb: int = Field(2048, description="Memory limit of a sandbox.")
     sandbox_cpus: float = Field(2.0, description="CPU limit of a sandbox.")

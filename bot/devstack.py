@@ -71,7 +71,8 @@ class Stack:
 @asynccontextmanager
 async def stack(tmp: Path, script: list[dict[str, Any]], repeat_last: bool = False,
                 **overrides: Any) -> AsyncIterator[Stack]:
-    """Handoff serving webhooks from the simulator, with a worker, a model and Podman."""
+    """Handoff serving webhooks from the simulator, with a worker, a model and Podman
+    (``sandbox="local"`` among the settings ``overrides``: commands on the host, for tests)."""
     async with AsyncExitStack() as stack:
         model = ScriptedModel(script, repeat_last=repeat_last, api_key=MODEL_KEY)
         model_url = await stack.enter_async_context(running(model.app))
@@ -85,10 +86,11 @@ async def stack(tmp: Path, script: list[dict[str, Any]], repeat_last: bool = Fal
             webhook_secret=SecretStr(SECRET), github_url=sim_url, data_dir=tmp / "data",
             model_provider="openai", model_base_url=f"{model_url}/v1", model_name="scripted-1",
             model_api_key=SecretStr(MODEL_KEY), prices={"scripted-1": (3.0, 15.0)},
-            sandbox="podman",
-            sandbox_image=os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev"),
-            sandbox_memory_mb=512, command_timeout=60, status_interval=0.0,
-            github_write_interval=0.0, poll_seconds=0.2, heartbeat_seconds=1, **overrides)
+            **{"sandbox": "podman",
+               "sandbox_image": os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev"),
+               "sandbox_memory_mb": 512, "command_timeout": 60, "status_interval": 0.0,
+               "github_write_interval": 0.0, "poll_seconds": 0.2, "heartbeat_seconds": 1,
+               **overrides})
         worker = build_worker(settings, store)
         worker.periodic = []  # no redelivery sweep: it would spend the simulator's faults
         app = create_app(store, SECRET.encode(), Context(settings.trigger_label,

@@ -116,6 +116,9 @@ async def check_engine(settings: Settings) -> Result:
     """Start a sandbox as a job would (image, limits, no network) and run one command in it."""
     from bot.sandbox import SandboxError, make_backend
 
+    if settings.sandbox == "local":
+        return False, "sandbox", "local runs commands on the host, isolated from nothing: " \
+            "for tests only; choose podman, docker or bubblewrap"
     if settings.sandbox == "bubblewrap" and not shutil.which("bwrap"):
         return False, "sandbox", "bwrap not found (apt-get install bubblewrap)"
     if settings.sandbox in ("podman", "docker") and not shutil.which(settings.sandbox):

@@ -20,6 +20,7 @@ def marker(job_id: int) -> str:
 STAGES = {
     "queued": "⏳ Queued",
     "preparing": "🔧 Preparing the workspace",
+    "setup": "📦 Installing the dependencies",
     "baseline": "🧪 Running the tests on the base commit",
     "agent": "🤖 Agent working",
     "testing": "🧪 Running the tests on the change",

@@ -9,4 +9,5 @@ export PATH="$PWD/.venv/bin:$PATH" VIRTUAL_ENV="$PWD/.venv"
 unset PYTHONPATH PYTHONHOME
 python -m ruff check bot handlers tests bench
 python -m mypy
-python -m pytest -q -p no:cacheprovider "$@"
+python -m pytest -q -p no:cacheprovider --cov=bot --cov=handlers --cov-branch \
+  --cov-report=term-missing "$@"

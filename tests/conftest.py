@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +17,27 @@ os.environ.setdefault(
 
 from bot.devstack import postgres_bin, throwaway_postgres  # noqa: E402
 from bot.store import Store  # noqa: E402
+
+SANDBOX_IMAGE = os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev")
+
+
+@functools.cache
+def podman_missing() -> str | None:
+    """Why tests marked ``podman`` cannot run here, or None; asked once per session."""
+    if not shutil.which("podman"):
+        return "needs Podman, which is not installed (scripts/install.sh)"
+    probe = subprocess.run(["podman", "image", "exists", SANDBOX_IMAGE], capture_output=True)
+    if probe.returncode != 0:
+        return f"needs Podman's image {SANDBOX_IMAGE}, which is missing (deploy/sandbox/build.sh)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``podman`` (a module's ``pytestmark``, a test, or a parameter) are
+    skipped, with the reason, where Podman or the sandbox image is missing."""
+    for item in items:
+        if item.get_closest_marker("podman") is not None and (reason := podman_missing()):
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ a /cancel gets a reaction, and a waiting job's place in the queue stays current.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,10 +12,7 @@ from agent_fixtures import BUGGY_REPO
 from bot.devstack import Stack, stack
 
 REPO = "acme/calc"
-pytestmark = pytest.mark.skipif(
-    not shutil.which("podman") or subprocess.run(
-        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
-    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+pytestmark = pytest.mark.podman
 
 
 def comments(s: Stack, number: int) -> list[str]:

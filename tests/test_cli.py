@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import WEBHOOKS
 
 ROOT = Path(__file__).parent.parent
@@ -54,14 +55,10 @@ def test_jobs_on_a_new_install(tmp_path: Path) -> None:
     assert handoff(tmp_path, "jobs").stdout.strip() == "no jobs yet"
 
 
+@pytest.mark.podman
 def test_demo_opens_a_pull_request(tmp_path: Path) -> None:
-    import shutil
 
-    import pytest
 
-    if not shutil.which("podman") or subprocess.run(
-            ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0:
-        pytest.skip("needs Podman and the handoff-sandbox:dev image")
     result = handoff(tmp_path, "demo", "--dir", str(tmp_path / "demo"),
                      CONTAINERS_CONF=os.environ["CONTAINERS_CONF"], HANDOFF_LOG_LEVEL="WARNING")
     assert result.returncode == 0, result.stdout + result.stderr

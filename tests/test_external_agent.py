@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,10 +33,7 @@ print("debug: using token", os.environ["FAKE_AGENT_TOKEN"])
 print("Fixed add(): it subtracted.")
 """
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("podman") or subprocess.run(
-        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
-    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+pytestmark = pytest.mark.podman
 
 
 async def test_external_cli_reaches_its_model_and_its_key_is_redacted(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -257,10 +256,7 @@ async def test_odd_signed_deliveries_get_an_answer_and_are_recorded(
     await store.close()
 
 
-needs_podman = pytest.mark.skipif(
-    not shutil.which("podman") or subprocess.run(
-        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
-    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+needs_podman = pytest.mark.podman
 
 
 def fixable() -> dict[str, str]:

@@ -7,9 +7,7 @@ and the scripted model as separate processes, Podman sandboxes, SQLite.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,13 +25,8 @@ from handlers import Context
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench.load import Scenario, run_scenario  # noqa: E402
 
-needs_podman = pytest.mark.skipif(
-    not shutil.which("podman") or subprocess.run(
-        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
-    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
 
-
-@needs_podman
+@pytest.mark.podman
 async def test_jobs_and_a_stream_of_deliveries_all_land(tmp_path: Path) -> None:
     s = Scenario(db="sqlite", jobs=3, rate=30, steps=2, burn=0.3, idle_seconds=1,
                  timeout=240, port_base=18540)

@@ -6,8 +6,6 @@ opens a draft PR. Only `image:` is left out: no registry is reachable here."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,10 +44,7 @@ def build_tools() -> list[Path]:
     return [f[-1] for f in found]
 
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("podman") or subprocess.run(
-        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
-    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+pytestmark = pytest.mark.podman
 
 
 async def test_the_readme_example_runs_a_job_with_the_default_image(tmp_path: Path) -> None:

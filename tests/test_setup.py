@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -61,10 +60,7 @@ def wheel(folder: Path, name: str, code: str) -> Path:
     return path
 
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("podman") or subprocess.run(
-        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
-    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+pytestmark = pytest.mark.podman
 
 
 async def test_declared_dependencies_are_installed_without_any_configuration(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +32,7 @@ SUITE = {
     ".github/handoff.yml": CONFIG,
 }
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("podman") or subprocess.run(
-        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
-    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+pytestmark = pytest.mark.podman
 
 
 async def handed_over(s: Stack, repo_files: dict[str, str], title: str, body: str) -> Job:

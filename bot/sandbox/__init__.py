@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 
 from bot.config import Settings
 from bot.sandbox.base import Backend, CommandResult, Limits, Sandbox, SandboxError
+
+log = logging.getLogger("handoff.sandbox")
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -16,8 +19,15 @@ def limits_from(settings: Settings) -> Limits:
 
 
 def make_backend(settings: Settings) -> Backend:
-    """The backend the settings name: podman, docker or bubblewrap."""
+    """The backend the settings name: podman, docker or bubblewrap; or local, for tests
+    only (it isolates nothing), and only when named (``HANDOFF_SANDBOX=local``)."""
     limits = limits_from(settings)
+    if settings.sandbox == "local":
+        from bot.sandbox.local import LocalBackend
+
+        log.warning("sandbox backend 'local': commands run on the host, isolated from "
+                    "nothing; for tests only")
+        return LocalBackend(limits)
     if settings.sandbox == "bubblewrap":
         from bot.sandbox.bubblewrap import BubblewrapBackend
 

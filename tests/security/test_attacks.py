@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,17 +21,8 @@ from bench.security import Lab
 IMAGE = security.IMAGE
 
 
-def podman_ready() -> str | None:
-    if not shutil.which("podman"):
-        return "podman is not installed"
-    probe = subprocess.run(["podman", "image", "exists", IMAGE], capture_output=True)
-    return None if probe.returncode == 0 else f"image {IMAGE} missing (deploy/sandbox/build.sh)"
-
-
-@pytest.fixture(params=["podman", "bubblewrap"])
+@pytest.fixture(params=[pytest.param("podman", marks=pytest.mark.podman), "bubblewrap"])
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    if request.param == "podman" and (reason := podman_ready()):
-        pytest.skip(reason)
     if request.param == "bubblewrap" and not shutil.which("bwrap"):
         pytest.skip("bubblewrap is not installed")
     root = Path(tempfile.mkdtemp(prefix="handoff-sec-"))

@@ -4,8 +4,6 @@ stop the job, and gets a polite answer; a writer's /cancel still does."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,10 +13,7 @@ from bot.devstack import Stack, stack
 
 REPO = "acme/calc"
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("podman") or subprocess.run(
-        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
-    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+pytestmark = pytest.mark.podman
 
 
 def comments(s: Stack, number: int) -> list[str]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,10 +21,7 @@ from bot.simulator.git import git as simgit
 
 REPO = "acme/calc"
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("podman") or subprocess.run(
-        ["podman", "image", "exists", "handoff-sandbox:dev"]).returncode != 0,
-    reason="needs Podman and the handoff-sandbox:dev image (deploy/sandbox/build.sh)")
+pytestmark = pytest.mark.podman
 
 
 class Catcher:
