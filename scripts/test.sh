@@ -7,7 +7,7 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/sandbox/containers.conf}"
 # The tests start `python3` and `handoff` as a person would: those of .venv.
 export PATH="$PWD/.venv/bin:$PATH" VIRTUAL_ENV="$PWD/.venv"
 unset PYTHONPATH PYTHONHOME
-python -m ruff check bot handlers tests bench
+python -m ruff check bot handlers devkit tests bench
 python -m mypy
-python -m pytest -q -p no:cacheprovider --cov=bot --cov=handlers --cov-branch \
+python -m pytest -q -p no:cacheprovider --cov=bot --cov=handlers --cov=devkit --cov-branch \
   --cov-report=term-missing "$@"

@@ -9,7 +9,7 @@ from pathlib import Path
 from bot.github import GitHubApp, Pacer
 from bot.retry import RetryPolicy
 from bot.serving import running
-from bot.simulator import Simulator
+from devkit.simulator import Simulator
 
 
 @asynccontextmanager

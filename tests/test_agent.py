@@ -15,13 +15,13 @@ from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 from bot.agent.budget import Budget
 from bot.agent.loop import Agent, AgentResult
 from bot.agent.models import make_model
-from bot.agent.scripted import ScriptedModel
 from bot.agent.transcript import Transcript
 from bot.retry import RetryPolicy
 from bot.sandbox import Backend, Limits
 from bot.sandbox.bubblewrap import BubblewrapBackend
 from bot.sandbox.container import ContainerBackend
 from bot.serving import running
+from devkit.scripted import ScriptedModel
 
 API_KEY = "sk-test-canary-4f9c2a7d1e8b6c3a"
 FAST = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2, max_wait=5)

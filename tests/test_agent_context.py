@@ -15,13 +15,13 @@ import pytest
 from bot.agent.budget import Budget, Spend
 from bot.agent.loop import Agent, age_observations
 from bot.agent.models import make_model
-from bot.agent.scripted import ScriptedModel
 from bot.agent.transcript import Transcript
 from bot.config import PROMPTS
 from bot.retry import RetryPolicy
 from bot.sandbox import Sandbox
 from bot.sandbox.base import CommandResult
 from bot.serving import running
+from devkit.scripted import ScriptedModel
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTS = {"openai": 19061, "anthropic": 19062}

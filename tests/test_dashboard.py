@@ -192,7 +192,7 @@ def podman_reason() -> str | None:
 @pytest.mark.skipif(podman_reason() is not None, reason=podman_reason() or "")
 async def test_a_real_job_in_chromium(tmp_path: Path) -> None:
     """Label an issue, let the agent fix it in Podman, then read it all in the dashboard."""
-    from bot.devstack import stack
+    from devkit.devstack import stack
 
     injected = {"tool": "bash", "args": {"command": f"echo \"{INJECTED}\""},
                 "usage": {"input": 900, "output": 20}}

@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bot.agent.scripted import ScriptedModel
 from bot.github import GitHubApiError, GitHubApp
 from bot.serving import running
-from bot.simulator import Simulator
+from devkit.scripted import ScriptedModel
+from devkit.simulator import Simulator
 
 ROOT = Path(__file__).parent.parent
 GARBAGE_PEM = "-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5\n-----END RSA PRIVATE KEY-----\n"

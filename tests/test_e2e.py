@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
-from bot.devstack import MODEL_KEY, Stack, stack
 from bot.sandbox.base import PROCESS_ID
-from bot.simulator.git import git as simgit
 from bot.store import Job
+from devkit.devstack import MODEL_KEY, Stack, stack
+from devkit.simulator.git import git as simgit
 
 REPO = "acme/calc"
 CONFIG = f"test_command: {TEST_COMMAND}\n"
@@ -225,7 +225,7 @@ async def test_missing_sandbox_image_fails_visibly(tmp_path: Path) -> None:
 async def test_long_rate_limit_parks_the_job(tmp_path: Path) -> None:
     import time
 
-    from bot.simulator import Fault
+    from devkit.simulator import Fault
 
     async with stack(tmp_path, FIX_SCRIPT) as s:
         s.sim.add_repo(REPO, files())

@@ -16,14 +16,14 @@ import pytest
 from sim import app_client, simulator
 from test_load import HeldDatabase
 
-from bot.devstack import Stack, stack
 from bot.reporter import GitHubReporter
 from bot.sandbox.base import PROCESS_ID
-from bot.simulator import Fault, Simulator
-from bot.simulator.git import git as simgit
-from bot.simulator.state import Comment
 from bot.store import Job, LeaseLost, Store
 from bot.worker import JobResult, LogReporter, UnconfiguredRunner, Worker
+from devkit.devstack import Stack, stack
+from devkit.simulator import Fault, Simulator
+from devkit.simulator.git import git as simgit
+from devkit.simulator.state import Comment
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 

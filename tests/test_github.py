@@ -14,7 +14,7 @@ from sim import app_client, simulator
 
 from bot.github import GitHubApiError, GitHubApp
 from bot.gitops import GitError, git
-from bot.simulator import Fault, Simulator
+from devkit.simulator import Fault, Simulator
 
 REPO = "octo/widgets"
 
@@ -93,7 +93,7 @@ async def test_jwt_rules(sim: Simulator) -> None:
         too_long = await c.get("/app", headers=bearer({"iat": now, "exp": now + 900,
                                                        "iss": str(sim.world.app_id)}))
         assert too_long.status_code == 401
-        from bot.simulator import generate_private_key
+        from devkit.simulator import generate_private_key
         other = jwt.encode({"iat": now, "exp": now + 60, "iss": "1"}, generate_private_key(),
                            "RS256")
         forged = await c.get("/app", headers={"authorization": f"Bearer {other}"})

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from agent_fixtures import CALC_WITH_TESTS, FIX_SCRIPT, TEST_COMMAND
 
-from bot.devstack import Stack, stack
 from bot.github import RepoClient
 from bot.sandbox.local import LocalBackend
-from bot.simulator.git import git as simgit
 from bot.status import MARKER, STAGES
+from devkit.devstack import Stack, stack
+from devkit.simulator.git import git as simgit
 
 REPO = "acme/calc"
 CONFIG = f"test_command: {TEST_COMMAND}\n"

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bot.devstack import stack
 from bot.reporter import CUT_MARK, GitHubReporter, failure_comment, shorten
 from bot.status import MARKER, MAX_BODY, STAGES, StatusComment
 from bot.store import Job
+from devkit.devstack import stack
 
 REPO = "acme/calc"
 
@@ -121,7 +121,7 @@ async def test_final_states_posted_on_github(tmp_path: Path,
 
 
 def repo_head(repo: Any) -> str:
-    from bot.simulator.git import git as simgit
+    from devkit.simulator.git import git as simgit
 
     return simgit("rev-parse", "main", cwd=repo.path).strip()
 

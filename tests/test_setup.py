@@ -15,7 +15,7 @@ from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
 from helpers import package_index
 
 from bot.dependencies import setup_from
-from bot.devstack import stack
+from devkit.devstack import stack
 
 REPO = "acme/calc"
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
-from bot.devstack import Stack, stack
 from bot.status import STAGES
 from bot.store import Job
 from bot.testrun import PYTEST
@@ -20,6 +19,7 @@ from bot.verdict import (
     TITLE_UNPROVEN,
     WHY_NO_COMMAND,
 )
+from devkit.devstack import Stack, stack
 
 REPO = "acme/calc"
 CONFIG = f"test_command: {TEST_COMMAND}\n"

@@ -16,8 +16,8 @@ import pytest
 from agent_fixtures import CALC_WITH_TESTS, FIX_SCRIPT
 
 from bench import security
-from bot.devstack import stack
-from bot.simulator.git import git as simgit
+from devkit.devstack import stack
+from devkit.simulator.git import git as simgit
 
 REPO = "acme/calc"
 

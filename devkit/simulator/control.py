@@ -9,15 +9,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bot.simulator.state import Fault
+from devkit.simulator.state import Fault, GitHubError
 
 if TYPE_CHECKING:
-    from bot.simulator.app import Simulator
+    from devkit.simulator.app import Simulator
 
 
 def routes(sim: Simulator) -> list[Route]:
-    from bot.simulator.app import GitHubError
-
     def action(fn: Callable[[dict[str, Any]], Any]) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def run(request: Request) -> JSONResponse:
             try:

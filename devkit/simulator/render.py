@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot.simulator.git import rev_parse
-from bot.simulator.openapi import Spec
-from bot.simulator.state import CheckRun, Comment, Issue, Repo, Review, ReviewComment, User
+from devkit.simulator.git import rev_parse
+from devkit.simulator.openapi import Spec
+from devkit.simulator.state import CheckRun, Comment, Issue, Repo, Review, ReviewComment, User
 
 
 def iso(ts: float | None) -> str | None:

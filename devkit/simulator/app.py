@@ -23,13 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.simulator import git as simgit
-from bot.simulator.openapi import Operation, Spec
-from bot.simulator.render import Renderer
-from bot.simulator.state import (
+from devkit.simulator import control, rest
+from devkit.simulator import git as simgit
+from devkit.simulator.openapi import Operation, Spec
+from devkit.simulator.render import Renderer
+from devkit.simulator.state import (
     Comment,
     Delivery,
     Fault,
+    GitHubError,
     Installation,
     Issue,
     Repo,
@@ -43,23 +45,6 @@ from bot.simulator.state import (
 
 ALL_PERMISSIONS = {"issues": "write", "pull_requests": "write", "contents": "write",
                    "checks": "write", "metadata": "read"}
-
-
-class GitHubError(Exception):
-    """An error answer in GitHub's shape."""
-
-    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.errors = status, message, errors
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        body: dict[str, Any] = {"message": self.message,
-                                "documentation_url": "https://docs.github.com/rest"}
-        if self.errors is not None:
-            body["errors"] = self.errors
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 def generate_private_key() -> str:
@@ -347,7 +332,6 @@ class Simulator:
     # --- routing -----------------------------------------------------------------------------
 
     def _routes(self) -> list[Route]:
-        from bot.simulator import control, rest
 
         return [*control.routes(self), *rest.routes(self),
                 Route("/{owner}/{name}.git/{rest:path}", self.git_http, methods=["GET", "POST"])]

@@ -19,14 +19,14 @@ from typing import Any
 from pydantic import SecretStr
 
 from bot import dashboard
-from bot.agent.scripted import ScriptedModel
 from bot.config import Settings
 from bot.services import build_worker
 from bot.serving import running
-from bot.simulator import Simulator
 from bot.store import Job, Store
 from bot.web import create_app
 from bot.worker import Worker
+from devkit.scripted import ScriptedModel
+from devkit.simulator import Simulator
 from handlers import Context
 
 SECRET = "e2e-webhook-secret"

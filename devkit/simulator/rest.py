@@ -10,11 +10,21 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from bot.simulator import git as simgit
-from bot.simulator.state import CheckRun, Comment, Issue, Pull, Repo, ReviewComment, User, next_id
+from devkit.simulator import git as simgit
+from devkit.simulator.state import (
+    CheckRun,
+    Comment,
+    GitHubError,
+    Issue,
+    Pull,
+    Repo,
+    ReviewComment,
+    User,
+    next_id,
+)
 
 if TYPE_CHECKING:
-    from bot.simulator.app import Simulator
+    from devkit.simulator.app import Simulator
 
 Result = tuple[int, Any]
 Handler = Callable[[Request, Any], Awaitable[Result]]
@@ -22,8 +32,6 @@ RepoHandler = Callable[[Request, Any, Repo], Awaitable[Result]]
 
 
 def routes(sim: Simulator) -> list[Route]:
-    from bot.simulator.app import GitHubError
-
     r = sim.render
 
     def repo_of(request: Request) -> Repo:

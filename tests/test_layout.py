@@ -1,0 +1,74 @@
+"""The shape of the house: no import circles in the package, and the development kit (the
+GitHub simulator, the scripted model, the dev stack) stays out of the product's modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+PACKAGES = ("bot", "handlers", "devkit")
+# The CLI's development commands (demo, simulator, model-server) start the kit, on demand.
+MAY_USE_THE_KIT = {"bot.cli"}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def imports(path: Path, known: dict[str, Path]) -> set[str]:
+    """Modules imported at run time (imports inside functions count; type-only do not)."""
+    out: set[str] = set()
+
+    class Visitor(ast.NodeVisitor):
+        def visit_If(self, node: ast.If) -> None:
+            if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                self.generic_visit(node)
+
+        def visit_Import(self, node: ast.Import) -> None:
+            out.update(a.name for a in node.names)
+
+        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                out.add(sub if sub in known else str(node.module))
+
+    Visitor().visit(ast.parse(path.read_text()))
+    return {name for name in out if name in known}
+
+
+def test_no_import_circles() -> None:
+    known = modules()
+    graph = {name: imports(path, known) - {name} for name, path in known.items()}
+    circles: list[list[str]] = []
+    state: dict[str, int] = {}
+    trail: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        trail.append(name)
+        for other in sorted(graph[name]):
+            if state.get(other) == 1:
+                circles.append(trail[trail.index(other):] + [other])
+            elif not state.get(other):
+                visit(other)
+        trail.pop()
+        state[name] = 2
+
+    for name in sorted(graph):
+        if not state.get(name):
+            visit(name)
+    assert circles == [], "\n".join(" -> ".join(c) for c in circles)
+
+
+def test_the_product_never_imports_the_development_kit() -> None:
+    known = modules()
+    leaks = {name: sorted(i for i in imports(path, known) if i.startswith("devkit"))
+             for name, path in known.items()
+             if not name.startswith("devkit") and name not in MAY_USE_THE_KIT}
+    assert {k: v for k, v in leaks.items() if v} == {}
