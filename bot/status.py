@@ -11,11 +11,12 @@ from bot.github import RepoClient
 
 ANNOUNCED_LOOKUPS = 5  # tries, a second apart
 MAX_BODY = 60_000  # GitHub refuses comments over 65,536 characters
+MARKER = "<!-- handoff:status"  # what every status comment starts with
 
 
 def marker(job_id: int) -> str:
     """Hidden in a job's status comment, so any worker finds the one comment to edit."""
-    return f"<!-- handoff:status job={job_id} -->"
+    return f"{MARKER} job={job_id} -->"
 
 STAGES = {
     "queued": "⏳ Queued",

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from bot.reporter import CUT_MARK, GitHubReporter, failure_comment, shorten
-from bot.status import MARKER, MAX_BODY, STAGES, StatusComment
+from bot.status import MAX_BODY, STAGES, StatusComment, marker
 from bot.store import Job
+from bot.worker import Unreportable
 from devkit.devstack import stack
 
 REPO = "acme/calc"
@@ -91,7 +92,9 @@ async def test_final_states_posted_on_github(tmp_path: Path,
         # Cancelled with no status comment yet: one plain comment.
         await reporter.report(job(installation_id=inst, issue_number=issue,
                                   state="cancelled", reason="the label was removed"))
-        assert said(issue) == ["Stopped job 7: the label was removed."]
+        [stopped] = said(issue)
+        assert stopped.startswith("Stopped job 7: the label was removed.")
+        assert "<!-- handoff:final job=7 -->" in stopped  # a retried report finds it
         # Succeeded with no status comment: the PR speaks for itself, nothing more is said.
         await reporter.report(job(id=8, installation_id=inst, issue_number=pr,
                                   state="succeeded"))
@@ -111,13 +114,16 @@ async def test_final_states_posted_on_github(tmp_path: Path,
         assert failure.startswith("**Handoff job 9 failed** while pushing the branch")
         [check] = repo.check_runs.values()
         assert check.conclusion == "failure" and check.output["title"] == "Failed: push-refused"
-        # The App lost access to the repository: nothing can be posted, and nothing raises.
-        await reporter.report(job(id=10, installation_id=inst, repo="acme/removed",
-                                  issue_number=issue))
-        assert len(said(issue)) == 1 and "lost access to acme/removed" in caplog.text
-        # No installation at all: logged only.
-        await reporter.report(job(id=11, issue_number=issue))
-        assert len(said(issue)) == 1 and "no installation to report to" in caplog.text
+        # The App lost access to the repository: nothing can be posted; the worker hears the
+        # job is unreportable (and marks it so, for the job list and the metrics).
+        with pytest.raises(Unreportable, match="cannot post in acme/removed"):
+            await reporter.report(job(id=10, installation_id=inst, repo="acme/removed",
+                                      issue_number=issue))
+        assert len(said(issue)) == 1
+        # No installation at all: unreportable too, and said why.
+        with pytest.raises(Unreportable, match="named no installation"):
+            await reporter.report(job(id=11, issue_number=issue))
+        assert len(said(issue)) == 1
 
 
 def repo_head(repo: Any) -> str:
@@ -136,6 +142,9 @@ class FakeIssue:
         self.calls.append(("create", number, body))
         return {"id": 500}
 
+    async def list_comments(self, number: int) -> list[dict[str, Any]]:
+        return []  # no status comment posted before
+
     async def update_comment(self, comment_id: int, body: str) -> dict[str, Any]:
         self.calls.append(("update", comment_id, body))
         return {"id": comment_id}
@@ -145,7 +154,7 @@ async def test_status_edits_are_coalesced_and_the_latest_is_kept() -> None:
     gh = FakeIssue()
     status = StatusComment(gh, 3, 12, interval=60)  # type: ignore[arg-type]
     await status.set("preparing")
-    assert gh.calls == [("create", 3, f"{MARKER}\n**Handoff** · job 12 · "
+    assert gh.calls == [("create", 3, f"{marker(12)}\n**Handoff** · job 12 · "
                                       f"{STAGES['preparing']}\n")]
     await status.set("agent", "Step 1")
     await status.set("agent", "Step 2")
