@@ -36,13 +36,7 @@ def missed(deliveries: list[dict[str, Any]], now: datetime) -> dict[str, int]:
 
 async def sweep(github: GitHubApp, store: Store, pages: int = 10) -> list[str]:
     """Redeliver what was missed; returns the GUIDs asked for again."""
-    deliveries: list[dict[str, Any]] = []
-    for _ in range(pages):
-        cursor = f"&cursor={deliveries[-1]['id']}" if deliveries else ""
-        page = await github.app_request("GET", f"/app/hook/deliveries?per_page=100{cursor}")
-        deliveries += page
-        if len(page) < 100:
-            break
+    deliveries = await github.deliveries(pages)  # follows GitHub's cursor (Link: rel="next")
     asked = []
     for guid, delivery_id in missed(deliveries, datetime.now(UTC)).items():
         if await store.delivery(guid) is not None:

@@ -373,9 +373,12 @@ class Simulator:
             record["status"] = status
             if op is not None:
                 record["response_errors"] = self.spec.response_errors(op, status, out)
+            headers = self.rate_headers()
+            if link := getattr(request.state, "link", None):
+                headers["link"] = link
             if status == 204:
-                return Response(status_code=204, headers=self.rate_headers())
-            return JSONResponse(out, status_code=status, headers=self.rate_headers())
+                return Response(status_code=204, headers=headers)
+            return JSONResponse(out, status_code=status, headers=headers)
 
         return run
 
