@@ -57,9 +57,12 @@ def routes(sim: Simulator) -> list[Route]:
 
     # --- app endpoints (JWT) ---
     async def get_app(request: Request, body: Any) -> Result:
-        sim.check_jwt(request)
+        app_id = sim.check_jwt(request)
         out = sim.spec.example("integration")
         out.update(id=sim.world.app_id, slug=sim.world.app_slug, name="Handoff")
+        if made := sim.world.apps.get(app_id):  # one registered from a manifest
+            out.update(id=made.id, slug=made.slug, name=made.name, client_id=made.client_id,
+                       owner=sim.render.user(User(made.owner)))
         return 200, out
 
     async def get_installation(request: Request, body: Any) -> Result:
