@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from bot import logs
@@ -203,7 +204,8 @@ async def demo(data_dir: Path) -> int:
         return 0 if job.state == "succeeded" else 1
 
 
-async def redeliver(settings: Settings, every: float | None = None) -> int:
+async def redeliver(settings: Settings, every: float | None = None,
+                    unrecorded: bool = False) -> int:
     """One redelivery sweep, or (``--every``) one every so many seconds until stopped: how a
     machine GitHub cannot reach catches up (``handoff serve`` also runs one at start and
     every 6 hours)."""
@@ -221,7 +223,8 @@ async def redeliver(settings: Settings, every: float | None = None) -> int:
     try:
         while True:
             try:
-                asked = await sweep(github, store)
+                asked = await sweep(github, store, unrecorded_after=timedelta(
+                    seconds=every or 0) if unrecorded else None)
                 print(f"asked GitHub to redeliver {len(asked)} missed deliveries", flush=True)
                 status = 0
             except GitHubApiError as exc:
@@ -330,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p_redeliver.add_argument("--every", type=float, metavar="SECONDS",
                              help="keep sweeping, this many seconds apart (local development "
                                   "without a public URL)")
+    p_redeliver.add_argument("--unrecorded", action="store_true",
+                             help="also deliveries GitHub saw answered (by a forwarder such as "
+                                  "smee) that never reached Handoff")
     p_setup = sub.add_parser("setup", help="register the GitHub App from app.yml (manifest "
                              "flow) and write its settings to .env")
     p_setup.add_argument("--webhook-url", required=True,
@@ -369,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "jobs":
         asyncio.run(list_jobs(settings, args.n))
     elif args.command == "redeliver":
-        return asyncio.run(redeliver(settings, args.every))
+        return asyncio.run(redeliver(settings, args.every, args.unrecorded))
     elif args.command == "setup":
         return asyncio.run(setup(settings, args))
     elif args.command == "demo":

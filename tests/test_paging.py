@@ -99,3 +99,58 @@ async def test_redelivery_sweep_follows_the_deliveries_cursor(tmp_path: Path) ->
             assert all(d.status == "OK" for d in sim.world.deliveries)
             assert await sweep(app, store) == []  # every GUID now has an OK attempt
     await store.close()
+
+
+async def test_redeliver_every_catches_what_a_forwarder_dropped(tmp_path: Path) -> None:
+    """Local development through a forwarder: smee.io answers GitHub even when no client is
+    connected, so GitHub records the delivery OK and Handoff never sees it. `handoff redeliver
+    --every SECONDS --unrecorded` polls and asks again for what the store lacks."""
+    import asyncio
+    import os
+    import signal
+    import sys
+
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def dropped(request: object) -> Response:
+        return Response(status_code=200)  # the forwarder took it; nobody was listening
+
+    forwarder = Starlette(routes=[Route("/webhook", dropped, methods=["POST"])])
+    db = f"sqlite+aiosqlite:///{tmp_path / 'h.db'}"
+    store = await Store.open(db)
+    root = Path(__file__).parent.parent
+    async with running(forwarder) as lost, simulator(tmp_path / "sim", f"{lost}/webhook",
+                                                     SECRET.decode()) as sim:
+        sim.add_repo(REPO, {"README.md": "x\n"})
+        issue = sim.open_issue(REPO, "Add a flag", "", "octo")
+        sim.label_issue(REPO, issue.number, "agent", "octo")
+        await sim.settle()
+        assert all(d.status == "OK" for d in sim.world.deliveries)  # as GitHub sees it
+        async with running(create_app(store, SECRET, Context())) as url:
+            sim.webhook_url = f"{url}/webhook"  # the forwarder's client is connected again
+            clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot.cli", "redeliver", "--every", "0.5", "--unrecorded",
+                cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                env={**clean, "PYTHONPATH": str(root), "HANDOFF_APP_ID": str(sim.world.app_id),
+                     "HANDOFF_PRIVATE_KEY": sim.private_key, "HANDOFF_GITHUB_URL": sim.base_url,
+                     "HANDOFF_DATABASE_URL": db})
+            try:
+                for _ in range(100):
+                    if await store.list_jobs():
+                        break
+                    await asyncio.sleep(0.2)
+                jobs = await store.list_jobs()
+                assert len(jobs) == 1 and jobs[0].issue_number == issue.number
+                await asyncio.sleep(1.2)  # more sweeps: nothing is asked twice once recorded
+            finally:
+                proc.send_signal(signal.SIGINT)
+                out = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
+            assert proc.returncode == 0, out
+            lines = [line for line in out.splitlines() if line.startswith("asked")]
+            assert lines[0] == "asked GitHub to redeliver 2 missed deliveries", out
+            assert len(lines) >= 2 and set(lines[1:]) == {
+                "asked GitHub to redeliver 0 missed deliveries"}, out
+    await store.close()

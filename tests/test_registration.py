@@ -141,3 +141,34 @@ def test_env_file_keeps_other_values(tmp_path: Path) -> None:
     assert "old" not in env.read_text()
     settings = Settings(_env_file=env)  # type: ignore[call-arg]
     assert settings.private_key_pem() == "-----BEGIN KEY-----\nnew\n-----END KEY-----\n"
+
+
+async def test_handoff_setup_command(sim: Simulator, tmp_path: Path) -> None:
+    """`handoff setup` as a user runs it: it names a page, the browser does the rest, and
+    the command says what to do next without printing the key or the secret."""
+    import os
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "setup", "--webhook-url", HOOK, "--github-url",
+        sim.base_url, "--name", "Handoff CLI", "--manifest", str(ROOT / "app.yml"),
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**clean, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    url = re.search(r"Open (http://127\.0\.0\.1:\d+) ", first).group(1)  # type: ignore[union-attr]
+    answer, _ = await browse(url)
+    assert answer.status_code == 200
+    out = first + (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+    assert await proc.wait() == 0, out
+    made = next(a for a in sim.world.apps.values() if a.slug == "handoff-cli")
+    assert f"Registered the GitHub App handoff-cli (id {made.id})" in out
+    assert f"{sim.base_url}/apps/handoff-cli/installations/new" in out
+    assert made.webhook_secret not in out and "PRIVATE KEY" not in out
+    assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
+    again = await asyncio.create_subprocess_exec(  # a second run would replace the App
+        sys.executable, "-m", "bot.cli", "setup", "--webhook-url", HOOK, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, env={**clean, "PYTHONPATH": str(ROOT)})
+    said = (await again.communicate())[0].decode()
+    assert again.returncode == 1 and "--force" in said
