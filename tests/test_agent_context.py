@@ -17,6 +17,7 @@ from bot.agent.loop import Agent, age_observations
 from bot.agent.models import make_model
 from bot.agent.scripted import ScriptedModel
 from bot.agent.transcript import Transcript
+from bot.config import PROMPTS
 from bot.retry import RetryPolicy
 from bot.sandbox import Sandbox
 from bot.sandbox.base import CommandResult
@@ -211,8 +212,8 @@ def test_pr_body_shows_cached_tokens() -> None:
         inputs_excluded=[], check_first="a.py", risks=[], files=[], labels=[], comments=[],
         instructions=[], baseline="pass", feedback="", previous_summary="", diff="",
         base_branch="main", review_comments=[], pr_url="u")
-    body = Templates(ROOT / "prompts").render("summary", spend=spend, **context)
+    body = Templates(PROMPTS).render("summary", spend=spend, **context)
     assert "10,000 input (6,000 of them cached) and 15 output tokens" in body
     spend.pop("cached_tokens")
-    body = Templates(ROOT / "prompts").render("summary", spend=spend, **context)
+    body = Templates(PROMPTS).render("summary", spend=spend, **context)
     assert "10,000 input and 15 output tokens" in body
