@@ -49,9 +49,6 @@ async def serve(settings: Settings, with_worker: bool = True) -> None:
     from bot.web import create_app
     from handlers import Context
 
-    if not settings.app_id:
-        print("No GitHub App configured (HANDOFF_APP_ID): register one with "
-              "`handoff setup --webhook-url https://YOUR-HOST/webhook`.", flush=True)
     store = await Store.open(settings.db_url)
     worker = build_worker(settings, store) if with_worker else None
     app = create_app(
@@ -63,6 +60,9 @@ async def serve(settings: Settings, with_worker: bool = True) -> None:
     async with running(app, settings.host, settings.port) as url:
         print(f"Handoff listening on {url}/webhook (database "
               f"{settings.db_url.split('://')[0]}, data in {settings.data_dir})", flush=True)
+        if not settings.app_id:
+            print("No GitHub App configured (HANDOFF_APP_ID): register one with "
+                  "`handoff setup --webhook-url https://YOUR-HOST/webhook`.", flush=True)
         if worker:
             await worker.run_forever(stop)
         else:
