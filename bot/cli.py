@@ -1,9 +1,10 @@
-"""The ``handoff`` command: serve, worker, doctor, jobs, replay and the dev servers."""
+"""The ``handoff`` command: setup, serve, worker, doctor, jobs, replay and the dev servers."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import secrets
@@ -11,6 +12,7 @@ import shutil
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from bot import logs
@@ -60,6 +62,9 @@ async def serve(settings: Settings, with_worker: bool = True) -> None:
     async with running(app, settings.host, settings.port) as url:
         print(f"Handoff listening on {url}/webhook (database "
               f"{settings.db_url.split('://')[0]}, data in {settings.data_dir})", flush=True)
+        if not settings.app_id:
+            print("No GitHub App configured (HANDOFF_APP_ID): register one with "
+                  "`handoff setup --webhook-url https://YOUR-HOST/webhook`.", flush=True)
         if worker:
             await worker.run_forever(stop)
         else:
@@ -201,9 +206,12 @@ async def demo(data_dir: Path) -> int:
         return 0 if job.state == "succeeded" else 1
 
 
-async def redeliver(settings: Settings) -> int:
-    """One redelivery sweep (``handoff serve`` also runs one at start and every 6 hours)."""
-    from bot.github import GitHubApp
+async def redeliver(settings: Settings, every: float | None = None,
+                    unrecorded: bool = False) -> int:
+    """One redelivery sweep, or (``--every``) one every so many seconds until stopped: how a
+    machine GitHub cannot reach catches up (``handoff serve`` also runs one at start and
+    every 6 hours)."""
+    from bot.github import GitHubApiError, GitHubApp
     from bot.redelivery import sweep
 
     pem = settings.private_key_pem()
@@ -211,9 +219,70 @@ async def redeliver(settings: Settings) -> int:
         print("needs HANDOFF_APP_ID and HANDOFF_PRIVATE_KEY")
         return 1
     store = await Store.open(settings.db_url)
-    asked = await sweep(GitHubApp(settings.app_id, pem, settings.github_url), store)
-    await store.close()
-    print(f"asked GitHub to redeliver {len(asked)} missed deliveries")
+    github = GitHubApp(settings.app_id, pem, settings.github_url)
+    stop = _stop_event() if every else asyncio.Event()
+    status = 0
+    try:
+        while True:
+            try:
+                asked = await sweep(github, store, unrecorded_after=timedelta(
+                    seconds=every or 0) if unrecorded else None)
+                print(f"asked GitHub to redeliver {len(asked)} missed deliveries", flush=True)
+                status = 0
+            except GitHubApiError as exc:
+                print(f"redelivery sweep failed: {exc}", flush=True)
+                status = 1
+            if not every:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            if stop.is_set():
+                break
+    finally:
+        await github.close()
+        await store.close()
+    return status
+
+
+async def setup(settings: Settings, args: argparse.Namespace) -> int:
+    """Register the App from app.yml with GitHub's manifest flow and write its settings."""
+    from bot.registration import Registration, RegistrationError, find_manifest, register
+
+    env_file = Path(args.env_file)
+    if env_file.exists() and "HANDOFF_APP_ID=" in env_file.read_text() and not args.force:
+        print(f"{env_file} already has HANDOFF_APP_ID; --force registers another App and "
+              "replaces it")
+        return 1
+    api_url = args.github_url or settings.github_url
+    try:
+        reg = Registration(api_url, args.webhook_url, env_file, find_manifest(args.manifest),
+                           org=args.org, name=args.name)
+    except RegistrationError as exc:
+        print(exc)
+        return 1
+
+    def ready(url: str) -> None:
+        where = f"organisation {args.org}" if args.org else "your account"
+        print(f"Open {url} in a browser signed in to GitHub ({where}): it sends the App's "
+              f"manifest to GitHub, where you confirm it; GitHub then sends the browser back "
+              f"here. Waiting...", flush=True)
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        app = await register(reg, "127.0.0.1", args.port, ready)
+    except RegistrationError as exc:
+        print(f"registration failed: {exc}")
+        return 1
+    from bot.registration import install_url
+
+    print(f"Registered the GitHub App {app['slug']} (id {app['id']}); wrote HANDOFF_APP_ID, "
+          f"HANDOFF_APP_SLUG, HANDOFF_PRIVATE_KEY and HANDOFF_WEBHOOK_SECRET to {env_file} "
+          f"(mode 0600).\nNext:\n  1. install it on the repositories it may work in: "
+          f"{install_url(app, api_url)}\n  2. handoff doctor\n  3. handoff serve "
+          f"(webhooks go to {args.webhook_url})")
     return 0
 
 
@@ -261,7 +330,31 @@ def main(argv: list[str] | None = None) -> int:
     p_model.add_argument("--repeat-last", action="store_true")
     p_model.add_argument("--per-conversation", action="store_true",
                          help="each conversation replays the script from its start")
-    sub.add_parser("redeliver", help="ask GitHub to resend deliveries Handoff missed")
+    p_redeliver = sub.add_parser("redeliver",
+                                 help="ask GitHub to resend deliveries Handoff missed")
+    p_redeliver.add_argument("--every", type=float, metavar="SECONDS",
+                             help="keep sweeping, this many seconds apart (local development "
+                                  "without a public URL)")
+    p_redeliver.add_argument("--unrecorded", action="store_true",
+                             help="also deliveries GitHub saw answered (by a forwarder such as "
+                                  "smee) that never reached Handoff")
+    p_setup = sub.add_parser("setup", help="register the GitHub App from app.yml (manifest "
+                             "flow) and write its settings to .env")
+    p_setup.add_argument("--webhook-url", required=True,
+                         help="where GitHub sends webhooks: https://YOUR-HOST/webhook, or a "
+                              "smee.io channel for local development")
+    p_setup.add_argument("--org", help="register it for this organisation, not your account")
+    p_setup.add_argument("--github-url", help="REST API URL (default HANDOFF_GITHUB_URL; "
+                         "https://HOST/api/v3 for GitHub Enterprise Server)")
+    p_setup.add_argument("--name", help="the App's name (default app.yml's; names are unique "
+                         "on GitHub)")
+    p_setup.add_argument("--manifest", type=Path, help="default ./app.yml")
+    p_setup.add_argument("--env-file", default=".env")
+    p_setup.add_argument("--port", type=int, default=0,
+                         help="port of the local page on 127.0.0.1 (default any free one)")
+    p_setup.add_argument("--open", action="store_true", help="open the page in a browser")
+    p_setup.add_argument("--force", action="store_true",
+                         help="register even though the env file names an App already")
     p_demo = sub.add_parser("demo", help="label an issue on a local GitHub and watch the PR")
     p_demo.add_argument("--dir", type=Path, default=Path("./handoff-data/demo"))
     args = parser.parse_args(argv)
@@ -284,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "jobs":
         asyncio.run(list_jobs(settings, args.n))
     elif args.command == "redeliver":
-        return asyncio.run(redeliver(settings))
+        return asyncio.run(redeliver(settings, args.every, args.unrecorded))
+    elif args.command == "setup":
+        return asyncio.run(setup(settings, args))
     elif args.command == "demo":
         shutil.rmtree(args.dir, ignore_errors=True)
         args.dir.mkdir(parents=True)

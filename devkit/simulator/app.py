@@ -7,12 +7,14 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 import jwt
@@ -20,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from devkit.simulator import control, rest
@@ -34,6 +36,7 @@ from devkit.simulator.state import (
     GitHubError,
     Installation,
     Issue,
+    RegisteredApp,
     Repo,
     Review,
     ReviewComment,
@@ -64,6 +67,7 @@ class Simulator:
         self.private_key = private_key or generate_private_key()
         self.public_key = serialization.load_pem_private_key(
             self.private_key.encode(), None).public_key()
+        self.public_keys: dict[int, Any] = {self.world.app_id: self.public_key}
         self.webhook_url, self.webhook_secret = webhook_url, webhook_secret
         self.render = Renderer(self.spec, base_url)
         self.pending: set[asyncio.Task[None]] = set()
@@ -250,12 +254,18 @@ class Simulator:
 
     # --- auth --------------------------------------------------------------------------------
 
-    def check_jwt(self, request: Request) -> None:
+    def check_jwt(self, request: Request) -> int:
+        """The id of the App whose JWT authenticates the request."""
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer "):
             raise GitHubError(401, "A JSON web token could not be decoded")
         try:
-            claims = jwt.decode(auth[7:], self.public_key, algorithms=["RS256"],  # type: ignore[arg-type]
+            issuer = jwt.decode(auth[7:], options={"verify_signature": False}).get("iss")
+            key = self.public_keys.get(int(str(issuer)), self.public_key)
+        except (jwt.PyJWTError, TypeError, ValueError):
+            key = self.public_key
+        try:
+            claims = jwt.decode(auth[7:], key, algorithms=["RS256"],
                                 options={"require": ["iat", "exp", "iss"]}, leeway=0)
         except jwt.ExpiredSignatureError as exc:
             raise GitHubError(401, "'Expiration time' claim ('exp') must be a numeric value "
@@ -269,8 +279,74 @@ class Simulator:
         if claims["iat"] > now + 60:
             raise GitHubError(401, "'Issued at' claim ('iat') must be an Integer representing "
                               "the time that the assertion was issued")
-        if str(claims["iss"]) != str(self.world.app_id):
+        if str(claims["iss"]) not in {str(i) for i in self.public_keys}:
             raise GitHubError(401, "Integration not found")
+        return int(claims["iss"])
+
+    # --- registering Apps from manifests -----------------------------------------------------
+
+    def register_app(self, manifest: dict[str, Any], owner: str) -> RegisteredApp:
+        """What GitHub does when someone confirms a manifest: a new App, and a one-time code
+        for its credentials."""
+        name = str(manifest.get("name") or "").strip()
+        hook = manifest.get("hook_attributes") or {}
+        if not name or not manifest.get("url") or not isinstance(hook, dict):
+            raise GitHubError(422, "Invalid manifest: name, url and hook_attributes are needed")
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "app"
+        taken = {a.slug for a in self.world.apps.values()} | {self.world.app_slug}
+        if slug in taken:
+            raise GitHubError(422, f"Name {name!r} is already taken")
+        pem = generate_private_key()
+        app = RegisteredApp(next_id(), slug, name, owner, pem, secrets.token_hex(20),
+                            f"Iv1.{secrets.token_hex(8)}", secrets.token_hex(20),
+                            manifest, secrets.token_hex(10))
+        self.world.apps[app.id] = app
+        self.public_keys[app.id] = serialization.load_pem_private_key(
+            pem.encode(), None).public_key()
+        return app
+
+    async def new_app_form(self, request: Request) -> Response:
+        """``POST /settings/apps/new`` (and an organisation's): the browser's form post."""
+        # A browser's form post (application/x-www-form-urlencoded).
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        owner = request.path_params.get("org") or "octo"
+        try:
+            data = json.loads((form.get("manifest") or [""])[0])
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            app = self.register_app(data, owner)
+        except ValueError as exc:
+            return Response(f"Invalid manifest: {exc}\n", status_code=422)
+        except GitHubError as exc:
+            return Response(f"{exc.message}\n", status_code=exc.status)
+        query = {"code": app.code}
+        if state := request.query_params.get("state"):
+            query["state"] = state
+        target = str(data.get("redirect_url") or f"{self.base_url}/apps/{app.slug}")
+        return RedirectResponse(f"{target}?{urlencode(query)}", status_code=302)
+
+    async def convert_manifest(self, request: Request, body: Any) -> tuple[int, Any]:
+        """``POST /app-manifests/{code}/conversions``: the new App's credentials, once."""
+        code = request.path_params["code"]
+        app = next((a for a in self.world.apps.values()
+                    if a.code == code and not a.converted
+                    and a.created_at > time.time() - 3600), None)
+        if app is None:
+            raise GitHubError(404, "Not Found")
+        app.converted = True
+        manifest = app.manifest
+        owner_type = "Organization" if app.owner != "octo" else "User"
+        return 201, {
+            "id": app.id, "slug": app.slug, "node_id": f"MDM6QXBw{app.id}",
+            "owner": self.render.user(User(app.owner, owner_type)), "name": app.name,
+            "description": manifest.get("description"), "external_url": manifest.get("url"),
+            "html_url": f"{self.base_url}/apps/{app.slug}",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(app.created_at)),
+            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(app.created_at)),
+            "permissions": manifest.get("default_permissions") or {},
+            "events": manifest.get("default_events") or [],
+            "client_id": app.client_id, "client_secret": app.client_secret,
+            "webhook_secret": app.webhook_secret, "pem": app.pem}
 
     def check_token(self, request: Request, repo: Repo, permission: str, level: str) -> Token:
         auth = request.headers.get("authorization", "")
@@ -333,7 +409,13 @@ class Simulator:
 
     def _routes(self) -> list[Route]:
 
+        convert = self.endpoint(self.convert_manifest)
         return [*control.routes(self), *rest.routes(self),
+                Route("/settings/apps/new", self.new_app_form, methods=["POST"]),
+                Route("/organizations/{org}/settings/apps/new", self.new_app_form,
+                      methods=["POST"]),
+                Route("/app-manifests/{code}/conversions", convert, methods=["POST"]),
+                Route("/api/v3/app-manifests/{code}/conversions", convert, methods=["POST"]),
                 Route("/{owner}/{name}.git/{rest:path}", self.git_http, methods=["GET", "POST"])]
 
     def endpoint(self, handler: Callable[[Request, Any], Awaitable[tuple[int, Any]]]
@@ -357,9 +439,12 @@ class Simulator:
             record["status"] = status
             if op is not None:
                 record["response_errors"] = self.spec.response_errors(op, status, out)
+            headers = self.rate_headers()
+            if link := getattr(request.state, "link", None):
+                headers["link"] = link
             if status == 204:
-                return Response(status_code=204, headers=self.rate_headers())
-            return JSONResponse(out, status_code=status, headers=self.rate_headers())
+                return Response(status_code=204, headers=headers)
+            return JSONResponse(out, status_code=status, headers=headers)
 
         return run
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.routing import Route
@@ -26,6 +27,7 @@ from devkit.simulator.state import (
 if TYPE_CHECKING:
     from devkit.simulator.app import Simulator
 
+T = TypeVar("T")
 Result = tuple[int, Any]
 Handler = Callable[[Request, Any], Awaitable[Result]]
 RepoHandler = Callable[[Request, Any, Repo], Awaitable[Result]]
@@ -63,9 +65,12 @@ def routes(sim: Simulator) -> list[Route]:
 
     # --- app endpoints (JWT) ---
     async def get_app(request: Request, body: Any) -> Result:
-        sim.check_jwt(request)
+        app_id = sim.check_jwt(request)
         out = sim.spec.example("integration")
         out.update(id=sim.world.app_id, slug=sim.world.app_slug, name="Handoff")
+        if made := sim.world.apps.get(app_id):  # one registered from a manifest
+            out.update(id=made.id, slug=made.slug, name=made.name, client_id=made.client_id,
+                       owner=sim.render.user(User(made.owner)))
         return 200, out
 
     async def get_installation(request: Request, body: Any) -> Result:
@@ -177,10 +182,7 @@ def routes(sim: Simulator) -> list[Route]:
     @authed("issues")
     async def list_comments(request: Request, body: Any, repo: Repo) -> Result:
         issue = issue_of(request, repo)
-        per_page = int(request.query_params.get("per_page", 30))
-        page = int(request.query_params.get("page", 1))
-        chunk = issue.comments[(page - 1) * per_page: page * per_page]
-        return 200, [r.comment(repo, issue, c) for c in chunk]
+        return 200, [r.comment(repo, issue, c) for c in paged(request, issue.comments)]
 
     @authed("issues", "write")
     async def create_comment(request: Request, body: Any, repo: Repo) -> Result:
@@ -261,9 +263,8 @@ def routes(sim: Simulator) -> list[Route]:
                 continue
             if head and head.split(":")[-1] != issue.pull.head:
                 continue
-            full = r.pull(repo, issue)
-            out.append(full)
-        return 200, out
+            out.append(issue)
+        return 200, [r.pull(repo, issue) for issue in paged(request, out)]
 
     @authed("pull_requests", "write")
     async def create_pull(request: Request, body: Any, repo: Repo) -> Result:
@@ -310,13 +311,14 @@ def routes(sim: Simulator) -> list[Route]:
     async def pull_reviews(request: Request, body: Any, repo: Repo) -> Result:
         issue = pull_of(request, repo)
         assert issue.pull
-        return 200, [r.review(repo, issue.number, rv) for rv in issue.pull.reviews]
+        return 200, [r.review(repo, issue.number, rv) for rv in paged(request, issue.pull.reviews)]
 
     @authed("pull_requests")
     async def pull_comments(request: Request, body: Any, repo: Repo) -> Result:
         issue = pull_of(request, repo)
         assert issue.pull
-        return 200, [r.review_comment(repo, issue.number, c) for c in issue.pull.review_comments]
+        return 200, [r.review_comment(repo, issue.number, c)
+                     for c in paged(request, issue.pull.review_comments)]
 
     @authed("pull_requests", "write")
     async def reply_comment(request: Request, body: Any, repo: Repo) -> Result:
@@ -361,10 +363,11 @@ def routes(sim: Simulator) -> list[Route]:
         sim.check_jwt(request)
         out = []
         for d in reversed(sim.world.deliveries):
-            for attempt in d.attempts or [{"status": "pending", "status_code": 0,
-                                           "redelivery": False, "at": time.time(),
-                                           "duration": 0}]:
-                out.append({"id": d.id, "guid": d.guid, "delivered_at": _iso(attempt["at"]),
+            for n, attempt in enumerate(d.attempts or [{
+                    "status": "pending", "status_code": 0, "redelivery": False,
+                    "at": time.time(), "duration": 0}]):
+                out.append({"cursor": f"v1_{d.id}_{n}", "id": d.id, "guid": d.guid,
+                            "delivered_at": _iso(attempt["at"]),
                             "redelivery": attempt["redelivery"],
                             "duration": attempt["duration"], "status": attempt["status"],
                             "status_code": attempt["status_code"], "event": d.event,
@@ -373,7 +376,15 @@ def routes(sim: Simulator) -> list[Route]:
         status = request.query_params.get("status")
         if status == "failure":
             out = [o for o in out if o["status"] != "OK"]
-        return 200, out
+        # Cursor paging as GitHub does it: an opaque cursor, found only in the Link header.
+        per_page = per_page_of(request)
+        start = 0
+        if cursor := request.query_params.get("cursor"):
+            start = next((i + 1 for i, o in enumerate(out) if o["cursor"] == cursor), len(out))
+        chunk = out[start:start + per_page]
+        if start + per_page < len(out):
+            link_next(request, cursor=chunk[-1]["cursor"])
+        return 200, [{k: v for k, v in o.items() if k != "cursor"} for o in chunk]
 
     async def redeliver(request: Request, body: Any) -> Result:
         sim.check_jwt(request)
@@ -424,6 +435,32 @@ def routes(sim: Simulator) -> list[Route]:
         out.append(Route(path, wrapped, methods=[method]))
         out.append(Route("/api/v3" + path, wrapped, methods=[method]))  # GHES layout
     return out
+
+
+def per_page_of(request: Request) -> int:
+    """GitHub's ``per_page``: 30 unless asked, at most 100."""
+    try:
+        return max(1, min(100, int(request.query_params.get("per_page", 30))))
+    except ValueError:
+        return 30
+
+
+def link_next(request: Request, **changes: Any) -> None:
+    """Name the next page in a ``Link`` header (the endpoint wrapper sends it)."""
+    query = {**request.query_params, **{k: str(v) for k, v in changes.items()}}
+    request.state.link = f'<{request.url.replace(query=urlencode(query))}>; rel="next"'
+
+
+def paged(request: Request, items: list[T]) -> list[T]:
+    """One page of a list, as GitHub pages: ``page``/``per_page`` and a ``Link`` header."""
+    per_page = per_page_of(request)
+    try:
+        page = max(1, int(request.query_params.get("page", 1)))
+    except ValueError:
+        page = 1
+    if page * per_page < len(items):
+        link_next(request, page=page + 1)
+    return items[(page - 1) * per_page: page * per_page]
 
 
 def _iso(ts: float) -> str:

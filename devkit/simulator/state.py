@@ -165,6 +165,24 @@ class Fault:
 
 
 @dataclass
+class RegisteredApp:
+    """An App made through the manifest flow (``/settings/apps/new``)."""
+
+    id: int
+    slug: str
+    name: str
+    owner: str
+    pem: str
+    webhook_secret: str
+    client_id: str
+    client_secret: str
+    manifest: dict[str, Any]
+    code: str
+    converted: bool = False
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
 class World:
     """Everything the simulator knows."""
 
@@ -178,6 +196,7 @@ class World:
     faults: list[Fault] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     rate_remaining: int = 5000
+    apps: dict[int, RegisteredApp] = field(default_factory=dict)  # made from manifests
 
     def repo(self, owner: str, name: str) -> Repo | None:
         return self.repos.get(f"{owner}/{name}".lower())
