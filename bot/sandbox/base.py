@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import time
 import uuid
@@ -148,25 +147,11 @@ def tree_size(path: Path) -> int:
     return total
 
 
-async def disk_usage(path: Path) -> int:
-    """Bytes ``path`` uses on disk, measured by ``du`` in its own process: walking a big tree
-    in a Python thread would hold the GIL the event loop (and the webhook receiver) needs."""
-    du = shutil.which("du")
-    if du is None:
-        return await asyncio.to_thread(tree_size, path)
-    proc = await asyncio.create_subprocess_exec(
-        du, "-s", "-x", "-B1", str(path), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL)
-    out, _ = await proc.communicate()
-    first = out.split(maxsplit=1)[0] if out.strip() else b""
-    return int(first) if first.isdigit() else await asyncio.to_thread(tree_size, path)
-
-
 def disk_guard(workspace: Path, limit_mb: int) -> Guard:
     """A guard that trips when the workspace grows past ``limit_mb``."""
 
     async def check() -> tuple[str, str] | None:
-        used = await disk_usage(workspace)
+        used = await asyncio.to_thread(tree_size, workspace)
         if used > limit_mb * 1024 * 1024:
             return ("disk-limit", f"the workspace grew to {used // (1024 * 1024)} MB, past its "
                     f"{limit_mb} MB disk limit")
