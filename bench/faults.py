@@ -213,20 +213,26 @@ def posts(state: dict[str, Any], suffix: str) -> int:
                path.endswith(suffix))
 
 
+async def job_in_command(c: Any) -> tuple[str, int]:
+    """Start a worker, hand one issue over, and wait until its agent runs a command."""
+    worker = c.start_worker()
+    [number] = await c.issues(1)
+    await c.label([number])
+
+    async def in_command() -> bool:
+        return any(j.stage == "agent" for j in await c.jobs())
+
+    await c.wait(in_command, 120)
+    return worker, number
+
+
 # -- cases ------------------------------------------------------------------------------------
 
 async def kill_mid_command(tmp: Path, port: int) -> Result:
     r = Result("SIGKILL worker mid-command", "taken over, resumed (status says so), 1 PR, "
                "attempts 2")
     async with cluster(tmp, port, script(sleep=6)) as c:
-        first = c.start_worker()
-        [number] = await c.issues(1)
-        await c.label([number])
-
-        async def in_command() -> bool:
-            return any(j.stage == "agent" for j in await c.jobs())
-
-        await c.wait(in_command, 120)
+        first, number = await job_in_command(c)
         await asyncio.sleep(2)
         c.signal(first, signal.SIGKILL)
         killed = time.monotonic()
@@ -275,14 +281,7 @@ async def sigterm_hand_back(tmp: Path, port: int) -> Result:
     r = Result("SIGTERM hand-back", "exit < 15 s, job queued at its stage, attempts 0, "
                "status says it resumes; next worker finishes it")
     async with cluster(tmp, port, script(sleep=20)) as c:
-        first = c.start_worker()
-        [number] = await c.issues(1)
-        await c.label([number])
-
-        async def in_command() -> bool:
-            return any(j.stage == "agent" for j in await c.jobs())
-
-        await c.wait(in_command, 120)
+        first, number = await job_in_command(c)
         await asyncio.sleep(2)
         started = time.monotonic()
         c.signal(first, signal.SIGTERM)
@@ -412,14 +411,7 @@ async def sqlite_lock(tmp: Path, port: int) -> Result:
     r = Result("SQLite locked 9 s (lease 6 s) during heartbeats", "worker stops the job "
                "before its lease runs out; taken over; 1 PR; never two runs at once")
     async with cluster(tmp, port, script(sleep=5)) as c:
-        c.start_worker()
-        [number] = await c.issues(1)
-        await c.label([number])
-
-        async def in_command() -> bool:
-            return any(j.stage == "agent" for j in await c.jobs())
-
-        await c.wait(in_command, 120)
+        _, number = await job_in_command(c)
         conn = sqlite3.connect(tmp / "data/handoff.db", isolation_level=None)
         conn.execute("BEGIN IMMEDIATE")
         await asyncio.sleep(9)
@@ -440,14 +432,7 @@ async def pg_restart(tmp: Path, port: int, pg: str, restart: Callable[[], None])
                "succeeds once, 1 PR")
     db = await create_database(pg, f"restart{port}")
     async with cluster(tmp, port, script(sleep=6), db_url=db) as c:
-        c.start_worker()
-        [number] = await c.issues(1)
-        await c.label([number])
-
-        async def in_command() -> bool:
-            return any(j.stage == "agent" for j in await c.jobs())
-
-        await c.wait(in_command, 120)
+        _, number = await job_in_command(c)
         started = time.monotonic()
         await asyncio.to_thread(restart)
         down = time.monotonic() - started
