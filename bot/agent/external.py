@@ -28,11 +28,14 @@ class ExternalAgent:
 
     async def run(self, spec: str, sandbox: Sandbox) -> AgentResult:
         spend = Spend()
-        await sandbox.exec(f"cat > {SPEC_FILE}", timeout=30, stdin=spec.encode())
         env = {name: os.environ[name] for name in self.env_names if name in os.environ}
         command = self.command.replace("{spec_file}", shlex.quote(SPEC_FILE))
         self.transcript.write("external", command=command, env=sorted(env))
-        result = await sandbox.exec(command, timeout=self.budget.max_wall_seconds, env=env)
+        # The spec is written in the same command that runs the agent: a sandbox's /tmp may
+        # not outlive one command (bubblewrap gives each command a fresh one).
+        result = await sandbox.exec(f"cat > {SPEC_FILE} && {{ {command}\n}} < /dev/null",
+                                    timeout=self.budget.max_wall_seconds, env=env,
+                                    stdin=spec.encode())
         spend.steps = 1
         output = clip(result.stdout + ("\n" + result.stderr if result.stderr else ""), 4000)
         self.transcript.write("external_result", exit_code=result.exit_code, output=output,
