@@ -189,8 +189,8 @@ class Store:
         database makes it run again.
 
         On SQLite it runs right here with the plain driver: a batch of webhook writes takes a
-        couple of milliseconds, less than handing it to a thread costs under the GIL (measured
-        with bench/ingest.py: 3,100 against 2,000 requests/s). The connection waits at most
+        couple of milliseconds, less than handing it to a thread costs under the GIL
+        (bench/ingest.py shows the difference). The connection waits at most
         a few milliseconds for a lock held by another process; then the write is tried again
         after an asyncio sleep, up to ``busy_seconds``, and StoreBusy is raised.
         """
