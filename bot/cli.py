@@ -289,7 +289,7 @@ async def setup(settings: Settings, args: argparse.Namespace) -> int:
 def _tune_gc() -> None:
     """Collect garbage less often: one delivery parses into about a thousand objects, so the
     default threshold (700) ran a collection on nearly every request, and full collections
-    set the webhook's p99 (bench/ingest.py: p99 43 ms before, about 10 ms after)."""
+    set the webhook's p99 (bench/ingest.py shows it)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
