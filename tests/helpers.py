@@ -9,6 +9,7 @@ import hmac
 import http.server
 import json
 import shutil
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -86,3 +87,10 @@ def package_index(root: Path, wheels: list[Path]) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
     finally:
         server.shutdown()
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (a server that is down)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

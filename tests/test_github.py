@@ -236,9 +236,7 @@ async def test_webhook_to_receiver_and_redelivery(tmp_path: Path) -> None:
 
 
 async def test_deliveries_missed_while_down_are_redelivered_once(tmp_path: Path) -> None:
-    import socket
-
-    from helpers import SECRET
+    from helpers import SECRET, unused_port
 
     from bot.redelivery import sweep
     from bot.serving import running
@@ -246,9 +244,7 @@ async def test_deliveries_missed_while_down_are_redelivered_once(tmp_path: Path)
     from bot.web import create_app
     from handlers import Context
 
-    with socket.socket() as sock:  # a port where nothing listens: Handoff is down
-        sock.bind(("127.0.0.1", 0))
-        down = sock.getsockname()[1]
+    down = unused_port()  # Handoff is down
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}")
     async with simulator(tmp_path / "sim", f"http://127.0.0.1:{down}/webhook",
                          SECRET.decode()) as sim:

@@ -4,13 +4,12 @@ webhook deliveries past 100, whose cursor only the ``Link`` header names."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from helpers import SECRET
+from helpers import SECRET, unused_port
 from sim import app_client, simulator
 
 from bot.redelivery import sweep
@@ -77,9 +76,7 @@ async def test_every_comment_review_and_review_comment_arrives(sim: Simulator) -
 
 
 async def test_redelivery_sweep_follows_the_deliveries_cursor(tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port where nothing listens: Handoff is down
-        sock.bind(("127.0.0.1", 0))
-        down = sock.getsockname()[1]
+    down = unused_port()  # Handoff is down
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}")
     async with simulator(tmp_path / "sim", f"http://127.0.0.1:{down}/webhook",
                          SECRET.decode()) as sim:
