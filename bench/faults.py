@@ -39,8 +39,8 @@ os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy/sandbox/containers.c
 
 from bench.fuzz import deliveries  # noqa: E402
 from bench.load import create_database, spawn, wait_http  # noqa: E402
-from bot.store import Store  # noqa: E402
-from devkit.devstack import throwaway_postgres  # noqa: E402
+from bot.jobs.store import Store  # noqa: E402
+from devkit.stack import throwaway_postgres  # noqa: E402
 
 SECRET = "faults-bench-secret"
 REPO = "acme/team"

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy/sandbox/containers.conf"))
 
-from devkit.devstack import Stack, stack  # noqa: E402
+from devkit.stack import Stack, stack  # noqa: E402
 
 TURN = {"tools": [{"tool": "create", "args": {"path": "CHANGELOG.md", "content": "- fix\n"}},
                   {"tool": "finish", "args": {"summary": "Added a changelog entry."}}]}

@@ -25,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from bot import db, logs
+from bot import logs
+from bot.jobs import schema
 
 log = logging.getLogger("handoff.web")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created doubles the scrape
@@ -91,8 +92,8 @@ def github_answer(method: str, response: Any) -> None:
 
 async def refresh_jobs(store: Any) -> None:
     """Job counts by state and category, and the queue's depth, from the database."""
-    query = sa.select(db.jobs.c.state, db.jobs.c.category, sa.func.count()).group_by(
-        db.jobs.c.state, db.jobs.c.category)
+    query = sa.select(schema.jobs.c.state, schema.jobs.c.category, sa.func.count()).group_by(
+        schema.jobs.c.state, schema.jobs.c.category)
     async with store.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     JOBS.clear()

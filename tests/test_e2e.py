@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
-from bot.sandbox.base import PROCESS_ID
-from bot.store import Job
-from devkit.devstack import MODEL_KEY, Stack, stack
+from bot.executor.sandbox.base import PROCESS_ID
+from bot.jobs.store import Job
 from devkit.simulator.git import git as simgit
+from devkit.stack import MODEL_KEY, Stack, stack
 
 REPO = "acme/calc"
 CONFIG = f"test_command: {TEST_COMMAND}\n"

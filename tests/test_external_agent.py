@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from agent_fixtures import CALC_WITH_TESTS
 
-from devkit.devstack import MODEL_KEY, stack
+from devkit.stack import MODEL_KEY, stack
 
 REPO = "acme/calc"
 TOKEN = "plain-canary-token-7f3a9c21e"

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from agent_fixtures import CALC_WITH_TESTS, FIX_SCRIPT, TEST_COMMAND
 
-from bot.github import RepoClient
-from bot.sandbox.local import LocalBackend
-from bot.status import MARKER, STAGES
-from devkit.devstack import Stack, stack
+from bot.executor.sandbox.local import LocalBackend
+from bot.github.client import RepoClient
+from bot.reporter.status import MARKER, STAGES
 from devkit.simulator.git import git as simgit
+from devkit.stack import Stack, stack
 
 REPO = "acme/calc"
 CONFIG = f"test_command: {TEST_COMMAND}\n"

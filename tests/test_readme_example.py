@@ -14,9 +14,9 @@ from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
 from helpers import package_index
 
 from bot.config import PROMPTS
-from bot.repo_config import parse_repo_config
-from bot.spec import Templates
-from devkit.devstack import stack
+from bot.executor.repo_config import parse_repo_config
+from bot.executor.spec import Templates
+from devkit.stack import stack
 
 README = Path(__file__).parent.parent / "README.md"
 WHEELS = Path("/usr/share/python-wheels")  # Debian's setuptools and wheel (python3-pip-whl)

@@ -14,8 +14,8 @@ import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
 from helpers import package_index
 
-from bot.dependencies import setup_from
-from devkit.devstack import stack
+from bot.executor.dependencies import setup_from
+from devkit.stack import stack
 
 REPO = "acme/calc"
 

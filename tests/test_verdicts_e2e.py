@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
-from bot.status import STAGES
-from bot.store import Job
-from bot.testrun import PYTEST
-from bot.verdict import (
+from bot.executor.testrun import PYTEST
+from bot.executor.verdict import (
     RISK_NO_EVIDENCE,
     TITLE_NOT_RUN,
     TITLE_REGRESSED,
     TITLE_UNPROVEN,
     WHY_NO_COMMAND,
 )
-from devkit.devstack import Stack, stack
+from bot.jobs.store import Job
+from bot.reporter.status import STAGES
+from devkit.stack import Stack, stack
 
 REPO = "acme/calc"
 CONFIG = f"test_command: {TEST_COMMAND}\n"

@@ -23,8 +23,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from bot.config import Settings
+from bot.jobs.store import Job, Store
 from bot.logs import redact
-from bot.store import Job, Store
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "handoff_dashboard"
