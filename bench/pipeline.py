@@ -104,7 +104,7 @@ async def one_job(s: Stack, repo: str, title: str) -> dict[str, float]:
     delivery = next(d for d in s.sim.world.deliveries if d.action == "labeled"
                     and d.repository_id == s.sim.get_repo(repo).id and
                     f'"number": {number},' in d.payload.decode())
-    timings = dict(job.result["timings"])
+    timings = dict(job.result.timings)
     timings["accept"] = delivery.attempts[0]["duration"]
     timings["queue"] = (job.started_at or job.created_at) - job.created_at
     timings["total"] = total

@@ -10,7 +10,14 @@ from bot import logs
 from bot.config import Settings
 from bot.executor.sandbox.base import Backend
 from bot.jobs.store import Store
-from bot.jobs.worker import LogReporter, Reporter, Runner, UnconfiguredRunner, Worker
+from bot.jobs.worker import (
+    Conversation,
+    LogReporter,
+    Reporter,
+    Runner,
+    UnconfiguredRunner,
+    Worker,
+)
 
 log = logging.getLogger("handoff")
 REDELIVERY_EVERY = 6 * 3600.0  # as GitHub's own sample script does
@@ -37,25 +44,29 @@ def reaper(backend: Backend, store: Store) -> Callable[[], Awaitable[list[str]]]
 
 
 def build_worker(settings: Settings, store: Store) -> Worker:
-    """A worker for these settings: the full pipeline when a GitHub App is configured."""
+    """A worker for these settings: the job runner when a GitHub App is configured."""
     logs.add_secrets(*settings.secret_values())
     runner: Runner = UnconfiguredRunner()
     reporter: Reporter = LogReporter()
     cleanup = None
+    conversation: Conversation | None = None
     periodic: list[tuple[float, Callable[[], Awaitable[object]]]] = []
     pem = settings.private_key_pem()
     if settings.app_id and pem:
-        from bot.executor.runner import Pipeline
+        from bot.executor.runner import JobRunner
         from bot.executor.sandbox import make_backend
         from bot.github.client import GitHubApp, Pacer
         from bot.receiver.redelivery import sweep
+        from bot.reporter.conversation import Conversation as GitHubConversation
         from bot.reporter.report import GitHubReporter
 
         github = GitHubApp(settings.app_id, pem, settings.github_url,
                            timeout=settings.github_timeout,
                            pacer=Pacer(settings.github_write_interval))
         backend = make_backend(settings)
-        runner = Pipeline(settings, store, github, backend, settings.status_interval)
+        conversation = GitHubConversation(github, settings.public_url,
+                                          settings.status_interval)
+        runner = JobRunner(settings, store, github, backend, conversation)
         reporter = GitHubReporter(github, settings.public_url)
         cleanup = backend.cleanup_orphans
         periodic.append((settings.reap_seconds, reaper(backend, store)))
@@ -81,7 +92,7 @@ def build_worker(settings: Settings, store: Store) -> Worker:
         store, runner, reporter, concurrency=settings.concurrency,
         lease_seconds=settings.lease_seconds, heartbeat_seconds=settings.heartbeat_seconds,
         poll_seconds=settings.poll_seconds, max_attempts=settings.max_attempts,
-        on_start=cleanup, periodic=periodic,
+        on_start=cleanup, periodic=periodic, conversation=conversation,
     )
     worker.report_retry_seconds = settings.report_retry_seconds
     worker.stop_seconds = settings.stop_seconds

@@ -291,10 +291,10 @@ async def test_a_pr_refused_after_the_push_says_what_was_pushed(tmp_path: Path) 
         s.sim.label_issue(REPO, number, "agent", "acme")
         job = await s.wait_job(lambda j: True)
         assert job.state == "failed" and job.category == "github-error"
-        branch = job.result["pushed_branch"]
+        branch = job.result.pushed_branch
         failure = comments(s.sim, REPO, number)[-1]
         assert "Nothing was pushed" not in failure
-        assert f"pushed to branch `{branch}`" in failure and job.result["head_sha"][:7] in failure
+        assert f"pushed to branch `{branch}`" in failure and job.result.head_sha[:7] in failure
         assert "return a + b" in simgit("show", f"{branch}:calc.py",
                                         cwd=s.sim.get_repo(REPO).path)
 
@@ -325,7 +325,7 @@ async def test_a_job_killed_between_push_and_pr_resumes_and_opens_the_pr(
         assert job.attempts == 2 and len(s.model.requests) == asked
         repo = s.sim.get_repo(REPO)
         [pr] = [i for i in repo.issues.values() if i.pull]
-        assert pr.pull and pr.pull.head == job.result["pushed_branch"]
+        assert pr.pull and pr.pull.head == job.result.pushed_branch
         status = status_comment(s, number)
         assert "Done" in status.body and f"/pull/{pr.number}" in status.body
         assert any("Resumed" in body for body in status.history), status.history

@@ -246,8 +246,8 @@ async def test_one_of_several_workers_claims_a_queued_job_s_announcement(
     await queue(store)
     reads = [(await store.queued())[0] for _ in range(3)]  # all read before anyone claims
     wins = [await store.update_queued(job.id, unchanged_since=job.updated_at,
-                                      result={**job.result, "announced": True})
+                                      result=job.result.with_(announced=True))
             for job in reads]
     assert wins == [True, False, False]
     [job] = await store.queued()
-    assert job.result["announced"] is True
+    assert job.result.announced is True

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.jobs.record import JobRecord
 from bot.jobs.store import Job, Store
 
 MAX_CHAIN = 100
@@ -22,21 +23,21 @@ async def earlier(store: Store, job: Job) -> tuple[list[dict[str, Any]], dict[st
         origin = await store.get_job(origin_id) if origin_id else None
         if origin is None:
             break
-        result = origin.result
-        if "iterations" in result:  # it carried everything before it
-            return list(result["iterations"]) + found, dict(result.get("baseline_report") or {})
-        if result.get("pr_url") and result.get("summary"):  # recorded before iterations were
-            found.insert(0, entry(origin, result))
+        record = origin.result
+        if record.iterations:  # it carried everything before it
+            return list(record.iterations) + found, dict(record.baseline_report)
+        if record.pr_url and record.summary:  # recorded before iterations were
+            found.insert(0, entry(origin, record))
         origin_id = int(origin.context.get("origin_job", 0) or 0)
     return found, {}
 
 
-def entry(job: Job, result: dict[str, Any], evidence: bool = False) -> dict[str, Any]:
+def entry(job: Job, record: JobRecord, evidence: bool = False) -> dict[str, Any]:
     """One iteration as the PR body shows it."""
     return {"job_id": job.id, "kind": job.kind, "requested_by": job.requested_by,
-            "feedback": job.feedback[:2000], "summary": str(result.get("summary", "")),
-            "spend": dict(result.get("spend") or {}), "template": result.get("template", ""),
-            "tests_after": result.get("tests_after", ""), "evidence": evidence}
+            "feedback": job.feedback[:2000], "summary": record.summary,
+            "spend": dict(record.spend), "template": record.template,
+            "tests_after": record.tests_after, "evidence": evidence}
 
 
 def total_spend(iterations: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from bot.jobs.record import JobRecord
 from bot.jobs.states import ACTIVE_STATES
 
 metadata = sa.MetaData()
+
+
+class RecordJSON(sa.types.TypeDecorator[JobRecord]):
+    """The job record column: stored as JSON, read back as a ``JobRecord``."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        return value.dump() if isinstance(value, JobRecord) else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> JobRecord:
+        return JobRecord.load(value)
 
 deliveries = sa.Table(
     "deliveries", metadata,
@@ -53,7 +68,7 @@ jobs = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
     sa.Column("category", sa.String(32), nullable=False, server_default=""),
-    sa.Column("result", sa.JSON, nullable=False),
+    sa.Column("result", RecordJSON, nullable=False),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     # Who asked to /cancel, until their permission is checked; the cancel waits for that.
     sa.Column("cancel_by", sa.String(255), nullable=True),

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.jobs.record import JobRecord
 from bot.jobs.schema import (
     deliveries,
     installations,
@@ -109,7 +110,7 @@ class Job:
     attempts: int
     reason: str
     category: str
-    result: dict[str, Any]
+    result: JobRecord
     cancel_requested: bool
     cancel_by: str | None
     reported: bool
@@ -126,6 +127,10 @@ class Job:
     report_attempts: int = 0
     report_error: str = ""
     unreportable: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.result, JobRecord):  # a stored dict, or one a test made
+            self.result = JobRecord.load(self.result)
 
     @property
     def target(self) -> int:
@@ -501,7 +506,7 @@ class Store:
         return row is not None
 
     async def release(self, job_id: int, owner: str, token: str | None,
-                      result: dict[str, Any] | None = None) -> bool:
+                      result: JobRecord | None = None) -> bool:
         """Hand a job this worker holds back to the queue (the worker is shutting down): its
         stage and result are kept and the attempt is not counted."""
         values: dict[str, Any] = dict(state="queued", lease_owner=None, lease_expires_at=None,
@@ -563,7 +568,7 @@ class Store:
 
     async def finish(
         self, job_id: int, owner: str, state: str, reason: str = "", category: str = "",
-        result: dict[str, Any] | None = None, token: str | None = None,
+        result: JobRecord | None = None, token: str | None = None,
         report_hold: float = 0.0,
     ) -> bool:
         """Record the final state of a job this worker still holds; its report is held for
@@ -579,7 +584,7 @@ class Store:
         return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
 
     async def defer(self, job_id: int, owner: str, until: float, reason: str,
-                    result: dict[str, Any], token: str | None = None) -> bool:
+                    result: JobRecord, token: str | None = None) -> bool:
         """Put a job this worker holds back in the queue until ``until`` (a rate limit)."""
         stmt = jobs.update().where(self._held(job_id, owner, token)).values(
                  state="queued", stage="rate-limited", not_before=until, reason=reason,

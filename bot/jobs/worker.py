@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from bot import logs
+from bot.jobs.record import JobRecord
 from bot.jobs.states import Failure
 from bot.jobs.store import Job, LeaseLost, Store
 
@@ -24,19 +25,19 @@ T = TypeVar("T")
 class JobFailed(Exception):
     """A job cannot finish; ``category`` is what the check run and the comment name."""
 
-    def __init__(self, category: str, reason: str, result: dict[str, Any] | None = None) -> None:
+    def __init__(self, category: str, reason: str, result: JobRecord | None = None) -> None:
         super().__init__(reason)
         self.category = category
         self.reason = reason
-        self.result = result or {}
+        self.result = result
 
 
 class JobDeferred(Exception):
     """The job cannot go on before ``until`` (GitHub's rate limit); it goes back in the queue."""
 
-    def __init__(self, until: float, reason: str, result: dict[str, Any] | None = None) -> None:
+    def __init__(self, until: float, reason: str, result: JobRecord | None = None) -> None:
         super().__init__(reason)
-        self.until, self.reason, self.result = until, reason, result or {}
+        self.until, self.reason, self.result = until, reason, result
 
 
 class Unreportable(Exception):
@@ -49,13 +50,27 @@ class JobResult:
     """What a successful job produced."""
 
     summary: str
-    result: dict[str, Any] = field(default_factory=dict)
+    result: JobRecord = field(default_factory=JobRecord)
 
 
 class Runner(Protocol):
     """Does the work of one job."""
 
     async def run(self, job: Job) -> JobResult: ...
+
+
+class Conversation(Protocol):
+    """Speaks for jobs on GitHub before and around their run (bot.reporter.conversation)."""
+
+    async def announce(self, job: Job, position: int) -> int | None: ...
+
+    async def not_permitted(self, job: Job) -> str: ...
+
+    async def answer(self, request: dict[str, Any], job: Job) -> None: ...
+
+    async def may_cancel(self, job: Job) -> bool: ...
+
+    async def handed_back(self, job: Job) -> None: ...
 
 
 class Reporter(Protocol):
@@ -93,8 +108,10 @@ class Worker:
         lease_seconds: float = 60, heartbeat_seconds: float = 15, poll_seconds: float = 1,
         max_attempts: int = 3, on_start: Callable[[], Awaitable[object]] | None = None,
         periodic: list[tuple[float, Callable[[], Awaitable[object]]]] | None = None,
+        conversation: Conversation | None = None,
     ) -> None:
         self.store, self.runner, self.reporter = store, runner, reporter
+        self.conversation = conversation
         self.concurrency = concurrency
         self.lease_seconds, self.heartbeat_seconds = lease_seconds, heartbeat_seconds
         self.poll_seconds, self.max_attempts = poll_seconds, max_attempts
@@ -209,7 +226,7 @@ class Worker:
             if job.deferrals < self.max_deferrals:
                 await self._persist(job.id, "its deferral", lambda: self.store.defer(
                     job.id, self.id, deferred.until, deferred.reason,
-                    {**job.result, **deferred.result}, job.lease_token))
+                    deferred.result or job.result, job.lease_token))
                 log.warning("job %s waits until %s: %s", job.id,
                             time.strftime("%H:%M:%S", time.localtime(exc.until)), exc.reason)
                 return
@@ -231,7 +248,7 @@ class Worker:
     async def _hand_back_one(self, job: Job) -> None:
         fresh = await self.store.get_job(job.id)
         # Announced: a queue announcement would write over the status comment's "will resume".
-        result = {**(fresh.result if fresh else job.result), "announced": True}
+        result = (fresh.result if fresh else job.result).with_(announced=True)
         if not await self._persist(job.id, "its hand-back", lambda: self.store.release(
                 job.id, self.id, job.lease_token, result)):
             return
@@ -239,10 +256,9 @@ class Worker:
             fresh.result = result
         log.warning("job %s handed back to the queue (worker stopping); it resumes at stage "
                     "%r", job.id, fresh.stage if fresh else "")
-        handed_back = getattr(self.runner, "handed_back", None)
-        if handed_back is not None and fresh is not None:
+        if self.conversation is not None and fresh is not None:
             try:
-                await handed_back(fresh)
+                await self.conversation.handed_back(fresh)
             except Exception:  # a courtesy: the job resumes either way
                 log.exception("job %s: could not say on GitHub that it will resume", job.id)
 
@@ -262,7 +278,7 @@ class Worker:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    async def _execute(self, job: Job) -> tuple[str, str, str, dict[str, Any] | None]:
+    async def _execute(self, job: Job) -> tuple[str, str, str, JobRecord | None]:
         """Run the job; returns state, reason, category and the result (None: keep the
         result the runner saved as it went)."""
         if job.attempts > self.max_attempts:
@@ -275,7 +291,7 @@ class Worker:
         beat = asyncio.create_task(self._heartbeat(job, run))
         try:
             outcome = await run
-            return "succeeded", "", "", {"summary": outcome.summary, **outcome.result}
+            return "succeeded", "", "", outcome.result.with_(summary=outcome.summary)
         except JobFailed as exc:
             return "failed", exc.reason, exc.category, exc.result
         except JobDeferred:
@@ -404,34 +420,36 @@ class Worker:
 
     async def announce_queued(self) -> None:
         """Tell people whose jobs wait behind others where they stand in the queue."""
-        announce = getattr(self.runner, "announce", None)
-        if announce is None:
+        if self.conversation is None:
             return
         for position, job in enumerate(await self.store.queued(), start=1):
-            if job.result.get("announced") and job.result.get("position") == position:
+            if job.result.announced and job.result.position == position:
                 continue  # said already, and its place has not changed
             # Claimed first: one worker announces, and a failing announcement is not retried
             # on every loop.
+            claimed = job.result.with_(announced=True, position=position)
             if not await self.store.update_queued(job.id, unchanged_since=job.updated_at,
-                                                  result={**job.result, "announced": True,
-                                                          "position": position}):
+                                                  result=claimed):
                 continue
             try:
-                await announce(job, position)
+                comment_id = await self.conversation.announce(job, position)
             except Exception:  # an announcement is a courtesy; the job still runs and reports
                 log.exception("job %s: could not announce its queue position", job.id)
+                continue
+            if comment_id is not None:
+                await self.store.update_queued(job.id, result=claimed.with_(
+                    acknowledged=True, status_comment_id=comment_id))
 
     async def review_arrivals(self) -> None:
         """Check who asked for each newly queued job as it arrives, so a person without
         write access hears so at once instead of when the job's turn comes."""
-        not_permitted = getattr(self.runner, "not_permitted", None)
-        if not_permitted is None:
+        if self.conversation is None:
             return
         for job in await self.store.queued():
-            if job.result.get("requester_checked") or (job.not_before or 0) > time.time():
+            if job.result.requester_checked or (job.not_before or 0) > time.time():
                 continue
             try:
-                why = await not_permitted(job)
+                why = await self.conversation.not_permitted(job)
             except Exception as exc:  # GitHub away: checked next round, and again when it runs
                 if (until := getattr(exc, "retry_at", None)) is not None:  # a long rate limit
                     await self.store.update_queued(job.id, stage="rate-limited",
@@ -447,18 +465,19 @@ class Worker:
                                                finished_at=time.time())
             else:
                 await self.store.update_queued(
-                    job.id, result={**job.result, "requester_checked": True})
+                    job.id, result=job.result.with_(requester_checked=True))
 
     async def answer_requests(self) -> None:
         """Answer, once each, the triggers and commands that reached a job under way."""
-        answer = getattr(self.runner, "answer", None)
-        if answer is None:
+        if self.conversation is None:
             return
         for request in await self.store.unanswered_requests():
             if not await self.store.claim_request(int(request["id"])):
                 continue  # another worker answers it
             try:
-                await answer(request)
+                job = await self.store.get_job(int(request["job_id"]))
+                if job is not None:
+                    await self.conversation.answer(request, job)
             except Exception:  # a courtesy: the job itself still reports
                 log.exception("could not answer @%s's %s on job %s",
                               request["requested_by"], request["kind"], request["job_id"])
@@ -466,10 +485,9 @@ class Worker:
     async def review_cancels(self) -> None:
         """Carry out each /cancel whose author has write access; refuse the others (the
         runner answers them on GitHub). Without a runner that can check, none is carried out."""
-        may_cancel = getattr(self.runner, "may_cancel", None)
         for job in await self.store.cancel_requests():
             try:
-                allowed = bool(may_cancel and await may_cancel(job))
+                allowed = bool(self.conversation and await self.conversation.may_cancel(job))
             except Exception:  # GitHub away: the request stays and is checked next round
                 log.exception("job %s: could not check who asked to cancel it", job.id)
                 continue

@@ -65,23 +65,24 @@ def failure_comment(job: Job) -> str:
     step, advice = STEPS.get(Failure(job.category), ("running the job", "")) \
         if job.category in set(Failure) else ("running the job", "")
     kept = "Nothing was pushed."
-    if (pushed := job.result.get("pushed_branch")) and not job.result.get("pr_url"):
+    record = job.result
+    if (pushed := record.pushed_branch) and not record.pr_url:
         kept = (f"The change is pushed to branch `{pushed}` (commit "
-                f"{str(job.result.get('head_sha', ''))[:7]}), but no pull request was opened; "
+                f"{record.head_sha[:7]}), but no pull request was opened; "
                 "open one from that branch, or ask again and Handoff opens it.")
-    elif job.result.get("wip_branch"):
-        kept = (f"The work so far is kept on branch `{job.result['wip_branch']}` "
-                f"(commit {str(job.result.get('head_sha', ''))[:7]}).")
+    elif record.wip_branch:
+        kept = (f"The work so far is kept on branch `{record.wip_branch}` "
+                f"(commit {record.head_sha[:7]}).")
     again = "comment `/retry <what to do differently>`" if job.kind != "implement" else \
         "comment `/agent`, or remove and re-add the label"
-    spend = job.result.get("spend")
+    spend = record.spend
     cost = ""
     if spend:
         cost = (f"\n\nSpent: {spend['steps']} steps, "
                 f"{spend['input_tokens'] + spend['output_tokens']:,} tokens, "
                 f"${spend['cost_usd']:.4f}.")
     full = ""
-    summary = str(job.result.get("summary") or "").strip()
+    summary = record.summary.strip()
     if summary and CUT_MARK in job.reason:
         full = "\n\n" + FULL_SUMMARY.format(text=summary[:50_000])
     return redact(f"**Handoff job {job.id} failed** while {step}.\n\n"
@@ -131,13 +132,13 @@ class GitHubReporter:
     async def _report(self, gh: RepoClient, job: Job) -> None:
         await gh.token()
         target = job.target
-        status = StatusComment(gh, target, job.id, 0, job.result.get("status_comment_id"),
+        status = StatusComment(gh, target, job.id, 0, job.result.status_comment_id,
                                job_url(self.public_url, job.id))
         if job.state == "succeeded":
             if status.comment_id is not None:
-                await status.set(str(job.result.get("final_stage") or "done"),
-                                 str(job.result.get("final_detail") or
-                                     f"Pull request: {job.result.get('pr_url', '')}"))
+                await status.set(job.result.final_stage or "done",
+                                 job.result.final_detail or
+                                 f"Pull request: {job.result.pr_url}")
             return
         if job.state == "cancelled":
             text = f"Stopped job {job.id}: {job.reason or 'cancelled'}."
@@ -150,8 +151,7 @@ class GitHubReporter:
         if status.comment_id is not None:
             await status.set("failed", f"See below: {shorten(job.reason, 300, '…')}")
         await self._post_once(gh, job, body)
-        check_id = job.result.get("check_run_id")
-        head = job.result.get("head_sha")
+        check_id, head = job.result.check_run_id, job.result.head_sha
         if head and not check_id:
             try:
                 await gh.create_check_run(

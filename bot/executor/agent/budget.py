@@ -70,6 +70,12 @@ class Spend:
             return f"time budget of {budget.max_wall_seconds:.0f}s used up"
         return None
 
+    @classmethod
+    def saved(cls, data: dict[str, Any]) -> Spend:
+        """The totals an earlier attempt saved (``as_dict``), to be shown again."""
+        return cls(**{k: data[k] for k in ("steps", "input_tokens", "output_tokens",
+                                           "cached_tokens", "cost_usd") if k in data})
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("started")
