@@ -45,6 +45,7 @@ def _stop_event() -> asyncio.Event:
 async def serve(settings: Settings, with_worker: bool = True) -> None:
     """Web app and (by default) a worker in one process."""
     from bot import dashboard
+    from bot.loopwatch import watching
     from bot.receiver.web import create_app
     from bot.server import running
     from bot.wiring import build_worker
@@ -59,7 +60,8 @@ async def serve(settings: Settings, with_worker: bool = True) -> None:
         routes=dashboard.routes(store, settings),
     )
     stop = _stop_event()
-    async with running(app, settings.host, settings.port) as url:
+    async with watching(settings.loop_stall_ms / 1000), \
+            running(app, settings.host, settings.port) as url:
         print(f"Handoff listening on {url}/webhook (database "
               f"{settings.db_url.split('://')[0]}, data in {settings.data_dir})", flush=True)
         if not settings.app_id:
@@ -79,11 +81,13 @@ async def work(settings: Settings) -> None:
     from starlette.routing import Route
 
     from bot import metrics
+    from bot.loopwatch import watching
     from bot.server import running
     from bot.wiring import build_worker
 
     store = await Store.open(settings.db_url)
     async with AsyncExitStack() as stack:
+        await stack.enter_async_context(watching(settings.loop_stall_ms / 1000))
         if settings.metrics_port is not None:
             app = Starlette(routes=[Route("/metrics", metrics.endpoint(store))])
             url = await stack.enter_async_context(

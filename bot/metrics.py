@@ -38,6 +38,9 @@ WEBHOOK_SECONDS = Histogram(
     buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 JOBS = Gauge("handoff_jobs", "Jobs in the database by state and failure category.",
              ["state", "category"])
+LOOP_LAG = Histogram(
+    "handoff_event_loop_lag_seconds", "How late the event loop's heartbeat ran (a blocked loop "
+    "holds every webhook up).", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 QUEUE_DEPTH = Gauge("handoff_queue_depth", "Jobs queued and not yet claimed.")
 STAGE_SECONDS = Histogram(
     "handoff_job_stage_seconds", "How long each stage of a job took.", ["stage"],
