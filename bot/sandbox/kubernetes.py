@@ -330,13 +330,14 @@ class KubernetesSandbox(GuardedSandbox):
 
     async def sync_out(self, result: CommandResult) -> None:
         """Bring the host's work tree up to date with the pod's; a tree grown past the
-        disk limit marks ``result``."""
+        disk limit marks ``result`` instead (and is not copied: the job ends)."""
         after = await self.list_tree()
         limit_mb = self.backend.limits.workspace_mb
         if tree_bytes(after) > limit_mb * 1024 * 1024:
             result.limit = "disk-limit"
             result.limit_detail = (f"the workspace grew to {tree_bytes(after) >> 20} MB, past "
                                    f"its {limit_mb} MB disk limit")
+            return
         changes = compare(self.listing, after)
         if changes:
             packed = await self._pack(changes.files) if changes.files else None
