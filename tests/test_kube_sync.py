@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.sandbox.base import SandboxError
-from bot.sandbox.kube_sync import Entry, HostTree, apply, compare, pack_in, parse_listing
+from bot.executor.sandbox.base import SandboxError
+from bot.executor.sandbox.kube_sync import Entry, HostTree, apply, compare, pack_in, parse_listing
 
 
 def listing(*entries: tuple[str, str, str]) -> bytes:

@@ -24,9 +24,9 @@ import pytest
 from kube_fake import VERSION, FakeCluster
 
 from bot.config import Settings
-from bot.sandbox import SandboxError, make_backend
-from bot.sandbox.base import PROCESS_ID, Limits
-from bot.sandbox.kubernetes import KubernetesBackend, KubernetesSandbox
+from bot.executor.sandbox import SandboxError, make_backend
+from bot.executor.sandbox.base import PROCESS_ID, Limits
+from bot.executor.sandbox.kubernetes import KubernetesBackend, KubernetesSandbox
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None,
                                 reason="the fake kubelet runs containers with bubblewrap")

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from bot.config import Settings
-from bot.sandbox.base import Limits
-from bot.sandbox.kube_spec import network_policy, pod_manifest
+from bot.executor.sandbox.base import Limits
+from bot.executor.sandbox.kube_spec import network_policy, pod_manifest
 
 ROOT = Path(__file__).parent.parent
 MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))

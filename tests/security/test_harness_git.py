@@ -16,8 +16,8 @@ import pytest
 from agent_fixtures import CALC_WITH_TESTS, FIX_SCRIPT
 
 from bench import security
-from devkit.devstack import stack
 from devkit.simulator.git import git as simgit
+from devkit.stack import stack
 
 REPO = "acme/calc"
 
