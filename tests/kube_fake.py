@@ -10,8 +10,9 @@ volumes are folders bound at their mount paths (read-only where the pod says so)
 in fresh namespaces. Exec speaks the websocket channel protocol (v5.channel.k8s.io or v4).
 NetworkPolicies are enforced coarsely: a pod selected by a policy with no egress rule gets no
 network; otherwise (a rule, or no policy: Kubernetes' default) it shares this host's. What it
-does not do: scheduling, images (the host's /usr is every image), resource limits, the
-policies' addresses and ports, watches, and any API call the backend does not make.
+does not do: scheduling, images (the host's /usr is every image; ``tools`` adds a Python
+installation for a job's tests), resource limits, the policies' addresses and ports, watches,
+and any API call the backend does not make.
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ class FakeCluster:
 
     def __init__(self, enforce_policies: bool = True,
                  protocols: tuple[str, ...] = ("v5.channel.k8s.io", "v4.channel.k8s.io"),
-                 bwrap: str | None = None) -> None:
+                 bwrap: str | None = None, tools: str = "") -> None:
         self.enforce_policies, self.protocols = enforce_policies, protocols
+        self.tools = tools  # a host prefix (a Python's) whose bin/ is first on the image's PATH
         self.bwrap = bwrap or shutil.which("bwrap") or "bwrap"
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
@@ -413,9 +415,14 @@ class FakeCluster:
         for mount in container.get("volumeMounts") or []:
             flag = "--ro-bind" if mount.get("readOnly") else "--bind"
             args += [flag, str(pod.volumes[mount["name"]]), mount["mountPath"]]
+        if self.tools:
+            args += ["--ro-bind", self.tools, self.tools]
         args += ["--clearenv"]
         for env in container.get("env") or []:
-            args += ["--setenv", env["name"], env["value"]]
+            value = env["value"]
+            if env["name"] == "PATH" and self.tools:
+                value = f"{self.tools}/bin:{value}"
+            args += ["--setenv", env["name"], value]
         args += ["--chdir", container.get("workingDir", "/"), *argv]
         return await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,

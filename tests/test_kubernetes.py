@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -297,6 +298,31 @@ async def test_reaping_by_process_and_lease(cluster: FakeCluster, workspace: Pat
         assert_schema(request.response, schema)
     await kept.close()
     await mine.close()
+
+
+async def test_a_job_runs_end_to_end_in_sandbox_pods(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Label to pull request through the whole stack, the sandboxes pods of the fake: the
+    agent edits over exec, git in the pod finds the mirror's objects, the host commits what
+    came back, and the baseline runs in a second pod."""
+    from agent_fixtures import CALC_WITH_TESTS, FIX_SCRIPT
+
+    from devkit.stack import stack
+
+    async for cluster in started(tools=sys.prefix):
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path / "kubeconfig")))
+        async with stack(tmp_path, FIX_SCRIPT, sandbox="kubernetes",
+                         sandbox_image="handoff-sandbox:test", kubernetes_proxy_host="127.0.0.1",
+                         kubernetes_proxy_ports="47250-47299", kubernetes_namespace=NAMESPACE,
+                         egress_allow_private=True) as s:
+            s.sim.add_repo("acme/calc", CALC_WITH_TESTS)
+            job = await s.handed_over("acme/calc", "add() subtracts", "- [ ] add(2, 3) returns 5")
+            assert job.state == "succeeded", job.reason
+            [pr] = [i for i in s.sim.get_repo("acme/calc").issues.values() if i.pull]
+            assert "fail — 1 failed" in pr.body and "pass — 1 passed" in pr.body
+        pods = [r.body["metadata"]["labels"]["handoff.job"] for r in cluster.sent("POST", "/pods$")]
+        assert sorted(pods) == [str(job.id), f"{job.id}-baseline"]
+        assert not cluster.pods and not cluster.policies  # both closed
 
 
 def test_make_backend_reads_the_kubernetes_settings() -> None:
