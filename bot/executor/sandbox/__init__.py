@@ -19,7 +19,7 @@ def limits_from(settings: Settings) -> Limits:
 
 
 def make_backend(settings: Settings) -> Backend:
-    """The backend the settings name: podman, docker or bubblewrap; or local, for tests
+    """The backend the settings name: podman, docker, bubblewrap or kubernetes; or local, for tests
     only (it isolates nothing), and only when named (``HANDOFF_SANDBOX=local``)."""
     limits = limits_from(settings)
     if settings.sandbox == "local":
@@ -32,11 +32,23 @@ def make_backend(settings: Settings) -> Backend:
         from bot.executor.sandbox.bubblewrap import BubblewrapBackend
 
         return BubblewrapBackend(limits, allow_private=settings.egress_allow_private)
+    # Sandboxes of one deployment (one store) are reaped by that store's leases.
+    deployment = hashlib.sha256(settings.db_url.encode()).hexdigest()[:12]
+    if settings.sandbox == "kubernetes":
+        from bot.executor.sandbox.kubernetes import KubernetesBackend
+
+        first, _, last = settings.kubernetes_proxy_ports.partition("-")
+        return KubernetesBackend(settings.sandbox_image, limits,
+                                 namespace=settings.kubernetes_namespace,
+                                 proxy_host=settings.kubernetes_proxy_host,
+                                 proxy_ports=range(int(first), int(last) + 1),
+                                 deadline=settings.kubernetes_deadline,
+                                 runtime_class=settings.kubernetes_runtime_class,
+                                 allow_private=settings.egress_allow_private,
+                                 deployment=deployment)
     if settings.sandbox in ("podman", "docker"):
         from bot.executor.sandbox.container import ContainerBackend
 
-        # Containers of one deployment (one store) are reaped by that store's leases.
-        deployment = hashlib.sha256(settings.db_url.encode()).hexdigest()[:12]
         return ContainerBackend(settings.sandbox, settings.sandbox_image, limits,
                                 allow_private=settings.egress_allow_private,
                                 deployment=deployment)
