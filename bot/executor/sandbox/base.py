@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -224,7 +225,10 @@ async def run_capped(argv: list[str], timeout: float, cap: int, stdin: bytes | N
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        env=env, pass_fds=pass_fds)
+        env=env, pass_fds=pass_fds,
+        # Not the caller's directory: conmon leaves an `oom` file in its working directory
+        # when an exec'd command is OOM-killed.
+        cwd=tempfile.gettempdir())
     out, err = bytearray(), bytearray()
     assert proc.stdout and proc.stderr
     readers = asyncio.gather(_drain(proc.stdout, cap, out), _drain(proc.stderr, cap, err))
