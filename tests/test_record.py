@@ -35,3 +35,4 @@ async def test_the_store_keeps_the_record_typed(tmp_path: object) -> None:
         assert job is not None and job.result == record
     finally:
         await store.close()
+

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -227,7 +230,21 @@ def make_sync_engine(url: str) -> sa.Engine | None:
 
 
 async def migrate(engine: AsyncEngine) -> int:
-    """Bring the schema up to date; returns the version now in force."""
+    """Bring the schema up to date; returns the version now in force. Processes starting
+    together (``serve`` and ``worker``) migrate one after the other."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return await _migrate(engine)
+    # pysqlite reads outside transactions, so two migrators could both see version 0.
+    fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        return await _migrate(engine)
+    finally:
+        os.close(fd)
+
+
+async def _migrate(engine: AsyncEngine) -> int:
     import time
 
     async with engine.begin() as conn:

@@ -1,0 +1,21 @@
+"""Schema migrations: processes that start together on one new database all come up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_two_processes_opening_a_new_database_at_once_both_start(tmp_path: Path) -> None:
+    """`serve --no-worker` and `worker` started together migrate one after the other."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/h.db"
+    probe = ("import asyncio, sys\nfrom bot.jobs.store import Store\n"
+             "async def main():\n    s = await Store.open(sys.argv[1])\n    await s.close()\n"
+             "asyncio.run(main())\n")
+    procs = [subprocess.Popen([sys.executable, "-c", probe, url], cwd=ROOT,
+                              stderr=subprocess.PIPE) for _ in range(4)]
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
