@@ -6,12 +6,14 @@
 #   handoff-sandbox:dev      the job sandboxes (deploy/sandbox/build.sh)
 # Each image carries the hash of its recipe as a label and is built again only when the
 # recipe changed (for Handoff's image: its Dockerfile, pyproject.toml, bot/ or handlers/).
-# Usage: deploy/build-images.sh [--rebuild]   (--rebuild: all of them, e.g. for updates)
+# Usage: deploy/build-images.sh [--rebuild]   (--rebuild: the first three again, from fresh
+# packages, e.g. for security updates)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/sandbox/containers.conf}"
-rebuild=0; [ "${1:-}" = --rebuild ] && rebuild=1
+rebuild=0; cache=()
+[ "${1:-}" = --rebuild ] && rebuild=1 && cache=(--no-cache)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 base=localhost/handoff-debian:bookworm
@@ -69,8 +71,8 @@ build() {  # image recipe context [podman build options]: built on $base
   local image="$1" recipe="$2" context="$3" old; shift 3
   fresh "$image" "$recipe" && return
   old="$(id_of "$image")"
-  podman build --quiet --build-arg "BASE=$base" --label "handoff.recipe=$recipe" \
-    --tag "$image" "$@" "$context" >/dev/null
+  podman build --quiet "${cache[@]}" --build-arg "BASE=$base" \
+    --label "handoff.recipe=$recipe" --tag "$image" "$@" "$context" >/dev/null
   drop "$image" "$old"
   echo "built $image (recipe $recipe)"
 }
