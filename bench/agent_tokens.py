@@ -29,14 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from bot.agent.budget import Budget, Spend
-from bot.agent.loop import AGE_BATCH, Agent
-from bot.agent.models import AnthropicMessages, make_model
-from bot.agent.transcript import Transcript
-from bot.retry import RetryPolicy
-from bot.sandbox import Sandbox
-from bot.sandbox.base import CommandResult
-from bot.serving import running
+from bot.executor.agent.budget import Budget, Spend
+from bot.executor.agent.loop import AGE_BATCH, Agent
+from bot.executor.agent.models import AnthropicMessages, make_model
+from bot.executor.agent.transcript import Transcript
+from bot.executor.sandbox import Sandbox
+from bot.executor.sandbox.base import CommandResult
+from bot.github.retry import RetryPolicy
+from bot.server import running
 from devkit.scripted import ScriptedModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,45 +58,46 @@ def bash(command: str) -> dict[str, Any]:
 STEPS: list[dict[str, Any]] = [
     bash("git ls-files | head -120"),
     bash("grep -rn 'messages' bot/agent | head -40"),
-    view("bot/agent/loop.py"),
-    view("bot/agent/models.py"),
-    bash("grep -n 'def \\|class ' bot/pipeline.py"),
-    view("bot/pipeline.py", 1, 200),
-    view("bot/pipeline.py", 200, 400),
+    view("bot/executor/agent/loop.py"),
+    view("bot/executor/agent/models.py"),
+    bash("grep -n 'def \\|class ' bot/executor/runner.py"),
+    view("bot/executor/runner.py", 1, 200),
+    view("bot/executor/runner.py", 200, 400),
     bash("git log --stat -8 | head -150"),
-    view("bot/store.py", 1, 250),
+    view("bot/jobs/store.py", 1, 250),
     bash("grep -rn 'Spend' bot tests | head -60"),
     view("tests/test_agent.py"),
-    view("bot/agent/budget.py"),
+    view("bot/executor/agent/budget.py"),
     bash("sed -n 1,120p README.md"),
     view("bot/config.py"),
-    {"tool": "edit", "args": {"path": "bot/agent/budget.py",
+    {"tool": "edit", "args": {"path": "bot/executor/agent/budget.py",
                               "old_text": '"""What a job may spend, and what it spent."""',
                               "new_text": '"""What a job may spend (bench)."""'}},
     bash("git diff"),
-    view("bot/worker.py", 1, 250),
+    view("bot/jobs/worker.py", 1, 250),
     bash("grep -rn 'async def' bot | head -100"),
-    view("bot/github.py", 1, 250),
+    view("bot/github/client.py", 1, 250),
     bash("cat prompts/summary.md"),
-    view("bot/reporter.py"),
+    view("bot/reporter/report.py"),
     bash("git show --stat HEAD~3 | head -60"),
-    view("bot/sandbox/base.py", 1, 200),
-    bash("python3 -c 'import ast,sys; print(len(ast.parse(open(\"bot/web.py\").read()).body))'"),
+    view("bot/executor/sandbox/base.py", 1, 200),
+    bash("python3 -c 'import ast,sys; "
+         "print(len(ast.parse(open(\"bot/receiver/web.py\").read()).body))'"),
     view("tests/test_worker.py", 1, 250),
     {"tool": "create", "args": {"path": "NOTES.md", "content": "# bench notes\n"}},
     bash("grep -rn 'transcript' bot tests | head -60"),
     view("devkit/scripted.py"),
-    view("bot/agent/tools.py"),
+    view("bot/executor/agent/tools.py"),
     bash("wc -l bot/*.py bot/*/*.py"),
-    view("bot/web.py"),
+    view("bot/receiver/web.py"),
     {"tool": "edit", "args": {"path": "NOTES.md", "old_text": "# bench notes",
                               "new_text": "# bench notes\n\nread the agent loop"}},
     bash("git status --short && git diff --stat"),
     view("handlers/issues.py"),
-    bash("sed -n 1,200p bot/iterations.py"),
+    bash("sed -n 1,200p bot/executor/iterations.py"),
     view("tests/test_spec.py"),
     bash("git status"),
-    view("bot/verdict.py", 1, 250),
+    view("bot/executor/verdict.py", 1, 250),
     bash("git diff"),
     {"tool": "finish", "args": {"summary": "Read the agent loop and its callers; noted it."}},
 ]

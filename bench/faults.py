@@ -39,8 +39,8 @@ os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy/sandbox/containers.c
 
 from bench.fuzz import deliveries  # noqa: E402
 from bench.load import create_database, spawn, wait_http  # noqa: E402
-from bot.store import Store  # noqa: E402
-from devkit.devstack import throwaway_postgres  # noqa: E402
+from bot.jobs.store import Store  # noqa: E402
+from devkit.stack import throwaway_postgres  # noqa: E402
 
 SECRET = "faults-bench-secret"
 REPO = "acme/team"
@@ -270,7 +270,7 @@ async def kill_between_push_and_pr(tmp: Path, port: int) -> Result:
         edits = state["repos"][REPO]["issues"][str(number)]["edits"]
         rerun = not any("Resumed: the change was pushed" in e for e in edits)
         r.observed = (f"{job.state}, attempts {job.attempts}, PRs {len(prs(state))}, "
-                      f"branch {job.result.get('pushed_branch', '-')}, "
+                      f"branch {(job.result.pushed_branch or '-')}, "
                       f"{'agent ran again' if rerun else 'no agent rerun'}")
         r.ok = job.state == "succeeded" and job.attempts == 2 and len(prs(state)) == 1 and \
             "no agent rerun" in r.observed

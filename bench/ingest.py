@@ -191,7 +191,7 @@ async def count(db: Path) -> dict[str, int]:
     from sqlalchemy import text
 
     sys.path.insert(0, str(ROOT))
-    from bot.store import Store
+    from bot.jobs.store import Store
 
     store = await Store.open(f"sqlite+aiosqlite:///{db}")
     async with store.engine.connect() as conn:

@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy/sandbox/containers.conf"))
 
-from bot.store import Store  # noqa: E402
-from devkit.devstack import throwaway_postgres  # noqa: E402
+from bot.jobs.store import Store  # noqa: E402
+from devkit.stack import throwaway_postgres  # noqa: E402
 
 SECRET = "load-bench-secret"
 MODEL_KEY = "sk-load-bench"

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy/sandbox/containers.conf"))
 
-from devkit.devstack import Stack, stack  # noqa: E402
+from devkit.stack import Stack, stack  # noqa: E402
 
 TURN = {"tools": [{"tool": "create", "args": {"path": "CHANGELOG.md", "content": "- fix\n"}},
                   {"tool": "finish", "args": {"summary": "Added a changelog entry."}}]}
@@ -104,7 +104,7 @@ async def one_job(s: Stack, repo: str, title: str) -> dict[str, float]:
     delivery = next(d for d in s.sim.world.deliveries if d.action == "labeled"
                     and d.repository_id == s.sim.get_repo(repo).id and
                     f'"number": {number},' in d.payload.decode())
-    timings = dict(job.result["timings"])
+    timings = dict(job.result.timings)
     timings["accept"] = delivery.attempts[0]["duration"]
     timings["queue"] = (job.started_at or job.created_at) - job.created_at
     timings["total"] = total

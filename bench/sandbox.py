@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.sandbox import Backend, Limits
-from bot.sandbox.bubblewrap import BubblewrapBackend
-from bot.sandbox.container import ContainerBackend
+from bot.executor.sandbox import Backend, Limits
+from bot.executor.sandbox.bubblewrap import BubblewrapBackend
+from bot.executor.sandbox.container import ContainerBackend
 
 
 def line(name: str, what: str, samples: list[float]) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bot import logs
 from bot.config import Settings
-from bot.decisions import Event
-from bot.store import Store
+from bot.jobs.store import Store
+from bot.receiver.decisions import Event
 
 log = logging.getLogger("handoff.cli")
 DB_WAIT_SECONDS = 120.0
@@ -81,9 +81,10 @@ async def open_store(settings: Settings, wait: float = DB_WAIT_SECONDS) -> Store
 async def serve(settings: Settings, with_worker: bool = True) -> None:
     """Web app and (by default) a worker in one process."""
     from bot import dashboard
-    from bot.services import build_worker
-    from bot.serving import running
-    from bot.web import create_app
+    from bot.loopwatch import watching
+    from bot.receiver.web import create_app
+    from bot.server import running
+    from bot.wiring import build_worker
     from handlers import Context
 
     store = await open_store(settings)
@@ -95,7 +96,8 @@ async def serve(settings: Settings, with_worker: bool = True) -> None:
         routes=dashboard.routes(store, settings),
     )
     stop = _stop_event()
-    async with running(app, settings.host, settings.port) as url:
+    async with watching(settings.loop_stall_ms / 1000), \
+            running(app, settings.host, settings.port) as url:
         print(f"Handoff listening on {url}/webhook (database "
               f"{settings.db_url.split('://')[0]}, data in {settings.data_dir})", flush=True)
         if not settings.app_id:
@@ -115,11 +117,13 @@ async def work(settings: Settings) -> None:
     from starlette.routing import Route
 
     from bot import metrics
-    from bot.services import build_worker
-    from bot.serving import running
+    from bot.loopwatch import watching
+    from bot.server import running
+    from bot.wiring import build_worker
 
     store = await open_store(settings)
     async with AsyncExitStack() as stack:
+        await stack.enter_async_context(watching(settings.loop_stall_ms / 1000))
         if settings.metrics_port is not None:
             app = Starlette(routes=[Route("/metrics", metrics.endpoint(store))])
             url = await stack.enter_async_context(
@@ -157,7 +161,7 @@ async def list_jobs(settings: Settings, limit: int) -> None:
 async def replay(settings: Settings, payload: dict[str, object], event_name: str,
                  record: bool) -> None:
     """Send a payload through the handlers; with --record, also through the store."""
-    from bot.engine import ingest
+    from bot.receiver.ingest import ingest
     from handlers import Context, decide
 
     ctx = Context(trigger_label=settings.trigger_label, bot_login=settings.bot_login)
@@ -171,7 +175,7 @@ async def replay(settings: Settings, payload: dict[str, object], event_name: str
 
 async def dev_simulator(args: argparse.Namespace) -> None:
     """Run the GitHub simulator with one App installation and, optionally, a demo repository."""
-    from bot.serving import running
+    from bot.server import running
     from devkit.simulator import Simulator
 
     root = Path(args.root).resolve()
@@ -193,7 +197,7 @@ async def dev_simulator(args: argparse.Namespace) -> None:
 
 async def dev_model(args: argparse.Namespace) -> None:
     """Run the scripted model server with a JSON script."""
-    from bot.serving import running
+    from bot.server import running
     from devkit.scripted import ScriptedModel
 
     script = json.loads(Path(args.script).read_text()) if args.script else []
@@ -221,7 +225,7 @@ DEMO_SCRIPT = [
 
 async def demo(data_dir: Path) -> int:
     """Everything on this machine: a local GitHub, a scripted model, Handoff and a sandbox."""
-    from devkit.devstack import stack
+    from devkit.stack import stack
 
     async with stack(data_dir, DEMO_SCRIPT) as s:
         s.sim.add_repo("acme/calc", DEMO_REPO)
@@ -247,8 +251,8 @@ async def redeliver(settings: Settings, every: float | None = None,
     """One redelivery sweep, or (``--every``) one every so many seconds until stopped: how a
     machine GitHub cannot reach catches up (``handoff serve`` also runs one at start and
     every 6 hours)."""
-    from bot.github import GitHubApiError, GitHubApp
-    from bot.redelivery import sweep
+    from bot.github.client import GitHubApiError, GitHubApp
+    from bot.receiver.redelivery import sweep
 
     pem = settings.private_key_pem()
     if not settings.app_id or not pem:
@@ -282,7 +286,7 @@ async def redeliver(settings: Settings, every: float | None = None,
 
 async def setup(settings: Settings, args: argparse.Namespace) -> int:
     """Register the App from app.yml with GitHub's manifest flow and write its settings."""
-    from bot.registration import Registration, RegistrationError, find_manifest, register
+    from bot.github.registration import Registration, RegistrationError, find_manifest, register
 
     env_file = Path(args.env_file)
     if env_file.exists() and "HANDOFF_APP_ID=" in env_file.read_text() and not args.force:
@@ -312,7 +316,7 @@ async def setup(settings: Settings, args: argparse.Namespace) -> int:
     except RegistrationError as exc:
         print(f"registration failed: {exc}")
         return 1
-    from bot.registration import install_url
+    from bot.github.registration import install_url
 
     print(f"Registered the GitHub App {app['slug']} (id {app['id']}); wrote HANDOFF_APP_ID, "
           f"HANDOFF_APP_SLUG, HANDOFF_PRIVATE_KEY and HANDOFF_WEBHOOK_SECRET to {env_file} "
@@ -425,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "model-server":
         asyncio.run(dev_model(args))
     elif args.command == "replay":
-        from bot.payload import MalformedPayload, parse
+        from bot.receiver.payload import MalformedPayload, parse
 
         try:
             payload = parse(args.file.read_bytes())

@@ -68,8 +68,8 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Days a delivery that started no job is kept for duplicate "
         "detection; GitHub redelivers for 3 days at most (7 on GHES). 0 keeps all.")
 
-    sandbox: str = Field("podman", description="Sandbox backend: podman, docker or "
-                         "bubblewrap (local: tests only, isolates nothing).")
+    sandbox: str = Field("podman", description="Sandbox backend: podman, docker, bubblewrap "
+                         "or kubernetes (local: tests only, isolates nothing).")
     sandbox_image: str = Field("handoff-sandbox:dev", description="Container image for jobs.")
     sandbox_memory_mb: int = Field(2048, description="Memory limit of a sandbox.")
     sandbox_cpus: float = Field(2.0, description="CPU limit of a sandbox.")
@@ -93,6 +93,23 @@ class Settings(BaseSettings):
                               "(npm_config_registry); its host is allowed too.")
     reap_seconds: float = Field(60.0, gt=0, description="How often a worker removes sandboxes "
                                 "whose job's lease nobody holds.")
+    kubernetes_namespace: str = Field(
+        "handoff-sandboxes", description="Namespace of the sandbox pods and their "
+        "NetworkPolicies (sandbox kubernetes); the worker's Role must allow pods, pods/exec and "
+        "networkpolicies there.")
+    kubernetes_proxy_host: str = Field(
+        "", description="Address sandbox pods reach this worker's egress proxy at: the worker "
+        "pod's IP (the downward API's status.podIP); default, what the host name resolves to.")
+    kubernetes_proxy_ports: str = Field(
+        "40000-40999", pattern=r"^\d+-\d+$", description="Ports (first-last) the worker's "
+        "egress proxies listen on, one per sandbox; the worker's NetworkPolicy lets sandbox "
+        "pods in on these.")
+    kubernetes_deadline_seconds: int = Field(
+        0, ge=0, description="activeDeadlineSeconds of a sandbox pod; 0: MAX_WALL_SECONDS plus "
+        "three COMMAND_TIMEOUTs (setup, tests before and after) plus 5 minutes.")
+    kubernetes_runtime_class: str = Field(
+        "", description="runtimeClassName of sandbox pods (e.g. gvisor or kata, where the "
+        "cluster has them); default the cluster's runtime.")
 
     model_provider: str = Field("openai", description="openai (any compatible API) or anthropic.")
     model_base_url: str = Field("https://api.openai.com/v1", description="Model API base URL.")
@@ -117,6 +134,8 @@ class Settings(BaseSettings):
         "model_base_url (through the egress proxy) and gets the keys named in agent_env.")
     agent_env: list[str] = Field(default_factory=list, description="Environment variables "
                                  "passed into the sandbox for agent_command (e.g. its API key).")
+    loop_stall_ms: float = Field(1000.0, ge=0, description="Log where the event loop is stuck "
+                                 "when it has not run for this many milliseconds (0: off).")
     status_interval: float = Field(5.0, description="Seconds between edits of a status comment.")
     prompts_dir: Path = Field(PROMPTS, description="Spec templates (Jinja2 Markdown); default "
                               "the ones shipped in the package.")
@@ -146,6 +165,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'handoff.db').resolve()}"
+
+    @property
+    def kubernetes_deadline(self) -> int:
+        """The sandbox pod's lifetime in seconds."""
+        return self.kubernetes_deadline_seconds or int(
+            self.max_wall_seconds + 3 * self.command_timeout + 300)
 
     @property
     def bot_login(self) -> str:

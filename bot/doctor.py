@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from bot.config import Settings
-from bot.store import Store
+from bot.jobs.store import Store
 
 Result = tuple[bool | None, str, str]
 
@@ -85,8 +85,8 @@ async def check_github(settings: Settings) -> Result | None:
         return None
     if not settings.app_id or not pem or load_key(pem):
         return None  # already reported above
-    from bot.github import GitHubApiError, GitHubApp
-    from bot.retry import RetryPolicy
+    from bot.github.client import GitHubApiError, GitHubApp
+    from bot.github.retry import RetryPolicy
 
     gh = GitHubApp(settings.app_id, pem, settings.github_url, timeout=10,
                    policy=RetryPolicy(attempts=1))
@@ -114,7 +114,7 @@ async def check_database(settings: Settings) -> Result:
 
 async def check_engine(settings: Settings) -> Result:
     """Start a sandbox as a job would (image, limits, no network) and run one command in it."""
-    from bot.sandbox import SandboxError, make_backend
+    from bot.executor.sandbox import SandboxError, make_backend
 
     if settings.sandbox == "local":
         return False, "sandbox", "local runs commands on the host, isolated from nothing: " \

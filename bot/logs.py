@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 # The shapes of tokens and keys: redacted from every text, and a change that adds one is
-# never pushed (bot/changes.py). One list, so the two can never disagree.
+# never pushed (bot/executor/changes.py). One list, so the two can never disagree.
 SECRET_PATTERNS = re.compile(
     r"(gh[pousr]_[A-Za-z0-9_]{16,}|github_pat_[A-Za-z0-9_]{20,}|sk-[A-Za-z0-9_-]{16,}"
     r"|x-access-token:[^@\s]+|Bearer\s+[A-Za-z0-9._~+/=-]{16,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9._-]+"

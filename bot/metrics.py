@@ -25,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from bot import db, logs
+from bot import logs
+from bot.jobs import schema
 
 log = logging.getLogger("handoff.web")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created doubles the scrape
@@ -37,6 +38,9 @@ WEBHOOK_SECONDS = Histogram(
     buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 JOBS = Gauge("handoff_jobs", "Jobs in the database by state and failure category.",
              ["state", "category"])
+LOOP_LAG = Histogram(
+    "handoff_event_loop_lag_seconds", "How late the event loop's heartbeat ran (a blocked loop "
+    "holds every webhook up).", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 QUEUE_DEPTH = Gauge("handoff_queue_depth", "Jobs queued and not yet claimed.")
 STAGE_SECONDS = Histogram(
     "handoff_job_stage_seconds", "How long each stage of a job took.", ["stage"],
@@ -91,8 +95,8 @@ def github_answer(method: str, response: Any) -> None:
 
 async def refresh_jobs(store: Any) -> None:
     """Job counts by state and category, and the queue's depth, from the database."""
-    query = sa.select(db.jobs.c.state, db.jobs.c.category, sa.func.count()).group_by(
-        db.jobs.c.state, db.jobs.c.category)
+    query = sa.select(schema.jobs.c.state, schema.jobs.c.category, sa.func.count()).group_by(
+        schema.jobs.c.state, schema.jobs.c.category)
     async with store.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     JOBS.clear()

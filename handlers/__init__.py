@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.decisions import Decision, Event, Ignore
+from bot.receiver.decisions import Decision, Event, Ignore
 from handlers import comments, installation, issues, reviews
 from handlers.router import Context, Router
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.decisions import CancelJob, Decision, Event, Ignore, StartJob
+from bot.receiver.decisions import CancelJob, Decision, Event, Ignore, StartJob
 from handlers.issues import snapshot
 from handlers.router import Context, Router, is_bot
 

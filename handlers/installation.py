@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.decisions import Decision, Event, Pong, RecordInstallation
+from bot.receiver.decisions import Decision, Event, Pong, RecordInstallation
 from handlers.router import Context, Router
 
 router = Router()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.decisions import CancelJob, Decision, Event, Ignore, RecordEdit, StartJob
+from bot.receiver.decisions import CancelJob, Decision, Event, Ignore, RecordEdit, StartJob
 from handlers.router import Context, Router, is_bot
 
 router = Router()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from bot.decisions import AGENT_BRANCH_PREFIX, Decision, Event, Ignore, StartJob
+from bot.receiver.decisions import AGENT_BRANCH_PREFIX, Decision, Event, Ignore, StartJob
 from handlers.router import Context, Router, is_bot
 
 router = Router()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.decisions import Decision, Event, looks_like_bot
+from bot.receiver.decisions import Decision, Event, looks_like_bot
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault(
     "CONTAINERS_CONF", str(Path(__file__).parent.parent / "deploy/sandbox/containers.conf"))
 
-from bot.store import Store  # noqa: E402
-from devkit.devstack import postgres_bin, throwaway_postgres  # noqa: E402
+from bot.jobs.store import Store  # noqa: E402
+from devkit.stack import postgres_bin, throwaway_postgres  # noqa: E402
 
 SANDBOX_IMAGE = os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev")
 

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from bot.github import GitHubApp, Pacer
-from bot.retry import RetryPolicy
-from bot.serving import running
+from bot.github.client import GitHubApp, Pacer
+from bot.github.retry import RetryPolicy
+from bot.server import running
 from devkit.simulator import Simulator
 
 

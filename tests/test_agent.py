@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
-from bot.agent.budget import Budget
-from bot.agent.loop import Agent, AgentResult
-from bot.agent.models import make_model
-from bot.agent.transcript import Transcript
-from bot.retry import RetryPolicy
-from bot.sandbox import Backend, Limits
-from bot.sandbox.bubblewrap import BubblewrapBackend
-from bot.sandbox.container import ContainerBackend
-from bot.serving import running
+from bot.executor.agent.budget import Budget
+from bot.executor.agent.loop import Agent, AgentResult
+from bot.executor.agent.models import make_model
+from bot.executor.agent.transcript import Transcript
+from bot.executor.sandbox import Backend, Limits
+from bot.executor.sandbox.bubblewrap import BubblewrapBackend
+from bot.executor.sandbox.container import ContainerBackend
+from bot.github.retry import RetryPolicy
+from bot.server import running
 from devkit.scripted import ScriptedModel
 
 API_KEY = "sk-test-canary-4f9c2a7d1e8b6c3a"
@@ -164,7 +164,7 @@ async def test_api_key_never_reaches_sandbox_or_transcript(workspace: Path,
 
 async def test_external_agent_command(workspace: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.agent.external import ExternalAgent
+    from bot.executor.agent.external import ExternalAgent
 
     monkeypatch.setenv("FAKE_AGENT_KEY", "fake-key-123")
     monkeypatch.setenv("OTHER_SECRET", "must-not-pass")

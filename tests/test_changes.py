@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from bot.changes import changed_files, leaves_repo, refusal, review_notes
-from bot.gitops import Checkout
+from bot.executor.changes import changed_files, leaves_repo, refusal, review_notes
+from bot.executor.gitops import Checkout
 
 
 def repo(tmp_path: Path) -> tuple[Checkout, str]:

@@ -25,12 +25,12 @@ import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 from helpers import package_index, wheel
 
-from bot.registration import write_env
-from bot.serving import running
-from devkit.devstack import MODEL_KEY, SECRET
+from bot.github.registration import write_env
+from bot.server import running
 from devkit.scripted import ScriptedModel
 from devkit.simulator import Simulator
 from devkit.simulator.git import git as simgit
+from devkit.stack import MODEL_KEY, SECRET
 
 ROOT = Path(__file__).parent.parent
 SIM_PORT, MODEL_PORT, WEB_PORT, INDEX_PORT = 47100, 47101, 47102, 47103

@@ -18,10 +18,10 @@ from pydantic import SecretStr
 
 from bot import dashboard
 from bot.config import Settings
-from bot.serving import running
-from bot.status import StatusComment
-from bot.store import Store
-from bot.web import create_app
+from bot.jobs.store import Store
+from bot.receiver.web import create_app
+from bot.reporter.status import StatusComment
+from bot.server import running
 from handlers import Context
 
 TOKEN = "dash-token-0f9e8d7c6b5a"
@@ -192,7 +192,7 @@ def podman_reason() -> str | None:
 @pytest.mark.skipif(podman_reason() is not None, reason=podman_reason() or "")
 async def test_a_real_job_in_chromium(tmp_path: Path) -> None:
     """Label an issue, let the agent fix it in Podman, then read it all in the dashboard."""
-    from devkit.devstack import stack
+    from devkit.stack import stack
 
     injected = {"tool": "bash", "args": {"command": f"echo \"{INJECTED}\""},
                 "usage": {"input": 900, "output": 20}}

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bot.github import GitHubApiError, GitHubApp
-from bot.serving import running
+from bot.github.client import GitHubApiError, GitHubApp
+from bot.server import running
 from devkit.scripted import ScriptedModel
 from devkit.simulator import Simulator
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
-from bot.sandbox.base import PROCESS_ID
-from bot.store import Job
-from devkit.devstack import MODEL_KEY, Stack, stack
+from bot.executor.sandbox.base import PROCESS_ID
+from bot.jobs.store import Job
 from devkit.simulator.git import git as simgit
+from devkit.stack import MODEL_KEY, Stack, stack
 
 REPO = "acme/calc"
 CONFIG = f"test_command: {TEST_COMMAND}\n"
@@ -144,7 +144,7 @@ async def test_budget_runs_out_keeps_wip_branch(tmp_path: Path) -> None:
         small_budget = files({".github/handoff.yml": CONFIG + "budget:\n  max_steps: 3\n"})
         job = await handed_over(s, small_budget, "Fix add", "fix it")
         assert job.state == "failed" and job.category == "budget-exhausted"
-        branch = job.result["wip_branch"]
+        branch = job.result.wip_branch
         assert "return a + b" in branch_file(s.sim, branch, "calc.py")
         failure = comments(s.sim, 1)[-1]
         assert "step budget of 3" in failure and f"`{branch}`" in failure

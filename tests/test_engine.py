@@ -12,11 +12,11 @@ import orjson
 import pytest
 from helpers import comment, labeled, payload
 
-from bot.db import deliveries
-from bot.decisions import Event
-from bot.engine import Outcome, record
-from bot.payload import parse
-from bot.store import Store
+from bot.jobs.schema import deliveries
+from bot.jobs.store import Store
+from bot.receiver.decisions import Event
+from bot.receiver.ingest import Outcome, record
+from bot.receiver.payload import parse
 from handlers import Context
 
 CTX = Context()
@@ -120,12 +120,12 @@ async def test_old_deliveries_that_started_no_job_are_forgotten(any_store: Store
 
 async def test_a_job_decision_without_an_issue_is_recorded_not_a_failure(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.decisions import StartJob
+    from bot.receiver.decisions import StartJob
 
     def decide(event: Event, ctx: Context) -> StartJob:  # a handler bug: no issue, no PR
         return StartJob(kind="implement", repo=event.repo, installation_id=None,
                         issue_number=None, requested_by="x")
 
-    monkeypatch.setattr("bot.engine.decide", decide)
+    monkeypatch.setattr("bot.receiver.ingest.decide", decide)
     [outcome] = await record_all(store, [event("issues", labeled(), "no-issue", "o/r")])
     assert outcome.status == "accepted" and "names no issue" in outcome.detail

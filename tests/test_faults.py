@@ -16,14 +16,14 @@ import pytest
 from sim import app_client, simulator
 from test_load import HeldDatabase
 
-from bot.reporter import GitHubReporter
-from bot.sandbox.base import PROCESS_ID
-from bot.store import Job, LeaseLost, Store
-from bot.worker import JobResult, LogReporter, UnconfiguredRunner, Worker
-from devkit.devstack import Stack, stack
+from bot.executor.sandbox.base import PROCESS_ID
+from bot.jobs.store import Job, LeaseLost, Store
+from bot.jobs.worker import JobResult, LogReporter, UnconfiguredRunner, Worker
+from bot.reporter.report import GitHubReporter
 from devkit.simulator import Fault, Simulator
 from devkit.simulator.git import git as simgit
 from devkit.simulator.state import Comment
+from devkit.stack import Stack, stack
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
@@ -227,16 +227,16 @@ async def test_odd_signed_deliveries_get_an_answer_and_are_recorded(
     from helpers import SECRET
 
     from bench.fuzz import deliveries
-    from bot.serving import running
-    from bot.web import create_app
+    from bot.receiver.web import create_app
+    from bot.server import running
     from handlers import Context
 
     url = request.getfixturevalue("pg_url") if db == "postgres" else \
         f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}"
     store = await Store.open(url)
     if db == "postgres":  # the session's server is shared: start from no deliveries
-        from bot.db import deliveries as table
-        from bot.db import jobs
+        from bot.jobs.schema import deliveries as table
+        from bot.jobs.schema import jobs
         await store.write(lambda conn: (conn.execute(table.delete()),
                                         conn.execute(jobs.delete())))
     statuses: dict[int, int] = {}
@@ -291,10 +291,10 @@ async def test_a_pr_refused_after_the_push_says_what_was_pushed(tmp_path: Path) 
         s.sim.label_issue(REPO, number, "agent", "acme")
         job = await s.wait_job(lambda j: True)
         assert job.state == "failed" and job.category == "github-error"
-        branch = job.result["pushed_branch"]
+        branch = job.result.pushed_branch
         failure = comments(s.sim, REPO, number)[-1]
         assert "Nothing was pushed" not in failure
-        assert f"pushed to branch `{branch}`" in failure and job.result["head_sha"][:7] in failure
+        assert f"pushed to branch `{branch}`" in failure and job.result.head_sha[:7] in failure
         assert "return a + b" in simgit("show", f"{branch}:calc.py",
                                         cwd=s.sim.get_repo(REPO).path)
 
@@ -325,7 +325,7 @@ async def test_a_job_killed_between_push_and_pr_resumes_and_opens_the_pr(
         assert job.attempts == 2 and len(s.model.requests) == asked
         repo = s.sim.get_repo(REPO)
         [pr] = [i for i in repo.issues.values() if i.pull]
-        assert pr.pull and pr.pull.head == job.result["pushed_branch"]
+        assert pr.pull and pr.pull.head == job.result.pushed_branch
         status = status_comment(s, number)
         assert "Done" in status.body and f"/pull/{pr.number}" in status.body
         assert any("Resumed" in body for body in status.history), status.history

@@ -12,8 +12,8 @@ import jwt
 import pytest
 from sim import app_client, simulator
 
-from bot.github import GitHubApiError, GitHubApp
-from bot.gitops import GitError, git
+from bot.executor.gitops import GitError, git
+from bot.github.client import GitHubApiError, GitHubApp
 from devkit.simulator import Fault, Simulator
 
 REPO = "octo/widgets"
@@ -205,9 +205,9 @@ async def test_enterprise_base_url(sim: Simulator) -> None:
 async def test_webhook_to_receiver_and_redelivery(tmp_path: Path) -> None:
     from helpers import SECRET
 
-    from bot.serving import running
-    from bot.store import Store
-    from bot.web import create_app
+    from bot.jobs.store import Store
+    from bot.receiver.web import create_app
+    from bot.server import running
     from handlers import Context
 
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}")
@@ -238,10 +238,10 @@ async def test_webhook_to_receiver_and_redelivery(tmp_path: Path) -> None:
 async def test_deliveries_missed_while_down_are_redelivered_once(tmp_path: Path) -> None:
     from helpers import SECRET, unused_port
 
-    from bot.redelivery import sweep
-    from bot.serving import running
-    from bot.store import Store
-    from bot.web import create_app
+    from bot.jobs.store import Store
+    from bot.receiver.redelivery import sweep
+    from bot.receiver.web import create_app
+    from bot.server import running
     from handlers import Context
 
     down = unused_port()  # Handoff is down

@@ -9,8 +9,16 @@ import pytest
 import yaml
 from helpers import WEBHOOKS, comment, labeled, payload
 
-from bot.decisions import CancelJob, Decision, Event, Ignore, Pong, RecordInstallation, StartJob
-from bot.payload import parse
+from bot.receiver.decisions import (
+    CancelJob,
+    Decision,
+    Event,
+    Ignore,
+    Pong,
+    RecordInstallation,
+    StartJob,
+)
+from bot.receiver.payload import parse
 from handlers import Context, decide, routed_events
 
 CTX = Context(trigger_label="agent", bot_login="handoff[bot]")
@@ -160,16 +168,16 @@ def test_app_manifest_subscribes_to_every_routed_event() -> None:
 
 
 def test_every_failure_category_tells_the_step_and_what_to_do() -> None:
-    from bot.reporter import STEPS
-    from bot.states import Failure
+    from bot.jobs.states import Failure
+    from bot.reporter.report import STEPS
 
     missing = [f for f in Failure if f not in STEPS and f != Failure.CANCELLED]
-    assert missing == []  # a new category needs its line in bot/reporter.py's STEPS
+    assert missing == []  # a new category needs its line in bot/reporter/report.py's STEPS
 
 
 @pytest.mark.parametrize("path", sorted(WEBHOOKS.glob("*/*.json")), ids=lambda p: p.stem)
 def test_the_slim_decode_keeps_every_field_a_handler_declares(path: Path) -> None:
-    """Each handler declares what it reads beside itself; bot/payload.py must keep it."""
+    """Each handler declares what it reads beside itself; bot/receiver/payload.py must keep it."""
     from handlers import ROUTERS
     from handlers.router import _lookup
 

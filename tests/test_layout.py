@@ -72,3 +72,16 @@ def test_the_product_never_imports_the_development_kit() -> None:
              for name, path in known.items()
              if not name.startswith("devkit") and name not in MAY_USE_THE_KIT}
     assert {k: v for k, v in leaks.items() if v} == {}
+
+
+def test_the_job_runner_only_sequences() -> None:
+    """The runner hands each step what it needs and GitHub writes to the reporter; it stays
+    small enough to read in one sitting."""
+    tree = ast.parse((ROOT / "bot/executor/runner.py").read_text())
+    [runner] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "JobRunner"]
+    assert runner.end_lineno is not None
+    assert runner.end_lineno - runner.lineno + 1 < 150
+    calls = {n.func.attr for n in ast.walk(runner) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute)}
+    assert not calls & {"create_comment", "create_pull", "update_pull", "create_check_run",
+                        "react_issue", "react_comment", "reply_review_comment"}

@@ -16,10 +16,10 @@ import pytest
 from helpers import SECRET, labeled
 from test_webhook import post
 
-from bot.serving import running
-from bot.store import Store
-from bot.web import create_app
-from bot.worker import JobResult, LogReporter, Worker
+from bot.jobs.store import Store
+from bot.jobs.worker import JobResult, LogReporter, Worker
+from bot.receiver.web import create_app
+from bot.server import running
 from handlers import Context
 
 sys.path.insert(0, str(Path(__file__).parent.parent))

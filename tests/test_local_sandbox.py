@@ -14,9 +14,9 @@ from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.doctor import check_engine
-from bot.sandbox import Limits, SandboxError, make_backend
-from bot.sandbox.local import LocalBackend, LocalSandbox
-from bot.workspace import SANDBOX_OBJECTS
+from bot.executor.sandbox import Limits, SandboxError, make_backend
+from bot.executor.sandbox.local import LocalBackend, LocalSandbox
+from bot.executor.workspace import SANDBOX_OBJECTS
 
 LIMITS = Limits(timeout=30, output_cap=1000, workspace_mb=1)
 
@@ -99,7 +99,7 @@ async def test_git_borrows_the_mirror_objects_through_the_mapped_mount(tmp_path:
     git("add", ".", cwd=mirror)
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one", cwd=mirror)
     head = git("rev-parse", "HEAD", cwd=mirror)
-    # The agent's .git as bot.workspace writes it: no objects, borrowed from the sandbox path.
+    # The agent's .git as the workspace writes it: no objects, borrowed from the sandbox path.
     ws = tmp_path / "ws"
     dot = ws / ".git"
     (dot / "objects/info").mkdir(parents=True)

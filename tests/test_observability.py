@@ -20,10 +20,10 @@ from helpers import SECRET, headers, labeled
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot import logs
-from bot.serving import running
-from bot.web import create_app
-from devkit.devstack import SECRET as STACK_SECRET
-from devkit.devstack import stack
+from bot.receiver.web import create_app
+from bot.server import running
+from devkit.stack import SECRET as STACK_SECRET
+from devkit.stack import stack
 from handlers import Context
 
 ROOT = Path(__file__).parent.parent

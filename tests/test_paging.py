@@ -12,10 +12,10 @@ import pytest
 from helpers import SECRET, unused_port
 from sim import app_client, simulator
 
-from bot.redelivery import sweep
-from bot.serving import running
-from bot.store import Store
-from bot.web import create_app
+from bot.jobs.store import Store
+from bot.receiver.redelivery import sweep
+from bot.receiver.web import create_app
+from bot.server import running
 from devkit.simulator import Simulator
 from devkit.simulator.state import Pull
 from handlers import Context

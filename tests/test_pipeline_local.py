@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from agent_fixtures import CALC_WITH_TESTS, FIX_SCRIPT, TEST_COMMAND
 
-from bot.github import RepoClient
-from bot.sandbox.local import LocalBackend
-from bot.status import MARKER, STAGES
-from devkit.devstack import Stack, stack
+from bot.executor.sandbox.local import LocalBackend
+from bot.github.client import RepoClient
+from bot.reporter.status import MARKER, STAGES
 from devkit.simulator.git import git as simgit
+from devkit.stack import Stack, stack
 
 REPO = "acme/calc"
 CONFIG = f"test_command: {TEST_COMMAND}\n"
@@ -117,7 +117,7 @@ async def test_a_fix_opens_a_pr_and_the_status_comment_walks_the_stages(
         assert "pass — 1 passed" in pr.body and "add(2, 3) returns 5" in pr.body
         assert any("For reviewers" in c.body for c in pr.comments)
         [check] = s.sim.get_repo(REPO).check_runs.values()
-        assert check.conclusion == "success" and check.head_sha == job.result["head_sha"]
+        assert check.conclusion == "success" and check.head_sha == job.result.head_sha
         assert "eyes" in [c for _, c in s.sim.get_repo(REPO).issues[1].reactions]
 
         # One status comment, created once and edited through every stage in order.
@@ -195,7 +195,7 @@ async def test_budget_exhausted_keeps_a_wip_branch_with_a_failed_check(
         s.sim.add_repo(REPO, {**CALC_WITH_TESTS, ".github/handoff.yml": config})
         job = await s.handed_over(REPO, "Fix add", "fix it")
         assert job.state == "failed" and job.category == "budget-exhausted"
-        branch, head = job.result["wip_branch"], job.result["head_sha"]
+        branch, head = job.result.wip_branch, job.result.head_sha
         assert branch.startswith("agent/issue-1-fix-add") and branch in branches(s)
         repo = s.sim.get_repo(REPO)
         subject = simgit("log", "-1", "--format=%s", branch, cwd=repo.path)

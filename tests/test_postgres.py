@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from bot.store import Store
+from bot.jobs.store import Store
 
 
 async def test_store_on_postgres(pg_url: str) -> None:

@@ -14,9 +14,9 @@ from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
 from helpers import package_index
 
 from bot.config import PROMPTS
-from bot.repo_config import parse_repo_config
-from bot.spec import Templates
-from devkit.devstack import stack
+from bot.executor.repo_config import parse_repo_config
+from bot.executor.spec import Templates
+from devkit.stack import stack
 
 README = Path(__file__).parent.parent / "README.md"
 WHEELS = Path("/usr/share/python-wheels")  # Debian's setuptools and wheel (python3-pip-whl)
@@ -62,7 +62,7 @@ async def test_the_readme_example_runs_a_job_with_the_default_image(tmp_path: Pa
             job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
             assert job.state == "succeeded", job.reason
             assert "setup_warning" not in job.result
-            assert "pass" in job.result["tests_after"] and "1 passed" in job.result["tests_after"]
+            assert "pass" in job.result.tests_after and "1 passed" in job.result.tests_after
             pr = next(i for i in s.sim.get_repo(REPO).issues.values() if i.pull)
             assert pr.pull is not None and pr.pull.draft  # `draft: true`
             assert f"Setup: `{example['setup_command']}`" in pr.body

@@ -19,8 +19,8 @@ import yaml
 from sim import simulator
 
 from bot.config import ROOT, Settings
-from bot.github import GitHubApp
-from bot.registration import Registration, new_app_url, register, web_url, write_env
+from bot.github.client import GitHubApp
+from bot.github.registration import Registration, new_app_url, register, web_url, write_env
 from devkit.simulator import Simulator
 
 HOOK = "https://handoff.example.org/webhook"

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from bot.reporter import CUT_MARK, GitHubReporter, failure_comment, shorten
-from bot.status import MAX_BODY, STAGES, StatusComment, marker
-from bot.store import Job
-from bot.worker import Unreportable
-from devkit.devstack import stack
+from bot.jobs.store import Job
+from bot.jobs.worker import Unreportable
+from bot.reporter.report import CUT_MARK, GitHubReporter, failure_comment, shorten
+from bot.reporter.status import MAX_BODY, STAGES, StatusComment, marker
+from devkit.stack import stack
 
 REPO = "acme/calc"
 
@@ -178,7 +178,7 @@ def test_a_status_body_never_passes_github_s_limit(size: int) -> None:
 
 
 async def test_agent_progress_reads_as_a_person_would() -> None:
-    from bot.agent.budget import Spend
+    from bot.executor.agent.budget import Spend
 
     gh = FakeIssue()
     status = StatusComment(gh, 1, 2, interval=0)  # type: ignore[arg-type]

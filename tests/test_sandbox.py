@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.sandbox import Backend, Limits, Sandbox, SandboxError
-from bot.sandbox.bubblewrap import BubblewrapBackend
-from bot.sandbox.container import ContainerBackend
+from bot.executor.sandbox import Backend, Limits, Sandbox, SandboxError
+from bot.executor.sandbox.bubblewrap import BubblewrapBackend
+from bot.executor.sandbox.container import ContainerBackend
 
 IMAGE = os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev")
 LIST_INTERFACES = "python3 -c \"import socket; print(*(n for _, n in socket.if_nameindex()))\""
@@ -158,7 +158,7 @@ async def test_orphan_of_killed_worker_is_removed(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     code = ("import asyncio, sys, pathlib\n"
-            "from bot.sandbox.container import ContainerBackend\n"
+            "from bot.executor.sandbox.container import ContainerBackend\n"
             "async def main():\n"
             f"    b = ContainerBackend('podman', {IMAGE!r})\n"
             f"    await b.start('orphan-1', pathlib.Path({str(ws)!r}))\n"

@@ -6,15 +6,15 @@ import pytest
 from jinja2 import UndefinedError
 
 from bot.config import PROMPTS
-from bot.repo_config import RepoConfigError, parse_repo_config
-from bot.spec import (
+from bot.executor.repo_config import RepoConfigError, parse_repo_config
+from bot.executor.spec import (
     Templates,
     acceptance_criteria,
     build_inputs,
     choose_template,
     strip_hidden,
 )
-from bot.verdict import Verdict
+from bot.executor.verdict import Verdict
 
 TEMPLATES = Templates(PROMPTS)
 

@@ -6,10 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from bot.reporter import CUT_MARK, failure_comment, shorten
-from bot.sandbox import CommandResult
-from bot.testrun import PYTEST, TestReport, discover_from, interpret, parse_junit, parse_output
-from bot.verdict import RISK_NO_EVIDENCE, TITLE_NOT_RUN, TITLE_REGRESSED, compare, decide
+from bot.executor.sandbox import CommandResult
+from bot.executor.testrun import (
+    PYTEST,
+    TestReport,
+    discover_from,
+    interpret,
+    parse_junit,
+    parse_output,
+)
+from bot.executor.verdict import RISK_NO_EVIDENCE, TITLE_NOT_RUN, TITLE_REGRESSED, compare, decide
+from bot.reporter.report import CUT_MARK, failure_comment, shorten
 
 OUT = Path(__file__).parent / "fixtures" / "runner-output"  # made by running each runner here
 
@@ -182,7 +189,7 @@ def test_a_long_summary_is_cut_on_a_word_and_quoted_whole() -> None:
     summary = "word " * 200
     cut = shorten(summary, 500)
     assert cut.endswith(CUT_MARK) and cut[:-len(CUT_MARK)].endswith("word")
-    from bot.store import Job
+    from bot.jobs.store import Job
 
     job = Job(id=1, kind="implement", repo="o/r", installation_id=1, issue_number=1,
               pr_number=None, branch=None, state="failed", stage="", requested_by="a",

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from helpers import SECRET, WEBHOOKS, comment, headers, labeled, sign
 
-from bot.serving import running
-from bot.store import Store
-from bot.web import create_app, signature_ok
+from bot.jobs.store import Store
+from bot.receiver.web import create_app, signature_ok
+from bot.server import running
 from handlers import Context
 
 
@@ -243,7 +243,7 @@ async def test_a_handler_bug_is_a_500_logged_with_the_delivery_id(
     """A handler that fails on a payload it declares fine is Handoff's bug: GitHub sees a
     failed delivery (and the redelivery sweep asks for it again), the log names it."""
     import handlers
-    from bot.decisions import Decision, Event
+    from bot.receiver.decisions import Decision, Event
     from handlers.router import Router
 
     broken = Router()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Job, Store
-from bot.worker import JobFailed, JobResult, UnconfiguredRunner, Worker
+from bot.jobs.store import Job, Store
+from bot.jobs.worker import JobFailed, JobResult, UnconfiguredRunner, Worker
 
 HERE = Path(__file__).parent
 
@@ -138,7 +138,7 @@ async def test_killed_worker_process_job_is_taken_over(tmp_path: Path) -> None:
 async def test_rate_limited_job_is_parked_not_held(store: Store) -> None:
     import time
 
-    from bot.worker import JobDeferred
+    from bot.jobs.worker import JobDeferred
 
     class Limited:
         calls = 0
@@ -209,8 +209,8 @@ async def test_the_worker_forgets_old_deliveries(store: Store, tmp_path: Path) -
     import time
 
     from bot.config import Settings
-    from bot.db import deliveries
-    from bot.services import build_worker
+    from bot.jobs.schema import deliveries
+    from bot.wiring import build_worker
 
     settings = Settings(data_dir=tmp_path, app_id=None, private_key=None,
                         delivery_retention_days=30)
@@ -246,8 +246,8 @@ async def test_one_of_several_workers_claims_a_queued_job_s_announcement(
     await queue(store)
     reads = [(await store.queued())[0] for _ in range(3)]  # all read before anyone claims
     wins = [await store.update_queued(job.id, unchanged_since=job.updated_at,
-                                      result={**job.result, "announced": True})
+                                      result=job.result.with_(announced=True))
             for job in reads]
     assert wins == [True, False, False]
     [job] = await store.queued()
-    assert job.result["announced"] is True
+    assert job.result.announced is True

@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-from bot.workspace import Workspaces
+from bot.executor.workspace import Workspaces
 
 
 def origin(tmp_path: Path) -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bot.store import Job, Store
-from bot.worker import JobResult, LogReporter, Worker
+from bot.jobs.store import Job, Store
+from bot.jobs.worker import JobResult, LogReporter, Worker
 
 
 class Runner:

@@ -23,8 +23,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from bot.config import Settings
+from bot.jobs.store import Job, Store
 from bot.logs import redact
-from bot.store import Job, Store
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "handoff_dashboard"
@@ -191,16 +191,15 @@ class Dashboard:
     # -- data --------------------------------------------------------------------------
     def row(self, job: Job) -> dict[str, Any]:
         """What the pages show of a job."""
-        result = job.result or {}
-        spend = result.get("spend") or {}
-        timings = result.get("timings") or {}
-        pr_url = str(result.get("pr_url") or (
+        result = job.result
+        spend, timings = result.spend, result.timings
+        pr_url = str(result.pr_url or (
             f"{self.github}/{job.repo}/pull/{job.pr_number}" if job.pr_number else ""))
         end = job.finished_at or (time.time() if job.state == "running" else None)
         return {
             "id": job.id, "repo": job.repo, "kind": job.kind, "state": job.state,
-            "stage": result.get("final_stage") if job.state == "succeeded" and
-            result.get("final_stage") else job.stage,
+            "stage": result.final_stage if job.state == "succeeded" and
+            result.final_stage else job.stage,
             "issue": job.issue_number, "pr_number": job.pr_number,
             "issue_url": f"{self.github}/{job.repo}/issues/{job.issue_number}",
             "pr_url": pr_url if pr_url.startswith(("https://", "http://")) else "",
@@ -211,11 +210,11 @@ class Dashboard:
             "elapsed": (end - job.started_at) if job.started_at and end else None,
             "timings": timings, "cost": spend.get("cost_usd"), "steps": spend.get("steps"),
             "tokens": (spend.get("input_tokens") or 0) + (spend.get("output_tokens") or 0),
-            "model": result.get("model", ""), "summary": redact(str(result.get("summary", ""))),
+            "model": result.model, "summary": redact(result.summary),
         }
 
     def transcript_path(self, job: Job) -> Path:
-        given = (job.result or {}).get("transcript")
+        given = job.result.transcript
         return Path(given) if given else \
             self.settings.data_dir / "transcripts" / f"job-{job.id}.jsonl"
 

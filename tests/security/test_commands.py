@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from agent_fixtures import BUGGY_REPO, CALC_WITH_TESTS, FIX_SCRIPT
 
-from devkit.devstack import Stack, stack
+from devkit.stack import Stack, stack
 
 REPO = "acme/calc"
 

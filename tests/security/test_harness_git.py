@@ -16,8 +16,8 @@ import pytest
 from agent_fixtures import CALC_WITH_TESTS, FIX_SCRIPT
 
 from bench import security
-from devkit.devstack import stack
 from devkit.simulator.git import git as simgit
+from devkit.stack import stack
 
 REPO = "acme/calc"
 
@@ -119,7 +119,7 @@ async def test_settings_and_instructions_come_from_the_default_branch_not_the_ag
         s.sim.comment(REPO, pr.number, "/retry check again", "acme")
         again = await s.wait_job(lambda j: j.kind == "retry")
         # The agent branch's handoff.yml set neither the tests nor a setup with network.
-        assert "PLANTED" not in json.dumps(again.result), again.result
+        assert "PLANTED" not in json.dumps(again.result.dump()), again.result
         assert "SETUP-RAN" not in simgit("ls-tree", "-r", "--name-only", pr.pull.head,
                                          cwd=repo.path)
         seen = json.dumps(s.model.requests) + json.dumps(

@@ -1,0 +1,88 @@
+"""What the agent is given: the spec (from a template) and the agent itself, with its budget,
+model and transcript."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.config import Settings
+from bot.executor.agent.budget import Budget, Spend
+from bot.executor.agent.external import ExternalAgent
+from bot.executor.agent.loop import Agent
+from bot.executor.agent.models import make_model
+from bot.executor.agent.transcript import Transcript
+from bot.executor.gitops import NO_DRIVERS
+from bot.executor.run import Run
+from bot.executor.spec import Templates, choose_template, strip_hidden
+from bot.jobs.store import Store
+from bot.prices import price_for
+
+
+async def write_spec(run: Run, templates: Templates, store: Store,
+                     template_labels: dict[str, str]) -> str:
+    """The spec: the issue's template for a new job; for an iteration, the diff so far, the
+    feedback and (for a review) the reviewer's threads."""
+    job, inputs, record = run.job, run.inputs, run.record
+    assert inputs is not None
+    common: dict[str, Any] = dict(test_command=record.test_command,
+                                  baseline=record.tests_before if record.test_command else "")
+    record.inputs_seen, record.inputs_excluded = inputs.seen(), inputs.excluded
+    record.criteria = inputs.criteria
+    if job.kind == "implement":
+        name = choose_template(inputs.labels, {**template_labels, **run.config.templates})
+        if job.feedback:
+            inputs.comments.append({"author": job.requested_by,
+                                    "body": strip_hidden(job.feedback)})
+        record.template = name
+        return templates.spec(name, inputs, **common)
+    assert run.checkout is not None
+    diff = await run.checkout.git("diff", *NO_DRIVERS,
+                                  f"refs/remotes/origin/{run.base}...{run.start_sha}")
+    origin = await store.get_job(int(job.context.get("origin_job", 0) or 0))
+    previous = (origin.result.summary if origin else "") or job.result.summary
+    extra = dict(requested_by=job.requested_by, feedback=strip_hidden(job.feedback),
+                 previous_summary=previous, diff=diff[:30_000], base_branch=run.base, **common)
+    if job.kind == "review":
+        extra["review_comments"] = await review_threads(run)
+    record.template = job.kind
+    return templates.spec(job.kind, inputs, **extra)
+
+
+async def review_threads(run: Run) -> list[dict[str, Any]]:
+    """The reviewer's new threads on the pull request (recorded, to be answered later)."""
+    job = run.job
+    assert job.pr_number is not None
+    review_id = job.context.get("review_id")
+    threads = [c for c in await run.gh.review_comments(job.pr_number)
+               if not c.get("in_reply_to_id") and
+               (review_id is None or c.get("pull_request_review_id") in (None, review_id))
+               and (c.get("user") or {}).get("login") == job.requested_by]
+    run.record.review_threads = [c["id"] for c in threads]
+    return [{"path": c["path"], "line": c.get("line"), "author": c["user"]["login"],
+             "body": strip_hidden(c["body"])} for c in threads]
+
+
+def make_agent(run: Run, settings: Settings) -> Agent | ExternalAgent:
+    """The built-in agent (or the configured CLI), with the job's budget and transcript."""
+    s, b = settings, run.config.budget
+    model_name = run.config.model or s.model_name
+    price_in, price_out = price_for(model_name, s.prices)  # logs a model it has no price for
+    budget = Budget(max_steps=b.max_steps or s.max_steps, max_tokens=b.max_tokens or s.max_tokens,
+                    max_cost_usd=b.max_cost_usd or s.max_cost_usd,
+                    max_wall_seconds=b.max_wall_seconds or s.max_wall_seconds,
+                    price_in=price_in, price_out=price_out)
+    key = s.model_api_key.get_secret_value() if s.model_api_key else None
+    transcript = Transcript(s.data_dir / "transcripts" / f"job-{run.job.id}.jsonl",
+                            secrets=(key or "",))
+    run.record.transcript, run.record.model = str(transcript.path), model_name
+    if s.agent_command:
+        return ExternalAgent(s.agent_command, s.agent_env, budget, transcript)
+    model = make_model(s.model_provider, s.model_base_url, model_name, key, s.model_timeout)
+
+    async def progress(spend: Spend) -> None:
+        await run.write(result=run.record.with_(spend=spend.as_dict()))
+        if run.status:
+            await run.status.agent_progress(spend)
+
+    return Agent(model, budget, transcript, s.command_timeout, progress,
+                 keep_observations=s.keep_observations)

@@ -1,0 +1,98 @@
+"""What the agent changed: files, safety checks before a push, and notes for reviewers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from bot.executor.gitops import NO_DRIVERS, Checkout
+from bot.logs import SECRET_PATTERNS
+
+RISKY = re.compile(r"(^|/)(\.github/|Dockerfile|setup\.py|pyproject\.toml|package(-lock)?\.json"
+                   r"|requirements[^/]*\.txt|.*\.lock$|Makefile|.*\.ya?ml$)")
+TEST_PATH = re.compile(r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.[a-z]+$|[^/]*\.test\.[a-z]+$)")
+
+
+@dataclass
+class FileChange:
+    path: str
+    added: int
+    removed: int
+
+
+async def changed_files(co: Checkout, base: str) -> list[FileChange]:
+    """Files that differ between ``base`` and the work tree (staged everything first)."""
+    await co.git("add", "-A")
+    out = await co.git("diff", "--cached", "--numstat", "--no-renames", "-z", *NO_DRIVERS, base)
+    files = []
+    for record in out.split("\0"):
+        if record:
+            added, removed, path = record.split("\t", 2)
+            files.append(FileChange(path, int(added) if added.isdigit() else 0,
+                                    int(removed) if removed.isdigit() else 0))
+    return files
+
+
+async def refusal(co: Checkout, base: str, files: list[FileChange]) -> str | None:
+    """Why this change must not be pushed, or None."""
+    workflows = [f.path for f in files if f.path.startswith(".github/workflows/")]
+    if workflows:
+        return (f"the change edits {', '.join(workflows)}; Handoff never pushes changes to "
+                "GitHub Actions workflows (the App has no workflows permission)")
+    if why := await _odd_entries(co, [f.path for f in files]):
+        return why
+    diff = await co.git("diff", "--cached", "-U0", "--no-renames", *NO_DRIVERS, base)
+    for line in diff.splitlines():
+        if line.startswith("+") and not line.startswith("+++") and SECRET_PATTERNS.search(line):
+            return "the change adds a line that looks like a secret (a token or private key)"
+    return None
+
+
+async def _odd_entries(co: Checkout, paths: list[str]) -> str | None:
+    """Symlinks that leave the repository and embedded repositories are never pushed."""
+    if not paths:
+        return None
+    staged = await co.git("ls-files", "-s", "-z", "--", *paths)
+    for record in staged.split("\0"):
+        if not record:
+            continue
+        meta, path = record.split("\t", 1)
+        mode, sha = meta.split(" ")[:2]
+        if mode == "160000":
+            return f"the change adds `{path}` as an embedded git repository (a gitlink)"
+        if mode == "120000":
+            target = await co.git("cat-file", "blob", sha)
+            if leaves_repo(path, target):
+                return (f"the change adds `{path}` as a symlink to `{target[:200]}`, outside "
+                        "the repository")
+    return None
+
+
+def leaves_repo(path: str, target: str) -> bool:
+    """Whether a symlink at ``path`` pointing at ``target`` resolves outside the repository."""
+    if target.startswith("/") or not target:
+        return True
+    depth = len(PurePosixPath(path).parent.parts)
+    for part in PurePosixPath(target).parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            return True
+    return False
+
+
+def review_notes(files: list[FileChange], regression: bool) -> tuple[str, list[str]]:
+    """What a reviewer should check first, and the risky parts of the change."""
+    code = [f for f in files if not TEST_PATH.search(f.path)]
+    biggest = max(code or files, key=lambda f: f.added + f.removed)
+    check_first = f"`{biggest.path}`, the largest change (+{biggest.added} −{biggest.removed})"
+    risks = []
+    if regression:
+        risks.append("tests that passed on the base commit fail after the change")
+    risks += [f"`{f.path}` is build, dependency or CI configuration" for f in files
+              if RISKY.search(f.path)]
+    removed = [f for f in files if f.removed > f.added and f.removed >= 20]
+    risks += [f"`{f.path}` loses {f.removed} lines" for f in removed]
+    if not any(TEST_PATH.search(f.path) for f in files):
+        risks.append("no test file was added or changed")
+    return check_first, risks or ["none found by Handoff's checks; read the diff all the same"]

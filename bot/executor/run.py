@@ -1,0 +1,77 @@
+"""One job in flight: what the steps found so far, and the lease-checked writes of its record."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot import logs, metrics
+from bot.executor.gitops import Checkout
+from bot.executor.repo_config import RepoConfig
+from bot.executor.sandbox import Sandbox
+from bot.executor.spec import SpecInputs
+from bot.github.client import RepoClient
+from bot.jobs.record import JobRecord
+from bot.jobs.store import Job, Store
+from bot.reporter.status import StatusComment
+
+
+@dataclass
+class Run:
+    """The state of one job as the steps work through it; ``record`` is what is stored."""
+
+    job: Job
+    gh: RepoClient
+    store: Store
+    record: JobRecord
+    status: StatusComment | None = None
+    sandbox: Sandbox | None = None
+    checkout: Checkout | None = None
+    clone_url: str = ""
+    config: RepoConfig = field(default_factory=RepoConfig)
+    issue: dict[str, Any] = field(default_factory=dict)
+    base: str = ""
+    inputs: SpecInputs | None = None
+    start_sha: str = ""
+    last_mark: float = field(default_factory=time.monotonic)
+
+    def mark(self, stage: str) -> None:
+        """Record how long the stage that just ended took (``record.timings``)."""
+        now = time.monotonic()
+        self.record.timings[stage] = round(now - self.last_mark, 3)
+        metrics.STAGE_SECONDS.labels(stage).observe(now - self.last_mark)
+        self.last_mark = now
+
+    async def write(self, **columns: Any) -> None:
+        """Every write of a running job checks its lease token (LeaseLost if it is gone)."""
+        await self.store.update_held(self.job.id, self.job.lease_token, **columns)
+
+    async def save(self, **columns: Any) -> None:
+        await self.write(result=self.record, **columns)
+
+    async def stage(self, stage: str, detail: str = "", force: bool = True) -> None:
+        """Enter a stage: logged, shown in the status comment, saved (so a job taken over
+        after a crash keeps its status comment)."""
+        logs.enter_stage(stage)
+        if self.status is not None:
+            await self.status.set(stage, detail, force=force)
+            self.record.status_comment_id = self.status.comment_id
+        await self.write(stage=stage, result=self.record)
+
+
+async def finish_despite_cancel(work: Awaitable[None]) -> None:
+    """Run clean-up to its end even when the job is cancelled (again) meanwhile, so no
+    sandbox or workspace outlives a cancelled job; the cancellation is raised afterwards."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError

@@ -1,0 +1,170 @@
+"""The job runner: from a claimed job to a pull request, a commit, or a stated failure. It only
+sequences the steps (prepare, setup, work, delivery) and hands GitHub writes to the reporter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from bot.config import Settings
+from bot.executor.agent.budget import Spend
+from bot.executor.agent.loop import AgentResult
+from bot.executor.briefing import write_spec
+from bot.executor.changes import FileChange, changed_files, refusal
+from bot.executor.delivery import commit_and_push, keep_work, pushed_before
+from bot.executor.gitops import Checkout, GitError
+from bot.executor.iterations import earlier, entry, total_spend
+from bot.executor.prepare import prepare
+from bot.executor.run import Run, finish_despite_cancel
+from bot.executor.sandbox import Backend, SandboxError
+from bot.executor.setup import start_sandbox
+from bot.executor.spec import Templates
+from bot.executor.testrun import discover, not_run
+from bot.executor.verdict import Verdict
+from bot.executor.work import baseline, judge, run_agent
+from bot.executor.workspace import Workspaces
+from bot.github.client import GitHubApiError, GitHubApp
+from bot.jobs.states import Failure
+from bot.jobs.store import Job, LeaseLost, Store
+from bot.jobs.worker import JobDeferred, JobFailed, JobResult
+from bot.reporter import wording
+from bot.reporter.conversation import Conversation
+from bot.reporter.pull_request import Delivered, PullRequestWriter
+from bot.reporter.report import shorten
+
+log = logging.getLogger("handoff.executor")
+
+
+class JobRunner:
+    """Runs implement, retry and review jobs end to end."""
+
+    def __init__(self, settings: Settings, store: Store, github: GitHubApp, backend: Backend,
+                 conversation: Conversation) -> None:
+        self.settings, self.store, self.github, self.backend = settings, store, github, backend
+        self.conversation = conversation
+        self.templates = Templates(settings.prompts_dir)
+        self.workspaces = Workspaces(settings.data_dir)
+
+    async def run(self, job: Job) -> JobResult:
+        if job.installation_id is None:
+            raise JobFailed(Failure.SETUP_FAILED, wording.NO_INSTALLATION)
+        run = Run(job, self.github.repo(job.installation_id, job.repo), self.store,
+                  job.result.model_copy(deep=True))
+        try:
+            return await self._run(run)
+        except JobFailed as exc:
+            exc.result = exc.result or run.record
+            raise
+        except GitHubApiError as exc:
+            if exc.retry_at is not None:  # park the job; no worker sits waiting
+                raise JobDeferred(exc.retry_at, str(exc), run.record) from exc
+            raise JobFailed(Failure.GITHUB_ERROR, str(exc), run.record) from exc
+        except (SandboxError, GitError) as exc:
+            raise JobFailed(Failure.SETUP_FAILED, str(exc), run.record) from exc
+        finally:
+            await finish_despite_cancel(self._clean_up(run))
+
+    async def _clean_up(self, run: Run) -> None:
+        """Save what the job did and remove its sandbox and workspace, whatever happens (a
+        lost lease refuses the save; the sandbox goes all the same)."""
+        try:
+            with contextlib.suppress(LeaseLost):
+                await run.save()
+        finally:
+            if run.sandbox is not None:
+                await run.sandbox.close()
+            self.workspaces.remove(run.job.id)
+
+    async def _run(self, run: Run) -> JobResult:
+        if why := await self.conversation.not_permitted(run.job):
+            raise JobFailed(Failure.NOT_PERMITTED, why)
+        run.mark("permission")
+        run.status = await self.conversation.acknowledge(run.gh, run.job, run.record)
+        resumed = run.job.attempts > 1 or run.job.stage not in ("", "queued", "rate-limited")
+        await run.stage("preparing", self.conversation.resumed(run.job.stage) if resumed else "")
+        co = await prepare(run, self.workspaces, self.templates.names(),
+                           self.settings.trigger_label)
+        if resumed and (head := await pushed_before(run, co)):
+            return await self._open_pushed(run, co, head)
+        await start_sandbox(run, co, self.backend, self.workspaces, self.settings)
+        outcome = await self._work(run, co)
+        return await self._deliver(run, co, outcome)
+
+    async def _work(self, run: Run, co: Checkout) -> AgentResult:
+        """The baseline tests (beside the agent, or before it after a setup), the agent, then
+        the tests again and the verdict."""
+        tests = await discover(co, run.record.base_sha, run.config.test_command)
+        run.record.test_command = tests.command if tests else ""
+        run.record.test_command_reason = tests.reason if tests else ""
+        before = asyncio.ensure_future(baseline(run, tests.command, self.backend,
+                                                self.workspaces)) if tests else None
+        try:
+            if run.record.setup_command and before is not None:
+                await asyncio.shield(before)
+            spec = await write_spec(run, self.templates, self.store,
+                                    self.settings.template_labels)
+            outcome = await run_agent(run, spec, self.settings)
+            report = await before if before is not None else not_run()
+        finally:
+            if before is not None and not before.done():
+                before.cancel()
+                await asyncio.gather(before, return_exceptions=True)
+        await judge(run, tests, report, self.store)
+        return outcome
+
+    async def _deliver(self, run: Run, co: Checkout, outcome: AgentResult) -> JobResult:
+        """Check the change, push it, and open or update the pull request."""
+        files = await changed_files(co, run.start_sha)
+        if not outcome.finished:
+            await keep_work(run, files, outcome, self.settings)
+            raise JobFailed(outcome.category, outcome.stop_reason)
+        if not files:
+            raise JobFailed(Failure.NO_CHANGES, wording.NO_CHANGES.format(
+                summary=shorten(outcome.summary, 500)))
+        if why := await refusal(co, run.start_sha, files):
+            raise JobFailed(Failure.PUSH_REFUSED, why)
+        await run.stage("pushing")
+        title = (outcome.summary.splitlines() or ["Agent change"])[0][:72]
+        head = await commit_and_push(run, co, self.settings, title)
+        run.record.head_sha, run.record.pushed_branch = head, run.record.branch
+        await run.save()  # a job resumed after this finds its commit and opens the PR
+        run.mark("push")
+        return await self._open_pr(run, files, outcome.spend.line(), head)
+
+    async def _open_pushed(self, run: Run, co: Checkout, head: str) -> JobResult:
+        """Go on from an earlier attempt's push: open the pull request for it."""
+        log.info("job %s: resumed after its push (%s); opening the pull request", run.job.id,
+                 head[:7])
+        run.record.head_sha, run.record.pushed_branch = head, run.record.branch
+        await run.stage("pushing", wording.RESUMED_AFTER_PUSH.format(head=head[:7]))
+        fork = (await co.git("merge-base", "HEAD", f"refs/remotes/origin/{run.base}")).strip()
+        spend = Spend.saved(run.record.spend)
+        return await self._open_pr(run, await changed_files(co, fork), spend.line(), head)
+
+    async def _open_pr(self, run: Run, files: list[FileChange], spend_line: str, head: str
+                       ) -> JobResult:
+        """After the push: the pull request, the review summary, the check run, and the
+        status comment's last word."""
+        assert run.inputs is not None
+        record, writer = run.record, PullRequestWriter(run.gh, self.templates,
+                                                       self.settings.public_url)
+        verdict = Verdict(**record.verdict)
+        history, _ = await earlier(self.store, run.job)
+        record.iterations = history + [entry(run.job, record, verdict.evidence)]
+        delivered = Delivered(run.job, record, run.inputs, run.issue["title"], record.summary,
+                              head, files, spend_line)
+        draft = self.settings.draft_prs if run.config.draft is None else run.config.draft
+        pr = await writer.pull_request(delivered, verdict, record.iterations,
+                                       total_spend(record.iterations), draft)
+        record.pr_number, record.pr_url = pr["number"], pr["html_url"]
+        await run.write(pr_number=pr["number"])
+        await writer.review_summary(pr["number"], files, verdict)
+        if run.job.kind == "review":
+            await writer.answer_review(delivered)
+        await writer.check_run(delivered, verdict)
+        run.mark("pr")
+        record.final_stage = verdict.stage
+        record.final_detail = writer.done(pr["html_url"], verdict, spend_line)
+        await run.stage(verdict.stage, record.final_detail)
+        return JobResult(record.summary, record)

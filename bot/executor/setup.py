@@ -1,0 +1,85 @@
+"""The sandbox step: start the job's sandbox and install what the repository needs, with egress
+to the allowed hosts only, then close the network."""
+
+from __future__ import annotations
+
+import re
+
+from bot.config import Settings
+from bot.executor.dependencies import Setup, default_setup
+from bot.executor.gitops import Checkout
+from bot.executor.run import Run
+from bot.executor.sandbox import Backend, CommandResult, Sandbox
+from bot.executor.testrun import last_line, not_run
+from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
+from bot.jobs.states import Failure
+from bot.jobs.worker import JobFailed
+from bot.reporter import wording
+
+
+async def start_sandbox(run: Run, co: Checkout, backend: Backend, workspaces: Workspaces,
+                        settings: Settings) -> None:
+    """Start the sandbox and run the setup: the configured one, else an install of the
+    dependencies the repository declares."""
+    config, record = run.config, run.record
+    setup = Setup(config.setup_command, "set as `setup_command` in `.github/handoff.yml`") \
+        if config.setup_command else None
+    if config.setup_command is None:
+        setup = await default_setup(co, record.base_sha)
+    record.setup_command = setup.command if setup else ""
+    record.setup_reason = setup.reason if setup else ""
+    egress = [*settings.egress_allow, *config.network.allow, *settings.package_index_hosts()] \
+        if setup else []
+    mirror = workspaces.mirror_path(run.job.repo) / "objects"
+    run.sandbox = await backend.start(run.job.id, co.work_tree, egress=egress,
+                                      image=config.image, owner=run.job.lease_owner or "",
+                                      mounts=[(mirror, SANDBOX_OBJECTS)])
+    run.mark("sandbox")
+    if setup is None:
+        return
+    await run.stage("setup", wording.INSTALLING.format(command=setup.command))
+    done = await run.sandbox.exec(setup.command, env=settings.package_index_env() or None)
+    check_limits(run)
+    await run.sandbox.set_egress([])
+    await keep_out_of_changes(co)
+    run.mark("setup")
+    if done.ok:
+        return
+    why = f"`{setup.command}` ended with {done.describe()}: {test_line(done)}"
+    if config.setup_command:
+        raise JobFailed(Failure.SETUP_FAILED, wording.SETUP_COMMAND_FAILED.format(why=why))
+    # A guessed setup that fails does not stop the job: the PR says so, and the tests before
+    # and after tell what it cost.
+    record.setup_warning = wording.SETUP_WARNING.format(why=why)
+
+
+async def keep_out_of_changes(co: Checkout) -> None:
+    """What the setup left in the work tree (``node_modules/``, ``*.egg-info``, a virtualenv)
+    is no part of the agent's change: excluded in the trusted git directory."""
+    made = await co.git("ls-files", "--others", "--exclude-standard", "--directory", "-z")
+    paths = [p for p in made.split("\0") if p]
+    if paths:
+        (co.git_dir / "info").mkdir(exist_ok=True)
+        with (co.git_dir / "info" / "exclude").open("a") as exclude:
+            exclude.writelines("/" + re.sub(r"([\\*?\[\]!#])", r"\\\1", p) + "\n"
+                               for p in paths)
+
+
+def check_limits(run: Run, box: Sandbox | None = None) -> None:
+    """Record refused egress; a command stopped by the disk limit ends the job."""
+    box = box or run.sandbox
+    assert box is not None
+    if box is run.sandbox:
+        run.record.egress_denied = box.egress_denied
+    if (hit := box.limit_hit) is not None:
+        raise JobFailed(hit.limit or "sandbox-limit", hit.describe())
+
+
+def test_line(result: CommandResult | None) -> str:
+    """A one-line account of a command's run: its verdict and last line of output (progress
+    dots left out)."""
+    if result is None:
+        return not_run().line()
+    last = last_line(result.stdout + "\n" + result.stderr)
+    verdict = "pass" if result.ok else ("timed out" if result.timed_out else "fail")
+    return f"{verdict} — {last}" if last else verdict

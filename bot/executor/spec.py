@@ -1,0 +1,187 @@
+"""Specs: issue text made safe, acceptance criteria found, templates rendered strictly."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from bot.executor.gitops import Checkout
+from bot.receiver.decisions import looks_like_bot
+
+HTML_COMMENT = re.compile(r"<!--.*?(-->|$)", re.DOTALL)
+# Invisible characters: zero-width, bidirectional controls, tag characters, variation
+# selectors, and the fillers that render as blank (Hangul fillers, combining grapheme joiner).
+HIDDEN_CHARS = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f"
+    "\U000e0100-\U000e01ef]")
+HIDDEN_HTML = re.compile(
+    r"<(details|picture|img|span|div|p)[^>]*(hidden|display:\s*none|alt=)[^>]*>.*?</\1>|"
+    r"<img[^>]*>", re.DOTALL | re.IGNORECASE)
+TITLE_ATTR = re.compile(r"""\s(title|alt|aria-label)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""",
+                        re.IGNORECASE)
+# Markdown that renders to nothing a reader sees: image alt text, link titles, and
+# reference definitions such as ``[//]: # (a note)``.
+MD_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]*)[^)]*\)")
+MD_LINK_TITLE = re.compile(r"(\[[^\]]*\]\([^)\s]+)\s+(\"[^\"]*\"|'[^']*'|\([^)]*\))\)")
+MD_REFERENCE = re.compile(r"^[ \t]{0,3}\[[^\]]+\]:.*$", re.MULTILINE)
+FENCE_TAG = re.compile(r"<(/?)(\s*issue-data)", re.IGNORECASE)
+CHECKLIST = re.compile(r"^\s*[-*]\s+\[[ xX]\]\s+(.+?)\s*$", re.MULTILINE)
+# Headings that open or close a criteria section: a Markdown heading, a bold line, or a short
+# label ending in a colon (the text after it belongs to the section).
+SECTION = re.compile(r"^\s{0,3}(?:#{1,6}\s+(?P<md>[^#]+?)\s*:?\s*#*\s*$|"
+                     r"(?:\*\*|__)(?P<bold>[^*_]{2,40}?)\s*:?\s*(?:\*\*|__)\s*:?\s*(?P<brest>.*)$|"
+                     r"(?P<label>[A-Za-z][A-Za-z /]{2,40}):\s*(?P<lrest>.*)$)")
+CRITERIA_HEADING = re.compile(r"^(acceptance criteria|expected( behaviou?r| result| outcome)?|"
+                              r"definition of done)$", re.IGNORECASE)
+LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md", ".github/copilot-instructions.md")
+MAX_INSTRUCTIONS = 20_000
+
+
+def strip_hidden(text: str | None) -> str:
+    """Keep what a reader of the issue sees: no HTML comments, hidden markup, alt texts,
+    titles, reference definitions or invisible characters (entities decoded first, so an
+    encoded one is caught too). The data fence's own tag is escaped, so issue text can
+    never close the fence it is quoted in."""
+    if not text:
+        return ""
+    text = HIDDEN_CHARS.sub("", html.unescape(text))
+    text = HTML_COMMENT.sub("", text)
+    text = HIDDEN_HTML.sub("", text)
+    text = TITLE_ATTR.sub("", text)
+    text = MD_IMAGE.sub(r"[image](\1)", text)
+    text = MD_LINK_TITLE.sub(r"\1)", text)
+    text = MD_REFERENCE.sub("", text)
+    return FENCE_TAG.sub(r"&lt;\1\2", text).strip()
+
+
+def acceptance_criteria(text: str) -> list[str]:
+    """Criteria the issue states explicitly: checklist items, else the items (or sentences)
+    of an "Acceptance criteria" or "Expected ..." section. Anything else is not a criterion,
+    however it is phrased; an issue without either states none."""
+    items = [m.group(1) for m in CHECKLIST.finditer(text)]
+    if items:
+        return items[:20]
+    out: list[str] = []
+    section: list[str] | None = None
+    inline = False
+    for line in text.splitlines() + [""]:
+        heading = SECTION.match(line)
+        if heading:
+            if section:
+                out += section
+            title = heading.group("md") or heading.group("bold") or heading.group("label")
+            rest = heading.group("brest") or heading.group("lrest") or ""
+            section = [] if CRITERIA_HEADING.match(title.strip()) else None
+            inline = bool(rest.strip())  # "Expected: ..." ends at its paragraph
+            if section is not None and inline:
+                section.append(rest.strip())
+            continue
+        if section is None:
+            continue
+        if LIST_ITEM.match(line):
+            section.append(LIST_ITEM.sub("", line).strip())
+        elif line.strip() and not line.lstrip().startswith(("```", ">")):
+            if section and not LIST_ITEM.match(line) and section[-1] and \
+                    not _ends(section[-1]):
+                section[-1] += " " + line.strip()
+            else:
+                section.append(line.strip())
+        elif not line.strip() and section:
+            out += [s for s in section if s]
+            section = None if inline else []
+    return list(dict.fromkeys(out))[:20]
+
+
+def _ends(text: str) -> bool:
+    return text.endswith((".", "!", "?", ":"))
+
+
+async def repo_instructions(co: Checkout, rev: str) -> list[tuple[str, str]]:
+    """The repository's own instructions for agents at ``rev``, read from git objects: a
+    symlink or anything but a regular file is skipped."""
+    found = []
+    for name in INSTRUCTION_FILES:
+        text = await co.read_blob(rev, name)
+        if text is not None:
+            found.append((name, strip_hidden(text[:MAX_INSTRUCTIONS])))
+    return found
+
+
+def choose_template(labels: list[str], mapping: dict[str, str]) -> str:
+    """The template for an issue's labels; ``default`` when none is mapped."""
+    for label in labels:
+        if label.lower() in mapping:
+            return mapping[label.lower()]
+    return "default"
+
+
+@dataclass
+class SpecInputs:
+    """Everything a spec is rendered from, and the record of what was left out."""
+
+    repo: str
+    issue: dict[str, Any]
+    labels: list[str]
+    comments: list[dict[str, str]] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    criteria: list[str] = field(default_factory=list)
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def seen(self) -> list[str]:
+        out = [f"issue #{self.issue['number']} title and body"]
+        out += [f"comment by @{c['author']}" for c in self.comments]
+        out += [f"`{name}`" for name, _ in self.instructions]
+        return out
+
+
+def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]],
+                 writers: set[str], trigger_label: str,
+                 instructions: list[tuple[str, str]] | None = None) -> SpecInputs:
+    """Clean the issue, keep comments by writers only, find criteria and instructions."""
+    body = strip_hidden(issue.get("body"))
+    clean_issue = {"number": issue["number"], "title": strip_hidden(issue.get("title")),
+                   "body": body}
+    kept, excluded = [], []
+    for c in comments:
+        author = str((c.get("user") or {}).get("login", ""))
+        if looks_like_bot(c.get("user")):
+            continue
+        if author in writers:
+            text = strip_hidden(c.get("body"))
+            if text:
+                kept.append({"author": author, "body": text})
+        else:
+            excluded.append(f"comment {c.get('id')} by @{author}")
+    labels = [str(lb["name"]) for lb in issue.get("labels") or [] if lb["name"] != trigger_label]
+    return SpecInputs(repo, clean_issue, labels, kept, excluded, acceptance_criteria(body),
+                      instructions or [])
+
+
+class Templates:
+    """The prompts directory, rendered strictly: a missing variable is an error."""
+
+    def __init__(self, directory: Path, override: Path | None = None) -> None:
+        paths = [str(override), str(directory)] if override else [str(directory)]
+        self.env = Environment(loader=FileSystemLoader(paths), undefined=StrictUndefined,
+                               keep_trailing_newline=True, autoescape=False)
+
+    def names(self) -> list[str]:
+        return sorted(n[:-3] for n in self.env.list_templates() if n.endswith(".md")
+                      and not n.startswith("_"))
+
+    def render(self, name: str, **context: Any) -> str:
+        return self.env.get_template(f"{name}.md").render(**context).strip() + "\n"
+
+    def spec(self, name: str, inputs: SpecInputs, **extra: Any) -> str:
+        context = dict(repo=inputs.repo, issue=inputs.issue, labels=inputs.labels,
+                       comments=inputs.comments, criteria=inputs.criteria,
+                       instructions=inputs.instructions, test_command="", baseline="")
+        context.update(extra)
+        return self.render(name, **context)

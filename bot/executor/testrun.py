@@ -1,0 +1,450 @@
+"""Test runs: which command, run how, and what came of it, test by test where the runner allows.
+
+The test command comes from `.github/handoff.yml`, or is discovered from the repository's files
+read from git objects of the base commit (never from the work tree, where the agent may have
+planted symlinks). Runs happen in the sandbox; pytest writes JUnit XML to a fresh path in the
+sandbox's /tmp, read back with ``cat`` and parsed here with the standard library (documents
+with a DTD are refused, so no entity is ever expanded or followed). Other runners are read from
+their summary lines.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bot.executor.gitops import Checkout
+from bot.executor.sandbox import CommandResult, Sandbox
+
+JUNIT_CHUNK = 48 * 1024  # under the sandbox's output cap
+JUNIT_MAX = 8 * 1024 * 1024
+MAX_OUTCOMES = 20_000  # per-test results kept in a job's record
+PYTEST = "python3 -m pytest -q -p no:cacheprovider"
+NPM_DEFAULT_TEST = 'echo "Error: no test specified" && exit 1'
+SIMPLE_PYTEST = re.compile(r"^\s*(python3?\s+-m\s+pytest|py\.test|pytest)(\s|$)")
+SHELL_OPERATORS = re.compile(r"[;&|<>`$()\n]")
+
+
+# -- discovery ---------------------------------------------------------------------------------
+
+@dataclass
+class TestCommand:
+    """The command the tests run with, and why that one."""
+
+    __test__ = False  # not a pytest test class
+
+    command: str
+    reason: str
+
+
+async def discover(co: Checkout, rev: str, configured: str | None) -> TestCommand | None:
+    """The configured test command, else one found from the repository's files at ``rev``."""
+    if configured:
+        return TestCommand(configured, "set as `test_command` in `.github/handoff.yml`")
+    listing = await co.git("ls-tree", "-z", "--name-only", rev)
+    names = {n for n in listing.split("\0") if n}
+
+    async def read(path: str) -> str:
+        return (await co.read_blob(rev, path) if path in names else None) or ""
+
+    hints = await _workflow_hints(co, rev, names)
+    return discover_from(names, {n: await read(n) for n in names if n in INTERESTING}, hints)
+
+
+INTERESTING = ("pyproject.toml", "setup.cfg", "tox.ini", "noxfile.py", "pytest.ini",
+               "package.json", "Makefile", "makefile", "GNUmakefile", "requirements-dev.txt",
+               "requirements.txt", "requirements-test.txt")
+
+
+async def _workflow_hints(co: Checkout, rev: str, names: set[str]) -> dict[str, str]:
+    """``run:`` text of the CI workflows, by file name (hints only; never executed as such)."""
+    if ".github" not in names:
+        return {}
+    listing = await co.git("ls-tree", "-z", "--name-only", rev, "--", ".github/workflows/")
+    out = {}
+    for path in sorted(p for p in listing.split("\0") if p.endswith((".yml", ".yaml")))[:20]:
+        text = await co.read_blob(rev, path)
+        if text:
+            out[path] = text[:100_000]
+    return out
+
+
+def discover_from(names: set[str], files: dict[str, str],
+                  workflows: dict[str, str]) -> TestCommand | None:
+    """The test command for a repository with these top-level ``names``, file texts and CI
+    workflow texts; None when nothing says how its tests run."""
+    candidates: list[TestCommand] = []
+    pyproject, setup_cfg, tox = (files.get(n, "") for n in ("pyproject.toml", "setup.cfg",
+                                                          "tox.ini"))
+    python_files = [n for n in names if n.endswith(".py")] + \
+        [n for n in ("tests", "test", "src") if n in names]
+    reqs = " ".join(files.get(n, "") for n in files if n.startswith("requirements"))
+    if "pytest.ini" in names:
+        candidates.append(TestCommand(PYTEST, "`pytest.ini` configures pytest"))
+    if "[tool.pytest" in pyproject:
+        candidates.append(TestCommand(PYTEST, "`pyproject.toml` configures pytest "
+                                      "(`[tool.pytest.ini_options]`)"))
+    if "[tool:pytest]" in setup_cfg:
+        candidates.append(TestCommand(PYTEST, "`setup.cfg` configures pytest (`[tool:pytest]`)"))
+    if "[pytest]" in tox:
+        candidates.append(TestCommand(PYTEST, "`tox.ini` configures pytest (`[pytest]`)"))
+    if "conftest.py" in names:
+        candidates.append(TestCommand(PYTEST, "the repository has a `conftest.py`"))
+    if "tox.ini" in names and "pytest" in tox:
+        candidates.append(TestCommand(PYTEST, "the tox environments in `tox.ini` run pytest "
+                                      "(run directly: the sandbox has no network for tox)"))
+    if "noxfile.py" in names and "pytest" in files.get("noxfile.py", ""):
+        candidates.append(TestCommand(PYTEST, "the nox sessions in `noxfile.py` run pytest "
+                                      "(run directly: the sandbox has no network for nox)"))
+    if python_files and re.search(r"\bpytest\b", pyproject + setup_cfg + reqs):
+        candidates.append(TestCommand(PYTEST, "pytest is among the Python project's "
+                                      "dependencies"))
+    if "tox.ini" in names and "[tox" in tox:
+        candidates.append(TestCommand("tox", "`tox.ini` defines tox environments"))
+    if "noxfile.py" in names:
+        candidates.append(TestCommand("nox", "the repository has a `noxfile.py`"))
+    if ("pyproject.toml" in names or "setup.py" in names or "setup.cfg" in names) and \
+            ("tests" in names or "test" in names):
+        start = "tests" if "tests" in names else "test"
+        candidates.append(TestCommand(f"python3 -m unittest discover -s {start} -t .",
+                                      f"a Python project with a `{start}/` folder and no "
+                                      "pytest configuration"))
+    named = sorted(n for n in names if re.fullmatch(r"test_\w*\.py|\w+_test\.py", n))
+    if named:
+        candidates.append(TestCommand(PYTEST, f"the repository has test modules named as "
+                                      f"pytest finds them (`{named[0]}`)"))
+    elif "tests" in names and not any(c.command.startswith("python3 -m unittest")
+                                      for c in candidates):
+        candidates.append(TestCommand(PYTEST, "the repository has a `tests/` folder (pytest "
+                                      "runs unittest-style tests too)"))
+    if "package.json" in names:
+        script = _npm_test_script(files.get("package.json", ""))
+        if script:
+            tool = "pnpm" if "pnpm-lock.yaml" in names else \
+                "yarn" if "yarn.lock" in names else "npm"
+            candidates.append(TestCommand(f"{tool} test", f"`package.json` has a `test` script "
+                                          f"(`{script[:80]}`)"))
+    if "go.mod" in names:
+        candidates.append(TestCommand("go test ./...", "the repository is a Go module "
+                                      "(`go.mod`)"))
+    if "Cargo.toml" in names:
+        candidates.append(TestCommand("cargo test", "the repository is a Cargo package "
+                                      "(`Cargo.toml`)"))
+    for makefile in ("GNUmakefile", "makefile", "Makefile"):
+        if re.search(r"^test\s*:", files.get(makefile, ""), re.MULTILINE):
+            candidates.append(TestCommand("make test", f"`{makefile}` has a `test` target"))
+            break
+    if not candidates:
+        return None
+    # A command the CI workflows run wins; otherwise the first found, in the order above.
+    for path, text in workflows.items():
+        for c in candidates:
+            if _runs(text, c.command):
+                return TestCommand(c.command, f"{c.reason}; the CI workflow `{path}` runs it too")
+    return candidates[0]
+
+
+def _runs(workflow: str, command: str) -> bool:
+    words = {"python3 -m pytest -q -p no:cacheprovider": r"\bpytest\b",
+             "go test ./...": r"\bgo test\b", "cargo test": r"\bcargo test\b",
+             "make test": r"\bmake test\b", "npm test": r"\bnpm (run )?test\b",
+             "pnpm test": r"\bpnpm (run )?test\b", "yarn test": r"\byarn (run )?test\b",
+             "tox": r"\btox\b", "nox": r"\bnox\b"}
+    pattern = words.get(command, re.escape(command))
+    return any(re.search(pattern, line) for line in workflow.splitlines()
+               if "run:" in line or line.startswith((" ", "\t")))
+
+
+def _npm_test_script(text: str) -> str:
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return ""
+    scripts = data.get("scripts") if isinstance(data, dict) else None
+    script = scripts.get("test") if isinstance(scripts, dict) else None
+    if not isinstance(script, str) or not script.strip() or script.strip() == NPM_DEFAULT_TEST:
+        return ""
+    return script.strip()
+
+
+# -- a run and its report ----------------------------------------------------------------------
+
+@dataclass
+class TestReport:
+    """What one run of the tests showed.
+
+    ``state``: ``ran`` (the suite ran: see ``ok`` and the counts), ``not-run`` (no command),
+    ``config-error`` (the command or its runner is not there), ``no-tests`` (it ran and found
+    none), ``timed-out``.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    command: str
+    state: str
+    ok: bool = False
+    exit_code: int | None = None
+    runner: str = ""
+    counts: dict[str, int] = field(default_factory=dict)  # passed, failed, errors, skipped
+    failing: list[str] = field(default_factory=list)  # names of failed and errored tests
+    complete: bool = False  # whether ``failing`` names every failure
+    outcomes: dict[str, str] = field(default_factory=dict)  # test id -> outcome (JUnit)
+    detail: str = ""  # the cause when not run, or the output's last line
+
+    @property
+    def ran(self) -> bool:
+        return self.state == "ran"
+
+    def bad(self) -> int | None:
+        if not self.counts:
+            return None
+        return self.counts.get("failed", 0) + self.counts.get("errors", 0)
+
+    def line(self) -> str:
+        """One line for the PR, the check run and the spec."""
+        if self.state == "not-run":
+            return "not run (no test command configured or found)"
+        if self.state == "config-error":
+            return f"not run: configuration error: {self.detail}"
+        if self.state == "timed-out":
+            return f"timed out: {self.detail}"
+        if self.state == "no-tests":
+            return f"no tests found ({self.detail})" if self.detail else "no tests found"
+        verdict = "pass" if self.ok else "fail"
+        if self.counts:
+            parts = [f"{n} {'error' if k == 'errors' and n == 1 else k}"
+                     for k in ("passed", "failed", "errors", "skipped")
+                     if (n := self.counts.get(k, 0))]
+            return f"{verdict} — {', '.join(parts) or 'no tests'}"
+        return f"{verdict} — {self.detail}" if self.detail else verdict
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TestReport | None:
+        if not data:
+            return None
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def not_run() -> TestReport:
+    return TestReport("", "not-run")
+
+
+def with_junit(command: str, path: str) -> tuple[str, dict[str, str]]:
+    """The command made to write JUnit XML to ``path`` where pytest runs: an argument for a
+    plain pytest command, else ``PYTEST_ADDOPTS`` for commands that may start pytest."""
+    if SIMPLE_PYTEST.match(command) and not SHELL_OPERATORS.search(command):
+        return f"{command} --junitxml={shlex.quote(path)}", {}
+    if re.search(r"\b(pytest|tox|nox|make|python3?)\b", command):
+        return command, {"PYTEST_ADDOPTS": f"--junitxml={path}"}
+    return command, {}
+
+
+async def run_tests(sandbox: Sandbox, command: str, phase: str) -> TestReport:
+    """Run the test command in the sandbox and read what came of it."""
+    path = f"/tmp/handoff-junit-{phase}-{secrets.token_hex(8)}.xml"
+    argv, env = with_junit(command, path)
+    result = await sandbox.exec(argv, env=env or None)
+    xml_text = await _read_sandbox_file(sandbox, path) if (argv != command or env) else None
+    return interpret(command, result, xml_text)
+
+
+async def _read_sandbox_file(sandbox: Sandbox, path: str) -> str | None:
+    """A file of the sandbox's /tmp read back in pieces under the output cap, or None."""
+    chunks: list[str] = []
+    offset = 0
+    quoted = shlex.quote(path)
+    while offset < JUNIT_MAX:
+        got = await sandbox.exec(f"test -f {quoted} && tail -c +{offset + 1} {quoted} | "
+                                 f"head -c {JUNIT_CHUNK}", timeout=60)
+        if not got.ok or got.truncated:
+            return None
+        chunks.append(got.stdout)
+        size = len(got.stdout.encode())
+        offset += size
+        if size < JUNIT_CHUNK:
+            return "".join(chunks) or None
+    return None
+
+
+NOT_FOUND = re.compile(r"(command not found|Missing script: \"?test|No rule to make target "
+                       r"'?test|executable file not found)")
+
+
+def _runner_missing(command: str, output: str) -> str:
+    """The words that say the command or its runner is not there, or ""."""
+    if m := NOT_FOUND.search(output):
+        return m.group(0)
+    module = re.match(r"\s*python3?\s+-m\s+([\w.]+)", command)
+    if module and (m := re.search(rf"No module named '?{re.escape(module.group(1))}'?$", output,
+                                  re.MULTILINE)):
+        return m.group(0)
+    return ""
+
+
+def interpret(command: str, result: CommandResult, junit_xml: str | None = None) -> TestReport:
+    """A report from a finished run: JUnit XML when there is one, else the summary lines."""
+    output = result.stdout + "\n" + result.stderr
+    tail = last_line(output)
+    if result.timed_out:
+        return TestReport(command, "timed-out", exit_code=result.exit_code,
+                          detail=result.describe())
+    missing = _runner_missing(command, output)
+    if result.exit_code in (126, 127) or (missing and not result.ok and
+                                          not _summary_seen(output)):
+        cause = missing or result.describe()
+        return TestReport(command, "config-error", exit_code=result.exit_code,
+                          detail=f"`{command}` could not start ({cause[:200]})")
+    report = TestReport(command, "ran", ok=result.ok, exit_code=result.exit_code, detail=tail)
+    parsed = parse_junit(junit_xml) if junit_xml else None
+    if parsed is not None and parsed[1]:
+        report.runner = "pytest"
+        report.counts, report.outcomes = parsed
+        report.failing = sorted(t for t, o in report.outcomes.items() if o in ("failed", "error"))
+        report.complete = True
+    else:
+        found = parse_output(output)
+        if found is not None:
+            report.runner, report.counts, report.failing = found
+            bad = report.bad() or 0
+            report.complete = len(report.failing) == bad
+    total = sum(report.counts.values()) if report.counts else None
+    if total == 0 or (report.runner == "pytest" and result.exit_code == 5):
+        report.state = "no-tests"
+    return report
+
+
+def _summary_seen(output: str) -> bool:
+    return parse_output(output) is not None
+
+
+def last_line(output: str) -> str:
+    lines = [ln.strip().strip("=").strip() for ln in output.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if ln and not re.fullmatch(r"[.FEsxX]+\s*(\[\s*\d+%\])?", ln)]
+    return lines[-1][:200] if lines else ""
+
+
+# -- parsers -----------------------------------------------------------------------------------
+
+def parse_junit(text: str) -> tuple[dict[str, int], dict[str, str]] | None:
+    """Counts and per-test outcomes from JUnit XML; None if it is not that (or has a DTD)."""
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        return None
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return None
+    rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+    outcomes: dict[str, str] = {}
+    for case in root.iter("testcase"):
+        name = case.get("name") or "?"
+        cls = case.get("classname") or ""
+        test_id = f"{cls}.{name}" if cls else name
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                kind = {"failure": "failed"}.get(child.tag, child.tag)
+                outcome = max(outcome, kind, key=rank.__getitem__)
+        if test_id in outcomes:
+            outcome = max(outcome, outcomes[test_id], key=rank.__getitem__)
+        outcomes[test_id] = outcome
+    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    for outcome in outcomes.values():
+        counts["errors" if outcome == "error" else outcome] += 1
+    if len(outcomes) > MAX_OUTCOMES:
+        outcomes = {t: o for t, o in outcomes.items() if o != "passed"}
+    return counts, outcomes
+
+
+PYTEST_SUMMARY = re.compile(
+    r"^=*\s*((?:\d+ (?:passed|failed|errors?|skipped|deselected|xfailed|xpassed|warnings?)"
+    r"(?:, )?)+|no tests ran)\s+in\s+[\d.]+s", re.MULTILINE)
+PYTEST_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
+UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in [\d.]+s", re.MULTILINE)
+UNITTEST_END = re.compile(r"^(OK|FAILED|NO TESTS RAN)(?: \(([^)]*)\))?\s*$", re.MULTILINE)
+UNITTEST_FAILED = re.compile(r"^(?:FAIL|ERROR): (\S+)(?: \(([^)]+)\))?", re.MULTILINE)
+GO_FAIL = re.compile(r"^\s*--- FAIL: (\S+)", re.MULTILINE)
+GO_PASS = re.compile(r"^\s*--- PASS: (\S+)", re.MULTILINE)
+GO_SKIP = re.compile(r"^\s*--- SKIP: (\S+)", re.MULTILINE)
+GO_PACKAGE = re.compile(r"^(ok|FAIL)\s+\S+\s+(?:[\d.]+s|\(cached\))", re.MULTILINE)
+CARGO_RESULT = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored",
+                          re.MULTILINE)
+CARGO_FAILED = re.compile(r"^---- (\S+) stdout ----", re.MULTILINE)
+NODE_COUNT = re.compile(r"^(?:#|ℹ) (tests|pass|fail|skipped|todo|cancelled) (\d+)\s*$",
+                        re.MULTILINE)
+NODE_FAILED = re.compile(r"^\s*not ok \d+ - (.+?)\s*(?:#.*)?$", re.MULTILINE)
+JEST_TESTS = re.compile(r"^Tests:\s+(.*\d+ total)\s*$", re.MULTILINE)
+JEST_FAILED = re.compile(r"^\s*● (.+?)\s*$", re.MULTILINE)
+MOCHA = re.compile(r"^\s+(\d+) (passing|failing|pending)\b", re.MULTILINE)
+
+
+def parse_output(output: str) -> tuple[str, dict[str, int], list[str]] | None:
+    """(runner, counts, failing test names) from a runner's own summary, or None."""
+    if m := _last(PYTEST_SUMMARY, output):
+        counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+        for number, word in re.findall(r"(\d+) (\w+)", m.group(1)):
+            key = {"error": "errors", "xfailed": "skipped"}.get(word, word)
+            if key in ("passed", "failed", "errors", "skipped"):
+                counts[key] += int(number)
+            elif key == "xpassed":
+                counts["passed"] += int(number)
+        return "pytest", counts, _unique(PYTEST_FAILED.findall(output))
+    if (ran := _last(UNITTEST_RAN, output)) and (end := _last(UNITTEST_END, output)):
+        total = int(ran.group(1))
+        extra = dict((k.strip(), int(v)) for k, v in re.findall(r"([a-z ]+)=(\d+)",
+                                                                 end.group(2) or ""))
+        failed, errors = extra.get("failures", 0), extra.get("errors", 0)
+        skipped = extra.get("skipped", 0) + extra.get("expected failures", 0)
+        counts = {"passed": total - failed - errors - skipped, "failed": failed,
+                  "errors": errors, "skipped": skipped}
+        names = []
+        for name, where in UNITTEST_FAILED.findall(output):
+            names.append(where if where.endswith(name) else
+                         (f"{where}.{name}" if where else name))
+        return "unittest", counts, _unique(names)
+    cargo = CARGO_RESULT.findall(output)
+    if cargo:
+        passed, failed, ignored = (sum(int(r[i]) for r in cargo) for i in range(3))
+        return "cargo test", {"passed": passed, "failed": failed, "errors": 0,
+                              "skipped": ignored}, _unique(CARGO_FAILED.findall(output))
+    if GO_PACKAGE.search(output) or GO_FAIL.search(output):
+        failing = _unique(GO_FAIL.findall(output))
+        counts = {"passed": len(set(GO_PASS.findall(output))), "failed": len(failing),
+                  "errors": 0, "skipped": len(set(GO_SKIP.findall(output)))}
+        return "go test", counts, failing
+    node = dict((k, int(v)) for k, v in NODE_COUNT.findall(output))
+    if "tests" in node and "pass" in node:
+        counts = {"passed": node["pass"], "failed": node.get("fail", 0) +
+                  node.get("cancelled", 0), "errors": 0,
+                  "skipped": node.get("skipped", 0) + node.get("todo", 0)}
+        return "node --test", counts, _unique(NODE_FAILED.findall(output))
+    if m := _last(JEST_TESTS, output):
+        found = dict((w, int(n)) for n, w in re.findall(r"(\d+) (\w+)", m.group(1)))
+        counts = {"passed": found.get("passed", 0), "failed": found.get("failed", 0),
+                  "errors": 0, "skipped": found.get("skipped", 0) + found.get("todo", 0)}
+        return "jest", counts, _unique(JEST_FAILED.findall(output))
+    mocha = {w: int(n) for n, w in MOCHA.findall(output)}
+    if "passing" in mocha or "failing" in mocha:
+        return "mocha", {"passed": mocha.get("passing", 0), "failed": mocha.get("failing", 0),
+                         "errors": 0, "skipped": mocha.get("pending", 0)}, []
+    return None
+
+
+def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    found = None
+    for found in pattern.finditer(text):  # noqa: B007 - the last one is wanted
+        pass
+    return found
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,97 @@
+"""The work step: the baseline tests (beside the agent where they can be), the agent's run,
+the tests again, and the verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bot.config import Settings
+from bot.executor.agent.external import ExternalAgent
+from bot.executor.agent.loop import AgentResult
+from bot.executor.briefing import make_agent
+from bot.executor.iterations import earlier
+from bot.executor.run import Run, finish_despite_cancel
+from bot.executor.sandbox import Backend
+from bot.executor.setup import check_limits
+from bot.executor.testrun import TestCommand, TestReport, not_run, run_tests
+from bot.executor.verdict import NO_EVIDENCE_NEEDED, decide, last_failed_check
+from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
+from bot.jobs.store import Store
+from bot.reporter import wording
+
+
+async def baseline(run: Run, command: str, backend: Backend, workspaces: Workspaces
+                   ) -> TestReport:
+    """The tests before the change. Without a setup command they run in a second sandbox
+    over a copy of the untouched work tree, beside the agent (the suite is most of a job's
+    time on real repositories); after a setup, in the job's own sandbox, where the setup's
+    installs are, before the agent."""
+    assert run.sandbox is not None
+    if run.record.setup_command:
+        await run.stage("baseline")
+        report = await run_tests(run.sandbox, command, "before")
+        check_limits(run)
+        return report
+    started = time.monotonic()
+    copy = await asyncio.to_thread(workspaces.snapshot, run.job.id)
+    mirror = workspaces.mirror_path(run.job.repo) / "objects"
+    box = await backend.start(f"{run.job.id}-baseline", copy, image=run.config.image,
+                              owner=run.job.lease_owner or "",
+                              mounts=[(mirror, SANDBOX_OBJECTS)])
+    try:
+        report = await run_tests(box, command, "before")
+        check_limits(run, box)
+    finally:
+        await finish_despite_cancel(box.close())
+    run.record.timings["baseline tests (beside the agent)"] = \
+        round(time.monotonic() - started, 3)
+    return report
+
+
+async def run_agent(run: Run, spec: str, settings: Settings) -> AgentResult:
+    """The agent's run in the sandbox; the network is closed again after it."""
+    assert run.sandbox is not None
+    await run.stage("agent", wording.STARTING_AGENT)
+    agent = make_agent(run, settings)
+    if isinstance(agent, ExternalAgent):  # it calls its model itself: that host only
+        url = urlsplit(settings.model_base_url)
+        await run.sandbox.set_egress([f"{url.hostname}:{url.port}" if url.port
+                                      else str(url.hostname)])
+    outcome = await agent.run(spec, run.sandbox)
+    await run.sandbox.set_egress([])
+    check_limits(run)
+    run.record.spend, run.record.summary = outcome.spend.as_dict(), outcome.summary
+    run.mark("agent")
+    return outcome
+
+
+async def judge(run: Run, tests: TestCommand | None, before: TestReport, store: Store) -> None:
+    """The tests after the change, compared test by test with the first iteration's base,
+    and the verdict (recorded)."""
+    assert run.sandbox is not None
+    record = run.record
+    record.tests_before, record.tests_before_report = before.line(), before.as_dict()
+    history, first_baseline = await earlier(store, run.job)
+    base = TestReport.from_dict(first_baseline)
+    if base is None or base.command != before.command:
+        base = before
+    record.baseline_report, record.tests_base = base.as_dict(), base.line()
+    after = None
+    if tests and before.state != "config-error":
+        await run.stage("testing")
+        after = await run_tests(run.sandbox, tests.command, "after")
+        check_limits(run)
+    record.tests_after = after.line() if after else \
+        before.line() if before.state == "config-error" else not_run().line()
+    record.tests_after_report = after.as_dict() if after else {}
+    templates = [it.get("template", "") for it in history] + [record.template]
+    verdict = decide(base if tests else None, after,
+                     prior_evidence=any(it.get("evidence") for it in history),
+                     evidence_expected=not any(t in NO_EVIDENCE_NEEDED for t in templates),
+                     last_failed_check=last_failed_check(Path(record.transcript)
+                                                         if record.transcript else None))
+    record.verdict, record.regression = verdict.as_dict(), verdict.regression
+    run.mark("tests after")

@@ -1,0 +1,1 @@
+"""The GitHub client: the App's installation clients, retries, TLS, and App registration."""

@@ -1,0 +1,244 @@
+"""The database: tables, engine set-up and schema migrations, for SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from bot.jobs.record import JobRecord
+from bot.jobs.states import ACTIVE_STATES
+
+metadata = sa.MetaData()
+
+
+class RecordJSON(sa.types.TypeDecorator[JobRecord]):
+    """The job record column: stored as JSON, read back as a ``JobRecord``."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        return value.dump() if isinstance(value, JobRecord) else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> JobRecord:
+        return JobRecord.load(value)
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False, server_default=""),
+    sa.Column("repo", sa.String(255), nullable=False, server_default=""),
+    sa.Column("outcome", sa.Text, nullable=False, server_default=""),
+    sa.Column("job_id", sa.Integer, nullable=True),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+
+installations = sa.Table(
+    "installations", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("account", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("repositories", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("repo", sa.String(255), nullable=False),
+    sa.Column("installation_id", sa.BigInteger, nullable=True),
+    sa.Column("issue_number", sa.Integer, nullable=False),
+    sa.Column("pr_number", sa.Integer, nullable=True),
+    sa.Column("branch", sa.String(255), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("stage", sa.String(32), nullable=False, server_default=""),
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=False, server_default=""),
+    sa.Column("feedback", sa.Text, nullable=False, server_default=""),
+    sa.Column("context", sa.JSON, nullable=False),
+    sa.Column("delivery_id", sa.String(64), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("category", sa.String(32), nullable=False, server_default=""),
+    sa.Column("result", RecordJSON, nullable=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Who asked to /cancel, until their permission is checked; the cancel waits for that.
+    sa.Column("cancel_by", sa.String(255), nullable=True),
+    # False until the job's final state has been posted on GitHub.
+    sa.Column("reported", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    # A fresh token per claim: every write a worker makes for the job, and every push, checks
+    # it, so a worker that lost its lease changes nothing (fencing).
+    sa.Column("lease_token", sa.String(32), nullable=True),
+    # The final report, claimed like a job: nobody posts it before ``report_after`` (another
+    # worker is posting it, or the last try failed and it backs off); a report that can never
+    # be posted (the App lost access, the repository is archived) is marked ``unreportable``.
+    sa.Column("report_after", sa.Float, nullable=True),
+    sa.Column("report_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("report_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("unreportable", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("not_before", sa.Float, nullable=True),
+    sa.Column("deferrals", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+)
+
+# One active job per issue, enforced by the database so that concurrent deliveries cannot race.
+ACTIVE_WHERE = jobs.c.state.in_(ACTIVE_STATES)
+sa.Index(
+    "one_active_job_per_issue", jobs.c.repo, jobs.c.issue_number, unique=True,
+    sqlite_where=ACTIVE_WHERE, postgresql_where=ACTIVE_WHERE,
+)
+sa.Index("jobs_claimable", jobs.c.state, jobs.c.id)
+sa.Index("jobs_pr", jobs.c.repo, jobs.c.pr_number)
+
+# Commands and triggers that reached a job already under way (a second /agent or label, a
+# /cancel): each gets an answer on GitHub from a worker, once.
+requests = sa.Table(
+    "requests", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("repo", sa.String(255), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),  # where it was asked: issue or PR
+    sa.Column("kind", sa.String(16), nullable=False),  # trigger | cancel
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("comment_id", sa.BigInteger, nullable=True),
+    sa.Column("answered", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("requests_unanswered", requests.c.answered, requests.c.id)
+
+schema_version = sa.Table(
+    "schema_version", metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+async def _v1_initial(conn: AsyncConnection) -> None:
+    await conn.run_sync(metadata.create_all)
+
+
+async def _add_job_columns(conn: AsyncConnection, columns: dict[str, str]) -> None:
+    """Add the columns an older database lacks (new databases have them from version 1)."""
+    def existing(sync_conn: sa.Connection) -> set[str]:
+        return {c["name"] for c in sa.inspect(sync_conn).get_columns("jobs")}
+
+    have = await conn.run_sync(existing)
+    for name, ddl in columns.items():
+        if name not in have:
+            await conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {name} {ddl}"))
+
+
+async def _v2_deferral(conn: AsyncConnection) -> None:
+    """Jobs can wait out a rate limit: not claimable before ``not_before``."""
+    await _add_job_columns(conn, {"not_before": "FLOAT",
+                                  "deferrals": "INTEGER NOT NULL DEFAULT 0"})
+
+
+async def _v3_cancel_by(conn: AsyncConnection) -> None:
+    """A /cancel waits for its author's permission check: ``cancel_by``."""
+    await _add_job_columns(conn, {"cancel_by": "VARCHAR(255)"})
+
+
+async def _v4_fencing_and_reports(conn: AsyncConnection) -> None:
+    """Lease tokens (fencing) and claimed, backed-off, fairly retried reports."""
+    await _add_job_columns(conn, {
+        "lease_token": "VARCHAR(32)", "report_after": "FLOAT",
+        "report_attempts": "INTEGER NOT NULL DEFAULT 0",
+        "report_error": "TEXT NOT NULL DEFAULT ''",
+        "unreportable": "BOOLEAN NOT NULL DEFAULT FALSE"})
+
+
+async def _v5_requests(conn: AsyncConnection) -> None:
+    """Second triggers and commands on a running job are answered: the ``requests`` table."""
+    await conn.run_sync(lambda sync: requests.create(sync, checkfirst=True))
+    await conn.run_sync(lambda sync: next(i for i in requests.indexes).create(
+        sync, checkfirst=True))
+
+
+# Append new migrations here; each runs once, in order, inside one transaction. Version 1
+# creates the tables as defined above (the latest shape); later versions bring older
+# databases up to it and are no-ops on new ones.
+MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _v2_deferral,
+                                                                     _v3_cancel_by,
+                                                                     _v4_fencing_and_reports,
+                                                                     _v5_requests]
+
+
+# Readers (aiosqlite, in a thread) may wait this long; in WAL mode they never wait on writes.
+READ_BUSY_MS = 10_000
+# The one writing connection runs on the event loop, so it must never wait long there: past
+# this it gives up and Store.write retries after an asyncio sleep. Only another process can
+# hold the write lock, since in one process all writes go through that one connection.
+WRITE_BUSY_MS = 20
+
+
+def _sqlite_pragmas(busy_ms: int) -> Callable[[object, object], None]:
+    def on_connect(dbapi_conn: object, _record: object) -> None:
+        cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a 202 means the delivery is on disk, so not even a power cut loses what was
+        # acknowledged (WAL with NORMAL may roll back the last commits).
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        # 32 MB of page cache instead of SQLite's 2 MB: the delivery index of a busy install
+        # outgrows 2 MB, and each page read back from the OS costs a system call.
+        cursor.execute("PRAGMA cache_size=-32768")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+    return on_connect
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """An engine for a SQLite or PostgreSQL URL. On SQLite it is for reads (and migrations):
+    every write in the process goes through the one connection of make_sync_engine."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": READ_BUSY_MS / 1000})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(READ_BUSY_MS))
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def make_sync_engine(url: str) -> sa.Engine | None:
+    """For SQLite, the plain-driver engine of all the process's writes, run on the event loop
+    (bot/jobs/store.py: Store.write) with one connection; None otherwise."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    engine = sa.create_engine(parsed.set(drivername="sqlite"), pool_size=1, max_overflow=0,
+                              connect_args={"timeout": WRITE_BUSY_MS / 1000})
+    event.listen(engine, "connect", _sqlite_pragmas(WRITE_BUSY_MS))
+    return engine
+
+
+async def migrate(engine: AsyncEngine) -> int:
+    """Bring the schema up to date; returns the version now in force."""
+    import time
+
+    async with engine.begin() as conn:
+        await conn.run_sync(schema_version.create, checkfirst=True)
+        if engine.dialect.name == "postgresql":  # serialize concurrent migrators
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7134021)"))
+        current = (await conn.execute(sa.select(sa.func.max(schema_version.c.version)))).scalar()
+        current = current or 0
+        for version, step in enumerate(MIGRATIONS, start=1):
+            if version > current:
+                await step(conn)
+                await conn.execute(schema_version.insert().values(
+                    version=version, applied_at=time.time()))
+        return len(MIGRATIONS)

@@ -1,0 +1,122 @@
+"""What a handler may decide; ingest carries them out.
+
+These are made for every webhook delivery, so they are slotted rather than frozen: a frozen
+dataclass sets each field through ``object.__setattr__``, four times the cost. Nothing changes
+them after a handler returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JOB_KINDS = ("implement", "retry", "review")
+
+
+AGENT_BRANCH_PREFIX = "agent/issue-"  # every agent branch: agent/issue-<n>-<slug>
+
+
+def looks_like_bot(user: dict[str, Any] | None) -> bool:
+    """A GitHub user that is a bot by its type or its ``[bot]`` login (Apps included)."""
+    if not user:
+        return True
+    return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
+
+
+@dataclass(slots=True)
+class Event:
+    """One webhook delivery as the handlers see it."""
+
+    name: str
+    payload: dict[str, Any]
+    delivery_id: str = ""
+
+    @property
+    def action(self) -> str:
+        action = self.payload.get("action")
+        return action if isinstance(action, str) else ""
+
+    @property
+    def repo(self) -> str:
+        repository = self.payload.get("repository")
+        name = repository.get("full_name") if isinstance(repository, dict) else None
+        return name if isinstance(name, str) else ""
+
+    @property
+    def installation_id(self) -> int | None:
+        installation = self.payload.get("installation") or {}
+        value = installation.get("id")
+        return int(value) if value is not None else None
+
+    @property
+    def sender(self) -> str:
+        return str((self.payload.get("sender") or {}).get("login", ""))
+
+
+@dataclass(slots=True)
+class Ignore:
+    """Acknowledge and do nothing; the reason is recorded with the delivery."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class Pong:
+    """Answer GitHub's ping."""
+
+    zen: str = ""
+
+
+@dataclass(slots=True)
+class StartJob:
+    """Queue a job for an issue (implement) or its agent PR (retry, review)."""
+
+    kind: str
+    repo: str
+    installation_id: int | None
+    issue_number: int | None
+    requested_by: str
+    pr_number: int | None = None
+    feedback: str = ""
+    trigger: str = ""
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CancelJob:
+    """Cancel the active job of an issue or agent PR."""
+
+    repo: str
+    requested_by: str
+    reason: str
+    issue_number: int | None = None
+    pr_number: int | None = None
+    only_queued: bool = False
+    # A /cancel command: it acts only once its author is found to have write access.
+    command: bool = False
+    comment_id: int | None = None
+
+
+@dataclass(slots=True)
+class RecordInstallation:
+    """Remember an installation and the repositories it covers."""
+
+    installation_id: int
+    account: str
+    action: str
+    repositories_added: tuple[str, ...] = ()
+    repositories_removed: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class RecordEdit:
+    """An issue's title or body changed: its active job hears of it, with who changed it."""
+
+    repo: str
+    issue_number: int
+    editor: str
+    title: str
+    body: str
+
+
+Decision = Ignore | Pong | StartJob | CancelJob | RecordInstallation | RecordEdit

@@ -1,0 +1,1 @@
+"""The reporter: everything Handoff writes on GitHub, and its wording."""

@@ -1,0 +1,136 @@
+"""What a delivered job writes on its pull request: the body (accumulated over iterations),
+the review summary, replies to review threads, and the check run."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bot.executor.changes import FileChange, review_notes
+from bot.executor.spec import SpecInputs, Templates
+from bot.executor.verdict import Verdict
+from bot.github.client import GitHubApiError, RepoClient
+from bot.jobs.record import JobRecord
+from bot.jobs.store import Job
+from bot.reporter import wording
+from bot.reporter.status import job_url
+
+log = logging.getLogger("handoff.reporter")
+
+
+@dataclass
+class Delivered:
+    """A pushed change, as the pull request's writers need it."""
+
+    job: Job
+    record: JobRecord
+    inputs: SpecInputs
+    title: str
+    summary: str
+    head: str
+    files: list[FileChange]
+    spend_line: str
+
+
+class PullRequestWriter:
+    """Writes one job's pull request and what goes with it."""
+
+    def __init__(self, gh: RepoClient, templates: Templates, public_url: str = "") -> None:
+        self.gh, self.templates, self.public_url = gh, templates, public_url
+
+    def body(self, d: Delivered, verdict: Verdict, iterations: list[dict[str, Any]],
+             spend: dict[str, Any]) -> str:
+        r = d.record
+        return self.templates.render(
+            "summary", issue=d.inputs.issue, summary=d.summary, iterations=iterations,
+            criteria=evidence_across(d.inputs.criteria, [it["summary"] for it in iterations]),
+            base_sha=r.base_sha, head_sha=d.head, tests_base=r.tests_base,
+            tests_before=r.tests_before, tests_after=r.tests_after,
+            regression=verdict.regression, verdict=verdict, test_command=r.test_command,
+            test_command_reason=r.test_command_reason, setup_command=r.setup_command,
+            setup_reason=r.setup_reason, setup_warning=r.setup_warning, spend=spend,
+            model=r.model, inputs_seen=d.inputs.seen(), inputs_excluded=d.inputs.excluded,
+            requested_by=d.job.requested_by, egress_denied=r.egress_denied, job_id=d.job.id,
+            job_url=job_url(self.public_url, d.job.id))
+
+    async def pull_request(self, d: Delivered, verdict: Verdict,
+                           iterations: list[dict[str, Any]], spend: dict[str, Any],
+                           draft: bool) -> dict[str, Any]:
+        """Open the pull request, or update the one this branch has."""
+        body = self.body(d, verdict, iterations, spend)
+        gh, branch = self.gh, d.record.branch
+        existing = await gh.get_pull(d.job.pr_number) if d.job.pr_number else \
+            await gh.find_pull(branch)
+        if existing:
+            return await gh.update_pull(int(existing["number"]), body=body)
+        try:
+            return await gh.create_pull(title=d.title, head=branch, base=d.record.base,
+                                        body=body, draft=draft)
+        except GitHubApiError as exc:  # a PR created by an earlier, interrupted attempt
+            found = await gh.find_pull(branch)
+            if found is None:
+                raise
+            log.info("PR already existed: %s", exc)
+            return await gh.update_pull(int(found["number"]), body=body)
+
+    async def review_summary(self, number: int, files: list[FileChange], verdict: Verdict
+                             ) -> None:
+        check_first, risks = review_notes(files, verdict.regression)
+        risks = [r for r in verdict.risks if r not in risks] + risks
+        await self.gh.create_comment(number, self.templates.render(
+            "review_summary", check_first=check_first, risks=risks, files=files))
+
+    async def answer_review(self, d: Delivered) -> None:
+        """Reply to each review thread the iteration took up, with its numbered answer."""
+        assert d.job.pr_number is not None
+        lines = d.summary.splitlines()
+        for index, comment_id in enumerate(d.record.review_threads, start=1):
+            answer = next((ln for ln in lines if re.match(rf"\s*{index}[.):]", ln)), d.summary)
+            await self.gh.reply_review_comment(d.job.pr_number, comment_id, wording.ADDRESSED
+                                               .format(head=d.head[:7],
+                                                       answer=answer.strip()[:2000]))
+
+    async def check_run(self, d: Delivered, verdict: Verdict) -> None:
+        r = d.record
+        summary = self.templates.render(
+            "check_run", verdict=verdict, tests_base=r.tests_base, tests_before=r.tests_before,
+            tests_after=r.tests_after, test_command=r.test_command,
+            test_command_reason=r.test_command_reason)
+        check = await self.gh.create_check_run(
+            name="Handoff", head_sha=d.head, status="completed", conclusion=verdict.conclusion,
+            external_id=str(d.job.id), output={"title": verdict.title,
+                                               "summary": summary[:60_000]})
+        r.check_run_id = check["id"]
+
+    def done(self, pr_url: str, verdict: Verdict, spend_line: str) -> str:
+        """The status comment's last word on a delivered job."""
+        return self.templates.render("status_done", pr_url=pr_url, verdict=verdict,
+                                     spend=spend_line).strip()
+
+
+def evidence(criteria: list[str], summary: str) -> list[dict[str, Any]]:
+    """Each criterion with the summary line that claims it, or none (marked unmet)."""
+    lines = [ln.strip() for ln in summary.splitlines() if ln.strip()]
+    out = []
+    for index, text in enumerate(criteria, start=1):
+        words = {w for w in re.findall(r"[a-z0-9_]{4,}", text.lower())}
+        found = next((ln for ln in lines if re.match(rf"{index}[.):]\s", ln)), None)
+        if found is None and words:
+            scored = [(len(words & set(re.findall(r"[a-z0-9_]{4,}", ln.lower()))), ln)
+                      for ln in lines]
+            best = max(scored, default=(0, ""))
+            found = best[1] if best[0] >= max(1, len(words) // 2) else None
+        out.append({"text": text, "met": found is not None, "evidence": found or ""})
+    return out
+
+
+def evidence_across(criteria: list[str], summaries: list[str]) -> list[dict[str, Any]]:
+    """Each criterion with the first iteration's summary line that claims it."""
+    merged = evidence(criteria, "")
+    for summary in summaries:
+        for have, found in zip(merged, evidence(criteria, summary), strict=True):
+            if not have["met"] and found["met"]:
+                have.update(found)
+    return merged

@@ -1,0 +1,31 @@
+"""What Handoff says on GitHub outside the templates: one place, so tests assert the same text."""
+
+from __future__ import annotations
+
+QUEUED = "Position {position} in the queue; it starts when a worker is free."
+RESUMED = ("Resumed: the attempt before stopped at “{stage}” (its worker stopped or was lost); "
+           "this attempt goes on from what was saved.")
+PAUSED = ("The worker running this job was stopped (a restart or a deploy). The job is back in "
+          "the queue and resumes when a worker is free; this does not count as a failed "
+          "attempt.")
+ALREADY_UNDER_WAY = ("@{login}, Handoff's job {job} already has this ({state}), so no second job "
+                     "starts. Its status comment follows it; `/cancel` stops it, and `/retry "
+                     "<feedback>` on its pull request asks for another iteration.")
+CANCEL_REFUSED = ("@{login}, only people with write access to {repo} can cancel Handoff's "
+                  "work (you have {role} access), so the job goes on. A maintainer can "
+                  "cancel it with `/cancel`.")
+NOT_PERMITTED = ("@{login} has {role} access to {repo}; Handoff takes work only from people "
+                 "with write access")
+NO_INSTALLATION = "the delivery named no installation of the App"
+NO_CHANGES = "the agent finished without changing any file: {summary}"
+SETUP_COMMAND_FAILED = "the setup command {why}"
+SETUP_WARNING = "the dependencies could not be installed: {why}"
+PUSH_REFUSED = "GitHub refused the push to `{branch}`: {error}"
+RESUMED_AFTER_PUSH = ("Resumed: the change was pushed already (commit {head}); opening the pull "
+                      "request.")
+INSTALLING = "Installing: `{command}`"
+STARTING_AGENT = "Starting the agent"
+ADDRESSED = "Addressed in {head}: {answer}"
+EDIT_LEFT_OUT = "an edit of the issue by @{login}"
+LATER_CHANGE_LEFT_OUT = ("a change to the issue made after it was handed over, by someone not "
+                         "confirmed as a writer")
