@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import secrets
 import shutil
 import signal
@@ -19,6 +20,9 @@ from bot import logs
 from bot.config import Settings
 from bot.jobs.store import Store
 from bot.receiver.decisions import Event
+
+log = logging.getLogger("handoff.cli")
+DB_WAIT_SECONDS = 120.0
 
 
 def webhook_secret(settings: Settings) -> bytes:
@@ -42,6 +46,38 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+def _not_up_yet(exc: Exception) -> bool:
+    """Whether the database server is not there or not ready yet (refused, unknown host,
+    starting up), as opposed to a fault of Handoff's."""
+    import sqlalchemy as sa
+
+    return isinstance(exc, OSError | sa.exc.DBAPIError) or \
+        type(exc).__module__.startswith("asyncpg")
+
+
+async def open_store(settings: Settings, wait: float = DB_WAIT_SECONDS) -> Store:
+    """The job store. A database server that does not answer yet (one started beside Handoff,
+    as in deploy/compose.yml) is tried every 2 s for ``wait`` seconds, each try logged; then
+    the process exits saying why (a restart policy starts it again)."""
+    from sqlalchemy.engine import make_url
+
+    where = make_url(settings.db_url).render_as_string(hide_password=True)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return await Store.open(settings.db_url)
+        except Exception as exc:
+            if where.startswith("sqlite") or not _not_up_yet(exc):
+                raise
+            reason = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + 2 > deadline:
+                raise SystemExit(f"the database at {where} did not answer in {wait:g} s: "
+                                 f"{reason}") from exc
+            log.warning("waiting for the database at %s: %s; trying again in 2 s",
+                        where, reason)
+            await asyncio.sleep(2)
+
+
 async def serve(settings: Settings, with_worker: bool = True) -> None:
     """Web app and (by default) a worker in one process."""
     from bot import dashboard
@@ -51,7 +87,7 @@ async def serve(settings: Settings, with_worker: bool = True) -> None:
     from bot.wiring import build_worker
     from handlers import Context
 
-    store = await Store.open(settings.db_url)
+    store = await open_store(settings)
     worker = build_worker(settings, store) if with_worker else None
     app = create_app(
         store, webhook_secret(settings),
@@ -85,7 +121,7 @@ async def work(settings: Settings) -> None:
     from bot.server import running
     from bot.wiring import build_worker
 
-    store = await Store.open(settings.db_url)
+    store = await open_store(settings)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(watching(settings.loop_stall_ms / 1000))
         if settings.metrics_port is not None:

@@ -13,11 +13,18 @@ pkgs+=(chromium)  # the dashboard's browser test (tests/test_dashboard.py)
 if [ "$PY" = /usr/bin/python3 ] && ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then
   pkgs+=(python3-venv)
 fi
-missing=()
+# docker-compose drives deploy/compose.yml through Podman's API in tests/test_compose.py;
+# it goes in without its recommends, which would bring Docker's own daemon.
+lean=(docker-compose)
+missing=(); missing_lean=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
+for p in "${lean[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing_lean+=("$p"); done
+if [ $((${#missing[@]} + ${#missing_lean[@]})) -gt 0 ]; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq)
+  [ ${#missing[@]} = 0 ] || $SUDO "${apt[@]}" "${missing[@]}" >/dev/null
+  [ ${#missing_lean[@]} = 0 ] || $SUDO "${apt[@]}" --no-install-recommends \
+    "${missing_lean[@]}" >/dev/null
 fi
 # A .venv made by another Python (or left half made) is made again.
 want="$("$PY" -c 'import sys; print(sys.base_prefix)')"

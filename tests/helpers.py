@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import hashlib
@@ -12,6 +13,7 @@ import shutil
 import socket
 import threading
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,9 +66,10 @@ def comment(body: str, on_pr: bool = False, number: int = 1,
 
 
 @contextlib.contextmanager
-def package_index(root: Path, wheels: list[Path]) -> Iterator[str]:
-    """A PEP 503 simple index on 127.0.0.1 serving ``wheels`` (a mirror such as devpi would);
-    yields its URL."""
+def package_index(root: Path, wheels: list[Path], address: tuple[str, int] = ("127.0.0.1", 0),
+                  host: str = "127.0.0.1") -> Iterator[str]:
+    """A PEP 503 simple index on ``address`` serving ``wheels`` (a mirror such as devpi
+    would); yields its URL, with ``host`` as its host name."""
     for wheel in wheels:
         folder = root / "simple" / wheel.name.split("-")[0].lower()
         folder.mkdir(parents=True, exist_ok=True)
@@ -81,10 +84,10 @@ def package_index(root: Path, wheels: list[Path]) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    server = http.server.ThreadingHTTPServer(address, Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+        yield f"http://{host}:{server.server_address[1]}/simple/"
     finally:
         server.shutdown()
 
@@ -94,3 +97,22 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wheel(folder: Path, name: str, code: str) -> Path:
+    """A minimal, valid wheel of a one-module package (RECORD with its hashes)."""
+    files = {f"{name}/__init__.py": code,
+             f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\n"
+                                               "Version: 1.0\n",
+             f"{name}-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
+                                            "Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = ""
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record += f"{path},sha256={digest.decode()},{len(text.encode())}\n"
+    record += f"{name}-1.0.dist-info/RECORD,,\n"
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name_, text in {**files, f"{name}-1.0.dist-info/RECORD": record}.items():
+            zf.writestr(name_, text)
+    return path

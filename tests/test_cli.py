@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import WEBHOOKS
+from helpers import WEBHOOKS, unused_port
+
+from bot.cli import open_store
+from bot.config import Settings
 
 ROOT = Path(__file__).parent.parent
 
@@ -65,3 +68,15 @@ def test_demo_opens_a_pull_request(tmp_path: Path) -> None:
     assert "job 1: succeeded" in result.stdout
     assert "Closes #1" in result.stdout and "[x] add(2, 3) returns 5" in result.stdout
     assert "| after (head" in result.stdout and "pass — 1 passed" in result.stdout
+
+
+async def test_a_database_that_never_answers_ends_in_one_clear_line(tmp_path: Path) -> None:
+    """Waited for (deploy/compose.yml starts it beside Handoff: tests/test_compose.py shows
+    the wait), then the process exits saying where and why, the password left out."""
+    url = f"postgresql+asyncpg://handoff:hunter2@127.0.0.1:{unused_port()}/handoff"
+    with pytest.raises(SystemExit) as ended:
+        await open_store(Settings(database_url=url, data_dir=tmp_path), wait=0)
+    assert str(ended.value).startswith(
+        "the database at postgresql+asyncpg://handoff:***@127.0.0.1:")
+    assert "did not answer in 0 s: ConnectionRefusedError" in str(ended.value)
+    assert "hunter2" not in str(ended.value)

@@ -4,15 +4,12 @@ what a setup leaves in the work tree never becomes part of the agent's change.""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
-from helpers import package_index
+from helpers import package_index, wheel
 
 from bot.executor.dependencies import setup_from
 from devkit.stack import stack
@@ -39,25 +36,6 @@ def test_declared_dependencies_choose_the_install() -> None:
     both = setup_from({"requirements.txt", "package.json"}, {
         "requirements.txt": "six\n", "package.json": '{"dependencies": {"left-pad": "1"}}'})
     assert both and both.command == "pip install -r requirements.txt && npm install"
-
-
-def wheel(folder: Path, name: str, code: str) -> Path:
-    """A minimal, valid wheel of a one-module package (RECORD with its hashes)."""
-    files = {f"{name}/__init__.py": code,
-             f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\n"
-                                               "Version: 1.0\n",
-             f"{name}-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
-                                            "Root-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = ""
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-        record += f"{path},sha256={digest.decode()},{len(text.encode())}\n"
-    record += f"{name}-1.0.dist-info/RECORD,,\n"
-    path = folder / f"{name}-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        for name_, text in {**files, f"{name}-1.0.dist-info/RECORD": record}.items():
-            zf.writestr(name_, text)
-    return path
 
 
 pytestmark = pytest.mark.podman

@@ -83,6 +83,13 @@ def no_userns_profile(source: Path = DEFAULT_SECCOMP) -> Path | None:
     return path
 
 
+def remote_engine() -> bool:
+    """Whether ``podman`` asks a Podman service (CONTAINER_HOST, as deploy/compose.yml's
+    worker does) rather than running containers itself. The service there is rootful: the
+    sandbox runs as the worker's own uid with no user namespace to keep it in."""
+    return bool(os.environ.get("CONTAINER_HOST") or os.environ.get("CONTAINER_CONNECTION"))
+
+
 def _chown_tree(path: Path, uid: int) -> None:
     for root, dirs, files in os.walk(path):
         for name in [*dirs, *files]:
@@ -229,7 +236,7 @@ class ContainerBackend:
             *(arg for host, inside in mounts
               for arg in ("-v", f"{os.path.abspath(host)}:{inside}:ro")),
         ]
-        if self.name == "podman" and os.geteuid() != 0:
+        if self.name == "podman" and os.geteuid() != 0 and not remote_engine():
             argv += ["--userns", "keep-id"]
         for key, value in SANDBOX_ENV.items():
             argv += ["--env", f"{key}={value}"]
