@@ -55,7 +55,8 @@ def _not_up_yet(exc: Exception) -> bool:
         type(exc).__module__.startswith("asyncpg")
 
 
-async def open_store(settings: Settings, wait: float = DB_WAIT_SECONDS) -> Store:
+async def open_store(settings: Settings, wait: float = DB_WAIT_SECONDS, durable: bool = True
+                     ) -> Store:
     """The job store. A database server that does not answer yet (one started beside Handoff,
     as in deploy/compose.yml) is tried every 2 s for ``wait`` seconds, each try logged; then
     the process exits saying why (a restart policy starts it again)."""
@@ -65,7 +66,7 @@ async def open_store(settings: Settings, wait: float = DB_WAIT_SECONDS) -> Store
     deadline = time.monotonic() + wait
     while True:
         try:
-            return await Store.open(settings.db_url)
+            return await Store.open(settings.db_url, durable)
         except Exception as exc:
             if where.startswith("sqlite") or not _not_up_yet(exc):
                 raise
@@ -78,22 +79,27 @@ async def open_store(settings: Settings, wait: float = DB_WAIT_SECONDS) -> Store
             await asyncio.sleep(2)
 
 
-async def serve(settings: Settings, with_worker: bool = True) -> None:
-    """Web app and (by default) a worker in one process."""
+async def serve(settings: Settings, with_worker: bool = True, in_process: bool = False
+                ) -> None:
+    """The receiver, and a worker: a child process by default (bot/workerprocess.py), or on
+    the same event loop with ``in_process``."""
     from bot import dashboard
     from bot.loopwatch import watching
     from bot.receiver.web import create_app
     from bot.server import running
     from bot.wiring import build_worker
+    from bot.workerprocess import WorkerProcess
     from handlers import Context
 
     store = await open_store(settings)
-    worker = build_worker(settings, store) if with_worker else None
+    worker = build_worker(settings, store) if with_worker and in_process else None
+    child = WorkerProcess(settings.worker_nice, settings.stop_seconds) \
+        if with_worker and not in_process else None
+    on_job = worker.wake.set if worker else child.wake if child else None
     app = create_app(
         store, webhook_secret(settings),
         Context(trigger_label=settings.trigger_label, bot_login=settings.bot_login),
-        settings.max_body_bytes, on_job=worker.wake.set if worker else None,
-        routes=dashboard.routes(store, settings),
+        settings.max_body_bytes, on_job=on_job, routes=dashboard.routes(store, settings),
     )
     stop = _stop_event()
     async with watching(settings.loop_stall_ms / 1000), \
@@ -105,12 +111,15 @@ async def serve(settings: Settings, with_worker: bool = True) -> None:
                   "`handoff setup --webhook-url https://YOUR-HOST/webhook`.", flush=True)
         if worker:
             await worker.run_forever(stop)
+        elif child:
+            await child.supervise(stop)
         else:
             await stop.wait()
     await store.close()
 
 
-async def work(settings: Settings) -> None:
+async def work(settings: Settings, child_of: int = 0, nice: int = 0) -> None:
+    """A worker process: standalone, or the child of `handoff serve` (``child_of``)."""
     from contextlib import AsyncExitStack
 
     from starlette.applications import Starlette
@@ -120,8 +129,11 @@ async def work(settings: Settings) -> None:
     from bot.loopwatch import watching
     from bot.server import running
     from bot.wiring import build_worker
+    from bot.workerprocess import become_child, wake_on_signal
 
-    store = await open_store(settings)
+    if child_of:
+        become_child(child_of, nice)
+    store = await open_store(settings, durable=False)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(watching(settings.loop_stall_ms / 1000))
         if settings.metrics_port is not None:
@@ -129,7 +141,10 @@ async def work(settings: Settings) -> None:
             url = await stack.enter_async_context(
                 running(app, settings.host, settings.metrics_port))
             print(f"metrics on {url}/metrics", flush=True)
-        await build_worker(settings, store).run_forever(_stop_event())
+        worker = build_worker(settings, store)
+        if child_of:
+            wake_on_signal(worker.wake)
+        await worker.run_forever(_stop_event())
     await store.close()
 
 
@@ -347,10 +362,14 @@ def _fast_event_loop() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handoff", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_serve = sub.add_parser("serve", help="web app and worker in one process")
+    p_serve = sub.add_parser("serve", help="web app, and a worker as its child process")
     p_serve.add_argument("--no-worker", action="store_true", help="web app only")
+    p_serve.add_argument("--in-process", action="store_true",
+                         help="run the worker on the web app's event loop (one process)")
     p_serve.add_argument("--port", type=int)
-    sub.add_parser("worker", help="a worker only")
+    p_worker = sub.add_parser("worker", help="a worker only")
+    p_worker.add_argument("--child-of", type=int, default=0, help=argparse.SUPPRESS)
+    p_worker.add_argument("--nice", type=int, default=0, help=argparse.SUPPRESS)
     sub.add_parser("doctor", help="check configuration and what Handoff depends on")
     p_jobs = sub.add_parser("jobs", help="recent jobs with state and reason")
     p_jobs.add_argument("-n", type=int, default=20)
@@ -405,11 +424,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("serve", "worker"):
         _tune_gc()
     if args.command == "serve":
+        if not args.no_worker and not args.in_process:
+            from bot.workerprocess import share_metrics
+
+            share_metrics(settings.data_dir / "metrics")
         if args.port:
             settings.port = args.port
-        asyncio.run(serve(settings, with_worker=not args.no_worker))
+        asyncio.run(serve(settings, with_worker=not args.no_worker,
+                          in_process=args.in_process))
     elif args.command == "worker":
-        asyncio.run(work(settings))
+        asyncio.run(work(settings, args.child_of, args.nice))
     elif args.command == "doctor":
         from bot.doctor import run_doctor
 

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
         "model_base_url (through the egress proxy) and gets the keys named in agent_env.")
     agent_env: list[str] = Field(default_factory=list, description="Environment variables "
                                  "passed into the sandbox for agent_command (e.g. its API key).")
+    worker_nice: int = Field(5, ge=0, le=19, description="How much lower the CPU priority "
+                             "of the worker process `handoff serve` starts is, so webhooks are "
+                             "answered first when the cores are busy.")
     loop_stall_ms: float = Field(1000.0, ge=0, description="Log where the event loop is stuck "
                                  "when it has not run for this many milliseconds (0: off).")
     status_interval: float = Field(5.0, description="Seconds between edits of a status comment.")

@@ -1,13 +1,16 @@
 """Prometheus metrics: what ``GET /metrics`` shows (prometheus-client's text format).
 
 Counters and histograms are per process (a worker's own figures: `handoff worker` serves them
-on ``METRICS_PORT``); job counts by state and the queue depth are read from the database at
+on ``METRICS_PORT``), except under `handoff serve`, whose worker child writes them where the
+receiver's ``/metrics`` adds them up (prometheus-client's multiprocess mode, in
+``DATA_DIR/metrics``). Job counts by state and the queue depth are read from the database at
 each scrape, so every process shows the whole deployment's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -15,6 +18,7 @@ import sqlalchemy as sa
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
@@ -37,11 +41,12 @@ WEBHOOK_SECONDS = Histogram(
     "handoff_webhook_seconds", "Time from a delivery's arrival to its answer.",
     buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 JOBS = Gauge("handoff_jobs", "Jobs in the database by state and failure category.",
-             ["state", "category"])
+             ["state", "category"], multiprocess_mode="mostrecent")
 LOOP_LAG = Histogram(
     "handoff_event_loop_lag_seconds", "How late the event loop's heartbeat ran (a blocked loop "
     "holds every webhook up).", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-QUEUE_DEPTH = Gauge("handoff_queue_depth", "Jobs queued and not yet claimed.")
+QUEUE_DEPTH = Gauge("handoff_queue_depth", "Jobs queued and not yet claimed.",
+                    multiprocess_mode="mostrecent")
 STAGE_SECONDS = Histogram(
     "handoff_job_stage_seconds", "How long each stage of a job took.", ["stage"],
     buckets=(.1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
@@ -51,9 +56,11 @@ DOLLARS = Counter("handoff_model_cost_dollars", "Dollars the model calls cost (f
 GITHUB_CALLS = Counter("handoff_github_api_calls", "GitHub API calls by method and status "
                        "(each try; 'error' when no answer came).", ["method", "status"])
 RATE_REMAINING = Gauge("handoff_github_rate_limit_remaining", "x-ratelimit-remaining of the "
-                       "latest GitHub answer, by rate-limit resource.", ["resource"])
-SANDBOXES = Gauge("handoff_sandboxes_running", "Sandboxes this process has running.",
-                  ["backend"])
+                       "latest GitHub answer, by rate-limit resource.", ["resource"],
+                       multiprocess_mode="mostrecent")
+SANDBOXES = Gauge("handoff_sandboxes_running", "Sandboxes running, by backend.", ["backend"],
+                  multiprocess_mode="livesum")
+_counted: set[tuple[str, str]] = set()  # JOBS label pairs shown so far
 
 _refused = logs.Throttle(60.0)
 # A refusal happens before the signature is known good: the event header is not trusted.
@@ -99,12 +106,12 @@ async def refresh_jobs(store: Any) -> None:
         schema.jobs.c.state, schema.jobs.c.category)
     async with store.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    JOBS.clear()
-    queued = 0
-    for state, category, count in rows:
-        JOBS.labels(state, category or "").set(count)
-        if state == "queued":
-            queued += count
+    counts = {(str(state), str(category or "")): int(count) for state, category, count in rows}
+    # Set to 0, not cleared: a cleared label would live on in a multiprocess file.
+    for labels in _counted | set(counts):
+        JOBS.labels(*labels).set(counts.get(labels, 0))
+    _counted.update(counts)
+    queued = sum(n for (state, _), n in counts.items() if state == "queued")
     QUEUE_DEPTH.set(queued)
 
 
@@ -122,4 +129,21 @@ def endpoint(store: Any) -> Any:
 
 
 def generate() -> bytes:
-    return _generate(REGISTRY)
+    if not os.environ.get(MULTIPROCESS_DIR):
+        return _generate(REGISTRY)
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return _generate(registry)
+
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def process_gone(pid: int) -> None:
+    """A child that wrote figures exited: its live gauges (sandboxes running) no longer count."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -188,13 +188,16 @@ READ_BUSY_MS = 10_000
 WRITE_BUSY_MS = 20
 
 
-def _sqlite_pragmas(busy_ms: int) -> Callable[[object, object], None]:
+def _sqlite_pragmas(busy_ms: int, durable: bool = True) -> Callable[[object, object], None]:
     def on_connect(dbapi_conn: object, _record: object) -> None:
         cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
         cursor.execute("PRAGMA journal_mode=WAL")
         # FULL: a 202 means the delivery is on disk, so not even a power cut loses what was
-        # acknowledged (WAL with NORMAL may roll back the last commits).
-        cursor.execute("PRAGMA synchronous=FULL")
+        # acknowledged (WAL with NORMAL may roll back the last commits). A worker process's
+        # writes (stages, heartbeats) are NORMAL: they do not hold the write lock through an
+        # fsync, and the receiver's next commit syncs them too; a power cut can only send a
+        # job back to an earlier stage.
+        cursor.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         # 32 MB of page cache instead of SQLite's 2 MB: the delivery index of a busy install
         # outgrows 2 MB, and each page read back from the OS costs a system call.
@@ -217,7 +220,7 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def make_sync_engine(url: str) -> sa.Engine | None:
+def make_sync_engine(url: str, durable: bool = True) -> sa.Engine | None:
     """For SQLite, the plain-driver engine of all the process's writes, run on the event loop
     (bot/jobs/store.py: Store.write) with one connection; None otherwise."""
     parsed = make_url(url)
@@ -225,7 +228,7 @@ def make_sync_engine(url: str) -> sa.Engine | None:
         return None
     engine = sa.create_engine(parsed.set(drivername="sqlite"), pool_size=1, max_overflow=0,
                               connect_args={"timeout": WRITE_BUSY_MS / 1000})
-    event.listen(engine, "connect", _sqlite_pragmas(WRITE_BUSY_MS))
+    event.listen(engine, "connect", _sqlite_pragmas(WRITE_BUSY_MS, durable))
     return engine
 
 

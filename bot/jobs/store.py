@@ -179,10 +179,12 @@ class Store:
         self.sync_engine = sync_engine
 
     @classmethod
-    async def open(cls, url: str) -> Store:
+    async def open(cls, url: str, durable: bool = True) -> Store:
+        """The store at ``url``; ``durable=False`` (a worker process) commits without waiting
+        for the disk on SQLite (see bot/jobs/schema.py)."""
         engine = make_engine(url)
         await migrate(engine)
-        return cls(engine, make_sync_engine(url))
+        return cls(engine, make_sync_engine(url, durable))
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -1,0 +1,112 @@
+"""`handoff serve` runs its worker as a child process, at a lower CPU priority.
+
+The receiver answers every webhook from its event loop; a worker on the same loop (git,
+sandboxes, GitHub calls, per-stage writes) delays those answers when jobs pile up
+(bench/load.py: seconds at 16 jobs). As a child the worker has its own interpreter and
+loop, and niceness lets the receiver run first when the cores are busy. The child is woken
+by SIGUSR1 when a job is recorded, restarted (with back-off, loudly) if it dies, and stopped
+with SIGTERM, which hands its running jobs back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("handoff.serve")
+WAKE = signal.SIGUSR1
+PR_SET_PDEATHSIG = 1
+MAX_BACKOFF = 60.0
+
+
+class WorkerProcess:
+    """One `handoff worker` child of this process, kept running until ``stop``."""
+
+    def __init__(self, nice: int, stop_seconds: float) -> None:
+        self.nice, self.stop_seconds = nice, stop_seconds
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "worker", "--child-of", str(os.getpid()),
+            "--nice", str(self.nice))
+        self.starts += 1
+        log.info("worker process %s started (nice %+d)", self.proc.pid, self.nice)
+
+    def wake(self) -> None:
+        """A job was recorded: the worker claims it now instead of at its next poll."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, WAKE)
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Keep the child running until ``stop``; then stop it and wait for its hand-back."""
+        backoff = 1.0
+        await self.start()
+        while True:
+            assert self.proc is not None
+            exited = asyncio.ensure_future(self.proc.wait())
+            stopping = asyncio.ensure_future(stop.wait())
+            started = time.monotonic()
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                exited.cancel()
+                await self.stop()
+                return
+            stopping.cancel()
+            from bot.metrics import process_gone  # not at import: see share_metrics
+
+            process_gone(self.proc.pid)
+            backoff = 1.0 if time.monotonic() - started > MAX_BACKOFF else \
+                min(backoff * 2, MAX_BACKOFF)
+            log.error("worker process %s exited with %s; starting another in %.0f s (jobs it "
+                      "held resume when their leases run out)", self.proc.pid,
+                      self.proc.returncode, backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            if stop.is_set():
+                return
+            await self.start()
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), self.stop_seconds + 15)
+        except TimeoutError:
+            log.error("worker process %s did not stop in time; killed", self.proc.pid)
+            self.proc.kill()
+            await self.proc.wait()
+
+
+def become_child(parent: int, nice: int) -> None:
+    """In the worker: lower its priority, and end it with its parent (Linux)."""
+    if nice:
+        os.nice(nice)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the line above
+        raise SystemExit("handoff serve is gone; the worker stops")
+
+
+def wake_on_signal(wake: asyncio.Event) -> None:
+    asyncio.get_running_loop().add_signal_handler(WAKE, wake.set)
+
+
+def share_metrics(directory: Path) -> None:
+    """Before prometheus-client is first imported: this process and its children write their
+    figures under ``directory`` (emptied), and ``/metrics`` adds them up (bot/metrics.py)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)

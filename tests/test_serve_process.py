@@ -1,0 +1,121 @@
+"""`handoff serve` as a person runs it: the receiver in one process, its worker a child at a
+lower CPU priority that is woken for new jobs, restarted when it dies, and stopped with it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import SECRET, headers, labeled, unused_port
+
+from bot.jobs.store import Store
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    port = unused_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], cwd=tmp_path,
+            stdout=out, stderr=subprocess.STDOUT, text=True,
+            env={**clean, "PYTHONPATH": str(ROOT), "HANDOFF_DATA_DIR": str(tmp_path / "data"),
+                 "HANDOFF_WEBHOOK_SECRET": SECRET.decode(), "HANDOFF_POLL_SECONDS": "30",
+                 "HANDOFF_STOP_SECONDS": "5"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: child_of(proc.pid) is not None and up(url), "serve and its worker")
+        yield proc, url, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+def up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def child_of(pid: int) -> int | None:
+    """The worker process `serve` started, if it runs."""
+    found = subprocess.run(["pgrep", "-P", str(pid), "-f", "bot.cli worker"],
+                           capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else None
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def wait_for(check: object, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no {what} after {seconds} s")
+
+
+def job_states(data: Path) -> list[str]:
+    async def read() -> list[str]:
+        store = await Store.open(f"sqlite+aiosqlite:///{data}/handoff.db")
+        try:
+            return [j.state for j in await store.list_jobs(10)]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_the_worker_is_a_lower_priority_child_woken_for_a_new_job(
+        served: tuple[subprocess.Popen[str], str, Path], tmp_path: Path) -> None:
+    proc, url, _ = served
+    worker = child_of(proc.pid)
+    assert worker is not None
+    wait_for(lambda: niceness(worker) == niceness(proc.pid) + 5, "worker at nice +5")
+    body = json.dumps(labeled()).encode()
+    answer = httpx.post(f"{url}/webhook", content=body, headers=headers("issues", body))
+    assert answer.status_code == 202, answer.text
+    # No App is configured, so the job ends saying so: long before the 30 s poll, since the
+    # receiver wakes its worker.
+    wait_for(lambda: job_states(tmp_path / "data") == ["failed"], "job ended by the worker",
+             seconds=15)
+    scraped = httpx.get(f"{url}/metrics").text
+    assert 'handoff_deliveries_total{event="issues",outcome="accepted"} 1.0' in scraped
+    assert 'handoff_jobs{category="not-configured",state="failed"} 1.0' in scraped
+
+
+def test_a_worker_that_dies_is_restarted_and_said_so(
+        served: tuple[subprocess.Popen[str], str, Path]) -> None:
+    proc, _, log = served
+    first = child_of(proc.pid)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: child_of(proc.pid) not in (None, first), "second worker", seconds=20)
+    assert f"worker process {first} exited with -9; starting another" in log.read_text()
+
+
+def test_stopping_serve_stops_its_worker(served: tuple[subprocess.Popen[str], str, Path]
+                                         ) -> None:
+    proc, _, log = served
+    worker = child_of(proc.pid)
+    assert worker is not None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, log.read_text()
+    assert not Path(f"/proc/{worker}").exists() or \
+        "zombie" in Path(f"/proc/{worker}/status").read_text()
