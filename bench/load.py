@@ -51,7 +51,6 @@ REPO = "acme/team"
 P99_TARGET_MS = 50.0
 FINAL = ("succeeded", "failed", "cancelled")
 REMOTE_NICE = 10
-WORKER_NICE = int(os.environ.get("WORKER_NICE", "0"))
 
 
 @dataclass
@@ -68,7 +67,7 @@ class Scenario:
     timeout: float = 600.0
     port_base: int = 18510
     pg_url: str = ""
-    split: bool = False  # `serve --no-worker` and `worker` as two processes
+    in_process: bool = False  # `serve --in-process`: the worker on the receiver's loop
 
 
 @dataclass
@@ -186,10 +185,9 @@ async def processes(s: Scenario, tmp: Path, env: dict[str, str]
         await wait_http(f"{urls['model']}/v1/models", procs[-1], tmp / "model.log")
         app_id = (tmp / "sim.log").read_text().split("HANDOFF_APP_ID=")[1].split()[0]
         handoff = {**env, **handoff_env(s, tmp, app_id, urls)}
-        serve = ["serve", "--port", str(handoff_port)] + (["--no-worker"] if s.split else [])
+        serve = ["serve", "--port", str(handoff_port)] + (["--in-process"] if s.in_process
+                                                          else [])
         procs.append(spawn(serve, handoff, tmp / "handoff.log"))
-        if s.split:
-            procs.append(spawn(["worker"], handoff, tmp / "worker.log", WORKER_NICE))
         await wait_http(f"{urls['handoff']}/healthz", procs[-1], tmp / "handoff.log")
         yield urls
     finally:
@@ -370,7 +368,7 @@ async def main(args: argparse.Namespace) -> int:
             tmp = Path(tempfile.mkdtemp(prefix="handoff-load-"))
             s = Scenario(db=db, jobs=jobs, rate=rate, steps=args.steps, burn=args.burn,
                          sandbox_cpus=args.sandbox_cpus, idle_seconds=args.idle_seconds,
-                         timeout=args.timeout, port_base=args.port_base, split=args.split)
+                         timeout=args.timeout, port_base=args.port_base, in_process=args.in_process)
             if db == "postgres":
                 s.pg_url = await create_database(pg, f"load{n}")
             f = await run_scenario(s, tmp)
@@ -398,8 +396,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=600.0, help="per run, for the jobs")
     parser.add_argument("--port-base", type=int, default=18510)
-    parser.add_argument("--split", action="store_true",
-                        help="run `serve --no-worker` and `worker` as separate processes")
+    parser.add_argument("--in-process", action="store_true",
+                        help="`serve --in-process`: the worker on the receiver's event loop")
     return parser.parse_args(argv)
 
 

@@ -102,6 +102,7 @@ async def serve(settings: Settings, with_worker: bool = True, in_process: bool =
         settings.max_body_bytes, on_job=on_job, routes=dashboard.routes(store, settings),
     )
     stop = _stop_event()
+    checkpoints = asyncio.create_task(store.keep_wal_short())
     async with watching(settings.loop_stall_ms / 1000), \
             running(app, settings.host, settings.port) as url:
         print(f"Handoff listening on {url}/webhook (database "
@@ -115,6 +116,7 @@ async def serve(settings: Settings, with_worker: bool = True, in_process: bool =
             await child.supervise(stop)
         else:
             await stop.wait()
+    checkpoints.cancel()
     await store.close()
 
 

@@ -19,3 +19,22 @@ def test_two_processes_opening_a_new_database_at_once_both_start(tmp_path: Path)
                               stderr=subprocess.PIPE) for _ in range(4)]
     errors = [p.communicate(timeout=60)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+
+
+async def test_the_receiver_s_wal_is_copied_back_in_a_thread_not_on_commit(
+        tmp_path: Path) -> None:
+    """The write connection never checkpoints (that fsync held webhooks up); the periodic
+    checkpoint moves the log into the database."""
+    from bot.jobs.store import Store, checkpoint
+
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/h.db")
+    try:
+        rows = [(f"d{n}", "issues", "labeled", "o/r", "x" * 500, None, 0.0) for n in range(3000)]
+        await store.write(lambda conn: store.insert_deliveries(conn, rows))
+        db = tmp_path / "h.db"
+        before = db.stat().st_size
+        assert (tmp_path / "h.db-wal").stat().st_size > 1_000_000  # all of it still in the log
+        checkpoint(str(db))
+        assert db.stat().st_size > before + 1_000_000
+    finally:
+        await store.close()

@@ -198,6 +198,10 @@ def _sqlite_pragmas(busy_ms: int, durable: bool = True) -> Callable[[object, obj
         # fsync, and the receiver's next commit syncs them too; a power cut can only send a
         # job back to an earlier stage.
         cursor.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
+        if durable and busy_ms == WRITE_BUSY_MS:
+            # Checkpoints copy the WAL into the database and fsync it: on the receiver's
+            # event loop that held every webhook up. Store.keep_wal_short runs them in a thread.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         # 32 MB of page cache instead of SQLite's 2 MB: the delivery index of a busy install
         # outgrows 2 MB, and each page read back from the OS costs a system call.

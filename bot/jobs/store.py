@@ -6,6 +6,7 @@ import asyncio
 import functools
 import itertools
 import json
+import logging
 import sqlite3
 import time
 import uuid
@@ -28,6 +29,7 @@ from bot.jobs.schema import (
 )
 from bot.jobs.states import ACTIVE_STATES, FINAL_STATES
 
+log = logging.getLogger("handoff.store")
 T = TypeVar("T")
 
 # The webhook path's statements, built once. ON CONFLICT DO NOTHING and RETURNING read the
@@ -222,6 +224,19 @@ class Store:
         assert self.sync_engine is not None
         with self.sync_engine.begin() as conn:
             return fn(conn)
+
+    async def keep_wal_short(self, every: float = 5.0) -> None:
+        """On SQLite, copy the write-ahead log into the database now and then, in a thread,
+        so the writer on the event loop never does it (its automatic checkpoints are off)."""
+        if self.sync_engine is None or self.sync_engine.url.database in (None, "", ":memory:"):
+            return
+        path = str(self.sync_engine.url.database)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(checkpoint, path)
+            except sqlite3.Error as exc:  # busy or gone for a moment: next time
+                log.warning("WAL checkpoint skipped: %s", exc)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -620,3 +635,12 @@ class Store:
             ahead = (await conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
                 jobs.c.state == "queued", jobs.c.id < job_id))).scalar_one()
         return int(ahead) + 1
+
+
+def checkpoint(path: str) -> None:
+    """A passive WAL checkpoint on its own connection: it never waits for readers or writers."""
+    conn = sqlite3.connect(path, timeout=0)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        conn.close()
