@@ -74,7 +74,7 @@ def unbind(token: contextvars.Token[Mapping[str, Any]]) -> None:
 def enter_stage(stage: str) -> None:
     """A job's task moves to a stage: every line after says so, and this one is logged."""
     bind(stage=stage)
-    logging.getLogger("handoff.pipeline").info("stage %s", stage)
+    logging.getLogger("handoff.executor").info("stage %s", stage)
 
 
 def context() -> dict[str, Any]:

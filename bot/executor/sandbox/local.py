@@ -2,7 +2,7 @@
 
 Each command runs as the worker's own user, in the job's work tree on the host, with the
 host's network, file system and processes all in reach. Its only purpose is to let the
-logic around the sandbox (the pipeline, the reporter, the status comment) be tested fast
+logic around the sandbox (the job runner, the reporter, the status comment) be tested fast
 and without a container engine. Never use it for real work: ``make_backend`` builds it only
 when it is chosen by name (``HANDOFF_SANDBOX=local``), it is never the default, and
 ``handoff doctor`` reports it as a failure.

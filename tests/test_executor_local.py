@@ -1,4 +1,4 @@
-"""The pipeline's logic, fast and without Podman: the devstack (simulator, receiver, worker,
+"""The job runner's logic, fast and without Podman: the dev stack (simulator, receiver, worker,
 scripted model) with the local sandbox backend, which runs commands on the host and isolates
 nothing. Every test asserts what a person sees on GitHub: the issue's comments, the status
 comment's edits, the pull request, its branch and its check run. The end-to-end tests
