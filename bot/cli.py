@@ -55,7 +55,7 @@ def _not_up_yet(exc: Exception) -> bool:
         type(exc).__module__.startswith("asyncpg")
 
 
-async def open_store(settings: Settings, wait: float = DB_WAIT_SECONDS, durable: bool = True
+async def open_store(settings: Settings, wait: float = DB_WAIT_SECONDS, receiver: bool = True
                      ) -> Store:
     """The job store. A database server that does not answer yet (one started beside Handoff,
     as in deploy/compose.yml) is tried every 2 s for ``wait`` seconds, each try logged; then
@@ -66,7 +66,11 @@ async def open_store(settings: Settings, wait: float = DB_WAIT_SECONDS, durable:
     deadline = time.monotonic() + wait
     while True:
         try:
-            return await Store.open(settings.db_url, durable)
+            # The receiver's deliveries as SQLITE_SYNC says, its WAL copied back in a thread
+            # (keep_wal_short); a worker's writes never wait for the disk.
+            return await Store.open(settings.db_url,
+                                    durable=receiver and settings.sqlite_sync == "full",
+                                    checkpoints=not receiver)
         except Exception as exc:
             if where.startswith("sqlite") or not _not_up_yet(exc):
                 raise
@@ -135,7 +139,7 @@ async def work(settings: Settings, child_of: int = 0, nice: int = 0) -> None:
 
     if child_of:
         become_child(child_of, nice)
-    store = await open_store(settings, durable=False)
+    store = await open_store(settings, receiver=False)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(watching(settings.loop_stall_ms / 1000))
         if settings.metrics_port is not None:

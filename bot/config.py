@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -134,6 +135,10 @@ class Settings(BaseSettings):
         "model_base_url (through the egress proxy) and gets the keys named in agent_env.")
     agent_env: list[str] = Field(default_factory=list, description="Environment variables "
                                  "passed into the sandbox for agent_command (e.g. its API key).")
+    sqlite_sync: Literal["full", "normal"] = Field(
+        "full", description="SQLite only: `full` (a 202 means the delivery is on disk, even "
+        "through a power cut) or `normal` (no fsync per commit: answers stay fast when "
+        "sandboxes keep the disk busy; a power cut can lose the last seconds of deliveries).")
     worker_nice: int = Field(5, ge=0, le=19, description="How much lower the CPU priority "
                              "of the worker process `handoff serve` starts is, so webhooks are "
                              "answered first when the cores are busy.")

@@ -188,7 +188,8 @@ READ_BUSY_MS = 10_000
 WRITE_BUSY_MS = 20
 
 
-def _sqlite_pragmas(busy_ms: int, durable: bool = True) -> Callable[[object, object], None]:
+def _sqlite_pragmas(busy_ms: int, durable: bool = True, autocheckpoint: bool = True
+                    ) -> Callable[[object, object], None]:
     def on_connect(dbapi_conn: object, _record: object) -> None:
         cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -198,7 +199,7 @@ def _sqlite_pragmas(busy_ms: int, durable: bool = True) -> Callable[[object, obj
         # fsync, and the receiver's next commit syncs them too; a power cut can only send a
         # job back to an earlier stage.
         cursor.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
-        if durable and busy_ms == WRITE_BUSY_MS:
+        if not autocheckpoint:
             # Checkpoints copy the WAL into the database and fsync it: on the receiver's
             # event loop that held every webhook up. Store.keep_wal_short runs them in a thread.
             cursor.execute("PRAGMA wal_autocheckpoint=0")
@@ -224,7 +225,8 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def make_sync_engine(url: str, durable: bool = True) -> sa.Engine | None:
+def make_sync_engine(url: str, durable: bool = True, autocheckpoint: bool = True
+                     ) -> sa.Engine | None:
     """For SQLite, the plain-driver engine of all the process's writes, run on the event loop
     (bot/jobs/store.py: Store.write) with one connection; None otherwise."""
     parsed = make_url(url)
@@ -232,7 +234,7 @@ def make_sync_engine(url: str, durable: bool = True) -> sa.Engine | None:
         return None
     engine = sa.create_engine(parsed.set(drivername="sqlite"), pool_size=1, max_overflow=0,
                               connect_args={"timeout": WRITE_BUSY_MS / 1000})
-    event.listen(engine, "connect", _sqlite_pragmas(WRITE_BUSY_MS, durable))
+    event.listen(engine, "connect", _sqlite_pragmas(WRITE_BUSY_MS, durable, autocheckpoint))
     return engine
 
 

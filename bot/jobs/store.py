@@ -181,12 +181,13 @@ class Store:
         self.sync_engine = sync_engine
 
     @classmethod
-    async def open(cls, url: str, durable: bool = True) -> Store:
-        """The store at ``url``; ``durable=False`` (a worker process) commits without waiting
-        for the disk on SQLite (see bot/jobs/schema.py)."""
+    async def open(cls, url: str, durable: bool = True, checkpoints: bool = True) -> Store:
+        """The store at ``url``. On SQLite, ``durable=False`` commits without waiting for the
+        disk, and ``checkpoints=False`` leaves the WAL to ``keep_wal_short`` (see
+        bot/jobs/schema.py)."""
         engine = make_engine(url)
         await migrate(engine)
-        return cls(engine, make_sync_engine(url, durable))
+        return cls(engine, make_sync_engine(url, durable, checkpoints))
 
     async def close(self) -> None:
         await self.engine.dispose()
