@@ -11,6 +11,8 @@ p50/p99 while idle and while the jobs run, deliveries refused (5xx, from the loa
 the simulator's trigger deliveries), how the jobs ended and how long they took. Exits non-zero
 if any delivery got a 5xx, any job did not end, or a p99 under load is over 50 ms.
 
+HANDOFF_SQLITE_SYNC=normal measures SQLite without an fsync per commit (see the README).
+
 Usage: python bench/load.py [--db sqlite,postgres] [--jobs 8,16] [--rates 50,200]
                             [--steps 3] [--burn 1] [--timeout 600] [--port-base 18510]
 """
@@ -312,7 +314,7 @@ def figures(s: Scenario, load: Load, jobs: list[Any], triggers: dict[str, str], 
     ended = [j for j in jobs if j.state in FINAL]
     durations = [j.finished_at - j.created_at for j in ended if j.finished_at]
     return {
-        "scenario": f"{s.db} {s.jobs} jobs {s.rate:g}/s",
+        "scenario": f"{s.db}{sync_mode(s)} {s.jobs} jobs {s.rate:g}/s",
         "idle_p50": percentile(load.latencies["idle"], 50),
         "idle_p99": percentile(load.latencies["idle"], 99),
         "load_p50": percentile(load.latencies["load"], 50),
@@ -329,6 +331,12 @@ def figures(s: Scenario, load: Load, jobs: list[Any], triggers: dict[str, str], 
         "bad_jobs": [f"{j.id} {j.state} {j.stage} {j.reason[:120]}" for j in jobs
                      if j.state != "succeeded"],
     }
+
+
+def sync_mode(s: Scenario) -> str:
+    """How SQLite commits, when not the default (HANDOFF_SQLITE_SYNC=normal)."""
+    mode = os.environ.get("HANDOFF_SQLITE_SYNC", "full")
+    return f" ({mode})" if s.db == "sqlite" and mode != "full" else ""
 
 
 def passed(f: dict[str, Any], expected_jobs: int) -> bool:
