@@ -322,3 +322,21 @@ async def test_a_guessed_setup_that_fails_is_said_in_the_pr_and_the_job_goes_on(
         [pr] = pulls(s)
         assert "Setup: `go mod download`" in pr.body
         assert "**It failed:** the dependencies could not be installed" in pr.body
+
+
+async def test_a_run_asks_github_for_each_person_s_role_once(tmp_path: Path) -> None:
+    """Within a run, the requester (checked as it starts) is not asked about again for their
+    comment, nor anyone else twice."""
+    async with stack(tmp_path, FIX_SCRIPT, sandbox="local") as s:
+        s.sim.add_repo(REPO, CALC_WITH_TESTS)
+        number = s.sim.open_issue(REPO, "add() subtracts", "add(2, 3) must be 5", "acme").number
+        s.sim.comment(REPO, number, "Note: see calc.py", "acme")
+        s.sim.comment(REPO, number, "Same here", "mallory")
+        s.sim.comment(REPO, number, "And here", "mallory")
+        s.sim.label_issue(REPO, number, "agent", "acme")
+        job = await s.wait_job(lambda j: j.issue_number == number)
+        assert job.state == "succeeded", job.reason
+        assert job.started_at is not None
+        asked = [c["path"].split("/")[-2] for c in s.sim.world.calls
+                 if c["path"].endswith("/permission") and c["at"] >= job.started_at]
+        assert asked.count("acme") == 1 and asked.count("mallory") == 1, asked

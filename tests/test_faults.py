@@ -206,7 +206,7 @@ async def test_a_heartbeat_rides_out_a_short_lock(tmp_path: Path,
 
     job_id = await store.write(lambda conn: store.insert_job(
         conn, kind="implement", repo="o/r", issue_number=1, requested_by="a"))
-    worker = Worker(store, Slow("A", acts, forever=False), LogReporter(), lease_seconds=1.5,
+    worker = Worker(store, Slow("A", acts, forever=False), LogReporter(), lease_seconds=2.5,
                     heartbeat_seconds=0.2)
     running = asyncio.create_task(worker.run_once())
     await asyncio.sleep(0.3)

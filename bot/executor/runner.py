@@ -77,7 +77,7 @@ class JobRunner:
             self.workspaces.remove(run.job.id)
 
     async def _run(self, run: Run) -> JobResult:
-        if why := await self.conversation.not_permitted(run.job):
+        if why := await self.conversation.not_permitted(run.job, run.gh):
             raise JobFailed(Failure.NOT_PERMITTED, why)
         run.mark("permission")
         run.status = await self.conversation.acknowledge(run.gh, run.job, run.record)

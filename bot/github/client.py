@@ -252,6 +252,9 @@ class RepoClient:
         self.app, self.installation_id, self.full_name = app, installation_id, full_name
         self.owner, self.name = full_name.split("/", 1)
         self.rest = app.rest.rest
+        # Roles asked for through this client: one per job run, so a run asks once per person
+        # (its requester, commenters, editors) and the next run asks again.
+        self.roles: dict[str, str] = {}
 
     async def token(self, fresh: bool = False) -> str:
         return await self.app.installation_token(self.installation_id, self.name, fresh)
@@ -353,7 +356,13 @@ class RepoClient:
                           self.name, comment_id, content=content)
 
     async def permission(self, login: str) -> str:
-        """The user's role on the repository (admin, maintain, write, triage, read or none)."""
+        """The user's role on the repository (admin, maintain, write, triage, read or none),
+        asked once per client."""
+        if login not in self.roles:
+            self.roles[login] = await self._permission(login)
+        return self.roles[login]
+
+    async def _permission(self, login: str) -> str:
         try:
             data = await self._read(f"getting {login}'s permission",
                                     self.rest.repos.async_get_collaborator_permission_level,

@@ -71,9 +71,10 @@ class Conversation:
             login=job.cancel_by, role=role, repo=job.repo))
         return False
 
-    async def not_permitted(self, job: Job) -> str:
-        """Why the person who asked for this job may not (no write access), or ""."""
-        gh = self.repo(job)
+    async def not_permitted(self, job: Job, gh: RepoClient | None = None) -> str:
+        """Why the person who asked for this job may not (no write access), or ""; through
+        ``gh`` when a run has one (it remembers the roles it asked for)."""
+        gh = gh or self.repo(job)
         if gh is None:
             return ""  # the run says what is wrong with the delivery
         role = await gh.permission(job.requested_by)
