@@ -33,13 +33,11 @@ class WorkerProcess:
     def __init__(self, nice: int, stop_seconds: float) -> None:
         self.nice, self.stop_seconds = nice, stop_seconds
         self.proc: asyncio.subprocess.Process | None = None
-        self.starts = 0
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot.cli", "worker", "--child-of", str(os.getpid()),
             "--nice", str(self.nice))
-        self.starts += 1
         log.info("worker process %s started (nice %+d)", self.proc.pid, self.nice)
 
     def wake(self) -> None:

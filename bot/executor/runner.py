@@ -130,7 +130,7 @@ class JobRunner:
         run.record.head_sha, run.record.pushed_branch = head, run.record.branch
         await run.save()  # a job resumed after this finds its commit and opens the PR
         run.mark("push")
-        return await self._open_pr(run, files, outcome.spend.line(), head)
+        return await self._open_pr(run, files, outcome.spend.line())
 
     async def _open_pushed(self, run: Run, co: Checkout, head: str) -> JobResult:
         """Go on from an earlier attempt's push: open the pull request for it."""
@@ -140,20 +140,18 @@ class JobRunner:
         await run.stage("pushing", wording.RESUMED_AFTER_PUSH.format(head=head[:7]))
         fork = (await co.git("merge-base", "HEAD", f"refs/remotes/origin/{run.base}")).strip()
         spend = Spend.saved(run.record.spend)
-        return await self._open_pr(run, await changed_files(co, fork), spend.line(), head)
+        return await self._open_pr(run, await changed_files(co, fork), spend.line())
 
-    async def _open_pr(self, run: Run, files: list[FileChange], spend_line: str, head: str
-                       ) -> JobResult:
-        """After the push: the pull request, the review summary, the check run, and the
-        status comment's last word."""
+    async def _open_pr(self, run: Run, files: list[FileChange], spend_line: str) -> JobResult:
+        """After the push (``record.head_sha``): the pull request, the review summary, the
+        check run, and the status comment's last word."""
         assert run.inputs is not None
         record, writer = run.record, PullRequestWriter(run.gh, self.templates,
                                                        self.settings.public_url)
         verdict = Verdict(**record.verdict)
         history, _ = await earlier(self.store, run.job)
         record.iterations = history + [entry(run.job, record, verdict.evidence)]
-        delivered = Delivered(run.job, record, run.inputs, run.issue["title"], record.summary,
-                              head, files, spend_line)
+        delivered = Delivered(run.job, record, run.inputs, run.issue["title"], files)
         draft = self.settings.draft_prs if run.config.draft is None else run.config.draft
         pr = await writer.pull_request(delivered, verdict, record.iterations,
                                        total_spend(record.iterations), draft)

@@ -10,7 +10,7 @@ from bot.executor.dependencies import Setup, default_setup
 from bot.executor.gitops import Checkout
 from bot.executor.run import Run
 from bot.executor.sandbox import Backend, CommandResult, Sandbox
-from bot.executor.testrun import last_line, not_run
+from bot.executor.testrun import last_line
 from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
 from bot.jobs.states import Failure
 from bot.jobs.worker import JobFailed
@@ -75,11 +75,9 @@ def check_limits(run: Run, box: Sandbox | None = None) -> None:
         raise JobFailed(hit.limit or "sandbox-limit", hit.describe())
 
 
-def test_line(result: CommandResult | None) -> str:
+def test_line(result: CommandResult) -> str:
     """A one-line account of a command's run: its verdict and last line of output (progress
     dots left out)."""
-    if result is None:
-        return not_run().line()
     last = last_line(result.stdout + "\n" + result.stderr)
     verdict = "pass" if result.ok else ("timed out" if result.timed_out else "fail")
     return f"{verdict} — {last}" if last else verdict

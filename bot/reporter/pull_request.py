@@ -22,16 +22,14 @@ log = logging.getLogger("handoff.reporter")
 
 @dataclass
 class Delivered:
-    """A pushed change, as the pull request's writers need it."""
+    """A pushed change, as the pull request's writers need it (its summary and commit are
+    the record's)."""
 
     job: Job
     record: JobRecord
     inputs: SpecInputs
     title: str
-    summary: str
-    head: str
     files: list[FileChange]
-    spend_line: str
 
 
 class PullRequestWriter:
@@ -44,9 +42,9 @@ class PullRequestWriter:
              spend: dict[str, Any]) -> str:
         r = d.record
         return self.templates.render(
-            "summary", issue=d.inputs.issue, summary=d.summary, iterations=iterations,
+            "summary", issue=d.inputs.issue, summary=r.summary, iterations=iterations,
             criteria=evidence_across(d.inputs.criteria, [it["summary"] for it in iterations]),
-            base_sha=r.base_sha, head_sha=d.head, tests_base=r.tests_base,
+            base_sha=r.base_sha, head_sha=r.head_sha, tests_base=r.tests_base,
             tests_before=r.tests_before, tests_after=r.tests_after,
             regression=verdict.regression, verdict=verdict, test_command=r.test_command,
             test_command_reason=r.test_command_reason, setup_command=r.setup_command,
@@ -85,11 +83,12 @@ class PullRequestWriter:
     async def answer_review(self, d: Delivered) -> None:
         """Reply to each review thread the iteration took up, with its numbered answer."""
         assert d.job.pr_number is not None
-        lines = d.summary.splitlines()
+        summary, head = d.record.summary, d.record.head_sha
+        lines = summary.splitlines()
         for index, comment_id in enumerate(d.record.review_threads, start=1):
-            answer = next((ln for ln in lines if re.match(rf"\s*{index}[.):]", ln)), d.summary)
+            answer = next((ln for ln in lines if re.match(rf"\s*{index}[.):]", ln)), summary)
             await self.gh.reply_review_comment(d.job.pr_number, comment_id, wording.ADDRESSED
-                                               .format(head=d.head[:7],
+                                               .format(head=head[:7],
                                                        answer=answer.strip()[:2000]))
 
     async def check_run(self, d: Delivered, verdict: Verdict) -> None:
@@ -99,7 +98,7 @@ class PullRequestWriter:
             tests_after=r.tests_after, test_command=r.test_command,
             test_command_reason=r.test_command_reason)
         check = await self.gh.create_check_run(
-            name="Handoff", head_sha=d.head, status="completed", conclusion=verdict.conclusion,
+            name="Handoff", head_sha=r.head_sha, status="completed", conclusion=verdict.conclusion,
             external_id=str(d.job.id), output={"title": verdict.title,
                                                "summary": summary[:60_000]})
         r.check_run_id = check["id"]
