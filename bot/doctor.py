@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.jobs.store import Store
@@ -41,6 +42,10 @@ def load_key(pem: str) -> str | None:
 
 def check_config(settings: Settings) -> list[Result]:
     out: list[Result] = []
+    if quoted := quoted_settings(settings):
+        out.append((False, "quoted values", f"{', '.join(quoted)} start and end with a quote, "
+                    "which is then part of the value (kubectl --from-env-file and systemd's "
+                    "EnvironmentFile keep quotes): write them unquoted"))
     out.append((bool(settings.app_id), "app id", settings.app_id or "missing: HANDOFF_APP_ID"))
     try:
         pem = settings.private_key_pem()
@@ -61,6 +66,19 @@ def check_config(settings: Settings) -> list[Result]:
     out.append((True, "concurrency", str(settings.concurrency)))
     out.append(check_price(settings))
     return out
+
+
+def quoted_settings(settings: Settings) -> list[str]:
+    """The names of the App's settings whose value came wrapped in quotes."""
+    values = {"HANDOFF_APP_ID": settings.app_id,
+              "HANDOFF_WEBHOOK_SECRET": settings.webhook_secret,
+              "HANDOFF_PRIVATE_KEY": settings.private_key}
+    names = []
+    for name, value in values.items():
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text and len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+            names.append(name)
+    return names
 
 
 def check_price(settings: Settings) -> Result:

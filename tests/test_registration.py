@@ -16,12 +16,19 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from helpers import SECRET, headers, labeled
 from sim import simulator
 
+from bot.cli import webhook_secret
 from bot.config import ROOT, Settings
+from bot.doctor import check_config
 from bot.github.client import GitHubApp
 from bot.github.registration import Registration, new_app_url, register, web_url, write_env
+from bot.jobs.store import Store
+from bot.receiver.web import create_app
+from bot.server import running
 from devkit.simulator import Simulator
+from handlers import Context
 
 HOOK = "https://handoff.example.org/webhook"
 
@@ -172,3 +179,54 @@ async def test_handoff_setup_command(sim: Simulator, tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE, env={**clean, "PYTHONPATH": str(ROOT)})
     said = (await again.communicate())[0].decode()
     assert again.returncode == 1 and "--force" in said
+
+
+def kubectl_env_file(path: Path) -> dict[str, str]:
+    """An env file read as ``kubectl create secret --from-env-file`` reads it: each
+    ``KEY=VALUE`` line taken literally (quotes kept), blank lines and ``#`` lines skipped."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.lstrip()
+    return values
+
+
+async def test_env_written_by_setup_reads_alike_in_kubernetes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store) -> None:
+    """The Kubernetes manifest loads `.env` with kubectl: the App id, key and secret must
+    arrive as python-dotenv reads them, so deliveries verify and doctor passes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    env = tmp_path / ".env"
+    write_env(env, {"HANDOFF_APP_ID": "123456", "HANDOFF_APP_SLUG": "handoff-acme",
+                    "HANDOFF_PRIVATE_KEY": pem, "HANDOFF_WEBHOOK_SECRET": SECRET.decode(),
+                    "HANDOFF_PRICES": '{"m": [3, 15]}'})
+    from_dotenv = Settings(_env_file=env)  # type: ignore[call-arg]
+    for name, value in kubectl_env_file(env).items():
+        monkeypatch.setenv(name, value)
+    from_kubectl = Settings(_env_file=None)  # type: ignore[call-arg]
+    for settings in (from_dotenv, from_kubectl):
+        assert settings.app_id == "123456"
+        assert settings.private_key_pem() == pem
+        assert {name: ok for ok, name, _ in check_config(settings)}.get("quoted values") is None
+        assert all(ok is not False for ok, _, _ in check_config(settings))
+        app = create_app(store, webhook_secret(settings), Context())
+        body = json.dumps(labeled()).encode()
+        async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+            resp = await client.post("/webhook", content=body, headers=headers("issues", body))
+        assert resp.status_code == 202
+
+
+def test_doctor_names_quoted_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hand-written `.env` with quotes, loaded by kubectl, keeps them: doctor says so."""
+    monkeypatch.setenv("HANDOFF_APP_ID", '"123456"')
+    monkeypatch.setenv("HANDOFF_WEBHOOK_SECRET", "'s3cret'")
+    results = check_config(Settings(_env_file=None))  # type: ignore[call-arg]
+    quoted = [detail for ok, name, detail in results if name == "quoted values"]
+    assert quoted and "HANDOFF_APP_ID, HANDOFF_WEBHOOK_SECRET" in quoted[0]
+    assert [ok for ok, name, _ in results if name == "quoted values"] == [False]

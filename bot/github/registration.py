@@ -92,9 +92,22 @@ async def convert(api_url: str, code: str, timeout: float = 30.0) -> dict[str, A
     return dict(resp.json())
 
 
-def _quote(value: str) -> str:
-    """A double-quoted .env value (python-dotenv reads ``\\n`` back as a newline)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+def env_line(key: str, value: str) -> str:
+    """``KEY=value`` as python-dotenv, Compose and ``kubectl --from-env-file`` all read it.
+
+    kubectl keeps quotes as part of the value, so a value goes unquoted whenever it can: a
+    PEM key is written on one line with literal ``\\n`` (the settings turn those back into
+    newlines). Only a value no unquoted form can carry (other newlines, `` #``, edge
+    spaces, a leading quote) is double-quoted, and ``handoff doctor`` flags quotes it reads.
+    """
+    if "-----BEGIN" in value:
+        value = value.replace("\n", "\\n")
+    unquoted = ("\n" not in value and " #" not in value and value == value.strip()
+                and value[:1] not in ("'", '"', "#"))
+    if unquoted:
+        return f"{key}={value}"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'{key}="{escaped}"'
 
 
 def write_env(path: Path, values: dict[str, str]) -> None:
@@ -115,7 +128,7 @@ def write_env(path: Path, values: dict[str, str]) -> None:
                 skipping_until = value[0]
             continue
         kept.append(line)
-    text = "\n".join([*kept, *(f"{k}={_quote(v)}" for k, v in values.items())]) + "\n"
+    text = "\n".join([*kept, *(env_line(k, v) for k, v in values.items())]) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as out:
