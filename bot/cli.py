@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bot import logs
 from bot.config import Settings
+from bot.executor.sandbox.podman_conf import use_default_conf
 from bot.jobs.store import Store
 from bot.receiver.decisions import Event
 
@@ -425,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings()
+    use_default_conf(settings.sandbox)
     _fast_event_loop()
     logs.setup(settings.log_level.upper(), settings.log_format)
     if args.command in ("serve", "worker"):
