@@ -16,7 +16,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from bot import logs
+from bot import __version__, logs
 from bot.config import Settings
 from bot.executor.sandbox.podman_conf import use_default_conf
 from bot.jobs.store import Store
@@ -368,6 +368,7 @@ def _fast_event_loop() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handoff", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"handoff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="web app, and a worker as its child process")
     p_serve.add_argument("--no-worker", action="store_true", help="web app only")

@@ -54,6 +54,13 @@ def test_replay_of_a_file_that_is_not_a_payload(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not valid JSON" in result.stderr
 
 
+def test_version_is_the_packages(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    result = handoff(tmp_path, "--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"handoff {version('handoff')}"
+
+
 def test_jobs_on_a_new_install(tmp_path: Path) -> None:
     assert handoff(tmp_path, "jobs").stdout.strip() == "no jobs yet"
 
