@@ -15,7 +15,7 @@ if [ "$PY" = /usr/bin/python3 ] && ! "$PY" -c "import ensurepip, venv" 2>/dev/nu
 fi
 # docker-compose drives deploy/compose.yml through Podman's API in tests/test_compose.py;
 # it goes in without its recommends, which would bring Docker's own daemon.
-lean=(docker-compose)
+lean=(docker-compose prometheus)  # prometheus: promtool checks deploy/prometheus (tests/test_alerts.py)
 missing=(); missing_lean=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 for p in "${lean[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing_lean+=("$p"); done
