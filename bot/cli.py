@@ -19,6 +19,7 @@ from pathlib import Path
 from bot import __version__, logs
 from bot.config import Settings
 from bot.executor.sandbox.podman_conf import use_default_conf
+from bot.jobs.schema import NewerSchema
 from bot.jobs.store import Store
 from bot.receiver.decisions import Event
 
@@ -425,8 +426,16 @@ def main(argv: list[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="label an issue on a local GitHub and watch the PR")
     p_demo.add_argument("--dir", type=Path, default=Path("./handoff-data/demo"))
     args = parser.parse_args(argv)
-
     settings = Settings()
+    try:
+        return run_command(args, settings)
+    except NewerSchema as exc:
+        print(f"handoff: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Carry out one parsed command; its exit status."""
     use_default_conf(settings.sandbox)
     _fast_event_loop()
     logs.setup(settings.log_level.upper(), settings.log_format)

@@ -39,3 +39,27 @@ async def test_the_receiver_s_wal_is_copied_back_in_a_thread_not_on_commit(
         assert db.stat().st_size > before + 5_000_000
     finally:
         await store.close()
+
+
+def test_older_code_refuses_a_database_a_newer_handoff_upgraded(tmp_path: Path) -> None:
+    """After an upgrade is rolled back, the old code must not write to the new schema: the
+    command stops with the reason and what to do."""
+    import sqlite3
+
+    from bot.jobs.schema import MIGRATIONS
+
+    db = tmp_path / "handoff.db"
+    env = {"HANDOFF_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin",
+           "HANDOFF_DATABASE_URL": f"sqlite+aiosqlite:///{db}", "PYTHONPATH": str(ROOT)}
+    first = subprocess.run([sys.executable, "-m", "bot.cli", "jobs"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0 and "no jobs yet" in first.stdout, first.stderr
+    with sqlite3.connect(db) as conn:  # what a newer Handoff's migration leaves
+        conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, 0)",
+                     (len(MIGRATIONS) + 1,))
+    again = subprocess.run([sys.executable, "-m", "bot.cli", "jobs"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1
+    assert f"schema is version {len(MIGRATIONS) + 1}, newer than this Handoff knows" in \
+        again.stderr
+    assert "Traceback" not in again.stderr

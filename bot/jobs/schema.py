@@ -238,6 +238,16 @@ def make_sync_engine(url: str, durable: bool = True, autocheckpoint: bool = True
     return engine
 
 
+class NewerSchema(RuntimeError):
+    """The database was migrated by a newer Handoff: this code must not write to it."""
+
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(
+            f"the database's schema is version {found}, newer than this Handoff knows "
+            f"(up to {known}): a newer Handoff has upgraded it. Run that version (or newer), "
+            "or restore the backup taken before the upgrade")
+
+
 async def migrate(engine: AsyncEngine) -> int:
     """Bring the schema up to date; returns the version now in force. Processes starting
     together (``serve`` and ``worker``) migrate one after the other."""
@@ -262,6 +272,8 @@ async def _migrate(engine: AsyncEngine) -> int:
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7134021)"))
         current = (await conn.execute(sa.select(sa.func.max(schema_version.c.version)))).scalar()
         current = current or 0
+        if current > len(MIGRATIONS):
+            raise NewerSchema(current, len(MIGRATIONS))
         for version, step in enumerate(MIGRATIONS, start=1):
             if version > current:
                 await step(conn)
