@@ -423,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     p_setup.add_argument("--open", action="store_true", help="open the page in a browser")
     p_setup.add_argument("--force", action="store_true",
                          help="register even though the env file names an App already")
+    p_backup = sub.add_parser("backup", help="copy the job store to a file (while running)")
+    p_backup.add_argument("file", type=Path)
+    p_restore = sub.add_parser("restore", help="replace the job store with a backup "
+                               "(stop Handoff first)")
+    p_restore.add_argument("file", type=Path)
     p_demo = sub.add_parser("demo", help="label an issue on a local GitHub and watch the PR")
     p_demo.add_argument("--dir", type=Path, default=Path("./handoff-data/demo"))
     args = parser.parse_args(argv)
@@ -462,6 +467,15 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(redeliver(settings, args.every, args.unrecorded))
     elif args.command == "setup":
         return asyncio.run(setup(settings, args))
+    elif args.command in ("backup", "restore"):
+        from bot.backup import BackupError, backup, restore
+
+        try:
+            (backup if args.command == "backup" else restore)(settings.db_url, args.file)
+        except BackupError as exc:
+            print(f"handoff {args.command}: {exc}", file=sys.stderr)
+            return 1
+        print(f"{'backed up to' if args.command == 'backup' else 'restored from'} {args.file}")
     elif args.command == "demo":
         shutil.rmtree(args.dir, ignore_errors=True)
         args.dir.mkdir(parents=True)
