@@ -349,6 +349,28 @@ async def setup(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def validate(settings: Settings, path: Path, schema: bool) -> int:
+    """``handoff validate``: the repository settings file checked as a job checks it."""
+    from bot.executor.repo_config import RepoConfigError, json_schema_text, parse_repo_config
+    from bot.executor.spec import Templates
+
+    if schema:
+        print(json_schema_text(), end="")
+        return 0
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}: cannot read: {exc}", file=sys.stderr)
+        return 2
+    try:
+        parse_repo_config(text, Templates(settings.prompts_dir).names())
+    except RepoConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: valid")
+    return 0
+
+
 def _tune_gc() -> None:
     """Collect garbage less often: one delivery parses into about a thousand objects, so the
     default threshold (700) ran a collection on nearly every request, and full collections
@@ -423,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     p_setup.add_argument("--open", action="store_true", help="open the page in a browser")
     p_setup.add_argument("--force", action="store_true",
                          help="register even though the env file names an App already")
+    p_validate = sub.add_parser("validate", help="check a .github/handoff.yml and name every "
+                                "error")
+    p_validate.add_argument("file", type=Path, nargs="?", default=Path(".github/handoff.yml"))
+    p_validate.add_argument("--schema", action="store_true",
+                            help="print the file's JSON Schema instead")
     p_backup = sub.add_parser("backup", help="copy the job store to a file (while running)")
     p_backup.add_argument("file", type=Path)
     p_restore = sub.add_parser("restore", help="replace the job store with a backup "
@@ -467,6 +494,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(redeliver(settings, args.every, args.unrecorded))
     elif args.command == "setup":
         return asyncio.run(setup(settings, args))
+    elif args.command == "validate":
+        return validate(settings, args.file, args.schema)
     elif args.command in ("backup", "restore"):
         from bot.backup import BackupError, backup, restore
 

@@ -86,3 +86,36 @@ async def test_a_database_that_never_answers_ends_in_one_clear_line(tmp_path: Pa
         "the database at postgresql+asyncpg://handoff:***@127.0.0.1:")
     assert "did not answer in 0 s: ConnectionRefusedError" in str(ended.value)
     assert "hunter2" not in str(ended.value)
+
+
+def test_validate_names_every_error(tmp_path: Path) -> None:
+    config = tmp_path / "handoff.yml"
+    config.write_text("test_command: 3\nbudget: {max_steps: 0, colour: red}\n"
+                      "network: {allow: ghcr.io}\n")
+    result = handoff(tmp_path, "validate", str(config))
+    assert result.returncode == 1
+    for field in ("`test_command`", "`budget.max_steps`", "`budget.colour`", "`network.allow`"):
+        assert field in result.stderr
+    config.write_text("templates: {chore: no-such-template}\n")
+    assert "no-such-template" in handoff(tmp_path, "validate", str(config)).stderr
+    config.write_text("test_command: make check\nnetwork: {allow: [ghcr.io]}\n")
+    ok = handoff(tmp_path, "validate", str(config))
+    assert ok.returncode == 0 and ok.stdout.strip() == f"{config}: valid"
+    assert handoff(tmp_path, "validate", str(tmp_path / "absent.yml")).returncode == 2
+
+
+def test_published_schema_is_current_and_checks_what_validate_checks(tmp_path: Path) -> None:
+    """deploy/handoff.schema.json is what `handoff validate --schema` prints (regenerate it
+    with that command), and a JSON Schema validator agrees with Handoff on examples."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    published = (ROOT / "deploy" / "handoff.schema.json").read_text()
+    assert handoff(tmp_path, "validate", "--schema").stdout == published
+    validator = jsonschema.Draft202012Validator(json.loads(published))
+    good = yaml.safe_load("test_command: make check\nbudget: {max_steps: 30}\ndraft: true\n")
+    bad = yaml.safe_load("budget: {max_steps: 0}\nsurprise: 1\n")
+    assert not list(validator.iter_errors(good))
+    assert len(list(validator.iter_errors(bad))) == 2

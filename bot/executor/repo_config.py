@@ -3,6 +3,9 @@ clear errors."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,7 +29,7 @@ class RepoNetwork(BaseModel):
 
 
 class RepoConfig(BaseModel):
-    """What a repository may set for its own jobs."""
+    """Settings a repository gives its own jobs in `.github/handoff.yml` (default branch)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -40,6 +43,18 @@ class RepoConfig(BaseModel):
     draft: bool | None = Field(None, description="Open pull requests as drafts.")
     budget: RepoBudget = Field(default_factory=RepoBudget)
     network: RepoNetwork = Field(default_factory=RepoNetwork)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``.github/handoff.yml`` (published as deploy/handoff.schema.json
+    for editors: ``# yaml-language-server: $schema=...``)."""
+    schema = RepoConfig.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "Handoff repository settings (.github/handoff.yml)", **schema}
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
 
 class RepoConfigError(Exception):
