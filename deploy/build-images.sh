@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the images deploy/compose.yml runs from Debian packages alone (no image registry):
 #   handoff-debian:bookworm  a minimal Debian made by mmdebstrap: the base of the next two
-#   handoff:dev              Handoff, web and worker (deploy/Dockerfile)
+#   handoff:dev              Handoff, web and worker (deploy/Dockerfile), also tagged with
+#                            its version (handoff:0.1.0, from bot/__init__.py)
 #   handoff-postgres:15      PostgreSQL (deploy/postgres/)
 #   handoff-sandbox:dev      the job sandboxes (deploy/sandbox/build.sh)
 # Each image carries the hash of its recipe as a label and is built again only when the
@@ -82,6 +83,9 @@ base_recipe="$(podman image inspect --format '{{ index .Labels "handoff.recipe" 
 build localhost/handoff:dev \
   "$(recipe_of "$base_recipe" deploy/Dockerfile .dockerignore pyproject.toml README.md \
      app.yml bot handlers)" "$root" --file "$here/Dockerfile"
+# The release's own tag beside :dev, so a deployment can name the version it runs.
+version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$root/bot/__init__.py")"
+podman tag localhost/handoff:dev "localhost/handoff:$version"
 build localhost/handoff-postgres:15 "$(recipe_of "$base_recipe" deploy/postgres)" \
   "$here/postgres"
 "$here/sandbox/build.sh" handoff-sandbox:dev

@@ -160,3 +160,12 @@ def test_every_handoff_variable_is_a_setting() -> None:
         for container in pod_spec(workload)["containers"]:
             named = {n for n in env(container) if n.startswith("HANDOFF_")}
             assert named <= fields, named - fields
+
+
+def test_the_manifest_runs_this_release() -> None:
+    """Handoff's images in the manifest carry the package's version, not :latest."""
+    from bot import __version__
+
+    text = (Path(__file__).parent.parent / "deploy" / "kubernetes" / "handoff.yaml").read_text()
+    tags = re.findall(r"image: handoff:(\S+)", text)
+    assert tags and set(tags) == {__version__}
