@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # Build the sandbox image from Debian packages (no registry needed) and import it into Podman.
-# Usage: deploy/sandbox/build.sh [IMAGE]   (default handoff-sandbox:dev)
+# Usage: deploy/sandbox/build.sh [--user NAME] [IMAGE]   (default handoff-sandbox:dev)
 # The image carries a label with the hash of its recipe; a changed recipe builds it again.
+# --user NAME also puts it in that user's own (rootless) Podman storage, where a service
+# running as NAME (deploy/systemd/handoff.service: handoff) looks for it; root's is not seen.
 set -euo pipefail
+user=""
+if [ "${1:-}" = --user ]; then user="$2"; shift 2; fi
 image="${1:-handoff-sandbox:dev}"
 here="$(cd "$(dirname "$0")" && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
 recipe="$(cat "$here/packages.txt" "$here/build.sh" | sha256sum | cut -c1-16)"
-if [ "$(podman image inspect --format '{{ index .Labels "handoff.recipe" }}' "$image" \
-        2>/dev/null)" = "$recipe" ]; then
-  echo "image $image already present"; exit 0
+label() { "$@" image inspect --format '{{ index .Labels "handoff.recipe" }}' "$image" 2>/dev/null; }
+as_user() {  # podman as $user, with the home its service has
+  runuser -u "$user" -- env HOME="$(getent passwd "$user" | cut -d: -f6)" \
+    CONTAINERS_CONF="$CONTAINERS_CONF" podman "$@"
+}
+give_to_user() {
+  [ -n "$user" ] || return 0
+  if [ "$(label as_user)" = "$recipe" ]; then echo "image $image already present for $user"
+  else podman save "$image" | as_user load --quiet >/dev/null && echo "gave $image to $user"
+  fi
+}
+if [ "$(label podman)" = "$recipe" ]; then
+  echo "image $image already present"; give_to_user; exit 0
 fi
 packages="$(grep -v '^#' "$here/packages.txt" | grep . | paste -sd, -)"
 work="$(mktemp -d)"
@@ -26,3 +40,4 @@ podman import --change 'USER agent' --change 'WORKDIR /workspace' \
   --change 'CMD ["/bin/bash"]' --change "LABEL handoff.recipe=$recipe" \
   "$work/rootfs.tar" "$image" >/dev/null
 echo "built $image (recipe $recipe)"
+give_to_user
