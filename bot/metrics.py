@@ -58,6 +58,9 @@ GITHUB_CALLS = Counter("handoff_github_api_calls", "GitHub API calls by method a
 RATE_REMAINING = Gauge("handoff_github_rate_limit_remaining", "x-ratelimit-remaining of the "
                        "latest GitHub answer, by rate-limit resource.", ["resource"],
                        multiprocess_mode="mostrecent")
+REPORTS = Gauge("handoff_job_reports", "Ended jobs by whether their result is on GitHub: "
+                "reported, pending (a retry is due) or unreportable (it never can be).",
+                ["state"], multiprocess_mode="mostrecent")
 SANDBOXES = Gauge("handoff_sandboxes_running", "Sandboxes running, by backend.", ["backend"],
                   multiprocess_mode="livesum")
 _counted: set[tuple[str, str]] = set()  # JOBS label pairs shown so far
@@ -101,7 +104,8 @@ def github_answer(method: str, response: Any) -> None:
 
 
 async def refresh_jobs(store: Any) -> None:
-    """Job counts by state and category, and the queue's depth, from the database."""
+    """Job counts by state and category, the queue's depth, and the reports not yet (or
+    never) posted, from the database."""
     query = sa.select(schema.jobs.c.state, schema.jobs.c.category, sa.func.count()).group_by(
         schema.jobs.c.state, schema.jobs.c.category)
     async with store.engine.connect() as conn:
@@ -113,6 +117,8 @@ async def refresh_jobs(store: Any) -> None:
     _counted.update(counts)
     queued = sum(n for (state, _), n in counts.items() if state == "queued")
     QUEUE_DEPTH.set(queued)
+    for state, count in (await store.report_counts()).items():
+        REPORTS.labels(state).set(count)
 
 
 def endpoint(store: Any) -> Any:

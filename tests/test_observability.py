@@ -114,6 +114,8 @@ async def test_a_job_in_logs_and_metrics(tmp_path: Path) -> None:
         {x.get("stage") for x in mine}
     got = samples(scrape)
     assert value(got, "handoff_jobs", state="succeeded", category="") >= 1
+    assert value(got, "handoff_job_reports", state="reported") >= 1  # what `handoff jobs` names
+    assert value(got, "handoff_job_reports", state="unreportable") == 0
     for stage in ("agent", "tests after", "pr"):
         assert value(got, "handoff_job_stage_seconds_count", stage=stage) >= 1
     assert value(got, "handoff_model_tokens_total", direction="input") > 0

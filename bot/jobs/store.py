@@ -574,7 +574,7 @@ class Store:
 
     async def report_counts(self) -> dict[str, int]:
         """Final jobs by report state: ``reported``, ``pending`` (to be retried) and
-        ``unreportable`` (exported later as handoff_job_reports{state=...})."""
+        ``unreportable`` (exported as ``handoff_job_reports{state}``)."""
         state = sa.case((jobs.c.reported.is_(True), "reported"),
                         (jobs.c.unreportable.is_(True), "unreportable"), else_="pending")
         async with self.engine.connect() as conn:
