@@ -349,6 +349,30 @@ async def setup(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def budgets(settings: Settings, args: argparse.Namespace) -> int:
+    """``handoff budgets``: set, remove or list the monthly caps with this month's use."""
+    from bot.jobs.budgets import Budgets, month_bounds
+
+    store = await Store.open(settings.db_url)
+    try:
+        caps = Budgets(store.engine)
+        if args.action == "set":
+            await caps.set(args.scope, args.name, args.dollars, args.jobs)
+        elif args.action == "rm" and not await caps.remove(args.scope, args.name):
+            print(f"no budget for {args.scope} {args.name}", file=sys.stderr)
+            return 1
+        found = await caps.caps()
+        if not found:
+            print("no budgets: jobs are limited only per job (HANDOFF_MAX_COST_USD)")
+        resets = time.strftime("%Y-%m-%d", time.gmtime(month_bounds()[1]))
+        for cap in found:
+            use = await caps.usage(cap)
+            print(f"{use.line()}{'  USED UP' if use.used_up() else ''}  (resets {resets})")
+    finally:
+        await store.close()
+    return 0
+
+
 def validate(settings: Settings, path: Path, schema: bool) -> int:
     """``handoff validate``: the repository settings file checked as a job checks it."""
     from bot.executor.repo_config import RepoConfigError, json_schema_text, parse_repo_config
@@ -450,6 +474,13 @@ def main(argv: list[str] | None = None) -> int:
     p_validate.add_argument("file", type=Path, nargs="?", default=Path(".github/handoff.yml"))
     p_validate.add_argument("--schema", action="store_true",
                             help="print the file's JSON Schema instead")
+    p_budgets = sub.add_parser("budgets", help="monthly caps per organisation, repository or "
+                               "person: list (default), set, rm")
+    p_budgets.add_argument("action", nargs="?", choices=["list", "set", "rm"], default="list")
+    p_budgets.add_argument("scope", nargs="?", choices=["org", "repo", "person"])
+    p_budgets.add_argument("name", nargs="?", help="acme, acme/calc or a login")
+    p_budgets.add_argument("--dollars", type=float, help="dollars a month (set)")
+    p_budgets.add_argument("--jobs", type=int, help="jobs a month (set)")
     p_backup = sub.add_parser("backup", help="copy the job store to a file (while running)")
     p_backup.add_argument("file", type=Path)
     p_restore = sub.add_parser("restore", help="replace the job store with a backup "
@@ -494,6 +525,14 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(redeliver(settings, args.every, args.unrecorded))
     elif args.command == "setup":
         return asyncio.run(setup(settings, args))
+    elif args.command == "budgets":
+        if args.action != "list" and not (args.scope and args.name):
+            print(f"handoff budgets {args.action} needs a scope and a name", file=sys.stderr)
+            return 2
+        if args.action == "set" and args.dollars is None and args.jobs is None:
+            print("handoff budgets set needs --dollars, --jobs or both", file=sys.stderr)
+            return 2
+        return asyncio.run(budgets(settings, args))
     elif args.command == "validate":
         return validate(settings, args.file, args.schema)
     elif args.command in ("backup", "restore"):

@@ -31,6 +31,7 @@ from starlette.types import Scope
 
 from bot import logs
 from bot.jobs import schema
+from bot.jobs.budgets import Budgets
 
 log = logging.getLogger("handoff.web")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created doubles the scrape
@@ -61,6 +62,10 @@ RATE_REMAINING = Gauge("handoff_github_rate_limit_remaining", "x-ratelimit-remai
 REPORTS = Gauge("handoff_job_reports", "Ended jobs by whether their result is on GitHub: "
                 "reported, pending (a retry is due) or unreportable (it never can be).",
                 ["state"], multiprocess_mode="mostrecent")
+BUDGET_SPENT = Gauge("handoff_budget_spent_dollars", "Dollars spent this month under each "
+                     "monthly budget.", ["scope", "name"], multiprocess_mode="mostrecent")
+BUDGET_CAP = Gauge("handoff_budget_cap_dollars", "Each monthly budget's dollar cap.",
+                   ["scope", "name"], multiprocess_mode="mostrecent")
 SANDBOXES = Gauge("handoff_sandboxes_running", "Sandboxes running, by backend.", ["backend"],
                   multiprocess_mode="livesum")
 _counted: set[tuple[str, str]] = set()  # JOBS label pairs shown so far
@@ -119,6 +124,17 @@ async def refresh_jobs(store: Any) -> None:
     QUEUE_DEPTH.set(queued)
     for state, count in (await store.report_counts()).items():
         REPORTS.labels(state).set(count)
+    await refresh_budgets(store)
+
+
+async def refresh_budgets(store: Any) -> None:
+    """Each monthly dollar cap and what its month has spent."""
+    budgets = Budgets(store.engine)
+    for cap in await budgets.caps():
+        if cap.dollars is not None:
+            BUDGET_CAP.labels(cap.scope, cap.name).set(cap.dollars)
+            BUDGET_SPENT.labels(cap.scope, cap.name).set(
+                (await budgets.usage(cap)).dollars)
 
 
 def endpoint(store: Any) -> Any:

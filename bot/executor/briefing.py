@@ -68,7 +68,9 @@ def make_agent(run: Run, settings: Settings) -> Agent | ExternalAgent:
     model_name = run.config.model or s.model_name
     price_in, price_out = price_for(model_name, s.prices)  # logs a model it has no price for
     budget = Budget(max_steps=b.max_steps or s.max_steps, max_tokens=b.max_tokens or s.max_tokens,
-                    max_cost_usd=b.max_cost_usd or s.max_cost_usd,
+                    max_cost_usd=min(b.max_cost_usd or s.max_cost_usd,
+                                     run.dollars_left if run.dollars_left is not None
+                                     else float("inf")),
                     max_wall_seconds=b.max_wall_seconds or s.max_wall_seconds,
                     price_in=price_in, price_out=price_out)
     key = s.model_api_key.get_secret_value() if s.model_api_key else None

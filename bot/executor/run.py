@@ -36,6 +36,7 @@ class Run:
     base: str = ""
     inputs: SpecInputs | None = None
     start_sha: str = ""
+    dollars_left: float | None = None  # the month's budget left, if one caps this job
     last_mark: float = field(default_factory=time.monotonic)
 
     def mark(self, stage: str) -> None:

@@ -25,6 +25,7 @@ from bot.executor.verdict import Verdict
 from bot.executor.work import baseline, judge, run_agent
 from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApiError, GitHubApp
+from bot.jobs.budgets import Budgets, OverBudget
 from bot.jobs.states import Failure
 from bot.jobs.store import Job, LeaseLost, Store
 from bot.jobs.worker import JobDeferred, JobFailed, JobResult
@@ -80,6 +81,11 @@ class JobRunner:
         if why := await self.conversation.not_permitted(run.job, run.gh):
             raise JobFailed(Failure.NOT_PERMITTED, why)
         run.mark("permission")
+        try:
+            run.dollars_left = await Budgets(self.store.engine).check(
+                run.job.id, run.job.repo, run.job.requested_by)
+        except OverBudget as exc:
+            raise JobFailed(Failure.MONTHLY_BUDGET, str(exc)) from exc
         run.status = await self.conversation.acknowledge(run.gh, run.job, run.record)
         resumed = run.job.attempts > 1 or run.job.stage not in ("", "queued", "rate-limited")
         await run.stage("preparing", self.conversation.resumed(run.job.stage) if resumed else "")

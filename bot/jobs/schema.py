@@ -122,6 +122,17 @@ requests = sa.Table(
 )
 sa.Index("requests_unanswered", requests.c.answered, requests.c.id)
 
+# Monthly caps an operator sets (``handoff budgets``): per organisation (the repository's
+# owner), repository (owner/name) or person (the login who asked), in dollars and in jobs.
+budgets = sa.Table(
+    "budgets", metadata,
+    sa.Column("scope", sa.String(16), primary_key=True),  # org | repo | person
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("dollars", sa.Float, nullable=True),
+    sa.Column("jobs", sa.Integer, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 schema_version = sa.Table(
     "schema_version", metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
@@ -171,13 +182,19 @@ async def _v5_requests(conn: AsyncConnection) -> None:
         sync, checkfirst=True))
 
 
+async def _v6_budgets(conn: AsyncConnection) -> None:
+    """Monthly caps across jobs: the ``budgets`` table."""
+    await conn.run_sync(lambda sync: budgets.create(sync, checkfirst=True))
+
+
 # Append new migrations here; each runs once, in order, inside one transaction. Version 1
 # creates the tables as defined above (the latest shape); later versions bring older
 # databases up to it and are no-ops on new ones.
 MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _v2_deferral,
                                                                      _v3_cancel_by,
                                                                      _v4_fencing_and_reports,
-                                                                     _v5_requests]
+                                                                     _v5_requests,
+                                                                     _v6_budgets]
 
 
 # Readers (aiosqlite, in a thread) may wait this long; in WAL mode they never wait on writes.

@@ -36,6 +36,7 @@ class Failure(StrEnum):
     SANDBOX_LIMIT = "sandbox-limit"
     MODEL_ERROR = "model-error"
     BUDGET_EXHAUSTED = "budget-exhausted"
+    MONTHLY_BUDGET = "monthly-budget"
     AGENT_ERROR = "agent-error"
     NO_CHANGES = "no-changes"
     PUSH_REFUSED = "push-refused"

@@ -39,6 +39,8 @@ STEPS = {
     Failure.MODEL_ERROR: ("calling the model", "This is often passing; ask again in a while."),
     Failure.BUDGET_EXHAUSTED: ("agent run", "Ask again with narrower instructions, or raise the "
                          "budget in `.github/handoff.yml`."),
+    Failure.MONTHLY_BUDGET: ("checking the monthly budget", "Ask again after the budget "
+                             "resets, or ask the people who run Handoff to raise it."),
     Failure.AGENT_ERROR: ("agent run", "Check the agent command's output in the transcript."),
     Failure.NO_CHANGES: ("agent run", "Add detail to the issue about what should change, then ask "
                    "again."),
