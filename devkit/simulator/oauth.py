@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from devkit.simulator.state import Grant, GitHubError, UserToken
+from devkit.simulator.state import GitHubError, Grant, UserToken
 
 if TYPE_CHECKING:
     from devkit.simulator.app import Simulator
