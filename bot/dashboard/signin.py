@@ -134,21 +134,28 @@ class GitHubSignIn:
                                  verify=client_context(),
                                  headers={"User-Agent": "Handoff"})
 
-    async def exchange(self, code: str, redirect_uri: str) -> tuple[str, float]:
-        """The user access token for a callback's code, and when it expires."""
+    async def token_answer(self, code: str, redirect_uri: str = "") -> dict[str, Any]:
+        """GitHub's answer to exchanging a code: a token, or ``error`` (with status 200)."""
+        form = {"client_id": self.client_id, "client_secret": self.secret, "code": code}
+        if redirect_uri:
+            form["redirect_uri"] = redirect_uri
         async with self.http(self.web) as http:
             try:
-                answer = await http.post("/login/oauth/access_token", headers={
-                    "Accept": "application/json"}, data={
-                    "client_id": self.client_id, "client_secret": self.secret, "code": code,
-                    "redirect_uri": redirect_uri})
+                answer = await http.post("/login/oauth/access_token", data=form,
+                                         headers={"Accept": "application/json"})
                 data = answer.json()
             except (httpx.HTTPError, ValueError) as exc:
                 raise SignInError(f"GitHub's token exchange failed: {exc}") from exc
-        if not isinstance(data, dict) or not data.get("access_token"):
-            error = data.get("error_description") or data.get("error") if isinstance(
-                data, dict) else None
-            raise SignInError(f"GitHub did not give a token: {error or answer.status_code}")
+        if not isinstance(data, dict):
+            raise SignInError(f"GitHub's token exchange answered {answer.status_code}")
+        return data
+
+    async def exchange(self, code: str, redirect_uri: str) -> tuple[str, float]:
+        """The user access token for a callback's code, and when it expires."""
+        data = await self.token_answer(code, redirect_uri)
+        if not data.get("access_token"):
+            said = data.get("error_description") or data.get("error") or "no token"
+            raise SignInError(f"GitHub did not give a token: {said}")
         lifetime = float(data.get("expires_in") or self.settings.session_hours * 3600)
         return str(data["access_token"]), time.time() + lifetime
 

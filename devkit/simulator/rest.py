@@ -370,11 +370,11 @@ def routes(sim: Simulator) -> list[Route]:
 
     async def user_installation_repos(request: Request, body: Any) -> Result:
         token = sim.oauth.user_token(request)
-        installation_id = int(request.path_params["id"])
-        if installation_id not in {i.id for i in sim.user_installations(
+        installation_id = str(request.path_params["id"])
+        if installation_id not in {str(i.id) for i in sim.user_installations(
                 token.login, token.client_id)}:
             raise GitHubError(404, "Not Found")
-        found = sim.user_repos(token.login, installation_id)
+        found = sim.user_repos(token.login, int(installation_id))
         return 200, {"total_count": len(found), "repository_selection": "all",
                      "repositories": [{**r.repo(repo), "permissions": _role_permissions(role)}
                                       for repo, role in paged(request, found)]}
@@ -425,7 +425,7 @@ def routes(sim: Simulator) -> list[Route]:
         ("GET", "/repos/{owner}/{repo}/installation", repo_installation),
         ("GET", "/user", get_user),
         ("GET", "/user/installations", user_installations),
-        ("GET", "/user/installations/{id:int}/repositories", user_installation_repos),
+        ("GET", "/user/installations/{id}/repositories", user_installation_repos),
         ("GET", "/repos/{owner}/{repo}", get_repo),
         ("GET", "/repos/{owner}/{repo}/branches/{branch:path}", get_branch),
         ("GET", "/repos/{owner}/{repo}/git/ref/{ref:path}", get_ref),
