@@ -3,6 +3,7 @@ jobs of the repositories they can read, and nothing else; and the charts, in Chr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
@@ -34,14 +35,14 @@ DAY = 86400.0
 
 
 @asynccontextmanager
-async def world(tmp: Path, **overrides: Any) -> AsyncIterator[tuple[str, Store, Settings,
-                                                                     Simulator]]:
+async def world(tmp: Path, api: str = "",
+                **overrides: Any) -> AsyncIterator[tuple[str, Store, Settings, Simulator]]:
     """The simulator with two repositories (maya reads acme/calc only) and the dashboard,
     signing in through the simulator; the App's callback URL registered there."""
     async with simulator(tmp / "sim") as sim:
         sim.add_repo("acme/calc", {"README.md": "x\n"}).collaborators["maya"] = "write"
         sim.add_repo("acme/web", {"README.md": "x\n"}).collaborators["omar"] = "read"
-        async with served(tmp, github_url=sim.base_url, client_id=sim.world.client_id,
+        async with served(tmp, github_url=sim.base_url + api, client_id=sim.world.client_id,
                           client_secret=SecretStr(sim.world.client_secret),
                           dashboard_token=SecretStr(TOKEN), **overrides) as (url, store, s):
             sim.world.callback_urls = [f"{url}/oauth/callback"]
@@ -168,7 +169,9 @@ async def test_state_must_match_this_browser(tmp_path: Path) -> None:
 
 
 async def test_repository_list_is_asked_again(tmp_path: Path) -> None:
-    async with world(tmp_path, repo_cache_seconds=0) as (url, store, settings, sim), \
+    """Also GitHub Enterprise Server's layout: the API under /api/v3, sign-in at the root."""
+    async with world(tmp_path, api="/api/v3", repo_cache_seconds=0) as (
+            url, store, settings, sim), \
             httpx.AsyncClient(follow_redirects=True) as maya:
         calc = await add_job(store, settings, "acme/calc", 7)
         assert (await sign_in(maya, f"{url}/jobs/{calc}", "maya")).status_code == 200
@@ -176,6 +179,22 @@ async def test_repository_list_is_asked_again(tmp_path: Path) -> None:
         assert (await maya.get(f"{url}/jobs/{calc}")).status_code == 404
         sim.world.user_tokens.clear()  # GitHub revokes the token: the session ends
         answer = await maya.get(f"{url}/jobs", follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+
+
+async def test_sessions_expire(tmp_path: Path) -> None:
+    async with world(tmp_path, session_hours=1.5 / 3600) as (url, store, settings, sim), \
+            httpx.AsyncClient(follow_redirects=True) as maya:
+        page = await sign_in(maya, f"{url}/jobs", "maya")
+        assert page.status_code == 200 and "@maya" in page.text
+        cookie = next(c for r in page.history for c in r.headers.get_list("set-cookie")
+                      if c.startswith("handoff_session="))
+        assert "Max-Age=1;" in cookie or "Max-Age=0;" in cookie
+        await asyncio.sleep(1.6)
+        # The browser would drop it; one that kept it is turned away by the server.
+        async with httpx.AsyncClient(cookies={"handoff_session": cookie.split(";")[0].split(
+                "=", 1)[1]}) as kept:
+            answer = await kept.get(f"{url}/jobs")
         assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
 
 

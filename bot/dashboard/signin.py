@@ -20,7 +20,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -67,10 +67,13 @@ class Session:
 
 
 def safe_next(value: str | None) -> str:
-    """A local path to return to after signing in (never another site)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """A local path to return to after signing in (never another site: no ``//host``, no
+    backslash or control character a browser would drop or turn into a slash)."""
+    if not value or not value.startswith("/") or value.startswith("//") or \
+            any(c == "\\" or ord(c) < 0x21 or ord(c) == 0x7f for c in value):
         return "/jobs"
-    return value
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else "/jobs"
 
 
 class Signer:
