@@ -65,9 +65,11 @@ def _axis(top: float, fmt: Fmt, labels: Sequence[str]) -> str:
     if labels:
         every = max(1, len(labels) // 6)
         slot = (W - LEFT - RIGHT) / len(labels)
-        for n in range(0, len(labels), every):
-            x = LEFT + slot * (n + 0.5)
-            out.append(f'<text x="{x:.1f}" y="{H - 8}" text-anchor="middle" font-size="10" '
+        for n in sorted(range(len(labels) - 1, -1, -every)):  # the newest always named
+            x, anchor = LEFT + slot * (n + 0.5), "middle"
+            if x + 3 * len(labels[n]) > W - RIGHT:  # would run off the right edge
+                x, anchor = W - RIGHT, "end"
+            out.append(f'<text x="{x:.1f}" y="{H - 8}" text-anchor="{anchor}" font-size="10" '
                        f'fill="#57606a">{escape(labels[n])}</text>')
     return "".join(out)
 
@@ -113,7 +115,7 @@ def hbars(name: str, title: str, rows: Sequence[tuple[str, list[float]]], keys: 
         y = TOP + n * (bar_h * len(keys) + 8)
         marks.append(f'<text x="{label_w - 6}" y="{y + bar_h * len(keys) / 2 + 4:.1f}" '
                      f'text-anchor="end" font-size="11" fill="#1f2328">'
-                     f'{escape(label[-24:])}</text>')
+                     f'{escape(label if len(label) <= 24 else label[:23] + "…")}</text>')
         for k, (key, value) in enumerate(zip(keys, values, strict=True)):
             w = (W - label_w - 70) * value / top
             marks.append(f'<rect class="bar bar-{key}" x="{label_w}" y="{y + k * bar_h:.1f}" '
@@ -149,7 +151,7 @@ def line(name: str, title: str, labels: Sequence[str], values: Sequence[float | 
 def all_charts(s: Summary) -> list[Markup]:
     """The dashboard's charts, in the order the page shows them."""
     days = s.days
-    queue_labels = [time.strftime("%m-%d %H:%M", time.gmtime(t)) for t, _ in s.queue]
+    queue_labels = [time.strftime("%m-%d", time.gmtime(t)) for t, _ in s.queue]
     return [
         stacked_bars("jobs-per-day", "Jobs per day, by outcome", days,
                      {k: [float(v) for v in vs] for k, vs in s.outcomes.items()}),
