@@ -112,6 +112,10 @@ async def test_a_stranger_sees_no_installation(sim: Simulator) -> None:
 
 async def test_redirects_and_refusals(sim: Simulator) -> None:
     async with httpx.AsyncClient(base_url=sim.base_url) as http:
+        # Over the control API, as `handoff simulator` is driven by hand.
+        app = (await http.post("/_sim/oauth-app", json={"callback_urls": [CALLBACK]})).json()
+        assert app == {"client_id": sim.world.client_id, "callback_urls": [CALLBACK],
+                       "client_secret": sim.world.client_secret}
         # A redirect_uri not registered: back to the registered one with the error.
         answer = await http.get("/login/oauth/authorize", params={
             "client_id": sim.world.client_id, "redirect_uri": "https://evil.example/cb",
