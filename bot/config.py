@@ -156,8 +156,9 @@ class Settings(BaseSettings):
     )
     draft_prs: bool = Field(False, description="Open agent PRs as drafts.")
     dashboard_token: SecretStr | None = Field(
-        None, description="Admin token for the dashboard `handoff serve` shows at /jobs "
-        "(log in with it, or send `Authorization: Bearer`); unset, the dashboard is off.")
+        None, description="Operators' admin token for the dashboard `handoff serve` shows at "
+        "/jobs (log in with it, or send `Authorization: Bearer`; it sees every job); with "
+        "neither it nor CLIENT_ID and CLIENT_SECRET set, the dashboard is off.")
     client_id: str | None = Field(
         None, description="The App's client id (Iv1... or Iv23...): the dashboard signs people "
         "in with GitHub (the App's OAuth web flow); each sees the jobs of the repositories "

@@ -293,3 +293,15 @@ def colours(path: Path) -> set[tuple[int, int, int]]:
         seen.update(zip(row[0::bpp], row[1::bpp], row[2::bpp], strict=True))
         prev = row
     return seen
+
+
+def test_another_replica_checks_the_state_cookie(tmp_path: Path) -> None:
+    from bot.dashboard.signin import GitHubSignIn
+
+    settings = Settings(data_dir=tmp_path, client_id="Iv1.x", client_secret=SecretStr("s1"))
+    target, cookie = GitHubSignIn(settings).start("https://h.example/oauth/callback", "/jobs/3")
+    state = query(target)["state"]
+    assert GitHubSignIn(settings).check_state(cookie, state) == "/jobs/3"
+    assert GitHubSignIn(settings).check_state(cookie, "other") is None
+    other = Settings(data_dir=tmp_path, client_id="Iv1.x", client_secret=SecretStr("s2"))
+    assert GitHubSignIn(other).check_state(cookie, state) is None

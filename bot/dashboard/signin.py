@@ -77,11 +77,12 @@ def safe_next(value: str | None) -> str:
 
 
 class Signer:
-    """HMAC signatures for cookie values, with a key made when the process starts (the
-    sessions they name live in this process too)."""
+    """HMAC signatures for cookie values. The key is derived from the client secret, so any
+    replica checks a sign-in's state cookie; without one, it is made at start."""
 
-    def __init__(self, key: bytes | None = None) -> None:
-        self.key = key or secrets.token_bytes(32)
+    def __init__(self, secret: str = "") -> None:
+        self.key = hmac.new(secret.encode(), b"handoff dashboard cookies", hashlib.sha256
+                            ).digest() if secret else secrets.token_bytes(32)
 
     def sign(self, value: str) -> str:
         mac = hmac.new(self.key, value.encode(), hashlib.sha256).digest()
@@ -101,7 +102,7 @@ class GitHubSignIn:
         self.secret = settings.client_secret.get_secret_value() if settings.client_secret \
             else ""
         self.web, self.api = web_url(settings.github_url), settings.github_url
-        self.signer = Signer()
+        self.signer = Signer(self.secret)
         self.sessions: dict[str, Session] = {}
 
     @property
