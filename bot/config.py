@@ -156,8 +156,21 @@ class Settings(BaseSettings):
     )
     draft_prs: bool = Field(False, description="Open agent PRs as drafts.")
     dashboard_token: SecretStr | None = Field(
-        None, description="Admin token for the dashboard `handoff serve` shows at /jobs "
-        "(log in with it, or send `Authorization: Bearer`); unset, the dashboard is off.")
+        None, description="Operators' admin token for the dashboard `handoff serve` shows at "
+        "/jobs (log in with it, or send `Authorization: Bearer`; it sees every job); with "
+        "neither it nor CLIENT_ID and CLIENT_SECRET set, the dashboard is off.")
+    client_id: str | None = Field(
+        None, description="The App's client id (Iv1... or Iv23...): the dashboard signs people "
+        "in with GitHub (the App's OAuth web flow); each sees the jobs of the repositories "
+        "they can read. `handoff setup` writes it.")
+    client_secret: SecretStr | None = Field(
+        None, description="The App's client secret, for that sign-in; `handoff setup` writes "
+        "it.")
+    session_hours: float = Field(8.0, gt=0, description="How long a dashboard sign-in lasts "
+                                 "(at most as long as GitHub's user token).")
+    repo_cache_seconds: float = Field(
+        300.0, ge=0, description="How long the dashboard trusts a signed-in person's list of "
+        "repositories before asking GitHub again.")
     public_url: str = Field("", description="Where Handoff is reached from outside "
                             "(https://handoff.example.com); PR bodies and status comments "
                             "then link to the job's dashboard page, {public_url}/jobs/{id}.")
@@ -197,7 +210,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret's value, for redaction wherever text leaves Handoff."""
         keys = [self.model_api_key, self.webhook_secret, self.private_key,
-                self.dashboard_token]
+                self.dashboard_token, self.client_secret]
         values = [k.get_secret_value() for k in keys if k is not None]
         pem = self.private_key_pem() if self.private_key else None
         return [*values, *([pem] if pem else []),

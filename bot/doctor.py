@@ -120,6 +120,30 @@ async def check_github(settings: Settings) -> Result | None:
     return True, "github app", f"{app.get('name', slug)} ({slug}) accepts the key"
 
 
+async def check_sign_in(settings: Settings) -> Result:
+    """The dashboard's GitHub sign-in: both halves set, and GitHub takes them (a made-up
+    code is refused as a bad code, not as bad client credentials)."""
+    from bot.dashboard.signin import GitHubSignIn, SignInError
+
+    if not settings.client_id and not settings.client_secret:
+        return None, "sign-in", ("off: set HANDOFF_CLIENT_ID and HANDOFF_CLIENT_SECRET "
+                                 "(`handoff setup` writes them) so people sign in to the "
+                                 "dashboard with GitHub")
+    if not settings.client_id or not settings.client_secret:
+        missing = "HANDOFF_CLIENT_SECRET" if settings.client_id else "HANDOFF_CLIENT_ID"
+        return False, "sign-in", f"missing: {missing} (the client id and secret go together)"
+    try:
+        answer = await GitHubSignIn(settings).token_answer("handoff-doctor-probe")
+    except SignInError as exc:
+        return False, "sign-in", str(exc)
+    if answer.get("error") != "bad_verification_code":
+        return False, "sign-in", f"GitHub refused the client id and secret: " \
+            f"{answer.get('error_description') or answer.get('error') or answer}"
+    where = settings.public_url or "https://YOUR-HOST"
+    return True, "sign-in", (f"GitHub knows the client id; the App's callback URL must be "
+                             f"{where}/oauth/callback")
+
+
 async def check_database(settings: Settings) -> Result:
     try:
         store = await asyncio.wait_for(Store.open(settings.db_url), 10)
@@ -205,8 +229,9 @@ async def check_model(settings: Settings) -> Result:
 async def run_doctor(settings: Settings) -> int:
     """Print a verdict per item; exit 1 when anything failed."""
     results = check_config(settings)
-    checks = await asyncio.gather(check_github(settings), check_database(settings),
-                                  check_engine(settings), check_model(settings))
+    checks = await asyncio.gather(check_github(settings), check_sign_in(settings),
+                                  check_database(settings), check_engine(settings),
+                                  check_model(settings))
     results += [r for r in checks if r is not None]
     for ok, what, detail in results:
         print(_line(ok, what, detail))

@@ -120,7 +120,7 @@ async def test_token_gate_cookie_and_headers(tmp_path: Path) -> None:
             httpx.AsyncClient(base_url=url) as http:
         await add_job(store, settings, [])
         answer = await http.get("/jobs")
-        assert answer.status_code == 303 and answer.headers["location"] == "/login"
+        assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2Fjobs"
         assert (await http.get("/jobs/1/feed")).status_code == 401
         assert (await http.get("/jobs", headers={"Authorization": "Bearer nope"})) \
             .status_code == 401
@@ -211,7 +211,7 @@ async def test_a_real_job_in_chromium(tmp_path: Path) -> None:
         url = s.sim.webhook_url.removesuffix("/webhook")
         async with browser_page(tmp_path) as page:
             await page.goto(f"{url}/jobs")
-            assert page.url.endswith("/login")  # not logged in yet
+            assert "/login?next=" in page.url  # not logged in yet
             await page.fill("#token", TOKEN)
             await page.click("button[type=submit]")
             await page.wait_for_url(f"{url}/jobs")

@@ -127,3 +127,27 @@ async def test_doctor_names_the_default_models_price(tmp_path: Path) -> None:
     code, out = await doctor(tmp_path, HANDOFF_MODEL_BASE_URL="http://127.0.0.1:9/v1",
                              HANDOFF_SANDBOX="bubblewrap")
     assert line(out, "model price").startswith("[ok  ] model price        gpt-4.1: $2 in, $8 out")
+
+
+async def test_sign_in_check_asks_github_about_the_client(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+    from sim import simulator
+
+    from bot.config import Settings
+    from bot.doctor import check_sign_in
+
+    async with simulator(tmp_path / "github") as sim:
+        def settings(**values: object) -> Settings:
+            return Settings(github_url=sim.base_url, public_url="https://h.example",
+                            **values)  # type: ignore[arg-type]
+
+        ok, _, detail = await check_sign_in(settings(
+            client_id=sim.world.client_id, client_secret=SecretStr(sim.world.client_secret)))
+        assert ok is True and "https://h.example/oauth/callback" in detail
+        ok, _, detail = await check_sign_in(settings(
+            client_id=sim.world.client_id, client_secret=SecretStr("wrong")))
+        assert ok is False and "client_id and/or client_secret passed are incorrect" in detail
+        ok, _, detail = await check_sign_in(settings(client_id=sim.world.client_id))
+        assert ok is False and "HANDOFF_CLIENT_SECRET" in detail
+        ok, _, detail = await check_sign_in(settings())
+        assert ok is None and detail.startswith("off:")

@@ -71,6 +71,8 @@ async def test_setup_registers_the_app_and_handoff_authenticates_as_it(
     assert sent["default_permissions"] == declared["default_permissions"]
     assert sent["hook_attributes"] == {"url": HOOK, "active": True}
     assert sent["redirect_url"] == f"{reg.base}/callback" and sent["public"] is False
+    assert sent["callback_urls"] == [HOOK.rsplit("/", 1)[0] + "/oauth/callback"]
+    assert sent["request_oauth_on_install"] is False
 
     # The browser ends on a page that says what was done, with no secret on it.
     assert answer.status_code == 200 and "handoff-dev" in answer.text
@@ -91,6 +93,10 @@ async def test_setup_registers_the_app_and_handoff_authenticates_as_it(
     assert settings.github_url == sim.base_url
     pem = settings.private_key_pem()
     assert pem == made.pem
+    assert settings.client_id == made.client_id  # the dashboard's sign-in
+    assert settings.client_secret and settings.client_secret.get_secret_value() == \
+        made.client_secret
+    assert made.client_secret not in answer.text
 
     # Handoff with those settings is the new App.
     github = GitHubApp(str(settings.app_id), pem, settings.github_url)

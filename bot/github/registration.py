@@ -4,7 +4,8 @@ A page on 127.0.0.1 posts the manifest to GitHub (``/settings/apps/new``, or
 ``/organizations/ORG/settings/apps/new``; on GHES the same paths on its host); GitHub shows
 it, creates the App and redirects the browser back with a one-time ``code``, which is
 exchanged (``POST /app-manifests/{code}/conversions``, no auth) for the App's id, slug,
-private key and webhook secret. Those go into ``.env`` (mode 0600) and are never printed.
+private key, webhook secret and OAuth client id and secret (the dashboard's sign-in). Those go
+into ``.env`` (mode 0600) and are never printed.
 """
 
 from __future__ import annotations
@@ -54,9 +55,18 @@ def manifest(app_yml: Path, webhook_url: str, redirect_url: str,
     data["hook_attributes"] = {**(data.get("hook_attributes") or {}), "url": webhook_url,
                                "active": True}
     data["public"] = False
+    # The dashboard's sign-in comes back beside the webhook: https://HOST/oauth/callback.
+    data["callback_urls"] = [callback_url(webhook_url)]
+    data["request_oauth_on_install"] = False
     if name:
         data["name"] = name
     return data
+
+
+def callback_url(webhook_url: str) -> str:
+    """Where GitHub sends people back after signing in: ``/oauth/callback`` beside the
+    webhook's path (``https://HOST/webhook`` → ``https://HOST/oauth/callback``)."""
+    return webhook_url.rstrip("/").rsplit("/", 1)[0] + "/oauth/callback"
 
 
 def web_url(api_url: str) -> str:
@@ -139,6 +149,9 @@ def env_values(app: dict[str, Any], api_url: str) -> dict[str, str]:
     values = {"HANDOFF_APP_ID": str(app["id"]), "HANDOFF_APP_SLUG": str(app["slug"]),
               "HANDOFF_PRIVATE_KEY": str(app["pem"]),
               "HANDOFF_WEBHOOK_SECRET": str(app.get("webhook_secret") or "")}
+    if app.get("client_id") and app.get("client_secret"):
+        values["HANDOFF_CLIENT_ID"] = str(app["client_id"])
+        values["HANDOFF_CLIENT_SECRET"] = str(app["client_secret"])
     if api_url.rstrip("/") != "https://api.github.com":
         values["HANDOFF_GITHUB_URL"] = api_url.rstrip("/")
     return values

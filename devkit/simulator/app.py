@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from devkit.simulator import control, rest
 from devkit.simulator import git as simgit
+from devkit.simulator.oauth import WebFlow
 from devkit.simulator.openapi import Operation, Spec
 from devkit.simulator.render import Renderer
 from devkit.simulator.state import (
@@ -71,6 +72,7 @@ class Simulator:
         self.webhook_url, self.webhook_secret = webhook_url, webhook_secret
         self.render = Renderer(self.spec, base_url)
         self.pending: set[asyncio.Task[None]] = set()
+        self.oauth = WebFlow(self)
         self.app = Starlette(routes=self._routes())
 
     @property
@@ -117,6 +119,24 @@ class Simulator:
                     collaborators={owner: "admin"})
         self.world.repos[full_name.lower()] = repo
         return repo
+
+    def person(self, login: str) -> User:
+        """The one user of that name (the same id every time)."""
+        return self.world.people.setdefault(login, User(login))
+
+    def user_installations(self, login: str, client_id: str) -> list[Installation]:
+        """The App's installations a person has explicit access to (their own account's, or
+        one with a repository they collaborate on); another App's token sees none."""
+        if client_id != self.world.client_id:
+            return []
+        mine = {r.installation_id for r in self.world.repos.values() if login in r.collaborators}
+        return [i for i in self.world.installations.values()
+                if i.account == login or i.id in mine]
+
+    def user_repos(self, login: str, installation_id: int) -> list[tuple[Repo, str]]:
+        """An installation's repositories a person has explicit access to, with their role."""
+        return [(r, r.collaborators[login]) for r in self.world.repos.values()
+                if r.installation_id == installation_id and login in r.collaborators]
 
     def get_repo(self, full_name: str) -> Repo:
         repo = self.world.repos.get(full_name.lower())
@@ -410,7 +430,7 @@ class Simulator:
     def _routes(self) -> list[Route]:
 
         convert = self.endpoint(self.convert_manifest)
-        return [*control.routes(self), *rest.routes(self),
+        return [*control.routes(self), *rest.routes(self), *self.oauth.routes(),
                 Route("/settings/apps/new", self.new_app_form, methods=["POST"]),
                 Route("/organizations/{org}/settings/apps/new", self.new_app_form,
                       methods=["POST"]),

@@ -41,6 +41,13 @@ def routes(sim: Simulator) -> list[Route]:
                                b.get("labels"))
         return {"number": issue.number}
 
+    def oauth_app(b: dict[str, Any]) -> dict[str, Any]:
+        """The App's callback URLs (where its sign-in may come back); its client id and
+        secret, for HANDOFF_CLIENT_ID and HANDOFF_CLIENT_SECRET."""
+        sim.world.callback_urls = [str(u) for u in b["callback_urls"]]
+        return {"client_id": sim.world.client_id, "client_secret": sim.world.client_secret,
+                "callback_urls": sim.world.callback_urls}
+
     def fault(b: dict[str, Any]) -> dict[str, Any]:
         sim.add_fault(Fault(**b))
         return {"pending": len(sim.world.faults)}
@@ -72,6 +79,7 @@ def routes(sim: Simulator) -> list[Route]:
             b["repo"], b["number"], b["state"], b.get("body", ""), b["actor"],
             b.get("comments")).id}), methods=["POST"]),
         Route("/_sim/faults", action(fault), methods=["POST"]),
+        Route("/_sim/oauth-app", action(oauth_app), methods=["POST"]),
         Route("/_sim/expire-tokens", action(lambda b: sim.expire_tokens()), methods=["POST"]),
         Route("/_sim/state", state, methods=["GET"]),
     ]

@@ -26,6 +26,14 @@ class Renderer:
                     html_url=f"{self.base}/{user.login}", url=f"{self.base}/users/{user.login}")
         return dict(body)
 
+    def private_user(self, user: User) -> dict[str, Any]:
+        """``GET /user``: the signed-in person, their private view."""
+        body = self.spec.example("private-user-response-with-public-and-private-profile-"
+                                 "information")
+        body.update(self.user(user), name=user.login, email=None, company=None, bio=None,
+                    user_view_type="private")
+        return dict(body)
+
     def repo(self, repo: Repo) -> dict[str, Any]:
         body = self.spec.example("full-repository-default-response")
         owner = body["owner"]

@@ -358,6 +358,27 @@ def routes(sim: Simulator) -> list[Route]:
             run.status = "completed"
         return 200, r.check_run(repo, run)
 
+    # --- the person a user access token acts for ---
+    async def get_user(request: Request, body: Any) -> Result:
+        return 200, r.private_user(sim.person(sim.oauth.user_token(request).login))
+
+    async def user_installations(request: Request, body: Any) -> Result:
+        token = sim.oauth.user_token(request)
+        found = sim.user_installations(token.login, token.client_id)
+        return 200, {"total_count": len(found),
+                     "installations": [_installation(sim, i.id) for i in paged(request, found)]}
+
+    async def user_installation_repos(request: Request, body: Any) -> Result:
+        token = sim.oauth.user_token(request)
+        installation_id = str(request.path_params["id"])
+        if installation_id not in {str(i.id) for i in sim.user_installations(
+                token.login, token.client_id)}:
+            raise GitHubError(404, "Not Found")
+        found = sim.user_repos(token.login, int(installation_id))
+        return 200, {"total_count": len(found), "repository_selection": "all",
+                     "repositories": [{**r.repo(repo), "permissions": _role_permissions(role)}
+                                      for repo, role in paged(request, found)]}
+
     # --- webhook deliveries (JWT) ---
     async def list_deliveries(request: Request, body: Any) -> Result:
         sim.check_jwt(request)
@@ -402,6 +423,9 @@ def routes(sim: Simulator) -> list[Route]:
         ("GET", "/app/hook/deliveries", list_deliveries),
         ("POST", "/app/hook/deliveries/{id}/attempts", redeliver),
         ("GET", "/repos/{owner}/{repo}/installation", repo_installation),
+        ("GET", "/user", get_user),
+        ("GET", "/user/installations", user_installations),
+        ("GET", "/user/installations/{id}/repositories", user_installation_repos),
         ("GET", "/repos/{owner}/{repo}", get_repo),
         ("GET", "/repos/{owner}/{repo}/branches/{branch:path}", get_branch),
         ("GET", "/repos/{owner}/{repo}/git/ref/{ref:path}", get_ref),
@@ -465,6 +489,16 @@ def paged(request: Request, items: list[T]) -> list[T]:
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+ROLES = ("read", "triage", "write", "maintain", "admin")
+ROLE_KEYS = ("pull", "triage", "push", "maintain", "admin")
+
+
+def _role_permissions(role: str) -> dict[str, bool]:
+    """A repository's ``permissions`` for a person with this role (read ... admin)."""
+    rank = ROLES.index(role) if role in ROLES else 0
+    return {key: rank >= n for n, key in enumerate(ROLE_KEYS)}
 
 
 def _installation(sim: Simulator, installation_id: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,29 @@ class RegisteredApp:
 
 
 @dataclass
+class Grant:
+    """A code GitHub's authorize page gave a browser for one App and person (10 minutes)."""
+
+    code: str
+    client_id: str
+    login: str
+    redirect_uri: str
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
+class UserToken:
+    """A user access token (``ghu_``): what a person let an App do in their name."""
+
+    token: str
+    login: str
+    client_id: str
+    expires_at: float
+    refresh_token: str = ""
+
+
+@dataclass
 class World:
     """Everything the simulator knows."""
 
@@ -197,6 +221,15 @@ class World:
     calls: list[dict[str, Any]] = field(default_factory=list)
     rate_remaining: int = 5000
     apps: dict[int, RegisteredApp] = field(default_factory=dict)  # made from manifests
+    # The App's OAuth side (its web flow signs people in with user access tokens).
+    client_id: str = "Iv1.5a1de0ff00c0ffee"
+    client_secret: str = field(default_factory=lambda: secrets.token_hex(20))
+    callback_urls: list[str] = field(default_factory=list)
+    people: dict[str, User] = field(default_factory=dict)  # login -> the one User of that name
+    web_sessions: dict[str, str] = field(default_factory=dict)  # browser cookie -> login
+    authorized: set[tuple[str, str]] = field(default_factory=set)  # (login, client_id)
+    grants: dict[str, Grant] = field(default_factory=dict)
+    user_tokens: dict[str, UserToken] = field(default_factory=dict)
 
     def repo(self, owner: str, name: str) -> Repo | None:
         return self.repos.get(f"{owner}/{name}".lower())
