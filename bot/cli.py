@@ -342,7 +342,8 @@ async def setup(settings: Settings, args: argparse.Namespace) -> int:
     from bot.github.registration import install_url
 
     print(f"Registered the GitHub App {app['slug']} (id {app['id']}); wrote HANDOFF_APP_ID, "
-          f"HANDOFF_APP_SLUG, HANDOFF_PRIVATE_KEY and HANDOFF_WEBHOOK_SECRET to {env_file} "
+          f"HANDOFF_APP_SLUG, HANDOFF_PRIVATE_KEY, HANDOFF_WEBHOOK_SECRET, HANDOFF_CLIENT_ID and "
+          f"HANDOFF_CLIENT_SECRET to {env_file} "
           f"(mode 0600).\nNext:\n  1. install it on the repositories it may work in: "
           f"{install_url(app, api_url)}\n  2. handoff doctor\n  3. handoff serve "
           f"(webhooks go to {args.webhook_url})")
