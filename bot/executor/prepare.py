@@ -3,19 +3,29 @@ inputs from git objects of the default branch, never from files the agent may ha
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from bot.executor.gitops import Checkout
-from bot.executor.repo_config import CONFIG_PATH, RepoConfig, RepoConfigError, parse_repo_config
+from bot.executor.repo_config import (
+    CONFIG_PATH,
+    RepoConfig,
+    RepoConfigError,
+    extends_target,
+    parse_repo_config,
+    with_defaults,
+)
 from bot.executor.run import Run
 from bot.executor.spec import build_inputs, repo_instructions
 from bot.executor.workspace import Workspaces
-from bot.github.client import WRITE_ROLES, RepoClient
+from bot.github.client import WRITE_ROLES, GitHubApiError, RepoClient
 from bot.jobs.states import Failure
 from bot.jobs.worker import JobFailed
 from bot.receiver.decisions import AGENT_BRANCH_PREFIX
 from bot.reporter import wording
+
+log = logging.getLogger("handoff.executor")
 
 
 def slug(title: str) -> str:
@@ -39,7 +49,7 @@ async def prepare(run: Run, workspaces: Workspaces, template_names: list[str],
     run.mark("workspace")
     base_sha = run.record.base_sha = await co.rev(f"refs/remotes/origin/{run.base}")
     run.start_sha = await co.rev("HEAD")
-    run.config = await read_config(co, base_sha, template_names)
+    run.config = await read_config(co, base_sha, template_names, gh)
     comments = await gh.list_comments(job.issue_number)
     writers = await writers_among(gh, comments)
     left_out = await approved_issue(run)
@@ -50,12 +60,46 @@ async def prepare(run: Run, workspaces: Workspaces, template_names: list[str],
     return co
 
 
-async def read_config(co: Checkout, base_sha: str, template_names: list[str]) -> RepoConfig:
-    """``.github/handoff.yml`` as the default branch has it; a bad one ends the job."""
+async def read_config(co: Checkout, base_sha: str, template_names: list[str],
+                      gh: RepoClient) -> RepoConfig:
+    """``.github/handoff.yml`` as the default branch has it, over the organisation's
+    defaults; a bad one ends the job."""
     try:
-        return parse_repo_config(await co.read_blob(base_sha, CONFIG_PATH), template_names)
+        own = await co.read_blob(base_sha, CONFIG_PATH)
+        return parse_repo_config(await org_defaults(gh, own), template_names)
     except RepoConfigError as exc:
         raise JobFailed(Failure.CONFIG_ERROR, str(exc)) from exc
+
+
+async def org_defaults(gh: RepoClient, own: str | None) -> str | None:
+    """The repository's settings text with the organisation's defaults beneath it: those
+    its ``_extends`` names (an error if they cannot be read), or, when it has no file, the
+    owner's ``.github`` repository's (if there are any and the App can read them)."""
+    found = extends_target(own)
+    if found is None:
+        return own
+    target, asked = found
+    owner = gh.owner
+    if "/" in target:
+        other, target = target.split("/", 1)
+        if other.lower() != owner.lower():
+            raise RepoConfigError(f"`_extends: {other}/{target}`: only a repository of "
+                                  f"{owner} may give its settings")
+    try:
+        defaults = await gh.app.repo(gh.installation_id, f"{owner}/{target}").read_file(
+            CONFIG_PATH)
+    except GitHubApiError as exc:
+        if asked:
+            raise RepoConfigError(f"`_extends: {target}`: cannot read {owner}/{target}'s "
+                                  f"`{CONFIG_PATH}` ({exc}); install the App on it") from exc
+        log.info("no organisation defaults for %s: %s", gh.full_name, exc)
+        return own
+    if defaults is None:
+        if asked:
+            raise RepoConfigError(f"`_extends: {target}`: {owner}/{target} has no "
+                                  f"`{CONFIG_PATH}`")
+        return own
+    return with_defaults(own, defaults)
 
 
 async def approved_issue(run: Run) -> list[str]:

@@ -49,6 +49,11 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema of ``.github/handoff.yml`` (published as deploy/handoff.schema.json
     for editors: ``# yaml-language-server: $schema=...``)."""
     schema = RepoConfig.model_json_schema()
+    schema["properties"]["_extends"] = {
+        "type": "string", "title": "Extends",
+        "description": "A repository of the same owner whose .github/handoff.yml these "
+                       "settings build on (default: the owner's .github repository, when "
+                       "this repository has no file)."}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "Handoff repository settings (.github/handoff.yml)", **schema}
 
@@ -59,6 +64,45 @@ def json_schema_text() -> str:
 
 class RepoConfigError(Exception):
     """The repository's configuration is wrong; the message says where and why."""
+
+
+ORG_REPO = ".github"  # an organisation's defaults: .github/handoff.yml in its .github repo
+
+
+def extends_target(text: str | None) -> tuple[str, bool] | None:
+    """Which repository's settings this file builds on, and whether it said so itself:
+    ``_extends: NAME`` (Probot's key), or the owner's ``.github`` repository when the
+    repository has no file. None: the file stands alone."""
+    if text is None:
+        return ORG_REPO, False
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None  # parse_repo_config names the error
+    if isinstance(data, dict) and isinstance(data.get("_extends"), str):
+        return data["_extends"].strip(), True
+    return None
+
+
+def with_defaults(own: str | None, defaults: str) -> str:
+    """The repository's settings over its organisation's: mappings merged key by key, any
+    other value the repository's own; ``_extends`` itself dropped."""
+    def merge(base: Any, over: Any) -> Any:
+        if isinstance(base, dict) and isinstance(over, dict):
+            return {**base, **{k: merge(base.get(k), v) for k, v in over.items()}}
+        return over
+
+    try:
+        base = yaml.safe_load(defaults) or {}
+    except yaml.YAMLError as exc:
+        raise RepoConfigError(f"the organisation's `{CONFIG_PATH}` is not valid YAML: "
+                              f"{exc}") from exc
+    if not isinstance(base, dict):
+        raise RepoConfigError(f"the organisation's `{CONFIG_PATH}` must be a mapping")
+    mine = (yaml.safe_load(own) or {}) if own is not None else {}
+    merged = merge({k: v for k, v in base.items() if k != "_extends"},
+                   {k: v for k, v in mine.items() if k != "_extends"})
+    return yaml.safe_dump(merged, sort_keys=False)
 
 
 def parse_repo_config(text: str | None, known_templates: list[str]) -> RepoConfig:

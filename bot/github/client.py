@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import logging
 import time
@@ -326,6 +327,19 @@ class RepoClient:
     async def get_repo(self) -> dict[str, Any]:
         return dict(await self._read("getting the repository", self.rest.repos.async_get,
                                      self.owner, self.name))
+
+    async def read_file(self, path: str) -> str | None:
+        """A text file of the default branch, or None when there is none (404)."""
+        try:
+            data = await self._read(f"reading {path}", self.rest.repos.async_get_content,
+                                    self.owner, self.name, path)
+        except GitHubApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not isinstance(data, dict) or data.get("type", "file") != "file":
+            return None
+        return base64.b64decode(data.get("content") or "").decode("utf-8", "replace")
 
     async def get_issue(self, number: int) -> dict[str, Any]:
         return dict(await self._read(f"getting issue #{number}", self.rest.issues.async_get,
