@@ -9,6 +9,7 @@ from bot.jobs.states import Failure
 from bot.jobs.store import Job
 from bot.jobs.worker import Unreportable
 from bot.logs import redact
+from bot.reporter.markdown import quote
 from bot.reporter.status import StatusComment, job_url
 
 log = logging.getLogger("handoff.reporter")
@@ -86,7 +87,7 @@ def failure_comment(job: Job) -> str:
     full = ""
     summary = record.summary.strip()
     if summary and CUT_MARK in job.reason:
-        full = "\n\n" + FULL_SUMMARY.format(text=summary[:50_000])
+        full = "\n\n" + FULL_SUMMARY.format(text=quote(summary[:50_000]))
     return redact(f"**Handoff job {job.id} failed** while {step}.\n\n"
                   f"**Cause:** {job.reason}\n\n**Kept:** {kept}{cost}\n\n"
                   f"**To try again:** {advice} Then {again}.").replace("  ", " ") + redact(full)
