@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.text_attacks import hidden_text_reaches_the_prompt, posted_text_is_inert  # noqa: E402
 from bot.executor.sandbox import Backend, Limits, Sandbox  # noqa: E402
 from bot.executor.sandbox.bubblewrap import BubblewrapBackend  # noqa: E402
 from bot.executor.sandbox.container import ContainerBackend  # noqa: E402
@@ -417,6 +418,8 @@ ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
     planted_git_config,
     symlinked_instructions_and_settings,
     fence_escape_and_hidden_text,
+    hidden_text_reaches_the_prompt,
+    posted_text_is_inert,
 ]
 
 
