@@ -58,7 +58,7 @@ def inert(text: str) -> str:
 
 def inline(text: object) -> str:
     """Agent text inside a line of Markdown (a list item, a sentence): ``inert``, one line."""
-    return " ".join(LINE_BREAKS.sub(" ", inert(str(text))).split())
+    return LINE_BREAKS.sub(" ", inert(str(text))).strip()
 
 
 def cell(text: object) -> str:
