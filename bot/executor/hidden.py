@@ -1,6 +1,7 @@
 """Issue text as a reader sees it on GitHub: whatever GitHub does not show (comments, hidden
 markup, elements it drops, format characters, collapsed sections) is left out before the
-text reaches the prompt, and nothing in it can close the fence it is quoted in."""
+text reaches the prompt, and nothing in it can close the fence it is quoted in. Code that
+GitHub surely shows as code (``codespans``) is set aside first and kept as written."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import html
 import re
 import secrets
 import unicodedata
+
+from bot.executor.codespans import code_regions
 
 FLAGS = re.DOTALL | re.IGNORECASE
 HTML_COMMENT = re.compile(r"<!--.*?(-->|$)", re.DOTALL)
@@ -45,7 +48,9 @@ MD_REFERENCE_TITLED = re.compile(
     rf"(?:[ \t]*\n?[ \t]*{TITLE})?[^\n]*", re.MULTILINE)
 MD_REFERENCE = re.compile(r"^[ \t]{0,3}\[[^\]]+\]:.*$", re.MULTILINE)
 FENCE_TAG = re.compile(r"<(\s*/?\s*issue-data)", re.IGNORECASE)
+PLACEHOLDER = re.compile(r"\0(\d+)\0")
 ROUNDS = 10
+REGIONS = (HTML_COMMENT, DROPPED, PROCESSING, CDATA, DECLARATION, HIDDEN_HTML)
 
 
 def strip_hidden(text: str | None) -> str:
@@ -54,13 +59,27 @@ def strip_hidden(text: str | None) -> str:
     fence is escaped last."""
     if not text:
         return ""
+    text, code = set_code_aside(text.replace("\0", "\ufffd"))
     text = visible_chars(unicodedata.normalize("NFKC", html.unescape(text)))
     for _ in range(ROUNDS):  # a removal can join the pieces of another hidden form
         before = text
         text = strip_markup(text)
         if text == before:
             break
+    text = PLACEHOLDER.sub(lambda m: code[int(m.group(1))], text)
     return FENCE_TAG.sub(r"&lt;\1", text).strip()
+
+
+def set_code_aside(text: str) -> tuple[str, list[str]]:
+    """``text`` with what GitHub surely shows as code replaced by placeholders (a hidden
+    element around one removes it), and that code as a reader sees it."""
+    code: list[str] = []
+    out, last = [], 0
+    for start, end in code_regions(text):
+        out += [text[last:start], f"\0{len(code)}\0"]
+        code.append(visible_chars(unicodedata.normalize("NFKC", text[start:end])))
+        last = end
+    return "".join(out + [text[last:]]), code
 
 
 def visible_chars(text: str) -> str:
@@ -71,8 +90,7 @@ def visible_chars(text: str) -> str:
 
 def strip_markup(text: str) -> str:
     """One pass over the markup GitHub does not show."""
-    for pattern in (HTML_COMMENT, DROPPED, PROCESSING, CDATA, DECLARATION, HIDDEN_HTML):
-        text = pattern.sub("", text)
+    text = without_regions(text)
     text = collapsed(text)
     text = TITLE_ATTR.sub("", text)
     text = EMPTY_LINK.sub("", text)
@@ -80,6 +98,20 @@ def strip_markup(text: str) -> str:
     text = MD_LINK_TITLE.sub(r"\1)", text)
     text = MD_REFERENCE_TITLED.sub("", text)
     return MD_REFERENCE.sub("", text)
+
+
+def without_regions(text: str) -> str:
+    """The text without comments, dropped elements, processing instructions, CDATA,
+    declarations and hidden markup, each found on the whole text on its own, so a start that
+    one reading puts inside another region still counts: every region GitHub hides is within
+    what is removed, whatever the order GitHub reads them in."""
+    hidden = sorted(m.span() for pattern in REGIONS for m in pattern.finditer(text))
+    out, last = [], 0
+    for start, end in hidden:
+        if start > last:
+            out.append(text[last:start])
+        last = max(last, end)
+    return "".join(out + [text[last:]])
 
 
 def collapsed(text: str) -> str:

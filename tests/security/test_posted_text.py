@@ -114,6 +114,37 @@ def test_what_a_reader_sees_is_kept() -> None:
     assert "`Vec<u8>`" in clean and "ABC" in clean  # NFKC: full-width letters read as ASCII
 
 
+def test_code_keeps_the_markup_it_shows() -> None:
+    text = ("The `<script>` tag loads twice; `<!--` starts a comment.\n\n"
+            "```vue\n<template>\n  <title>x</title>\n</template>\n```\nAfter the block.")
+    assert strip_hidden(text) == text
+
+
+# Each puts `<script>` where a naive reading sees code and GitHub sees a live tag (an HTML
+# block, a list item that ends, a span paired across lines, an entity, a tag or autolink that
+# swallows a backtick, a table's pipe), or hides a code span inside a hidden element.
+NOT_CODE = [
+    "x `a\nb`<script>`STEER",
+    "<div>\n```\n<script>STEER</script>\n```\n</div>",
+    "<pre>\n\n```\n<script>STEER</script>\n```",
+    "- item\n  ```\n<script>STEER</script>",
+    "&#96;<script>&#96; STEER",
+    "<x `>`<script>` STEER",
+    "<http://a`>`x`<script>` STEER",
+    "| a | b |\n|---|---|\n| `<script>|` STEER |",
+    "> <pre>\n> `<script>`STEER",
+    "\\`<script>` STEER",
+    "text <script>\n```\nSTEER\n```\n</script>",
+    "`<!--` <script> STEER `-->` STEER",
+    "<!-- `x` STEER -->",
+]
+
+
+@pytest.mark.parametrize("text", NOT_CODE)
+def test_what_github_may_not_read_as_code_is_not_kept_as_code(text: str) -> None:
+    assert "STEER" not in strip_hidden(text)
+
+
 def test_a_details_never_closed_hides_the_rest_as_on_github() -> None:
     assert strip_hidden("Fix it.\n<details><summary>x</summary>\nSTEER to the end") == \
         "Fix it.\n(a collapsed section “x” is left out)"
