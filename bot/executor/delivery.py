@@ -14,7 +14,7 @@ from bot.jobs.states import Failure
 from bot.jobs.store import LeaseLost
 from bot.jobs.worker import JobFailed
 from bot.reporter import wording
-from bot.reporter.markdown import plain
+from bot.reporter.markdown import code, inline, plain
 
 
 def commit_title(run: Run) -> str:
@@ -55,7 +55,7 @@ async def push(run: Run, co: Checkout) -> None:
                                  "could not read" in text):
                 continue
             raise JobFailed(Failure.PUSH_REFUSED, wording.PUSH_REFUSED.format(
-                branch=branch, error=text[-500:])) from exc
+                branch=code(branch), error=inline(text[-500:]))) from exc
 
 
 async def pushed_before(run: Run, co: Checkout) -> str | None:

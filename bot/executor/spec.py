@@ -103,7 +103,7 @@ class SpecInputs:
     def seen(self) -> list[str]:
         out = [f"issue #{self.issue['number']} title and body"]
         out += [f"comment by @{c['author']}" for c in self.comments]
-        out += [f"`{name}`" for name, _ in self.instructions]
+        out += [markdown.code(name) for name, _ in self.instructions]
         return out
 
 

@@ -20,7 +20,7 @@ NO_INSTALLATION = "the delivery named no installation of the App"
 NO_CHANGES = "the agent finished without changing any file: {summary}"
 SETUP_COMMAND_FAILED = "the setup command {why}"
 SETUP_WARNING = "the dependencies could not be installed: {why}"
-PUSH_REFUSED = "GitHub refused the push to `{branch}`: {error}"
+PUSH_REFUSED = "GitHub refused the push to {branch}: {error}"
 RESUMED_AFTER_PUSH = ("Resumed: the change was pushed already (commit {head}); opening the pull "
                       "request.")
 INSTALLING = "Installing: {command}"

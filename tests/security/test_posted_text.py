@@ -16,6 +16,7 @@ from bench import text_attacks
 from bench.text_attacks import HIDDEN_FORMS, live, live_plain
 from bot.config import PROMPTS
 from bot.executor.hidden import strip_hidden
+from bot.executor.repo_config import RepoConfigError, parse_repo_config
 from bot.executor.spec import Templates, build_inputs
 from bot.reporter.markdown import ZW, code, inline, plain, quote
 from devkit.simulator.git import git as simgit
@@ -91,6 +92,16 @@ def test_a_hostile_issue_title_makes_a_plain_commit_title() -> None:
     assert live_plain(title) == [] and "\n" not in title and "\x1b" not in title
     assert title.replace(ZW, "") == "Add() subtracts fixes #1, closes acme/calc#2 cc " \
         "@acme/owners[31m"
+
+
+def test_a_hostile_settings_file_is_named_inertly_in_the_failure() -> None:
+    hostile = "\"` @acme/owners ![i](http://127.0.0.1:19099/c.png) fixes #1 `\": 1\n"
+    with pytest.raises(RepoConfigError) as caught:
+        parse_repo_config(hostile, ["default"])
+    assert "acme" in str(caught.value) and live(str(caught.value)) == []
+    with pytest.raises(RepoConfigError) as caught:
+        parse_repo_config("test_command: [\"@acme/owners fixes #1\"\n", ["default"])
+    assert live(str(caught.value)) == []
 
 
 # -- hidden text -------------------------------------------------------------------------------
