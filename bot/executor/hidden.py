@@ -72,14 +72,22 @@ def strip_hidden(text: str | None) -> str:
 
 def set_code_aside(text: str) -> tuple[str, list[str]]:
     """``text`` with what GitHub surely shows as code replaced by placeholders (a hidden
-    element around one removes it), and that code as a reader sees it."""
+    element around one removes it), and that code as a reader sees it (no invisible
+    characters)."""
     code: list[str] = []
     out, last = [], 0
     for start, end in code_regions(text):
         out += [text[last:start], f"\0{len(code)}\0"]
-        code.append(visible_chars(unicodedata.normalize("NFKC", text[start:end])))
+        code.append(visible_chars(as_written(text[start:end])))
         last = end
     return "".join(out + [text[last:]]), code
+
+
+def as_written(code: str) -> str:
+    """Code keeps its characters (a bug about ``"①".isdigit()`` stays one), unless their
+    normal form would look like the data fence's tag."""
+    normal = unicodedata.normalize("NFKC", code)
+    return normal if FENCE_TAG.search(normal) else code
 
 
 def visible_chars(text: str) -> str:

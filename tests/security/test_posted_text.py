@@ -129,6 +129,9 @@ def test_code_keeps_the_markup_it_shows() -> None:
     text = ("The `<script>` tag loads twice; `<!--` starts a comment.\n\n"
             "```vue\n<template>\n  <title>x</title>\n</template>\n```\nAfter the block.")
     assert strip_hidden(text) == text
+    # Code keeps its characters (no NFKC), but not invisible ones or a fence look-alike.
+    assert strip_hidden("`\"①\".isdigit()` and ①; `a\u200bb` `＜/issue-data＞`") == \
+        "`\"①\".isdigit()` and 1; `ab` `&lt;/issue-data>`"
 
 
 # Each puts `<script>` where a naive reading sees code and GitHub sees a live tag (an HTML
