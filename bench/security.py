@@ -3,6 +3,7 @@
 Usage: python bench/security.py --backend podman|bubblewrap [--port-base 18600]
 Exit code 1 when any attack is possible. Each attack is a named async function in ATTACKS
 taking a Lab and returning (blocked, evidence); append more (git, symlink...) to the list.
+The text attacks (posted Markdown, hidden issue text) live in bench/text_attacks.py.
 Every attack uses the real sandbox, real HTTP servers on 127.0.0.1, and for reaping a real
 store; nothing is mocked.
 """

@@ -23,6 +23,7 @@ HTML_UNTIL = [
 ]
 MARKUP = re.compile(r"<[A-Za-z/!?]")
 TICKS = re.compile(r"`+")
+MAX_RUNS = 200  # backtick runs on one line (pairing is quadratic)
 Region = tuple[int, int]
 
 
@@ -91,6 +92,8 @@ def spans(text: str, lines: list[Region]) -> list[Region]:
         if "\\`" in line:
             return []
         runs = list(TICKS.finditer(line))
+        if len(runs) > MAX_RUNS:
+            return []  # not worth pairing: the paragraph is treated like prose
         outside, i, last = [], 0, 0
         while i < len(runs):
             close = next((j for j in range(i + 1, len(runs))
