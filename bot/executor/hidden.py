@@ -49,6 +49,7 @@ MD_REFERENCE_TITLED = re.compile(
 MD_REFERENCE = re.compile(r"^[ \t]{0,3}\[[^\]]+\]:.*$", re.MULTILINE)
 FENCE_TAG = re.compile(r"<(\s*/?\s*issue-data)", re.IGNORECASE)
 PLACEHOLDER = re.compile(r"\0(\d+)\0")
+LEFT_OUT = re.compile(r"\(a collapsed section(?: “[^”\n]*”)? is left out\)")
 ROUNDS = 10
 REGIONS = (HTML_COMMENT, DROPPED, PROCESSING, CDATA, DECLARATION, HIDDEN_HTML)
 
@@ -143,6 +144,11 @@ def is_open(attrs: str) -> bool:
 
 def _details(m: re.Match[str]) -> str:
     return m.group(2) if is_open(m.group(1)) else _left_out(m.group(2))
+
+
+def collapsed_left_out(text: str) -> int:
+    """How many collapsed sections ``strip_hidden`` left out of ``text`` (its result)."""
+    return len(LEFT_OUT.findall(text))
 
 
 def _left_out(inner: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bot.executor.gitops import Checkout
-from bot.executor.hidden import fence_tag, strip_hidden
+from bot.executor.hidden import collapsed_left_out, fence_tag, strip_hidden
 from bot.receiver.decisions import looks_like_bot
 from bot.reporter import markdown
 
@@ -101,10 +101,19 @@ class SpecInputs:
     instructions: list[tuple[str, str]] = field(default_factory=list)
 
     def seen(self) -> list[str]:
-        out = [f"issue #{self.issue['number']} title and body"]
-        out += [f"comment by @{c['author']}" for c in self.comments]
+        out = [f"issue #{self.issue['number']} title and body" +
+               collapsed_note(self.issue["body"])]
+        out += [f"comment by @{c['author']}" + collapsed_note(c["body"])
+                for c in self.comments]
         out += [markdown.code(name) for name, _ in self.instructions]
         return out
+
+
+def collapsed_note(text: str) -> str:
+    """What the PR says of collapsed ``<details>`` left out of a text the agent saw."""
+    count = collapsed_left_out(text)
+    return (f" (without {count} collapsed `<details>` section{'s' if count > 1 else ''}: "
+            "GitHub hides them until opened; `<details open>` keeps one in)") if count else ""
 
 
 def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]],

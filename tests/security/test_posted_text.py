@@ -122,6 +122,8 @@ def test_what_a_reader_sees_is_kept() -> None:
     clean = strip_hidden(text)
     assert "OPEN-BODY" in clean and "Shown" in clean and "[docs](https://x.example/page)" in clean
     assert "INNER" not in clean and "HIDDEN" not in clean and "“Logs” is left out" in clean
+    inputs = build_inputs("o/r", {"number": 1, "title": "T", "body": text}, [], set(), "agent")
+    assert "without 1 collapsed `<details>` section" in inputs.seen()[0]
     assert "`Vec<u8>`" in clean and "ABC" in clean  # NFKC: full-width letters read as ASCII
 
 
