@@ -25,6 +25,7 @@ from devkit.stack import stack
 REPO = "acme/calc"
 ATTACK_SUMMARY = ("Fix add(); fixes #1 …\n\nAlso closes #2. cc @acme/security-team "
                   "![pixel](http://127.0.0.1:19099/summary.png)")
+HANDOFF_HTML = ("html <!-- handoff:", "html <details><summary>", "html </details>")
 BREAKOUT_ID = "` @acme/owners ![t](http://127.0.0.1:19099/test.png) Closes #1 `"
 
 
@@ -217,3 +218,21 @@ async def test_the_model_cannot_close_issues_ping_teams_or_post_images(tmp_path:
         posted = [c.body for c in pr.comments] + [c.output.get("summary", "")
                                                  for c in repo.check_runs.values()]
         assert posted and all(live(text) == [] for text in posted), posted
+
+
+@pytest.mark.podman
+async def test_a_summary_with_no_change_fails_without_posting_anything_live(
+        tmp_path: Path) -> None:
+    long_summary = ATTACK_SUMMARY + "\n\n" + "Nothing to change here. " * 40 + \
+        "\n\nfixes acme/calc#2 <img src=http://127.0.0.1:19099/long.png>"
+    async with stack(tmp_path, [{"tool": "finish", "args": {"summary": long_summary}}]) as s:
+        s.sim.add_repo(REPO, BUGGY_REPO)
+        s.sim.open_issue(REPO, "Unrelated one", "x", "acme")
+        s.sim.open_issue(REPO, "Unrelated two", "y", "acme")
+        job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
+        assert job.state == "failed" and job.category == "no-changes", job.reason
+        posted = [c.body for c in s.sim.get_repo(REPO).issues[3].comments]
+        failure = next(c for c in posted if "failed" in c)
+        assert "The agent's full summary" in failure and "long.png" in failure
+        found = [x for text in posted for x in live(text) if not x.startswith(HANDOFF_HTML)]
+        assert found == [], posted
