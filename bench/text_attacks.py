@@ -5,18 +5,19 @@ parser, and names everything in it that GitHub acts on."""
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.token import Token
 
 Verdict = tuple[bool, str]
 MENTION = re.compile(r"(?<![\w`])@[A-Za-z0-9][A-Za-z0-9-]*(?:/[\w.-]+)?")
 CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\b[\s:*_]*"
                      r"(?:(?:[\w.-]+/[\w.-]+)?#\d+|https?://\S+/(?:issues|pull)/\d+)",
                      re.IGNORECASE)
-PARSER = MarkdownIt("commonmark", {"html": True}).enable("table")
 
 # What the audit's model and repository wrote (rows 21, 32).
 SUMMARY = ("Fix add(); fixes #1 by changing the operator.\n\nAlso closes #2. cc "
@@ -31,13 +32,22 @@ def live(markdown: str) -> list[str]:
     """What GitHub acts on in ``markdown``: images, raw HTML, mentions and closing keywords in
     text outside code (text split only by emphasis is read as one, as GitHub renders it)."""
     found: list[str] = []
-    for token in PARSER.parse(markdown):
+    for token in parser().parse(markdown):
         if token.type == "html_block":
             found.append(f"html {token.content.strip()[:60]}")
         text = _text(token.children or [], found)
         found += [f"mention {m.group(0)}" for m in MENTION.finditer(text)]
         found += [f"closing {m.group(0)}" for m in CLOSING.finditer(text)]
     return found
+
+
+@functools.cache
+def parser() -> MarkdownIt:
+    """CommonMark with raw HTML and tables, as GitHub reads comments (markdown-it-py, a
+    development dependency: imported only when an attack runs)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).enable("table")
 
 
 def _text(children: list[Token], found: list[str]) -> str:

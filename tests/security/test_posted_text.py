@@ -53,7 +53,7 @@ NAMES = [
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_name_stays_inside_its_code_span(name: str) -> None:
-    tokens = text_attacks.PARSER.parse(f"- before {code(name)} after\n")
+    tokens = text_attacks.parser().parse(f"- before {code(name)} after\n")
     [inline_token] = [t for t in tokens if t.type == "inline"]
     children = inline_token.children or []
     spans = [c.content for c in children if c.type == "code_inline"]
