@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from markdown_it.token import Token
 
 Verdict = tuple[bool, str]
-MENTION = re.compile(r"(?<![\w`])@[A-Za-z0-9][A-Za-z0-9-]*(?:/[\w.-]+)?")
+MENTION = re.compile(r"(?<![\w])@[A-Za-z0-9][A-Za-z0-9-]*(?:/[\w.-]+)?")
 CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\b[\s:*_]*"
                      r"(?:(?:[\w.-]+/[\w.-]+)?#\d+|https?://\S+/(?:issues|pull)/\d+)",
                      re.IGNORECASE)
