@@ -91,7 +91,9 @@ async def test_label_to_pr_then_retry_then_review(tmp_path: Path) -> None:
         assert retry.state == "succeeded", retry.reason
         assert retry.branch == pr.pull.head and retry.pr_number == pr.number
         history = simgit("log", "--format=%s", pr.pull.head, cwd=repo.path).splitlines()
-        assert history[0].startswith("Added type hints") and history[1] == "Add notes"
+        # Commit titles name the issue, never the model's words.
+        assert history[0] == "Rework #1 after /retry: add() subtracts"
+        assert history[1] == "Add notes" and history[2] == "Fix #1: add() subtracts"
         assert "a: float" in branch_file(sim, pr.pull.head, "calc.py")
         assert "add type hints for floats" in json.dumps(s.model.requests[5])
         assert "Added type hints" in repo.issues[pr.number].body

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from jinja2 import UndefinedError
 
 from bot.config import PROMPTS
+from bot.executor.hidden import strip_hidden
 from bot.executor.repo_config import RepoConfigError, parse_repo_config
 from bot.executor.spec import (
     Templates,
     acceptance_criteria,
     build_inputs,
     choose_template,
-    strip_hidden,
 )
 from bot.executor.verdict import Verdict
 
@@ -48,8 +50,9 @@ def test_other_hidden_forms_are_stripped_and_the_fence_cannot_be_closed() -> Non
         assert hidden not in clean
     assert "</issue-data" not in clean.lower() and "abcde" in clean
     inputs = build_inputs("o/r", {"number": 1, "title": "T", "body": text}, [], set(), "agent")
-    spec = TEMPLATES.spec("default", inputs)
-    assert spec.count("</issue-data>") == 1  # only the template's own closing tag
+    spec = TEMPLATES.spec("default", inputs, fence="issue-data-f00d")
+    assert spec.count("</issue-data-f00d>") == 1  # only the template's own closing tag
+    assert "</issue-data>" not in spec
 
 
 def test_only_explicit_lists_are_criteria() -> None:
@@ -94,7 +97,7 @@ def test_only_writers_comments_enter_and_others_are_listed() -> None:
     spec = TEMPLATES.spec(choose_template(inputs.labels, {"bug": "bug"}), inputs,
                           test_command="make test", baseline="fail — 1 failed")
     assert "Use v2." in spec and "keys" not in spec and "Run make test." in spec
-    assert "1. It works." in spec and "<issue-data>" in spec
+    assert "1. It works." in spec and re.search(r"<issue-data-[0-9a-f]{12}>", spec)
 
 
 @pytest.mark.parametrize("name", TEMPLATES.names())
@@ -102,7 +105,7 @@ def test_every_template_renders(name: str) -> None:
     context = dict(
         repo="o/r", issue={"number": 1, "title": "T", "body": "B"}, labels=["bug"],
         comments=[{"author": "a", "body": "c"}], criteria=["x"], instructions=[("A.md", "i")],
-        baseline="pass", requested_by="a", feedback="f",
+        baseline="pass", requested_by="a", feedback="f", fence="issue-data-0",
         previous_summary="p", diff="+x", base_branch="main",
         review_comments=[{"path": "a.py", "line": 1, "author": "a", "body": "b"}],
         summary="s", base_sha="abcdef0", head_sha="1234567", tests_before="fail",

@@ -12,8 +12,9 @@ from bot.executor.agent.loop import Agent
 from bot.executor.agent.models import make_model
 from bot.executor.agent.transcript import Transcript
 from bot.executor.gitops import NO_DRIVERS
+from bot.executor.hidden import strip_hidden
 from bot.executor.run import Run
-from bot.executor.spec import Templates, choose_template, strip_hidden
+from bot.executor.spec import Templates, choose_template
 from bot.jobs.store import Store
 from bot.prices import price_for
 

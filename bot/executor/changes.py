@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 
 from bot.executor.gitops import NO_DRIVERS, Checkout
 from bot.logs import SECRET_PATTERNS
+from bot.reporter.markdown import code
 
 RISKY = re.compile(r"(^|/)(\.github/|Dockerfile|setup\.py|pyproject\.toml|package(-lock)?\.json"
                    r"|requirements[^/]*\.txt|.*\.lock$|Makefile|.*\.ya?ml$)")
@@ -38,8 +39,9 @@ async def refusal(co: Checkout, base: str, files: list[FileChange]) -> str | Non
     """Why this change must not be pushed, or None."""
     workflows = [f.path for f in files if f.path.startswith(".github/workflows/")]
     if workflows:
-        return (f"the change edits {', '.join(workflows)}; Handoff never pushes changes to "
-                "GitHub Actions workflows (the App has no workflows permission)")
+        return (f"the change edits {', '.join(code(w) for w in workflows)}; Handoff never "
+                "pushes changes to GitHub Actions workflows (the App has no workflows "
+                "permission)")
     if why := await _odd_entries(co, [f.path for f in files]):
         return why
     diff = await co.git("diff", "--cached", "-U0", "--no-renames", *NO_DRIVERS, base)
@@ -60,12 +62,12 @@ async def _odd_entries(co: Checkout, paths: list[str]) -> str | None:
         meta, path = record.split("\t", 1)
         mode, sha = meta.split(" ")[:2]
         if mode == "160000":
-            return f"the change adds `{path}` as an embedded git repository (a gitlink)"
+            return f"the change adds {code(path)} as an embedded git repository (a gitlink)"
         if mode == "120000":
             target = await co.git("cat-file", "blob", sha)
             if leaves_repo(path, target):
-                return (f"the change adds `{path}` as a symlink to `{target[:200]}`, outside "
-                        "the repository")
+                return (f"the change adds {code(path)} as a symlink to "
+                        f"{code(target[:200])}, outside the repository")
     return None
 
 
@@ -83,16 +85,17 @@ def leaves_repo(path: str, target: str) -> bool:
 
 def review_notes(files: list[FileChange], regression: bool) -> tuple[str, list[str]]:
     """What a reviewer should check first, and the risky parts of the change."""
-    code = [f for f in files if not TEST_PATH.search(f.path)]
-    biggest = max(code or files, key=lambda f: f.added + f.removed)
-    check_first = f"`{biggest.path}`, the largest change (+{biggest.added} −{biggest.removed})"
+    sources = [f for f in files if not TEST_PATH.search(f.path)]
+    biggest = max(sources or files, key=lambda f: f.added + f.removed)
+    check_first = (f"{code(biggest.path)}, the largest change "
+                   f"(+{biggest.added} −{biggest.removed})")
     risks = []
     if regression:
         risks.append("tests that passed on the base commit fail after the change")
-    risks += [f"`{f.path}` is build, dependency or CI configuration" for f in files
+    risks += [f"{code(f.path)} is build, dependency or CI configuration" for f in files
               if RISKY.search(f.path)]
     removed = [f for f in files if f.removed > f.added and f.removed >= 20]
-    risks += [f"`{f.path}` loses {f.removed} lines" for f in removed]
+    risks += [f"{code(f.path)} loses {f.removed} lines" for f in removed]
     if not any(TEST_PATH.search(f.path) for f in files):
         risks.append("no test file was added or changed")
     return check_first, risks or ["none found by Handoff's checks; read the diff all the same"]

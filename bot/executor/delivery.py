@@ -14,6 +14,13 @@ from bot.jobs.states import Failure
 from bot.jobs.store import LeaseLost
 from bot.jobs.worker import JobFailed
 from bot.reporter import wording
+from bot.reporter.markdown import code, inline, plain
+
+
+def commit_title(run: Run) -> str:
+    """The commit's title, from the issue's number and title (never from the agent)."""
+    form = wording.COMMIT_TITLES.get(run.job.kind, wording.COMMIT_TITLES["implement"])
+    return form.format(number=run.job.issue_number, title=plain(run.issue["title"]))[:72]
 
 
 async def commit_and_push(run: Run, co: Checkout, settings: Settings, title: str) -> str:
@@ -48,7 +55,7 @@ async def push(run: Run, co: Checkout) -> None:
                                  "could not read" in text):
                 continue
             raise JobFailed(Failure.PUSH_REFUSED, wording.PUSH_REFUSED.format(
-                branch=branch, error=text[-500:])) from exc
+                branch=code(branch), error=inline(text[-500:]))) from exc
 
 
 async def pushed_before(run: Run, co: Checkout) -> str | None:
@@ -70,5 +77,6 @@ async def keep_work(run: Run, files: list[FileChange], outcome: AgentResult,
         return
     with contextlib.suppress(JobFailed):
         head = await commit_and_push(run, run.checkout, settings,
-                                     f"WIP: stopped early ({outcome.stop_reason})"[:72])
+                                     plain(wording.WIP_TITLE.format(why=outcome.stop_reason),
+                                           72))
         run.record.wip_branch, run.record.head_sha = run.record.branch, head

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.reporter.markdown import code, inline
+
 CONFIG_PATH = ".github/handoff.yml"
 
 
@@ -113,17 +115,19 @@ def parse_repo_config(text: str | None, known_templates: list[str]) -> RepoConfi
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise RepoConfigError(f"`{CONFIG_PATH}` is not valid YAML: {exc}") from exc
+        raise RepoConfigError(f"`{CONFIG_PATH}` is not valid YAML: {inline(exc)}") from exc
     if not isinstance(data, dict):
         raise RepoConfigError(f"`{CONFIG_PATH}` must be a mapping of settings")
     try:
         config = RepoConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"`{'.'.join(str(p) for p in e['loc'])}`: {e['msg']}" for e in exc.errors())
+            f"{code('.'.join(str(p) for p in e['loc']))}: {inline(e['msg'])}"
+            for e in exc.errors())
         raise RepoConfigError(f"`{CONFIG_PATH}` has errors: {problems}") from exc
     unknown = sorted(set(config.templates.values()) - set(known_templates))
     if unknown:
         raise RepoConfigError(f"`{CONFIG_PATH}` names templates that do not exist: "
-                              f"{', '.join(unknown)} (known: {', '.join(known_templates)})")
+                              f"{', '.join(map(code, unknown))} "
+                              f"(known: {', '.join(known_templates)})")
     return config

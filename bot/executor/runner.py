@@ -12,7 +12,7 @@ from bot.executor.agent.budget import Spend
 from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import write_spec
 from bot.executor.changes import FileChange, changed_files, refusal
-from bot.executor.delivery import commit_and_push, keep_work, pushed_before
+from bot.executor.delivery import commit_and_push, commit_title, keep_work, pushed_before
 from bot.executor.gitops import Checkout, GitError
 from bot.executor.iterations import earlier, entry, total_spend
 from bot.executor.prepare import prepare
@@ -31,6 +31,7 @@ from bot.jobs.store import Job, LeaseLost, Store
 from bot.jobs.worker import JobDeferred, JobFailed, JobResult
 from bot.reporter import wording
 from bot.reporter.conversation import Conversation
+from bot.reporter.markdown import inline
 from bot.reporter.pull_request import Delivered, PullRequestWriter
 from bot.reporter.report import shorten
 
@@ -127,12 +128,11 @@ class JobRunner:
             raise JobFailed(outcome.category, outcome.stop_reason)
         if not files:
             raise JobFailed(Failure.NO_CHANGES, wording.NO_CHANGES.format(
-                summary=shorten(outcome.summary, 500)))
+                summary=inline(shorten(outcome.summary, 500))))
         if why := await refusal(co, run.start_sha, files):
             raise JobFailed(Failure.PUSH_REFUSED, why)
         await run.stage("pushing")
-        title = (outcome.summary.splitlines() or ["Agent change"])[0][:72]
-        head = await commit_and_push(run, co, self.settings, title)
+        head = await commit_and_push(run, co, self.settings, commit_title(run))
         run.record.head_sha, run.record.pushed_branch = head, run.record.branch
         await run.save()  # a job resumed after this finds its commit and opens the PR
         run.mark("push")

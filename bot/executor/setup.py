@@ -15,6 +15,7 @@ from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
 from bot.jobs.states import Failure
 from bot.jobs.worker import JobFailed
 from bot.reporter import wording
+from bot.reporter.markdown import code, inline
 
 
 async def start_sandbox(run: Run, co: Checkout, backend: Backend, workspaces: Workspaces,
@@ -37,7 +38,7 @@ async def start_sandbox(run: Run, co: Checkout, backend: Backend, workspaces: Wo
     run.mark("sandbox")
     if setup is None:
         return
-    await run.stage("setup", wording.INSTALLING.format(command=setup.command))
+    await run.stage("setup", wording.INSTALLING.format(command=code(setup.command)))
     done = await run.sandbox.exec(setup.command, env=settings.package_index_env() or None)
     check_limits(run)
     await run.sandbox.set_egress([])
@@ -45,7 +46,7 @@ async def start_sandbox(run: Run, co: Checkout, backend: Backend, workspaces: Wo
     run.mark("setup")
     if done.ok:
         return
-    why = f"`{setup.command}` ended with {done.describe()}: {test_line(done)}"
+    why = f"{code(setup.command)} ended with {done.describe()}: {inline(test_line(done))}"
     if config.setup_command:
         raise JobFailed(Failure.SETUP_FAILED, wording.SETUP_COMMAND_FAILED.format(why=why))
     # A guessed setup that fails does not stop the job: the PR says so, and the tests before

@@ -1,8 +1,7 @@
-"""Specs: issue text made safe, acceptance criteria found, templates rendered strictly."""
+"""Specs: issue text made safe (see ``hidden``), criteria found, templates rendered strictly."""
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,26 +10,10 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bot.executor.gitops import Checkout
+from bot.executor.hidden import collapsed_left_out, fence_tag, strip_hidden
 from bot.receiver.decisions import looks_like_bot
+from bot.reporter import markdown
 
-HTML_COMMENT = re.compile(r"<!--.*?(-->|$)", re.DOTALL)
-# Invisible characters: zero-width, bidirectional controls, tag characters, variation
-# selectors, and the fillers that render as blank (Hangul fillers, combining grapheme joiner).
-HIDDEN_CHARS = re.compile(
-    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-    "\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f"
-    "\U000e0100-\U000e01ef]")
-HIDDEN_HTML = re.compile(
-    r"<(details|picture|img|span|div|p)[^>]*(hidden|display:\s*none|alt=)[^>]*>.*?</\1>|"
-    r"<img[^>]*>", re.DOTALL | re.IGNORECASE)
-TITLE_ATTR = re.compile(r"""\s(title|alt|aria-label)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""",
-                        re.IGNORECASE)
-# Markdown that renders to nothing a reader sees: image alt text, link titles, and
-# reference definitions such as ``[//]: # (a note)``.
-MD_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]*)[^)]*\)")
-MD_LINK_TITLE = re.compile(r"(\[[^\]]*\]\([^)\s]+)\s+(\"[^\"]*\"|'[^']*'|\([^)]*\))\)")
-MD_REFERENCE = re.compile(r"^[ \t]{0,3}\[[^\]]+\]:.*$", re.MULTILINE)
-FENCE_TAG = re.compile(r"<(/?)(\s*issue-data)", re.IGNORECASE)
 CHECKLIST = re.compile(r"^\s*[-*]\s+\[[ xX]\]\s+(.+?)\s*$", re.MULTILINE)
 # Headings that open or close a criteria section: a Markdown heading, a bold line, or a short
 # label ending in a colon (the text after it belongs to the section).
@@ -42,23 +25,6 @@ CRITERIA_HEADING = re.compile(r"^(acceptance criteria|expected( behaviou?r| resu
 LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md", ".github/copilot-instructions.md")
 MAX_INSTRUCTIONS = 20_000
-
-
-def strip_hidden(text: str | None) -> str:
-    """Keep what a reader of the issue sees: no HTML comments, hidden markup, alt texts,
-    titles, reference definitions or invisible characters (entities decoded first, so an
-    encoded one is caught too). The data fence's own tag is escaped, so issue text can
-    never close the fence it is quoted in."""
-    if not text:
-        return ""
-    text = HIDDEN_CHARS.sub("", html.unescape(text))
-    text = HTML_COMMENT.sub("", text)
-    text = HIDDEN_HTML.sub("", text)
-    text = TITLE_ATTR.sub("", text)
-    text = MD_IMAGE.sub(r"[image](\1)", text)
-    text = MD_LINK_TITLE.sub(r"\1)", text)
-    text = MD_REFERENCE.sub("", text)
-    return FENCE_TAG.sub(r"&lt;\1\2", text).strip()
 
 
 def acceptance_criteria(text: str) -> list[str]:
@@ -135,10 +101,19 @@ class SpecInputs:
     instructions: list[tuple[str, str]] = field(default_factory=list)
 
     def seen(self) -> list[str]:
-        out = [f"issue #{self.issue['number']} title and body"]
-        out += [f"comment by @{c['author']}" for c in self.comments]
-        out += [f"`{name}`" for name, _ in self.instructions]
+        out = [f"issue #{self.issue['number']} title and body" +
+               collapsed_note(self.issue["body"])]
+        out += [f"comment by @{c['author']}" + collapsed_note(c["body"])
+                for c in self.comments]
+        out += [markdown.code(name) for name, _ in self.instructions]
         return out
+
+
+def collapsed_note(text: str) -> str:
+    """What the PR says of collapsed ``<details>`` left out of a text the agent saw."""
+    count = collapsed_left_out(text)
+    return (f" (without {count} collapsed `<details>` section{'s' if count > 1 else ''}: "
+            "GitHub hides them until opened; `<details open>` keeps one in)") if count else ""
 
 
 def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]],
@@ -171,6 +146,7 @@ class Templates:
         paths = [str(override), str(directory)] if override else [str(directory)]
         self.env = Environment(loader=FileSystemLoader(paths), undefined=StrictUndefined,
                                keep_trailing_newline=True, autoescape=False)
+        self.env.filters.update(markdown.FILTERS)
 
     def names(self) -> list[str]:
         return sorted(n[:-3] for n in self.env.list_templates() if n.endswith(".md")
@@ -182,6 +158,7 @@ class Templates:
     def spec(self, name: str, inputs: SpecInputs, **extra: Any) -> str:
         context = dict(repo=inputs.repo, issue=inputs.issue, labels=inputs.labels,
                        comments=inputs.comments, criteria=inputs.criteria,
-                       instructions=inputs.instructions, test_command="", baseline="")
+                       instructions=inputs.instructions, test_command="", baseline="",
+                       fence=fence_tag())
         context.update(extra)
         return self.render(name, **context)

@@ -19,6 +19,7 @@ from typing import Any
 
 from bot.executor.gitops import Checkout
 from bot.executor.sandbox import CommandResult, Sandbox
+from bot.reporter.markdown import code
 
 JUNIT_CHUNK = 48 * 1024  # under the sandbox's output cap
 JUNIT_MAX = 8 * 1024 * 1024
@@ -127,7 +128,7 @@ def discover_from(names: set[str], files: dict[str, str],
             tool = "pnpm" if "pnpm-lock.yaml" in names else \
                 "yarn" if "yarn.lock" in names else "npm"
             candidates.append(TestCommand(f"{tool} test", f"`package.json` has a `test` script "
-                                          f"(`{script[:80]}`)"))
+                                          f"({code(script[:80])})"))
     if "go.mod" in names:
         candidates.append(TestCommand("go test ./...", "the repository is a Go module "
                                       "(`go.mod`)"))
@@ -144,7 +145,8 @@ def discover_from(names: set[str], files: dict[str, str],
     for path, text in workflows.items():
         for c in candidates:
             if _runs(text, c.command):
-                return TestCommand(c.command, f"{c.reason}; the CI workflow `{path}` runs it too")
+                return TestCommand(c.command,
+                                   f"{c.reason}; the CI workflow {code(path)} runs it too")
     return candidates[0]
 
 
@@ -303,7 +305,7 @@ def interpret(command: str, result: CommandResult, junit_xml: str | None = None)
                                           not _summary_seen(output)):
         cause = missing or result.describe()
         return TestReport(command, "config-error", exit_code=result.exit_code,
-                          detail=f"`{command}` could not start ({cause[:200]})")
+                          detail=f"{code(command)} could not start ({cause[:200]})")
     report = TestReport(command, "ran", ok=result.ok, exit_code=result.exit_code, detail=tail)
     parsed = parse_junit(junit_xml) if junit_xml else None
     if parsed is not None and parsed[1]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.executor.testrun import TestReport
+from bot.reporter.markdown import code
 
 # -- the words ---------------------------------------------------------------------------------
 
@@ -25,7 +26,7 @@ RISK_MORE_FAILURES = ("more tests fail after the change ({after}) than before ({
                       "runner's output does not name them all")
 RISK_TIMED_OUT = "the tests timed out after the change ({detail})"
 RISK_NOT_RUN = "the tests were not run: {why}"
-RISK_LAST_CHECK = ("the agent's last check before finishing failed (`{command}`), and nothing "
+RISK_LAST_CHECK = ("the agent's last check before finishing failed ({command}), and nothing "
                    "else shows the issue's behaviour changed")
 WHY_NO_COMMAND = ("no `test_command` is set in `.github/handoff.yml` and none was found in the "
                   "repository")
@@ -95,7 +96,7 @@ def compare(before: TestReport | None, after: TestReport) -> Comparison:
             if fewer_failing > 0 else []
     if out.new_failures:
         out.regression = True
-        names = ", ".join(f"`{t}`" for t in out.new_failures[:MAX_NAMED])
+        names = ", ".join(code(t) for t in out.new_failures[:MAX_NAMED])
         more = len(out.new_failures) - MAX_NAMED
         out.risks.append(RISK_NEW_FAILURES.format(
             count=len(out.new_failures), names=names + (f" and {more} more" if more > 0 else "")))
@@ -141,7 +142,7 @@ def decide(before: TestReport | None, after: TestReport | None, *, prior_evidenc
     if not evidence and evidence_expected:
         verdict.risks.append(RISK_NO_EVIDENCE)
         if last_failed_check:
-            verdict.risks.append(RISK_LAST_CHECK.format(command=last_failed_check[:200]))
+            verdict.risks.append(RISK_LAST_CHECK.format(command=code(last_failed_check[:200])))
         verdict.conclusion, verdict.title, verdict.stage = "neutral", TITLE_UNPROVEN, \
             STAGE_UNPROVEN
     if cmp.regression:

@@ -15,6 +15,7 @@ from bot.github.client import GitHubApiError, RepoClient
 from bot.jobs.record import JobRecord
 from bot.jobs.store import Job
 from bot.reporter import wording
+from bot.reporter.markdown import plain, quote
 from bot.reporter.status import job_url
 
 log = logging.getLogger("handoff.reporter")
@@ -64,8 +65,8 @@ class PullRequestWriter:
         if existing:
             return await gh.update_pull(int(existing["number"]), body=body)
         try:
-            return await gh.create_pull(title=d.title, head=branch, base=d.record.base,
-                                        body=body, draft=draft)
+            return await gh.create_pull(title=plain(d.title, 256), head=branch,
+                                        base=d.record.base, body=body, draft=draft)
         except GitHubApiError as exc:  # a PR created by an earlier, interrupted attempt
             found = await gh.find_pull(branch)
             if found is None:
@@ -89,7 +90,7 @@ class PullRequestWriter:
             answer = next((ln for ln in lines if re.match(rf"\s*{index}[.):]", ln)), summary)
             await self.gh.reply_review_comment(d.job.pr_number, comment_id, wording.ADDRESSED
                                                .format(head=head[:7],
-                                                       answer=answer.strip()[:2000]))
+                                                       answer=quote(answer.strip()[:2000])))
 
     async def check_run(self, d: Delivered, verdict: Verdict) -> None:
         r = d.record

@@ -9,6 +9,7 @@ from bot.jobs.states import Failure
 from bot.jobs.store import Job
 from bot.jobs.worker import Unreportable
 from bot.logs import redact
+from bot.reporter.markdown import code, quote
 from bot.reporter.status import StatusComment, job_url
 
 log = logging.getLogger("handoff.reporter")
@@ -69,11 +70,11 @@ def failure_comment(job: Job) -> str:
     kept = "Nothing was pushed."
     record = job.result
     if (pushed := record.pushed_branch) and not record.pr_url:
-        kept = (f"The change is pushed to branch `{pushed}` (commit "
+        kept = (f"The change is pushed to branch {code(pushed)} (commit "
                 f"{record.head_sha[:7]}), but no pull request was opened; "
                 "open one from that branch, or ask again and Handoff opens it.")
     elif record.wip_branch:
-        kept = (f"The work so far is kept on branch `{record.wip_branch}` "
+        kept = (f"The work so far is kept on branch {code(record.wip_branch)} "
                 f"(commit {record.head_sha[:7]}).")
     again = "comment `/retry <what to do differently>`" if job.kind != "implement" else \
         "comment `/agent`, or remove and re-add the label"
@@ -86,7 +87,7 @@ def failure_comment(job: Job) -> str:
     full = ""
     summary = record.summary.strip()
     if summary and CUT_MARK in job.reason:
-        full = "\n\n" + FULL_SUMMARY.format(text=summary[:50_000])
+        full = "\n\n" + FULL_SUMMARY.format(text=quote(summary[:50_000]))
     return redact(f"**Handoff job {job.id} failed** while {step}.\n\n"
                   f"**Cause:** {job.reason}\n\n**Kept:** {kept}{cost}\n\n"
                   f"**To try again:** {advice} Then {again}.").replace("  ", " ") + redact(full)

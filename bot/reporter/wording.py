@@ -20,12 +20,17 @@ NO_INSTALLATION = "the delivery named no installation of the App"
 NO_CHANGES = "the agent finished without changing any file: {summary}"
 SETUP_COMMAND_FAILED = "the setup command {why}"
 SETUP_WARNING = "the dependencies could not be installed: {why}"
-PUSH_REFUSED = "GitHub refused the push to `{branch}`: {error}"
+PUSH_REFUSED = "GitHub refused the push to {branch}: {error}"
 RESUMED_AFTER_PUSH = ("Resumed: the change was pushed already (commit {head}); opening the pull "
                       "request.")
-INSTALLING = "Installing: `{command}`"
+INSTALLING = "Installing: {command}"
 STARTING_AGENT = "Starting the agent"
-ADDRESSED = "Addressed in {head}: {answer}"
+# A commit's title names the issue, never the agent's words (they could close other issues).
+COMMIT_TITLES = {"implement": "Fix #{number}: {title}",
+                 "retry": "Rework #{number} after /retry: {title}",
+                 "review": "Address the review on #{number}: {title}"}
+WIP_TITLE = "WIP: stopped early ({why})"
+ADDRESSED = "Addressed in {head}:\n\n{answer}"
 EDIT_LEFT_OUT = "an edit of the issue by @{login}"
 LATER_CHANGE_LEFT_OUT = ("a change to the issue made after it was handed over, by someone not "
                          "confirmed as a writer")
