@@ -67,6 +67,7 @@ from bot.executor.sandbox.kube_sync import (
     parse_listing,
     tree_bytes,
 )
+from bot.executor.sandbox.proxy_server import Proxy
 
 log = logging.getLogger("handoff.sandbox.kubernetes")
 
@@ -90,10 +91,20 @@ PROBE = 'timeout 3 bash -c "exec 3<>/dev/tcp/$0/$1" 2>/dev/null && echo reachabl
 
 
 class PodEgressProxy(EgressProxy):
-    """The egress proxy on a TCP port, answering only the sandbox pod's address."""
+    """The egress proxy on a TCP port of the worker, answering only the sandbox pod's address.
+
+    It serves in the worker's process (the pod's NetworkPolicy lets the pod reach it only
+    while a phase may use the network), with the same checks, connection cap and deadlines as
+    the proxy process of the other backends."""
 
     peer: str | None = None
     port: int = 0
+
+    def __init__(self, directory: Path, allow_private: bool = False) -> None:
+        super().__init__(directory, allow_private)
+        self.server: asyncio.base_events.Server | None = None
+        self.handler = Proxy(self.event)
+        self.handler.allow_private = allow_private
 
     @classmethod
     async def listen(cls, host: str, ports: range, allow_private: bool) -> PodEgressProxy:
@@ -111,6 +122,19 @@ class PodEgressProxy(EgressProxy):
         raise SandboxError(f"no free port for an egress proxy on {host} in "
                            f"{ports.start}-{ports.stop - 1}")
 
+    async def set_allow(self, allow: list[str]) -> None:
+        self.allow = [a.strip() for a in allow if a.strip()]
+        self.handler.allow = list(self.allow)
+
+    async def sync(self) -> None:
+        self.handler.flush()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        await super().close()
+
     async def _serve_pod(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         peer = (writer.get_extra_info("peername") or ("",))[0]
@@ -118,7 +142,7 @@ class PodEgressProxy(EgressProxy):
             log.warning("egress proxy: refused a connection from %s (not the sandbox pod)", peer)
             writer.close()
             return
-        await self._serve(reader, writer)
+        await self.handler.serve(reader, writer)
 
 
 class Cluster:
@@ -361,7 +385,7 @@ class KubernetesSandbox(GuardedSandbox):
         return spool
 
     async def set_egress(self, allow: list[str]) -> None:
-        self.proxy.set_allow(allow)
+        await self.proxy.set_allow(allow)
         if self.proxy.active != self.egress_open:
             await self.backend.open_egress(self, self.proxy.active)
             self.egress_open = self.proxy.active

@@ -1,0 +1,122 @@
+"""The egress proxy under attack from its sandbox (audit round 3: H1, M4; rows 20-23, 41), on
+real Podman and real bubblewrap.
+
+Each attack is in ``bench/security.py``; every one worked on the code the audit examined
+(a44717a): a flood of connections exhausted the worker's file descriptors, the proxy's socket
+was in the Podman sandbox with no egress allowed, an allowed connection carried any Host, any
+pipelined request and any SNI, 100.64.0.0/10 counted as public, and refused "hosts" reached
+the PR as written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from security.test_attacks import check, lab  # noqa: F401 (the fixture)
+
+from bench import security
+from bench.security import Lab
+from bot.executor.sandbox.egress import EgressProxy
+from bot.executor.sandbox.proxy_server import (
+    MAX_CONNECTIONS,
+    hello_body,
+    hello_sni,
+    public_address,
+)
+
+
+async def test_a_flood_from_the_sandbox_leaves_the_worker_its_files(lab: Lab) -> None:
+    evidence = await check(lab, security.proxy_flood_starves_the_worker)
+    assert "opened files, ran git, opened SQLite" in evidence
+
+
+async def test_no_proxy_socket_outside_egress_phases(lab: Lab) -> None:
+    await check(lab, security.egress_socket_outside_egress_phases)
+
+
+async def test_another_host_header_or_a_pipelined_request_never_reaches_upstream(
+        lab: Lab) -> None:
+    evidence = await check(lab, security.host_header_fronting_and_pipelining)
+    assert "attacker-fronted.example:80" in evidence  # refused, and shown for the PR
+
+
+async def test_a_tunnel_whose_sni_names_another_host_is_refused(lab: Lab) -> None:
+    evidence = await check(lab, security.tls_sni_other_than_the_connect_host)
+    assert "attacker-fronted.example:" in evidence
+
+
+async def test_shared_and_metadata_addresses_are_not_public(lab: Lab) -> None:
+    await check(lab, security.metadata_and_shared_addresses)
+
+
+async def test_refused_hosts_are_plain_names_capped_and_counted(lab: Lab) -> None:
+    evidence = await check(lab, security.refused_host_text_injection)
+    assert "21 entries" in evidence and "11 more refused, names not shown" in evidence
+
+
+def test_only_globally_routable_addresses_count_as_public() -> None:
+    refused = ["100.100.100.200", "100.64.0.1", "169.254.169.254", "10.0.0.1", "127.0.0.1",
+               "::1", "fd00::1", "::ffff:100.100.100.200", "64:ff9b::a9fe:a9fe",
+               "2002:a9fe:a9fe::1", "0.0.0.0", "224.0.0.1", "192.0.2.1"]
+    assert [a for a in refused if public_address(a)] == []
+    assert all(public_address(a) for a in ["8.8.8.8", "151.101.0.223", "2606:4700::1111",
+                                           "::ffff:8.8.8.8"])
+
+
+def _client_hello(name: str | None) -> bytes:
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    out = ssl.MemoryBIO()
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname=name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return out.read()
+
+
+def test_the_sni_is_read_from_a_real_client_hello_even_in_pieces() -> None:
+    hello = _client_hello("pypi.org")
+    assert hello_body(hello[:40]) is None  # not all there yet
+    body = hello_body(hello)
+    assert body is not None and hello_sni(body) == "pypi.org"
+    no_name = hello_body(_client_hello(None))
+    assert no_name is not None and hello_sni(no_name) is None
+    with pytest.raises(ValueError):
+        hello_body(b"SSH-2.0-OpenSSH_9.2\r\n")  # a tunnel that is not TLS
+
+
+async def test_the_proxy_caps_connections_and_refused_hosts_are_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    proxy = await EgressProxy.create(str(tmp_path / "egress-"))
+    await proxy.set_allow(["pypi.org"])
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS):  # half a head each: they take every slot
+            reader, writer = await asyncio.open_unix_connection(str(proxy.socket))
+            writer.write(b"GET http://pypi.org/ HTTP/1.1\r\n")
+            held.append(writer)
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_unix_connection(str(proxy.socket))
+        busy = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        for w in held:
+            w.close()
+        await asyncio.sleep(0.5)  # the proxy sees them end and frees their slots
+        with caplog.at_level(logging.WARNING, "handoff.egress"):
+            for _ in range(3):
+                reader, writer = await asyncio.open_unix_connection(str(proxy.socket))
+                writer.write(b"CONNECT evil.example:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+                refused = await asyncio.wait_for(reader.read(), 5)
+                writer.close()
+            await proxy.sync()
+    finally:
+        await proxy.close()
+    assert busy.startswith(b"HTTP/1.1 503") and refused.startswith(b"HTTP/1.1 403")
+    assert proxy.refused == ["evil.example:443"]
+    assert [r.getMessage() for r in caplog.records].count(
+        "egress denied: evil.example:443 (evil.example:443 is not on the egress allowlist)") == 1
+    assert not proxy.socket.exists() and proxy.allowed == []
