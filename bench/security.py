@@ -388,16 +388,18 @@ held = []
 def note(text):
     with open(f"/workspace/flood-{tag}", "w") as f:
         f.write(text)
-for i in range(n):
+end = time.monotonic() + 20
+while len(held) < n and time.monotonic() < end:
+    s = socket.socket(socket.AF_UNIX)
     try:
-        s = socket.socket(socket.AF_UNIX)
         s.settimeout(2)
         s.connect(path)
-        s.send(b"GET http://x/ HTTP/1.1\r\n")
+        s.send(b"GET http://x/ HTTP/1.1\\r\\n")
         held.append(s)
     except OSError:
-        pass
-    if i % 100 == 99:
+        s.close()
+        time.sleep(0.005)  # the backlog is full: try again
+    if len(held) % 100 == 99:
         note(str(len(held)))
 note(f"{len(held)} done")
 time.sleep(8)
