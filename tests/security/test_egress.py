@@ -8,6 +8,7 @@ pipelined request and any SNI, 100.64.0.0/10 counted as public, and refused "hos
 the PR as written.
 """
 
+# ruff: noqa: F811  (``lab`` is the imported fixture, which pytest passes by name)
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from security.test_attacks import check, lab  # noqa: F401 (the fixture)
 
 from bench import security
 from bench.security import Lab
@@ -26,6 +26,7 @@ from bot.executor.sandbox.proxy_server import (
     hello_sni,
     public_address,
 )
+from security.test_attacks import check, lab  # noqa: F401  (the fixture, passed by name)
 
 
 async def test_a_flood_from_the_sandbox_leaves_the_worker_its_files(lab: Lab) -> None:

@@ -60,6 +60,7 @@ class EgressProxy:
         self._child_others = 0
         self._ready: asyncio.Future[None] | None = None
         self._syncs: dict[int, asyncio.Future[None]] = {}
+        self._sync_count = 0
 
     @classmethod
     async def create(cls, prefix: str, allow_private: bool = False,
@@ -101,9 +102,10 @@ class EgressProxy:
 
     async def sync(self) -> None:
         """Wait until what the proxy refused so far is in ``denied`` and ``others``."""
-        if self.process is None:
+        if self.process is None or self.process.returncode is not None:
             return
-        number = len(self._syncs) + 1
+        self._sync_count += 1
+        number = self._sync_count
         done = self._syncs[number] = asyncio.get_running_loop().create_future()
         await self._send({"sync": number})
         with contextlib.suppress(TimeoutError):
@@ -164,6 +166,9 @@ class EgressProxy:
         while line := await process.stdout.readline():
             with contextlib.suppress(ValueError, TypeError):
                 self.event(json.loads(line))
+        for done in self._syncs.values():  # nothing more will come
+            if not done.done():
+                done.set_result(None)
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(OSError(f"exit code {await process.wait()}"))
 

@@ -44,6 +44,7 @@ MAX_CONNECTIONS = 32
 NOFILE = 256  # 2 per connection, the cap's refusals and Python's own
 ADDRESS_SPACE = 1 << 30
 DEFAULT_PORTS = (80, 443)
+NOBODY = 65534
 MAX_RECORDED = 20  # refused hosts kept for the PR; the rest are counted
 MAX_ALLOWED = 50
 HOSTNAME = re.compile(r"[A-Za-z0-9.-]{1,253}")
@@ -462,6 +463,10 @@ async def main(path: str) -> None:
     _apply(proxy, json.loads(_first_line() or b"{}"))
     server = await asyncio.start_unix_server(proxy.serve, path=path, backlog=64)
     os.chmod(path, 0o666)
+    if os.geteuid() == 0:  # a root worker's proxy serves the sandbox as nobody
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
     emit({"ready": True})
     stdin = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(
