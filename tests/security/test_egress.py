@@ -121,3 +121,47 @@ async def test_the_proxy_caps_connections_and_refused_hosts_are_logged_once(
     assert [r.getMessage() for r in caplog.records].count(
         "egress denied: evil.example:443 (evil.example:443 is not on the egress allowlist)") == 1
     assert not proxy.socket.exists() and proxy.allowed == []
+
+
+def test_serve_and_its_worker_raise_their_open_file_limit(tmp_path: Path) -> None:
+    """Started as systemd starts a unit without LimitNOFILE (soft 1024), both processes run
+    with the soft limit at the hard one."""
+    import contextlib
+    import os
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    from helpers import SECRET, unused_port
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard <= 1024:
+        pytest.skip("the hard limit here is 1024: nothing to raise")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve", "--port", str(unused_port())],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)),
+        env={**clean, "PYTHONPATH": str(Path(__file__).parents[2]),
+             "HANDOFF_DATA_DIR": str(tmp_path / "data"),
+             "HANDOFF_WEBHOOK_SECRET": SECRET.decode(), "HANDOFF_STOP_SECONDS": "5"})
+    def open_files(pid: str) -> list[str]:
+        with contextlib.suppress(OSError, StopIteration):
+            return next(line.split()[3:5] for line in Path(f"/proc/{pid}/limits").read_text()
+                        .splitlines() if line.startswith("Max open files"))
+        return []
+
+    limits: list[list[str]] = []
+    try:
+        for _ in range(300):  # until both run with their limit raised, or 30 s
+            worker = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "bot.cli worker"],
+                                    capture_output=True, text=True).stdout.split()
+            limits = [open_files(pid) for pid in [str(proc.pid), *worker[:1]]]
+            if limits == [[str(hard), str(hard)]] * 2:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert limits == [[str(hard), str(hard)]] * 2
