@@ -56,6 +56,7 @@ class EgressProxy:
         self.others = 0  # refusals not in ``denied``: odd names, or past the cap
         self.allowed: list[str] = []
         self.process: asyncio.subprocess.Process | None = None
+        self.port = 0  # a TCP proxy's (Kubernetes)
         self._reader: asyncio.Task[None] | None = None
         self._child_others = 0
         self._ready: asyncio.Future[None] | None = None
@@ -96,9 +97,9 @@ class EgressProxy:
         if not self.allow:
             await self._stop()
         elif self.process is None:
-            await self._start()
+            await self.start(["unix", str(self.socket)])
         else:
-            await self._send({"allow": self.allow, "allow_private": self.allow_private})
+            await self.send({"allow": self.allow, "allow_private": self.allow_private})
 
     async def sync(self) -> None:
         """Wait until what the proxy refused so far is in ``denied`` and ``others``."""
@@ -107,7 +108,7 @@ class EgressProxy:
         self._sync_count += 1
         number = self._sync_count
         done = self._syncs[number] = asyncio.get_running_loop().create_future()
-        await self._send({"sync": number})
+        await self.send({"sync": number})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done, 5)
 
@@ -115,17 +116,18 @@ class EgressProxy:
         await self._stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    async def _start(self) -> None:
+    async def start(self, where: list[str]) -> None:
+        """Start the proxy's process serving ``where`` (see ``proxy_server.listen``)."""
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
         self._ready = asyncio.get_running_loop().create_future()
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", str(SERVER_SOURCE), str(self.socket),
+            sys.executable, "-I", str(SERVER_SOURCE), *where,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env={"PATH": os.environ.get("PATH", ""),
                                                  "LANG": "C.UTF-8"})
         self._reader = asyncio.ensure_future(self._events(self.process))
-        await self._send({"allow": self.allow, "allow_private": self.allow_private})
+        await self.send({"allow": self.allow, "allow_private": self.allow_private})
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
         except (TimeoutError, OSError) as exc:
@@ -135,7 +137,7 @@ class EgressProxy:
                 if process.stderr else ""
             raise SandboxError(f"the egress proxy did not start: {error or exc}") from None
 
-    async def _send(self, command: dict[str, Any]) -> None:
+    async def send(self, command: dict[str, Any]) -> None:
         assert self.process is not None and self.process.stdin is not None
         with contextlib.suppress(OSError):
             self.process.stdin.write(json.dumps(command).encode() + b"\n")
@@ -175,7 +177,11 @@ class EgressProxy:
     def event(self, event: dict[str, Any]) -> None:
         """One line from the proxy: ready, a refused or allowed host, a count, a sync."""
         if event.get("ready") and self._ready is not None and not self._ready.done():
+            self.port = int(event.get("port") or 0)
             self._ready.set_result(None)
+        if isinstance(stranger := event.get("stranger"), str) and recordable(stranger):
+            log.warning("egress proxy: refused a connection from %s (not the sandbox pod)",
+                        stranger)
         if isinstance(denied := event.get("denied"), str):
             self._record(denied, str(event.get("why", "")))
         if isinstance(others := event.get("others"), int):

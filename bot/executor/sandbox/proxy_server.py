@@ -1,6 +1,7 @@
 """The egress proxy's own process: an HTTP(S) forward proxy for one sandbox's egress phase.
 
-Started by ``egress.EgressProxy`` as ``python -I proxy_server.py SOCKET``, so a sandbox that
+Started by ``egress.EgressProxy`` as ``python -I proxy_server.py unix SOCKET`` (or ``tcp HOST
+FIRST LAST`` for a Kubernetes pod, see ``listen``), so a sandbox that
 floods it exhausts this process's file descriptors, never the worker's: it lowers its own
 ``RLIMIT_NOFILE`` and address space at start, serves at most ``MAX_CONNECTIONS`` at once and
 gives each request head (and each tunnel's TLS ClientHello) one deadline.
@@ -12,9 +13,10 @@ What it allows, per connection, one request only (pipelined bytes after it are n
   any, names that same host; upstream gets ``Host`` and ``Connection: close`` set by us.
 Addresses are resolved and checked here: only globally routable ones, unless told otherwise.
 
-Control: JSON lines on stdin (``{"allow": [...], "allow_private": bool}``, ``{"sync": n}``);
-EOF stops it. Events: JSON lines on stdout (``ready``, ``denied`` for each new recordable
-host, ``others`` counting refused names not recorded, ``allowed``, ``synced``). Standard
+Control: JSON lines on stdin (``{"allow": [...], "allow_private": bool}``, ``{"peer": ip}``,
+``{"sync": n}``); EOF stops it. Events: JSON lines on stdout (``ready`` with the port,
+``denied`` for each new recordable host, ``others`` counting refused names not recorded,
+``allowed``, ``stranger`` for a refused peer address, ``synced``). Standard
 library and h11 only: it runs isolated (``-I``) and imports nothing of Handoff.
 """
 
@@ -25,6 +27,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import random
 import re
 import resource
 import socket
@@ -237,6 +240,10 @@ class Proxy:
         self.others = 0
         self.others_sent = 0
         self.allowed: set[str] = set()
+        self.pod_only = False  # answer only ``peer``
+        self.peer = ""
+        self.port = 0
+        self.strangers: set[str] = set()
 
     def deny(self, host: str, port: int, why: str) -> None:
         name = label(host, port)
@@ -254,6 +261,13 @@ class Proxy:
             self.emit({"others": self.others})
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.pod_only and (peer := str((writer.get_extra_info("peername") or ("",))[0])
+                              ) != self.peer:
+            if peer not in self.strangers and len(self.strangers) < MAX_RECORDED:
+                self.strangers.add(peer)
+                self.emit({"stranger": peer})
+            writer.close()
+            return
         if self.connections >= MAX_CONNECTIONS:
             with contextlib.suppress(OSError):
                 writer.write(BUSY)
@@ -447,13 +461,34 @@ def _apply(proxy: Proxy, command: dict[str, Any]) -> None:
     if "allow" in command:
         proxy.allow = [str(a) for a in command["allow"]]
         proxy.allow_private = bool(command.get("allow_private"))
+    if "peer" in command:
+        proxy.peer = str(command["peer"])
     if "sync" in command:
         proxy.flush()
         proxy.emit({"synced": command["sync"]})
 
 
-async def main(path: str) -> None:
-    """Serve on ``path`` with the allowlist of the first control line, until stdin ends."""
+async def listen(proxy: Proxy, where: list[str]) -> asyncio.base_events.Server:
+    """``unix PATH``: a socket any local user may use (its folder is the sandbox's only way
+    to it). ``tcp HOST FIRST LAST``: the first free port of that range from a random one on,
+    answering only the address ``peer`` names (a Kubernetes sandbox pod)."""
+    if where[0] == "unix":
+        server = await asyncio.start_unix_server(proxy.serve, path=where[1], backlog=64)
+        os.chmod(where[1], 0o666)
+        return server
+    proxy.pod_only = True
+    first, last = int(where[2]), int(where[3])
+    start = random.randrange(first, last + 1)
+    for port in [*range(start, last + 1), *range(first, start)]:
+        with contextlib.suppress(OSError):
+            server = await asyncio.start_server(proxy.serve, where[1], port, backlog=64)
+            proxy.port = port
+            return server
+    raise OSError(f"no free port in {first}-{last}")
+
+
+async def main(where: list[str]) -> None:
+    """Serve with the allowlist of the first control line, until stdin ends."""
 
     def emit(event: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(event) + "\n")
@@ -461,13 +496,12 @@ async def main(path: str) -> None:
 
     proxy = Proxy(emit)
     _apply(proxy, json.loads(_first_line() or b"{}"))
-    server = await asyncio.start_unix_server(proxy.serve, path=path, backlog=64)
-    os.chmod(path, 0o666)
+    server = await listen(proxy, where)
     if os.geteuid() == 0:  # a root worker's proxy serves the sandbox as nobody
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    emit({"ready": True})
+    emit({"ready": True, "port": proxy.port})
     stdin = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
@@ -476,12 +510,13 @@ async def main(path: str) -> None:
             _apply(proxy, json.loads(line))
     finally:
         server.close()
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        if where[0] == "unix":
+            with contextlib.suppress(OSError):
+                os.unlink(where[1])
         proxy.flush()
 
 
 if __name__ == "__main__":
     _limit_self()
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
-        asyncio.run(main(sys.argv[1]))
+        asyncio.run(main(sys.argv[1:]))
