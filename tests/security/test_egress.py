@@ -165,3 +165,34 @@ def test_serve_and_its_worker_raise_their_open_file_limit(tmp_path: Path) -> Non
         proc.kill()
         proc.wait(30)
     assert limits == [[str(hard), str(hard)]] * 2
+
+
+async def test_a_request_head_dripped_byte_by_byte_gets_one_deadline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A byte every 0.2 s never trips a per-read timeout; the head's one deadline ends it."""
+    from bot.executor.sandbox import proxy_server
+
+    monkeypatch.setattr(proxy_server, "HEAD_DEADLINE", 1.0)
+    server = await asyncio.start_unix_server(proxy_server.Proxy(lambda _: None).serve,
+                                             path=str(tmp_path / "p.sock"))
+    reader, writer = await asyncio.open_unix_connection(str(tmp_path / "p.sock"))
+    started = asyncio.get_running_loop().time()
+    try:
+        for byte in b"GET http://pypi.org/ HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            if reader.at_eof() or await _closed(reader):
+                break
+    except OSError:
+        pass
+    finally:
+        writer.close()
+        server.close()
+    assert asyncio.get_running_loop().time() - started < 3
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), 0.2) == b""
+    except TimeoutError:
+        return False
