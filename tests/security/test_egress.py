@@ -196,3 +196,26 @@ async def _closed(reader: asyncio.StreamReader) -> bool:
         return await asyncio.wait_for(reader.read(1), 0.2) == b""
     except TimeoutError:
         return False
+
+
+@pytest.mark.podman
+async def test_refused_hosts_in_the_pr_are_plain_text(tmp_path: Path) -> None:
+    """Audit row 21, end to end: a setup command CONNECTs to a markdown "host" (a team mention
+    and a tracking image) and to 30 names; the PR lists 20 plain names and counts the rest."""
+    from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
+
+    from devkit.stack import stack
+
+    inject = security.INJECT.replace('os.environ["HTTP_PROXY"]', 'os.environ["HTTPS_PROXY"]')
+    files = {**BUGGY_REPO, "inject.py": inject,
+             ".github/handoff.yml": "test_command: python3 -m pytest -q -p no:cacheprovider\n"
+                                    "setup_command: python3 inject.py\n"}
+    async with stack(tmp_path, FIX_SCRIPT) as s:
+        s.sim.add_repo("acme/calc", files)
+        job = await s.handed_over("acme/calc", "add() subtracts", "Fix add().")
+        assert job.state == "succeeded", job.reason
+        pr = next(i for i in s.sim.get_repo("acme/calc").issues.values() if i.pull)
+    refused = pr.body.split("## Network access refused", 1)[1].split("\n---", 1)[0]
+    assert "@acme" not in refused and "![" not in refused and "proxy.png" not in refused
+    assert "`host19.example:443`" in refused and "`host20.example:443`" not in refused
+    assert "`11 more refused, names not shown`" in refused
