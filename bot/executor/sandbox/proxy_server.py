@@ -501,6 +501,11 @@ async def main(where: list[str]) -> None:
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
+    # From here on nobody reads stderr: what asyncio logs under a flood (accept errors) must
+    # not fill a pipe and stall the proxy.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
     emit({"ready": True, "port": proxy.port})
     stdin = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(
