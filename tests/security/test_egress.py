@@ -219,3 +219,38 @@ async def test_refused_hosts_in_the_pr_are_plain_text(tmp_path: Path) -> None:
     assert "@acme" not in refused and "![" not in refused and "proxy.png" not in refused
     assert "`host19.example:443`" in refused and "`host20.example:443`" not in refused
     assert "`11 more refused, names not shown`" in refused
+
+
+async def test_a_tunnel_to_a_name_needs_that_name_as_its_sni(tmp_path: Path) -> None:
+    """No SNI is allowed only for an IP-literal CONNECT host (TLS clients send none there); a
+    tunnel to a name must name it."""
+    from bot.executor.sandbox import proxy_server
+
+    received: list[bytes] = []
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(65536))
+        writer.close()
+
+    target = await asyncio.start_server(upstream, "localhost", 0)
+    port = target.sockets[0].getsockname()[1]
+    proxy = proxy_server.Proxy(lambda _: None)
+    proxy.allow, proxy.allow_private = [f"localhost:{port}"], True
+    server = await asyncio.start_unix_server(proxy.serve, path=str(tmp_path / "p.sock"))
+    answers = []
+    try:
+        for name in (None, "LOCALHOST."):
+            reader, writer = await asyncio.open_unix_connection(str(tmp_path / "p.sock"))
+            writer.write(f"CONNECT localhost:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            answers.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+            writer.write(_client_hello(name))
+            await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+        await asyncio.sleep(0.2)
+    finally:
+        server.close()
+        target.close()
+    assert answers == [b"HTTP/1.1 200 Connection established"] * 2
+    sent = [r for r in received if r]  # the refused tunnel's upstream got not a byte
+    assert len(sent) == 1 and b"LOCALHOST" in sent[0]
+    assert proxy.recorded == {f"localhost:{port}"}  # the nameless one, refused
