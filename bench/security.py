@@ -14,13 +14,14 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,11 +46,13 @@ class Lab:
     port_base: int = 18600
     ports_used: int = 0
     hits: dict[int, list[str]] = field(default_factory=dict)
+    raw: dict[int, list[bytes]] = field(default_factory=dict)
 
     def backend(self, **kwargs: object) -> Backend:
+        private = bool(kwargs.get("allow_private", True))
         if self.backend_name == "bubblewrap":
-            return BubblewrapBackend(LIMITS, allow_private=True)
-        return ContainerBackend("podman", IMAGE, LIMITS, allow_private=True,
+            return BubblewrapBackend(LIMITS, allow_private=private)
+        return ContainerBackend("podman", IMAGE, LIMITS, allow_private=private,
                                 deployment=str(kwargs.get("deployment", "security-bench")))
 
     def workspace(self, name: str) -> Path:
@@ -85,6 +88,36 @@ class Lab:
             yield port
         finally:
             server.close()
+
+    @contextlib.asynccontextmanager
+    async def raw_server(self) -> AsyncIterator[int]:
+        """A TCP server on 127.0.0.1 keeping every byte each connection sent (in ``raw``) until
+        the client pauses for a second, then answering an HTTP 200."""
+        port = self.port()
+        self.raw[port] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            data = b""
+            with contextlib.suppress(Exception):
+                while len(data) < 65536 and (chunk := await asyncio.wait_for(reader.read(
+                        65536), 1.0)):
+                    data += chunk
+            self.raw[port].append(data)
+            with contextlib.suppress(Exception):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close"
+                             b"\r\n\r\nok\n")
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", port)
+        try:
+            yield port
+        finally:
+            server.close()
+
+    def seen(self, port: int) -> bytes:
+        """Everything the raw server on ``port`` received."""
+        return b"\n".join(self.raw[port])
 
     @contextlib.asynccontextmanager
     async def sandbox(self, name: str, egress: list[str] | None = None,
@@ -130,15 +163,16 @@ async def setup_phase_reaches_host_port(lab: Lab) -> Verdict:
 async def fork_bomb(lab: Lab) -> Verdict:
     """Audit #17: a fork bomb spreads past the pids limit."""
     async with lab.sandbox("sec-bomb") as box:
-        # Counted with builtins only: under the bomb, forking a counter may fail.
-        # The wait is a builtin loop too: a `sleep` would itself wait for a free pid.
-        result = await box.exec("bomb() { bomb | bomb & }; bomb; end=$((SECONDS+3)); "
-                                "while [ $SECONDS -lt $end ]; do :; done; n=0; "
-                                "for d in /proc/[0-9]*; do n=$((n+1)); done; echo procs=$n",
-                                timeout=30)
+        # Counted by a subshell forked before the bomb, with builtins only (a busy wait, a
+        # glob, a redirection into the workspace): under the bomb no new process may start.
+        result = await box.exec("(end=$((SECONDS+3)); while [ $SECONDS -lt $end ]; do :; done; "
+                                "n=0; for d in /proc/[0-9]*; do n=$((n+1)); done; "
+                                "echo procs=$n > /workspace/procs) & "
+                                "bomb() { bomb | bomb & }; bomb; end=$((SECONDS+5)); "
+                                "while [ $SECONDS -lt $end ]; do :; done", timeout=30)
         after = await box.exec("echo usable")
-    procs = [int(w[6:]) for w in result.stdout.split() if w.startswith("procs=") and
-             w[6:].isdigit()]
+    written = " ".join(p.read_text() for p in lab.root.glob("sec-bomb-*/procs"))
+    procs = [int(w[6:]) for w in written.split() if w.startswith("procs=") and w[6:].isdigit()]
     count = procs[0] if procs else -1
     return (0 <= count <= LIMITS.pids and after.ok,
             f"{count} processes against a limit of {LIMITS.pids}; afterwards: "
@@ -276,6 +310,229 @@ async def orphan_of_dead_worker(lab: Lab) -> Verdict:
     finally:
         await store.close()
 
+
+
+# -- the egress proxy: what a sandbox can do to it and through it ---------------------------
+
+EGRESS_SOCKET = "/run/handoff-egress/proxy.sock"  # egress.MOUNT / egress.SOCKET_NAME
+# Sandbox-side helpers: a raw connection to the proxy the relay offers (HTTP_PROXY).
+PROXY_CLIENT = r"""
+import os, socket, ssl, sys, urllib.parse
+where = urllib.parse.urlsplit(os.environ["HTTP_PROXY"])
+def proxy():
+    s = socket.create_connection((where.hostname, where.port), 10)
+    s.settimeout(10)
+    return s
+def answer(s):
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    return data
+def head(s):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        c = s.recv(1)
+        if not c:
+            break
+        data += c
+    return data.split(b"\r\n")[0].decode()
+def hello(name):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    out = ssl.MemoryBIO()
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname=name)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+"""
+FRONTING = PROXY_CLIENT + r"""
+port = int(sys.argv[1])
+s = proxy()
+s.sendall(f"GET http://127.0.0.1:{port}/first HTTP/1.1\r\nHost: attacker-fronted.example"
+          "\r\n\r\n".encode())
+print("fronted:", answer(s)[:12])
+s = proxy()
+s.sendall(f"GET http://127.0.0.1:{port}/legit HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+          "GET /second HTTP/1.1\r\nHost: second-tenant.example\r\n\r\n".encode())
+print("pipelined:", answer(s)[:12])
+"""
+SNI = PROXY_CLIENT + r"""
+port = int(sys.argv[1])
+for name in (None, "attacker-fronted.example"):
+    s = proxy()
+    s.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    status = head(s)
+    s.sendall(hello(name))
+    print(name, status, len(answer(s)))
+"""
+INJECT = PROXY_CLIENT + r"""
+names = ["x`@acme/security-team![p](http://127.0.0.1:19099/proxy.png)`",
+         *(f"host{i}.example" for i in range(30))]
+for name in names:
+    s = proxy()
+    s.sendall(f"CONNECT {name}:443 HTTP/1.1\r\nHost: {name}:443\r\n\r\n".encode())
+    print(head(s))
+"""
+FLOOD = r"""
+import socket, sys, time
+path, n, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+held = []
+def note(text):
+    with open(f"/workspace/flood-{tag}", "w") as f:
+        f.write(text)
+end = time.monotonic() + 20
+while len(held) < n and time.monotonic() < end:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.settimeout(2)
+        s.connect(path)
+        s.send(b"GET http://x/ HTTP/1.1\\r\\n")
+        held.append(s)
+    except OSError:
+        s.close()
+        time.sleep(0.005)  # the backlog is full: try again
+    if len(held) % 100 == 99:
+        note(str(len(held)))
+note(f"{len(held)} done")
+time.sleep(8)
+"""
+
+
+def worker_can_work(folder: Path) -> str:
+    """What a worker does for its jobs: hold files open, spawn git, open SQLite ('' if all
+    worked, else the error)."""
+    import sqlite3
+
+    try:
+        files = [open(os.devnull) for _ in range(200)]  # noqa: SIM115
+        for f in files:
+            f.close()
+        subprocess.run(["git", "--version"], check=True, capture_output=True)
+        db = sqlite3.connect(folder / "worker.db")
+        db.execute("create table if not exists t (x)")
+        db.close()
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+@contextlib.contextmanager
+def systemd_default_nofile() -> Iterator[None]:
+    """This process (the worker here) with the soft open-file limit systemd gives a service
+    that sets none: 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def proxy_flood_starves_the_worker(lab: Lab) -> Verdict:
+    """Audit rows 20, 41 (H1): in an egress phase, two sandbox processes open 1,000
+    connections each to the proxy's socket and hold them with half a request head; meanwhile
+    the worker must still open files, spawn git and open SQLite, and the proxy serve again."""
+    with systemd_default_nofile():
+        async with lab.http_server("package index") as registry, \
+                lab.sandbox("sec-flood", egress=[f"127.0.0.1:{registry}"]) as box:
+            await box.exec("cat > /workspace/flood.py", stdin=FLOOD.encode())
+            flood = asyncio.ensure_future(box.exec(
+                f"python3 /workspace/flood.py {EGRESS_SOCKET} 1000 a & "
+                f"python3 /workspace/flood.py {EGRESS_SOCKET} 1000 b & wait", timeout=60))
+            notes: list[str] = []
+            for _ in range(150):
+                await asyncio.sleep(0.2)
+                notes = [p.read_text() for p in lab.root.glob("sec-flood-*/flood-*")]
+                if len(notes) == 2 and all("done" in n for n in notes):
+                    break
+            during = await asyncio.to_thread(worker_can_work, lab.root)
+            await flood
+            after = await box.exec(fetch(f"http://127.0.0.1:{registry}/simple/"))
+    blocked = not during and "package index" in after.stdout
+    return blocked, (f"sandbox held {notes}; the worker during the flood: "
+                     f"{during or 'opened files, ran git, opened SQLite'}; an allowed fetch "
+                     f"after it: {after.stdout.strip()[:60] or after.describe()}")
+
+
+async def egress_socket_outside_egress_phases(lab: Lab) -> Verdict:
+    """Audit row 20 (H1): the proxy's socket is there in the agent phase (no egress)."""
+    probe = f"test -S {EGRESS_SOCKET} && echo socket || echo none"
+    async with lab.http_server("package index") as registry, lab.sandbox("sec-nosock") as box:
+        agent = await box.exec(probe)
+        await box.set_egress([f"127.0.0.1:{registry}"])
+        setup = await box.exec(probe)
+        await box.set_egress([])
+        closed = await box.exec(probe)
+    seen = [r.stdout.strip() for r in (agent, setup, closed)]
+    return seen == ["none", "socket", "none"], \
+        f"socket in the agent phase, an egress phase, after it: {seen}"
+
+
+async def host_header_fronting_and_pipelining(lab: Lab) -> Verdict:
+    """Audit row 22 (M4): an allowed absolute-URI request with another Host, and a second
+    request pipelined after an allowed one, reach the allowed upstream (domain fronting)."""
+    async with lab.raw_server() as upstream, \
+            lab.sandbox("sec-front", egress=[f"127.0.0.1:{upstream}"]) as box:
+        result = await box.exec(f"python3 - {upstream}", stdin=FRONTING.encode())
+        denied = box.egress_denied
+    seen = lab.seen(upstream)
+    leaked = [w for w in (b"attacker-fronted", b"second-tenant", b"/second") if w in seen]
+    return not leaked and b"GET /legit" in seen, (
+        f"upstream saw {[bytes(w) for w in leaked] or 'no fronted host'}, legit request "
+        f"{'forwarded' if b'GET /legit' in seen else 'LOST'}; sandbox: "
+        f"{result.stdout.strip().splitlines()}; denied: {denied}")
+
+
+async def tls_sni_other_than_the_connect_host(lab: Lab) -> Verdict:
+    """Audit M4: a CONNECT tunnel to an allowed host carries a ClientHello for another."""
+    async with lab.raw_server() as upstream, \
+            lab.sandbox("sec-sni", egress=[f"127.0.0.1:{upstream}"]) as box:
+        result = await box.exec(f"python3 - {upstream}", stdin=SNI.encode())
+        denied = box.egress_denied
+    hellos = lab.raw[upstream]
+    fronted = any(b"attacker-fronted" in h for h in hellos)
+    plain = sum(1 for h in hellos if h[:1] == b"\x16" and b"attacker-fronted" not in h)
+    return not fronted and plain == 1, (
+        f"upstream got {len(hellos)} connection(s): fronted ClientHello "
+        f"{'FORWARDED' if fronted else 'not forwarded'}, {plain} without SNI (an IP target); "
+        f"sandbox: {result.stdout.strip().splitlines()}; denied: {denied}")
+
+
+async def metadata_and_shared_addresses(lab: Lab) -> Verdict:
+    """Audit row 23 (M4): 100.64.0.0/10 (carrier NAT, a cloud's metadata address
+    100.100.100.200) counts as public, so an allowlisted name there is reached."""
+    targets = ["100.100.100.200", "100.64.0.1"]
+    async with lab.sandbox("sec-cgnat", egress=targets, allow_private=False) as box:
+        result = await box.exec("; ".join(fetch(f"http://{t}/latest/meta-data/")
+                                          for t in targets), timeout=40)
+        denied = box.egress_denied
+    answers = result.stdout.strip().splitlines()
+    refused = answers == ["HTTP 403", "HTTP 403"] and \
+        all(f"{t}:80" in denied for t in targets)
+    return refused, f"answers {answers}; denied {denied}"
+
+
+async def refused_host_text_injection(lab: Lab) -> Verdict:
+    """Audit row 21 (H1): a CONNECT "host" of markdown lands in the PR's refused-hosts list,
+    and 30 more names make it as long as the sandbox likes."""
+    async with lab.http_server("x") as allowed, \
+            lab.sandbox("sec-inject", egress=[f"127.0.0.1:{allowed}"]) as box:
+        await box.exec("python3 -", stdin=INJECT.encode(), timeout=60)
+        denied = box.egress_denied
+    plain = re.compile(r"[A-Za-z0-9.-]+:\d+|\d+ more refused, names not shown")
+    odd = [d for d in denied if not plain.fullmatch(d)]
+    return not odd and len(denied) <= 21, f"{len(denied)} entries; odd ones: {odd[:2]}; " \
+        f"last: {denied[-1:] }"
 
 
 # -- the harness: what the agent leaves in the work tree, read or run by host code ------------
@@ -421,6 +678,12 @@ ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
     fence_escape_and_hidden_text,
     hidden_text_reaches_the_prompt,
     posted_text_is_inert,
+    proxy_flood_starves_the_worker,
+    egress_socket_outside_egress_phases,
+    host_header_fronting_and_pipelining,
+    tls_sni_other_than_the_connect_host,
+    metadata_and_shared_addresses,
+    refused_host_text_injection,
 ]
 
 

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import json
 import logging
+import resource
 import secrets
 import shutil
 import signal
@@ -415,6 +416,16 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+def raise_nofile() -> int:
+    """Raise the soft limit on open files to the hard one (systemd's soft default is 1024,
+    a few busy jobs' git, SQLite and engine pipes need more); the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def _fast_event_loop() -> None:
     """Use uvloop where installed (uvicorn[standard] brings it): a faster event loop."""
     try:
@@ -515,6 +526,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     logs.setup(settings.log_level.upper(), settings.log_format)
     if args.command in ("serve", "worker"):
         _tune_gc()
+        raise_nofile()
     if args.command == "serve":
         if not args.no_worker and not args.in_process:
             from bot.workerprocess import share_metrics

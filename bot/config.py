@@ -85,8 +85,9 @@ class Settings(BaseSettings):
         description="Hosts the setup command may reach through the egress proxy (`name`, "
         "`name:port`, `*.suffix`); a repository adds its own with `network.allow`.")
     egress_allow_private: bool = Field(
-        False, description="Let the egress proxy connect to loopback, private and link-local "
-        "addresses (for tests; never on a shared host).")
+        False, description="Let the egress proxy connect to addresses that are not globally "
+        "routable: loopback, private, link-local, 100.64.0.0/10 (for tests; never on a shared "
+        "host).")
     pip_index_url: str = Field("", description="A Python package index (a mirror such as "
                                "devpi or Artifactory) for setup commands: PIP_INDEX_URL; its "
                                "host is allowed through the egress proxy.")

@@ -86,14 +86,14 @@ class GuardedSandbox:
 
     @property
     def egress_denied(self) -> list[str]:
-        return list(self.proxy.denied)
+        return self.proxy.refused
 
     @property
     def limit_hit(self) -> CommandResult | None:
         return self._limit_hit
 
     async def set_egress(self, allow: list[str]) -> None:
-        self.proxy.set_allow(allow)
+        await self.proxy.set_allow(allow)
 
 
 class SandboxError(Exception):
@@ -113,7 +113,8 @@ class Sandbox(Protocol):
 
     @property
     def egress_denied(self) -> list[str]:
-        """``host:port`` the proxy refused so far, first refusal first."""
+        """``host:port`` the proxy refused so far, first refusal first (plain names only, at
+        most 20; a last line counts the rest)."""
         ...
 
     @property

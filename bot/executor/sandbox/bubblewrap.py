@@ -114,6 +114,7 @@ class BubblewrapSandbox(GuardedSandbox):
                 guard=disk_guard(self.workspace, self.backend.limits.workspace_mb),
                 kill=lambda: asyncio.to_thread(self.cgroup.kill_all))
             await asyncio.to_thread(self.cgroup.kill_all)  # nothing outlives its command
+            await self.proxy.sync()
             ooms = self.cgroup.oom_kills()
             if ooms > self.oom_seen:
                 self.oom_seen = ooms
@@ -170,7 +171,12 @@ class BubblewrapBackend:
         except BaseException:
             await asyncio.to_thread(cgroup.remove)
             raise
-        proxy.set_allow(egress or [])
+        try:
+            await proxy.set_allow(egress or [])
+        except BaseException:
+            await asyncio.to_thread(cgroup.remove)
+            await proxy.close()
+            raise
         runtime = Path(tempfile.mkdtemp(prefix="handoff-bwrap-"))
         runtime.chmod(0o755)
         for folder in ["ws", *(f"m{i}" for i in range(len(mounts)))]:

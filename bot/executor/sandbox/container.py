@@ -139,6 +139,7 @@ class ContainerSandbox(GuardedSandbox):
         result = await run_capped(argv, timeout + 15, limits.output_cap, stdin, host_env,
                                   guard=disk_guard(self.workspace, limits.workspace_mb),
                                   kill=self._kill_others)
+        await self.proxy.sync()
         if result.exit_code == 137 and not result.timed_out:
             if result.duration >= timeout - 0.5:
                 result.timed_out = True
@@ -216,8 +217,14 @@ class ContainerBackend:
         if os.geteuid() == 0:  # the sandbox user must own the files it edits
             await asyncio.to_thread(_chown_tree, workspace, SANDBOX_UID)
         name = f"handoff-job-{job_id}-{uuid.uuid4().hex[:6]}"
+        # The folder is mounted for the container's life; the socket in it exists only
+        # while egress is allowed.
         proxy = await EgressProxy.create("handoff-egress-", self.allow_private)
-        proxy.set_allow(egress or [])
+        try:
+            await proxy.set_allow(egress or [])
+        except SandboxError:
+            await proxy.close()
+            raise
         lim = self.limits
         argv = [
             *self.engine, "run", "-d", "--init", "--name", name,

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import shlex
 import socket
 import tempfile
@@ -90,35 +89,30 @@ PROBE = 'timeout 3 bash -c "exec 3<>/dev/tcp/$0/$1" 2>/dev/null && echo reachabl
 
 
 class PodEgressProxy(EgressProxy):
-    """The egress proxy on a TCP port, answering only the sandbox pod's address."""
+    """The egress proxy on a TCP port of the worker, answering only the sandbox pod's address.
 
-    peer: str | None = None
-    port: int = 0
+    Its process runs for the sandbox's life (the policy probe needs something listening);
+    the pod's NetworkPolicy lets the pod reach it only while a phase may use the network."""
 
     @classmethod
     async def listen(cls, host: str, ports: range, allow_private: bool) -> PodEgressProxy:
         """A proxy on the first free port of ``ports``, tried from a random one on."""
         proxy = cls(Path(tempfile.mkdtemp(prefix="handoff-egress-")), allow_private)
-        start = random.randrange(len(ports))
-        for port in [*ports[start:], *ports[:start]]:
-            try:
-                proxy.server = await asyncio.start_server(proxy._serve_pod, host, port)
-            except OSError:
-                continue
-            proxy.port = port
-            return proxy
-        await proxy.close()
-        raise SandboxError(f"no free port for an egress proxy on {host} in "
-                           f"{ports.start}-{ports.stop - 1}")
+        try:
+            await proxy.start(["tcp", host, str(ports.start), str(ports.stop - 1)])
+        except SandboxError as exc:
+            await proxy.close()
+            raise SandboxError(f"no egress proxy on {host} in {ports.start}-"
+                               f"{ports.stop - 1}: {exc}") from None
+        return proxy
 
-    async def _serve_pod(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
-        peer = (writer.get_extra_info("peername") or ("",))[0]
-        if self.peer is None or peer != self.peer:
-            log.warning("egress proxy: refused a connection from %s (not the sandbox pod)", peer)
-            writer.close()
-            return
-        await self._serve(reader, writer)
+    async def set_allow(self, allow: list[str]) -> None:
+        self.allow = [a.strip() for a in allow if a.strip()]
+        await self.send({"allow": self.allow, "allow_private": self.allow_private})
+
+    async def set_peer(self, address: str) -> None:
+        """The one address the proxy answers: the sandbox pod's."""
+        await self.send({"peer": address})
 
 
 class Cluster:
@@ -215,6 +209,7 @@ class KubernetesSandbox(GuardedSandbox):
                 return self._limit_hit
             result = await self._exec(command, timeout or self.backend.limits.timeout,
                                       stdin or b"", env or {})
+            await self.proxy.sync()
             if result.exit_code == 125 and not result.limit:
                 await self._check_alive(result)
             if not result.limit:
@@ -361,7 +356,7 @@ class KubernetesSandbox(GuardedSandbox):
         return spool
 
     async def set_egress(self, allow: list[str]) -> None:
-        self.proxy.set_allow(allow)
+        await self.proxy.set_allow(allow)
         if self.proxy.active != self.egress_open:
             await self.backend.open_egress(self, self.proxy.active)
             self.egress_open = self.proxy.active
@@ -436,7 +431,7 @@ class KubernetesBackend:
             box.counted = True
             await self._wait(name, STAGE_CONTAINER)
             await self._stage(box, workspace, mounts)
-            proxy.peer = (await self._wait(name, SANDBOX_CONTAINER)).get("podIP")
+            await proxy.set_peer(str((await self._wait(name, SANDBOX_CONTAINER)).get("podIP")))
             await box.find_keeper()
             await self._check_isolation(box)
             box.listing = await box.list_tree()
