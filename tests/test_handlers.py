@@ -173,6 +173,10 @@ def test_every_failure_category_tells_the_step_and_what_to_do() -> None:
 
     missing = [f for f in Failure if f not in STEPS and f != Failure.CANCELLED]
     assert missing == []  # a new category needs its line in bot/reporter/report.py's STEPS
+    # Each reads as the end of a sentence, "failed while ...": a doing, never a step's name.
+    clauses = [step for step, _ in STEPS.values()]
+    assert all(c.split()[0].endswith("ing") or c.startswith("the agent was ")
+               for c in clauses), clauses
 
 
 @pytest.mark.parametrize("path", sorted(WEBHOOKS.glob("*/*.json")), ids=lambda p: p.stem)
