@@ -160,7 +160,8 @@ async def test_no_change_is_a_stated_outcome_with_the_agent_s_words(
         job = await s.handed_over(REPO, "Check add", "Is add right?")
         assert job.category == "no-changes"
         failure = comments(s)[-1]
-        assert "failed** while the agent was working." in failure and "without changing any file" in failure
+        assert "failed** while the agent was working." in failure
+        assert "without changing any file" in failure
         assert "already correct" in failure and "Add detail to the issue" in failure
         assert "Spent: 1 steps" in failure and "Nothing was pushed." in failure
         assert not pulls(s) and branches(s) == ["main"]
