@@ -4,14 +4,16 @@ job's lease; a push an earlier attempt made is found again."""
 from __future__ import annotations
 
 import contextlib
+import re
 
 from bot.config import Settings
 from bot.executor.agent.loop import AgentResult
 from bot.executor.changes import FileChange, refusal
 from bot.executor.gitops import Checkout, GitError
 from bot.executor.run import Run
+from bot.jobs.record import JobRecord
 from bot.jobs.states import Failure
-from bot.jobs.store import LeaseLost
+from bot.jobs.store import Job, LeaseLost
 from bot.jobs.worker import JobFailed
 from bot.reporter import wording
 from bot.reporter.markdown import code, inline, plain
@@ -23,14 +25,28 @@ def commit_title(run: Run) -> str:
     return form.format(number=run.job.issue_number, title=plain(run.issue["title"]))[:72]
 
 
+# The line every commit of Handoff's names its job by.
+JOB_LINE = re.compile(r"^Handoff job (\d+) for #(\d+)\.$", re.MULTILINE)
+# What a job carries over from an earlier job whose pushed commit it opens the PR for: all
+# but how it was announced, its status comment, its branch and what it delivered.
+OWN_FIELDS = ("acknowledged", "announced", "position", "requester_checked",
+              "status_comment_id", "branch", "base", "timings")
+
+
+def app_identity(settings: Settings) -> tuple[str, str]:
+    """The name and e-mail Handoff commits as: the App's bot account."""
+    login = settings.bot_login
+    return login, f"{settings.app_id}+{login}@users.noreply.github.com"
+
+
 async def commit_and_push(run: Run, co: Checkout, settings: Settings, title: str) -> str:
     """Commit the work tree as the App (the requester as co-author) and push; the commit."""
-    job, login = run.job, settings.bot_login
+    job = run.job
+    name, email = app_identity(settings)
     message = (f"{title}\n\nHandoff job {job.id} for #{job.issue_number}.\n\n"
                f"Co-authored-by: {job.requested_by} "
                f"<{job.requested_by}@users.noreply.github.com>\n")
-    await co.git("-c", f"user.name={login}", "-c",
-                 f"user.email={settings.app_id}+{login}@users.noreply.github.com",
+    await co.git("-c", f"user.name={name}", "-c", f"user.email={email}",
                  "commit", "--quiet", "--no-verify", "-m", message)
     await push(run, co)
     return await co.rev("HEAD")
@@ -67,6 +83,41 @@ async def pushed_before(run: Run, co: Checkout) -> str | None:
                        f"--grep=Handoff job {run.job.id} for #",
                        f"refs/remotes/origin/{run.base}..HEAD")
     return out.split()[0] if out.strip() else None
+
+
+async def unopened_push(run: Run, co: Checkout, settings: Settings) -> Job | None:
+    """For a new job on an issue: the earlier job whose pushed commit heads the branch but
+    never got its pull request (opening it failed), once that head is found to be Handoff's
+    own (authored and committed by the App, naming that job of this issue, the very commit
+    it recorded) and not merged into the base."""
+    job, head = run.job, run.start_sha
+    if job.kind != "implement" or job.pr_number or not head:
+        return None
+    if not int(await co.git("rev-list", "--count", f"{run.record.base_sha}..{head}")):
+        return None  # the base holds it: merged, or the branch is the base
+    fields = (await co.git("log", "-1", "--format=%an%x00%ae%x00%cn%x00%ce%x00%B", head)
+              ).split("\0", 4)
+    if len(fields) < 5 or fields[:4] != [*app_identity(settings)] * 2:
+        return None
+    named = JOB_LINE.search(fields[4])
+    if named is None or int(named.group(2)) != job.issue_number:
+        return None
+    earlier = await run.store.get_job(int(named.group(1)))
+    if earlier is None or earlier.id == job.id or earlier.repo != job.repo or \
+            earlier.issue_number != job.issue_number or earlier.state != "failed":
+        return None
+    record = earlier.result
+    if record.pr_url or record.head_sha != head or record.pushed_branch != run.record.branch:
+        return None
+    return earlier
+
+
+def carried_over(record: JobRecord, earlier: JobRecord) -> JobRecord:
+    """This job's record with what an earlier job found and did for the commit it pushed
+    (its summary, tests, verdict and spend), to open the pull request that job could not."""
+    own = {name: getattr(record, name) for name in OWN_FIELDS}
+    return earlier.with_(**own, pr_number=None, pr_url="", check_run_id=None, final_stage="",
+                         final_detail="", wip_branch="", iterations=[])
 
 
 async def keep_work(run: Run, files: list[FileChange], outcome: AgentResult,

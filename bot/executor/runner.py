@@ -12,7 +12,14 @@ from bot.executor.agent.budget import Spend
 from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import write_spec
 from bot.executor.changes import FileChange, changed_files, refusal
-from bot.executor.delivery import commit_and_push, commit_title, keep_work, pushed_before
+from bot.executor.delivery import (
+    carried_over,
+    commit_and_push,
+    commit_title,
+    keep_work,
+    pushed_before,
+    unopened_push,
+)
 from bot.executor.gitops import Checkout, GitError
 from bot.executor.iterations import earlier, entry, total_spend
 from bot.executor.prepare import prepare
@@ -93,7 +100,12 @@ class JobRunner:
         co = await prepare(run, self.workspaces, self.templates.names(),
                            self.settings.trigger_label)
         if resumed and (head := await pushed_before(run, co)):
-            return await self._open_pushed(run, co, head)
+            return await self._open_pushed(run, co, head, wording.RESUMED_AFTER_PUSH.format(
+                head=head[:7]))
+        if earlier := await unopened_push(run, co, self.settings):
+            run.record = carried_over(run.record, earlier.result)
+            return await self._open_pushed(run, co, run.start_sha, wording.EARLIER_PUSH.format(
+                job=earlier.id, head=run.start_sha[:7]))
         await start_sandbox(run, co, self.backend, self.workspaces, self.settings)
         outcome = await self._work(run, co)
         return await self._deliver(run, co, outcome)
@@ -138,12 +150,13 @@ class JobRunner:
         run.mark("push")
         return await self._open_pr(run, files, outcome.spend.line())
 
-    async def _open_pushed(self, run: Run, co: Checkout, head: str) -> JobResult:
-        """Go on from an earlier attempt's push: open the pull request for it."""
-        log.info("job %s: resumed after its push (%s); opening the pull request", run.job.id,
+    async def _open_pushed(self, run: Run, co: Checkout, head: str, detail: str) -> JobResult:
+        """Go on from a push made already (an earlier attempt's, or an earlier job's whose
+        pull request could not be opened): open the pull request for it."""
+        log.info("job %s: %s is pushed already; opening the pull request", run.job.id,
                  head[:7])
         run.record.head_sha, run.record.pushed_branch = head, run.record.branch
-        await run.stage("pushing", wording.RESUMED_AFTER_PUSH.format(head=head[:7]))
+        await run.stage("pushing", detail)
         fork = (await co.git("merge-base", "HEAD", f"refs/remotes/origin/{run.base}")).strip()
         spend = Spend.saved(run.record.spend)
         return await self._open_pr(run, await changed_files(co, fork), spend.line())

@@ -405,6 +405,9 @@ class Simulator:
             await asyncio.sleep(fault.delay)
         elif fault.kind == "5xx":
             raise GitHubError(fault.status, "Server Error")
+        elif fault.kind == "422":
+            raise GitHubError(422, "Validation Failed", errors=[{
+                "resource": "PullRequest", "code": "custom", "message": fault.message}])
         elif fault.kind == "secondary":
             raise GitHubError(403, "You have exceeded a secondary rate limit. Please wait a few "
                               "minutes before you try again.",
