@@ -346,21 +346,24 @@ async def test_a_run_asks_github_for_each_person_s_role_once(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("fault", "ask_again"), [
-    (Fault("5xx", 3, status=500, match=f"POST /repos/{REPO}/pulls"), "comment"),
+    (Fault("5xx", 10_000, status=500, match=f"POST /repos/{REPO}/pulls"), "comment"),
     (Fault("422", 1, message="No commits between main and agent/issue-1-fix-add",
            match=f"POST /repos/{REPO}/pulls"), "label"),
 ])
 async def test_a_pr_github_would_not_open_after_the_push_opens_when_asked_again(
         tmp_path: Path, seen: Seen, fault: Fault, ask_again: str) -> None:
-    """Opening the PR fails after the push (500s past the retries, or a 422, not retried):
-    the failure names the pushed branch; asking again opens exactly one PR for that commit,
-    closing the issue, without running the agent again."""
-    async with stack(tmp_path, [FIX_EDIT, finish("Fixed add.")], sandbox="local") as s:
+    """Opening the PR fails after the push (500s past the retries and past every deferral,
+    or a 422, not retried): the failure names the pushed branch; asking again opens exactly
+    one PR for that commit, closing the issue, without running the agent again."""
+    async with stack(tmp_path, [FIX_EDIT, finish("Fixed add.")], sandbox="local",
+                     github_away_seconds=0.05) as s:
         s.worker.runner.github.policy = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1)
         s.sim.add_repo(REPO, CALC_WITH_TESTS)
         s.sim.add_fault(fault)
         first = await s.handed_over(REPO, "Fix add", "add subtracts")
         assert first.state == "failed" and first.category == "github-error", first.reason
+        assert first.deferrals == (s.worker.max_deferrals if fault.kind == "5xx" else 0)
+        s.sim.world.faults.clear()  # GitHub takes pull requests again
         branch, head = first.result.pushed_branch, first.result.head_sha
         assert f"pushed to branch `{branch}` (commit {head[:7]})" in comments(s)[-1]
         assert not pulls(s)
@@ -390,7 +393,7 @@ async def test_a_commit_that_is_not_handoff_s_own_is_not_opened_as_its_pr(
     async with stack(tmp_path, script, sandbox="local") as s:
         s.worker.runner.github.policy = RetryPolicy(attempts=2, base_delay=0.05, max_delay=0.1)
         s.sim.add_repo(REPO, CALC_WITH_TESTS)
-        s.sim.add_fault(Fault("5xx", 2, status=502, match=f"POST /repos/{REPO}/pulls"))
+        s.sim.add_fault(Fault("422", 1, match=f"POST /repos/{REPO}/pulls"))
         first = await s.handed_over(REPO, "Fix add", "add subtracts")
         branch = first.result.pushed_branch
         s.sim.push(REPO, branch, {"NOTES.md": "mine\n"}, "A person's commit", "acme")
@@ -404,3 +407,31 @@ async def test_a_commit_that_is_not_handoff_s_own_is_not_opened_as_its_pr(
 def status_of(s: Stack, job_id: int, number: int = 1) -> str:
     [body] = [c for c in comments(s, number) if c.startswith(f"{MARKER} job={job_id} ")]
     return body
+
+
+async def test_github_refusing_connections_after_the_agent_finished_defers_the_job(
+        tmp_path: Path, seen: Seen) -> None:
+    """GitHub stops answering (its port refuses connections) just after the agent finished:
+    the status edits that fail are let go, the push that fails defers the job with its
+    commit kept, and once GitHub answers again the job pushes it and opens the PR, the model
+    asked once for each step, never again."""
+    async with stack(tmp_path, [FIX_EDIT, finish("Fixed add.")], sandbox="local",
+                     github_away_seconds=1) as s:
+        s.worker.runner.github.policy = RetryPolicy(attempts=2, base_delay=0.05, max_delay=0.1)
+        s.sim.add_repo(REPO, CALC_WITH_TESTS)
+        s.label_new_issue(REPO, "Fix add", "add subtracts")
+        await wait_until(s, lambda: len(s.model.requests) == 2)
+        assert s.sim.go_dark is not None
+        s.sim.go_dark(4)
+        job = await s.wait_job(lambda j: True, timeout=60)
+        assert job.state == "succeeded", job.reason
+        assert len(s.model.requests) == 2 and job.deferrals >= 1
+        [pr] = pulls(s)
+        assert "Closes #1" in pr.body and pr.pull.head == job.result.pushed_branch
+        assert "return a + b" in simgit("show", f"{pr.pull.head}:calc.py",
+                                        cwd=s.sim.get_repo(REPO).path)
+        assert any("GitHub did not answer for a while; the change was kept" in body
+                   for body in seen.status_edits())
+        assert STAGES["done"] in status(s)
+        mirror = s.settings.data_dir / "mirrors" / f"{REPO}.git"
+        assert not simgit("for-each-ref", "refs/handoff", cwd=mirror).strip()  # forgotten

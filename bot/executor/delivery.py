@@ -4,13 +4,15 @@ job's lease; a push an earlier attempt made is found again."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 
 from bot.config import Settings
 from bot.executor.agent.loop import AgentResult
 from bot.executor.changes import FileChange, refusal
-from bot.executor.gitops import Checkout, GitError
+from bot.executor.gitops import Checkout, GitError, unreachable
 from bot.executor.run import Run
+from bot.github.client import GitHubApiError
 from bot.jobs.record import JobRecord
 from bot.jobs.states import Failure
 from bot.jobs.store import Job, LeaseLost
@@ -25,6 +27,7 @@ def commit_title(run: Run) -> str:
     return form.format(number=run.job.issue_number, title=plain(run.issue["title"]))[:72]
 
 
+log = logging.getLogger("handoff.executor")
 # The line every commit of Handoff's names its job by.
 JOB_LINE = re.compile(r"^Handoff job (\d+) for #(\d+)\.$", re.MULTILINE)
 # What a job carries over from an earlier job whose pushed commit it opens the PR for: all
@@ -41,6 +44,13 @@ def app_identity(settings: Settings) -> tuple[str, str]:
 
 async def commit_and_push(run: Run, co: Checkout, settings: Settings, title: str) -> str:
     """Commit the work tree as the App (the requester as co-author) and push; the commit."""
+    await commit(run, co, settings, title)
+    await push(run, co)
+    return await co.rev("HEAD")
+
+
+async def commit(run: Run, co: Checkout, settings: Settings, title: str) -> str:
+    """Commit the work tree as the App, the requester as co-author; the commit."""
     job = run.job
     name, email = app_identity(settings)
     message = (f"{title}\n\nHandoff job {job.id} for #{job.issue_number}.\n\n"
@@ -48,13 +58,28 @@ async def commit_and_push(run: Run, co: Checkout, settings: Settings, title: str
                f"<{job.requested_by}@users.noreply.github.com>\n")
     await co.git("-c", f"user.name={name}", "-c", f"user.email={email}",
                  "commit", "--quiet", "--no-verify", "-m", message)
-    await push(run, co)
     return await co.rev("HEAD")
+
+
+async def kept_commit(run: Run, co: Checkout) -> str | None:
+    """The commit an earlier attempt of this job made and kept (``record.kept_sha``), if this
+    machine's mirror has it and it still goes on from the branch as it is now (made on its
+    head, or pushed already)."""
+    sha = run.record.kept_sha
+    if not sha:
+        return None
+    try:
+        parent = await co.rev(f"{sha}^")
+    except GitError:
+        log.info("job %s: its kept commit %s is not on this machine", run.job.id, sha[:7])
+        return None
+    return sha if run.start_sha in (sha, parent) else None
 
 
 async def push(run: Run, co: Checkout) -> None:
     """Push HEAD to the job's branch: a person's commits on it are kept (no force), a rejected
-    push is a stated failure, and no push happens without the lease."""
+    push is a stated failure, GitHub not answering is ``GitHubApiError`` (unavailable: tried
+    later), and no push happens without the lease."""
     branch = run.record.branch
     if not await run.store.holds(run.job.id, run.job.lease_token):
         raise LeaseLost(f"job {run.job.id}: lease gone before the push to `{branch}`")
@@ -70,6 +95,9 @@ async def push(run: Run, co: Checkout) -> None:
             if attempt == 0 and ("401" in text or "Authentication" in text or
                                  "could not read" in text):
                 continue
+            if unreachable(exc):
+                raise GitHubApiError(f"pushing to `{branch}`: GitHub did not answer: "
+                                     f"{text[-300:]}", unavailable=True) from exc
             raise JobFailed(Failure.PUSH_REFUSED, wording.PUSH_REFUSED.format(
                 branch=code(branch), error=inline(text[-500:]))) from exc
 

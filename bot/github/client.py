@@ -34,10 +34,13 @@ class GitHubApiError(Exception):
     """A GitHub call failed for good; the message says what GitHub answered."""
 
     def __init__(self, message: str, status: int | None = None,
-                 retry_at: float | None = None) -> None:
+                 retry_at: float | None = None, unavailable: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retry_at = retry_at  # set when GitHub asked for a long wait (rate limits)
+        # GitHub did not answer, or answered 5xx/429, past the retries: it may well answer
+        # later (as opposed to refusing this request for good).
+        self.unavailable = unavailable
 
 
 def _answer(exc: BaseException) -> str:
@@ -198,7 +201,8 @@ class GitHubApp:
             status = exc.response.status_code if isinstance(exc, RequestFailed) else None
             if problem := key_problem(exc):
                 raise GitHubApiError(f"{what}: {problem}", status) from exc
-            raise GitHubApiError(f"{what}: GitHub answered {_answer(exc)}", status) from exc
+            raise GitHubApiError(f"{what}: GitHub answered {_answer(exc)}", status,
+                                 unavailable=_retryable(exc)) from exc
 
     async def installation_token(self, installation_id: int, repo_name: str,
                                  fresh: bool = False) -> str:

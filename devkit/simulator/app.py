@@ -73,6 +73,8 @@ class Simulator:
         self.render = Renderer(self.spec, base_url)
         self.pending: set[asyncio.Task[None]] = set()
         self.oauth = WebFlow(self)
+        # Set while served by devkit.simulator.outage.served: refuse connections for N s.
+        self.go_dark: Callable[[float], None] | None = None
         self.app = Starlette(routes=self._routes())
 
     @property
