@@ -196,11 +196,12 @@ class JobRunner:
     async def _push_kept(self, run: Run, co: Checkout, kept: str) -> JobResult:
         """Go on from a commit an earlier attempt made and kept: push it (unless it is on
         the branch already) and open the pull request."""
+        said = wording.RESUMED_AFTER_PUSH
         if kept != run.start_sha:
+            said = wording.RESUMED_WITH_COMMIT
             await co.git("reset", "--quiet", "--hard", kept)
             await push(run, co)
-        return await self._open_pushed(run, co, kept, wording.KEPT_WHILE_AWAY.format(
-            head=kept[:7]))
+        return await self._open_pushed(run, co, kept, said.format(head=kept[:7]))
 
     async def _open_pushed(self, run: Run, co: Checkout, head: str, detail: str) -> JobResult:
         """Go on from a push made already (an earlier attempt's, or an earlier job's whose

@@ -25,8 +25,8 @@ RESUMED_AFTER_PUSH = ("Resumed: the change was pushed already (commit {head}); o
                       "request.")
 EARLIER_PUSH = ("Job {job} pushed this change (commit {head}) but could not open its pull "
                 "request; opening it now, without running the agent again.")
-KEPT_WHILE_AWAY = ("GitHub did not answer for a while; the change was kept (commit {head}) "
-                   "and goes on now, without running the agent again.")
+RESUMED_WITH_COMMIT = ("Resumed: the change was made already (commit {head}); pushing it and "
+                       "opening the pull request, without running the agent again.")
 INSTALLING = "Installing: {command}"
 STARTING_AGENT = "Starting the agent"
 # A commit's title names the issue, never the agent's words (they could close other issues).
