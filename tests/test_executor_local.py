@@ -366,6 +366,8 @@ async def test_a_pr_github_would_not_open_after_the_push_opens_when_asked_again(
         s.sim.world.faults.clear()  # GitHub takes pull requests again
         branch, head = first.result.pushed_branch, first.result.head_sha
         assert f"pushed to branch `{branch}` (commit {head[:7]})" in comments(s)[-1]
+        if fault.kind == "422":  # the cause says what GitHub found invalid
+            assert "422 Validation Failed: No commits between main" in comments(s)[-1]
         assert not pulls(s)
         asked = len(s.model.requests)
 

@@ -47,9 +47,15 @@ def _answer(exc: BaseException) -> str:
     if isinstance(exc, RequestFailed):
         resp = exc.response
         try:
-            message = resp.json().get("message", "")
-        except ValueError:
-            message = resp.text[:200]
+            body = resp.json()
+            message = str(body.get("message", ""))
+            details = [str(e.get("message") or " ".join(str(e.get(k, "")) for k in (
+                "resource", "field", "code")).strip()) for e in body.get("errors") or []
+                if isinstance(e, dict)]
+        except (ValueError, AttributeError):
+            message, details = resp.text[:200], []
+        if details:  # a 422 says what is invalid here ("No commits between main and ...")
+            message = f"{message}: {'; '.join(details)[:300]}"
         return f"{resp.status_code} {message}".strip()
     return f"{type(exc).__name__}: {exc}"
 
