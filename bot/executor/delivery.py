@@ -1,5 +1,6 @@
 """The push step: commit the agent's change and push it, never by force and never without the
-job's lease; a push an earlier attempt made is found again."""
+job's lease; a commit an earlier attempt kept or pushed, or an earlier job's push that never
+got its pull request, is found again."""
 
 from __future__ import annotations
 
@@ -145,7 +146,7 @@ def carried_over(record: JobRecord, earlier: JobRecord) -> JobRecord:
     (its summary, tests, verdict and spend), to open the pull request that job could not."""
     own = {name: getattr(record, name) for name in OWN_FIELDS}
     return earlier.with_(**own, pr_number=None, pr_url="", check_run_id=None, final_stage="",
-                         final_detail="", wip_branch="", iterations=[])
+                         final_detail="", wip_branch="", kept_sha="", iterations=[])
 
 
 async def keep_work(run: Run, files: list[FileChange], outcome: AgentResult,
