@@ -386,11 +386,12 @@ async def test_a_pr_github_would_not_open_after_the_push_opens_when_asked_again(
         assert STAGES["done"] in status_of(s, second.id)
 
 
-async def test_a_commit_that_is_not_handoff_s_own_is_not_opened_as_its_pr(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize("meanwhile", ["a person's commit on it", "merged into main"])
+async def test_a_head_that_is_not_handoff_s_unmerged_commit_is_not_opened_as_its_pr(
+        tmp_path: Path, meanwhile: str) -> None:
     """The same failure, then a person pushes onto the branch (the head is no longer
-    Handoff's commit): asking again runs the agent on the branch instead of opening a PR
-    for a commit Handoff never checked."""
+    Handoff's commit) or merges it into main: asking again runs the agent on the branch
+    instead of opening a PR for a commit Handoff never checked, or one merged already."""
     script = [FIX_EDIT, finish("Fixed add."), finish("Nothing more to do.")]
     async with stack(tmp_path, script, sandbox="local") as s:
         s.worker.runner.github.policy = RetryPolicy(attempts=2, base_delay=0.05, max_delay=0.1)
@@ -398,7 +399,11 @@ async def test_a_commit_that_is_not_handoff_s_own_is_not_opened_as_its_pr(
         s.sim.add_fault(Fault("422", 1, match=f"POST /repos/{REPO}/pulls"))
         first = await s.handed_over(REPO, "Fix add", "add subtracts")
         branch = first.result.pushed_branch
-        s.sim.push(REPO, branch, {"NOTES.md": "mine\n"}, "A person's commit", "acme")
+        if meanwhile == "merged into main":
+            simgit("update-ref", "refs/heads/main", first.result.head_sha,
+                   cwd=s.sim.get_repo(REPO).path)
+        else:
+            s.sim.push(REPO, branch, {"NOTES.md": "mine\n"}, "A person's commit", "acme")
         asked = len(s.model.requests)
         s.sim.comment(REPO, 1, "/agent", "acme")
         second = await s.wait_job(lambda j: j.id != first.id)
