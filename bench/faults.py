@@ -113,6 +113,16 @@ class Cluster:
             response.raise_for_status()
             return dict(response.json())
 
+    async def clear_faults(self) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            (await client.delete(f"{self.sim}/_sim/faults")).raise_for_status()
+
+    async def model_requests(self) -> int:
+        port = int(self.sim.rsplit(":", 1)[1]) + 1
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.get(f"http://127.0.0.1:{port}/_scripted/requests")
+            return int(answer.json()["requests"])
+
     async def issues(self, count: int) -> list[int]:
         await self.control("repos", {"full_name": REPO, "files": FILES})
         return [(await self.control("issues", {"repo": REPO, "title": f"Set VALUE ({n})",
@@ -444,6 +454,66 @@ async def pg_restart(tmp: Path, port: int, pg: str, restart: Callable[[], None])
     return r
 
 
+async def pr_refused_then_asked_again(tmp: Path, port: int, kind: str) -> Result:
+    fault: dict[str, Any] = {"kind": "5xx", "count": 10_000, "status": 500} if kind == "500" \
+        else {"kind": "422", "count": 1, "message": "No commits between main and the branch"}
+    r = Result(f"POST /pulls {kind} after the push, then /agent",
+               "the failure names the pushed branch; asking again: 1 PR closing the issue, "
+               "the agent not run again")
+    async with cluster(tmp, port, script(),
+                       settings={"HANDOFF_GITHUB_AWAY_SECONDS": "0.5"}) as c:
+        c.start_worker()
+        [number] = await c.issues(1)
+        await c.control("faults", {**fault, "match": f"POST /repos/{REPO}/pulls"})
+        await c.label([number])
+        [first] = await c.ended(1, 300)
+        await c.clear_faults()
+        named = f"pushed to branch `{first.result.pushed_branch}`" in \
+            comments(await c.state(), number)[-1]
+        asked = await c.model_requests()
+        await c.control("comment", {"repo": REPO, "number": number, "body": "/agent",
+                                    "actor": "acme"})
+        second = (await c.ended(2, 180))[0]
+        state = await c.state()
+        issues = state["repos"][REPO]["issues"].values()
+        closing = [i for i in issues if i["pull"] and f"Closes #{number}" in i["body"]]
+        again = await c.model_requests() - asked
+        r.observed = (f"first {first.category} after {first.deferrals} deferrals, branch named "
+                      f"{named}; then {second.state}, PRs {len(prs(state))} (closing the "
+                      f"issue {len(closing)}), model asked {again} more times")
+        r.ok = first.category == "github-error" and named and second.state == "succeeded" \
+            and len(prs(state)) == 1 and len(closing) == 1 and again == 0
+    return r
+
+
+async def github_away(tmp: Path, port: int) -> Result:
+    r = Result("GitHub refusing connections 60 s after the agent finished", "the job waits "
+               "(deferred, its commit kept), then 1 PR once GitHub is back; model asked once")
+    turns = script(sleep=2)
+    async with cluster(tmp, port, turns,
+                       settings={"HANDOFF_GITHUB_AWAY_SECONDS": "5"}) as c:
+        c.start_worker()
+        [number] = await c.issues(1)
+        await c.label([number])
+
+        async def finished() -> bool:
+            return await c.model_requests() >= len(turns)
+
+        await c.wait(finished, 180)
+        await c.control("outage", {"seconds": 60})
+        dark = time.monotonic()
+        [job] = await c.ended(1, 400)
+        took = time.monotonic() - dark
+        state = await c.state()
+        asked = await c.model_requests()
+        r.observed = (f"{job.state} {took:.0f} s after the outage began, deferrals "
+                      f"{job.deferrals}, PRs {len(prs(state))}, model asked {asked} times "
+                      f"for {len(turns)} turns")
+        r.ok = job.state == "succeeded" and job.deferrals >= 1 and len(prs(state)) == 1 \
+            and asked == len(turns) and took >= 60
+    return r
+
+
 async def fuzz(tmp: Path, port: int, pg: str) -> Result:
     n = 2000
     r = Result(f"{n:,} fuzzed signed deliveries ({'PostgreSQL' if pg else 'SQLite'})",
@@ -526,13 +596,16 @@ async def run_case(name: str, tmp: Path, port: int, pg: str,
         "fuzz-sqlite": lambda: fuzz(tmp, port, ""),
         "fuzz-postgres": lambda: fuzz(tmp, port, pg),
         "disk-full": lambda: disk_full(tmp, port),
+        "pr-500-ask-again": lambda: pr_refused_then_asked_again(tmp, port, "500"),
+        "pr-422-ask-again": lambda: pr_refused_then_asked_again(tmp, port, "422"),
+        "github-away": lambda: github_away(tmp, port),
     }
     return await cases[name]()
 
 
 CASES = ["kill-mid-command", "kill-push-pr", "sigterm", "kill-serve", "three-sqlite",
          "three-postgres", "bursts", "sqlite-lock", "pg-restart", "fuzz-sqlite", "fuzz-postgres",
-         "disk-full"]
+         "disk-full", "pr-500-ask-again", "pr-422-ask-again", "github-away"]
 
 
 async def main(args: argparse.Namespace) -> int:

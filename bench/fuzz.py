@@ -19,7 +19,24 @@ from typing import Any
 
 WEBHOOKS = Path(__file__).resolve().parent.parent / "tests/fixtures/github-webhooks"
 SOURCES = ("issues/labeled", "issues/unlabeled", "issue_comment/created", "issues/edited",
-           "pull_request_review/submitted", "installation/created", "ping/payload")
+           "pull_request_review/submitted", "installation/created",
+           "installation_repositories/added", "ping/payload")
+# Every field a handler or ``Event`` reads: half the mutations land here, where a field read
+# without being declared would crash a handler.
+READS: list[tuple[Any, ...]] = [
+    (top,) for top in ("action", "zen", "label", "issue", "comment", "review", "pull_request",
+                       "repository", "installation", "sender", "repositories",
+                       "repositories_added", "repositories_removed")] + [
+    ("installation", "id"), ("installation", "account"), ("installation", "account", "login"),
+    ("sender", "login"), ("sender", "type"), ("repository", "full_name"),
+    ("repositories", 0), ("repositories", 0, "full_name"), ("repositories_added", 0),
+    ("repositories_added", 0, "full_name"), ("repositories_removed", 0),
+    ("issue", "number"), ("issue", "title"), ("issue", "body"), ("issue", "state"),
+    ("issue", "pull_request"), ("label", "name"), ("comment", "id"), ("comment", "body"),
+    ("comment", "user"), ("comment", "user", "login"), ("comment", "user", "type"),
+    ("review", "id"), ("review", "state"), ("review", "body"), ("review", "user"),
+    ("review", "user", "login"), ("pull_request", "number"), ("pull_request", "head"),
+    ("pull_request", "head", "ref")]
 ODD_VALUES: list[Any] = [
     None, True, 0, -1, 2**63, 2**64 + 7, -(2**63) - 1, 2**31, 2**31 + 5, 10**30, 1.5e308,
     "", "\x00", "a\x00b", "x" * 5000, "🙂" * 50, [], [1, 2], {}, {"id": "nope"},
@@ -53,8 +70,8 @@ def _set(data: Any, path: tuple[Any, ...], value: Any) -> None:
     data[path[-1]] = value
 
 
-def mutate(rng: random.Random, base: dict[str, Any]) -> tuple[str, bytes]:
-    """One odd (event name, body)."""
+def mutate(rng: random.Random, base: dict[str, Any], own: str = "issues") -> tuple[str, bytes]:
+    """One odd (event name, body), most often under the event ``base`` was sent as."""
     data = json.loads(json.dumps(base))
     kind = rng.random()
     if kind < 0.05:
@@ -69,22 +86,38 @@ def mutate(rng: random.Random, base: dict[str, Any]) -> tuple[str, bytes]:
     for _ in range(rng.randint(1, 4)):
         if not paths:
             break
-        path = rng.choice(paths)
+        path = rng.choice(READS if rng.random() < 0.5 else paths)
         with contextlib.suppress(KeyError, IndexError, TypeError):
             _set(data, path, rng.choice(ODD_VALUES + [_nested(rng.randint(50, 400))]))
-    return rng.choice(EVENTS[:5]) if rng.random() < 0.8 else rng.choice(EVENTS), \
-        json.dumps(data).encode()
+    pick = rng.random()
+    event = own if pick < 0.6 else rng.choice(EVENTS[:6]) if pick < 0.85 else rng.choice(EVENTS)
+    return event, json.dumps(data).encode()
+
+
+def triggering(base: dict[str, Any]) -> dict[str, Any]:
+    """A fixture changed so that, unmutated, its handler acts on it (a job, a cancel, an
+    installation): the trigger label, a command, a review asking for changes on an agent PR."""
+    base["installation"] = {"id": 42, "account": {"login": "acme"}}
+    if isinstance(base.get("label"), dict):
+        base["label"]["name"] = "agent"
+    if isinstance(base.get("comment"), dict):
+        base["comment"]["body"] = "/agent please"
+    if isinstance(base.get("review"), dict):
+        base["review"].update(state="changes_requested", body="Please rename it.")
+        base["pull_request"]["head"]["ref"] = "agent/issue-1-x"
+    return base
 
 
 def deliveries(count: int, secret: bytes, seed: int = 12) -> Iterator[tuple[dict[str, bytes],
                                                                              bytes]]:
     """``count`` signed odd deliveries: (headers, UTF-8 encoded, and body)."""
     rng = random.Random(seed)
-    bases = [json.loads((WEBHOOKS / f"{name}.json").read_text()) for name in SOURCES]
-    for base in bases:
-        base["installation"] = {"id": 42}
+    bases = [(name.split("/")[0], triggering(json.loads((WEBHOOKS / f"{name}.json")
+                                                        .read_text())))
+             for name in SOURCES]
     for n in range(count):
-        event, body = mutate(rng, rng.choice(bases))
+        own, base = rng.choice(bases)
+        event, body = mutate(rng, base, own)
         delivery = f"fuzz-{seed}-{n}" if rng.random() < 0.9 else \
             rng.choice([f"fz {n}", (f"{n}-" + "d" * 64)[:64], f"fuzz-{seed}-{n}-ü"])
         headers = {"content-type": "application/json", "x-github-event": event,

@@ -199,8 +199,8 @@ async def replay(settings: Settings, payload: dict[str, object], event_name: str
 
 async def dev_simulator(args: argparse.Namespace) -> None:
     """Run the GitHub simulator with one App installation and, optionally, a demo repository."""
-    from bot.server import running
     from devkit.simulator import Simulator
+    from devkit.simulator.outage import served
 
     root = Path(args.root).resolve()
     sim = Simulator(root, webhook_url=args.webhook_url, webhook_secret=args.webhook_secret)
@@ -208,13 +208,13 @@ async def dev_simulator(args: argparse.Namespace) -> None:
     root.mkdir(parents=True, exist_ok=True)
     key_path.write_text(sim.private_key)
     key_path.chmod(0o600)
-    async with running(sim.app, "127.0.0.1", args.port) as url:
-        sim.base_url = url
+    async with served(sim, "127.0.0.1", args.port) as url:
         if args.demo_repo:
             sim.add_repo(args.demo_repo, {"README.md": "# demo\n"})
         print(f"GitHub simulator at {url}\n  HANDOFF_GITHUB_URL={url}\n"
               f"  HANDOFF_APP_ID={sim.world.app_id}\n  HANDOFF_PRIVATE_KEY={key_path}\n"
-              f"  control API: {url}/_sim/... (repos, issues, label, comment, review, faults)",
+              f"  control API: {url}/_sim/... (repos, issues, label, comment, review, faults, "
+              f"outage)",
               flush=True)
         await _stop_event().wait()
 

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     report_retry_seconds: float = Field(
         30.0, gt=0, description="First wait before a failed report is tried again (doubles "
         "per try, up to an hour).")
+    github_away_seconds: float = Field(
+        30.0, gt=0, description="First wait before a job that could not reach GitHub (refused "
+        "connections, timeouts, 5xx past the retries) goes on; doubles per deferral up to ten "
+        "minutes. Work done before is kept: the agent does not run again.")
     stop_seconds: float = Field(
         20.0, gt=0, description="On SIGTERM, how long running jobs get to hand themselves back.")
     poll_seconds: float = Field(1.0, gt=0, description="How often an idle worker looks for work.")

@@ -12,8 +12,9 @@ import uvicorn
 
 
 @asynccontextmanager
-async def running(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL."""
+async def serving(app: Any, host: str = "127.0.0.1", port: int = 0
+                  ) -> AsyncIterator[uvicorn.Server]:
+    """Serve ``app`` until the block ends; yields the started server."""
     # Handoff reads no client addresses, so proxy headers are not parsed; nor does it name
     # its server software in answers.
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
@@ -27,9 +28,21 @@ async def running(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIter
             task.result()
             raise RuntimeError("server exited before it started")
         await asyncio.sleep(0.01)
-    sock = server.servers[0].sockets[0].getsockname()
     try:
-        yield f"http://{sock[0]}:{sock[1]}"
+        yield server
     finally:
         server.should_exit = True
         await task
+
+
+def base_url(server: uvicorn.Server) -> str:
+    """Where a started server listens, as ``http://host:port``."""
+    sock = server.servers[0].sockets[0].getsockname()
+    return f"http://{sock[0]}:{sock[1]}"
+
+
+@asynccontextmanager
+async def running(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve ``app`` until the block ends; yields its base URL."""
+    async with serving(app, host, port) as server:
+        yield base_url(server)

@@ -119,6 +119,7 @@ class ScriptedModel:
             Route("/v1/messages", self.anthropic, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/models", self.models, methods=["GET"]),
+            Route("/_scripted/requests", self.count, methods=["GET"]),
         ])
 
     def next_turn(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -221,6 +222,10 @@ class ScriptedModel:
             else "end_turn",
             "usage": {"input_tokens": prompt, "output_tokens": completion,
                       "cache_read_input_tokens": read, "cache_creation_input_tokens": written}})
+
+    async def count(self, request: Request) -> JSONResponse:
+        """How many requests the model has answered (for tests in other processes)."""
+        return JSONResponse({"requests": len(self.requests)})
 
     async def models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})

@@ -27,6 +27,7 @@ from bot.server import running
 from bot.wiring import build_worker
 from devkit.scripted import ScriptedModel
 from devkit.simulator import Simulator
+from devkit.simulator.outage import served
 from handlers import Context
 
 SECRET = "e2e-webhook-secret"
@@ -79,8 +80,7 @@ async def stack(tmp: Path, script: list[dict[str, Any]], repeat_last: bool = Fal
         store = await Store.open(f"sqlite+aiosqlite:///{tmp / 'handoff.db'}")
         stack.push_async_callback(store.close)
         sim = Simulator(tmp / "github", webhook_secret=SECRET)
-        sim_url = await stack.enter_async_context(running(sim.app))
-        sim.base_url = sim_url
+        sim_url = await stack.enter_async_context(served(sim))
         settings = Settings(
             app_id=str(sim.world.app_id), private_key=SecretStr(sim.private_key),
             webhook_secret=SecretStr(SECRET), github_url=sim_url, data_dir=tmp / "data",

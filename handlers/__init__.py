@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.receiver.decisions import Decision, Event, Ignore
+from bot.receiver.payload import shape_problem
 from handlers import comments, installation, issues, reviews
 from handlers.router import Context, Router
 
@@ -22,15 +23,16 @@ class HandlerError(Exception):
 
 
 def decide(event: Event, ctx: Context) -> Decision:
-    """Route an event to its handler. A payload without the fields the handler declares is
+    """Route an event to its handler. A payload without the fields the handler declares, or
+    with any field a handler reads in another type than GitHub sends (``shape_problem``), is
     ignored with the reason; a handler that fails otherwise raises ``HandlerError``."""
     for router in ROUTERS:
         route = router.find(event)
         if route is None:
             continue
-        if missing := route.missing(event.payload):
-            return Ignore(f"payload lacks what {event.name}.{event.action} needs: "
-                          f"{', '.join(missing)}")
+        why = ", ".join(route.missing(event.payload)) or shape_problem(event.payload)
+        if why:
+            return Ignore(f"payload lacks what {event.name}.{event.action} needs: {why}")
         try:
             return route.handler(event, ctx)
         except Exception as exc:

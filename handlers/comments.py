@@ -22,7 +22,8 @@ def parse_command(body: str) -> tuple[str, str] | None:
 
 
 @router.register("issue_comment", "created",
-                 reads={"comment.user.login": str, "issue.number": int})
+                 reads={"comment.user.login": str, "issue.number": int,
+                        "repository.full_name": str})
 def created(event: Event, ctx: Context) -> Decision:
     comment = event.payload["comment"]
     if is_bot(comment.get("user"), ctx) or is_bot(event.payload.get("sender"), ctx):

@@ -20,7 +20,11 @@ def _label(event: Event) -> str:
     return str((event.payload.get("label") or {}).get("name", ""))
 
 
-@router.register("issues", "labeled", reads={"issue.number": int, "label.name": str})
+# What every issues handler reads besides its own fields.
+ISSUE = {"issue.number": int, "repository.full_name": str, "sender.login": str}
+
+
+@router.register("issues", "labeled", reads={**ISSUE, "label.name": str})
 def labeled(event: Event, ctx: Context) -> Decision:
     label = _label(event)
     if label != ctx.trigger_label:
@@ -39,7 +43,7 @@ def labeled(event: Event, ctx: Context) -> Decision:
     )
 
 
-@router.register("issues", "edited", reads={"issue.number": int})
+@router.register("issues", "edited", reads=ISSUE)
 def edited(event: Event, ctx: Context) -> Decision:
     if is_bot(event.payload.get("sender"), ctx):
         return Ignore("edited by a bot")
@@ -49,7 +53,7 @@ def edited(event: Event, ctx: Context) -> Decision:
                       title=text["title"], body=text["body"])
 
 
-@router.register("issues", "unlabeled", reads={"issue.number": int, "label.name": str})
+@router.register("issues", "unlabeled", reads={**ISSUE, "label.name": str})
 def unlabeled(event: Event, ctx: Context) -> Decision:
     if _label(event) != ctx.trigger_label:
         return Ignore(f"label {_label(event)!r} is not the trigger label")
@@ -59,7 +63,7 @@ def unlabeled(event: Event, ctx: Context) -> Decision:
     )
 
 
-@router.register("issues", "closed", reads={"issue.number": int})
+@router.register("issues", "closed", reads=ISSUE)
 def closed(event: Event, ctx: Context) -> Decision:
     return CancelJob(
         repo=event.repo, issue_number=int(event.payload["issue"]["number"]),

@@ -24,7 +24,7 @@ ASKS = re.compile(r"\b(please|pls|could you|can you|would you|should|shouldn't|m
 
 @router.register("pull_request_review", "submitted",
                  reads={"review.user.login": str, "pull_request.number": int,
-                        "pull_request.head.ref": str})
+                        "pull_request.head.ref": str, "repository.full_name": str})
 def submitted(event: Event, ctx: Context) -> Decision:
     review = event.payload["review"]
     pull = event.payload["pull_request"]

@@ -8,16 +8,15 @@ from pathlib import Path
 
 from bot.github.client import GitHubApp, Pacer
 from bot.github.retry import RetryPolicy
-from bot.server import running
 from devkit.simulator import Simulator
+from devkit.simulator.outage import served
 
 
 @asynccontextmanager
 async def simulator(root: Path, webhook_url: str | None = None,
                     secret: str = "") -> AsyncIterator[Simulator]:
     sim = Simulator(root, webhook_url=webhook_url, webhook_secret=secret)
-    async with running(sim.app) as url:
-        sim.base_url = url
+    async with served(sim):
         yield sim
         await sim.settle()
 

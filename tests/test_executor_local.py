@@ -17,7 +17,9 @@ from agent_fixtures import CALC_WITH_TESTS, FIX_SCRIPT, TEST_COMMAND
 
 from bot.executor.sandbox.local import LocalBackend
 from bot.github.client import RepoClient
+from bot.github.retry import RetryPolicy
 from bot.reporter.status import MARKER, STAGES
+from devkit.simulator import Fault
 from devkit.simulator.git import git as simgit
 from devkit.stack import Stack, stack
 
@@ -160,7 +162,8 @@ async def test_no_change_is_a_stated_outcome_with_the_agent_s_words(
         job = await s.handed_over(REPO, "Check add", "Is add right?")
         assert job.category == "no-changes"
         failure = comments(s)[-1]
-        assert "while agent run" in failure and "without changing any file" in failure
+        assert "failed** while the agent was working." in failure
+        assert "without changing any file" in failure
         assert "already correct" in failure and "Add detail to the issue" in failure
         assert "Spent: 1 steps" in failure and "Nothing was pushed." in failure
         assert not pulls(s) and branches(s) == ["main"]
@@ -340,3 +343,103 @@ async def test_a_run_asks_github_for_each_person_s_role_once(tmp_path: Path) -> 
         asked = [c["path"].split("/")[-2] for c in s.sim.world.calls
                  if c["path"].endswith("/permission") and c["at"] >= job.started_at]
         assert asked.count("acme") == 1 and asked.count("mallory") == 1, asked
+
+
+@pytest.mark.parametrize(("fault", "ask_again"), [
+    (Fault("5xx", 10_000, status=500, match=f"POST /repos/{REPO}/pulls"), "comment"),
+    (Fault("422", 1, message="No commits between main and agent/issue-1-fix-add",
+           match=f"POST /repos/{REPO}/pulls"), "label"),
+])
+async def test_a_pr_github_would_not_open_after_the_push_opens_when_asked_again(
+        tmp_path: Path, seen: Seen, fault: Fault, ask_again: str) -> None:
+    """Opening the PR fails after the push (500s past the retries and past every deferral,
+    or a 422, not retried): the failure names the pushed branch; asking again opens exactly
+    one PR for that commit, closing the issue, without running the agent again."""
+    async with stack(tmp_path, [FIX_EDIT, finish("Fixed add.")], sandbox="local",
+                     github_away_seconds=0.05) as s:
+        s.worker.runner.github.policy = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1)
+        s.sim.add_repo(REPO, CALC_WITH_TESTS)
+        s.sim.add_fault(fault)
+        first = await s.handed_over(REPO, "Fix add", "add subtracts")
+        assert first.state == "failed" and first.category == "github-error", first.reason
+        assert first.deferrals == (s.worker.max_deferrals if fault.kind == "5xx" else 0)
+        s.sim.world.faults.clear()  # GitHub takes pull requests again
+        branch, head = first.result.pushed_branch, first.result.head_sha
+        assert f"pushed to branch `{branch}` (commit {head[:7]})" in comments(s)[-1]
+        if fault.kind == "422":  # the cause says what GitHub found invalid
+            assert "422 Validation Failed: No commits between main" in comments(s)[-1]
+        assert not pulls(s)
+        asked = len(s.model.requests)
+
+        if ask_again == "comment":
+            s.sim.comment(REPO, 1, "/agent", "acme")
+        else:
+            s.sim.unlabel_issue(REPO, 1, "agent", "acme")
+            s.sim.label_issue(REPO, 1, "agent", "acme")
+        second = await s.wait_job(lambda j: j.id != first.id)
+        assert second.state == "succeeded", second.reason
+        [pr] = pulls(s)
+        assert pr.pull.head == branch and "Closes #1" in pr.body and "Fixed add." in pr.body
+        assert second.result.head_sha == head and len(s.model.requests) == asked
+        assert f"Job {first.id} pushed this change (commit {head[:7]})" in \
+            "\n".join(seen.status_edits())
+        assert STAGES["done"] in status_of(s, second.id)
+
+
+@pytest.mark.parametrize("meanwhile", ["a person's commit on it", "merged into main"])
+async def test_a_head_that_is_not_handoff_s_unmerged_commit_is_not_opened_as_its_pr(
+        tmp_path: Path, meanwhile: str) -> None:
+    """The same failure, then a person pushes onto the branch (the head is no longer
+    Handoff's commit) or merges it into main: asking again runs the agent on the branch
+    instead of opening a PR for a commit Handoff never checked, or one merged already."""
+    script = [FIX_EDIT, finish("Fixed add."), finish("Nothing more to do.")]
+    async with stack(tmp_path, script, sandbox="local") as s:
+        s.worker.runner.github.policy = RetryPolicy(attempts=2, base_delay=0.05, max_delay=0.1)
+        s.sim.add_repo(REPO, CALC_WITH_TESTS)
+        s.sim.add_fault(Fault("422", 1, match=f"POST /repos/{REPO}/pulls"))
+        first = await s.handed_over(REPO, "Fix add", "add subtracts")
+        branch = first.result.pushed_branch
+        if meanwhile == "merged into main":
+            simgit("update-ref", "refs/heads/main", first.result.head_sha,
+                   cwd=s.sim.get_repo(REPO).path)
+        else:
+            s.sim.push(REPO, branch, {"NOTES.md": "mine\n"}, "A person's commit", "acme")
+        asked = len(s.model.requests)
+        s.sim.comment(REPO, 1, "/agent", "acme")
+        second = await s.wait_job(lambda j: j.id != first.id)
+        assert len(s.model.requests) > asked  # the agent ran: nothing was taken on trust
+        assert second.category == "no-changes" and not pulls(s)
+
+
+def status_of(s: Stack, job_id: int, number: int = 1) -> str:
+    [body] = [c for c in comments(s, number) if c.startswith(f"{MARKER} job={job_id} ")]
+    return body
+
+
+async def test_github_refusing_connections_after_the_agent_finished_defers_the_job(
+        tmp_path: Path, seen: Seen) -> None:
+    """GitHub stops answering (its port refuses connections) just after the agent finished:
+    the status edits that fail are let go, the push that fails defers the job with its
+    commit kept, and once GitHub answers again the job pushes it and opens the PR, the model
+    asked once for each step, never again."""
+    async with stack(tmp_path, [FIX_EDIT, finish("Fixed add.")], sandbox="local",
+                     github_away_seconds=1) as s:
+        s.worker.runner.github.policy = RetryPolicy(attempts=2, base_delay=0.05, max_delay=0.1)
+        s.sim.add_repo(REPO, CALC_WITH_TESTS)
+        s.label_new_issue(REPO, "Fix add", "add subtracts")
+        await wait_until(s, lambda: len(s.model.requests) == 2)
+        assert s.sim.go_dark is not None
+        s.sim.go_dark(4)
+        job = await s.wait_job(lambda j: True, timeout=60)
+        assert job.state == "succeeded", job.reason
+        assert len(s.model.requests) == 2 and job.deferrals >= 1
+        [pr] = pulls(s)
+        assert "Closes #1" in pr.body and pr.pull.head == job.result.pushed_branch
+        assert "return a + b" in simgit("show", f"{pr.pull.head}:calc.py",
+                                        cwd=s.sim.get_repo(REPO).path)
+        head = job.result.head_sha[:7]
+        said = f"Resumed: the change was made already (commit {head}); pushing it"
+        assert any(said in body for body in seen.status_edits())
+        assert STAGES["done"] in status(s)
+        mirror = s.settings.data_dir / "mirrors" / f"{REPO}.git"
+        assert not simgit("for-each-ref", "refs/handoff", cwd=mirror).strip()  # forgotten

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ import jwt
 import pytest
 from sim import app_client, simulator
 
-from bot.executor.gitops import GitError, git
+from bot.executor.gitops import GitError, git, unreachable
 from bot.github.client import GitHubApiError, GitHubApp
 from devkit.simulator import Fault, Simulator
 
@@ -170,6 +171,33 @@ async def test_persistent_5xx_gives_clear_error(sim: Simulator) -> None:
     sim.add_fault(Fault("5xx", 10, status=503))
     with pytest.raises(GitHubApiError, match="GitHub answered 503 Server Error"):
         await gh.get_issue(1)
+
+
+async def test_github_away_is_said_apart_from_a_refusal(sim: Simulator,
+                                                        tmp_path: Path) -> None:
+    """GitHub refusing connections (the simulator's outage: its port closed), then back on
+    the same port with its state: the calls in between fail as unavailable, never as a
+    refusal of the request; git cannot reach it either; afterwards both work again."""
+    gh = app_client(sim, attempts=2).repo(next(iter(sim.world.installations)), REPO)
+    await gh.get_issue(1)  # a kept-alive connection, closed by the outage too
+    assert sim.go_dark is not None
+    sim.go_dark(1.5)
+    await asyncio.sleep(0.3)
+    with pytest.raises(GitHubApiError) as away:
+        await gh.get_issue(1)
+    assert away.value.unavailable and away.value.status is None, away.value
+    with pytest.raises(GitError) as unreached:
+        await git("ls-remote", f"{sim.base_url}/{REPO}.git", token=await gh.token())
+    assert unreachable(unreached.value), unreached.value
+    await asyncio.sleep(1.5)
+    assert (await gh.get_issue(1))["number"] == 1
+    with pytest.raises(GitHubApiError) as refused:
+        await gh.get_issue(999)
+    assert refused.value.status == 404 and not refused.value.unavailable
+    sim.add_fault(Fault("5xx", 10, status=503))
+    with pytest.raises(GitHubApiError) as failing:
+        await gh.get_issue(1)
+    assert failing.value.unavailable and failing.value.status == 503
 
 
 async def test_rate_limit_longer_than_bound_is_clear_error(sim: Simulator) -> None:

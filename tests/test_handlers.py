@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import orjson
@@ -161,6 +162,40 @@ def test_drifted_payload_is_ignored_not_raised() -> None:
                              CTX), Ignore)
 
 
+@pytest.mark.parametrize(("event", "source", "path", "value", "why"), [
+    ("issues", "labeled", ("installation",), "agent", "$.installation"),
+    ("issues", "labeled", ("installation",), {"id": "nope"}, "$.installation.id"),
+    ("issues", "labeled", ("installation",), {"id": 2**64 + 7}, "$.installation.id"),
+    ("issues", "labeled", ("sender",), [1, 2], "sender"),
+    ("issues", "labeled", ("sender",), None, "sender.login"),
+    ("issues", "labeled", ("repository",), {"full_name": 7}, "repository.full_name"),
+    ("issues", "labeled", ("repository",), {"full_name": "a/b/c"}, "$.repository.full_name"),
+    ("issue_comment", "created", ("comment", "id"), {"id": "nope"}, "$.comment.id"),
+    ("issue_comment", "created", ("comment", "user"), "x", "comment.user.login"),
+    ("installation_repositories", "added", ("repositories_added",), ["x"],
+     "$.repositories_added[0]"),
+    ("installation_repositories", "added", ("repositories_added",), [{"full_name": 7}],
+     "$.repositories_added[0].full_name"),
+    ("installation", "created", ("repositories",), {"full_name": "a/b"}, "$.repositories"),
+])
+def test_a_field_a_handler_reads_in_another_shape_is_ignored_with_where(
+        event: str, source: str, path: tuple[str, ...], value: object, why: str) -> None:
+    """Every field a handler or Event reads is declared: an odd value there is ignored with
+    the reason (the field's path), never read as if it were GitHub's."""
+    data = labeled() if source == "labeled" else comment("/agent") if event == \
+        "issue_comment" else payload(f"{event}/{source}")
+    data["installation"] = data.get("installation") or {"id": 42, "account": {"login": "a"}}
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    slim = parse(json.dumps(data).encode())  # json: orjson refuses integers past 64 bits
+    for decoded in (Event(name=event, payload=slim), Event(name=event, payload=data)):
+        decision = decide(decoded, CTX)
+        assert isinstance(decision, Ignore) and "payload lacks" in decision.reason, decision
+        assert why in decision.reason, decision.reason
+
+
 def test_app_manifest_subscribes_to_every_routed_event() -> None:
     manifest = yaml.safe_load((Path(__file__).parent.parent / "app.yml").read_text())
     implicit = {"installation", "installation_repositories", "ping"}
@@ -173,6 +208,10 @@ def test_every_failure_category_tells_the_step_and_what_to_do() -> None:
 
     missing = [f for f in Failure if f not in STEPS and f != Failure.CANCELLED]
     assert missing == []  # a new category needs its line in bot/reporter/report.py's STEPS
+    # Each reads as the end of a sentence, "failed while ...": a doing, never a step's name.
+    clauses = [step for step, _ in STEPS.values()]
+    assert all(c.split()[0].endswith("ing") or c.startswith("the agent was ")
+               for c in clauses), clauses
 
 
 @pytest.mark.parametrize("path", sorted(WEBHOOKS.glob("*/*.json")), ids=lambda p: p.stem)

@@ -44,7 +44,7 @@ def test_a_failure_says_step_cause_what_was_kept_spend_and_how_to_retry() -> Non
         result={"wip_branch": "agent/issue-1-x", "head_sha": "abcdef0123456",
                 "spend": {"steps": 3, "input_tokens": 1200, "output_tokens": 34,
                           "cost_usd": 0.01234}}))
-    assert text.startswith("**Handoff job 7 failed** while agent run.")
+    assert text.startswith("**Handoff job 7 failed** while the agent was working.")
     assert "**Cause:** the step budget of 3 ran out" in text
     assert "**Kept:** The work so far is kept on branch `agent/issue-1-x` (commit abcdef0)." \
         in text

@@ -84,8 +84,7 @@ def make_agent(run: Run, settings: Settings) -> Agent | ExternalAgent:
 
     async def progress(spend: Spend) -> None:
         await run.write(result=run.record.with_(spend=spend.as_dict()))
-        if run.status:
-            await run.status.agent_progress(spend)
+        await run.progress(spend)
 
     return Agent(model, budget, transcript, s.command_timeout, progress,
                  keep_observations=s.keep_observations)

@@ -1,17 +1,22 @@
 """The push step: commit the agent's change and push it, never by force and never without the
-job's lease; a push an earlier attempt made is found again."""
+job's lease; a commit an earlier attempt kept or pushed, or an earlier job's push that never
+got its pull request, is found again."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 
 from bot.config import Settings
 from bot.executor.agent.loop import AgentResult
 from bot.executor.changes import FileChange, refusal
-from bot.executor.gitops import Checkout, GitError
+from bot.executor.gitops import Checkout, GitError, unreachable
 from bot.executor.run import Run
+from bot.github.client import GitHubApiError
+from bot.jobs.record import JobRecord
 from bot.jobs.states import Failure
-from bot.jobs.store import LeaseLost
+from bot.jobs.store import Job, LeaseLost
 from bot.jobs.worker import JobFailed
 from bot.reporter import wording
 from bot.reporter.markdown import code, inline, plain
@@ -23,22 +28,59 @@ def commit_title(run: Run) -> str:
     return form.format(number=run.job.issue_number, title=plain(run.issue["title"]))[:72]
 
 
+log = logging.getLogger("handoff.executor")
+# The line every commit of Handoff's names its job by.
+JOB_LINE = re.compile(r"^Handoff job (\d+) for #(\d+)\.$", re.MULTILINE)
+# What a job carries over from an earlier job whose pushed commit it opens the PR for: all
+# but how it was announced, its status comment, its branch and what it delivered.
+OWN_FIELDS = ("acknowledged", "announced", "position", "requester_checked",
+              "status_comment_id", "branch", "base", "timings")
+
+
+def app_identity(settings: Settings) -> tuple[str, str]:
+    """The name and e-mail Handoff commits as: the App's bot account."""
+    login = settings.bot_login
+    return login, f"{settings.app_id}+{login}@users.noreply.github.com"
+
+
 async def commit_and_push(run: Run, co: Checkout, settings: Settings, title: str) -> str:
     """Commit the work tree as the App (the requester as co-author) and push; the commit."""
-    job, login = run.job, settings.bot_login
-    message = (f"{title}\n\nHandoff job {job.id} for #{job.issue_number}.\n\n"
-               f"Co-authored-by: {job.requested_by} "
-               f"<{job.requested_by}@users.noreply.github.com>\n")
-    await co.git("-c", f"user.name={login}", "-c",
-                 f"user.email={settings.app_id}+{login}@users.noreply.github.com",
-                 "commit", "--quiet", "--no-verify", "-m", message)
+    await commit(run, co, settings, title)
     await push(run, co)
     return await co.rev("HEAD")
 
 
+async def commit(run: Run, co: Checkout, settings: Settings, title: str) -> str:
+    """Commit the work tree as the App, the requester as co-author; the commit."""
+    job = run.job
+    name, email = app_identity(settings)
+    message = (f"{title}\n\nHandoff job {job.id} for #{job.issue_number}.\n\n"
+               f"Co-authored-by: {job.requested_by} "
+               f"<{job.requested_by}@users.noreply.github.com>\n")
+    await co.git("-c", f"user.name={name}", "-c", f"user.email={email}",
+                 "commit", "--quiet", "--no-verify", "-m", message)
+    return await co.rev("HEAD")
+
+
+async def kept_commit(run: Run, co: Checkout) -> str | None:
+    """The commit an earlier attempt of this job made and kept (``record.kept_sha``), if this
+    machine's mirror has it and it still goes on from the branch as it is now (made on its
+    head, or pushed already)."""
+    sha = run.record.kept_sha
+    if not sha:
+        return None
+    try:
+        parent = await co.rev(f"{sha}^")
+    except GitError:
+        log.info("job %s: its kept commit %s is not on this machine", run.job.id, sha[:7])
+        return None
+    return sha if run.start_sha in (sha, parent) else None
+
+
 async def push(run: Run, co: Checkout) -> None:
     """Push HEAD to the job's branch: a person's commits on it are kept (no force), a rejected
-    push is a stated failure, and no push happens without the lease."""
+    push is a stated failure, GitHub not answering is ``GitHubApiError`` (unavailable: tried
+    later), and no push happens without the lease."""
     branch = run.record.branch
     if not await run.store.holds(run.job.id, run.job.lease_token):
         raise LeaseLost(f"job {run.job.id}: lease gone before the push to `{branch}`")
@@ -54,6 +96,9 @@ async def push(run: Run, co: Checkout) -> None:
             if attempt == 0 and ("401" in text or "Authentication" in text or
                                  "could not read" in text):
                 continue
+            if unreachable(exc):
+                raise GitHubApiError(f"pushing to `{branch}`: GitHub did not answer: "
+                                     f"{text[-300:]}", unavailable=True) from exc
             raise JobFailed(Failure.PUSH_REFUSED, wording.PUSH_REFUSED.format(
                 branch=code(branch), error=inline(text[-500:]))) from exc
 
@@ -67,6 +112,41 @@ async def pushed_before(run: Run, co: Checkout) -> str | None:
                        f"--grep=Handoff job {run.job.id} for #",
                        f"refs/remotes/origin/{run.base}..HEAD")
     return out.split()[0] if out.strip() else None
+
+
+async def unopened_push(run: Run, co: Checkout, settings: Settings) -> Job | None:
+    """For a new job on an issue: the earlier job whose pushed commit heads the branch but
+    never got its pull request (opening it failed), once that head is found to be Handoff's
+    own (authored and committed by the App, naming that job of this issue, the very commit
+    it recorded) and not merged into the base."""
+    job, head = run.job, run.start_sha
+    if job.kind != "implement" or job.pr_number or not head:
+        return None
+    if not int(await co.git("rev-list", "--count", f"{run.record.base_sha}..{head}")):
+        return None  # the base holds it: merged, or the branch is the base
+    fields = (await co.git("log", "-1", "--format=%an%x00%ae%x00%cn%x00%ce%x00%B", head)
+              ).split("\0", 4)
+    if len(fields) < 5 or fields[:4] != [*app_identity(settings)] * 2:
+        return None
+    named = JOB_LINE.search(fields[4])
+    if named is None or int(named.group(2)) != job.issue_number:
+        return None
+    earlier = await run.store.get_job(int(named.group(1)))
+    if earlier is None or earlier.id == job.id or earlier.repo != job.repo or \
+            earlier.issue_number != job.issue_number or earlier.state != "failed":
+        return None
+    record = earlier.result
+    if record.pr_url or record.head_sha != head or record.pushed_branch != run.record.branch:
+        return None
+    return earlier
+
+
+def carried_over(record: JobRecord, earlier: JobRecord) -> JobRecord:
+    """This job's record with what an earlier job found and did for the commit it pushed
+    (its summary, tests, verdict and spend), to open the pull request that job could not."""
+    own = {name: getattr(record, name) for name in OWN_FIELDS}
+    return earlier.with_(**own, pr_number=None, pr_url="", check_run_id=None, final_stage="",
+                         final_detail="", wip_branch="", kept_sha="", iterations=[])
 
 
 async def keep_work(run: Run, files: list[FileChange], outcome: AgentResult,

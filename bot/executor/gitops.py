@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from bot.logs import redact
 
 class GitError(Exception):
     """A git command failed; the message holds git's own words (with secrets redacted)."""
+
+
+# How git says the remote did not answer (as opposed to refusing what was asked).
+UNREACHABLE = re.compile(r"Failed to connect|Couldn't connect|Connection refused|Could not "
+                         r"resolve host|timed out|Connection reset|Empty reply from server|"
+                         r"returned error: 5\d\d|RPC failed; HTTP 5\d\d", re.IGNORECASE)
+
+
+def unreachable(exc: GitError) -> bool:
+    """The remote (GitHub) could not be reached or failed with a 5xx: worth trying later."""
+    return bool(UNREACHABLE.search(str(exc)))
 
 
 def auth_env(token: str | None) -> dict[str, str]:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot import logs, metrics
+from bot.executor.agent.budget import Spend
 from bot.executor.gitops import Checkout
 from bot.executor.repo_config import RepoConfig
 from bot.executor.sandbox import Sandbox
 from bot.executor.spec import SpecInputs
-from bot.github.client import RepoClient
+from bot.github.client import GitHubApiError, RepoClient
 from bot.jobs.record import JobRecord
 from bot.jobs.store import Job, Store
 from bot.reporter.status import StatusComment
+
+log = logging.getLogger("handoff.executor")
 
 
 @dataclass
@@ -58,9 +62,24 @@ class Run:
         after a crash keeps its status comment)."""
         logs.enter_stage(stage)
         if self.status is not None:
-            await self.status.set(stage, detail, force=force)
-            self.record.status_comment_id = self.status.comment_id
+            await self.show(self.status.set(stage, detail, force=force))
         await self.write(stage=stage, result=self.record)
+
+    async def progress(self, spend: Spend) -> None:
+        """The agent's steps and spend so far, in the status comment."""
+        if self.status is not None:
+            await self.show(self.status.agent_progress(spend))
+
+    async def show(self, edit: Awaitable[None]) -> None:
+        """A status comment edit, best-effort: one GitHub refuses or does not answer is
+        logged and the job goes on (the next edit carries the latest text)."""
+        try:
+            await edit
+        except GitHubApiError as exc:
+            log.warning("job %s: the status comment could not be edited (%s); going on",
+                        self.job.id, exc)
+        if self.status is not None:
+            self.record.status_comment_id = self.status.comment_id
 
 
 async def finish_despite_cancel(work: Awaitable[None]) -> None:

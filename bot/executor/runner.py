@@ -6,14 +6,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from bot.config import Settings
 from bot.executor.agent.budget import Spend
 from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import write_spec
 from bot.executor.changes import FileChange, changed_files, refusal
-from bot.executor.delivery import commit_and_push, commit_title, keep_work, pushed_before
-from bot.executor.gitops import Checkout, GitError
+from bot.executor.delivery import (
+    carried_over,
+    commit,
+    commit_title,
+    keep_work,
+    kept_commit,
+    push,
+    pushed_before,
+    unopened_push,
+)
+from bot.executor.gitops import Checkout, GitError, unreachable
 from bot.executor.iterations import earlier, entry, total_spend
 from bot.executor.prepare import prepare
 from bot.executor.run import Run, finish_despite_cancel
@@ -53,23 +63,44 @@ class JobRunner:
             raise JobFailed(Failure.SETUP_FAILED, wording.NO_INSTALLATION)
         run = Run(job, self.github.repo(job.installation_id, job.repo), self.store,
                   job.result.model_copy(deep=True))
+        goes_on = False  # the job is not over: its kept commit stays for the next attempt
         try:
             return await self._run(run)
         except JobFailed as exc:
             exc.result = exc.result or run.record
             raise
         except GitHubApiError as exc:
+            goes_on = exc.retry_at is not None or exc.unavailable
             if exc.retry_at is not None:  # park the job; no worker sits waiting
                 raise JobDeferred(exc.retry_at, str(exc), run.record) from exc
+            if exc.unavailable:
+                raise self._github_away(run, str(exc)) from exc
             raise JobFailed(Failure.GITHUB_ERROR, str(exc), run.record) from exc
-        except (SandboxError, GitError) as exc:
+        except GitError as exc:
+            if goes_on := unreachable(exc):
+                raise self._github_away(run, str(exc)) from exc
             raise JobFailed(Failure.SETUP_FAILED, str(exc), run.record) from exc
+        except SandboxError as exc:
+            raise JobFailed(Failure.SETUP_FAILED, str(exc), run.record) from exc
+        except (asyncio.CancelledError, LeaseLost):
+            goes_on = True  # handed back, or another worker has it now
+            raise
         finally:
-            await finish_despite_cancel(self._clean_up(run))
+            await finish_despite_cancel(self._clean_up(run, forget=not goes_on))
 
-    async def _clean_up(self, run: Run) -> None:
+    def _github_away(self, run: Run, why: str) -> JobDeferred:
+        """GitHub did not answer past the retries: the job waits and goes on from where it
+        was (its work kept), first after ``github_away_seconds``, doubling per deferral."""
+        wait = min(600.0, self.settings.github_away_seconds * 2 ** run.job.deferrals)
+        log.warning("job %s: GitHub did not answer; it goes on in %.0f s (%s)", run.job.id,
+                    wait, why)
+        return JobDeferred(time.time() + wait, f"GitHub did not answer: {why}", run.record,
+                           stage="github-away")
+
+    async def _clean_up(self, run: Run, forget: bool) -> None:
         """Save what the job did and remove its sandbox and workspace, whatever happens (a
-        lost lease refuses the save; the sandbox goes all the same)."""
+        lost lease refuses the save; the sandbox goes all the same); once the job is over,
+        its kept commit goes too."""
         try:
             with contextlib.suppress(LeaseLost):
                 await run.save()
@@ -77,6 +108,9 @@ class JobRunner:
             if run.sandbox is not None:
                 await run.sandbox.close()
             self.workspaces.remove(run.job.id)
+            if forget and run.record.kept_sha:
+                with contextlib.suppress(GitError):
+                    await self.workspaces.forget(run.job.id, run.job.repo)
 
     async def _run(self, run: Run) -> JobResult:
         if why := await self.conversation.not_permitted(run.job, run.gh):
@@ -88,12 +122,20 @@ class JobRunner:
         except OverBudget as exc:
             raise JobFailed(Failure.MONTHLY_BUDGET, str(exc)) from exc
         run.status = await self.conversation.acknowledge(run.gh, run.job, run.record)
-        resumed = run.job.attempts > 1 or run.job.stage not in ("", "queued", "rate-limited")
+        resumed = run.job.attempts > 1 or run.job.stage not in ("", "queued", "rate-limited",
+                                                                "github-away")
         await run.stage("preparing", self.conversation.resumed(run.job.stage) if resumed else "")
         co = await prepare(run, self.workspaces, self.templates.names(),
                            self.settings.trigger_label)
+        if kept := await kept_commit(run, co):
+            return await self._push_kept(run, co, kept)
         if resumed and (head := await pushed_before(run, co)):
-            return await self._open_pushed(run, co, head)
+            return await self._open_pushed(run, co, head, wording.RESUMED_AFTER_PUSH.format(
+                head=head[:7]))
+        if earlier := await unopened_push(run, co, self.settings):
+            run.record = carried_over(run.record, earlier.result)
+            return await self._open_pushed(run, co, run.start_sha, wording.EARLIER_PUSH.format(
+                job=earlier.id, head=run.start_sha[:7]))
         await start_sandbox(run, co, self.backend, self.workspaces, self.settings)
         outcome = await self._work(run, co)
         return await self._deliver(run, co, outcome)
@@ -132,18 +174,42 @@ class JobRunner:
         if why := await refusal(co, run.start_sha, files):
             raise JobFailed(Failure.PUSH_REFUSED, why)
         await run.stage("pushing")
-        head = await commit_and_push(run, co, self.settings, commit_title(run))
+        head = await commit(run, co, self.settings, commit_title(run))
+        await self._keep(run, co, head)
+        await push(run, co)
         run.record.head_sha, run.record.pushed_branch = head, run.record.branch
         await run.save()  # a job resumed after this finds its commit and opens the PR
         run.mark("push")
         return await self._open_pr(run, files, outcome.spend.line())
 
-    async def _open_pushed(self, run: Run, co: Checkout, head: str) -> JobResult:
-        """Go on from an earlier attempt's push: open the pull request for it."""
-        log.info("job %s: resumed after its push (%s); opening the pull request", run.job.id,
+    async def _keep(self, run: Run, co: Checkout, head: str) -> None:
+        """Keep the commit on this machine before pushing it, so that if GitHub does not take
+        it now (or the worker stops), the job goes on later without running the agent."""
+        try:
+            await self.workspaces.keep(run.job.id, run.job.repo, co, head)
+        except GitError as exc:
+            log.warning("job %s: could not keep commit %s (%s)", run.job.id, head[:7], exc)
+            return
+        run.record.kept_sha = head
+        await run.save()
+
+    async def _push_kept(self, run: Run, co: Checkout, kept: str) -> JobResult:
+        """Go on from a commit an earlier attempt made and kept: push it (unless it is on
+        the branch already) and open the pull request."""
+        said = wording.RESUMED_AFTER_PUSH
+        if kept != run.start_sha:
+            said = wording.RESUMED_WITH_COMMIT
+            await co.git("reset", "--quiet", "--hard", kept)
+            await push(run, co)
+        return await self._open_pushed(run, co, kept, said.format(head=kept[:7]))
+
+    async def _open_pushed(self, run: Run, co: Checkout, head: str, detail: str) -> JobResult:
+        """Go on from a push made already (an earlier attempt's, or an earlier job's whose
+        pull request could not be opened): open the pull request for it."""
+        log.info("job %s: %s is pushed already; opening the pull request", run.job.id,
                  head[:7])
         run.record.head_sha, run.record.pushed_branch = head, run.record.branch
-        await run.stage("pushing", wording.RESUMED_AFTER_PUSH.format(head=head[:7]))
+        await run.stage("pushing", detail)
         fork = (await co.git("merge-base", "HEAD", f"refs/remotes/origin/{run.base}")).strip()
         spend = Spend.saved(run.record.spend)
         return await self._open_pr(run, await changed_files(co, fork), spend.line())

@@ -76,6 +76,21 @@ class Workspaces:
                                 (await co.rev(f"refs/remotes/origin/{base}")), start)
         return co
 
+    async def keep(self, job_id: int, full_name: str, co: Checkout, sha: str) -> None:
+        """Keep a job's commit in the repository's mirror (``refs/handoff/kept/<id>``), so
+        it outlives the job's workspace; a later checkout borrows the mirror's objects."""
+        mirror = self.mirror_path(full_name)
+        async with self.locks.setdefault(full_name, asyncio.Lock()), \
+                host_lock(mirror.with_suffix(".lock")):
+            await co.git("push", "--quiet", "--no-verify", str(mirror),
+                         f"{sha}:{kept_ref(job_id)}")
+
+    async def forget(self, job_id: int, full_name: str) -> None:
+        """Drop a job's kept commit (the job ended)."""
+        mirror = self.mirror_path(full_name)
+        if (mirror / "HEAD").exists():
+            await git(f"--git-dir={mirror}", "update-ref", "-d", kept_ref(job_id))
+
     def snapshot(self, job_id: int) -> Path:
         """A copy of a job's work tree as checked out (call it before the agent runs), for
         a second sandbox; symlinks are copied as links, never followed."""
@@ -88,6 +103,12 @@ class Workspaces:
         shutil.rmtree(self.root / str(job_id), ignore_errors=True)
         shutil.rmtree(self.root / f"{job_id}-baseline", ignore_errors=True)
         shutil.rmtree(self.gitdirs / str(job_id), ignore_errors=True)
+
+
+def kept_ref(job_id: int) -> str:
+    """Where a job's commit is kept in its mirror until the job ends (never under
+    ``refs/heads``, which each fetch prunes to GitHub's branches)."""
+    return f"refs/handoff/kept/{job_id}"
 
 
 @contextlib.asynccontextmanager

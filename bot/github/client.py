@@ -34,19 +34,28 @@ class GitHubApiError(Exception):
     """A GitHub call failed for good; the message says what GitHub answered."""
 
     def __init__(self, message: str, status: int | None = None,
-                 retry_at: float | None = None) -> None:
+                 retry_at: float | None = None, unavailable: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retry_at = retry_at  # set when GitHub asked for a long wait (rate limits)
+        # GitHub did not answer, or answered 5xx/429, past the retries: it may well answer
+        # later (as opposed to refusing this request for good).
+        self.unavailable = unavailable
 
 
 def _answer(exc: BaseException) -> str:
     if isinstance(exc, RequestFailed):
         resp = exc.response
         try:
-            message = resp.json().get("message", "")
-        except ValueError:
-            message = resp.text[:200]
+            body = resp.json()
+            message = str(body.get("message", ""))
+            details = [str(e.get("message") or " ".join(str(e.get(k, "")) for k in (
+                "resource", "field", "code")).strip()) for e in body.get("errors") or []
+                if isinstance(e, dict)]
+        except (ValueError, AttributeError):
+            message, details = resp.text[:200], []
+        if details:  # a 422 says what is invalid here ("No commits between main and ...")
+            message = f"{message}: {'; '.join(details)[:300]}"
         return f"{resp.status_code} {message}".strip()
     return f"{type(exc).__name__}: {exc}"
 
@@ -198,7 +207,8 @@ class GitHubApp:
             status = exc.response.status_code if isinstance(exc, RequestFailed) else None
             if problem := key_problem(exc):
                 raise GitHubApiError(f"{what}: {problem}", status) from exc
-            raise GitHubApiError(f"{what}: GitHub answered {_answer(exc)}", status) from exc
+            raise GitHubApiError(f"{what}: GitHub answered {_answer(exc)}", status,
+                                 unavailable=_retryable(exc)) from exc
 
     async def installation_token(self, installation_id: int, repo_name: str,
                                  fresh: bool = False) -> str:

@@ -32,6 +32,9 @@ class JobRecord(BaseModel):
     base_sha: str = ""
     head_sha: str = ""
     pushed_branch: str = ""
+    # Committed before its push and kept in the worker's mirror: a job that goes on later on
+    # this machine (GitHub was away, a restart) pushes it instead of running the agent again.
+    kept_sha: str = ""
     wip_branch: str = ""
     # What was delivered.
     pr_number: int | None = None

@@ -602,10 +602,12 @@ class Store:
         return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
 
     async def defer(self, job_id: int, owner: str, until: float, reason: str,
-                    result: JobRecord, token: str | None = None) -> bool:
-        """Put a job this worker holds back in the queue until ``until`` (a rate limit)."""
+                    result: JobRecord, token: str | None = None, stage: str = "rate-limited"
+                    ) -> bool:
+        """Put a job this worker holds back in the queue until ``until`` (a rate limit, or
+        GitHub away), shown at ``stage``."""
         stmt = jobs.update().where(self._held(job_id, owner, token)).values(
-                 state="queued", stage="rate-limited", not_before=until, reason=reason,
+                 state="queued", stage=stage, not_before=until, reason=reason,
                  deferrals=jobs.c.deferrals + 1, attempts=jobs.c.attempts - 1,
                  lease_owner=None, lease_expires_at=None, lease_token=None, result=result,
                  updated_at=time.time())

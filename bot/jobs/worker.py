@@ -33,11 +33,13 @@ class JobFailed(Exception):
 
 
 class JobDeferred(Exception):
-    """The job cannot go on before ``until`` (GitHub's rate limit); it goes back in the queue."""
+    """The job cannot go on before ``until`` (GitHub's rate limit, or GitHub away); it goes
+    back in the queue, shown at ``stage``."""
 
-    def __init__(self, until: float, reason: str, result: JobRecord | None = None) -> None:
+    def __init__(self, until: float, reason: str, result: JobRecord | None = None,
+                 stage: str = "rate-limited") -> None:
         super().__init__(reason)
-        self.until, self.reason, self.result = until, reason, result
+        self.until, self.reason, self.result, self.stage = until, reason, result, stage
 
 
 class Unreportable(Exception):
@@ -226,7 +228,7 @@ class Worker:
             if job.deferrals < self.max_deferrals:
                 await self._persist(job.id, "its deferral", lambda: self.store.defer(
                     job.id, self.id, deferred.until, deferred.reason,
-                    deferred.result or job.result, job.lease_token))
+                    deferred.result or job.result, job.lease_token, deferred.stage))
                 log.warning("job %s waits until %s: %s", job.id,
                             time.strftime("%H:%M:%S", time.localtime(exc.until)), exc.reason)
                 return

@@ -18,7 +18,7 @@ AGENT_BRANCH_PREFIX = "agent/issue-"  # every agent branch: agent/issue-<n>-<slu
 
 def looks_like_bot(user: dict[str, Any] | None) -> bool:
     """A GitHub user that is a bot by its type or its ``[bot]`` login (Apps included)."""
-    if not user:
+    if not user or not isinstance(user, dict):
         return True
     return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
 
@@ -44,13 +44,15 @@ class Event:
 
     @property
     def installation_id(self) -> int | None:
-        installation = self.payload.get("installation") or {}
-        value = installation.get("id")
-        return int(value) if value is not None else None
+        installation = self.payload.get("installation")
+        value = installation.get("id") if isinstance(installation, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def sender(self) -> str:
-        return str((self.payload.get("sender") or {}).get("login", ""))
+        sender = self.payload.get("sender")
+        login = sender.get("login") if isinstance(sender, dict) else None
+        return login if isinstance(login, str) else ""
 
 
 @dataclass(slots=True)

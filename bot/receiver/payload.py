@@ -1,20 +1,26 @@
-"""The part of a webhook payload the handlers read, decoded without building the rest.
+"""The part of a webhook payload the handlers read, decoded without building the rest, and
+checked: every field a handler (or ``Event``) reads is named here with the type GitHub sends.
 
 GitHub's payloads carry a dozen kilobytes of URLs and nested objects the handlers never look at;
 building all of them was the single largest cost of a webhook request. The structs below name
-what ``handlers/`` and ``Event`` read; msgspec skips everything else while decoding. Absent
-fields stay absent (``UNSET``), so the handlers see the same dictionaries, only smaller. A
-payload whose shape differs from GitHub's documented one is decoded in full instead, and the
-handlers judge it as before.
+what ``handlers/`` and ``Event`` read, with GitHub's types; msgspec skips everything else while
+decoding and checks the rest. Absent fields stay absent (``UNSET``), so the handlers see the
+same dictionaries, only smaller. A payload whose named fields have another shape is decoded in
+full instead, and ``shape_problem`` says what is wrong with it, so the handlers ignore it with
+that reason rather than read a field of the wrong type.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
 from msgspec import UNSET, UnsetType
+
+# GitHub's ids and numbers: positive, and within a database's 64-bit integer.
+Id = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+FullName = Annotated[str, msgspec.Meta(pattern=r"^[^/\s]+/[^/\s]+$")]  # owner/name
 
 
 class _Part(msgspec.Struct, omit_defaults=True):
@@ -22,53 +28,59 @@ class _Part(msgspec.Struct, omit_defaults=True):
 
 
 class User(_Part):
-    login: Any = UNSET
-    type: Any = UNSET
+    login: str | UnsetType = UNSET
+    type: str | None | UnsetType = UNSET
 
 
 class Named(_Part):
-    name: Any = UNSET
+    name: str | UnsetType = UNSET
 
 
 class Repository(_Part):
-    full_name: Any = UNSET
+    full_name: FullName | UnsetType = UNSET
+
+
+class Listed(_Part):
+    """A repository in an installation event's lists."""
+
+    full_name: FullName
 
 
 class Installation(_Part):
-    id: Any = UNSET
+    id: Id | UnsetType = UNSET
     account: User | None | UnsetType = UNSET
 
 
 class Issue(_Part):
-    number: Any = UNSET
-    title: Any = UNSET
-    body: Any = UNSET
-    state: Any = UNSET
-    pull_request: Any = UNSET
+    number: Id | UnsetType = UNSET
+    title: str | None | UnsetType = UNSET
+    body: str | None | UnsetType = UNSET
+    state: str | None | UnsetType = UNSET
+    pull_request: dict[str, Any] | None | UnsetType = UNSET
 
 
 class Comment(_Part):
-    id: Any = UNSET
-    body: Any = UNSET
+    id: Id | UnsetType = UNSET
+    body: str | None | UnsetType = UNSET
     user: User | None | UnsetType = UNSET
 
 
 class Review(Comment):
-    state: Any = UNSET
+    state: str | None | UnsetType = UNSET
 
 
 class Head(_Part):
-    ref: Any = UNSET
+    ref: str | UnsetType = UNSET
 
 
 class PullRequest(_Part):
-    number: Any = UNSET
+    number: Id | UnsetType = UNSET
     head: Head | None | UnsetType = UNSET
 
 
 class Payload(_Part):
-    action: Any = UNSET
-    zen: Any = UNSET
+    action: str | None | UnsetType = UNSET
+    zen: str | None | UnsetType = UNSET
     label: Named | None | UnsetType = UNSET
     issue: Issue | None | UnsetType = UNSET
     comment: Comment | None | UnsetType = UNSET
@@ -77,9 +89,9 @@ class Payload(_Part):
     repository: Repository | None | UnsetType = UNSET
     installation: Installation | None | UnsetType = UNSET
     sender: User | None | UnsetType = UNSET
-    repositories: list[Repository] | None | UnsetType = UNSET
-    repositories_added: list[Repository] | None | UnsetType = UNSET
-    repositories_removed: list[Repository] | None | UnsetType = UNSET
+    repositories: list[Listed] | None | UnsetType = UNSET
+    repositories_added: list[Listed] | None | UnsetType = UNSET
+    repositories_removed: list[Listed] | None | UnsetType = UNSET
 
 
 _decoder = msgspec.json.Decoder(Payload)
@@ -95,7 +107,7 @@ def parse(body: bytes) -> dict[str, Any]:
     try:
         return msgspec.to_builtins(_decoder.decode(body))  # type: ignore[no-any-return]
     except msgspec.ValidationError:
-        pass  # valid JSON in an unexpected shape: decode it all and let the handlers judge
+        pass  # valid JSON in another shape: decoded whole; shape_problem() says what is odd
     except msgspec.DecodeError as exc:
         raise MalformedPayload(f"body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -107,3 +119,15 @@ def parse(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise MalformedPayload("body must be a JSON object")
     return payload
+
+
+def shape_problem(payload: dict[str, Any]) -> str:
+    """What makes a payload's fields other than GitHub sends them (msgspec's words, with the
+    field's path), or "" when every field a handler reads has GitHub's type."""
+    try:
+        msgspec.convert(payload, Payload)
+    except msgspec.ValidationError as exc:
+        return str(exc)
+    except RecursionError:
+        return "a field is nested too deeply"
+    return ""

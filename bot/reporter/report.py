@@ -30,23 +30,24 @@ def shorten(text: str, limit: int, mark: str = CUT_MARK) -> str:
         cut = limit
     return head[:cut].rstrip() + mark
 
-# category: (the step that failed, what to do next)
+# category: (what Handoff was doing, as the end of "failed while ...", what to do next)
 STEPS = {
-    Failure.NOT_PERMITTED: ("permission check", ""),
+    Failure.NOT_PERMITTED: ("checking who asked", ""),
     Failure.CONFIG_ERROR: ("reading `.github/handoff.yml`",
-                     "Fix the file on the default branch, then ask again."),
+                           "Fix the file on the default branch, then ask again."),
     Failure.SETUP_FAILED: ("preparing the workspace and sandbox",
-                     "Check the setup command and image, then ask again."),
+                           "Check the setup command and image, then ask again."),
     Failure.MODEL_ERROR: ("calling the model", "This is often passing; ask again in a while."),
-    Failure.BUDGET_EXHAUSTED: ("agent run", "Ask again with narrower instructions, or raise the "
-                         "budget in `.github/handoff.yml`."),
+    Failure.BUDGET_EXHAUSTED: ("the agent was working", "Ask again with narrower instructions, "
+                               "or raise the budget in `.github/handoff.yml`."),
     Failure.MONTHLY_BUDGET: ("checking the monthly budget", "Ask again after the budget "
                              "resets, or ask the people who run Handoff to raise it."),
-    Failure.AGENT_ERROR: ("agent run", "Check the agent command's output in the transcript."),
-    Failure.NO_CHANGES: ("agent run", "Add detail to the issue about what should change, then ask "
-                   "again."),
-    Failure.PUSH_REFUSED: ("pushing the branch", "Make that part of the change by hand, or adjust "
-                     "the issue so the agent leaves it alone."),
+    Failure.AGENT_ERROR: ("the agent was working",
+                          "Check the agent command's output in the transcript."),
+    Failure.NO_CHANGES: ("the agent was working",
+                         "Add detail to the issue about what should change, then ask again."),
+    Failure.PUSH_REFUSED: ("pushing the branch", "Make that part of the change by hand, or "
+                           "adjust the issue so the agent leaves it alone."),
     Failure.GITHUB_ERROR: ("talking to GitHub", "GitHub failed repeatedly; ask again later."),
     Failure.WORKER_LOST: ("running the job", "Ask again; if it repeats, check the worker's logs."),
     Failure.INTERNAL: ("running the job",

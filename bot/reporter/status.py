@@ -34,6 +34,7 @@ STAGES = {
     "cancelled": "🛑 Cancelled",
     "paused": "⏸️ Paused, will resume",
     "rate-limited": "⏳ Waiting for GitHub's rate limit",
+    "github-away": "⏳ Waiting for GitHub to answer",
 }
 
 

@@ -23,6 +23,10 @@ SETUP_WARNING = "the dependencies could not be installed: {why}"
 PUSH_REFUSED = "GitHub refused the push to {branch}: {error}"
 RESUMED_AFTER_PUSH = ("Resumed: the change was pushed already (commit {head}); opening the pull "
                       "request.")
+EARLIER_PUSH = ("Job {job} pushed this change (commit {head}) but could not open its pull "
+                "request; opening it now, without running the agent again.")
+RESUMED_WITH_COMMIT = ("Resumed: the change was made already (commit {head}); pushing it and "
+                       "opening the pull request, without running the agent again.")
 INSTALLING = "Installing: {command}"
 STARTING_AGENT = "Starting the agent"
 # A commit's title names the issue, never the agent's words (they could close other issues).

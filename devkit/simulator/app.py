@@ -73,6 +73,8 @@ class Simulator:
         self.render = Renderer(self.spec, base_url)
         self.pending: set[asyncio.Task[None]] = set()
         self.oauth = WebFlow(self)
+        # Set while served by devkit.simulator.outage.served: refuse connections for N s.
+        self.go_dark: Callable[[float], None] | None = None
         self.app = Starlette(routes=self._routes())
 
     @property
@@ -405,6 +407,9 @@ class Simulator:
             await asyncio.sleep(fault.delay)
         elif fault.kind == "5xx":
             raise GitHubError(fault.status, "Server Error")
+        elif fault.kind == "422":
+            raise GitHubError(422, "Validation Failed", errors=[{
+                "resource": "PullRequest", "code": "custom", "message": fault.message}])
         elif fault.kind == "secondary":
             raise GitHubError(403, "You have exceeded a secondary rate limit. Please wait a few "
                               "minutes before you try again.",

@@ -1,4 +1,5 @@
-"""The simulator's control API (``/_sim/...``): what a person does on GitHub, and faults."""
+"""The simulator's control API (``/_sim/...``): what a person does on GitHub, faults and
+outages."""
 
 from __future__ import annotations
 
@@ -52,9 +53,22 @@ def routes(sim: Simulator) -> list[Route]:
         sim.add_fault(Fault(**b))
         return {"pending": len(sim.world.faults)}
 
+    async def clear_faults(request: Request) -> JSONResponse:
+        cleared = len(sim.world.faults)
+        sim.world.faults.clear()
+        return JSONResponse({"cleared": cleared})
+
+    def outage(b: dict[str, Any]) -> dict[str, Any]:
+        """GitHub unreachable: connections refused for ``seconds``, then served again."""
+        if sim.go_dark is None:
+            raise ValueError("this simulator is not served with outages (outage.served)")
+        sim.go_dark(float(b["seconds"]))
+        return {"dark_for": float(b["seconds"])}
+
     async def state(request: Request) -> JSONResponse:
         return JSONResponse({
-            "repos": {name: {"issues": {n: {"title": i.title, "state": i.state,
+            "repos": {name: {"issues": {n: {"title": i.title, "body": i.body,
+                                            "state": i.state,
                                             "labels": i.labels,
                                             "comments": [c.body for c in i.comments],
                                             "edits": [b for c in i.comments for b in c.history],
@@ -80,6 +94,8 @@ def routes(sim: Simulator) -> list[Route]:
             b.get("comments")).id}), methods=["POST"]),
         Route("/_sim/faults", action(fault), methods=["POST"]),
         Route("/_sim/oauth-app", action(oauth_app), methods=["POST"]),
+        Route("/_sim/faults", clear_faults, methods=["DELETE"]),
+        Route("/_sim/outage", action(outage), methods=["POST"]),
         Route("/_sim/expire-tokens", action(lambda b: sim.expire_tokens()), methods=["POST"]),
         Route("/_sim/state", state, methods=["GET"]),
     ]

@@ -156,13 +156,16 @@ class Delivery:
 
 @dataclass
 class Fault:
-    kind: str  # 5xx | secondary | 429 | primary | slow
+    kind: str  # 5xx | secondary | 429 | primary | slow | 422
     count: int
     retry_after: int = 1
     reset_in: int = 1
     delay: float = 0.0
     status: int = 502
     match: str = ""  # only requests whose "METHOD /path" contains this (all when empty)
+    # 422: the validation error's message, as GitHub words it ("No commits between main and
+    # agent/issue-1-x", seen when a pull request is opened just after its push)
+    message: str = "Validation Failed"
 
 
 @dataclass
