@@ -352,6 +352,8 @@ class Worker:
             if failures:
                 log.info("job %s: lease renewed after %d failed tries", job.id, failures)
             renewed_at, delay, failures = tried_at, self.heartbeat_seconds, 0
+            if run.done():  # the job ended as this renewal ran (a lost cancel): nothing lost
+                return "done"
             if renewed is None:
                 log.error("job %s: lease lost; stopping", job.id)
                 self.stopping[job.id] = "lost"
