@@ -127,8 +127,10 @@ async def serve(settings: Settings, with_worker: bool = True, in_process: bool =
     await store.close()
 
 
-async def work(settings: Settings, child_of: int = 0, nice: int = 0) -> None:
-    """A worker process: standalone, or the child of `handoff serve` (``child_of``)."""
+async def work(settings: Settings, child_of: int = 0, nice: int = 0, wake_fd: int = -1
+               ) -> None:
+    """A worker process: standalone, or the child of `handoff serve` (``child_of``), which
+    wakes it through the pipe ``wake_fd``."""
     from contextlib import AsyncExitStack
 
     from starlette.applications import Starlette
@@ -138,7 +140,7 @@ async def work(settings: Settings, child_of: int = 0, nice: int = 0) -> None:
     from bot.loopwatch import watching
     from bot.server import running
     from bot.wiring import build_worker
-    from bot.workerprocess import become_child, wake_on_signal
+    from bot.workerprocess import become_child, wake_on_pipe
 
     if child_of:
         become_child(child_of, nice)
@@ -151,8 +153,8 @@ async def work(settings: Settings, child_of: int = 0, nice: int = 0) -> None:
                 running(app, settings.host, settings.metrics_port))
             print(f"metrics on {url}/metrics", flush=True)
         worker = build_worker(settings, store)
-        if child_of:
-            wake_on_signal(worker.wake)
+        if wake_fd >= 0:
+            wake_on_pipe(wake_fd, worker.wake)
         await worker.run_forever(_stop_event())
     await store.close()
 
@@ -447,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     p_worker = sub.add_parser("worker", help="a worker only")
     p_worker.add_argument("--child-of", type=int, default=0, help=argparse.SUPPRESS)
     p_worker.add_argument("--nice", type=int, default=0, help=argparse.SUPPRESS)
+    p_worker.add_argument("--wake-fd", type=int, default=-1, help=argparse.SUPPRESS)
     sub.add_parser("doctor", help="check configuration and what Handoff depends on")
     p_jobs = sub.add_parser("jobs", help="recent jobs with state and reason")
     p_jobs.add_argument("-n", type=int, default=20)
@@ -537,7 +540,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(serve(settings, with_worker=not args.no_worker,
                           in_process=args.in_process))
     elif args.command == "worker":
-        asyncio.run(work(settings, args.child_of, args.nice))
+        asyncio.run(work(settings, args.child_of, args.nice, args.wake_fd))
     elif args.command == "doctor":
         from bot.doctor import run_doctor
 

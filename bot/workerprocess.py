@@ -4,8 +4,10 @@ The receiver answers every webhook from its event loop; a worker on the same loo
 sandboxes, GitHub calls, per-stage writes) delays those answers when jobs pile up
 (bench/load.py: seconds at 16 jobs). As a child the worker has its own interpreter and
 loop, and niceness lets the receiver run first when the cores are busy. The child is woken
-by SIGUSR1 when a job is recorded, restarted (with back-off, loudly) if it dies, and stopped
-with SIGTERM, which hands its running jobs back to the queue.
+through a pipe when a job is recorded (a byte written; a signal would kill a child that has
+not installed its handler yet), restarted (with back-off, loudly) if it dies, and stopped
+with SIGTERM, which lets its running jobs finish within the shutdown grace and hands the rest
+back to the queue.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("handoff.serve")
-WAKE = signal.SIGUSR1
 PR_SET_PDEATHSIG = 1
 MAX_BACKOFF = 60.0
 
@@ -33,18 +34,35 @@ class WorkerProcess:
     def __init__(self, nice: int, stop_seconds: float) -> None:
         self.nice, self.stop_seconds = nice, stop_seconds
         self.proc: asyncio.subprocess.Process | None = None
+        self.wake_fd: int | None = None  # the pipe's end this process writes wakes to
 
     async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "worker", "--child-of", str(os.getpid()),
-            "--nice", str(self.nice))
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot.cli", "worker", "--child-of", str(os.getpid()),
+                "--nice", str(self.nice), "--wake-fd", str(read), pass_fds=(read,))
+        except BaseException:
+            os.close(write)
+            raise
+        finally:
+            os.close(read)
+        self._close_pipe()
+        self.wake_fd = write
         log.info("worker process %s started (nice %+d)", self.proc.pid, self.nice)
 
     def wake(self) -> None:
-        """A job was recorded: the worker claims it now instead of at its next poll."""
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, WAKE)
+        """A job was recorded: the worker claims it now instead of at its next poll. Wakes
+        sent while it starts wait in the pipe; a full pipe has a wake pending already."""
+        if self.wake_fd is not None:
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(self.wake_fd, b"w")
+
+    def _close_pipe(self) -> None:
+        if self.wake_fd is not None:
+            os.close(self.wake_fd)
+            self.wake_fd = None
 
     async def supervise(self, stop: asyncio.Event) -> None:
         """Keep the child running until ``stop``; then stop it and wait for its hand-back."""
@@ -59,6 +77,7 @@ class WorkerProcess:
             if stop.is_set():
                 exited.cancel()
                 await self.stop()
+                self._close_pipe()
                 return
             stopping.cancel()
             from bot.metrics import process_gone  # not at import: see share_metrics
@@ -98,8 +117,24 @@ def become_child(parent: int, nice: int) -> None:
         raise SystemExit("handoff serve is gone; the worker stops")
 
 
-def wake_on_signal(wake: asyncio.Event) -> None:
-    asyncio.get_running_loop().add_signal_handler(WAKE, wake.set)
+def wake_on_pipe(fd: int, wake: asyncio.Event) -> None:
+    """In the worker: set ``wake`` whenever `handoff serve` writes to the pipe ``fd`` (wakes
+    written before this call are read at once). The pipe never reaches a sandbox."""
+    os.set_inheritable(fd, False)
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if not data:  # serve is gone; PR_SET_PDEATHSIG stops this process
+            loop.remove_reader(fd)
+            return
+        wake.set()
+
+    loop.add_reader(fd, readable)
 
 
 def share_metrics(directory: Path) -> None:
