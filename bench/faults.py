@@ -511,6 +511,95 @@ async def disk_full(tmp: Path, port: int) -> Result:
     return r
 
 
+def child_of(pid: int) -> int | None:
+    """The worker process `handoff serve` (``pid``) runs, if it runs."""
+    found = subprocess.run(["pgrep", "-P", str(pid), "-f", "bot.cli worker"],
+                           capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else None
+
+
+def fill(folder: Path) -> Path:
+    """Write a file in ``folder`` until its file system is full; returns it."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * (1 << 20))
+    return filler
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "128m") -> Any:
+    """``folder`` as a file system of its own of ``size`` (a tmpfs; needs root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                              str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        raise NotRunHere(f"cannot mount a small file system: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)
+
+
+class NotRunHere(Exception):
+    """A case needs something this machine does not give (root, a mount)."""
+
+
+async def serve_with_worker(c: Cluster, port: int, extra: dict[str, str] | None = None
+                            ) -> int:
+    """`handoff serve` with its worker child (not --no-worker); returns the child's pid."""
+    c.procs["serve"] = spawn(["serve", "--port", str(port + 2)], {**c.env, **(extra or {})},
+                             c.tmp / "serve.log")
+    await wait_http(f"{c.handoff}/healthz", c.procs["serve"], c.tmp / "serve.log")
+    pid = c.procs["serve"].pid
+
+    async def child() -> bool:
+        return child_of(pid) is not None
+
+    await c.wait(child, 30)
+    return child_of(pid) or 0
+
+
+async def disk_full_worker(tmp: Path, port: int, sandbox: str = "podman") -> Result:
+    r = Result("data disk full during a job (serve's worker child)", "the worker lives (no "
+               "SIGBUS; a restart on the full disk lives too); the job ends visibly once "
+               "space is back")
+    with small_disk(tmp / "data"):
+        async with cluster(tmp, port, script(sleep=4), serve=False,
+                           settings={"HANDOFF_SANDBOX": sandbox}) as c:
+            first = await serve_with_worker(c, port)
+            [number] = await c.issues(1)
+            await c.label([number])
+
+            async def in_agent() -> bool:
+                return any(j.stage == "agent" for j in await c.jobs())
+
+            await c.wait(in_agent, 120)
+            filler = await asyncio.to_thread(fill, tmp / "data")
+            await asyncio.sleep(6)  # the job goes on writing: transcript, stages, metrics
+            lived = child_of(c.procs["serve"].pid) == first
+            os.kill(first, signal.SIGKILL)  # any crash: the next child starts on a full disk
+            await asyncio.sleep(10)
+            second = child_of(c.procs["serve"].pid)
+            await asyncio.sleep(4)
+            restarted_lived = second is not None and child_of(c.procs["serve"].pid) == second
+            filler.unlink()
+            [job] = await c.ended(1, 180)
+            state = await c.state()
+            log = (tmp / "serve.log").read_text(errors="replace")
+            exits = [line.split("exited with ")[1].split(";")[0] for line in log.splitlines()
+                     if "exited with" in line]
+            shown = len(prs(state)) == 1 or any("handoff:final" in b
+                                                for b in comments(state, number))
+            r.observed = (f"first worker lived through the full disk {lived}, the one started "
+                          f"on it lived {restarted_lived}, worker exits {exits}; then "
+                          f"{job.state} {job.category or ''} (attempts {job.attempts}), "
+                          f"PRs {len(prs(state))}, shown on GitHub {shown}")
+            r.ok = lived and restarted_lived and exits == ["-9"] and shown and job.reported \
+                and job.state == "succeeded"
+    return r
+
+
 async def run_case(name: str, tmp: Path, port: int, pg: str,
                    restart_pg: Callable[[], None]) -> Result:
     cases: dict[str, Callable[[], Awaitable[Result]]] = {
@@ -526,13 +615,14 @@ async def run_case(name: str, tmp: Path, port: int, pg: str,
         "fuzz-sqlite": lambda: fuzz(tmp, port, ""),
         "fuzz-postgres": lambda: fuzz(tmp, port, pg),
         "disk-full": lambda: disk_full(tmp, port),
+        "disk-full-worker": lambda: disk_full_worker(tmp, port),
     }
     return await cases[name]()
 
 
 CASES = ["kill-mid-command", "kill-push-pr", "sigterm", "kill-serve", "three-sqlite",
          "three-postgres", "bursts", "sqlite-lock", "pg-restart", "fuzz-sqlite", "fuzz-postgres",
-         "disk-full"]
+         "disk-full", "disk-full-worker"]
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -576,6 +666,8 @@ async def main(args: argparse.Namespace) -> int:
             else:
                 try:
                     result = await run_case(name, tmp, port, pg, restart_pg)
+                except NotRunHere as exc:
+                    result = Result(name, "", f"not run: {exc}")
                 except Exception as exc:  # a case that breaks is a failed case, with why
                     result = Result(name, "", f"error: {type(exc).__name__}: {exc}", False)
             result.seconds = time.monotonic() - started

@@ -136,14 +136,17 @@ async def work(settings: Settings, child_of: int = 0, nice: int = 0, wake_fd: in
     from starlette.applications import Starlette
     from starlette.routing import Route
 
+    from bot.workerprocess import become_child, reserve_metric_files, wake_on_pipe
+
+    if child_of:
+        become_child(child_of, nice)
+        reserve_metric_files()  # before prometheus-client maps them (bot.metrics)
+
     from bot import metrics
     from bot.loopwatch import watching
     from bot.server import running
     from bot.wiring import build_worker
-    from bot.workerprocess import become_child, wake_on_pipe
 
-    if child_of:
-        become_child(child_of, nice)
     store = await open_store(settings, receiver=False)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(watching(settings.loop_stall_ms / 1000))
@@ -531,14 +534,19 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         _tune_gc()
         raise_nofile()
     if args.command == "serve":
+        shared = None
         if not args.no_worker and not args.in_process:
             from bot.workerprocess import share_metrics
 
-            share_metrics(settings.data_dir / "metrics")
+            shared = share_metrics()
         if args.port:
             settings.port = args.port
-        asyncio.run(serve(settings, with_worker=not args.no_worker,
-                          in_process=args.in_process))
+        try:
+            asyncio.run(serve(settings, with_worker=not args.no_worker,
+                              in_process=args.in_process))
+        finally:
+            if shared is not None:
+                shutil.rmtree(shared, ignore_errors=True)
     elif args.command == "worker":
         asyncio.run(work(settings, args.child_of, args.nice, args.wake_fd))
     elif args.command == "doctor":

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,9 +138,51 @@ def wake_on_pipe(fd: int, wake: asyncio.Event) -> None:
     loop.add_reader(fd, readable)
 
 
-def share_metrics(directory: Path) -> None:
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus-client's files of one process (``<kind>_<pid>.db``), mapped into memory.
+METRIC_FILES = ("counter", "histogram", "gauge_mostrecent", "gauge_livesum")
+METRIC_FILE_BYTES = 256 * 1024  # each holds a few thousand values; it grows past this itself
+
+
+def share_metrics() -> Path:
     """Before prometheus-client is first imported: this process and its children write their
-    figures under ``directory`` (emptied), and ``/metrics`` adds them up (bot/metrics.py)."""
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True, mode=0o700)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    figures in a fresh folder on a memory file system ($XDG_RUNTIME_DIR, else /dev/shm), and
+    ``/metrics`` adds them up (bot/metrics.py). Never in the data directory: a page of a
+    mapped file first written while that disk is full kills the process (SIGBUS). Remove the
+    folder with ``shutil.rmtree`` when serve ends; folders of serves that died are removed
+    here."""
+    base = next((Path(d) for d in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm")
+                 if d and os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK)),
+                Path(tempfile.gettempdir()))
+    for stale in base.glob("handoff-metrics-*"):
+        pid = stale.name.split("-")[2]
+        if stale.stat().st_uid == os.geteuid() and pid.isdigit() and \
+                not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = Path(tempfile.mkdtemp(prefix=f"handoff-metrics-{os.getpid()}-", dir=base))
+    os.environ[METRICS_ENV] = str(directory)
+    reserve_metric_files()
+    return directory
+
+
+def reserve_metric_files() -> None:
+    """Allocate this process's metric files whole before prometheus-client maps them, so
+    writing a figure never needs a page the file system may not have (SIGBUS). Where they
+    cannot be allocated, this process keeps its figures to itself (logged) and goes on."""
+    folder = os.environ.get(METRICS_ENV)
+    if not folder:
+        return
+    paths = [Path(folder) / f"{kind}_{os.getpid()}.db" for kind in METRIC_FILES]
+    try:
+        for path in paths:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, METRIC_FILE_BYTES)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        del os.environ[METRICS_ENV]
+        log.error("could not allocate the metric files in %s (%s): this process's figures "
+                  "are left out of /metrics", folder, exc)

@@ -4,7 +4,6 @@ sequences the steps (prepare, setup, work, delivery) and hands GitHub writes to 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from bot.config import Settings
@@ -27,7 +26,7 @@ from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApiError, GitHubApp
 from bot.jobs.budgets import Budgets, OverBudget
 from bot.jobs.states import Failure
-from bot.jobs.store import Job, LeaseLost, Store
+from bot.jobs.store import Job, LeaseLost, Store, is_full
 from bot.jobs.worker import JobDeferred, JobFailed, JobResult
 from bot.reporter import wording
 from bot.reporter.conversation import Conversation
@@ -63,6 +62,8 @@ class JobRunner:
                 raise JobDeferred(exc.retry_at, str(exc), run.record) from exc
             raise JobFailed(Failure.GITHUB_ERROR, str(exc), run.record) from exc
         except (SandboxError, GitError) as exc:
+            if is_full(exc):  # the worker defers it until there is space
+                raise
             raise JobFailed(Failure.SETUP_FAILED, str(exc), run.record) from exc
         finally:
             await finish_despite_cancel(self._clean_up(run))
@@ -71,8 +72,15 @@ class JobRunner:
         """Save what the job did and remove its sandbox and workspace, whatever happens (a
         lost lease refuses the save; the sandbox goes all the same)."""
         try:
-            with contextlib.suppress(LeaseLost):
-                await run.save()
+            await run.save()
+        except LeaseLost:
+            pass
+        except Exception as exc:
+            if not is_full(exc):
+                raise
+            # The job ends or stops all the same; what its last step did is not kept.
+            log.error("job %s: could not save its record, the disk is full (%s)", run.job.id,
+                      exc)
         finally:
             if run.sandbox is not None:
                 await run.sandbox.close()

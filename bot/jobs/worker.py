@@ -16,10 +16,11 @@ from typing import Any, Protocol, TypeVar
 from bot import logs
 from bot.jobs.record import JobRecord
 from bot.jobs.states import Failure
-from bot.jobs.store import Job, LeaseLost, Store
+from bot.jobs.store import Job, LeaseLost, Store, is_full
 
 log = logging.getLogger("handoff.worker")
 T = TypeVar("T")
+DISK_FULL_WAIT = 30.0  # seconds a job whose disk was full waits before it is tried again
 
 
 class JobFailed(Exception):
@@ -310,6 +311,9 @@ class Worker:
                 raise LeaseLost("its lease could not be renewed") from None
             raise
         except Exception as exc:  # the one place that catches what escapes a job
+            if is_full(exc):  # not the job's fault: it waits for space, no attempt spent
+                raise JobDeferred(time.time() + DISK_FULL_WAIT, f"the disk is full ({exc}); "
+                                  "the job goes on when there is space") from exc
             log.exception("job %s crashed", job.id)
             return "failed", f"internal error: {type(exc).__name__}: {exc}", "internal", None
         finally:
