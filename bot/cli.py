@@ -100,7 +100,7 @@ async def serve(settings: Settings, with_worker: bool = True, in_process: bool =
 
     store = await open_store(settings)
     worker = build_worker(settings, store) if with_worker and in_process else None
-    child = WorkerProcess(settings.worker_nice, settings.stop_seconds) \
+    child = WorkerProcess(settings.worker_nice, settings.shutdown_grace + settings.stop_seconds) \
         if with_worker and not in_process else None
     on_job = worker.wake.set if worker else child.wake if child else None
     app = create_app(

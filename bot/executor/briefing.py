@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.config import Settings
+from bot.executor import resume
 from bot.executor.agent.budget import Budget, Spend
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import Agent
@@ -87,5 +88,8 @@ def make_agent(run: Run, settings: Settings) -> Agent | ExternalAgent:
         if run.status:
             await run.status.agent_progress(spend)
 
+    async def checkpoint(messages: list[dict[str, Any]], spend: Spend) -> None:
+        await resume.save(run, messages, spend)
+
     return Agent(model, budget, transcript, s.command_timeout, progress,
-                 keep_observations=s.keep_observations)
+                 keep_observations=s.keep_observations, checkpoint=checkpoint)

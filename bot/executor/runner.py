@@ -112,8 +112,12 @@ class JobRunner:
         tests = await discover(co, run.record.base_sha, run.config.test_command)
         run.record.test_command = tests.command if tests else ""
         run.record.test_command_reason = tests.reason if tests else ""
+        # The copy the baseline runs on beside the agent is taken before the agent (or a
+        # resumed job's restored work tree) changes anything.
+        copy = await asyncio.to_thread(self.workspaces.snapshot, run.job.id) \
+            if tests and not run.record.setup_command else None
         before = asyncio.ensure_future(baseline(run, tests.command, self.backend,
-                                                self.workspaces)) if tests else None
+                                                self.workspaces, copy)) if tests else None
         try:
             if run.record.setup_command and before is not None:
                 await asyncio.shield(before)

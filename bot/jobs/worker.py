@@ -131,7 +131,8 @@ class Worker:
         self.report_hold_seconds = 120.0  # a report being posted is not taken by another
         self.reports_per_round = 10
         self.unreportable_total = 0  # handoff_job_reports_unreportable_total, this process
-        self.stop_seconds = 20.0  # SIGTERM: how long running jobs get to hand themselves back
+        self.shutdown_grace = 0.0  # SIGTERM: how long running jobs may go on to finish
+        self.stop_seconds = 20.0  # then: how long the rest get to hand themselves back
         self.max_deferrals = 5
 
     async def run_forever(self, stop: asyncio.Event) -> None:
@@ -152,6 +153,16 @@ class Worker:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle(stop), self.poll_seconds)
+        if self.tasks:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Stopping (SIGTERM): no new work; running jobs get ``shutdown_grace`` seconds to
+        finish and report, and those still running then are handed back."""
+        if self.shutdown_grace > 0:
+            log.info("worker %s stopping: %d running job(s) get %.0f s to finish", self.id,
+                     len(self.runs), self.shutdown_grace)
+            await asyncio.wait(set(self.tasks), timeout=self.shutdown_grace)
         if self.tasks:
             await self.hand_back()
 
