@@ -142,6 +142,7 @@ class Worker:
             log.info("start-up clean-up: %s", await self.on_start())
         failures = 0
         while not stop.is_set():
+            self.wake.clear()  # before the round: a wake during it calls for another round
             try:
                 await self._tick(stop)
                 failures = 0
@@ -150,7 +151,6 @@ class Worker:
                 log.exception("worker loop failed (%d in a row); retrying", failures)
                 await asyncio.sleep(min(30.0, self.poll_seconds * 2 ** min(failures, 6)))
                 continue
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle(stop), self.poll_seconds)
         if self.tasks:
@@ -194,6 +194,7 @@ class Worker:
             task = asyncio.create_task(self.process(job))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(lambda _: self.wake.set())  # a free slot: claim again
         if len(self.tasks) >= self.concurrency:
             await self.announce_queued()
 
