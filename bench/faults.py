@@ -124,6 +124,12 @@ class Cluster:
                                                       "label": "agent", "actor": "acme"})
                                for n in numbers))
 
+    async def model_steps(self) -> list[int]:
+        """The step each request to the scripted model asked for, in order."""
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.get(f"http://127.0.0.1:{self.port + 1}/_scripted/requests")
+            return list(answer.json()["steps"])
+
     async def jobs(self) -> list[Any]:
         store = await self.store()
         try:
@@ -181,7 +187,8 @@ async def cluster(tmp: Path, port: int, turns: list[dict[str, Any]], db_url: str
                  "HANDOFF_STATUS_INTERVAL": "0", "HANDOFF_GITHUB_WRITE_INTERVAL": "0",
                  "HANDOFF_POLL_SECONDS": "0.3", "HANDOFF_HEARTBEAT_SECONDS": "1",
                  "HANDOFF_LEASE_SECONDS": "6", "HANDOFF_REPORT_RETRY_SECONDS": "1",
-                 "HANDOFF_STOP_SECONDS": "15", "HANDOFF_CONCURRENCY": "2",
+                 "HANDOFF_STOP_SECONDS": "15", "HANDOFF_SHUTDOWN_GRACE": "5",
+                 "HANDOFF_CONCURRENCY": "2",
                  "HANDOFF_LOG_LEVEL": "INFO", **(settings or {})}
         if serve:
             c.procs["serve"] = spawn(["serve", "--no-worker", "--port", str(port + 2)], c.env,
@@ -277,11 +284,46 @@ async def kill_between_push_and_pr(tmp: Path, port: int) -> Result:
     return r
 
 
-async def sigterm_hand_back(tmp: Path, port: int) -> Result:
-    r = Result("SIGTERM hand-back", "exit < 15 s, job queued at its stage, attempts 0, "
-               "status says it resumes; next worker finishes it")
-    async with cluster(tmp, port, script(sleep=20)) as c:
+async def sigterm_inside_grace(tmp: Path, port: int, sandbox: str = "podman") -> Result:
+    r = Result("SIGTERM, the job ends within the grace", "the job finishes: PR and report "
+               "before the worker exits, attempts 1")
+    async with cluster(tmp, port, script(sleep=6), settings={
+            "HANDOFF_SHUTDOWN_GRACE": "30", "HANDOFF_SANDBOX": sandbox}) as c:
         first, number = await job_in_command(c)
+        await asyncio.sleep(2)
+        started = time.monotonic()
+        c.signal(first, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(c.procs[first].wait, 60)
+        took = time.monotonic() - started
+        [job] = await c.jobs()  # as the worker left it, no other worker since
+        state = await c.state()
+        r.observed = (f"exit {took:.1f} s after SIGTERM; then {job.state} (attempts "
+                      f"{job.attempts}, reported {job.reported}), PRs {len(prs(state))}")
+        r.ok = job.state == "succeeded" and job.reported and job.attempts == 1 and \
+            len(prs(state)) == 1 and took < 30
+    return r
+
+
+RESUMABLE = [{"tool": "edit", "args": {"path": "app.py", "old_text": "VALUE = 1",
+                                       "new_text": "VALUE = 2"}},
+             {"tool": "bash", "args": {"command": "sleep 12"}},
+             {"tool": "bash", "args": {"command": "python3 -c 'import app'"}},
+             {"tool": "finish", "args": {"summary": "VALUE is 2 now."}}]
+
+
+async def sigterm_past_grace(tmp: Path, port: int, sandbox: str = "podman") -> Result:
+    r = Result("SIGTERM, the job runs past the grace (2 s)", "handed back at the grace's end "
+               "(queued at its stage, attempts 0, status says it resumes); the next worker "
+               "goes on from the saved step: the model is not asked for it again, 1 PR")
+    async with cluster(tmp, port, RESUMABLE, settings={
+            "HANDOFF_SHUTDOWN_GRACE": "2", "HANDOFF_SANDBOX": sandbox}) as c:
+        first, number = await job_in_command(c)
+
+        async def in_step_two() -> bool:
+            return len(await c.model_steps()) >= 2
+
+        await c.wait(in_step_two, 60)
         await asyncio.sleep(2)
         started = time.monotonic()
         c.signal(first, signal.SIGTERM)
@@ -291,13 +333,19 @@ async def sigterm_hand_back(tmp: Path, port: int) -> Result:
         [job] = await c.jobs()
         state = await c.state()
         status = next(b for b in comments(state, number) if "handoff:status" in b)
+        saved = job.result.agent_checkpoint.get("step")
         handed = job.state == "queued" and job.attempts == 0 and job.stage == "agent"
         says = "will resume" in status
         c.start_worker()
         [done] = await c.ended(1)
-        r.observed = (f"exit {took:.1f} s, {job.state} at {job.stage!r} attempts {job.attempts},"
-                      f" status says resume {says}; then {done.state} (attempts {done.attempts})")
-        r.ok = took < 15 and handed and says and done.state == "succeeded"
+        steps = await c.model_steps()
+        state = await c.state()
+        r.observed = (f"exit {took:.1f} s, {job.state} at {job.stage!r} attempts {job.attempts}"
+                      f", saved step {saved}, status says resume {says}; then {done.state} "
+                      f"(attempts {done.attempts}), PRs {len(prs(state))}, steps asked of the "
+                      f"model {steps}")
+        r.ok = 2 <= took < 2 + 15 and handed and says and saved == 1 and \
+            done.state == "succeeded" and len(prs(state)) == 1 and steps == [0, 1, 1, 2, 3]
     return r
 
 
@@ -606,7 +654,8 @@ async def run_case(name: str, tmp: Path, port: int, pg: str,
     cases: dict[str, Callable[[], Awaitable[Result]]] = {
         "kill-mid-command": lambda: kill_mid_command(tmp, port),
         "kill-push-pr": lambda: kill_between_push_and_pr(tmp, port),
-        "sigterm": lambda: sigterm_hand_back(tmp, port),
+        "sigterm-grace": lambda: sigterm_inside_grace(tmp, port),
+        "sigterm": lambda: sigterm_past_grace(tmp, port),
         "kill-serve": lambda: kill_serve(tmp, port),
         "three-sqlite": lambda: three_workers(tmp, port, ""),
         "three-postgres": lambda: three_workers(tmp, port, pg),
@@ -621,9 +670,9 @@ async def run_case(name: str, tmp: Path, port: int, pg: str,
     return await cases[name]()
 
 
-CASES = ["kill-mid-command", "kill-push-pr", "sigterm", "kill-serve", "three-sqlite",
-         "three-postgres", "bursts", "sqlite-lock", "pg-restart", "fuzz-sqlite", "fuzz-postgres",
-         "disk-full", "disk-full-worker"]
+CASES = ["kill-mid-command", "kill-push-pr", "sigterm-grace", "sigterm", "kill-serve",
+         "three-sqlite", "three-postgres", "bursts", "sqlite-lock", "pg-restart", "fuzz-sqlite",
+         "fuzz-postgres", "disk-full", "disk-full-worker"]
 
 
 async def main(args: argparse.Namespace) -> int:

@@ -432,3 +432,40 @@ async def test_a_job_past_the_grace_is_handed_back_and_goes_on_from_its_saved_st
         kinds = [json.loads(line)["kind"] for line in
                  Path(job.result.transcript).read_text().splitlines()]
         assert kinds.count("spec") == 1 and kinds.count("resumed") == 1
+
+
+def free_ports(count: int = 3) -> int:
+    """The first of ``count`` consecutive ports nothing listens on (bench/faults.py's
+    processes take a port each from there)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = int(probe.getsockname()[1])
+        try:
+            for offset in range(1, count):
+                with socket.socket() as other:
+                    other.bind(("127.0.0.1", first + offset))
+        except OSError:
+            continue
+        return first
+    raise AssertionError("no free ports")
+
+
+@pytest.mark.parametrize("case", ["sigterm-grace", "sigterm", "disk-full-worker"])
+async def test_stops_and_full_disks_on_real_processes(case: str, tmp_path: Path) -> None:
+    """Issue 20, as bench/faults.py runs it (real `handoff serve`, workers, simulator and
+    scripted model as processes; the local sandbox backend): SIGTERM inside the grace ends
+    the job with its PR before the worker exits; past it, the job is handed back and goes
+    on from its saved step on the next worker; a full data disk never kills serve's worker
+    and the job ends once there is space again."""
+    from bench import faults
+
+    run = {"sigterm-grace": faults.sigterm_inside_grace, "sigterm": faults.sigterm_past_grace,
+           "disk-full-worker": faults.disk_full_worker}[case]
+    try:
+        result = await run(tmp_path, free_ports(), sandbox="local")
+    except faults.NotRunHere as exc:
+        pytest.skip(str(exc))
+    assert result.ok, result.observed

@@ -11,13 +11,25 @@ from typing import Any
 from bot.executor.agent.budget import Spend
 from bot.executor.gitops import NO_DRIVERS, GitError
 from bot.executor.run import Run
+from bot.jobs.store import is_full
 
 log = logging.getLogger("handoff.executor")
 MAX_DIFF_CHARS = 8 << 20  # a larger work tree change is not saved: the previous step stays
 
 
 async def save(run: Run, messages: list[dict[str, Any]], spend: Spend) -> None:
-    """Save the agent's conversation and work tree as of the step that just ended."""
+    """Save the agent's conversation and work tree as of the step that just ended; on a full
+    disk the previous step's stays (the agent goes on)."""
+    try:
+        await _save(run, messages, spend)
+    except Exception as exc:
+        if not is_full(exc):
+            raise
+        log.warning("job %s: step %d not saved, the disk is full (%s)", run.job.id,
+                    spend.steps, exc)
+
+
+async def _save(run: Run, messages: list[dict[str, Any]], spend: Spend) -> None:
     co = run.checkout
     assert co is not None
     await co.git("add", "-A")

@@ -169,10 +169,10 @@ def is_busy(exc: BaseException) -> bool:
 def is_full(exc: BaseException) -> bool:
     """The disk under the database is full (SQLite's SQLITE_FULL, PostgreSQL's "could not
     extend file", ENOSPC): a write that can succeed once there is space again."""
-    text = str(exc)
+    text = str(exc).lower()
     return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or \
-        "database or disk is full" in text or "No space left on device" in text or \
-        "could not extend file" in text
+        any(words in text for words in ("database or disk is full", "no space left on device",
+                                        "out of diskspace", "could not extend file"))
 
 
 class Store:
