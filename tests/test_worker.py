@@ -278,3 +278,24 @@ async def test_a_job_that_ends_as_its_lease_is_renewed_logs_no_lost_lease(
     assert job and job.state == "succeeded"
     await asyncio.sleep(0.3)  # a heartbeat that outlived its job would renew by now
     assert "lease lost" not in caplog.text
+
+
+def test_the_shutdown_grace_fits_the_stop_timeouts_of_deploy() -> None:
+    """A stop waits SHUTDOWN_GRACE for running jobs and STOP_SECONDS to hand the rest back:
+    the systemd unit, the compose file and the worker pod allow both before they kill."""
+    import re
+
+    from bot.config import Settings
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    needed = settings.shutdown_grace + settings.stop_seconds
+    deploy = HERE.parent / "deploy"
+    allowed = {
+        "systemd": re.search(r"TimeoutStopSec=(\d+)", (deploy / "systemd/handoff.service")
+                             .read_text()),
+        "compose": re.search(r"stop_grace_period: (\d+)s", (deploy / "compose.yml").read_text()),
+        "kubernetes": re.search(r"terminationGracePeriodSeconds: (\d+)",
+                                (deploy / "kubernetes/handoff.yaml").read_text()),
+    }
+    for where, found in allowed.items():
+        assert found and int(found[1]) > needed, (where, needed)
