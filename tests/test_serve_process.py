@@ -144,3 +144,26 @@ def test_wakes_while_the_worker_starts_never_kill_it(
     assert child_of(proc.pid) == second
     restarts = [line for line in log.read_text().splitlines() if "exited with" in line]
     assert len(restarts) == 1 and "exited with -9" in restarts[0], restarts
+
+
+def test_the_shared_metric_files_are_off_the_data_disk_and_allocated_whole(
+        served: tuple[subprocess.Popen[str], str, Path], tmp_path: Path) -> None:
+    """Issue 20: the metric files serve and its worker map into memory were sparse files in
+    the data directory; a page first written while that disk was full killed the worker
+    (SIGBUS). They are on a memory file system now, allocated whole, and gone with serve."""
+    proc, _, log = served
+    worker = child_of(proc.pid)
+    assert worker is not None
+    environ = Path(f"/proc/{worker}/environ").read_bytes().decode().split("\0")
+    folder = Path(dict(v.split("=", 1) for v in environ if "=" in v)["PROMETHEUS_MULTIPROC_DIR"])
+    assert not folder.is_relative_to(tmp_path)
+    assert subprocess.run(["stat", "-f", "-c", "%T", str(folder)], capture_output=True,
+                          text=True).stdout.strip() == "tmpfs"
+
+    def allocated() -> list[Path]:
+        return [f for f in folder.glob(f"*_{worker}.db") if f.stat().st_blocks * 512 >= 256 << 10]
+
+    wait_for(lambda: len(allocated()) == 4, "the worker's four metric files, allocated")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, log.read_text()
+    assert not folder.exists()
