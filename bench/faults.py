@@ -61,6 +61,12 @@ def script(sleep: float = 0) -> list[dict[str, Any]]:
 
 
 NO_CHANGE = [{"tool": "finish", "args": {"summary": "Nothing to change."}}]
+# The change in step 0, a long command in step 1: a stop or kill in step 1 finds step 0 saved.
+RESUMABLE = [{"tool": "edit", "args": {"path": "app.py", "old_text": "VALUE = 1",
+                                       "new_text": "VALUE = 2"}},
+             {"tool": "bash", "args": {"command": "sleep 12"}},
+             {"tool": "bash", "args": {"command": "python3 -c 'import app'"}},
+             {"tool": "finish", "args": {"summary": "VALUE is 2 now."}}]
 
 
 @dataclass
@@ -236,10 +242,15 @@ async def job_in_command(c: Any) -> tuple[str, int]:
 # -- cases ------------------------------------------------------------------------------------
 
 async def kill_mid_command(tmp: Path, port: int) -> Result:
-    r = Result("SIGKILL worker mid-command", "taken over, resumed (status says so), 1 PR, "
-               "attempts 2")
-    async with cluster(tmp, port, script(sleep=6)) as c:
+    r = Result("SIGKILL worker mid-command", "taken over, resumed (status says so) from the "
+               "saved step (the model is not asked for it again), 1 PR, attempts 2")
+    async with cluster(tmp, port, RESUMABLE) as c:
         first, number = await job_in_command(c)
+
+        async def in_step_one() -> bool:
+            return len(await c.model_steps()) >= 2
+
+        await c.wait(in_step_one, 60)
         await asyncio.sleep(2)
         c.signal(first, signal.SIGKILL)
         killed = time.monotonic()
@@ -249,10 +260,12 @@ async def kill_mid_command(tmp: Path, port: int) -> Result:
         status = next(b for b in comments(state, number) if "handoff:status" in b)
         edits = state["repos"][REPO]["issues"][str(number)]["edits"]
         resumed = any("Resumed" in e for e in edits + [status])
+        steps = await c.model_steps()
         r.observed = (f"{job.state}, attempts {job.attempts}, PRs {len(prs(state))}, resumed "
-                      f"shown {resumed}, ended {time.monotonic() - killed:.0f} s after the kill")
+                      f"shown {resumed}, ended {time.monotonic() - killed:.0f} s after the kill"
+                      f", steps asked of the model {steps}")
         r.ok = job.state == "succeeded" and job.attempts == 2 and len(prs(state)) == 1 and \
-            resumed
+            resumed and steps == [0, 1, 1, 2, 3]
     return r
 
 
@@ -303,13 +316,6 @@ async def sigterm_inside_grace(tmp: Path, port: int, sandbox: str = "podman") ->
         r.ok = job.state == "succeeded" and job.reported and job.attempts == 1 and \
             len(prs(state)) == 1 and took < 30
     return r
-
-
-RESUMABLE = [{"tool": "edit", "args": {"path": "app.py", "old_text": "VALUE = 1",
-                                       "new_text": "VALUE = 2"}},
-             {"tool": "bash", "args": {"command": "sleep 12"}},
-             {"tool": "bash", "args": {"command": "python3 -c 'import app'"}},
-             {"tool": "finish", "args": {"summary": "VALUE is 2 now."}}]
 
 
 async def sigterm_past_grace(tmp: Path, port: int, sandbox: str = "podman") -> Result:

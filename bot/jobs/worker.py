@@ -159,7 +159,7 @@ class Worker:
     async def drain(self) -> None:
         """Stopping (SIGTERM): no new work; running jobs get ``shutdown_grace`` seconds to
         finish and report, and those still running then are handed back."""
-        if self.shutdown_grace > 0:
+        if self.shutdown_grace > 0 and self.tasks:
             log.info("worker %s stopping: %d running job(s) get %.0f s to finish", self.id,
                      len(self.runs), self.shutdown_grace)
             await asyncio.wait(set(self.tasks), timeout=self.shutdown_grace)
