@@ -156,9 +156,10 @@ def share_metrics() -> Path:
                 Path(tempfile.gettempdir()))
     for stale in base.glob("handoff-metrics-*"):
         pid = stale.name.split("-")[2]
-        if stale.stat().st_uid == os.geteuid() and pid.isdigit() and \
-                not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(stale, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another serve removed it meanwhile
+            if stale.stat().st_uid == os.geteuid() and pid.isdigit() and \
+                    not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(stale, ignore_errors=True)
     directory = Path(tempfile.mkdtemp(prefix=f"handoff-metrics-{os.getpid()}-", dir=base))
     os.environ[METRICS_ENV] = str(directory)
     reserve_metric_files()
