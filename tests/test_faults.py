@@ -418,6 +418,7 @@ async def test_a_job_past_the_grace_is_handed_back_and_goes_on_from_its_saved_st
         [job] = await s.store.list_jobs()
         assert job.state == "queued" and job.stage == "agent" and job.attempts == 0
         assert job.result.agent_checkpoint["step"] == 1
+        await asyncio.sleep(1)  # rounds of the worker (it announces queued jobs) keep it so
         assert "will resume" in status_comment(s, number).body
         s.model.script[1] = {"tool": "bash", "args": {"command": "true"}}  # quicker this time
         s.worker.concurrency = 2

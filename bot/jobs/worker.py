@@ -443,6 +443,8 @@ class Worker:
         for position, job in enumerate(await self.store.queued(), start=1):
             if job.result.announced and job.result.position == position:
                 continue  # said already, and its place has not changed
+            if job.result.announced and job.stage not in ("", "queued", "rate-limited"):
+                continue  # handed back mid-job: its status says it will resume; keep that
             # Claimed first: one worker announces, and a failing announcement is not retried
             # on every loop.
             claimed = job.result.with_(announced=True, position=position)
