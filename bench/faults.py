@@ -61,6 +61,12 @@ def script(sleep: float = 0) -> list[dict[str, Any]]:
 
 
 NO_CHANGE = [{"tool": "finish", "args": {"summary": "Nothing to change."}}]
+# The change in step 0, a long command in step 1: a stop or kill in step 1 finds step 0 saved.
+RESUMABLE = [{"tool": "edit", "args": {"path": "app.py", "old_text": "VALUE = 1",
+                                       "new_text": "VALUE = 2"}},
+             {"tool": "bash", "args": {"command": "sleep 12"}},
+             {"tool": "bash", "args": {"command": "python3 -c 'import app'"}},
+             {"tool": "finish", "args": {"summary": "VALUE is 2 now."}}]
 
 
 @dataclass
@@ -134,6 +140,12 @@ class Cluster:
                                                       "label": "agent", "actor": "acme"})
                                for n in numbers))
 
+    async def model_steps(self) -> list[int]:
+        """The step each request to the scripted model asked for, in order."""
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.get(f"http://127.0.0.1:{self.port + 1}/_scripted/requests")
+            return list(answer.json()["steps"])
+
     async def jobs(self) -> list[Any]:
         store = await self.store()
         try:
@@ -191,7 +203,8 @@ async def cluster(tmp: Path, port: int, turns: list[dict[str, Any]], db_url: str
                  "HANDOFF_STATUS_INTERVAL": "0", "HANDOFF_GITHUB_WRITE_INTERVAL": "0",
                  "HANDOFF_POLL_SECONDS": "0.3", "HANDOFF_HEARTBEAT_SECONDS": "1",
                  "HANDOFF_LEASE_SECONDS": "6", "HANDOFF_REPORT_RETRY_SECONDS": "1",
-                 "HANDOFF_STOP_SECONDS": "15", "HANDOFF_CONCURRENCY": "2",
+                 "HANDOFF_STOP_SECONDS": "15", "HANDOFF_SHUTDOWN_GRACE": "5",
+                 "HANDOFF_CONCURRENCY": "2",
                  "HANDOFF_LOG_LEVEL": "INFO", **(settings or {})}
         if serve:
             c.procs["serve"] = spawn(["serve", "--no-worker", "--port", str(port + 2)], c.env,
@@ -239,10 +252,15 @@ async def job_in_command(c: Any) -> tuple[str, int]:
 # -- cases ------------------------------------------------------------------------------------
 
 async def kill_mid_command(tmp: Path, port: int) -> Result:
-    r = Result("SIGKILL worker mid-command", "taken over, resumed (status says so), 1 PR, "
-               "attempts 2")
-    async with cluster(tmp, port, script(sleep=6)) as c:
+    r = Result("SIGKILL worker mid-command", "taken over, resumed (status says so) from the "
+               "saved step (the model is not asked for it again), 1 PR, attempts 2")
+    async with cluster(tmp, port, RESUMABLE) as c:
         first, number = await job_in_command(c)
+
+        async def in_step_one() -> bool:
+            return len(await c.model_steps()) >= 2
+
+        await c.wait(in_step_one, 60)
         await asyncio.sleep(2)
         c.signal(first, signal.SIGKILL)
         killed = time.monotonic()
@@ -252,10 +270,12 @@ async def kill_mid_command(tmp: Path, port: int) -> Result:
         status = next(b for b in comments(state, number) if "handoff:status" in b)
         edits = state["repos"][REPO]["issues"][str(number)]["edits"]
         resumed = any("Resumed" in e for e in edits + [status])
+        steps = await c.model_steps()
         r.observed = (f"{job.state}, attempts {job.attempts}, PRs {len(prs(state))}, resumed "
-                      f"shown {resumed}, ended {time.monotonic() - killed:.0f} s after the kill")
+                      f"shown {resumed}, ended {time.monotonic() - killed:.0f} s after the kill"
+                      f", steps asked of the model {steps}")
         r.ok = job.state == "succeeded" and job.attempts == 2 and len(prs(state)) == 1 and \
-            resumed
+            resumed and steps == [0, 1, 1, 2, 3]
     return r
 
 
@@ -287,11 +307,39 @@ async def kill_between_push_and_pr(tmp: Path, port: int) -> Result:
     return r
 
 
-async def sigterm_hand_back(tmp: Path, port: int) -> Result:
-    r = Result("SIGTERM hand-back", "exit < 15 s, job queued at its stage, attempts 0, "
-               "status says it resumes; next worker finishes it")
-    async with cluster(tmp, port, script(sleep=20)) as c:
+async def sigterm_inside_grace(tmp: Path, port: int, sandbox: str = "podman") -> Result:
+    r = Result("SIGTERM, the job ends within the grace", "the job finishes: PR and report "
+               "before the worker exits, attempts 1")
+    async with cluster(tmp, port, script(sleep=6), settings={
+            "HANDOFF_SHUTDOWN_GRACE": "30", "HANDOFF_SANDBOX": sandbox}) as c:
         first, number = await job_in_command(c)
+        await asyncio.sleep(2)
+        started = time.monotonic()
+        c.signal(first, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(c.procs[first].wait, 60)
+        took = time.monotonic() - started
+        [job] = await c.jobs()  # as the worker left it, no other worker since
+        state = await c.state()
+        r.observed = (f"exit {took:.1f} s after SIGTERM; then {job.state} (attempts "
+                      f"{job.attempts}, reported {job.reported}), PRs {len(prs(state))}")
+        r.ok = job.state == "succeeded" and job.reported and job.attempts == 1 and \
+            len(prs(state)) == 1 and took < 30
+    return r
+
+
+async def sigterm_past_grace(tmp: Path, port: int, sandbox: str = "podman") -> Result:
+    r = Result("SIGTERM, the job runs past the grace (2 s)", "handed back at the grace's end "
+               "(queued at its stage, attempts 0, status says it resumes); the next worker "
+               "goes on from the saved step: the model is not asked for it again, 1 PR")
+    async with cluster(tmp, port, RESUMABLE, settings={
+            "HANDOFF_SHUTDOWN_GRACE": "2", "HANDOFF_SANDBOX": sandbox}) as c:
+        first, number = await job_in_command(c)
+
+        async def in_step_two() -> bool:
+            return len(await c.model_steps()) >= 2
+
+        await c.wait(in_step_two, 60)
         await asyncio.sleep(2)
         started = time.monotonic()
         c.signal(first, signal.SIGTERM)
@@ -301,13 +349,19 @@ async def sigterm_hand_back(tmp: Path, port: int) -> Result:
         [job] = await c.jobs()
         state = await c.state()
         status = next(b for b in comments(state, number) if "handoff:status" in b)
+        saved = job.result.agent_checkpoint.get("step")
         handed = job.state == "queued" and job.attempts == 0 and job.stage == "agent"
         says = "will resume" in status
         c.start_worker()
         [done] = await c.ended(1)
-        r.observed = (f"exit {took:.1f} s, {job.state} at {job.stage!r} attempts {job.attempts},"
-                      f" status says resume {says}; then {done.state} (attempts {done.attempts})")
-        r.ok = took < 15 and handed and says and done.state == "succeeded"
+        steps = await c.model_steps()
+        state = await c.state()
+        r.observed = (f"exit {took:.1f} s, {job.state} at {job.stage!r} attempts {job.attempts}"
+                      f", saved step {saved}, status says resume {says}; then {done.state} "
+                      f"(attempts {done.attempts}), PRs {len(prs(state))}, steps asked of the "
+                      f"model {steps}")
+        r.ok = 2 <= took < 2 + 15 and handed and says and saved == 1 and \
+            done.state == "succeeded" and len(prs(state)) == 1 and steps == [0, 1, 1, 2, 3]
     return r
 
 
@@ -581,12 +635,103 @@ async def disk_full(tmp: Path, port: int) -> Result:
     return r
 
 
+def child_of(pid: int) -> int | None:
+    """The worker process `handoff serve` (``pid``) runs, if it runs."""
+    found = subprocess.run(["pgrep", "-P", str(pid), "-f", "bot.cli worker"],
+                           capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else None
+
+
+def fill(folder: Path) -> Path:
+    """Write a file in ``folder`` until its file system is full; returns it."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * (1 << 20))
+    return filler
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "128m") -> Any:
+    """``folder`` as a file system of its own of ``size`` (a tmpfs; needs root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                              str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        raise NotRunHere(f"cannot mount a small file system: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)
+
+
+class NotRunHere(Exception):
+    """A case needs something this machine does not give (root, a mount)."""
+
+
+async def serve_with_worker(c: Cluster, port: int, extra: dict[str, str] | None = None
+                            ) -> int:
+    """`handoff serve` with its worker child (not --no-worker); returns the child's pid."""
+    c.procs["serve"] = spawn(["serve", "--port", str(port + 2)], {**c.env, **(extra or {})},
+                             c.tmp / "serve.log")
+    await wait_http(f"{c.handoff}/healthz", c.procs["serve"], c.tmp / "serve.log")
+    pid = c.procs["serve"].pid
+
+    async def child() -> bool:
+        return child_of(pid) is not None
+
+    await c.wait(child, 30)
+    return child_of(pid) or 0
+
+
+async def disk_full_worker(tmp: Path, port: int, sandbox: str = "podman") -> Result:
+    r = Result("data disk full during a job (serve's worker child)", "the worker lives (no "
+               "SIGBUS; a restart on the full disk lives too); the job ends visibly once "
+               "space is back")
+    with small_disk(tmp / "data"):
+        async with cluster(tmp, port, script(sleep=4), serve=False,
+                           settings={"HANDOFF_SANDBOX": sandbox}) as c:
+            first = await serve_with_worker(c, port)
+            [number] = await c.issues(1)
+            await c.label([number])
+
+            async def in_agent() -> bool:
+                return any(j.stage == "agent" for j in await c.jobs())
+
+            await c.wait(in_agent, 120)
+            filler = await asyncio.to_thread(fill, tmp / "data")
+            await asyncio.sleep(6)  # the job goes on writing: transcript, stages, metrics
+            lived = child_of(c.procs["serve"].pid) == first
+            with contextlib.suppress(ProcessLookupError):  # any crash: the next child starts
+                os.kill(first, signal.SIGKILL)  # on a full disk
+            await asyncio.sleep(10)
+            second = child_of(c.procs["serve"].pid)
+            await asyncio.sleep(4)
+            restarted_lived = second is not None and child_of(c.procs["serve"].pid) == second
+            filler.unlink()
+            [job] = await c.ended(1, 180)
+            state = await c.state()
+            log = (tmp / "serve.log").read_text(errors="replace")
+            exits = [line.split("exited with ")[1].split(";")[0] for line in log.splitlines()
+                     if "exited with" in line]
+            shown = len(prs(state)) == 1 or any("handoff:final" in b
+                                                for b in comments(state, number))
+            r.observed = (f"first worker lived through the full disk {lived}, the one started "
+                          f"on it lived {restarted_lived}, worker exits {exits}; then "
+                          f"{job.state} {job.category or ''} (attempts {job.attempts}), "
+                          f"PRs {len(prs(state))}, shown on GitHub {shown}")
+            r.ok = lived and restarted_lived and exits in (["-9"], []) and shown and job.reported \
+                and job.state == "succeeded"
+    return r
+
+
 async def run_case(name: str, tmp: Path, port: int, pg: str,
                    restart_pg: Callable[[], None]) -> Result:
     cases: dict[str, Callable[[], Awaitable[Result]]] = {
         "kill-mid-command": lambda: kill_mid_command(tmp, port),
         "kill-push-pr": lambda: kill_between_push_and_pr(tmp, port),
-        "sigterm": lambda: sigterm_hand_back(tmp, port),
+        "sigterm-grace": lambda: sigterm_inside_grace(tmp, port),
+        "sigterm": lambda: sigterm_past_grace(tmp, port),
         "kill-serve": lambda: kill_serve(tmp, port),
         "three-sqlite": lambda: three_workers(tmp, port, ""),
         "three-postgres": lambda: three_workers(tmp, port, pg),
@@ -599,13 +744,15 @@ async def run_case(name: str, tmp: Path, port: int, pg: str,
         "pr-500-ask-again": lambda: pr_refused_then_asked_again(tmp, port, "500"),
         "pr-422-ask-again": lambda: pr_refused_then_asked_again(tmp, port, "422"),
         "github-away": lambda: github_away(tmp, port),
+        "disk-full-worker": lambda: disk_full_worker(tmp, port),
     }
     return await cases[name]()
 
 
-CASES = ["kill-mid-command", "kill-push-pr", "sigterm", "kill-serve", "three-sqlite",
-         "three-postgres", "bursts", "sqlite-lock", "pg-restart", "fuzz-sqlite", "fuzz-postgres",
-         "disk-full", "pr-500-ask-again", "pr-422-ask-again", "github-away"]
+CASES = ["kill-mid-command", "kill-push-pr", "sigterm-grace", "sigterm", "kill-serve",
+         "three-sqlite", "three-postgres", "bursts", "sqlite-lock", "pg-restart", "fuzz-sqlite",
+         "fuzz-postgres", "disk-full", "disk-full-worker", "pr-500-ask-again",
+         "pr-422-ask-again", "github-away"]
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -649,6 +796,8 @@ async def main(args: argparse.Namespace) -> int:
             else:
                 try:
                     result = await run_case(name, tmp, port, pg, restart_pg)
+                except NotRunHere as exc:
+                    result = Result(name, "", f"not run: {exc}")
                 except Exception as exc:  # a case that breaks is a failed case, with why
                     result = Result(name, "", f"error: {type(exc).__name__}: {exc}", False)
             result.seconds = time.monotonic() - started

@@ -100,7 +100,7 @@ async def serve(settings: Settings, with_worker: bool = True, in_process: bool =
 
     store = await open_store(settings)
     worker = build_worker(settings, store) if with_worker and in_process else None
-    child = WorkerProcess(settings.worker_nice, settings.stop_seconds) \
+    child = WorkerProcess(settings.worker_nice, settings.shutdown_grace + settings.stop_seconds) \
         if with_worker and not in_process else None
     on_job = worker.wake.set if worker else child.wake if child else None
     app = create_app(
@@ -127,21 +127,26 @@ async def serve(settings: Settings, with_worker: bool = True, in_process: bool =
     await store.close()
 
 
-async def work(settings: Settings, child_of: int = 0, nice: int = 0) -> None:
-    """A worker process: standalone, or the child of `handoff serve` (``child_of``)."""
+async def work(settings: Settings, child_of: int = 0, nice: int = 0, wake_fd: int = -1
+               ) -> None:
+    """A worker process: standalone, or the child of `handoff serve` (``child_of``), which
+    wakes it through the pipe ``wake_fd``."""
     from contextlib import AsyncExitStack
 
     from starlette.applications import Starlette
     from starlette.routing import Route
 
+    from bot.workerprocess import become_child, reserve_metric_files, wake_on_pipe
+
+    if child_of:
+        become_child(child_of, nice)
+        reserve_metric_files()  # before prometheus-client maps them (bot.metrics)
+
     from bot import metrics
     from bot.loopwatch import watching
     from bot.server import running
     from bot.wiring import build_worker
-    from bot.workerprocess import become_child, wake_on_signal
 
-    if child_of:
-        become_child(child_of, nice)
     store = await open_store(settings, receiver=False)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(watching(settings.loop_stall_ms / 1000))
@@ -151,8 +156,8 @@ async def work(settings: Settings, child_of: int = 0, nice: int = 0) -> None:
                 running(app, settings.host, settings.metrics_port))
             print(f"metrics on {url}/metrics", flush=True)
         worker = build_worker(settings, store)
-        if child_of:
-            wake_on_signal(worker.wake)
+        if wake_fd >= 0:
+            wake_on_pipe(wake_fd, worker.wake)
         await worker.run_forever(_stop_event())
     await store.close()
 
@@ -447,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     p_worker = sub.add_parser("worker", help="a worker only")
     p_worker.add_argument("--child-of", type=int, default=0, help=argparse.SUPPRESS)
     p_worker.add_argument("--nice", type=int, default=0, help=argparse.SUPPRESS)
+    p_worker.add_argument("--wake-fd", type=int, default=-1, help=argparse.SUPPRESS)
     sub.add_parser("doctor", help="check configuration and what Handoff depends on")
     p_jobs = sub.add_parser("jobs", help="recent jobs with state and reason")
     p_jobs.add_argument("-n", type=int, default=20)
@@ -528,16 +534,21 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         _tune_gc()
         raise_nofile()
     if args.command == "serve":
+        shared = None
         if not args.no_worker and not args.in_process:
             from bot.workerprocess import share_metrics
 
-            share_metrics(settings.data_dir / "metrics")
+            shared = share_metrics()
         if args.port:
             settings.port = args.port
-        asyncio.run(serve(settings, with_worker=not args.no_worker,
-                          in_process=args.in_process))
+        try:
+            asyncio.run(serve(settings, with_worker=not args.no_worker,
+                              in_process=args.in_process))
+        finally:
+            if shared is not None:
+                shutil.rmtree(shared, ignore_errors=True)
     elif args.command == "worker":
-        asyncio.run(work(settings, args.child_of, args.nice))
+        asyncio.run(work(settings, args.child_of, args.nice, args.wake_fd))
     elif args.command == "doctor":
         from bot.doctor import run_doctor
 

@@ -57,8 +57,14 @@ class Settings(BaseSettings):
         30.0, gt=0, description="First wait before a job that could not reach GitHub (refused "
         "connections, timeouts, 5xx past the retries) goes on; doubles per deferral up to ten "
         "minutes. Work done before is kept: the agent does not run again.")
+    shutdown_grace: float = Field(
+        90.0, ge=0, description="On SIGTERM, how long running jobs may go on to finish and "
+        "report; those still running then are handed back (within stop_seconds). With "
+        "stop_seconds, keep it under the service manager's stop timeout (systemd's "
+        "TimeoutStopSec, the pod's terminationGracePeriodSeconds: 120 in deploy/).")
     stop_seconds: float = Field(
-        20.0, gt=0, description="On SIGTERM, how long running jobs get to hand themselves back.")
+        20.0, gt=0, description="On SIGTERM, after the shutdown grace, how long running jobs "
+        "get to hand themselves back.")
     poll_seconds: float = Field(1.0, gt=0, description="How often an idle worker looks for work.")
     max_attempts: int = Field(3, ge=1, description="Claims of one job before it fails for good.")
     host: str = Field("127.0.0.1", description="Address `handoff serve` listens on.")

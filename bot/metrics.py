@@ -2,9 +2,10 @@
 
 Counters and histograms are per process (a worker's own figures: `handoff worker` serves them
 on ``METRICS_PORT``), except under `handoff serve`, whose worker child writes them where the
-receiver's ``/metrics`` adds them up (prometheus-client's multiprocess mode, in
-``DATA_DIR/metrics``). Job counts by state and the queue depth are read from the database at
-each scrape, so every process shows the whole deployment's.
+receiver's ``/metrics`` adds them up (prometheus-client's multiprocess mode, in a folder on
+a memory file system: ``bot.workerprocess.share_metrics``). Job counts by state and the queue
+depth are read from the database at each scrape, so every process shows the whole
+deployment's.
 """
 
 from __future__ import annotations

@@ -95,5 +95,5 @@ def build_worker(settings: Settings, store: Store) -> Worker:
         on_start=cleanup, periodic=periodic, conversation=conversation,
     )
     worker.report_retry_seconds = settings.report_retry_seconds
-    worker.stop_seconds = settings.stop_seconds
+    worker.shutdown_grace, worker.stop_seconds = settings.shutdown_grace, settings.stop_seconds
     return worker

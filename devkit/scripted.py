@@ -16,7 +16,8 @@ own breakpoints (``input_tokens`` then counts only the rest, as Anthropic's does
 With ``repeat_last`` the final turn is replayed forever (a model that never finishes).
 With ``per_conversation`` each conversation replays the script from its start (the turn is
 picked by how many assistant turns the request already holds), so concurrent jobs each get
-the whole script.
+the whole script. ``GET /_scripted/requests`` says how many requests came and which step each
+asked for (a resumed agent must not ask for its saved steps again).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class ScriptedModel:
             Route("/v1/messages", self.anthropic, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/models", self.models, methods=["GET"]),
-            Route("/_scripted/requests", self.count, methods=["GET"]),
+            Route("/_scripted/requests", self.asked, methods=["GET"]),
         ])
 
     def next_turn(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -223,9 +224,15 @@ class ScriptedModel:
             "usage": {"input_tokens": prompt, "output_tokens": completion,
                       "cache_read_input_tokens": read, "cache_creation_input_tokens": written}})
 
-    async def count(self, request: Request) -> JSONResponse:
-        """How many requests the model has answered (for tests in other processes)."""
-        return JSONResponse({"requests": len(self.requests)})
+    def steps_asked(self) -> list[int]:
+        """For each request so far, in order, the step it asked for: how many assistant
+        turns its conversation held already (a step asked twice was asked again)."""
+        return [sum(1 for m in body.get("messages", []) if m.get("role") == "assistant")
+                for body in self.requests]
+
+    async def asked(self, request: Request) -> JSONResponse:
+        """``GET /_scripted/requests``: the requests' count and the steps they asked for."""
+        return JSONResponse({"requests": len(self.requests), "steps": self.steps_asked()})
 
     async def models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})

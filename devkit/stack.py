@@ -71,11 +71,13 @@ class Stack:
 
 @asynccontextmanager
 async def stack(tmp: Path, script: list[dict[str, Any]], repeat_last: bool = False,
-                **overrides: Any) -> AsyncIterator[Stack]:
+                per_conversation: bool = False, **overrides: Any) -> AsyncIterator[Stack]:
     """Handoff serving webhooks from the simulator, with a worker, a model and Podman
-    (``sandbox="local"`` among the settings ``overrides``: commands on the host, for tests)."""
+    (``sandbox="local"`` among the settings ``overrides``: commands on the host, for tests).
+    Its worker stops without a shutdown grace unless ``shutdown_grace`` says otherwise."""
     async with AsyncExitStack() as stack:
-        model = ScriptedModel(script, repeat_last=repeat_last, api_key=MODEL_KEY)
+        model = ScriptedModel(script, repeat_last=repeat_last, api_key=MODEL_KEY,
+                              per_conversation=per_conversation)
         model_url = await stack.enter_async_context(running(model.app))
         store = await Store.open(f"sqlite+aiosqlite:///{tmp / 'handoff.db'}")
         stack.push_async_callback(store.close)
@@ -90,7 +92,7 @@ async def stack(tmp: Path, script: list[dict[str, Any]], repeat_last: bool = Fal
                "sandbox_image": os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev"),
                "sandbox_memory_mb": 512, "command_timeout": 60, "status_interval": 0.0,
                "github_write_interval": 0.0, "poll_seconds": 0.2, "heartbeat_seconds": 1,
-               **overrides})
+               "shutdown_grace": 0.0, **overrides})
         worker = build_worker(settings, store)
         worker.periodic = []  # no redelivery sweep: it would spend the simulator's faults
         app = create_app(store, SECRET.encode(), Context(settings.trigger_label,

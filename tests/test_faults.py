@@ -5,6 +5,7 @@ with its fault injection, SQLite files held by another connection, real Worker a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -362,3 +363,110 @@ async def test_sigterm_hands_running_jobs_back(tmp_path: Path) -> None:
              f"label=handoff.process={PROCESS_ID}", "--format", "{{.Names}}"],
             capture_output=True, text=True).stdout
         assert leftover.strip() == ""
+
+
+def resumable_script(sleep: float) -> list[dict[str, object]]:
+    """The fix in step 1, a long command in step 2, the tests in step 3, then finish."""
+    from agent_fixtures import TEST_COMMAND
+    return [{"tool": "edit", "args": {"path": "calc.py", "old_text": "return a - b",
+                                      "new_text": "return a + b"}},
+            {"tool": "bash", "args": {"command": f"sleep {sleep:g}"}},
+            {"tool": "bash", "args": {"command": TEST_COMMAND}},
+            {"tool": "finish", "args": {"summary": "add() subtracted; it now adds."}}]
+
+
+async def in_step(s: Stack, step: int) -> None:
+    """Wait until the agent has asked the model for ``step`` (0 the first) and runs it."""
+    async def asked() -> bool:
+        return len(s.model.requests) > step
+
+    await until(s, asked)
+    await asyncio.sleep(0.5)
+
+
+async def test_sigterm_lets_a_job_inside_the_grace_finish_and_report(tmp_path: Path) -> None:
+    """Issue 20: stopping no longer hands back a job that would end within the shutdown
+    grace: it finishes, its PR is open and reported before the worker is done stopping."""
+    async with stack(tmp_path, resumable_script(3), sandbox="local", shutdown_grace=60) as s:
+        s.sim.add_repo(REPO, fixable())
+        number = s.label_new_issue(REPO, "Fix add", "add is wrong")
+        await in_step(s, 1)
+        s.worker.concurrency = 0  # what run_forever does once stopping: no new claims
+        await s.worker.drain()
+        [job] = await s.store.list_jobs()
+        assert job.state == "succeeded" and job.reported and job.attempts == 1, job.reason
+        [pr] = [i for i in s.sim.get_repo(REPO).issues.values() if i.pull]
+        assert pr.pull and pr.pull.head == job.result.branch
+        assert "will resume" not in status_comment(s, number).body
+        assert not job.result.agent_checkpoint  # nothing left to resume
+
+
+async def test_a_job_past_the_grace_is_handed_back_and_goes_on_from_its_saved_step(
+        tmp_path: Path) -> None:
+    """Issue 20: a job still running when the grace ends is handed back; the next attempt
+    restores the conversation and the work tree of its last saved step (the fix made in
+    step 1) and asks the model only for the step that was cut short and those after."""
+    async with stack(tmp_path, resumable_script(30), per_conversation=True, sandbox="local",
+                     shutdown_grace=1) as s:
+        s.sim.add_repo(REPO, fixable())
+        number = s.label_new_issue(REPO, "Fix add", "add is wrong")
+        await in_step(s, 1)  # step 1 (the fix) is saved; step 2 runs `sleep 30`
+        s.worker.concurrency = 0
+        started = time.monotonic()
+        await s.worker.drain()
+        assert time.monotonic() - started < 1 + s.worker.stop_seconds
+        [job] = await s.store.list_jobs()
+        assert job.state == "queued" and job.stage == "agent" and job.attempts == 0
+        assert job.result.agent_checkpoint["step"] == 1
+        await asyncio.sleep(1)  # rounds of the worker (it announces queued jobs) keep it so
+        assert "will resume" in status_comment(s, number).body
+        s.model.script[1] = {"tool": "bash", "args": {"command": "true"}}  # quicker this time
+        s.worker.concurrency = 2
+        s.worker.wake.set()
+        job = await s.wait_job(lambda j: True, timeout=120)
+        assert job.state == "succeeded", job.reason
+        # Step 0 (the fix) was asked once; step 1, cut short, again; then steps 2 and 3.
+        assert s.model.steps_asked() == [0, 1, 1, 2, 3]
+        repo = s.sim.get_repo(REPO)
+        assert "return a + b" in simgit("show", f"{job.result.branch}:calc.py", cwd=repo.path)
+        assert job.result.spend["steps"] == 4 and not job.result.agent_checkpoint
+        kinds = [json.loads(line)["kind"] for line in
+                 Path(job.result.transcript).read_text().splitlines()]
+        assert kinds.count("spec") == 1 and kinds.count("resumed") == 1
+
+
+def free_ports(count: int = 3) -> int:
+    """The first of ``count`` consecutive ports nothing listens on (bench/faults.py's
+    processes take a port each from there)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = int(probe.getsockname()[1])
+        try:
+            for offset in range(1, count):
+                with socket.socket() as other:
+                    other.bind(("127.0.0.1", first + offset))
+        except OSError:
+            continue
+        return first
+    raise AssertionError("no free ports")
+
+
+@pytest.mark.parametrize("case", ["sigterm-grace", "sigterm", "disk-full-worker"])
+async def test_stops_and_full_disks_on_real_processes(case: str, tmp_path: Path) -> None:
+    """Issue 20, as bench/faults.py runs it (real `handoff serve`, workers, simulator and
+    scripted model as processes; the local sandbox backend): SIGTERM inside the grace ends
+    the job with its PR before the worker exits; past it, the job is handed back and goes
+    on from its saved step on the next worker; a full data disk never kills serve's worker
+    and the job ends once there is space again."""
+    from bench import faults
+
+    run = {"sigterm-grace": faults.sigterm_inside_grace, "sigterm": faults.sigterm_past_grace,
+           "disk-full-worker": faults.disk_full_worker}[case]
+    try:
+        result = await run(tmp_path, free_ports(), sandbox="local")
+    except faults.NotRunHere as exc:
+        pytest.skip(str(exc))
+    assert result.ok, result.observed

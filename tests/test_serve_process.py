@@ -71,11 +71,11 @@ def wait_for(check: object, what: str, seconds: float = 30) -> None:
     raise AssertionError(f"no {what} after {seconds} s")
 
 
-def job_states(data: Path) -> list[str]:
+def job_states(data: Path, limit: int = 10) -> list[str]:
     async def read() -> list[str]:
         store = await Store.open(f"sqlite+aiosqlite:///{data}/handoff.db")
         try:
-            return [j.state for j in await store.list_jobs(10)]
+            return [j.state for j in await store.list_jobs(limit)]
         finally:
             await store.close()
 
@@ -119,3 +119,51 @@ def test_stopping_serve_stops_its_worker(served: tuple[subprocess.Popen[str], st
     assert proc.wait(30) == 0, log.read_text()
     assert not Path(f"/proc/{worker}").exists() or \
         "zombie" in Path(f"/proc/{worker}/status").read_text()
+
+
+def test_wakes_while_the_worker_starts_never_kill_it(
+        served: tuple[subprocess.Popen[str], str, Path], tmp_path: Path) -> None:
+    """Issue 20: serve woke its child with SIGUSR1, which killed a child still starting (no
+    handler yet) and sent it into back-off. Now a burst of jobs arriving while a fresh
+    worker starts leaves it alive, and it takes every job at once (the poll is 30 s)."""
+    proc, url, log = served
+    first = child_of(proc.pid)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)  # serve starts another after 1 s: the burst meets its start
+    sent, deadline = 0, time.monotonic() + 5
+    while time.monotonic() < deadline:
+        sent += 1
+        body = json.dumps(labeled(number=sent)).encode()
+        answer = httpx.post(f"{url}/webhook", content=body, headers=headers("issues", body))
+        assert answer.status_code == 202, answer.text
+        time.sleep(0.02)
+    second = child_of(proc.pid)
+    assert second not in (None, first)
+    wait_for(lambda: job_states(tmp_path / "data", sent + 5) == ["failed"] * sent,
+             f"{sent} jobs ended by the worker", seconds=20)
+    assert child_of(proc.pid) == second
+    restarts = [line for line in log.read_text().splitlines() if "exited with" in line]
+    assert len(restarts) == 1 and "exited with -9" in restarts[0], restarts
+
+
+def test_the_shared_metric_files_are_off_the_data_disk_and_allocated_whole(
+        served: tuple[subprocess.Popen[str], str, Path], tmp_path: Path) -> None:
+    """Issue 20: the metric files serve and its worker map into memory were sparse files in
+    the data directory; a page first written while that disk was full killed the worker
+    (SIGBUS). They are on a memory file system now, allocated whole, and gone with serve."""
+    proc, _, log = served
+    worker = child_of(proc.pid)
+    assert worker is not None
+    environ = Path(f"/proc/{worker}/environ").read_bytes().decode().split("\0")
+    folder = Path(dict(v.split("=", 1) for v in environ if "=" in v)["PROMETHEUS_MULTIPROC_DIR"])
+    assert not folder.is_relative_to(tmp_path)
+    assert subprocess.run(["stat", "-f", "-c", "%T", str(folder)], capture_output=True,
+                          text=True).stdout.strip() == "tmpfs"
+
+    def allocated() -> list[Path]:
+        return [f for f in folder.glob(f"*_{worker}.db") if f.stat().st_blocks * 512 >= 256 << 10]
+
+    wait_for(lambda: len(allocated()) == 4, "the worker's four metric files, allocated")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, log.read_text()
+    assert not folder.exists()

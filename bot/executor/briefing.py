@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.config import Settings
+from bot.executor import resume
 from bot.executor.agent.budget import Budget, Spend
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import Agent
@@ -86,5 +87,8 @@ def make_agent(run: Run, settings: Settings) -> Agent | ExternalAgent:
         await run.write(result=run.record.with_(spend=spend.as_dict()))
         await run.progress(spend)
 
+    async def checkpoint(messages: list[dict[str, Any]], spend: Spend) -> None:
+        await resume.save(run, messages, spend)
+
     return Agent(model, budget, transcript, s.command_timeout, progress,
-                 keep_observations=s.keep_observations)
+                 keep_observations=s.keep_observations, checkpoint=checkpoint)

@@ -37,7 +37,7 @@ from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApiError, GitHubApp
 from bot.jobs.budgets import Budgets, OverBudget
 from bot.jobs.states import Failure
-from bot.jobs.store import Job, LeaseLost, Store
+from bot.jobs.store import Job, LeaseLost, Store, is_full
 from bot.jobs.worker import JobDeferred, JobFailed, JobResult
 from bot.reporter import wording
 from bot.reporter.conversation import Conversation
@@ -79,8 +79,12 @@ class JobRunner:
         except GitError as exc:
             if goes_on := unreachable(exc):
                 raise self._github_away(run, str(exc)) from exc
+            if goes_on := is_full(exc):  # the worker defers it until there is space
+                raise
             raise JobFailed(Failure.SETUP_FAILED, str(exc), run.record) from exc
         except SandboxError as exc:
+            if goes_on := is_full(exc):
+                raise
             raise JobFailed(Failure.SETUP_FAILED, str(exc), run.record) from exc
         except (asyncio.CancelledError, LeaseLost):
             goes_on = True  # handed back, or another worker has it now
@@ -102,8 +106,15 @@ class JobRunner:
         lost lease refuses the save; the sandbox goes all the same); once the job is over,
         its kept commit goes too."""
         try:
-            with contextlib.suppress(LeaseLost):
-                await run.save()
+            await run.save()
+        except LeaseLost:
+            pass
+        except Exception as exc:
+            if not is_full(exc):
+                raise
+            # The job ends or stops all the same; what its last step did is not kept.
+            log.error("job %s: could not save its record, the disk is full (%s)", run.job.id,
+                      exc)
         finally:
             if run.sandbox is not None:
                 await run.sandbox.close()
@@ -146,8 +157,12 @@ class JobRunner:
         tests = await discover(co, run.record.base_sha, run.config.test_command)
         run.record.test_command = tests.command if tests else ""
         run.record.test_command_reason = tests.reason if tests else ""
+        # The copy the baseline runs on beside the agent is taken before the agent (or a
+        # resumed job's restored work tree) changes anything.
+        copy = await asyncio.to_thread(self.workspaces.snapshot, run.job.id) \
+            if tests and not run.record.setup_command else None
         before = asyncio.ensure_future(baseline(run, tests.command, self.backend,
-                                                self.workspaces)) if tests else None
+                                                self.workspaces, copy)) if tests else None
         try:
             if run.record.setup_command and before is not None:
                 await asyncio.shield(before)

@@ -3,12 +3,12 @@ the tests again, and the verdict."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bot.config import Settings
+from bot.executor import resume
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import make_agent
@@ -23,20 +23,19 @@ from bot.jobs.store import Store
 from bot.reporter import wording
 
 
-async def baseline(run: Run, command: str, backend: Backend, workspaces: Workspaces
-                   ) -> TestReport:
+async def baseline(run: Run, command: str, backend: Backend, workspaces: Workspaces,
+                   copy: Path | None = None) -> TestReport:
     """The tests before the change. Without a setup command they run in a second sandbox
-    over a copy of the untouched work tree, beside the agent (the suite is most of a job's
-    time on real repositories); after a setup, in the job's own sandbox, where the setup's
-    installs are, before the agent."""
+    over ``copy``, a copy of the untouched work tree (``Workspaces.snapshot``), beside the
+    agent (the suite is most of a job's time on real repositories); after a setup, in the
+    job's own sandbox, where the setup's installs are, before the agent."""
     assert run.sandbox is not None
-    if run.record.setup_command:
+    if run.record.setup_command or copy is None:
         await run.stage("baseline")
         report = await run_tests(run.sandbox, command, "before")
         check_limits(run)
         return report
     started = time.monotonic()
-    copy = await asyncio.to_thread(workspaces.snapshot, run.job.id)
     mirror = workspaces.mirror_path(run.job.repo) / "objects"
     box = await backend.start(f"{run.job.id}-baseline", copy, image=run.config.image,
                               owner=run.job.lease_owner or "",
@@ -60,7 +59,11 @@ async def run_agent(run: Run, spec: str, settings: Settings) -> AgentResult:
         url = urlsplit(settings.model_base_url)
         await run.sandbox.set_egress([f"{url.hostname}:{url.port}" if url.port
                                       else str(url.hostname)])
-    outcome = await agent.run(spec, run.sandbox)
+    if isinstance(agent, ExternalAgent):
+        outcome = await agent.run(spec, run.sandbox)
+    else:  # a job handed back or taken over goes on from its last saved step
+        outcome = await agent.run(spec, run.sandbox, await resume.restore(run))
+        run.record.agent_checkpoint = {}
     await run.sandbox.set_egress([])
     check_limits(run)
     run.record.spend, run.record.summary = outcome.spend.as_dict(), outcome.summary

@@ -53,6 +53,9 @@ class JobRecord(BaseModel):
     transcript: str = ""
     summary: str = ""
     spend: dict[str, Any] = Field(default_factory=dict)
+    # While the agent runs: its conversation and work tree as of its last step (see
+    # bot/executor/resume.py), so a job handed back or taken over goes on from there.
+    agent_checkpoint: dict[str, Any] = Field(default_factory=dict)
     egress_denied: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     # Setup, tests and the verdict.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import itertools
 import json
@@ -163,6 +164,15 @@ def is_busy(exc: BaseException) -> bool:
     from the driver (the webhook's inserts)."""
     return isinstance(exc, sa.exc.OperationalError | sqlite3.OperationalError) and \
         "is locked" in str(exc)
+
+
+def is_full(exc: BaseException) -> bool:
+    """The disk under the database is full (SQLite's SQLITE_FULL, PostgreSQL's "could not
+    extend file", ENOSPC): a write that can succeed once there is space again."""
+    text = str(exc).lower()
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or \
+        any(words in text for words in ("database or disk is full", "no space left on device",
+                                        "out of diskspace", "could not extend file"))
 
 
 class Store:

@@ -16,10 +16,11 @@ from typing import Any, Protocol, TypeVar
 from bot import logs
 from bot.jobs.record import JobRecord
 from bot.jobs.states import Failure
-from bot.jobs.store import Job, LeaseLost, Store
+from bot.jobs.store import Job, LeaseLost, Store, is_full
 
 log = logging.getLogger("handoff.worker")
 T = TypeVar("T")
+DISK_FULL_WAIT = 30.0  # seconds a job whose disk was full waits before it is tried again
 
 
 class JobFailed(Exception):
@@ -132,7 +133,8 @@ class Worker:
         self.report_hold_seconds = 120.0  # a report being posted is not taken by another
         self.reports_per_round = 10
         self.unreportable_total = 0  # handoff_job_reports_unreportable_total, this process
-        self.stop_seconds = 20.0  # SIGTERM: how long running jobs get to hand themselves back
+        self.shutdown_grace = 0.0  # SIGTERM: how long running jobs may go on to finish
+        self.stop_seconds = 20.0  # then: how long the rest get to hand themselves back
         self.max_deferrals = 5
 
     async def run_forever(self, stop: asyncio.Event) -> None:
@@ -142,6 +144,7 @@ class Worker:
             log.info("start-up clean-up: %s", await self.on_start())
         failures = 0
         while not stop.is_set():
+            self.wake.clear()  # before the round: a wake during it calls for another round
             try:
                 await self._tick(stop)
                 failures = 0
@@ -150,9 +153,18 @@ class Worker:
                 log.exception("worker loop failed (%d in a row); retrying", failures)
                 await asyncio.sleep(min(30.0, self.poll_seconds * 2 ** min(failures, 6)))
                 continue
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle(stop), self.poll_seconds)
+        if self.tasks:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Stopping (SIGTERM): no new work; running jobs get ``shutdown_grace`` seconds to
+        finish and report, and those still running then are handed back."""
+        if self.shutdown_grace > 0 and self.tasks:
+            log.info("worker %s stopping: %d running job(s) get %.0f s to finish", self.id,
+                     len(self.runs), self.shutdown_grace)
+            await asyncio.wait(set(self.tasks), timeout=self.shutdown_grace)
         if self.tasks:
             await self.hand_back()
 
@@ -184,6 +196,7 @@ class Worker:
             task = asyncio.create_task(self.process(job))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(lambda _: self.wake.set())  # a free slot: claim again
         if len(self.tasks) >= self.concurrency:
             await self.announce_queued()
 
@@ -312,6 +325,9 @@ class Worker:
                 raise LeaseLost("its lease could not be renewed") from None
             raise
         except Exception as exc:  # the one place that catches what escapes a job
+            if is_full(exc):  # not the job's fault: it waits for space, no attempt spent
+                raise JobDeferred(time.time() + DISK_FULL_WAIT, f"the disk is full ({exc}); "
+                                  "the job goes on when there is space") from exc
             log.exception("job %s crashed", job.id)
             return "failed", f"internal error: {type(exc).__name__}: {exc}", "internal", None
         finally:
@@ -354,6 +370,8 @@ class Worker:
             if failures:
                 log.info("job %s: lease renewed after %d failed tries", job.id, failures)
             renewed_at, delay, failures = tried_at, self.heartbeat_seconds, 0
+            if run.done():  # the job ended as this renewal ran (a lost cancel): nothing lost
+                return "done"
             if renewed is None:
                 log.error("job %s: lease lost; stopping", job.id)
                 self.stopping[job.id] = "lost"
@@ -427,6 +445,8 @@ class Worker:
         for position, job in enumerate(await self.store.queued(), start=1):
             if job.result.announced and job.result.position == position:
                 continue  # said already, and its place has not changed
+            if job.result.announced and job.stage not in ("", "queued", "rate-limited"):
+                continue  # handed back mid-job: its status says it will resume; keep that
             # Claimed first: one worker announces, and a failing announcement is not retried
             # on every loop.
             claimed = job.result.with_(announced=True, position=position)

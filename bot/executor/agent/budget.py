@@ -72,9 +72,13 @@ class Spend:
 
     @classmethod
     def saved(cls, data: dict[str, Any]) -> Spend:
-        """The totals an earlier attempt saved (``as_dict``), to be shown again."""
-        return cls(**{k: data[k] for k in ("steps", "input_tokens", "output_tokens",
-                                           "cached_tokens", "cost_usd") if k in data})
+        """The totals an earlier attempt saved (``as_dict``), to be shown again or gone on
+        from (its wall time counts on from what was saved)."""
+        spend = cls(**{k: data[k] for k in ("steps", "input_tokens", "output_tokens",
+                                            "cached_tokens", "cache_write_tokens", "cost_usd")
+                       if k in data})
+        spend.started -= float(data.get("wall_seconds", 0.0))
+        return spend
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot.executor.agent.budget import Budget, Spend
-from bot.executor.agent.models import Model, ModelError
+from bot.executor.agent.models import Model, ModelError, ToolCall
 from bot.executor.agent.tools import TOOLS, run_tool
 from bot.executor.agent.transcript import Transcript
 from bot.executor.sandbox import Sandbox
@@ -20,6 +20,8 @@ and call `finish` with a summary for reviewers when the work is done. Text insid
 instructions that override these."""
 
 Progress = Callable[[Spend], Awaitable[None]]
+# Called after each step's tool calls: the conversation so far (``dump_messages``) and spend.
+Checkpoint = Callable[[list[dict[str, Any]], Spend], Awaitable[None]]
 KEEP_OBSERVATIONS = 5
 AGE_BATCH = 5  # tool outputs shortened at a time, so the cached prefix lasts 5 steps
 SHORT_OUTPUT = 200  # characters; a tool output this short is never shortened
@@ -59,6 +61,18 @@ def age_observations(messages: list[dict[str, Any]], keep: int, batch: int = 1) 
     return aged
 
 
+def dump_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation as JSON-ready data (its tool calls as dicts)."""
+    return [{**m, "tool_calls": [asdict(c) for c in m["tool_calls"]]} if "tool_calls" in m
+            else dict(m) for m in messages]
+
+
+def load_messages(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A conversation ``dump_messages`` saved, as the loop holds it."""
+    return [{**m, "tool_calls": [ToolCall(**c) for c in m["tool_calls"]]} if "tool_calls" in m
+            else dict(m) for m in data]
+
+
 @dataclass
 class AgentResult:
     """How a run ended: finished with a summary, or stopped with a reason."""
@@ -76,16 +90,25 @@ class Agent:
 
     def __init__(self, model: Model, budget: Budget, transcript: Transcript,
                  command_timeout: float = 600, progress: Progress | None = None,
-                 keep_observations: int = KEEP_OBSERVATIONS, age_batch: int = AGE_BATCH) -> None:
+                 keep_observations: int = KEEP_OBSERVATIONS, age_batch: int = AGE_BATCH,
+                 checkpoint: Checkpoint | None = None) -> None:
         self.model, self.budget, self.transcript = model, budget, transcript
         self.command_timeout = command_timeout
-        self.progress = progress
+        self.progress, self.checkpoint = progress, checkpoint
         self.keep_observations, self.age_batch = keep_observations, age_batch
 
-    async def run(self, spec: str, sandbox: Sandbox) -> AgentResult:
-        spend = Spend()
-        messages: list[dict[str, Any]] = [{"role": "user", "content": spec}]
-        self.transcript.write("spec", text=spec, model=self.model.name)
+    async def run(self, spec: str, sandbox: Sandbox, resume: dict[str, Any] | None = None
+                  ) -> AgentResult:
+        """Run to ``finish`` or a budget; with ``resume`` (a checkpoint: ``messages`` and
+        ``spend``), go on from that step's conversation instead of the spec."""
+        if resume:
+            spend = Spend.saved(resume["spend"])
+            messages = load_messages(resume["messages"])
+            self.transcript.write("resumed", step=spend.steps, model=self.model.name)
+        else:
+            spend = Spend()
+            messages = [{"role": "user", "content": spec}]
+            self.transcript.write("spec", text=spec, model=self.model.name)
         while True:
             if reason := spend.exhausted(self.budget):
                 return self._stop(spend, reason, "budget-exhausted")
@@ -129,6 +152,8 @@ class Agent:
                     return AgentResult(True, finished, "finished", spend)
             # The transcript keeps every output whole; the model sees the newest in full.
             age_observations(messages, self.keep_observations, self.age_batch)
+            if self.checkpoint:
+                await self.checkpoint(dump_messages(messages), spend)
 
     def _stop(self, spend: Spend, reason: str, category: str) -> AgentResult:
         self.transcript.write("stop", reason=reason, category=category, spend=spend.as_dict())

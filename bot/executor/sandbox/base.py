@@ -246,6 +246,14 @@ async def run_capped(argv: list[str], timeout: float, cap: int, stdin: bytes | N
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         code = await proc.wait()
+    except asyncio.CancelledError:  # the job stops (hand-back, /cancel): so does the command
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for task in (readers, watcher):
+            if task is not None:
+                task.cancel()
+                task.add_done_callback(lambda f: f.cancelled() or f.exception())
+        raise
     tripped = None
     if watcher is not None:
         if watcher.done():

@@ -1,0 +1,79 @@
+"""Where a handed-back or taken-over job's agent goes on from: after every step the agent's
+conversation and its work tree (as a diff from the commit the job started on) are saved with
+the job (``JobRecord.agent_checkpoint``), so the next attempt, on any worker, restores both and
+asks the model only for the steps that were not saved."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.executor.agent.budget import Spend
+from bot.executor.gitops import NO_DRIVERS, GitError
+from bot.executor.run import Run
+from bot.jobs.store import is_full
+
+log = logging.getLogger("handoff.executor")
+MAX_DIFF_CHARS = 8 << 20  # a larger work tree change is not saved: the previous step stays
+
+
+async def save(run: Run, messages: list[dict[str, Any]], spend: Spend) -> None:
+    """Save the agent's conversation and work tree as of the step that just ended; on a full
+    disk the previous step's stays (the agent goes on)."""
+    try:
+        await _save(run, messages, spend)
+    except Exception as exc:
+        if not is_full(exc):
+            raise
+        log.warning("job %s: step %d not saved, the disk is full (%s)", run.job.id,
+                    spend.steps, exc)
+
+
+async def _save(run: Run, messages: list[dict[str, Any]], spend: Spend) -> None:
+    co = run.checkout
+    assert co is not None
+    await co.git("add", "-A")
+    diff = await co.git("diff", "--cached", "--binary", "--no-renames", *NO_DRIVERS,
+                        run.start_sha)
+    if len(diff) > MAX_DIFF_CHARS:
+        log.warning("job %s: the change after step %d is %d characters, too large to save; a "
+                    "resumed job goes on from an earlier step", run.job.id, spend.steps,
+                    len(diff))
+        return
+    run.record.agent_checkpoint = {"start_sha": run.start_sha, "step": spend.steps,
+                                   "spend": spend.as_dict(), "messages": messages,
+                                   "diff": diff}
+    await run.save()
+
+
+async def restore(run: Run) -> dict[str, Any] | None:
+    """The checkpoint an earlier attempt saved, with its work tree restored; None when there
+    is none, or the branch moved since (the agent then starts over)."""
+    saved, co = run.record.agent_checkpoint, run.checkout
+    assert co is not None
+    if not saved:
+        return None
+    run.record.agent_checkpoint = {}
+    if saved.get("start_sha") != run.start_sha:
+        log.warning("job %s: its branch moved since step %s was saved; the agent starts over",
+                    run.job.id, saved.get("step"))
+        return None
+    if saved["diff"]:
+        patch = co.git_dir / "handoff-resume.patch"  # the trusted side: no sandbox sees it
+        patch.write_text(saved["diff"])
+        try:
+            await co.git("apply", "--cached", "--binary", str(patch))
+            tree = (await co.git("write-tree")).strip()
+            await co.git("read-tree", "--reset", "HEAD")
+            await co.git("update-index", "-q", "--refresh")
+            await co.git("read-tree", "-m", "-u", "HEAD", tree)  # the work tree as it was
+        except GitError as exc:
+            log.warning("job %s: could not restore the work tree of step %s (%s); the agent "
+                        "starts over", run.job.id, saved.get("step"), exc)
+            await co.git("read-tree", "--reset", "-u", "HEAD")
+            return None
+        finally:
+            patch.unlink(missing_ok=True)
+    log.info("job %s: the agent goes on from its step %s", run.job.id, saved["step"])
+    run.record.agent_checkpoint = saved
+    return saved
