@@ -13,6 +13,7 @@ from bot.executor.agent.loop import AgentResult
 from bot.executor.changes import FileChange, refusal
 from bot.executor.gitops import Checkout, GitError, unreachable
 from bot.executor.run import Run
+from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApiError
 from bot.jobs.record import JobRecord
 from bot.jobs.states import Failure
@@ -160,3 +161,25 @@ async def keep_work(run: Run, files: list[FileChange], outcome: AgentResult,
                                      plain(wording.WIP_TITLE.format(why=outcome.stop_reason),
                                            72))
         run.record.wip_branch, run.record.head_sha = run.record.branch, head
+
+
+async def keep_commit(run: Run, co: Checkout, workspaces: Workspaces, head: str) -> None:
+    """Keep the commit on this machine before pushing it, so that if GitHub does not take it
+    now (or the worker stops), the job goes on later without running the agent."""
+    try:
+        await workspaces.keep(run.job.id, run.job.repo, co, head)
+    except GitError as exc:
+        log.warning("job %s: could not keep commit %s (%s)", run.job.id, head[:7], exc)
+        return
+    run.record.kept_sha = head
+    await run.save()
+
+
+async def push_kept(run: Run, co: Checkout, kept: str) -> str:
+    """Go on from a commit an earlier attempt made and kept: push it (unless it is on the
+    branch already); what the status comment says of it."""
+    if kept == run.start_sha:
+        return wording.RESUMED_AFTER_PUSH.format(head=kept[:7])
+    await co.git("reset", "--quiet", "--hard", kept)
+    await push(run, co)
+    return wording.RESUMED_WITH_COMMIT.format(head=kept[:7])

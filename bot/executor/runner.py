@@ -4,9 +4,7 @@ sequences the steps (prepare, setup, work, delivery) and hands GitHub writes to 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 
 from bot.config import Settings
 from bot.executor.agent.budget import Spend
@@ -17,28 +15,31 @@ from bot.executor.delivery import (
     carried_over,
     commit,
     commit_title,
+    keep_commit,
     keep_work,
     kept_commit,
     push,
+    push_kept,
     pushed_before,
     unopened_push,
 )
-from bot.executor.gitops import Checkout, GitError, unreachable
+from bot.executor.gitops import Checkout
 from bot.executor.iterations import earlier, entry, total_spend
+from bot.executor.outcomes import STEP_FAILURES, clean_up, outcome_of
 from bot.executor.prepare import prepare
 from bot.executor.run import Run, finish_despite_cancel
-from bot.executor.sandbox import Backend, SandboxError
+from bot.executor.sandbox import Backend
 from bot.executor.setup import start_sandbox
 from bot.executor.spec import Templates
 from bot.executor.testrun import discover, not_run
 from bot.executor.verdict import Verdict
 from bot.executor.work import baseline, judge, run_agent
 from bot.executor.workspace import Workspaces
-from bot.github.client import GitHubApiError, GitHubApp
-from bot.jobs.budgets import Budgets, OverBudget
+from bot.github.client import GitHubApp
+from bot.jobs.budgets import Budgets
 from bot.jobs.states import Failure
-from bot.jobs.store import Job, LeaseLost, Store, is_full
-from bot.jobs.worker import JobDeferred, JobFailed, JobResult
+from bot.jobs.store import Job, LeaseLost, Store
+from bot.jobs.worker import JobFailed, JobResult
 from bot.reporter import wording
 from bot.reporter.conversation import Conversation
 from bot.reporter.markdown import inline
@@ -69,69 +70,23 @@ class JobRunner:
         except JobFailed as exc:
             exc.result = exc.result or run.record
             raise
-        except GitHubApiError as exc:
-            goes_on = exc.retry_at is not None or exc.unavailable
-            if exc.retry_at is not None:  # park the job; no worker sits waiting
-                raise JobDeferred(exc.retry_at, str(exc), run.record) from exc
-            if exc.unavailable:
-                raise self._github_away(run, str(exc)) from exc
-            raise JobFailed(Failure.GITHUB_ERROR, str(exc), run.record) from exc
-        except GitError as exc:
-            if goes_on := unreachable(exc):
-                raise self._github_away(run, str(exc)) from exc
-            if goes_on := is_full(exc):  # the worker defers it until there is space
-                raise
-            raise JobFailed(Failure.SETUP_FAILED, str(exc), run.record) from exc
-        except SandboxError as exc:
-            if goes_on := is_full(exc):
-                raise
-            raise JobFailed(Failure.SETUP_FAILED, str(exc), run.record) from exc
         except (asyncio.CancelledError, LeaseLost):
             goes_on = True  # handed back, or another worker has it now
             raise
-        finally:
-            await finish_despite_cancel(self._clean_up(run, forget=not goes_on))
-
-    def _github_away(self, run: Run, why: str) -> JobDeferred:
-        """GitHub did not answer past the retries: the job waits and goes on from where it
-        was (its work kept), first after ``github_away_seconds``, doubling per deferral."""
-        wait = min(600.0, self.settings.github_away_seconds * 2 ** run.job.deferrals)
-        log.warning("job %s: GitHub did not answer; it goes on in %.0f s (%s)", run.job.id,
-                    wait, why)
-        return JobDeferred(time.time() + wait, f"GitHub did not answer: {why}", run.record,
-                           stage="github-away")
-
-    async def _clean_up(self, run: Run, forget: bool) -> None:
-        """Save what the job did and remove its sandbox and workspace, whatever happens (a
-        lost lease refuses the save; the sandbox goes all the same); once the job is over,
-        its kept commit goes too."""
-        try:
-            await run.save()
-        except LeaseLost:
-            pass
-        except Exception as exc:
-            if not is_full(exc):
+        except STEP_FAILURES as exc:
+            instead, goes_on = outcome_of(exc, run, self.settings)
+            if instead is None:
                 raise
-            # The job ends or stops all the same; what its last step did is not kept.
-            log.error("job %s: could not save its record, the disk is full (%s)", run.job.id,
-                      exc)
+            raise instead from exc
         finally:
-            if run.sandbox is not None:
-                await run.sandbox.close()
-            self.workspaces.remove(run.job.id)
-            if forget and run.record.kept_sha:
-                with contextlib.suppress(GitError):
-                    await self.workspaces.forget(run.job.id, run.job.repo)
+            await finish_despite_cancel(clean_up(run, self.workspaces, forget=not goes_on))
 
     async def _run(self, run: Run) -> JobResult:
         if why := await self.conversation.not_permitted(run.job, run.gh):
             raise JobFailed(Failure.NOT_PERMITTED, why)
         run.mark("permission")
-        try:
-            run.dollars_left = await Budgets(self.store.engine).check(
-                run.job.id, run.job.repo, run.job.requested_by)
-        except OverBudget as exc:
-            raise JobFailed(Failure.MONTHLY_BUDGET, str(exc)) from exc
+        run.dollars_left = await Budgets(self.store.engine).check(run.job.id, run.job.repo,
+                                                                  run.job.requested_by)
         run.status = await self.conversation.acknowledge(run.gh, run.job, run.record)
         resumed = run.job.attempts > 1 or run.job.stage not in ("", "queued", "rate-limited",
                                                                 "github-away")
@@ -139,7 +94,7 @@ class JobRunner:
         co = await prepare(run, self.workspaces, self.templates.names(),
                            self.settings.trigger_label)
         if kept := await kept_commit(run, co):
-            return await self._push_kept(run, co, kept)
+            return await self._open_pushed(run, co, kept, await push_kept(run, co, kept))
         if resumed and (head := await pushed_before(run, co)):
             return await self._open_pushed(run, co, head, wording.RESUMED_AFTER_PUSH.format(
                 head=head[:7]))
@@ -190,33 +145,12 @@ class JobRunner:
             raise JobFailed(Failure.PUSH_REFUSED, why)
         await run.stage("pushing")
         head = await commit(run, co, self.settings, commit_title(run))
-        await self._keep(run, co, head)
+        await keep_commit(run, co, self.workspaces, head)
         await push(run, co)
         run.record.head_sha, run.record.pushed_branch = head, run.record.branch
         await run.save()  # a job resumed after this finds its commit and opens the PR
         run.mark("push")
         return await self._open_pr(run, files, outcome.spend.line())
-
-    async def _keep(self, run: Run, co: Checkout, head: str) -> None:
-        """Keep the commit on this machine before pushing it, so that if GitHub does not take
-        it now (or the worker stops), the job goes on later without running the agent."""
-        try:
-            await self.workspaces.keep(run.job.id, run.job.repo, co, head)
-        except GitError as exc:
-            log.warning("job %s: could not keep commit %s (%s)", run.job.id, head[:7], exc)
-            return
-        run.record.kept_sha = head
-        await run.save()
-
-    async def _push_kept(self, run: Run, co: Checkout, kept: str) -> JobResult:
-        """Go on from a commit an earlier attempt made and kept: push it (unless it is on
-        the branch already) and open the pull request."""
-        said = wording.RESUMED_AFTER_PUSH
-        if kept != run.start_sha:
-            said = wording.RESUMED_WITH_COMMIT
-            await co.git("reset", "--quiet", "--hard", kept)
-            await push(run, co)
-        return await self._open_pushed(run, co, kept, said.format(head=kept[:7]))
 
     async def _open_pushed(self, run: Run, co: Checkout, head: str, detail: str) -> JobResult:
         """Go on from a push made already (an earlier attempt's, or an earlier job's whose
