@@ -232,7 +232,8 @@ async def processes(s: Scenario, tmp: Path, env: dict[str, str]
     """The simulator, the model server and `handoff serve`, each its own process."""
     sim_port, model_port, handoff_port = s.port_base, s.port_base + 1, s.port_base + 2
     urls = {"sim": f"http://127.0.0.1:{sim_port}", "model": f"http://127.0.0.1:{model_port}",
-            "handoff": f"http://127.0.0.1:{handoff_port}", "log": str(tmp / "handoff.log")}
+            "handoff": f"http://127.0.0.1:{handoff_port}", "log": str(tmp / "handoff.log"),
+            "metrics": f"http://127.0.0.1:{s.port_base + 3}"}
     (tmp / "script.json").write_text(json.dumps(job_script(s.steps, s.burn)))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -270,7 +271,8 @@ def handoff_env(s: Scenario, tmp: Path, app_id: str, urls: dict[str, str]) -> di
            "HANDOFF_SANDBOX_CPUS": str(s.sandbox_cpus), "HANDOFF_SANDBOX_MEMORY_MB": "256",
            "HANDOFF_STATUS_INTERVAL": "1", "HANDOFF_GITHUB_WRITE_INTERVAL": "0",
            "HANDOFF_POLL_SECONDS": "0.5", "HANDOFF_HEARTBEAT_SECONDS": "5",
-           "HANDOFF_LEASE_SECONDS": "30", "HANDOFF_LOG_LEVEL": "INFO"}
+           "HANDOFF_LEASE_SECONDS": "30", "HANDOFF_LOG_LEVEL": "INFO",
+           "HANDOFF_METRICS_PORT": urls["metrics"].rsplit(":", 1)[1]}
     if s.pg_url:
         env["HANDOFF_DATABASE_URL"] = s.pg_url
     return env
@@ -342,7 +344,7 @@ async def run_scenario(s: Scenario, tmp: Path) -> dict[str, Any]:
         stop.set()
         await sender
         triggers = await trigger_statuses(urls["sim"])
-        served = await server_view(urls["handoff"])
+        served = await server_view(urls["metrics"])
     log = Path(urls["log"]).read_text(errors="replace")
     f = figures(s, load, jobs, triggers, wall, log)
     f["server_over_target"] = served

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -114,17 +115,34 @@ async def serve(settings: Settings, with_worker: bool = True, in_process: bool =
             running(app, settings.host, settings.port) as url:
         print(f"Handoff listening on {url}/webhook (database "
               f"{settings.db_url.split('://')[0]}, data in {settings.data_dir})", flush=True)
-        if not settings.app_id:
-            print("No GitHub App configured (HANDOFF_APP_ID): register one with "
-                  "`handoff setup --webhook-url https://YOUR-HOST/webhook`.", flush=True)
-        if worker:
-            await worker.run_forever(stop)
-        elif child:
-            await child.supervise(stop)
-        else:
-            await stop.wait()
+        async with serve_metrics(settings, store):
+            if not settings.app_id:
+                print("No GitHub App configured (HANDOFF_APP_ID): register one with "
+                      "`handoff setup --webhook-url https://YOUR-HOST/webhook`.", flush=True)
+            if worker:
+                await worker.run_forever(stop)
+            elif child:
+                await child.supervise(stop)
+            else:
+                await stop.wait()
     checkpoints.cancel()
     await store.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(settings: Settings, store: Store) -> AsyncIterator[None]:
+    """``GET /metrics`` on its own address (METRICS_HOST, loopback by default, and
+    METRICS_PORT), never on the webhook's public port; nothing without METRICS_PORT."""
+    if settings.metrics_port is None:
+        yield
+        return
+    from bot import metrics
+    from bot.server import running
+
+    async with running(metrics.app(store), settings.metrics_host,
+                       settings.metrics_port) as url:
+        print(f"metrics on {url}/metrics", flush=True)
+        yield
 
 
 async def work(settings: Settings, child_of: int = 0, nice: int = 0, wake_fd: int = -1
@@ -133,28 +151,20 @@ async def work(settings: Settings, child_of: int = 0, nice: int = 0, wake_fd: in
     wakes it through the pipe ``wake_fd``."""
     from contextlib import AsyncExitStack
 
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-
     from bot.workerprocess import become_child, reserve_metric_files, wake_on_pipe
 
     if child_of:
         become_child(child_of, nice)
         reserve_metric_files()  # before prometheus-client maps them (bot.metrics)
 
-    from bot import metrics
     from bot.loopwatch import watching
-    from bot.server import running
     from bot.wiring import build_worker
 
     store = await open_store(settings, receiver=False)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(watching(settings.loop_stall_ms / 1000))
-        if settings.metrics_port is not None:
-            app = Starlette(routes=[Route("/metrics", metrics.endpoint(store))])
-            url = await stack.enter_async_context(
-                running(app, settings.host, settings.metrics_port))
-            print(f"metrics on {url}/metrics", flush=True)
+        if not child_of:  # serve's child: its figures go out through serve's /metrics
+            await stack.enter_async_context(serve_metrics(settings, store))
         worker = build_worker(settings, store)
         if wake_fd >= 0:
             wake_on_pipe(wake_fd, worker.wake)

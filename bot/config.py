@@ -72,8 +72,12 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field("text", pattern="^(text|json)$", description="text, or json: one "
                             "JSON object a line with delivery, job, repo and stage.")
-    metrics_port: int | None = Field(None, description="`handoff worker` serves GET /metrics "
-                                     "on this port (`handoff serve` serves it on PORT).")
+    metrics_port: int | None = Field(
+        None, description="`handoff serve` and `handoff worker` serve GET /metrics on this port "
+        "(never on PORT, the public webhook's); none without it.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address GET /metrics listens on: loopback, so only this "
+        "machine scrapes it; a pod's own address where Prometheus scrapes from another pod.")
     max_body_bytes: int = Field(25 * 1024 * 1024, description="GitHub's payload cap.")
     delivery_retention_days: float = Field(
         30.0, ge=0, description="Days a delivery that started no job is kept for duplicate "

@@ -151,6 +151,14 @@ def endpoint(store: Any) -> Any:
     return metrics
 
 
+def app(store: Any) -> Any:
+    """The app of the metrics port: ``GET /metrics`` and nothing else (never the webhook's)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    return Starlette(routes=[Route("/metrics", endpoint(store), methods=["GET"])])
+
+
 def generate() -> bytes:
     if not os.environ.get(MULTIPROCESS_DIR):
         return _generate(REGISTRY)

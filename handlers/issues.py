@@ -67,5 +67,6 @@ def unlabeled(event: Event, ctx: Context) -> Decision:
 def closed(event: Event, ctx: Context) -> Decision:
     return CancelJob(
         repo=event.repo, issue_number=int(event.payload["issue"]["number"]),
-        requested_by=event.sender, reason="the issue was closed",
+        requested_by=event.sender, reason=f"the issue was closed by @{event.sender}",
+        check_running=True,
     )

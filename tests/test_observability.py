@@ -19,12 +19,9 @@ from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 from helpers import SECRET, headers, labeled
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import logs
-from bot.receiver.web import create_app
+from bot import logs, metrics
 from bot.server import running
-from devkit.stack import SECRET as STACK_SECRET
 from devkit.stack import stack
-from handlers import Context
 
 ROOT = Path(__file__).parent.parent
 
@@ -43,6 +40,7 @@ def value(scrape: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str
 def test_serve_logs_json_and_counts_deliveries(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
     env.update(PYTHONPATH=str(ROOT), HANDOFF_LOG_FORMAT="json", HANDOFF_PORT="0",
+               HANDOFF_METRICS_PORT="0",
                HANDOFF_WEBHOOK_SECRET=SECRET.decode(), HANDOFF_DATA_DIR=str(tmp_path / "data"))
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--no-worker"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -52,6 +50,9 @@ def test_serve_logs_json_and_counts_deliveries(tmp_path: Path) -> None:
         line = proc.stdout.readline()
         assert "listening on" in line, line
         base = line.split("listening on ")[1].split("/webhook")[0]
+        metrics_line = proc.stdout.readline()
+        assert "metrics on http://127.0.0.1:" in metrics_line, metrics_line  # loopback only
+        metrics_url = metrics_line.split("metrics on ")[1].strip()
         with httpx.Client(base_url=base, timeout=10) as client:
             body = json.dumps(labeled("agent")).encode()
             for _ in range(5):  # a stranger guessing, or a wrong secret
@@ -61,7 +62,8 @@ def test_serve_logs_json_and_counts_deliveries(tmp_path: Path) -> None:
             assert client.post("/webhook", content=body, headers=signed).status_code == 202
             # GitHub redelivers it: acknowledged, acted on once
             assert client.post("/webhook", content=body, headers=signed).status_code == 200
-            scrape = client.get("/metrics")
+            assert client.get("/metrics").status_code == 404  # not on the webhook's port
+            scrape = client.get(metrics_url)
         assert scrape.status_code == 200
         assert scrape.headers["content-type"].startswith("text/plain")
         got = samples(scrape.text)
@@ -100,9 +102,7 @@ async def test_a_job_in_logs_and_metrics(tmp_path: Path) -> None:
             s.sim.label_issue("acme/calc", number, "agent", "acme")
             job = await s.wait_job(lambda j: j.issue_number == number)
             assert job.state == "succeeded", job.reason
-            app = create_app(s.store, STACK_SECRET.encode(),
-                             Context(s.settings.trigger_label, s.settings.bot_login))
-            async with running(app) as url, httpx.AsyncClient() as client:
+            async with running(metrics.app(s.store)) as url, httpx.AsyncClient() as client:
                 scrape = (await client.get(f"{url}/metrics")).text
     finally:
         root.removeHandler(handler)

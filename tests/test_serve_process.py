@@ -24,7 +24,7 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
-    port = unused_port()
+    port, metrics_port = unused_port(), unused_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
     log = tmp_path / "serve.log"
     with log.open("w") as out:
@@ -33,7 +33,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
             stdout=out, stderr=subprocess.STDOUT, text=True,
             env={**clean, "PYTHONPATH": str(ROOT), "HANDOFF_DATA_DIR": str(tmp_path / "data"),
                  "HANDOFF_WEBHOOK_SECRET": SECRET.decode(), "HANDOFF_POLL_SECONDS": "30",
-                 "HANDOFF_STOP_SECONDS": "5"})
+                 "HANDOFF_STOP_SECONDS": "5", "HANDOFF_METRICS_PORT": str(metrics_port)})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: child_of(proc.pid) is not None and up(url), "serve and its worker")
@@ -84,7 +84,7 @@ def job_states(data: Path, limit: int = 10) -> list[str]:
 
 def test_the_worker_is_a_lower_priority_child_woken_for_a_new_job(
         served: tuple[subprocess.Popen[str], str, Path], tmp_path: Path) -> None:
-    proc, url, _ = served
+    proc, url, log = served
     worker = child_of(proc.pid)
     assert worker is not None
     wait_for(lambda: niceness(worker) == niceness(proc.pid) + 5, "worker at nice +5")
@@ -95,7 +95,10 @@ def test_the_worker_is_a_lower_priority_child_woken_for_a_new_job(
     # receiver wakes its worker.
     wait_for(lambda: job_states(tmp_path / "data") == ["failed"], "job ended by the worker",
              seconds=15)
-    scraped = httpx.get(f"{url}/metrics").text
+    assert httpx.get(f"{url}/metrics").status_code == 404  # not on the public port
+    metrics_url = next(line.split("metrics on ")[1].strip() for line in
+                       log.read_text().splitlines() if "metrics on " in line)
+    scraped = httpx.get(metrics_url).text
     assert 'handoff_deliveries_total{event="issues",outcome="accepted"} 1.0' in scraped
     assert 'handoff_jobs{category="not-configured",state="failed"} 1.0' in scraped
 

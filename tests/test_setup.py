@@ -21,21 +21,26 @@ def test_declared_dependencies_choose_the_install() -> None:
     assert setup_from({"README.md"}, {}) is None
     reqs = setup_from({"requirements.txt", "requirements-dev.txt"},
                       {"requirements.txt": "requests\n", "requirements-dev.txt": "pytest\n"})
-    assert reqs and reqs.command == "pip install -r requirements.txt -r requirements-dev.txt"
+    assert reqs and reqs.command == ("pip install --only-binary :all: -r requirements.txt "
+                                     "-r requirements-dev.txt")
     project = setup_from({"pyproject.toml"}, {"pyproject.toml": (
         "[project]\nname = 'x'\ndependencies = ['attrs']\n"
-        "[project.optional-dependencies]\ntest = ['pytest']\n")})
-    assert project and project.command == "pip install -e '.[test]'"
+        "[project.optional-dependencies]\ntest = ['pytest', 'x[extra]']\n")})
+    # The default branch's declared requirements as wheels; the project's own build (its
+    # setup.py or backend) only once the network is closed.
+    assert project and project.command == "pip install --only-binary :all: attrs pytest"
+    assert project.offline == "pip install --no-deps --no-build-isolation --no-index -e ."
     assert setup_from({"pyproject.toml"}, {"pyproject.toml": "[tool.pytest.ini_options]\n"}) \
         is None  # nothing declared: nothing to install
     node = setup_from({"package.json", "package-lock.json"},
                       {"package.json": '{"devDependencies": {"jest": "^29"}}'})
-    assert node and node.command == "npm ci"
+    assert node and node.command == "npm ci --ignore-scripts"
     go = setup_from({"go.mod"}, {"go.mod": "module x\nrequire golang.org/x/text v0.3.0\n"})
     assert go and go.command == "go mod download"
     both = setup_from({"requirements.txt", "package.json"}, {
         "requirements.txt": "six\n", "package.json": '{"dependencies": {"left-pad": "1"}}'})
-    assert both and both.command == "pip install -r requirements.txt && npm install"
+    assert both and both.command == ("pip install --only-binary :all: -r requirements.txt && "
+                                     "npm install --ignore-scripts")
 
 
 pytestmark = pytest.mark.podman
@@ -54,7 +59,7 @@ async def test_declared_dependencies_are_installed_without_any_configuration(
             job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
             assert job.state == "succeeded", job.reason
             pr = next(i for i in s.sim.get_repo(REPO).issues.values() if i.pull)
-            assert "Setup: `pip install -r requirements.txt`" in pr.body
+            assert "Setup: `pip install --only-binary :all: -r requirements.txt`" in pr.body
             assert "`requirements.txt`" in pr.body and "It failed" not in pr.body
             # tinydep imported in the baseline: test_dep passed before and after the change.
             assert "1 passed, 1 failed" in job.result.tests_before, job.result

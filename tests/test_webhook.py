@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -210,9 +211,13 @@ async def test_concurrent_deliveries_each_land_once(client: httpx.AsyncClient,
     # 60 at once: the receiver groups them into shared commits; each still gets its own answer.
     import asyncio
 
-    sends = [post(client, "issues", labeled(number=n % 3 + 1), delivery=f"c-{n}")
-             for n in range(50)]
-    sends += [post(client, "issues", labeled(number=1), delivery=f"c-{n}") for n in range(10)]
+    def unique(n: int) -> dict[str, Any]:  # GitHub's bodies differ (times, ids): so do these
+        body = labeled(number=n % 3 + 1)
+        body["issue"]["updated_at"] = f"2026-01-01T00:00:{n:02d}Z"
+        return body
+
+    sends = [post(client, "issues", unique(n), delivery=f"c-{n}") for n in range(50)]
+    sends += [post(client, "issues", unique(n), delivery=f"c-{n}") for n in range(10)]
     answers = await asyncio.gather(*sends)
     assert all(r.status_code in (200, 202) for r in answers)
     assert sum(r.status_code == 200 for r in answers) == 10  # the ten repeats

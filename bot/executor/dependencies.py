@@ -2,11 +2,19 @@
 
 Read from git objects of the default branch, like every repository file the host reads. A
 repository that wants no setup says ``setup_command: ""`` in ``.github/handoff.yml``.
+
+The install reaches the network, so it runs nothing of the repository's: no lifecycle
+scripts (``--ignore-scripts``), no builds (``--only-binary :all:``, and the project's own
+``pip install -e .`` only after the network is closed). What it installs is what the default
+branch declares: when the work tree's branch changed a manifest or build file, the whole setup
+runs without network (``build_files_changed``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 import shlex
 import tomllib
 from dataclasses import dataclass
@@ -19,12 +27,28 @@ TEST_EXTRAS = ("test", "tests", "testing", "dev")
 READ = ("pyproject.toml", "package.json", "go.mod", *REQUIREMENTS)
 
 
+# Files that decide what a setup installs or runs, at any depth (npm workspaces, nested
+# requirement files), by name.
+BUILD_FILES = (
+    "package.json", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml",
+    "pnpm-workspace.yaml", ".npmrc", ".yarnrc", ".yarnrc.yml", "requirements*.txt",
+    "requirements*.in", "constraints*.txt", "pyproject.toml", "setup.py", "setup.cfg",
+    "MANIFEST.in", "Pipfile", "Pipfile.lock", "poetry.lock", "pdm.lock", "uv.lock", "tox.ini",
+    "noxfile.py", "pip.conf", "go.mod", "go.sum", "go.work", "go.work.sum", "Makefile",
+    "makefile", "GNUmakefile", "*.mk", "Cargo.toml", "Cargo.lock", "build.rs",
+    "CMakeLists.txt", "configure", "*.gemspec", "Gemfile", "Gemfile.lock",
+)
+INCLUDE = re.compile(r"^\s*(?:-r|-c|--requirement|--constraint)[\s=]+(\S+)", re.MULTILINE)
+
+
 @dataclass(frozen=True)
 class Setup:
-    """A setup command and why it was chosen."""
+    """A setup command and why it was chosen; ``offline`` runs after the network is closed
+    (a build of the repository's own code)."""
 
     command: str
     reason: str
+    offline: str = ""
 
 
 async def default_setup(co: Checkout, rev: str) -> Setup | None:
@@ -40,27 +64,45 @@ def setup_from(names: set[str], files: dict[str, str]) -> Setup | None:
     steps = [s for s in (_python(names, files), _node(names, files), _go(files)) if s]
     if not steps:
         return None
-    return Setup(" && ".join(s.command for s in steps), "; ".join(s.reason for s in steps))
+    return Setup(" && ".join(s.command for s in steps), "; ".join(s.reason for s in steps),
+                 " && ".join(s.offline for s in steps if s.offline))
+
+
+PIP = "pip install --only-binary :all:"  # wheels only: nothing is built while online
 
 
 def _python(names: set[str], files: dict[str, str]) -> Setup | None:
     requirements = [n for n in REQUIREMENTS if files.get(n, "").strip()]
     if requirements:
         args = " ".join(f"-r {shlex.quote(n)}" for n in requirements)
-        return Setup(f"pip install {args}", f"the repository lists its Python dependencies "
+        return Setup(f"{PIP} {args}", f"the repository lists its Python dependencies "
                      f"in {', '.join(f'`{n}`' for n in requirements)}")
     try:
-        project = tomllib.loads(files.get("pyproject.toml", "")).get("project") or {}
+        toml = tomllib.loads(files.get("pyproject.toml", ""))
     except tomllib.TOMLDecodeError:
         return None
+    project = toml.get("project") or {}
     extras = project.get("optional-dependencies") or {}
     extra = next((e for e in TEST_EXTRAS if e in extras), None)
     if not project.get("dependencies") and extra is None:
         return None
-    target = f".[{extra}]" if extra else "."
-    return Setup(f"pip install -e {shlex.quote(target)}",
-                 "`pyproject.toml` declares the project's dependencies"
-                 + (f" and a `{extra}` extra" if extra else ""))
+    # The default branch's declared requirements, named on the command line: the work tree's
+    # pyproject.toml is not read while the network is open.
+    wanted = [*project.get("dependencies", []), *(extras.get(extra, []) if extra else []),
+              *((toml.get("build-system") or {}).get("requires") or [])]
+    own = [str(r) for r in wanted if isinstance(r, str) and not _names_project(r, project)]
+    install = f"{PIP} {' '.join(shlex.quote(r) for r in own)}" if own else "true"
+    return Setup(install, "`pyproject.toml` declares the project's dependencies"
+                 + (f" and a `{extra}` extra" if extra else "") + "; the project itself is "
+                 "installed after the network is closed",
+                 "pip install --no-deps --no-build-isolation --no-index -e .")
+
+
+def _names_project(requirement: str, project: dict[str, object]) -> bool:
+    """A requirement on the project itself (``name[test]`` in its own extras)."""
+    name = re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0]
+    return name.lower().replace("_", "-") == str(project.get("name", "")).lower().replace(
+        "_", "-")
 
 
 def _node(names: set[str], files: dict[str, str]) -> Setup | None:
@@ -72,12 +114,44 @@ def _node(names: set[str], files: dict[str, str]) -> Setup | None:
                                              package.get("devDependencies")):
         return None
     if "package-lock.json" in names:
-        return Setup("npm ci", "`package.json` declares dependencies, locked in "
-                     "`package-lock.json`")
-    return Setup("npm install", "`package.json` declares dependencies")
+        return Setup("npm ci --ignore-scripts", "`package.json` declares dependencies, locked "
+                     "in `package-lock.json` (installed without running install scripts)")
+    return Setup("npm install --ignore-scripts", "`package.json` declares dependencies "
+                 "(installed without running install scripts)")
 
 
 def _go(files: dict[str, str]) -> Setup | None:
     if "require" not in files.get("go.mod", ""):
         return None
     return Setup("go mod download", "`go.mod` requires modules")
+
+
+async def build_files_changed(co: Checkout, base_sha: str, command: str) -> list[str]:
+    """The manifest and build files (``BUILD_FILES``, the requirement files the default
+    branch's include, and the repository files ``command`` names) that the checked-out branch
+    changed since it left the default branch: a setup with network must not run them."""
+    fork = (await co.git("merge-base", base_sha, "HEAD")).strip()
+    changed = await co.git("diff", "--name-only", "--no-renames", "-z", fork, "HEAD")
+    watched = {p for p in await _included(co, base_sha)} | set(_paths_in(command))
+    return sorted(p for p in changed.split("\0") if p and (
+        p in watched or any(fnmatch.fnmatch(p.rsplit("/", 1)[-1], pattern)
+                            for pattern in BUILD_FILES)))
+
+
+async def _included(co: Checkout, rev: str) -> set[str]:
+    """Files the default branch's top-level requirement files include (``-r``, ``-c``)."""
+    found: set[str] = set()
+    for name in REQUIREMENTS:
+        text = await co.read_blob(rev, name) or ""
+        found.update(m.removeprefix("./") for m in INCLUDE.findall(text))
+    return found
+
+
+def _paths_in(command: str) -> list[str]:
+    """Words of a command that look like repository paths (``scripts/setup.sh``)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    return [w.removeprefix("./") for w in words
+            if not w.startswith("-") and ("/" in w or "." in w) and not w.startswith("/")]

@@ -113,7 +113,9 @@ async def approved_issue(run: Run) -> list[str]:
         if await run.gh.permission(change["by"]) in WRITE_ROLES:
             text = {"title": change["title"], "body": change["body"]}
         else:
-            left_out.append(wording.EDIT_LEFT_OUT.format(login=change["by"]))
+            count = int(change.get("count", 1))
+            left_out.append(wording.EDITS_LEFT_OUT.format(count=count, login=change["by"])
+                            if count > 1 else wording.EDIT_LEFT_OUT.format(login=change["by"]))
     live = {"title": run.issue.get("title") or "", "body": run.issue.get("body") or ""}
     if live != text and not left_out:
         left_out.append(wording.LATER_CHANGE_LEFT_OUT)

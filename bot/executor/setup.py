@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from bot.config import Settings
-from bot.executor.dependencies import Setup, default_setup
+from bot.executor.dependencies import Setup, build_files_changed, default_setup
 from bot.executor.gitops import Checkout
 from bot.executor.run import Run
 from bot.executor.sandbox import Backend, CommandResult, Sandbox
@@ -29,8 +29,13 @@ async def start_sandbox(run: Run, co: Checkout, backend: Backend, workspaces: Wo
         setup = await default_setup(co, record.base_sha)
     record.setup_command = setup.command if setup else ""
     record.setup_reason = setup.reason if setup else ""
+    record.setup_offline = ""
+    if setup and (changed := await build_files_changed(co, record.base_sha, setup.command)):
+        record.setup_offline = wording.SETUP_OFFLINE.format(files=", ".join(
+            code(p) for p in changed[:10]) + (f" and {len(changed) - 10} more"
+                                                 if len(changed) > 10 else ""))
     egress = [*settings.egress_allow, *config.network.allow, *settings.package_index_hosts()] \
-        if setup else []
+        if setup and not record.setup_offline else []
     mirror = workspaces.mirror_path(run.job.repo) / "objects"
     run.sandbox = await backend.start(run.job.id, co.work_tree, egress=egress,
                                       image=config.image, owner=run.job.lease_owner or "",
@@ -42,15 +47,18 @@ async def start_sandbox(run: Run, co: Checkout, backend: Backend, workspaces: Wo
     done = await run.sandbox.exec(setup.command, env=settings.package_index_env() or None)
     check_limits(run)
     await run.sandbox.set_egress([])
+    if done.ok and setup.offline:  # the repository's own build, never with network
+        done = await run.sandbox.exec(setup.offline)
+        check_limits(run)
     await keep_out_of_changes(co)
     run.mark("setup")
     if done.ok:
         return
     why = f"{code(setup.command)} ended with {done.describe()}: {inline(test_line(done))}"
-    if config.setup_command:
+    if config.setup_command and not record.setup_offline:
         raise JobFailed(Failure.SETUP_FAILED, wording.SETUP_COMMAND_FAILED.format(why=why))
-    # A guessed setup that fails does not stop the job: the PR says so, and the tests before
-    # and after tell what it cost.
+    # A guessed setup that fails, or one kept from the network, does not stop the job: the PR
+    # says so, and the tests before and after tell what it cost.
     record.setup_warning = wording.SETUP_WARNING.format(why=why)
 
 

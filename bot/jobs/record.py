@@ -62,6 +62,7 @@ class JobRecord(BaseModel):
     setup_command: str = ""
     setup_reason: str = ""
     setup_warning: str = ""
+    setup_offline: str = ""  # why the setup ran without network (the branch changed manifests)
     test_command: str = ""
     test_command_reason: str = ""
     tests_base: str = ""

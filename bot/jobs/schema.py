@@ -75,6 +75,8 @@ jobs = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     # Who asked to /cancel, until their permission is checked; the cancel waits for that.
     sa.Column("cancel_by", sa.String(255), nullable=True),
+    # What that cancel is (a /cancel, or closing the issue), said in the job's reason.
+    sa.Column("cancel_reason", sa.Text, nullable=True),
     # False until the job's final state has been posted on GitHub.
     sa.Column("reported", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("lease_owner", sa.String(128), nullable=True),
@@ -133,6 +135,24 @@ budgets = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+# People Handoff has answered, by what about ("job:12"): each hears
+# from it once there (outsiders who comment again and again get no more replies).
+replies = sa.Table(
+    "replies", metadata,
+    sa.Column("scope", sa.String(320), primary_key=True),
+    sa.Column("login", sa.String(255), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# The digest of each signed body that asked for a write: the same body under a new delivery
+# id (a captured delivery sent again; neither header is signed) is a replay, not new work.
+payloads = sa.Table(
+    "payloads", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("delivery_id", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+
 schema_version = sa.Table(
     "schema_version", metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
@@ -187,6 +207,14 @@ async def _v6_budgets(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync: budgets.create(sync, checkfirst=True))
 
 
+async def _v7_replay_and_replies(conn: AsyncConnection) -> None:
+    """Replays are refused by body digest (``payloads``), each person is answered once a job
+    (``replies``), and a cancel keeps what asked for it (``cancel_reason``)."""
+    await conn.run_sync(lambda sync: replies.create(sync, checkfirst=True))
+    await conn.run_sync(lambda sync: payloads.create(sync, checkfirst=True))
+    await _add_job_columns(conn, {"cancel_reason": "TEXT"})
+
+
 # Append new migrations here; each runs once, in order, inside one transaction. Version 1
 # creates the tables as defined above (the latest shape); later versions bring older
 # databases up to it and are no-ops on new ones.
@@ -194,7 +222,8 @@ MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _
                                                                      _v3_cancel_by,
                                                                      _v4_fencing_and_reports,
                                                                      _v5_requests,
-                                                                     _v6_budgets]
+                                                                     _v6_budgets,
+                                                                     _v7_replay_and_replies]
 
 
 # Readers (aiosqlite, in a thread) may wait this long; in WAL mode they never wait on writes.

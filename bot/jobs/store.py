@@ -26,6 +26,7 @@ from bot.jobs.schema import (
     make_engine,
     make_sync_engine,
     migrate,
+    payloads,
     requests,
 )
 from bot.jobs.states import ACTIVE_STATES, FINAL_STATES
@@ -49,6 +50,10 @@ INSERT_JOB = sa.text(
     "ON CONFLICT DO NOTHING RETURNING id"
 ).bindparams(*(sa.bindparam(c, type_=sa.JSON) for c in JOB_JSON_COLUMNS))
 DELIVERY_ROWS_PER_INSERT = 100  # 700 parameters: well inside SQLite's and PostgreSQL's limits
+# An issue edit as kept for its job: GitHub's own limits on a title and a body.
+EDIT_TITLE_CHARS, EDIT_BODY_CHARS = 256, 65536
+# How long a signed body counts as seen: GitHub redelivers for 3 days, GHES for 7.
+REPLAY_WINDOW_SECONDS = 7 * 86400
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ class Job:
     report_attempts: int = 0
     report_error: str = ""
     unreportable: bool = False
+    cancel_reason: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.result, JobRecord):  # a stored dict, or one a test made
@@ -308,6 +314,10 @@ class Store:
                .where(deliveries.c.received_at < cutoff, deliveries.c.job_id.is_(None))
                .limit(chunk).scalar_subquery())
         delete = deliveries.delete().where(deliveries.c.id.in_(old))
+        # A body digest matters only within the redelivery window.
+        forget = payloads.delete().where(
+            payloads.c.received_at < time.time() - REPLAY_WINDOW_SECONDS)
+        await self.write(lambda conn: conn.execute(forget))
         removed = 0
         while True:
             count = await self.write(lambda conn: conn.execute(delete).rowcount)
@@ -390,16 +400,47 @@ class Store:
 
     def record_edit(self, conn: sa.Connection, repo: str, issue_number: int,
                     edit: dict[str, str]) -> int | None:
-        """Add an edit of the issue to its active job's context; the job's id, or None."""
+        """Note an edit of the issue on its active job: the latest edit of each editor (cut to
+        GitHub's own limits) and how many they made, so an edit flood cannot grow the row.
+        Returns the job's id, or None."""
         row = conn.execute(sa.select(jobs.c.id, jobs.c.context).where(
             jobs.c.repo == repo, jobs.c.issue_number == issue_number,
             jobs.c.state.in_(("queued", "running")))).first()
         if row is None:
             return None
         context = dict(row.context or {})
-        context["edits"] = [*context.get("edits", []), edit]
+        earlier = [e for e in context.get("edits", []) if e.get("by") == edit["by"]]
+        count = sum(int(e.get("count", 1)) for e in earlier) + 1
+        # The editor's entry moves to the end: edits apply in order, the latest writer's last.
+        context["edits"] = [*(e for e in context.get("edits", []) if e.get("by") != edit["by"]),
+                            {"by": edit["by"], "title": edit["title"][:EDIT_TITLE_CHARS],
+                             "body": edit["body"][:EDIT_BODY_CHARS], "count": count}]
         conn.execute(jobs.update().where(jobs.c.id == row.id).values(context=context))
         return int(row.id)
+
+    def replayed(self, conn: sa.Connection, digest: str, delivery_id: str) -> str | None:
+        """Note a signed body that asks for a write; if the same body came under another
+        delivery id within the redelivery window, that id (a replay), else None."""
+        now = time.time()
+        claim = sa.text(
+            "INSERT INTO payloads (digest, delivery_id, received_at) VALUES (:d, :id, :now) "
+            "ON CONFLICT (digest) DO UPDATE SET delivery_id = excluded.delivery_id, "
+            "received_at = excluded.received_at WHERE payloads.received_at < :cutoff "
+            "RETURNING delivery_id")
+        params = {"d": digest, "id": delivery_id, "now": now,
+                  "cutoff": now - REPLAY_WINDOW_SECONDS}
+        if conn.execute(claim, params).first() is not None:
+            return None
+        first = conn.execute(sa.select(payloads.c.delivery_id).where(
+            payloads.c.digest == digest)).scalar()
+        return str(first or "?")
+
+    def last_job_digest(self, conn: sa.Connection, repo: str, issue_number: int) -> str | None:
+        """The body digest the issue's latest job started from, if it has one."""
+        context = conn.execute(sa.select(jobs.c.context).where(
+            jobs.c.repo == repo, jobs.c.issue_number == issue_number)
+            .order_by(jobs.c.id.desc()).limit(1)).scalar()
+        return (context or {}).get("payload_sha256")
 
     def add_request(self, conn: sa.Connection, job_id: int, repo: str, number: int, kind: str,
                     requested_by: str, comment_id: int | None) -> None:
@@ -420,13 +461,24 @@ class Store:
                                         requests.c.answered.is_(False)).values(answered=True))
         return bool(await self.write(lambda conn: conn.execute(stmt).rowcount))
 
-    def request_cancel(self, conn: sa.Connection, repo: str, issue_number: int, by: str
+    async def claim_reply(self, scope: str, login: str) -> bool:
+        """Whether Handoff may answer ``login`` about ``scope`` (``job:12``): True the first
+        time only, whichever worker asks."""
+        stmt = sa.text("INSERT INTO replies (scope, login, created_at) VALUES (:scope, :login, "
+                       ":now) ON CONFLICT DO NOTHING RETURNING login")
+        params = {"scope": scope[:320], "login": login, "now": time.time()}
+        return await self.write(lambda conn: conn.execute(stmt, params).first() is not None)
+
+    def request_cancel(self, conn: sa.Connection, repo: str, issue_number: int, by: str,
+                       reason: str = "", states: tuple[str, ...] = ("queued", "running")
                        ) -> list[int]:
-        """Note a /cancel on the issue's active jobs; it acts once ``by`` may cancel."""
+        """Note a cancel (a /cancel, or closing the issue: ``reason``) on the issue's active
+        jobs in ``states``; it acts once ``by`` is found to have write access."""
         return list(conn.execute(
             jobs.update().where(jobs.c.repo == repo, jobs.c.issue_number == issue_number,
-                                jobs.c.state.in_(("queued", "running")))
-            .values(cancel_by=by, updated_at=time.time()).returning(jobs.c.id)).scalars().all())
+                                jobs.c.state.in_(states))
+            .values(cancel_by=by, cancel_reason=reason or None, updated_at=time.time())
+            .returning(jobs.c.id)).scalars().all())
 
     async def cancel_requests(self) -> list[Job]:
         """Active jobs with a /cancel whose author's permission is not checked yet."""
@@ -440,11 +492,11 @@ class Store:
         """Carry out a checked /cancel (a queued job ends, a running one is asked to stop),
         or drop a refused one."""
         now = time.time()
-        reason = f"/cancel by @{job.cancel_by}"
+        reason = job.cancel_reason or f"/cancel by @{job.cancel_by}"
 
         def settle(conn: sa.Connection) -> None:
             conn.execute(jobs.update().where(jobs.c.id == job.id)
-                         .values(cancel_by=None, updated_at=now))
+                         .values(cancel_by=None, cancel_reason=None, updated_at=now))
             if not allowed:
                 return
             conn.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.state == "queued")

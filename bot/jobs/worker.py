@@ -69,9 +69,11 @@ class Conversation(Protocol):
 
     async def not_permitted(self, job: Job) -> str: ...
 
-    async def answer(self, request: dict[str, Any], job: Job) -> None: ...
+    async def answer(self, request: dict[str, Any], job: Job, speak: bool) -> None: ...
 
-    async def may_cancel(self, job: Job) -> bool: ...
+    async def may_steer(self, job: Job, login: str) -> bool: ...
+
+    async def refuse_cancel(self, job: Job) -> None: ...
 
     async def handed_back(self, job: Job) -> None: ...
 
@@ -464,7 +466,8 @@ class Worker:
 
     async def review_arrivals(self) -> None:
         """Check who asked for each newly queued job as it arrives, so a person without
-        write access hears so at once instead of when the job's turn comes."""
+        write access hears so at once instead of when the job's turn comes (once an issue:
+        their later triggers there end without another reply)."""
         if self.conversation is None:
             return
         for job in await self.store.queued():
@@ -482,41 +485,66 @@ class Worker:
                 log.exception("job %s: could not check who asked for it", job.id)
                 continue
             if why:
+                told = not await self.store.claim_reply(
+                    f"refused:{job.repo}#{job.issue_number}", job.requested_by)
+                if told:
+                    log.warning("job %s: @%s was refused on %s#%s before; not answered again",
+                                job.id, job.requested_by, job.repo, job.issue_number)
                 await self.store.update_queued(job.id, state="failed", reason=why,
                                                category="not-permitted",
-                                               finished_at=time.time())
+                                               finished_at=time.time(), reported=told)
             else:
                 await self.store.update_queued(
                     job.id, result=job.result.with_(requester_checked=True))
 
     async def answer_requests(self) -> None:
-        """Answer, once each, the triggers and commands that reached a job under way."""
+        """Answer the triggers and commands that reached a job under way: a reaction for
+        people with write access, and a line for a second trigger, once a person a job.
+        Others get no answer here (an outsider commenting again and again gets no replies;
+        a refused /cancel hears once, from ``review_cancels``)."""
         if self.conversation is None:
             return
         for request in await self.store.unanswered_requests():
             if not await self.store.claim_request(int(request["id"])):
                 continue  # another worker answers it
+            login = str(request["requested_by"])
             try:
                 job = await self.store.get_job(int(request["job_id"]))
-                if job is not None:
-                    await self.conversation.answer(request, job)
+                if job is None or not await self.conversation.may_steer(job, login):
+                    continue
+                speak = request["kind"] == "trigger" and \
+                    await self.store.claim_reply(f"job:{job.id}", login)
+                await self.conversation.answer(request, job, speak)
             except Exception:  # a courtesy: the job itself still reports
                 log.exception("could not answer @%s's %s on job %s",
                               request["requested_by"], request["kind"], request["job_id"])
 
     async def review_cancels(self) -> None:
-        """Carry out each /cancel whose author has write access; refuse the others (the
-        runner answers them on GitHub). Without a runner that can check, none is carried out."""
+        """Carry out each cancel (a /cancel, or closing the issue while a job runs) whose
+        author has write access; refuse the others, saying so once a person a job. Without a
+        runner that can check, none is carried out."""
         for job in await self.store.cancel_requests():
             try:
-                allowed = bool(self.conversation and await self.conversation.may_cancel(job))
+                allowed = bool(self.conversation and job.cancel_by and
+                               await self.conversation.may_steer(job, job.cancel_by))
             except Exception:  # GitHub away: the request stays and is checked next round
                 log.exception("job %s: could not check who asked to cancel it", job.id)
                 continue
             if not allowed:
-                log.warning("job %s: /cancel by @%s refused: no write access", job.id,
+                log.warning("job %s: cancel by @%s refused: no write access", job.id,
                             job.cancel_by)
+                await self._refuse_cancel(job)
             await self.store.settle_cancel(job, allowed)
+
+    async def _refuse_cancel(self, job: Job) -> None:
+        if self.conversation is None or not job.cancel_by or \
+                not await self.store.claim_reply(f"job:{job.id}", job.cancel_by):
+            return
+        try:
+            await self.conversation.refuse_cancel(job)
+        except Exception:  # a courtesy: the refused cancel is dropped either way
+            log.exception("job %s: could not tell @%s their cancel was refused", job.id,
+                          job.cancel_by)
 
     async def report_pending(self) -> None:
         """Report final jobs nobody reported yet (cancelled while queued, or a report that

@@ -30,6 +30,7 @@ class Event:
     name: str
     payload: dict[str, Any]
     delivery_id: str = ""
+    body: bytes = b""  # the signed bytes: a replay under a new delivery id is found by them
 
     @property
     def action(self) -> str:
@@ -96,6 +97,9 @@ class CancelJob:
     only_queued: bool = False
     # A /cancel command: it acts only once its author is found to have write access.
     command: bool = False
+    # Closing the issue: queued jobs end at once, a running one only once the closer is found
+    # to have write access (the issue's author may have read access only).
+    check_running: bool = False
     comment_id: int | None = None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import sqlite3
 import time
@@ -151,7 +152,12 @@ class _Recorder:
             self.store.insert_delivery(self.conn, event.delivery_id, event.name, event.action,
                                        event.repo)
         except DuplicateDelivery:
-            return duplicate(event)
+            return duplicate(event)  # GitHub's own redelivery: the same id
+        if why := replay(self.store, self.conn, event, decision, target):
+            log.warning("delivery %s refused: %s", event.delivery_id, why,
+                        extra={"delivery": event.delivery_id})
+            self.store.set_delivery_outcome(self.conn, event.delivery_id, f"refused: {why}")
+            return Outcome("duplicate", f"refused: {why}")
         detail, job_id = apply(self.store, self.conn, decision, event, target)
         self.store.set_delivery_outcome(self.conn, event.delivery_id, detail, job_id)
         return Outcome("accepted", detail, job_id)
@@ -274,6 +280,27 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
+def digest(event: Event) -> str:
+    """The signed body's SHA-256 (empty for events made without one, e.g. ``handoff replay``)."""
+    return hashlib.sha256(event.body).hexdigest() if event.body else ""
+
+
+def replay(store: Store, conn: sa.Connection, event: Event, decision: Decision,
+           target: _Target) -> str:
+    """Why this delivery is a replay of a captured one (its body seen before under another
+    delivery id: neither header is signed), or "". Checked for deliveries that change
+    something only, so the webhook's common path hashes nothing."""
+    if not (body := digest(event)):
+        return ""
+    if (first := store.replayed(conn, body, event.delivery_id)) is not None:
+        return f"the same signed body came as delivery {first}; a replay, not new work"
+    if isinstance(decision, StartJob) and target.issue_number is not None and \
+            store.last_job_digest(conn, decision.repo, target.issue_number) == body:
+        return (f"#{target.issue_number}'s last job started from this very body; a replay, "
+                "not a new request")
+    return ""
+
+
 def apply(
     store: Store, conn: sa.Connection, decision: Decision, event: Event, target: _Target
 ) -> tuple[str, int | None]:
@@ -297,15 +324,16 @@ def apply(
 
 def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_number: int,
            origin: Job | None) -> tuple[str, int | None]:
+    context = {**d.context, **({"payload_sha256": body} if (body := digest(event)) else {})}
     values: dict[str, Any] = dict(
         kind=d.kind, repo=d.repo, installation_id=d.installation_id, requested_by=d.requested_by,
-        trigger=d.trigger, feedback=d.feedback, context=d.context, delivery_id=event.delivery_id,
+        trigger=d.trigger, feedback=d.feedback, context=context, delivery_id=event.delivery_id,
         pr_number=d.pr_number, issue_number=issue_number,
     )
     if origin is not None:  # an iteration keeps the issue text its first job worked from
         snap = origin.result.issue_snapshot or origin.context.get("issue_snapshot")
         values.update(branch=origin.branch, context={
-            **d.context, "origin_job": origin.id, **({"issue_snapshot": snap} if snap else {})})
+            **context, "origin_job": origin.id, **({"issue_snapshot": snap} if snap else {})})
     job_id = store.insert_job(conn, **values)
     if job_id is None:  # the issue has a job under way: its requester hears so
         active = store.active_job(conn, d.repo, issue_number)
@@ -326,7 +354,26 @@ def _cancel(store: Store, conn: sa.Connection, d: CancelJob, issue_number: int
                           d.requested_by, d.comment_id)
         return (f"cancel of job(s) {asked} asked by @{d.requested_by}; it acts once their "
                 "write access is confirmed"), asked[0]
+    if d.check_running:
+        return _close(store, conn, d, issue_number)
     touched = store.cancel_jobs(conn, d.repo, issue_number, d.reason, d.only_queued)
     if not touched:
         return f"ignored: #{issue_number} has no active job to cancel", None
     return f"cancel requested for job(s) {touched}: {d.reason}", touched[0]
+
+
+def _close(store: Store, conn: sa.Connection, d: CancelJob, issue_number: int
+           ) -> tuple[str, int | None]:
+    """The issue was closed: its queued job ends now; a running one stops only once the
+    closer is found to have write access (else it goes on, and the closer hears why)."""
+    queued = store.cancel_jobs(conn, d.repo, issue_number, d.reason, only_queued=True)
+    running = store.request_cancel(conn, d.repo, issue_number, d.requested_by, d.reason,
+                                   states=("running",))
+    if not queued and not running:
+        return f"ignored: #{issue_number} has no active job to cancel", None
+    detail = f"cancelled queued job(s) {queued}: {d.reason}" if queued else ""
+    if running:
+        detail += ("; " if detail else "") + (
+            f"stop of running job(s) {running} asked by @{d.requested_by}; it acts once their "
+            "write access is confirmed")
+    return detail, (queued or running)[0]

@@ -87,7 +87,7 @@ class WebhookEndpoint:
             await self.ingestor.reject(name, delivery, problem)
             return 400, {"error": problem}
         outcome = await self.ingestor.submit(Event(name=name, payload=payload,
-                                                   delivery_id=delivery))
+                                                   delivery_id=delivery, body=body))
         if outcome.status == "rejected":
             return 422, {"status": outcome.status, "error": outcome.detail}
         if outcome.job_id is not None and self.on_job is not None:
@@ -135,7 +135,6 @@ def create_app(
         Route("/webhook", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics.endpoint(store), methods=["GET"]),
         *routes,  # the dashboard (bot/dashboard)
     ])
 

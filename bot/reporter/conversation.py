@@ -47,29 +47,35 @@ class Conversation:
         await status.set("queued", wording.QUEUED.format(position=position), force=True)
         return status.comment_id
 
-    async def answer(self, request: dict[str, Any], job: Job) -> None:
-        """A trigger or command that reached a job under way: a reaction, and for a second
-        trigger a line saying which job has it (a /cancel is answered by its result)."""
+    async def answer(self, request: dict[str, Any], job: Job, speak: bool) -> None:
+        """A trigger or command that reached a job under way: a reaction, and, when
+        ``speak``, a line saying which job has it (a /cancel is answered by its result)."""
         gh = self.repo(job)
         if gh is None:
             return
         if request["comment_id"]:
             await gh.react_comment(int(request["comment_id"]))
-        if request["kind"] == "trigger":
+        if speak and request["kind"] == "trigger":
             await gh.create_comment(int(request["number"]), wording.ALREADY_UNDER_WAY.format(
                 login=request["requested_by"], job=job.id, state=job.state))
 
-    async def may_cancel(self, job: Job) -> bool:
-        """Whether the author of a /cancel may stop this job; a polite answer if not."""
+    async def may_steer(self, job: Job, login: str) -> bool:
+        """Whether ``login`` has write access to the job's repository (may start, stop or
+        steer it)."""
+        gh = self.repo(job)
+        return gh is not None and await gh.permission(login) in WRITE_ROLES
+
+    async def refuse_cancel(self, job: Job) -> None:
+        """Tell the author of a refused cancel (a /cancel, or closing the issue) that the job
+        goes on."""
         gh = self.repo(job)
         if gh is None or not job.cancel_by:
-            return False
+            return
         role = await gh.permission(job.cancel_by)
-        if role in WRITE_ROLES:
-            return True
-        await gh.create_comment(job.target, wording.CANCEL_REFUSED.format(
-            login=job.cancel_by, role=role, repo=job.repo))
-        return False
+        text = wording.CLOSE_REFUSED if (job.cancel_reason or "").startswith(
+            "the issue was closed") else wording.CANCEL_REFUSED
+        await gh.create_comment(job.target, text.format(login=job.cancel_by, role=role,
+                                                        repo=job.repo))
 
     async def not_permitted(self, job: Job, gh: RepoClient | None = None) -> str:
         """Why the person who asked for this job may not (no write access), or ""; through

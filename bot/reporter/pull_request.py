@@ -49,7 +49,8 @@ class PullRequestWriter:
             tests_before=r.tests_before, tests_after=r.tests_after,
             regression=verdict.regression, verdict=verdict, test_command=r.test_command,
             test_command_reason=r.test_command_reason, setup_command=r.setup_command,
-            setup_reason=r.setup_reason, setup_warning=r.setup_warning, spend=spend,
+            setup_reason=r.setup_reason, setup_warning=r.setup_warning,
+            setup_offline=r.setup_offline, spend=spend,
             model=r.model, inputs_seen=d.inputs.seen(), inputs_excluded=d.inputs.excluded,
             requested_by=d.job.requested_by, egress_denied=r.egress_denied, job_id=d.job.id,
             job_url=job_url(self.public_url, d.job.id))

@@ -14,12 +14,18 @@ ALREADY_UNDER_WAY = ("@{login}, Handoff's job {job} already has this ({state}), 
 CANCEL_REFUSED = ("@{login}, only people with write access to {repo} can cancel Handoff's "
                   "work (you have {role} access), so the job goes on. A maintainer can "
                   "cancel it with `/cancel`.")
+CLOSE_REFUSED = ("@{login}, closing the issue does not stop Handoff's job under way: only people "
+                 "with write access to {repo} can stop it (you have {role} access), so it goes "
+                 "on. A maintainer can stop it with `/cancel`.")
 NOT_PERMITTED = ("@{login} has {role} access to {repo}; Handoff takes work only from people "
                  "with write access")
 NO_INSTALLATION = "the delivery named no installation of the App"
 NO_CHANGES = "the agent finished without changing any file: {summary}"
 SETUP_COMMAND_FAILED = "the setup command {why}"
 SETUP_WARNING = "the dependencies could not be installed: {why}"
+SETUP_OFFLINE = ("it ran without network, because this branch changes files that decide what "
+                 "a setup installs or runs ({files}); dependencies it could not install offline "
+                 "are missing")
 PUSH_REFUSED = "GitHub refused the push to {branch}: {error}"
 RESUMED_AFTER_PUSH = ("Resumed: the change was pushed already (commit {head}); opening the pull "
                       "request.")
@@ -36,5 +42,6 @@ COMMIT_TITLES = {"implement": "Fix #{number}: {title}",
 WIP_TITLE = "WIP: stopped early ({why})"
 ADDRESSED = "Addressed in {head}:\n\n{answer}"
 EDIT_LEFT_OUT = "an edit of the issue by @{login}"
+EDITS_LEFT_OUT = "{count} edits of the issue by @{login}"
 LATER_CHANGE_LEFT_OUT = ("a change to the issue made after it was handed over, by someone not "
                          "confirmed as a writer")
