@@ -687,12 +687,19 @@ ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
 ]
 
 
+def all_attacks() -> list[Callable[[Lab], Awaitable[Verdict]]]:
+    """This list, then the steering and setup attacks of audit 3 (bench/security_steering.py)."""
+    from bench.security_steering import ATTACKS as STEERING
+
+    return [*ATTACKS, *STEERING]
+
+
 async def run_all(backend: str, port_base: int) -> list[tuple[str, bool, str]]:
     root = Path(tempfile.mkdtemp(prefix="handoff-security-"))
     lab = Lab(backend, root, port_base)
     rows = []
     try:
-        for attack in ATTACKS:
+        for attack in all_attacks():
             started = time.monotonic()
             try:
                 blocked, evidence = await attack(lab)

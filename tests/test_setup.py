@@ -34,13 +34,13 @@ def test_declared_dependencies_choose_the_install() -> None:
         is None  # nothing declared: nothing to install
     node = setup_from({"package.json", "package-lock.json"},
                       {"package.json": '{"devDependencies": {"jest": "^29"}}'})
-    assert node and node.command == "npm ci --ignore-scripts"
+    assert node and node.command == "npm ci --ignore-scripts --no-audit --no-fund"
     go = setup_from({"go.mod"}, {"go.mod": "module x\nrequire golang.org/x/text v0.3.0\n"})
     assert go and go.command == "go mod download"
     both = setup_from({"requirements.txt", "package.json"}, {
         "requirements.txt": "six\n", "package.json": '{"dependencies": {"left-pad": "1"}}'})
     assert both and both.command == ("pip install --only-binary :all: -r requirements.txt && "
-                                     "npm install --ignore-scripts")
+                                     "npm install --ignore-scripts --no-audit --no-fund")
 
 
 pytestmark = pytest.mark.podman

@@ -69,6 +69,7 @@ def setup_from(names: set[str], files: dict[str, str]) -> Setup | None:
 
 
 PIP = "pip install --only-binary :all:"  # wheels only: nothing is built while online
+NPM_FLAGS = "--ignore-scripts --no-audit --no-fund"  # no scripts; no calls but the downloads
 
 
 def _python(names: set[str], files: dict[str, str]) -> Setup | None:
@@ -114,9 +115,9 @@ def _node(names: set[str], files: dict[str, str]) -> Setup | None:
                                              package.get("devDependencies")):
         return None
     if "package-lock.json" in names:
-        return Setup("npm ci --ignore-scripts", "`package.json` declares dependencies, locked "
+        return Setup(f"npm ci {NPM_FLAGS}", "`package.json` declares dependencies, locked "
                      "in `package-lock.json` (installed without running install scripts)")
-    return Setup("npm install --ignore-scripts", "`package.json` declares dependencies "
+    return Setup(f"npm install {NPM_FLAGS}", "`package.json` declares dependencies "
                  "(installed without running install scripts)")
 
 

@@ -622,6 +622,16 @@ class Store:
         row = await self.write(lambda conn: conn.execute(stmt).first())
         return Job.from_row(row) if row else None
 
+    async def refused_before(self, job: Job) -> bool:
+        """Whether an earlier job of the same person on the same issue was refused for want
+        of write access, and said so (an outsider's later triggers get no more replies)."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(jobs.c.id).where(
+                jobs.c.repo == job.repo, jobs.c.issue_number == job.issue_number,
+                jobs.c.requested_by == job.requested_by, jobs.c.id != job.id,
+                jobs.c.category == "not-permitted", jobs.c.reported.is_(True)).limit(1))).first()
+        return row is not None
+
     async def report_done(self, job_id: int) -> None:
         await self.update_job(job_id, reported=True, report_after=None, report_error="")
 

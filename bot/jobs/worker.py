@@ -402,6 +402,12 @@ class Worker:
         """Post a claimed report; on failure it backs off (per job, doubling) or, when it can
         never be posted, is marked unreportable."""
         tries = max(1, job.report_attempts)
+        if job.category == Failure.NOT_PERMITTED and await self.store.refused_before(job):
+            log.warning("job %s: @%s was told on %s#%s before that they may not ask; not "
+                        "told again", job.id, job.requested_by, job.repo, job.issue_number)
+            await self._persist(job.id, "that it was reported",
+                                lambda: self.store.report_done(job.id))
+            return
         try:
             await self.reporter.report(job)
         except Unreportable as exc:
@@ -466,8 +472,7 @@ class Worker:
 
     async def review_arrivals(self) -> None:
         """Check who asked for each newly queued job as it arrives, so a person without
-        write access hears so at once instead of when the job's turn comes (once an issue:
-        their later triggers there end without another reply)."""
+        write access hears so at once instead of when the job's turn comes."""
         if self.conversation is None:
             return
         for job in await self.store.queued():
@@ -485,14 +490,9 @@ class Worker:
                 log.exception("job %s: could not check who asked for it", job.id)
                 continue
             if why:
-                told = not await self.store.claim_reply(
-                    f"refused:{job.repo}#{job.issue_number}", job.requested_by)
-                if told:
-                    log.warning("job %s: @%s was refused on %s#%s before; not answered again",
-                                job.id, job.requested_by, job.repo, job.issue_number)
                 await self.store.update_queued(job.id, state="failed", reason=why,
                                                category="not-permitted",
-                                               finished_at=time.time(), reported=told)
+                                               finished_at=time.time())
             else:
                 await self.store.update_queued(
                     job.id, result=job.result.with_(requester_checked=True))

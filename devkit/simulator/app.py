@@ -185,6 +185,12 @@ class Simulator:
         self.emit(repo, "issues", "edited", User(actor), issue=self.render.issue(repo, issue),
                   changes={"body": {"from": before}})
 
+    def close_issue(self, full_name: str, number: int, actor: str) -> None:
+        """Someone closes an issue (its author may, with read access only)."""
+        repo, issue = self._issue(full_name, number)
+        issue.state = "closed"
+        self.emit(repo, "issues", "closed", User(actor), issue=self.render.issue(repo, issue))
+
     def comment(self, full_name: str, number: int, body: str, actor: str,
                 actor_type: str = "User") -> Comment:
         repo, issue = self._issue(full_name, number)
