@@ -122,11 +122,25 @@ def test_the_worker_takes_sandbox_traffic_only_on_the_proxy_ports() -> None:
     variables = env(pod_spec(find("Deployment", "handoff-worker"))["containers"][0])
     first, last = (int(p) for p in variables["HANDOFF_KUBERNETES_PROXY_PORTS"].split("-"))
     policy = find("NetworkPolicy", "handoff-worker")
-    [from_sandboxes] = [rule for rule in policy["spec"]["ingress"] if "from" in rule]
+    [from_sandboxes] = [rule for rule in policy["spec"]["ingress"]
+                        if any("podSelector" in peer for peer in rule.get("from", []))]
     assert from_sandboxes["ports"] == [{"protocol": "TCP", "port": first, "endPort": last}]
     deny = find("NetworkPolicy", "default-deny")
     assert deny["metadata"]["namespace"] == variables["HANDOFF_KUBERNETES_NAMESPACE"]
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_metrics_are_scraped_from_the_monitoring_namespace_only() -> None:
+    """/metrics has a port of its own (never the webhook's), which only the monitoring
+    namespace may reach: no rule lets any pod in on it (audit 3, row 39)."""
+    for name in ("handoff-web", "handoff-worker"):
+        variables = env(pod_spec(find("Deployment", name))["containers"][0])
+        port = int(variables["HANDOFF_METRICS_PORT"])
+        assert port != int(variables.get("HANDOFF_PORT", "8000"))
+        rules = [rule for rule in find("NetworkPolicy", name)["spec"]["ingress"]
+                 if any(p["port"] == port for p in rule["ports"])]
+        assert rules and all(rule.get("from") == [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "monitoring"}}}] for rule in rules), rules
 
 
 def test_web_and_workers_share_one_postgresql_through_database_url() -> None:

@@ -23,8 +23,8 @@ from bench.security import Lab
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     root = Path(tempfile.mkdtemp(prefix="handoff-steer-"))
-    # Ports 18700-18749 on 127.0.0.1 for the allowed "registry".
-    yield Lab("podman", root, port_base=18700)
+    # Ports 18740-18749 on 127.0.0.1 for the allowed "registry".
+    yield Lab("podman", root, port_base=18740)
     shutil.rmtree(root, ignore_errors=True)
 
 
