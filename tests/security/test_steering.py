@@ -68,3 +68,16 @@ async def test_a_preinstall_the_branch_adds_never_runs_with_network(lab: Lab) ->
 @pytest.mark.podman
 async def test_the_default_preinstall_never_runs_the_branch_s_code(lab: Lab) -> None:
     await check(lab, steering.setup_runs_the_default_preinstall_s_changed_file)
+
+
+async def test_a_writer_closing_the_issue_still_stops_its_job(lab: Lab) -> None:
+    """The other side of the closing check: a writer who closes the issue stops the job."""
+    slow = [steering.bash("sleep 20"), steering.finish("slept")]
+    async with steering.stack(lab.root / "writer-close", slow, sandbox="local") as s:
+        s.sim.add_repo(steering.REPO, steering.CALC)
+        s.sim.get_repo(steering.REPO).collaborators.update({"maya": "write"})
+        number = s.label_new_issue(steering.REPO, "Slow", "x", by="maya")
+        await steering.wait_stage(s, "agent")
+        s.sim.close_issue(steering.REPO, number, "maya")
+        job = await s.wait_job(lambda j: j.issue_number == number, timeout=30)
+    assert job.state == "cancelled" and job.reason == "the issue was closed by @maya"
