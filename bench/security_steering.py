@@ -132,7 +132,7 @@ async def reader_closes_writers_issue(lab: Lab) -> Verdict:
         job = await s.wait_job(lambda j: j.issue_number == number)
         told = said_to(s, "mallory", number)
     evidence = f"the writer's job {job.state} ({job.reason or 'no reason'}); @mallory told: " \
-               f"{[t[:70] for t in told]}"
+               f"{[t[:120] for t in told]}"
     return job.state == "succeeded" and len(told) == 1 and "goes on" in told[0], evidence
 
 
