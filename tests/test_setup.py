@@ -11,7 +11,8 @@ import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT
 from helpers import package_index, wheel
 
-from bot.executor.dependencies import setup_from
+from bot.executor.dependencies import build_files_changed, setup_from
+from bot.executor.gitops import Checkout
 from devkit.stack import stack
 
 REPO = "acme/calc"
@@ -41,6 +42,40 @@ def test_declared_dependencies_choose_the_install() -> None:
         "requirements.txt": "six\n", "package.json": '{"dependencies": {"left-pad": "1"}}'})
     assert both and both.command == ("pip install --only-binary :all: -r requirements.txt && "
                                      "npm install --ignore-scripts --no-audit --no-fund")
+
+
+def commit(co: Checkout, files: dict[str, str], message: str) -> str:
+    for path, text in files.items():
+        (co.work_tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (co.work_tree / path).write_text(text)
+    git = ["git", f"--git-dir={co.git_dir}", f"--work-tree={co.work_tree}"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm",
+                    message], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+async def test_the_build_files_a_branch_changed_are_found_at_any_depth(tmp_path: Path) -> None:
+    """What keeps an iteration's setup off the network: manifests by name at any depth, the
+    files the default branch's requirements include, and what the setup command names."""
+    co = Checkout(tmp_path / "git", tmp_path / "ws")
+    co.work_tree.mkdir()
+    subprocess.run(["git", "init", "-q", f"--separate-git-dir={co.git_dir}",
+                    str(co.work_tree)], check=True)
+    (co.work_tree / ".git").unlink()
+    base = commit(co, {"app.py": "x = 1\n", "requirements.txt": "-r deps/base.in\n",
+                       "deps/base.in": "six\n", "scripts/setup.sh": "pip install six\n"},
+                   "default branch")
+    assert await build_files_changed(co, base, "bash scripts/setup.sh") == []
+    commit(co, {"app.py": "x = 2\n", "docs/guide.md": "hi\n"}, "the agent's code")
+    assert await build_files_changed(co, base, "bash scripts/setup.sh") == []
+    commit(co, {"deps/base.in": "evil\n", "scripts/setup.sh": "curl x\n",
+                "vendor/lib/package.json": "{}\n", "tools/build.mk": "x:\n",
+                ".npmrc": "git=./x\n"}, "the agent's build files")
+    assert await build_files_changed(co, base, "bash scripts/setup.sh") == [
+        ".npmrc", "deps/base.in", "scripts/setup.sh", "tools/build.mk",
+        "vendor/lib/package.json"]
 
 
 pytestmark = pytest.mark.podman
