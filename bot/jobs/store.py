@@ -50,6 +50,13 @@ INSERT_JOB = sa.text(
     "ON CONFLICT DO NOTHING RETURNING id"
 ).bindparams(*(sa.bindparam(c, type_=sa.JSON) for c in JOB_JSON_COLUMNS))
 DELIVERY_ROWS_PER_INSERT = 100  # 700 parameters: well inside SQLite's and PostgreSQL's limits
+# A signed body's digest, claimed unless a delivery brought it within the window (a replay).
+CLAIM_PAYLOAD = sa.text(
+    "INSERT INTO payloads (digest, delivery_id, received_at) VALUES (:d, :id, :now) "
+    "ON CONFLICT (digest) DO UPDATE SET delivery_id = excluded.delivery_id, "
+    "received_at = excluded.received_at WHERE payloads.received_at < :cutoff "
+    "RETURNING delivery_id")
+FIRST_PAYLOAD = sa.text("SELECT delivery_id FROM payloads WHERE digest = :d")
 # An issue edit as kept for its job: GitHub's own limits on a title and a body.
 EDIT_TITLE_CHARS, EDIT_BODY_CHARS = 256, 65536
 # How long a signed body counts as seen: GitHub redelivers for 3 days, GHES for 7.
@@ -422,18 +429,12 @@ class Store:
         """Note a signed body that asks for a write; if the same body came under another
         delivery id within the redelivery window, that id (a replay), else None."""
         now = time.time()
-        claim = sa.text(
-            "INSERT INTO payloads (digest, delivery_id, received_at) VALUES (:d, :id, :now) "
-            "ON CONFLICT (digest) DO UPDATE SET delivery_id = excluded.delivery_id, "
-            "received_at = excluded.received_at WHERE payloads.received_at < :cutoff "
-            "RETURNING delivery_id")
-        params = {"d": digest, "id": delivery_id, "now": now,
-                  "cutoff": now - REPLAY_WINDOW_SECONDS}
-        if conn.execute(claim, params).first() is not None:
+        _, rows = run_sql(conn, CLAIM_PAYLOAD, {"d": digest, "id": delivery_id, "now": now,
+                                                "cutoff": now - REPLAY_WINDOW_SECONDS})
+        if rows:
             return None
-        first = conn.execute(sa.select(payloads.c.delivery_id).where(
-            payloads.c.digest == digest)).scalar()
-        return str(first or "?")
+        _, rows = run_sql(conn, FIRST_PAYLOAD, {"d": digest})
+        return str(rows[0][0]) if rows else "?"
 
     def last_job_digest(self, conn: sa.Connection, repo: str, issue_number: int) -> str | None:
         """The body digest the issue's latest job started from, if it has one."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bot import logs
 from bot.jobs.store import DuplicateDelivery, Job, Store, StoreBusy
 from bot.receiver.decisions import (
     CancelJob,
@@ -26,6 +27,7 @@ from bot.receiver.decisions import (
 from handlers import Context, HandlerError, decide
 
 log = logging.getLogger("handoff.ingest")
+REPLAYS = logs.Throttle(60.0)  # a replay is logged at most once a minute, with a count
 
 
 @dataclass(slots=True)
@@ -154,8 +156,10 @@ class _Recorder:
         except DuplicateDelivery:
             return duplicate(event)  # GitHub's own redelivery: the same id
         if why := replay(self.store, self.conn, event, decision, target):
-            log.warning("delivery %s refused: %s", event.delivery_id, why,
-                        extra={"delivery": event.delivery_id})
+            if (held := REPLAYS.ready()) is not None:  # one body can be sent at any rate
+                log.warning("delivery %s refused: %s%s", event.delivery_id, why,
+                            f"; {held} more replays refused in the last minute" if held else "",
+                            extra={"delivery": event.delivery_id})
             self.store.set_delivery_outcome(self.conn, event.delivery_id, f"refused: {why}")
             return Outcome("duplicate", f"refused: {why}")
         detail, job_id = apply(self.store, self.conn, decision, event, target)
