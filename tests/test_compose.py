@@ -34,6 +34,7 @@ from devkit.stack import MODEL_KEY, SECRET
 
 ROOT = Path(__file__).parent.parent
 SIM_PORT, MODEL_PORT, WEB_PORT, INDEX_PORT = 47100, 47101, 47102, 47103
+METRICS_PORT, WORKER_METRICS_PORT = 47104, 47105
 PROJECT = "handoff-compose-test"
 REPO = "acme/calc"
 HOST = "host.containers.internal"  # the host, as Podman names it inside containers
@@ -216,7 +217,9 @@ async def test_compose_stack_turns_a_labelled_issue_into_a_pull_request() -> Non
         "DOCKER_HOST": f"unix://{base / 'podman.sock'}", "COMPOSE_PROJECT_NAME": PROJECT,
         "HANDOFF_ENGINE_SOCKET": str(base / "podman.sock"), "HANDOFF_DATA": str(data),
         "HANDOFF_ENV_FILE": str(base / "handoff.env"),
-        "HANDOFF_PUBLISH": f"127.0.0.1:{WEB_PORT}", "POSTGRES_PASSWORD": secrets.token_hex(12)})
+        "HANDOFF_PUBLISH": f"127.0.0.1:{WEB_PORT}", "POSTGRES_PASSWORD": secrets.token_hex(12),
+        "HANDOFF_METRICS_PUBLISH": f"127.0.0.1:{METRICS_PORT}",
+        "HANDOFF_WORKER_METRICS_PUBLISH": f"127.0.0.1:{WORKER_METRICS_PORT}"})
     try:
         with podman_service(base / "podman.sock"):
             async with host_services(base) as (sim, index):
@@ -266,3 +269,8 @@ async def job_through_compose(compose: Compose, sim: Simulator) -> None:
     assert "Done" in status_comment(sim, number)
     assert f"Setup: `{SETUP}`" in pr.body and "It failed" not in pr.body, pr.body
     assert "2 passed" in pr.body, pr.body  # tinydep imported: installed through the proxy
+    async with httpx.AsyncClient(timeout=10) as client:  # the paid job shows in /metrics
+        scrape = (await client.get(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")).text
+    cost = [line for line in scrape.splitlines()
+            if line.startswith("handoff_model_cost_dollars_total ")]
+    assert cost and float(cost[0].split()[1]) > 0, scrape
