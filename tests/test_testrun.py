@@ -8,9 +8,11 @@ import pytest
 
 from bot.executor.sandbox import CommandResult
 from bot.executor.testrun import (
+    GO_TEST_ALL,
     PYTEST,
     TestReport,
     discover_from,
+    instrumented,
     interpret,
     parse_junit,
     parse_output,
@@ -58,6 +60,58 @@ def test_go_test_output() -> None:
            "FAIL\texample.com/calc\t0.002s\nok  \texample.com/calc/util\t(cached)\n")
     assert parse_output(out) == ("go test", {"passed": 0, "failed": 1, "errors": 0,
                                              "skipped": 0}, ["TestAdd"])
+
+
+def test_go_test_json_counts_every_test_by_package() -> None:
+    out = text("go-test-json-mixed.jsonl")
+    report = interpret(GO_TEST_ALL, CommandResult(1, "", ""), out)
+    assert report.runner == "go test" and report.complete
+    assert report.counts == {"passed": 2, "failed": 1, "errors": 0, "skipped": 1}
+    assert report.outcomes["example.com/mini/strutil.TestRev"] == "passed"
+    assert report.outcomes["example.com/mini/calc.TestSub/small"] == "passed"
+    assert report.failing == ["example.com/mini/calc.TestAdd"]
+    assert report.line() == "fail — 2 passed, 1 failed, 1 skipped"
+    green = "\n".join(ln for ln in out.splitlines() if "mini/calc" not in ln)
+    assert interpret(GO_TEST_ALL, CommandResult(0, "", ""), green).line() == "pass — 1 passed"
+
+
+def test_a_go_package_that_does_not_build_is_an_error_by_name() -> None:
+    report = interpret(GO_TEST_ALL, CommandResult(2, "", "broken/b.go:3:23: cannot use"),
+                       text("go-test-json-build-failed.jsonl"))
+    assert report.counts["errors"] == 1 and "example.com/mini/broken" in report.failing
+    assert "example.com/mini/calc.TestAdd" in report.failing and report.complete
+
+
+def test_go_test_is_made_to_write_json_to_the_report_file() -> None:
+    assert instrumented("go test ./...", "/tmp/r") == ("go test -json ./... > /tmp/r", {})
+    assert instrumented(GO_TEST_ALL, "/tmp/r") == ("go test -json ./... > /tmp/r", {})
+    assert instrumented("go test ./... && go vet ./...", "/tmp/r")[0] == \
+        "go test ./... && go vet ./..."
+
+
+@pytest.mark.parametrize("command,result,state,line", [
+    (PYTEST, CommandResult(5, "\nno tests ran in 0.01s\n", ""), "no-tests",
+     "ran no test (no tests ran in 0.01s)"),
+    (PYTEST, CommandResult(4, "ERROR: file or directory not found: tests\n\n"
+                              "no tests ran in 0.00s\n", ""), "no-tests",
+     "ran no test (ERROR: file or directory not found: tests)"),
+    (PYTEST, CommandResult(4, "", "ERROR: usage: pytest [options]\npytest: error: "
+                                  "unrecognized arguments: --cov\n"), "could-not-run",
+     "could not run: exit code 4: ERROR: usage: pytest [options]"),
+    (GO_TEST_ALL, CommandResult(1, "", "go: errors parsing go.mod:\n/workspace/go.mod:3: "
+                                       "invalid go version '1.x'\n"), "could-not-run",
+     "could not run: exit code 1: go: errors parsing go.mod:"),
+    ("./run-checks.sh", CommandResult(1, "3 checks failed\n", ""), "ran", "fail — 3 checks "
+     "failed"),
+])
+def test_a_run_with_no_test_is_no_test_run(command: str, result: CommandResult, state: str,
+                                           line: str) -> None:
+    report = interpret(command, result)
+    assert (report.state, report.line()) == (state, line)
+    if state != "ran":
+        verdict = decide(report, report)
+        assert verdict.title == TITLE_NOT_RUN and verdict.conclusion == "neutral"
+        assert "test failure" in verdict.risks[0] or "ran no test" in verdict.risks[0]
 
 
 def test_the_line_has_counts_not_progress_dots() -> None:
@@ -114,7 +168,7 @@ def test_a_failing_test_that_mentions_a_missing_module_is_still_a_failure() -> N
     ({"package.json": '{"scripts": {"test": "jest"}}'}, "npm test", "`jest`"),
     ({"package.json": '{"scripts": {"test": "vitest"}}', "pnpm-lock.yaml": ""}, "pnpm test",
      "test"),
-    ({"go.mod": "module x\n"}, "go test ./...", "Go module"),
+    ({"go.mod": "module x\n"}, GO_TEST_ALL, "Go module"),
     ({"Cargo.toml": "[package]\n"}, "cargo test", "Cargo"),
     ({"Makefile": "all:\n\ttrue\ntest:\n\t./run-tests\n"}, "make test", "`test` target"),
 ])

@@ -4,12 +4,13 @@ The test command comes from `.github/handoff.yml`, or is discovered from the rep
 read from git objects of the base commit (never from the work tree, where the agent may have
 planted symlinks). Runs happen in the sandbox; pytest writes JUnit XML to a fresh path in the
 sandbox's /tmp, read back with ``cat`` and parsed here with the standard library (documents
-with a DTD are refused, so no entity is ever expanded or followed). Other runners are read from
-their summary lines.
+with a DTD are refused, so no entity is ever expanded or followed); ``go test`` writes its JSON
+events there the same way. Other runners are read from their summary lines.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import shlex
@@ -25,7 +26,9 @@ JUNIT_CHUNK = 48 * 1024  # under the sandbox's output cap
 JUNIT_MAX = 8 * 1024 * 1024
 MAX_OUTCOMES = 20_000  # per-test results kept in a job's record
 PYTEST = "python3 -m pytest -q -p no:cacheprovider"
+GO_TEST_ALL = "go test -json ./..."
 NPM_DEFAULT_TEST = 'echo "Error: no test specified" && exit 1'
+GO_TEST = re.compile(r"^\s*go\s+test(\s|$)")
 SIMPLE_PYTEST = re.compile(r"^\s*(python3?\s+-m\s+pytest|py\.test|pytest)(\s|$)")
 SHELL_OPERATORS = re.compile(r"[;&|<>`$()\n]")
 
@@ -130,8 +133,8 @@ def discover_from(names: set[str], files: dict[str, str],
             candidates.append(TestCommand(f"{tool} test", f"`package.json` has a `test` script "
                                           f"({code(script[:80])})"))
     if "go.mod" in names:
-        candidates.append(TestCommand("go test ./...", "the repository is a Go module "
-                                      "(`go.mod`)"))
+        candidates.append(TestCommand(GO_TEST_ALL, "the repository is a Go module "
+                                      "(`go.mod`); `-json` reports every test"))
     if "Cargo.toml" in names:
         candidates.append(TestCommand("cargo test", "the repository is a Cargo package "
                                       "(`Cargo.toml`)"))
@@ -152,7 +155,7 @@ def discover_from(names: set[str], files: dict[str, str],
 
 def _runs(workflow: str, command: str) -> bool:
     words = {"python3 -m pytest -q -p no:cacheprovider": r"\bpytest\b",
-             "go test ./...": r"\bgo test\b", "cargo test": r"\bcargo test\b",
+             GO_TEST_ALL: r"\bgo test\b", "cargo test": r"\bcargo test\b",
              "make test": r"\bmake test\b", "npm test": r"\bnpm (run )?test\b",
              "pnpm test": r"\bpnpm (run )?test\b", "yarn test": r"\byarn (run )?test\b",
              "tox": r"\btox\b", "nox": r"\bnox\b"}
@@ -182,8 +185,8 @@ class TestReport:
     """What one run of the tests showed.
 
     ``state``: ``ran`` (the suite ran: see ``ok`` and the counts), ``not-run`` (no command),
-    ``config-error`` (the command or its runner is not there), ``no-tests`` (it ran and found
-    none), ``timed-out``.
+    ``config-error`` (the command or its runner is not there), ``no-tests`` (it ran and ran no
+    test), ``could-not-run`` (the runner stopped before any test ran), ``timed-out``.
     """
 
     __test__ = False  # not a pytest test class
@@ -217,7 +220,9 @@ class TestReport:
         if self.state == "timed-out":
             return f"timed out: {self.detail}"
         if self.state == "no-tests":
-            return f"no tests found ({self.detail})" if self.detail else "no tests found"
+            return f"ran no test ({self.detail})" if self.detail else "ran no test"
+        if self.state == "could-not-run":
+            return f"could not run: {self.detail}"
         verdict = "pass" if self.ok else "fail"
         if self.counts:
             parts = [f"{n} {'error' if k == 'errors' and n == 1 else k}"
@@ -241,9 +246,14 @@ def not_run() -> TestReport:
     return TestReport("", "not-run")
 
 
-def with_junit(command: str, path: str) -> tuple[str, dict[str, str]]:
-    """The command made to write JUnit XML to ``path`` where pytest runs: an argument for a
-    plain pytest command, else ``PYTEST_ADDOPTS`` for commands that may start pytest."""
+def instrumented(command: str, path: str) -> tuple[str, dict[str, str]]:
+    """The command made to write a machine-readable report to ``path``: ``go test``'s JSON
+    events for a plain ``go test`` command; JUnit XML where pytest runs (an argument for a
+    plain pytest command, else ``PYTEST_ADDOPTS`` for commands that may start pytest)."""
+    if GO_TEST.match(command) and not SHELL_OPERATORS.search(command):
+        if not re.search(r"\s-json(\s|$)", command):
+            command = GO_TEST.sub(lambda m: "go test -json" + m.group(1), command, count=1)
+        return f"{command} > {shlex.quote(path)}", {}
     if SIMPLE_PYTEST.match(command) and not SHELL_OPERATORS.search(command):
         return f"{command} --junitxml={shlex.quote(path)}", {}
     if re.search(r"\b(pytest|tox|nox|make|python3?)\b", command):
@@ -253,11 +263,11 @@ def with_junit(command: str, path: str) -> tuple[str, dict[str, str]]:
 
 async def run_tests(sandbox: Sandbox, command: str, phase: str) -> TestReport:
     """Run the test command in the sandbox and read what came of it."""
-    path = f"/tmp/handoff-junit-{phase}-{secrets.token_hex(8)}.xml"
-    argv, env = with_junit(command, path)
+    path = f"/tmp/handoff-report-{phase}-{secrets.token_hex(8)}"
+    argv, env = instrumented(command, path)
     result = await sandbox.exec(argv, env=env or None)
-    xml_text = await _read_sandbox_file(sandbox, path) if (argv != command or env) else None
-    return interpret(command, result, xml_text)
+    machine = await _read_sandbox_file(sandbox, path) if (argv != command or env) else None
+    return interpret(command, result, machine)
 
 
 async def _read_sandbox_file(sandbox: Sandbox, path: str) -> str | None:
@@ -293,9 +303,11 @@ def _runner_missing(command: str, output: str) -> str:
     return ""
 
 
-def interpret(command: str, result: CommandResult, junit_xml: str | None = None) -> TestReport:
-    """A report from a finished run: JUnit XML when there is one, else the summary lines."""
-    output = result.stdout + "\n" + result.stderr
+def interpret(command: str, result: CommandResult, machine: str | None = None) -> TestReport:
+    """A report from a finished run: the runner's machine-readable report when there is one
+    (JUnit XML, ``go test -json`` events), else the summary lines of its output."""
+    structured = parse_report(machine) if machine else None
+    output = result.stdout + "\n" + result.stderr + ("\n" + structured[2] if structured else "")
     tail = last_line(output)
     if result.timed_out:
         return TestReport(command, "timed-out", exit_code=result.exit_code,
@@ -307,10 +319,9 @@ def interpret(command: str, result: CommandResult, junit_xml: str | None = None)
         return TestReport(command, "config-error", exit_code=result.exit_code,
                           detail=f"{code(command)} could not start ({cause[:200]})")
     report = TestReport(command, "ran", ok=result.ok, exit_code=result.exit_code, detail=tail)
-    parsed = parse_junit(junit_xml) if junit_xml else None
-    if parsed is not None and parsed[1]:
-        report.runner = "pytest"
-        report.counts, report.outcomes = parsed
+    if structured is not None:
+        report.runner, report.counts, report.outcomes = structured[3], structured[0], \
+            structured[1]
         report.failing = sorted(t for t, o in report.outcomes.items() if o in ("failed", "error"))
         report.complete = True
     else:
@@ -320,9 +331,26 @@ def interpret(command: str, result: CommandResult, junit_xml: str | None = None)
             bad = report.bad() or 0
             report.complete = len(report.failing) == bad
     total = sum(report.counts.values()) if report.counts else None
-    if total == 0 or (report.runner == "pytest" and result.exit_code == 5):
+    if total == 0 or (report.runner == "pytest" and result.exit_code in (4, 5)):
         report.state = "no-tests"
+        report.detail = _first_error(output) or tail
+    elif not report.counts and not result.ok and KNOWN_RUNNER.match(command):
+        report.state = "could-not-run"
+        report.detail = f"{result.describe()}: {_first_error(output) or tail}"[:300]
     return report
+
+
+# Runners whose every run reports its tests: no count from one that failed means no test ran.
+KNOWN_RUNNER = re.compile(r"^\s*(python3?\s+-m\s+(pytest|unittest)|py\.test|pytest|go\s+test|"
+                          r"cargo\s+test|node\s+--test)(\s|$)")
+ERROR_LINE = re.compile(r"^(?:ERROR|E  |error|Error|fatal|go: |npm ERR!|FAIL\s.*\[(?:build|setup) "
+                        r"failed\]|\S+\.go:\d+:\d+: ).*$", re.MULTILINE)
+
+
+def _first_error(output: str) -> str:
+    """The first line of the output that reads as the cause of a stop, or ""."""
+    m = ERROR_LINE.search(output)
+    return m.group(0).strip()[:200] if m else ""
 
 
 def _summary_seen(output: str) -> bool:
@@ -337,6 +365,19 @@ def last_line(output: str) -> str:
 
 # -- parsers -----------------------------------------------------------------------------------
 
+def parse_report(text: str) -> tuple[dict[str, int], dict[str, str], str, str] | None:
+    """Counts, per-test outcomes, the human-readable output and the runner from a
+    machine-readable report (JUnit XML or ``go test -json`` events); None when it is neither."""
+    if text.lstrip().startswith("<"):
+        parsed = parse_junit(text)
+        return (*parsed, "", "pytest") if parsed else None
+    go = parse_go_json(text)
+    return (*go, "go test") if go else None
+
+
+RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+
+
 def parse_junit(text: str) -> tuple[dict[str, int], dict[str, str]] | None:
     """Counts and per-test outcomes from JUnit XML; None if it is not that (or has a DTD)."""
     if "<!DOCTYPE" in text or "<!ENTITY" in text:
@@ -345,7 +386,6 @@ def parse_junit(text: str) -> tuple[dict[str, int], dict[str, str]] | None:
         root = ET.fromstring(text)
     except ET.ParseError:
         return None
-    rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
     outcomes: dict[str, str] = {}
     for case in root.iter("testcase"):
         name = case.get("name") or "?"
@@ -355,10 +395,56 @@ def parse_junit(text: str) -> tuple[dict[str, int], dict[str, str]] | None:
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 kind = {"failure": "failed"}.get(child.tag, child.tag)
-                outcome = max(outcome, kind, key=rank.__getitem__)
+                outcome = max(outcome, kind, key=RANK.__getitem__)
         if test_id in outcomes:
-            outcome = max(outcome, outcomes[test_id], key=rank.__getitem__)
+            outcome = max(outcome, outcomes[test_id], key=RANK.__getitem__)
         outcomes[test_id] = outcome
+    return _counted(outcomes)
+
+
+GO_BUILD_FAILED = re.compile(r"^FAIL\s+(\S+)\s+\[(?:build|setup) failed\]")
+GO_ACTIONS = {"pass": "passed", "fail": "failed", "skip": "skipped"}
+
+
+def parse_go_json(text: str) -> tuple[dict[str, int], dict[str, str], str] | None:
+    """Counts, outcomes (``package.TestName``, subtests as ``TestName/sub``) and the output
+    text from ``go test -json`` events; None if there are none. A package that failed with no
+    failing test (it did not build, or its test binary died) counts as one error."""
+    outcomes: dict[str, str] = {}
+    failed_packages: list[str] = []
+    packages_with_failures: set[str] = set()
+    lines: list[str] = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:  # go 1.19-1.23 print a package that did not build as text
+            lines.append(line)
+            if m := GO_BUILD_FAILED.match(line):
+                failed_packages.append(m.group(1))
+            continue
+        if not isinstance(event, dict) or not isinstance(event.get("Action"), str):
+            continue
+        action, package, test = event["Action"], str(event.get("Package", "")), \
+            event.get("Test")
+        if action == "output":
+            lines.append(str(event.get("Output", "")).rstrip("\n"))
+        elif action in GO_ACTIONS and test:
+            outcomes[f"{package}.{test}"] = GO_ACTIONS[action]
+            if action == "fail":
+                packages_with_failures.add(package)
+        elif action == "fail":
+            failed_packages.append(package)
+    if not outcomes and not failed_packages and not lines:
+        return None
+    for package in failed_packages:
+        if package not in packages_with_failures:
+            outcomes[package] = "error"
+    counts, kept = _counted(outcomes)
+    return counts, kept, "\n".join(lines)
+
+
+def _counted(outcomes: dict[str, str]) -> tuple[dict[str, int], dict[str, str]]:
+    """Counts of these outcomes, and the outcomes kept (only the others past MAX_OUTCOMES)."""
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
     for outcome in outcomes.values():
         counts["errors" if outcome == "error" else outcome] += 1

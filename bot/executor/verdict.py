@@ -32,7 +32,9 @@ WHY_NO_COMMAND = ("no `test_command` is set in `.github/handoff.yml` and none wa
                   "repository")
 WHY_CONFIG = ("{detail}; that is a configuration error, not a test failure: set `test_command` "
               "in `.github/handoff.yml` to a command the sandbox image has")
-WHY_NO_TESTS = "the test command found no tests ({detail})"
+WHY_NO_TESTS = "the test command ran no test ({detail})"
+WHY_COULD_NOT_RUN = ("the test command could not run, it stopped before any test ran ({detail}); "
+                     "that is no test failure")
 WHY_BASELINE = "the tests could not run on the base commit ({line})"
 STAGE_DONE = "done"
 STAGE_REGRESSED = "done-regressed"
@@ -129,7 +131,8 @@ class Verdict:
 def decide(before: TestReport | None, after: TestReport | None, *, prior_evidence: bool = False,
            evidence_expected: bool = True, last_failed_check: str = "") -> Verdict:
     """The verdict on a change from its test runs and the agent's own last check."""
-    if after is None or after.state in ("not-run", "config-error", "no-tests") or (
+    if after is None or after.state in ("not-run", "config-error", "no-tests",
+                                        "could-not-run") or (
             before is not None and before.state == "config-error"):
         why = _why_not_run(before, after)
         return Verdict("neutral", TITLE_NOT_RUN, STAGE_NOT_RUN, tests_run=False,
@@ -157,6 +160,8 @@ def _why_not_run(before: TestReport | None, after: TestReport | None) -> str:
         if report is not None and report.state == "config-error":
             return WHY_CONFIG.format(detail=report.detail)
     report = after or before
+    if report is not None and report.state == "could-not-run":
+        return WHY_COULD_NOT_RUN.format(detail=report.detail)
     if report is None or report.state == "not-run":
         return WHY_NO_COMMAND
     if report.state == "no-tests":
