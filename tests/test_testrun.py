@@ -89,6 +89,17 @@ def test_go_test_is_made_to_write_json_to_the_report_file() -> None:
         "go test ./... && go vet ./..."
 
 
+def test_node_tap_names_every_test_and_its_suite() -> None:
+    report = interpret("npm test", CommandResult(1, "", ""), text("node-18-tap-nested.tap"))
+    assert report.runner == "node --test" and report.complete
+    assert report.counts == {"passed": 5, "failed": 2, "errors": 0, "skipped": 1}  # "# tests 8"
+    assert report.outcomes["suite > inner a"] == "passed"
+    assert report.outcomes["suite > inner b"] == "skipped"
+    assert report.failing == ["range excludes its end", "range steps"]
+    command, env = instrumented("npm test", "/tmp/r")
+    assert command == "npm test" and "--test-reporter-destination=/tmp/r" in env["NODE_OPTIONS"]
+
+
 @pytest.mark.parametrize("command,result,state,line", [
     (PYTEST, CommandResult(5, "\nno tests ran in 0.01s\n", ""), "no-tests",
      "ran no test (no tests ran in 0.01s)"),
@@ -163,7 +174,10 @@ def test_a_failing_test_that_mentions_a_missing_module_is_still_a_failure() -> N
     ({"setup.cfg": "[tool:pytest]\n"}, PYTEST, "`setup.cfg`"),
     ({"tox.ini": "[tox]\nenvlist=py3\n[testenv]\ncommands = pytest\n"}, PYTEST, "tox"),
     ({"noxfile.py": "session.run('pytest')"}, PYTEST, "nox"),
-    ({"tox.ini": "[tox]\n[testenv]\ncommands = stestr run\n"}, "tox", "tox environments"),
+    ({"tox.ini": "[tox]\n[testenv]\ncommands = stestr run {posargs}\n  -coverage report\n"},
+     "stestr run && coverage report", "run directly (tox cannot run"),
+    ({"tox.ini": "[testenv]\ncommands = pytest {posargs:tests}\n", "src": "",
+      "pyproject.toml": "[project]\n"}, f"{PYTEST} -o pythonpath=src", "`src/` is put on"),
     ({"setup.py": "", "tests": ""}, "python3 -m unittest discover -s tests -t .", "`tests/`"),
     ({"package.json": '{"scripts": {"test": "jest"}}'}, "npm test", "`jest`"),
     ({"package.json": '{"scripts": {"test": "vitest"}}', "pnpm-lock.yaml": ""}, "pnpm test",
@@ -182,6 +196,15 @@ def test_discovery_finds_nothing_and_skips_npm_placeholder() -> None:
     npm = {"package.json": '{"scripts": {"test": "echo \\"Error: no test specified\\" && '
                            'exit 1"}}'}
     assert discover_from(set(npm), npm, {}) is None
+
+
+def test_a_ci_that_runs_tox_gets_what_tox_would_run() -> None:
+    files = {"tox.ini": "[tox]\nenvlist = py3\n[testenv]\ndeps = pytest\ncommands = pytest\n",
+             "pyproject.toml": "[project]\nname = 'x'\n", "Makefile": "test:\n\ttox\n"}
+    workflow = {".github/workflows/ci.yml": "jobs:\n  t:\n    steps:\n      - run: tox -e py\n"}
+    found = discover_from(set(files), files, workflow)
+    assert found is not None and found.command == PYTEST
+    assert "the CI workflow `.github/workflows/ci.yml` runs `tox` too" in found.reason
 
 
 def test_the_ci_workflow_breaks_a_tie() -> None:

@@ -10,6 +10,7 @@ events there the same way. Other runners are read from their summary lines.
 
 from __future__ import annotations
 
+import configparser
 import json
 import re
 import secrets
@@ -29,6 +30,7 @@ PYTEST = "python3 -m pytest -q -p no:cacheprovider"
 GO_TEST_ALL = "go test -json ./..."
 NPM_DEFAULT_TEST = 'echo "Error: no test specified" && exit 1'
 GO_TEST = re.compile(r"^\s*go\s+test(\s|$)")
+NODE_TEST = re.compile(r"^\s*((npm|pnpm|yarn)( run)? test|node\s+--test)(\s|$)")
 SIMPLE_PYTEST = re.compile(r"^\s*(python3?\s+-m\s+pytest|py\.test|pytest)(\s|$)")
 SHELL_OPERATORS = re.compile(r"[;&|<>`$()\n]")
 
@@ -43,6 +45,7 @@ class TestCommand:
 
     command: str
     reason: str
+    via: str = ""  # the tool a CI workflow runs that stands for this command (tox, nox)
 
 
 async def discover(co: Checkout, rev: str, configured: str | None) -> TestCommand | None:
@@ -98,19 +101,20 @@ def discover_from(names: set[str], files: dict[str, str],
         candidates.append(TestCommand(PYTEST, "`tox.ini` configures pytest (`[pytest]`)"))
     if "conftest.py" in names:
         candidates.append(TestCommand(PYTEST, "the repository has a `conftest.py`"))
-    if "tox.ini" in names and "pytest" in tox:
+    tox_commands = _tox_commands(tox) if "tox.ini" in names else []
+    if any(SIMPLE_PYTEST.match(c) for c in tox_commands):
         candidates.append(TestCommand(PYTEST, "the tox environments in `tox.ini` run pytest "
-                                      "(run directly: the sandbox has no network for tox)"))
+                                      "(run directly: tox cannot run in the sandbox)", "tox"))
+    elif tox_commands:
+        candidates.append(TestCommand(" && ".join(tox_commands), "the commands of tox's "
+                                      "`[testenv]` in `tox.ini`, run directly (tox cannot run "
+                                      "in the sandbox)", "tox"))
     if "noxfile.py" in names and "pytest" in files.get("noxfile.py", ""):
         candidates.append(TestCommand(PYTEST, "the nox sessions in `noxfile.py` run pytest "
-                                      "(run directly: the sandbox has no network for nox)"))
+                                      "(run directly: nox cannot run in the sandbox)", "nox"))
     if python_files and re.search(r"\bpytest\b", pyproject + setup_cfg + reqs):
         candidates.append(TestCommand(PYTEST, "pytest is among the Python project's "
                                       "dependencies"))
-    if "tox.ini" in names and "[tox" in tox:
-        candidates.append(TestCommand("tox", "`tox.ini` defines tox environments"))
-    if "noxfile.py" in names:
-        candidates.append(TestCommand("nox", "the repository has a `noxfile.py`"))
     if ("pyproject.toml" in names or "setup.py" in names or "setup.cfg" in names) and \
             ("tests" in names or "test" in names):
         start = "tests" if "tests" in names else "test"
@@ -145,12 +149,44 @@ def discover_from(names: set[str], files: dict[str, str],
     if not candidates:
         return None
     # A command the CI workflows run wins; otherwise the first found, in the order above.
+    chosen = candidates[0]
     for path, text in workflows.items():
-        for c in candidates:
-            if _runs(text, c.command):
-                return TestCommand(c.command,
-                                   f"{c.reason}; the CI workflow {code(path)} runs it too")
-    return candidates[0]
+        if found := next((c for c in candidates if _runs(text, c.via or c.command)), None):
+            what = code(found.via) if found.via else "it"
+            chosen = TestCommand(found.command, f"{found.reason}; the CI workflow {code(path)} "
+                                 f"runs {what} too")
+            break
+    return _with_src_path(chosen, names, files)
+
+
+def _tox_commands(tox: str) -> list[str]:
+    """The commands of tox's ``[testenv]``, as a shell runs them here: ``{posargs}`` becomes
+    its default, ``{toxinidir}`` the work tree, a leading ``-`` (tox ignores that exit code)
+    is dropped, and a line with another substitution is left out."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(tox)
+    except configparser.Error:
+        return []
+    text = parser.get("testenv", "commands", fallback="")
+    out = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = re.sub(r"\{posargs:?([^}]*)\}", r"\1", line.strip().lstrip("-").strip())
+        line = re.sub(r"\{toxinidir\}/?", "./", line).strip()
+        if line and not re.search(r"[{}]", line):
+            out.append(line)
+    return out
+
+
+def _with_src_path(chosen: TestCommand, names: set[str], files: dict[str, str]
+                   ) -> TestCommand:
+    """pytest over a ``src/`` layout sees the package there without an install."""
+    config = "".join(files.get(n, "") for n in ("pyproject.toml", "setup.cfg", "tox.ini",
+                                                 "pytest.ini"))
+    if chosen.command != PYTEST or "src" not in names or "pythonpath" in config:
+        return chosen
+    return TestCommand(f"{PYTEST} -o pythonpath=src", f"{chosen.reason}; `src/` is put on the "
+                       "import path, so its package imports without an install", chosen.via)
 
 
 def _runs(workflow: str, command: str) -> bool:
@@ -248,7 +284,8 @@ def not_run() -> TestReport:
 
 def instrumented(command: str, path: str) -> tuple[str, dict[str, str]]:
     """The command made to write a machine-readable report to ``path``: ``go test``'s JSON
-    events for a plain ``go test`` command; JUnit XML where pytest runs (an argument for a
+    events for a plain ``go test`` command; TAP where node's test runner may run (``npm
+    test`` and the like); JUnit XML where pytest runs (an argument for a
     plain pytest command, else ``PYTEST_ADDOPTS`` for commands that may start pytest)."""
     if GO_TEST.match(command) and not SHELL_OPERATORS.search(command):
         if not re.search(r"\s-json(\s|$)", command):
@@ -256,6 +293,10 @@ def instrumented(command: str, path: str) -> tuple[str, dict[str, str]]:
         return f"{command} > {shlex.quote(path)}", {}
     if SIMPLE_PYTEST.match(command) and not SHELL_OPERATORS.search(command):
         return f"{command} --junitxml={shlex.quote(path)}", {}
+    if NODE_TEST.match(command):  # node's runner reports to the file too (node 18.15 and later)
+        return command, {"NODE_OPTIONS": f"--test-reporter=tap --test-reporter=tap "
+                         f"--test-reporter-destination={path} "
+                         f"--test-reporter-destination=stdout"}
     if re.search(r"\b(pytest|tox|nox|make|python3?)\b", command):
         return command, {"PYTEST_ADDOPTS": f"--junitxml={path}"}
     return command, {}
@@ -367,12 +408,16 @@ def last_line(output: str) -> str:
 
 def parse_report(text: str) -> tuple[dict[str, int], dict[str, str], str, str] | None:
     """Counts, per-test outcomes, the human-readable output and the runner from a
-    machine-readable report (JUnit XML or ``go test -json`` events); None when it is neither."""
+    machine-readable report (JUnit XML, ``go test -json`` events, or node's TAP); None when it
+    is none of them."""
     if text.lstrip().startswith("<"):
         parsed = parse_junit(text)
         return (*parsed, "", "pytest") if parsed else None
-    go = parse_go_json(text)
-    return (*go, "go test") if go else None
+    if re.search(r'^\{"(Time|Action)"', text, re.MULTILINE):
+        go = parse_go_json(text)
+        return (*go, "go test") if go else None
+    tap = parse_tap(text)
+    return (*tap, "node --test") if tap else None
 
 
 RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
@@ -441,6 +486,34 @@ def parse_go_json(text: str) -> tuple[dict[str, int], dict[str, str], str] | Non
             outcomes[package] = "error"
     counts, kept = _counted(outcomes)
     return counts, kept, "\n".join(lines)
+
+
+TAP_SUBTEST = re.compile(r"^(\s*)# Subtest: (.*)$")
+TAP_RESULT = re.compile(r"^(\s*)(not )?ok \d+(?: - (.*?))?(?:\s+#\s*(SKIP|TODO)\b.*)?\s*$",
+                        re.IGNORECASE)
+
+
+def parse_tap(text: str) -> tuple[dict[str, int], dict[str, str], str] | None:
+    """Counts and outcomes from TAP as node's test runner writes it (a subtest named after
+    its parents, ``suite > test``); None when there is no test line."""
+    outcomes: dict[str, str] = {}
+    open_subtests: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        if m := TAP_SUBTEST.match(line):
+            indent = len(m.group(1))
+            open_subtests = [s for s in open_subtests if s[0] < indent] + [(indent, m.group(2))]
+            continue
+        if not (m := TAP_RESULT.match(line)):
+            continue
+        indent, name = len(m.group(1)), (m.group(3) or "?").replace("\\#", "#")
+        parents = [n for i, n in open_subtests if i < indent]
+        open_subtests = [s for s in open_subtests if s[0] < indent]
+        outcome = "skipped" if m.group(4) else "failed" if m.group(2) else "passed"
+        outcomes[" > ".join([*parents, name])] = outcome
+    if not outcomes:
+        return None
+    counts, kept = _counted(outcomes)
+    return counts, kept, ""
 
 
 def _counted(outcomes: dict[str, str]) -> tuple[dict[str, int], dict[str, str]]:
