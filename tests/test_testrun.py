@@ -177,7 +177,7 @@ def test_a_failing_test_that_mentions_a_missing_module_is_still_a_failure() -> N
     ({"tox.ini": "[tox]\n[testenv]\ncommands = stestr run {posargs}\n  -coverage report\n"},
      "stestr run && coverage report", "run directly (tox cannot run"),
     ({"tox.ini": "[testenv]\ncommands = pytest {posargs:tests}\n", "src": "",
-      "pyproject.toml": "[project]\n"}, f"{PYTEST} -o pythonpath=src", "`src/` is put on"),
+      "pyproject.toml": "[project]\n"}, f"PYTHONPATH=src {PYTEST}", "`src/` is put on"),
     ({"setup.py": "", "tests": ""}, "python3 -m unittest discover -s tests -t .", "`tests/`"),
     ({"package.json": '{"scripts": {"test": "jest"}}'}, "npm test", "`jest`"),
     ({"package.json": '{"scripts": {"test": "vitest"}}', "pnpm-lock.yaml": ""}, "pnpm test",

@@ -31,7 +31,8 @@ GO_TEST_ALL = "go test -json ./..."
 NPM_DEFAULT_TEST = 'echo "Error: no test specified" && exit 1'
 GO_TEST = re.compile(r"^\s*go\s+test(\s|$)")
 NODE_TEST = re.compile(r"^\s*((npm|pnpm|yarn)( run)? test|node\s+--test)(\s|$)")
-SIMPLE_PYTEST = re.compile(r"^\s*(python3?\s+-m\s+pytest|py\.test|pytest)(\s|$)")
+SIMPLE_PYTEST = re.compile(r"^\s*(PYTHONPATH=[\w./:-]+\s+)?(python3?\s+-m\s+pytest|py\.test|pytest)"
+                           r"(\s|$)")
 SHELL_OPERATORS = re.compile(r"[;&|<>`$()\n]")
 
 
@@ -185,7 +186,7 @@ def _with_src_path(chosen: TestCommand, names: set[str], files: dict[str, str]
                                                  "pytest.ini"))
     if chosen.command != PYTEST or "src" not in names or "pythonpath" in config:
         return chosen
-    return TestCommand(f"{PYTEST} -o pythonpath=src", f"{chosen.reason}; `src/` is put on the "
+    return TestCommand(f"PYTHONPATH=src {PYTEST}", f"{chosen.reason}; `src/` is put on the "
                        "import path, so its package imports without an install", chosen.via)
 
 
@@ -382,8 +383,8 @@ def interpret(command: str, result: CommandResult, machine: str | None = None) -
 
 
 # Runners whose every run reports its tests: no count from one that failed means no test ran.
-KNOWN_RUNNER = re.compile(r"^\s*(python3?\s+-m\s+(pytest|unittest)|py\.test|pytest|go\s+test|"
-                          r"cargo\s+test|node\s+--test)(\s|$)")
+KNOWN_RUNNER = re.compile(r"^\s*(PYTHONPATH=\S+\s+)?(python3?\s+-m\s+(pytest|unittest)|py\.test|"
+                          r"pytest|go\s+test|cargo\s+test|node\s+--test)(\s|$)")
 ERROR_LINE = re.compile(r"^(?:ERROR|E  |error|Error|fatal|go: |npm ERR!|FAIL\s.*\[(?:build|setup) "
                         r"failed\]|\S+\.go:\d+:\d+: ).*$", re.MULTILINE)
 

@@ -1,0 +1,148 @@
+"""Repositories in the shapes Handoff meets (tests/fixtures/repos), end to end without any
+configuration: the simulator, the scripted model and Podman. For each shape: the command
+discovery chose, counts that match a direct run of that command, a fixed test shown as now
+passing and a broken one as newly failing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.executor.testrun import GO_TEST_ALL, PYTEST
+from bot.jobs.store import Job
+from devkit.stack import Stack, stack
+
+SHAPES = Path(__file__).parent / "fixtures" / "repos"
+IMAGE = os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev")
+REPO = "acme/shape"
+
+pytestmark = pytest.mark.podman
+
+
+@dataclass
+class Shape:
+    """One repository shape: what discovery must choose, its base counts, a fix and a break."""
+
+    name: str
+    command: str
+    direct: str  # the same tests run by hand, read independently of Handoff's parsers
+    base: tuple[int, int]  # (passed, failed) at the base commit
+    fix: tuple[str, str, str]  # path, old text, new text
+    fixed: list[str]
+    breaks: tuple[str, str, str]
+    broken: list[str]
+
+
+SHAPE_LIST = [
+    Shape("go-modules", GO_TEST_ALL, "go test -v ./...", (3, 1),
+          ("mathx/mathx.go", "\tif v > hi {\n\t\treturn lo", "\tif v > hi {\n\t\treturn hi"),
+          ["example.com/shapes/mathx.TestClamp"],
+          ("text/text.go", "return string(r)", "return s"),
+          ["example.com/shapes/text.TestReverse"]),
+    Shape("tox-src", f"PYTHONPATH=src {PYTEST}", f"PYTHONPATH=src {PYTEST}", (3, 1),
+          ("src/slugkit/__init__.py", 'r"[a-z0-9]+", text)', 'r"[a-z0-9]+", text.lower())'),
+          ["tests.test_slugify.test_upper_case_is_lowered"],
+          ("src/slugkit/__init__.py", "return separator.join", 'return "-".join'),
+          ["tests.test_slugify.test_separator"]),
+    Shape("node-test", "npm test", "npm test", (2, 2),
+          ("lib/range.js", "i <= end", "i < end"), ["range excludes its end", "range steps"],
+          ("lib/range.js", "(a, b) => a + b, 0)", "(a, b) => a + b, 1)"),
+          ["sum adds", "sum of nothing is zero"]),
+    Shape("pytest-flat", PYTEST, PYTEST, (4, 1),
+          ("durations.py", "if seconds > size", "if seconds >= size"),
+          ["tests.test_durations.test_format_exact_hour"],
+          ("durations.py", "for n, u in parts)", 'for n, u in parts if u != "h")'),
+          ["tests.test_durations.test_parse_hours_and_minutes"]),
+]
+
+
+def committed(shape: str, tmp: Path) -> Path:
+    """The shape as a git repository with one commit (its CI workflow too, which the
+    simulator's own push would refuse as the App's)."""
+    work = tmp / "source"
+    shutil.copytree(SHAPES / shape, work)
+    for args in (["init", "-q", "--initial-branch=main"], ["add", "-A"],
+                 ["-c", "user.name=acme", "-c", "user.email=acme@example.com", "commit", "-q",
+                  "-m", "Initial commit"]):
+        subprocess.run(["git", *args], cwd=work, check=True)
+    return work
+
+
+def direct_counts(shape: Shape, tmp: Path) -> tuple[int, int]:
+    """(passed, failed) from running the shape's command by hand in the sandbox image, read
+    from the runner's own human-readable lines."""
+    work = tmp / "direct"
+    shutil.copytree(SHAPES / shape.name, work)
+    for path in [work, *work.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    out = subprocess.run(
+        ["podman", "run", "--rm", "--network", "none", "-v", f"{work}:/workspace:Z",
+         "-w", "/workspace", "-e", "HOME=/tmp", "-e", "PYTHONDONTWRITEBYTECODE=1", IMAGE,
+         "sh", "-c", shape.direct], capture_output=True, text=True, timeout=300).stdout
+    if shape.direct.startswith("go test -v"):
+        return len(re.findall(r"^\s*--- PASS", out, re.M)), \
+            len(re.findall(r"^\s*--- FAIL", out, re.M))
+    if shape.direct == "npm test":
+        return int(re.search(r"^# pass (\d+)", out, re.M).group(1)), \
+            int(re.search(r"^# fail (\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    summary = out.strip().splitlines()[-1]
+    return tuple(int(m.group(1)) if (m := re.search(rf"(\d+) {w}", summary)) else 0
+                 for w in ("passed", "failed"))  # type: ignore[return-value]
+
+
+def edit(path: str, old: str, new: str, summary: str) -> list[dict[str, Any]]:
+    return [{"tool": "edit", "args": {"path": path, "old_text": old, "new_text": new}},
+            {"tool": "finish", "args": {"summary": summary}}]
+
+
+async def handed_over(s: Stack, shape: Shape, tmp: Path) -> Job:
+    s.sim.import_repo(REPO, committed(shape.name, tmp))
+    number = s.sim.open_issue(REPO, "A bug", "The test shows it.", "acme").number
+    s.sim.label_issue(REPO, number, "agent", "acme")
+    job = await s.wait_job(lambda j: j.issue_number == number and j.kind == "implement")
+    assert job.state == "succeeded", job.reason
+    return job
+
+
+def pr_and_check(s: Stack) -> tuple[str, Any]:
+    repo = s.sim.get_repo(REPO)
+    pr = next(i for i in repo.issues.values() if i.pull)
+    [check] = repo.check_runs.values()
+    return pr.body, check
+
+
+@pytest.mark.parametrize("shape", SHAPE_LIST, ids=lambda s: s.name)
+async def test_a_fix_shows_its_test_now_passing(shape: Shape, tmp_path: Path) -> None:
+    script = edit(*shape.fix, "Fixed the bug the issue describes.")
+    async with stack(tmp_path, script) as s:
+        job = await handed_over(s, shape, tmp_path)
+        assert job.result.test_command == shape.command, job.result.test_command_reason
+        base = job.result.baseline_report["counts"]
+        assert (base["passed"], base["failed"]) == shape.base == direct_counts(shape, tmp_path)
+        body, check = pr_and_check(s)
+        assert check.conclusion == "success", check.output
+        assert f"Command: `{shape.command}`" in body
+        passing = body.split("**Now passing** (failed before):")[1].splitlines()[0]
+        assert all(f"`{name}`" in passing for name in shape.fixed), passing
+        after = job.result.tests_after_report["counts"]
+        assert (after["passed"], after["failed"]) == (sum(shape.base), 0)
+
+
+@pytest.mark.parametrize("shape", SHAPE_LIST, ids=lambda s: s.name)
+async def test_a_breaking_change_names_the_newly_failing_test(shape: Shape,
+                                                              tmp_path: Path) -> None:
+    script = edit(*shape.breaks, "Tidied the helper.")
+    async with stack(tmp_path, script) as s:
+        job = await handed_over(s, shape, tmp_path)
+        body, check = pr_and_check(s)
+        assert check.conclusion == "failure", check.output
+        newly = body.split("**Newly failing**")[1].split("\n\n")[0]
+        assert all(f"`{name}`" in newly for name in shape.broken), newly
+        assert sorted(job.result.verdict["new_failures"]) == sorted(shape.broken)
