@@ -146,3 +146,42 @@ async def test_a_breaking_change_names_the_newly_failing_test(shape: Shape,
         newly = body.split("**Newly failing**")[1].split("\n\n")[0]
         assert all(f"`{name}`" in newly for name in shape.broken), newly
         assert sorted(job.result.verdict["new_failures"]) == sorted(shape.broken)
+
+
+async def test_the_pr_carries_the_fix_and_its_test_not_the_agents_scratch(
+        tmp_path: Path) -> None:
+    shape = SHAPE_LIST[3]  # pytest-flat
+    path, old, new = shape.fix
+    scratch = {"reproduce_issue.py": "from durations import format_seconds\n"
+               "print(format_seconds(3600))\n" * 20,
+               "test_quick.py": "from durations import format_seconds\n\n\ndef test_q():\n"
+               "    assert format_seconds(3600) == '1h'\n",
+               "durations.py.bak": "old\n", "durations.py.orig": "old\n", "fix.patch": "-\n"}
+    real_test = ("from durations import format_seconds\n\n\ndef test_exact_minute():\n"
+                 "    assert format_seconds(60) == '1m'\n")
+    script: list[dict[str, Any]] = [
+        *[{"tool": "create", "args": {"path": p, "content": c}} for p, c in scratch.items()],
+        {"tool": "edit", "args": {"path": path, "old_text": old, "new_text": new}},
+        {"tool": "create", "args": {"path": "tests/test_units.py", "content": real_test}},
+        {"tool": "finish", "args": {"summary": "format_seconds(3600) gives 1h now."}},
+        # Shown the files it added, the agent drops its scratch but not the backups.
+        {"tool": "bash", "args": {"command": "rm reproduce_issue.py test_quick.py fix.patch"}},
+        {"tool": "finish", "args": {"summary": "format_seconds(3600) gives 1h now."}}]
+    async with stack(tmp_path, script) as s:
+        await handed_over(s, shape, tmp_path)
+        note = str(s.model.requests[-2]).replace("\\n", "\n")
+        assert "Not finished yet: first check the files you added" in note
+        assert "- reproduce_issue.py" in note and "- test_quick.py" in note
+        repo = s.sim.get_repo(REPO)
+        pr = next(i for i in repo.issues.values() if i.pull)
+        pushed = subprocess.run(["git", "diff", "--name-only", "main", pr.pull.head],
+                                cwd=repo.path, capture_output=True, text=True,
+                                check=True).stdout.split()
+        assert sorted(pushed) == ["durations.py", "tests/test_units.py"]
+        review = next(c.body for c in pr.comments if "For reviewers" in c.body)
+        assert "**Check first:** `durations.py`" in review
+        assert "**Files changed** (1):\n- `durations.py`" in review
+        assert "**Files added** (1):\n- `tests/test_units.py`" in review
+        body, check = pr_and_check(s)
+        assert check.conclusion == "success"
+        assert "`tests.test_units.test_exact_minute`" in body  # added and passing
