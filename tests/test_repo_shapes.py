@@ -102,9 +102,10 @@ def edit(path: str, old: str, new: str, summary: str) -> list[dict[str, Any]]:
             {"tool": "finish", "args": {"summary": summary}}]
 
 
-async def handed_over(s: Stack, shape: Shape, tmp: Path) -> Job:
+async def handed_over(s: Stack, shape: Shape, tmp: Path, body: str = "The test shows it."
+                      ) -> Job:
     s.sim.import_repo(REPO, committed(shape.name, tmp))
-    number = s.sim.open_issue(REPO, "A bug", "The test shows it.", "acme").number
+    number = s.sim.open_issue(REPO, "A bug", body, "acme").number
     s.sim.label_issue(REPO, number, "agent", "acme")
     job = await s.wait_job(lambda j: j.issue_number == number and j.kind == "implement")
     assert job.state == "succeeded", job.reason
@@ -185,3 +186,27 @@ async def test_the_pr_carries_the_fix_and_its_test_not_the_agents_scratch(
         body, check = pr_and_check(s)
         assert check.conclusion == "success"
         assert "`tests.test_units.test_exact_minute`" in body  # added and passing
+
+
+CRITERIA = "## Expected\n- [ ] format_seconds(3600) returns 1h\n- [ ] parse('90s') returns 90\n"
+
+
+@pytest.mark.parametrize("fixes", [True, False], ids=["fixed", "readme-only"])
+async def test_a_criterion_is_ticked_only_when_a_passing_test_shows_it(
+        fixes: bool, tmp_path: Path) -> None:
+    shape = SHAPE_LIST[3]  # pytest-flat
+    change = shape.fix if fixes else ("README.md", "# durations", "# durations\n\nFixed.")
+    script = edit(*change, "1. format_seconds(3600) returns 1h now: fixed.\n"
+                  "2. parse('90s') returns 90: fixed.")
+    async with stack(tmp_path, script) as s:
+        await handed_over(s, shape, tmp_path, CRITERIA)
+        body, check = pr_and_check(s)
+    seconds = "- [x] format_seconds(3600) returns 1h — shown by " \
+        "`tests.test_durations.test_format_exact_hour` passing"
+    claimed = "— claimed by the agent, not shown: "
+    assert "- [ ] parse('90s') returns 90 " + claimed + "2. parse('90s')" in body
+    if fixes:
+        assert seconds in body and check.conclusion == "success"
+    else:
+        assert "- [ ] format_seconds(3600) returns 1h " + claimed + "1. format_seconds" in body
+        assert "[x]" not in body and check.conclusion == "neutral"
