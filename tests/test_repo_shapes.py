@@ -38,6 +38,7 @@ class Shape:
     fixed: list[str]
     breaks: tuple[str, str, str]
     broken: list[str]
+    setup: str = ""  # the setup discovery must choose
 
 
 SHAPE_LIST = [
@@ -50,7 +51,7 @@ SHAPE_LIST = [
           ("src/slugkit/__init__.py", 'r"[a-z0-9]+", text)', 'r"[a-z0-9]+", text.lower())'),
           ["tests.test_slugify.test_upper_case_is_lowered"],
           ("src/slugkit/__init__.py", "return separator.join", 'return "-".join'),
-          ["tests.test_slugify.test_separator"]),
+          ["tests.test_slugify.test_separator"], "pip install 'pytest>=7'"),
     Shape("node-test", "npm test", "npm test", (2, 2),
           ("lib/range.js", "i <= end", "i < end"), ["range excludes its end", "range steps"],
           ("lib/range.js", "(a, b) => a + b, 0)", "(a, b) => a + b, 1)"),
@@ -125,6 +126,7 @@ async def test_a_fix_shows_its_test_now_passing(shape: Shape, tmp_path: Path) ->
     async with stack(tmp_path, script) as s:
         job = await handed_over(s, shape, tmp_path)
         assert job.result.test_command == shape.command, job.result.test_command_reason
+        assert (job.result.setup_command, job.result.setup_warning) == (shape.setup, "")
         base = job.result.baseline_report["counts"]
         assert (base["passed"], base["failed"]) == shape.base == direct_counts(shape, tmp_path)
         body, check = pr_and_check(s)

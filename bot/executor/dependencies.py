@@ -6,7 +6,9 @@ repository that wants no setup says ``setup_command: ""`` in ``.github/handoff.y
 
 from __future__ import annotations
 
+import configparser
 import json
+import re
 import shlex
 import tomllib
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from bot.executor.gitops import Checkout
 REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "requirements-test.txt",
                 "requirements_dev.txt", "requirements_test.txt")
 TEST_EXTRAS = ("test", "tests", "testing", "dev")
-READ = ("pyproject.toml", "package.json", "go.mod", *REQUIREMENTS)
+READ = ("pyproject.toml", "package.json", "go.mod", "tox.ini", *REQUIREMENTS)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ async def default_setup(co: Checkout, rev: str) -> Setup | None:
 
 def setup_from(names: set[str], files: dict[str, str]) -> Setup | None:
     """The install commands for these top-level file ``names`` and texts, joined."""
-    steps = [s for s in (_python(names, files), _node(names, files), _go(files)) if s]
+    steps = [s for s in (_python(names, files), _tox(files), _node(names, files), _go(files))
+             if s]
     if not steps:
         return None
     return Setup(" && ".join(s.command for s in steps), "; ".join(s.reason for s in steps))
@@ -61,6 +64,22 @@ def _python(names: set[str], files: dict[str, str]) -> Setup | None:
     return Setup(f"pip install -e {shlex.quote(target)}",
                  "`pyproject.toml` declares the project's dependencies"
                  + (f" and a `{extra}` extra" if extra else ""))
+
+
+def _tox(files: dict[str, str]) -> Setup | None:
+    """The deps of tox's ``[testenv]``: tox cannot run in the sandbox, so its test command runs
+    directly (``testrun``) and needs them installed."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(files.get("tox.ini", ""))
+    except configparser.Error:
+        return None
+    deps = [d.strip() for d in parser.get("testenv", "deps", fallback="").splitlines()]
+    deps = [d for d in deps if d and not d.startswith(("-", "#")) and not re.search(r"[{}]", d)]
+    if not deps:
+        return None
+    return Setup(f"pip install {' '.join(shlex.quote(d) for d in deps)}",
+                 "tox's `[testenv]` in `tox.ini` needs these to run its tests")
 
 
 def _node(names: set[str], files: dict[str, str]) -> Setup | None:
