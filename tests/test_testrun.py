@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,36 @@ def test_node_tap_names_every_test_and_its_suite() -> None:
     assert command == "npm test" and "--test-reporter-destination=/tmp/r" in env["NODE_OPTIONS"]
 
 
+def test_mocha_and_jest_json_name_every_test() -> None:
+    mocha = interpret("npm test -- --reporter json", CommandResult(2, "", ""),
+                      text("mocha-10-json-mixed.json"))
+    assert mocha.runner == "mocha" and mocha.complete
+    assert mocha.counts == {"passed": 2, "failed": 1, "errors": 1, "skipped": 1}
+    assert mocha.failing == ['calc subtracts', 'db "before all" hook for "connects"']
+    assert mocha.outcomes["calc nested divides"] == "skipped"
+    jest = interpret("npm test -- --json", CommandResult(1, "", ""),
+                     text("jest-json-mixed.json"))
+    assert jest.runner == "jest"
+    assert jest.counts == {"passed": 2, "failed": 1, "errors": 1, "skipped": 1}
+    assert jest.failing == ["/workspace/test/db.test.js", "calc subtracts"]
+    assert instrumented("npm test -- --reporter json", "/tmp/r") == (
+        "npm test -- --reporter json --reporter-option output=/tmp/r", {})
+    assert instrumented("yarn test -- --json", "/tmp/r") == (
+        "yarn test -- --json --outputFile=/tmp/r", {})
+
+
+@pytest.mark.parametrize("script,command", [
+    ("mocha", "npm test -- --reporter json"), ("mocha test/*.spec.js", "npm test -- --reporter "
+                                               "json"),
+    ("jest --coverage", "npm test -- --json"), ("node --test", "npm test"),
+    ("mocha --reporter dot", "npm test"), ("eslint . && mocha", "npm test"),
+])
+def test_npm_test_asks_mocha_and_jest_for_json(script: str, command: str) -> None:
+    files = {"package.json": json.dumps({"scripts": {"test": script}})}
+    found = discover_from(set(files), files, {})
+    assert found is not None and found.command == command
+
+
 @pytest.mark.parametrize("command,result,state,line", [
     (PYTEST, CommandResult(5, "\nno tests ran in 0.01s\n", ""), "no-tests",
      "ran no test (no tests ran in 0.01s)"),
@@ -179,7 +210,7 @@ def test_a_failing_test_that_mentions_a_missing_module_is_still_a_failure() -> N
     ({"tox.ini": "[testenv]\ncommands = pytest {posargs:tests}\n", "src": "",
       "pyproject.toml": "[project]\n"}, f"PYTHONPATH=src {PYTEST}", "`src/` is put on"),
     ({"setup.py": "", "tests": ""}, "python3 -m unittest discover -s tests -t .", "`tests/`"),
-    ({"package.json": '{"scripts": {"test": "jest"}}'}, "npm test", "`jest`"),
+    ({"package.json": '{"scripts": {"test": "jest"}}'}, "npm test -- --json", "`jest`"),
     ({"package.json": '{"scripts": {"test": "vitest"}}', "pnpm-lock.yaml": ""}, "pnpm test",
      "test"),
     ({"go.mod": "module x\n"}, GO_TEST_ALL, "Go module"),

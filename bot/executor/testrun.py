@@ -135,8 +135,10 @@ def discover_from(names: set[str], files: dict[str, str],
         if script:
             tool = "pnpm" if "pnpm-lock.yaml" in names else \
                 "yarn" if "yarn.lock" in names else "npm"
-            candidates.append(TestCommand(f"{tool} test", f"`package.json` has a `test` script "
-                                          f"({code(script[:80])})"))
+            args, how = _reporter_args(script)
+            candidates.append(TestCommand(f"{tool} test{args}", f"`package.json` has a `test` "
+                                          f"script ({code(script[:80])}){how}",
+                                          f"{tool} test" if args else ""))
     if "go.mod" in names:
         candidates.append(TestCommand(GO_TEST_ALL, "the repository is a Go module "
                                       "(`go.mod`); `-json` reports every test"))
@@ -201,9 +203,19 @@ def _runs(workflow: str, command: str) -> bool:
                if "run:" in line or line.startswith((" ", "\t")))
 
 
-def _npm_test_script(text: str) -> str:
-    import json
+def _reporter_args(script: str) -> tuple[str, str]:
+    """Arguments that make a ``test`` script that is one mocha or jest run report every test
+    as JSON, and the words that say so; ("", "") for any other script."""
+    if SHELL_OPERATORS.search(script) or re.search(r"--(reporter|json)\b", script):
+        return "", ""
+    if re.fullmatch(r"mocha(\s.*)?", script):
+        return " -- --reporter json", "; mocha's JSON reporter names every test"
+    if re.fullmatch(r"jest(\s.*)?", script):
+        return " -- --json", "; jest's JSON output names every test"
+    return "", ""
 
+
+def _npm_test_script(text: str) -> str:
     try:
         data = json.loads(text)
     except ValueError:
@@ -285,8 +297,9 @@ def not_run() -> TestReport:
 
 def instrumented(command: str, path: str) -> tuple[str, dict[str, str]]:
     """The command made to write a machine-readable report to ``path``: ``go test``'s JSON
-    events for a plain ``go test`` command; TAP where node's test runner may run (``npm
-    test`` and the like); JUnit XML where pytest runs (an argument for a
+    events for a plain ``go test`` command; mocha's and jest's JSON where the command asks
+    for JSON; TAP where node's test runner may run (``npm test`` and the like); JUnit XML
+    where pytest runs (an argument for a
     plain pytest command, else ``PYTEST_ADDOPTS`` for commands that may start pytest)."""
     if GO_TEST.match(command) and not SHELL_OPERATORS.search(command):
         if not re.search(r"\s-json(\s|$)", command):
@@ -294,6 +307,11 @@ def instrumented(command: str, path: str) -> tuple[str, dict[str, str]]:
         return f"{command} > {shlex.quote(path)}", {}
     if SIMPLE_PYTEST.match(command) and not SHELL_OPERATORS.search(command):
         return f"{command} --junitxml={shlex.quote(path)}", {}
+    if NODE_TEST.match(command) and not SHELL_OPERATORS.search(command):
+        if re.search(r"\s--reporter json\b", command) and "output=" not in command:
+            return f"{command} --reporter-option output={shlex.quote(path)}", {}
+        if re.search(r"\s--json\b", command) and "--outputFile" not in command:
+            return f"{command} --outputFile={shlex.quote(path)}", {}
     if NODE_TEST.match(command):  # node's runner reports to the file too (node 18.15 and later)
         return command, {"NODE_OPTIONS": f"--test-reporter=tap --test-reporter=tap "
                          f"--test-reporter-destination={path} "
@@ -414,6 +432,8 @@ def parse_report(text: str) -> tuple[dict[str, int], dict[str, str], str, str] |
     if text.lstrip().startswith("<"):
         parsed = parse_junit(text)
         return (*parsed, "", "pytest") if parsed else None
+    if text.lstrip().startswith("{") and (js := parse_js_json(text)):
+        return js
     if re.search(r'^\{"(Time|Action)"', text, re.MULTILINE):
         go = parse_go_json(text)
         return (*go, "go test") if go else None
@@ -487,6 +507,43 @@ def parse_go_json(text: str) -> tuple[dict[str, int], dict[str, str], str] | Non
             outcomes[package] = "error"
     counts, kept = _counted(outcomes)
     return counts, kept, "\n".join(lines)
+
+
+def parse_js_json(text: str) -> tuple[dict[str, int], dict[str, str], str, str] | None:
+    """Counts and outcomes from mocha's JSON reporter (a failed hook is an error by name) or
+    jest's ``--json`` (a test file that could not run is an error by its path)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    outcomes: dict[str, str] = {}
+    if isinstance(data.get("stats"), dict) and isinstance(data.get("tests"), list):
+        failed = {str(t.get("fullTitle")) for t in data.get("failures") or []
+                  if isinstance(t, dict)}
+        pending = {str(t.get("fullTitle")) for t in data.get("pending") or []
+                   if isinstance(t, dict)}
+        for test in data["tests"]:
+            if isinstance(test, dict):
+                name = str(test.get("fullTitle"))
+                outcomes[name] = "failed" if name in failed else \
+                    "skipped" if name in pending else "passed"
+        outcomes.update({name: "error" for name in failed if name not in outcomes})
+        return (*_counted(outcomes), "", "mocha")
+    if isinstance(data.get("testResults"), list) and "numTotalTests" in data:
+        jest = {"passed": "passed", "failed": "failed"}
+        for suite in data["testResults"]:
+            if not isinstance(suite, dict):
+                continue
+            results = [r for r in suite.get("assertionResults") or [] if isinstance(r, dict)]
+            for r in results:
+                outcomes[str(r.get("fullName") or r.get("title"))] = \
+                    jest.get(str(r.get("status")), "skipped")
+            if not results and suite.get("status") == "failed":
+                outcomes[str(suite.get("name", "?"))] = "error"
+        return (*_counted(outcomes), "", "jest")
+    return None
 
 
 TAP_SUBTEST = re.compile(r"^(\s*)# Subtest: (.*)$")
