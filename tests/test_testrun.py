@@ -293,6 +293,16 @@ def test_not_run_is_neutral() -> None:
     assert verdict.conclusion == "neutral" and "not a test failure" in verdict.risks[0]
 
 
+def test_tests_that_cannot_start_after_a_failed_setup_blame_the_setup() -> None:
+    missing = interpret("npm test", CommandResult(127, "", "sh: 1: mocha: not found\n"))
+    failure = "the dependencies could not be installed: `npm install` ended with exit code 1"
+    verdict = decide(missing, missing, setup_failure=failure)
+    assert verdict.title == TITLE_NOT_RUN
+    assert "after the setup failed (the dependencies could not be installed" in verdict.risks[0]
+    assert "a command the sandbox image has" not in verdict.risks[0]
+    assert "a command the sandbox image has" in decide(missing, missing).risks[0]
+
+
 def test_a_long_summary_is_cut_on_a_word_and_quoted_whole() -> None:
     summary = "word " * 200
     cut = shorten(summary, 500)
