@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -97,8 +98,24 @@ def test_node_tap_names_every_test_and_its_suite() -> None:
     assert report.outcomes["suite > inner a"] == "passed"
     assert report.outcomes["suite > inner b"] == "skipped"
     assert report.failing == ["range excludes its end", "range steps"]
-    command, env = instrumented("npm test", "/tmp/r")
-    assert command == "npm test" and "--test-reporter-destination=/tmp/r" in env["NODE_OPTIONS"]
+
+
+@pytest.mark.parametrize("knows_reporters", [True, False])
+def test_node_is_asked_for_tap_only_where_it_knows_how(knows_reporters: bool,
+                                                       tmp_path: Path) -> None:
+    # A stand-in node that prints the NODE_OPTIONS it got, and refuses --test-reporter as
+    # node before 18.15 does; the instrumented command runs in a real shell.
+    (tmp_path / "node").write_text(
+        "#!/bin/sh\ncase \"$1\" in --test-reporter*) " +
+        ("exit 0" if knows_reporters else "echo 'node: bad option: $1' >&2; exit 9") +
+        ";; esac\necho \"options: $NODE_OPTIONS\"\n")
+    (tmp_path / "node").chmod(0o755)
+    command, env = instrumented("node --test", "/tmp/r")
+    assert env == {}
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert out.returncode == 0
+    assert ("--test-reporter-destination=/tmp/r" in out.stdout) is knows_reporters
 
 
 def test_mocha_and_jest_json_name_every_test() -> None:

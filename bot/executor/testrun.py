@@ -312,10 +312,11 @@ def instrumented(command: str, path: str) -> tuple[str, dict[str, str]]:
             return f"{command} --reporter-option output={shlex.quote(path)}", {}
         if re.search(r"\s--json\b", command) and "--outputFile" not in command:
             return f"{command} --outputFile={shlex.quote(path)}", {}
-    if NODE_TEST.match(command):  # node's runner reports to the file too (node 18.15 and later)
-        return command, {"NODE_OPTIONS": f"--test-reporter=tap --test-reporter=tap "
-                         f"--test-reporter-destination={path} "
-                         f"--test-reporter-destination=stdout"}
+    if NODE_TEST.match(command):  # node's runner reports to the file too, where node knows how
+        options = shlex.quote(f"--test-reporter=tap --test-reporter=tap --test-reporter-"
+                              f"destination={path} --test-reporter-destination=stdout")
+        return (f"if node --test-reporter=tap -e 0 >/dev/null 2>&1; then export NODE_OPTIONS="
+                f"{options}; fi; {command}"), {}
     if re.search(r"\b(pytest|tox|nox|make|python3?)\b", command):
         return command, {"PYTEST_ADDOPTS": f"--junitxml={path}"}
     return command, {}
