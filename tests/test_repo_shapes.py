@@ -212,3 +212,23 @@ async def test_a_criterion_is_ticked_only_when_a_passing_test_shows_it(
     else:
         assert "- [ ] format_seconds(3600) returns 1h " + claimed + "1. format_seconds" in body
         assert "[x]" not in body and check.conclusion == "neutral"
+
+
+async def test_a_go_change_that_only_adds_a_test_shows_it_added_and_passing(
+        tmp_path: Path) -> None:
+    new_test = ('package text\n\nimport "testing"\n\nfunc TestReverseASCII(t *testing.T) {\n'
+                '\tif Reverse("abc") != "cba" {\n\t\tt.Error("abc")\n\t}\n}\n')
+    done = {"tool": "finish", "args": {"summary": "Added a test for ASCII input."}}
+    script = [{"tool": "create", "args": {"path": "text/ascii_test.go", "content": new_test}},
+              done, done]  # shown the file it added, the agent keeps it
+    async with stack(tmp_path, script) as s:
+        job = await handed_over(s, SHAPE_LIST[0], tmp_path)
+        body, check = pr_and_check(s)
+        assert job.result.verdict["added"] == ["example.com/shapes/text.TestReverseASCII"]
+        assert "**Added and passing:** `example.com/shapes/text.TestReverseASCII`" in body
+        assert "fail — 3 passed, 1 failed" in body and "fail — 4 passed, 1 failed" in body
+        assert "no test was added" not in body and check.conclusion == "success"
+        review = next(c.body for c in s.sim.get_repo(REPO).issues[2].comments
+                      if "For reviewers" in c.body)
+        assert "no test file was added" not in review
+        assert "**Files added** (1):\n- `text/ascii_test.go`" in review
