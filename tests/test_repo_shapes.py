@@ -22,6 +22,7 @@ from devkit.stack import Stack, stack
 SHAPES = Path(__file__).parent / "fixtures" / "repos"
 IMAGE = os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev")
 REPO = "acme/shape"
+UNITTEST = "python3 -m unittest discover -s tests -t ."
 
 pytestmark = pytest.mark.podman
 
@@ -61,6 +62,12 @@ SHAPE_LIST = [
           ["tests.test_durations.test_format_exact_hour"],
           ("durations.py", "for n, u in parts)", 'for n, u in parts if u != "h")'),
           ["tests.test_durations.test_parse_hours_and_minutes"]),
+    Shape("unittest-setup", UNITTEST, UNITTEST, (3, 1),
+          ("wordcount/__init__.py", 'r"[a-z\']+", text)', 'r"[a-z\']+", text.lower())'),
+          ["tests.test_wordcount.WordsTest.test_lower_case"],
+          ("wordcount/__init__.py", "most_common(n)", "most_common(n + 1)"),
+          ["tests.test_wordcount.TopTest.test_n", "tests.test_wordcount.TopTest."
+           "test_most_common_first"]),
 ]
 
 
@@ -83,16 +90,21 @@ def direct_counts(shape: Shape, tmp: Path) -> tuple[int, int]:
     shutil.copytree(SHAPES / shape.name, work)
     for path in [work, *work.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o666)
-    out = subprocess.run(
+    run = subprocess.run(
         ["podman", "run", "--rm", "--network", "none", "-v", f"{work}:/workspace:Z",
          "-w", "/workspace", "-e", "HOME=/tmp", "-e", "PYTHONDONTWRITEBYTECODE=1", IMAGE,
-         "sh", "-c", shape.direct], capture_output=True, text=True, timeout=300).stdout
+         "sh", "-c", shape.direct], capture_output=True, text=True, timeout=300)
+    out = run.stdout
     if shape.direct.startswith("go test -v"):
         return len(re.findall(r"^\s*--- PASS", out, re.M)), \
             len(re.findall(r"^\s*--- FAIL", out, re.M))
     if shape.direct == "npm test":
         return int(re.search(r"^# pass (\d+)", out, re.M).group(1)), \
             int(re.search(r"^# fail (\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    if "unittest" in shape.direct:
+        ran = int(re.search(r"^Ran (\d+) test", run.stderr, re.M).group(1))  # type: ignore
+        failed = int(m.group(1)) if (m := re.search(r"failures=(\d+)", run.stderr)) else 0
+        return ran - failed, failed
     summary = out.strip().splitlines()[-1]
     return tuple(int(m.group(1)) if (m := re.search(rf"(\d+) {w}", summary)) else 0
                  for w in ("passed", "failed"))  # type: ignore[return-value]
