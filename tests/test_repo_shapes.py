@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from bot.executor.testrun import GO_TEST_ALL, PYTEST
+from bot.executor.verdict import TITLE_NOT_RUN
 from bot.jobs.store import Job
 from devkit.stack import Stack, stack
 
@@ -244,3 +245,26 @@ async def test_a_go_change_that_only_adds_a_test_shows_it_added_and_passing(
                       if "For reviewers" in c.body)
         assert "no test file was added" not in review
         assert "**Files added** (1):\n- `text/ascii_test.go`" in review
+
+
+async def test_a_runner_that_stops_before_any_test_could_not_run_and_says_why(
+        tmp_path: Path) -> None:
+    # pytest-cov is in CI, not in the sandbox: pytest stops at its own arguments.
+    source = committed(SHAPE_LIST[3].name, tmp_path)
+    pyproject = source / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + 'addopts = "--cov=durations"\n')
+    subprocess.run(["git", "-c", "user.name=acme", "-c", "user.email=acme@example.com",
+                    "commit", "-qam", "Coverage in CI"], cwd=source, check=True)
+    async with stack(tmp_path, edit(*SHAPE_LIST[3].fix, "Fixed format_seconds.")) as s:
+        s.sim.import_repo(REPO, source)
+        number = s.sim.open_issue(REPO, "A bug", "format_seconds(3600)", "acme").number
+        s.sim.label_issue(REPO, number, "agent", "acme")
+        job = await s.wait_job(lambda j: j.issue_number == number)
+        assert job.state == "succeeded", job.reason
+        body, check = pr_and_check(s)
+    assert check.conclusion == "neutral" and check.output["title"] == TITLE_NOT_RUN
+    why = "could not run: exit code 4: __main__.py: error: unrecognized arguments: " \
+        "--cov=durations"
+    assert why in body and "that is no test failure" in body, body
+    tests = body.split("## Tests")[1].split("## Cost")[0]
+    assert "fail —" not in tests and "Newly failing" not in tests

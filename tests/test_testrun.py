@@ -156,7 +156,7 @@ def test_npm_test_asks_mocha_and_jest_for_json(script: str, command: str) -> Non
      "ran no test (ERROR: file or directory not found: tests)"),
     (PYTEST, CommandResult(4, "", "ERROR: usage: pytest [options]\npytest: error: "
                                   "unrecognized arguments: --cov\n"), "could-not-run",
-     "could not run: exit code 4: ERROR: usage: pytest [options]"),
+     "could not run: exit code 4: pytest: error: unrecognized arguments: --cov"),
     (GO_TEST_ALL, CommandResult(1, "", "go: errors parsing go.mod:\n/workspace/go.mod:3: "
                                        "invalid go version '1.x'\n"), "could-not-run",
      "could not run: exit code 1: go: errors parsing go.mod:"),

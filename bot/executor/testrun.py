@@ -405,13 +405,15 @@ def interpret(command: str, result: CommandResult, machine: str | None = None) -
 KNOWN_RUNNER = re.compile(r"^\s*(PYTHONPATH=\S+\s+)?(python3?\s+-m\s+(pytest|unittest)|py\.test|"
                           r"pytest|go\s+test|cargo\s+test|node\s+--test)(\s|$)")
 ERROR_LINE = re.compile(r"^(?:ERROR|E  |error|Error|fatal|go: |npm ERR!|FAIL\s.*\[(?:build|setup) "
-                        r"failed\]|\S+\.go:\d+:\d+: ).*$", re.MULTILINE)
+                        r"failed\]|\S+\.go:\d+:\d+: |\S.*?: error: ).*$", re.MULTILINE)
 
 
 def _first_error(output: str) -> str:
-    """The first line of the output that reads as the cause of a stop, or ""."""
-    m = ERROR_LINE.search(output)
-    return m.group(0).strip()[:200] if m else ""
+    """The first line of the output that reads as the cause of a stop (past a usage line),
+    or ""."""
+    found = [m.group(0).strip() for m in ERROR_LINE.finditer(output)]
+    cause = next((line for line in found if "usage:" not in line), found[0] if found else "")
+    return cause[:200]
 
 
 def _summary_seen(output: str) -> bool:
