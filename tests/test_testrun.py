@@ -20,6 +20,7 @@ from bot.executor.testrun import (
     parse_output,
 )
 from bot.executor.verdict import RISK_NO_EVIDENCE, TITLE_NOT_RUN, TITLE_REGRESSED, compare, decide
+from bot.reporter.pull_request import evidence_across
 from bot.reporter.report import CUT_MARK, failure_comment, shorten
 
 OUT = Path(__file__).parent / "fixtures" / "runner-output"  # made by running each runner here
@@ -337,3 +338,13 @@ def test_a_long_summary_is_cut_on_a_word_and_quoted_whole() -> None:
     body = failure_comment(job)
     assert "<details><summary>The agent's full summary</summary>" in body
     assert summary.strip() in body
+
+
+def test_a_criterion_is_met_only_by_a_passing_test_that_shows_it() -> None:
+    criteria = ["range(0, 3) gives [0, 1, 2]", "add(2, 3) returns 5", "x works"]
+    summary = "1. range: `range excludes its end` passes.\n2. test_add passes\n3. x works now"
+    got = evidence_across(criteria, [summary], ["range excludes its end", "t.test_add"])
+    assert [c["met"] for c in got] == [True, True, False]
+    assert got[0]["evidence"] == "shown by `range excludes its end` passing"
+    assert got[2]["claim"] == "3. x works now"  # claimed by the agent, not shown
+    assert not any(c["met"] for c in evidence_across(criteria, [summary], []))

@@ -140,7 +140,7 @@ def shown_by(criterion: str, claim: str, passing: list[str]) -> str:
     """A test that passed after the change (newly, or added) and exercises the criterion: one
     the agent's claim names, else one whose name shares a word with it; "" when none does."""
     for test in passing:
-        short = re.split(r"[.:> ]+", test)[-1]
+        short = test.rsplit(" > ", 1)[-1] if " > " in test else re.split(r"[.:]+", test)[-1]
         if short and re.search(rf"\b{re.escape(short)}\b", claim):
             return test
     topics = _topics(criterion)
