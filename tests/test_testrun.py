@@ -225,6 +225,8 @@ def test_a_failing_test_that_mentions_a_missing_module_is_still_a_failure() -> N
     ({"noxfile.py": "session.run('pytest')"}, PYTEST, "nox"),
     ({"tox.ini": "[tox]\n[testenv]\ncommands = stestr run {posargs}\n  -coverage report\n"},
      "stestr run && coverage report", "run directly (tox cannot run"),
+    ({"tox.ini": "[testenv]\ncommands = coverage run -m pytest {posargs}\n"}, PYTEST,
+     "the tox environments in `tox.ini` run pytest"),
     ({"tox.ini": "[testenv]\ncommands = pytest {posargs:tests}\n", "src": "",
       "pyproject.toml": "[project]\n"}, f"PYTHONPATH=src {PYTEST}", "`src/` is put on"),
     ({"setup.py": "", "tests": ""}, "python3 -m unittest discover -s tests -t .", "`tests/`"),

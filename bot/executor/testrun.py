@@ -4,8 +4,9 @@ The test command comes from `.github/handoff.yml`, or is discovered from the rep
 read from git objects of the base commit (never from the work tree, where the agent may have
 planted symlinks). Runs happen in the sandbox; pytest writes JUnit XML to a fresh path in the
 sandbox's /tmp, read back with ``cat`` and parsed here with the standard library (documents
-with a DTD are refused, so no entity is ever expanded or followed); ``go test`` writes its JSON
-events there the same way. Other runners are read from their summary lines.
+with a DTD are refused, so no entity is ever expanded or followed). ``go test -json`` events,
+node's TAP, and mocha's or jest's JSON reach a report file there the same way. Other runners
+are read from their summary lines.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def discover_from(names: set[str], files: dict[str, str],
     if "conftest.py" in names:
         candidates.append(TestCommand(PYTEST, "the repository has a `conftest.py`"))
     tox_commands = _tox_commands(tox) if "tox.ini" in names else []
-    if any(SIMPLE_PYTEST.match(c) for c in tox_commands):
+    if any(re.search(r"\bpy\.?test\b", c) for c in tox_commands):  # coverage run -m pytest too
         candidates.append(TestCommand(PYTEST, "the tox environments in `tox.ini` run pytest "
                                       "(run directly: tox cannot run in the sandbox)", "tox"))
     elif tox_commands:
