@@ -258,6 +258,14 @@ def test_a_ci_that_runs_tox_gets_what_tox_would_run() -> None:
     assert "the CI workflow `.github/workflows/ci.yml` runs `tox` too" in found.reason
 
 
+def test_a_ci_line_that_installs_a_tool_does_not_run_it() -> None:
+    files = {"Makefile": "test:\n\tpython3 -m pytest -q tests\n", "tests": ""}
+    workflow = {".github/workflows/ci.yml": "steps:\n  - run: pip install pytest tox\n"
+                                            "  - run: make test\n"}
+    found = discover_from(set(files), files, workflow)
+    assert found is not None and found.command == "make test"
+
+
 def test_the_ci_workflow_breaks_a_tie() -> None:
     files = {"Makefile": "test:\n\tpytest\n", "pyproject.toml": "[tool.pytest.ini_options]\n"}
     workflow = {".github/workflows/ci.yml": "jobs:\n  t:\n    steps:\n      - run: make test\n"}

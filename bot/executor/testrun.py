@@ -201,7 +201,12 @@ def _runs(workflow: str, command: str) -> bool:
              "tox": r"\btox\b", "nox": r"\bnox\b"}
     pattern = words.get(command, re.escape(command))
     return any(re.search(pattern, line) for line in workflow.splitlines()
-               if "run:" in line or line.startswith((" ", "\t")))
+               if ("run:" in line or line.startswith((" ", "\t"))) and not INSTALLS.search(line))
+
+
+# A workflow line that installs a tool (`pip install pytest tox`) does not run it.
+INSTALLS = re.compile(r"\b(pip3?|pipx|uv( pip)?|apt(-get)?|npm|pnpm|yarn|conda|poetry|go) "
+                      r"(install|add|get)\b")
 
 
 def _reporter_args(script: str) -> tuple[str, str]:
