@@ -190,7 +190,8 @@ async def test_the_pr_carries_the_fix_and_its_test_not_the_agents_scratch(
         {"tool": "finish", "args": {"summary": "format_seconds(3600) gives 1h now."}}]
     async with stack(tmp_path, script) as s:
         await handed_over(s, shape, tmp_path)
-        note = str(s.model.requests[-2]).replace("\\n", "\n")
+        note = next(str(r).replace("\\n", "\n") for r in s.model.requests
+                    if "Not finished yet" in str(r))
         assert "Not finished yet: first check the files you added" in note
         assert "- reproduce_issue.py" in note and "- test_quick.py" in note
         repo = s.sim.get_repo(REPO)

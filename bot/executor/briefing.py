@@ -12,6 +12,7 @@ from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import Agent
 from bot.executor.agent.models import make_model
 from bot.executor.agent.transcript import Transcript
+from bot.executor.changes import added_paths
 from bot.executor.gitops import NO_DRIVERS
 from bot.executor.hidden import strip_hidden
 from bot.executor.run import Run
@@ -108,8 +109,7 @@ async def added_files(run: Run) -> str:
     """The note that shows the agent the files it added before it may finish, or ""."""
     if run.checkout is None:
         return ""
-    listing = await run.checkout.git("ls-files", "--others", "--exclude-standard", "-z")
-    paths = [p for p in listing.split("\0") if p]
+    paths = await added_paths(run.checkout, run.start_sha)
     if not paths:
         return ""
     shown = "\n".join(f"- {p}" for p in paths[:50]) + \

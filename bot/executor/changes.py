@@ -35,12 +35,11 @@ class FileChange:
 async def changed_files(co: Checkout, base: str) -> list[FileChange]:
     """Files that differ between ``base`` and the work tree (staged everything first); new
     leftovers (``*.orig``, ``*.rej``, ``*.bak``, ``*.backup``...) are left out for good."""
-    untracked = await co.git("ls-files", "--others", "--exclude-standard", "-z")
-    exclude(co, [p for p in untracked.split("\0") if p and LEFTOVER.search(p)])
-    await co.git("add", "-A")
+    new = set(await added_paths(co, base))
+    if leftovers := sorted(p for p in new if LEFTOVER.search(p)):
+        exclude(co, leftovers)
+        await co.git("rm", "--cached", "-q", "--", *(f":(literal){p}" for p in leftovers))
     out = await co.git("diff", "--cached", "--numstat", "--no-renames", "-z", *NO_DRIVERS, base)
-    new = set((await co.git("diff", "--cached", "--name-only", "--no-renames", "-z",
-                            "--diff-filter=A", base)).split("\0"))
     files = []
     for record in out.split("\0"):
         if record:
@@ -55,6 +54,14 @@ async def changed_files(co: Checkout, base: str) -> list[FileChange]:
                 line.startswith("-") and not line.startswith("---") and EXPECTATION.search(line)
                 for line in diff.splitlines())
     return files
+
+
+async def added_paths(co: Checkout, base: str) -> list[str]:
+    """Paths in the work tree that ``base`` does not have (everything staged first)."""
+    await co.git("add", "-A")
+    out = await co.git("diff", "--cached", "--name-only", "--no-renames", "-z",
+                       "--diff-filter=A", base)
+    return [p for p in out.split("\0") if p]
 
 
 def exclude(co: Checkout, paths: list[str]) -> None:
