@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,17 @@ REALISTIC_TURNS = [
                                          "tests/test_mod_0.py"}},
     {"tool": "create", "args": {"path": "CHANGELOG.md", "content": "- fix\n"}},
     {"tool": "finish", "args": {"summary": "Added a changelog entry."}},
+    # Shown the file it added before it may finish, the agent keeps it and finishes again.
+    {"tool": "finish", "args": {"summary": "Added a changelog entry."}},
 ]
+SHAPES = ROOT / "tests" / "fixtures" / "repos"
+# A Go module and an npm package (node:test) from the tests' repository shapes, each fixed
+# by one edit; their test commands are discovered and counted test by test.
+SHAPE_FIXES = {
+    "go": ("go-modules", "mathx/mathx.go", "\tif v > hi {\n\t\treturn lo",
+           "\tif v > hi {\n\t\treturn hi"),
+    "node": ("node-test", "lib/range.js", "i <= end", "i < end"),
+}
 
 
 def realistic_repo(path: Path, modules: int, tests_per_module: int) -> Path:
@@ -72,6 +83,21 @@ def realistic_repo(path: Path, modules: int, tests_per_module: int) -> Path:
     subprocess.run(["git", "-C", str(path), "-c", "user.name=b", "-c", "user.email=b@x",
                     "commit", "-qm", "init"], check=True)
     return path
+
+
+def shape_repo(path: Path, shape: str) -> Path:
+    """One of the tests' repository shapes as a git repository with one commit."""
+    shutil.copytree(SHAPES / shape, path)
+    subprocess.run(["git", "init", "-q", "--initial-branch=main", str(path)], check=True)
+    subprocess.run(["git", "-C", str(path), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(path), "-c", "user.name=b", "-c", "user.email=b@x",
+                    "commit", "-qm", "init"], check=True)
+    return path
+
+
+def shape_turns(path: str, old: str, new: str) -> list[dict[str, object]]:
+    return [{"tool": "edit", "args": {"path": path, "old_text": old, "new_text": new}},
+            {"tool": "finish", "args": {"summary": "Fixed the bug; its test passes now."}}]
 
 
 def synthetic_repo(path: Path, commits: int, files: int) -> Path:
@@ -131,18 +157,33 @@ async def main(args: argparse.Namespace) -> None:
             s.sim.import_repo("acme/realistic", realistic)
             rows["realistic cold"] = await one_job(s, "acme/realistic", "Bench cold")
             rows["realistic warm"] = await one_job(s, "acme/realistic", "Bench warm")
+        script = [t for _, *fix in SHAPE_FIXES.values() for t in shape_turns(*fix) * 2]
+        async with stack(tmp / "stack3", script) as s:
+            for label, (shape, *_) in SHAPE_FIXES.items():
+                s.sim.import_repo(f"acme/{label}", shape_repo(tmp / f"{label}-src", shape))
+                rows[f"{label} cold"] = await one_job(s, f"acme/{label}", "Bench cold")
+                rows[f"{label} warm"] = await one_job(s, f"acme/{label}", "Bench warm")
+                job = next(j for j in await s.store.list_jobs(50) if j.repo == f"acme/{label}")
+                rows[f"{label} warm"]["_tests"] = job.result.tests_after  # type: ignore
+                rows[f"{label} warm"]["_command"] = job.result.test_command  # type: ignore
         print(f"large repository: {history} commits"
               + (f" (synthetic, {args.files} files)" if not args.repo else f" ({args.repo})"))
         print(f"{'stage (s)':<15}" + "".join(f"{name:>12}" for name in rows))
         for stage in [*STAGES, BESIDE, "total"]:
             label = "baseline beside" if stage == BESIDE else stage
-            print(f"{label:<15}" + "".join(f"{r.get(stage, 0.0):>12.3f}" for r in rows.values()))
+            print(f"{label:<15}" + "".join(f"{float(r.get(stage, 0.0)):>12.3f}"
+                                           for r in rows.values()))
         small = rows["small warm"]["total"]
         print(f"small repository, warm mirror: {small:.2f} s (target < 3 s)")
         warm = rows["realistic warm"]
         print(f"realistic repository ({args.modules * args.tests_per_module} tests, command "
               f"discovered): label to PR {warm['total']:.2f} s warm; its baseline suite "
               f"({warm.get(BESIDE, 0):.2f} s) ran beside the agent ({warm['agent']:.2f} s)")
+        for label in SHAPE_FIXES:
+            row = rows[f"{label} warm"]
+            print(f"{label} repository (`{row['_command']}`, discovered): label to PR "
+                  f"{row['total']:.2f} s warm, {rows[f'{label} cold']['total']:.2f} s cold; "
+                  f"tests after: {row['_tests']}")
         print(f"large repository workspace: cold {rows['large cold']['workspace']:.2f} s, "
               f"warm {rows['large warm']['workspace']:.2f} s")
 

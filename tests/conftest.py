@@ -18,6 +18,8 @@ os.environ.setdefault(
 from bot.jobs.store import Store  # noqa: E402
 from devkit.stack import postgres_bin, throwaway_postgres  # noqa: E402
 
+# tests/fixtures/repos holds other projects' test suites: they run in sandboxes, never here.
+collect_ignore_glob = ["fixtures/*"]
 SANDBOX_IMAGE = os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev")
 
 

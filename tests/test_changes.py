@@ -5,8 +5,16 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from bot.executor.changes import changed_files, leaves_repo, refusal, review_notes
+from bot.config import PROMPTS
+from bot.executor.changes import (
+    EXPECTATION_CHANGED,
+    changed_files,
+    leaves_repo,
+    refusal,
+    review_notes,
+)
 from bot.executor.gitops import Checkout
+from bot.executor.spec import Templates
 
 
 def repo(tmp_path: Path) -> tuple[Checkout, str]:
@@ -103,3 +111,34 @@ def test_leaves_repo() -> None:
     assert leaves_repo("d/a.md", "../../x")
     assert not leaves_repo("d/a.md", "../x")
     assert not leaves_repo("d/a.md", "./e/../f")
+
+
+async def test_leftovers_stay_out_new_files_are_told_apart_and_changed_expectations_named(
+        tmp_path: Path) -> None:
+    co, base = repo(tmp_path)
+    git = ["git", f"--git-dir={co.git_dir}", f"--work-tree={co.work_tree}"]
+    (co.work_tree / "test_app.py").write_text("from app import x\n\n\ndef test_x():\n"
+                                              "    assert x == 1\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "t"],
+                   check=True)
+    base = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    (co.work_tree / "app.py").write_text("x = 2\n")
+    (co.work_tree / "test_app.py").write_text("from app import x\n\n\ndef test_x():\n"
+                                              "    assert x == 2\n")
+    (co.work_tree / "reproduce_bug.py").write_text("from app import x\nprint(x)\n" * 30)
+    for leftover in ("app.py.orig", "app.py.rej", "app.py.bak", "app.py.backup",
+                     "app.py.fixed"):
+        (co.work_tree / leftover).write_text("x = 1\n")
+    files = await changed_files(co, base)
+    assert {f.path: f.new for f in files} == {"app.py": False, "test_app.py": False,
+                                             "reproduce_bug.py": True}
+    assert await changed_files(co, base) == files  # excluded for good, not just this once
+    check_first, risks = review_notes(files, regression=False)
+    assert check_first.startswith("`app.py`")  # the fix, not the bigger scratch script
+    assert f"`test_app.py`: {EXPECTATION_CHANGED}" in risks
+    text = Templates(PROMPTS).render("review_summary", check_first=check_first, risks=risks,
+                              files=files)
+    assert "**Files changed** (2):" in text and "**Files added** (1):\n- `reproduce_bug.py`" \
+        in text

@@ -178,7 +178,8 @@ async def test_no_change_is_a_stated_outcome_with_the_agent_s_words(
 ])
 async def test_a_change_handoff_must_not_push_is_refused_and_nothing_is_pushed(
         tmp_path: Path, change: dict[str, Any], why: str) -> None:
-    async with stack(tmp_path, [change, finish("Done.")], sandbox="local") as s:
+    # The second finish: shown the file it added, the agent keeps it.
+    async with stack(tmp_path, [change, finish("Done."), finish("Done.")], sandbox="local") as s:
         s.sim.add_repo(REPO, CALC_WITH_TESTS)
         job = await s.handed_over(REPO, "Add CI", "please")
         assert job.state == "failed" and job.category == "push-refused"

@@ -36,6 +36,11 @@ def test_declared_dependencies_choose_the_install() -> None:
     node = setup_from({"package.json", "package-lock.json"},
                       {"package.json": '{"devDependencies": {"jest": "^29"}}'})
     assert node and node.command == "npm ci --ignore-scripts --no-audit --no-fund"
+    tox = setup_from({"tox.ini"}, {"tox.ini": "[tox]\n[testenv]\ndeps =\n    pytest>=7\n"
+                                              "    -r requirements.txt\n    {env:EXTRA}\n"
+                                              "    hypothesis\ncommands = pytest\n"})
+    assert tox is not None and \
+        tox.command == "pip install --only-binary :all: 'pytest>=7' hypothesis"
     go = setup_from({"go.mod"}, {"go.mod": "module x\nrequire golang.org/x/text v0.3.0\n"})
     assert go and go.command == "go mod download"
     both = setup_from({"requirements.txt", "package.json"}, {

@@ -8,6 +8,7 @@ import pytest
 from jinja2 import UndefinedError
 
 from bot.config import PROMPTS
+from bot.executor.changes import FileChange
 from bot.executor.hidden import strip_hidden
 from bot.executor.repo_config import RepoConfigError, parse_repo_config
 from bot.executor.spec import (
@@ -116,7 +117,8 @@ def test_every_template_renders(name: str) -> None:
                     {"kind": "retry", "requested_by": "a", "summary": "s2"}],
         spend={"steps": 1, "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.1,
                "wall_seconds": 1.0}, model="m", inputs_seen=["issue"], inputs_excluded=[],
-        check_first="a.py", risks=["r"], files=[{"path": "a.py", "added": 1, "removed": 0}])
+        check_first="a.py", risks=["r"],
+        files=[FileChange("a.py", 1, 0), FileChange("b.py", 3, 0, new=True)])
     if name == "summary":
         context["criteria"] = [{"text": "x", "met": True, "evidence": "e"}]
     assert TEMPLATES.render(name, **context).strip()

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from bot.executor.sandbox import CommandResult
 from bot.executor.testrun import (
+    GO_TEST_ALL,
     PYTEST,
     TestReport,
     discover_from,
+    instrumented,
     interpret,
     parse_junit,
     parse_output,
 )
 from bot.executor.verdict import RISK_NO_EVIDENCE, TITLE_NOT_RUN, TITLE_REGRESSED, compare, decide
+from bot.reporter.pull_request import evidence_across
 from bot.reporter.report import CUT_MARK, failure_comment, shorten
 
 OUT = Path(__file__).parent / "fixtures" / "runner-output"  # made by running each runner here
@@ -58,6 +63,115 @@ def test_go_test_output() -> None:
            "FAIL\texample.com/calc\t0.002s\nok  \texample.com/calc/util\t(cached)\n")
     assert parse_output(out) == ("go test", {"passed": 0, "failed": 1, "errors": 0,
                                              "skipped": 0}, ["TestAdd"])
+
+
+def test_go_test_json_counts_every_test_by_package() -> None:
+    out = text("go-test-json-mixed.jsonl")
+    report = interpret(GO_TEST_ALL, CommandResult(1, "", ""), out)
+    assert report.runner == "go test" and report.complete
+    assert report.counts == {"passed": 2, "failed": 1, "errors": 0, "skipped": 1}
+    assert report.outcomes["example.com/mini/strutil.TestRev"] == "passed"
+    assert report.outcomes["example.com/mini/calc.TestSub/small"] == "passed"
+    assert report.failing == ["example.com/mini/calc.TestAdd"]
+    assert report.line() == "fail — 2 passed, 1 failed, 1 skipped"
+    green = "\n".join(ln for ln in out.splitlines() if "mini/calc" not in ln)
+    assert interpret(GO_TEST_ALL, CommandResult(0, "", ""), green).line() == "pass — 1 passed"
+
+
+def test_a_go_package_that_does_not_build_is_an_error_by_name() -> None:
+    report = interpret(GO_TEST_ALL, CommandResult(2, "", "broken/b.go:3:23: cannot use"),
+                       text("go-test-json-build-failed.jsonl"))
+    assert report.counts["errors"] == 1 and "example.com/mini/broken" in report.failing
+    assert "example.com/mini/calc.TestAdd" in report.failing and report.complete
+
+
+def test_go_test_is_made_to_write_json_to_the_report_file() -> None:
+    assert instrumented("go test ./...", "/tmp/r") == ("go test -json ./... > /tmp/r", {})
+    assert instrumented(GO_TEST_ALL, "/tmp/r") == ("go test -json ./... > /tmp/r", {})
+    assert instrumented("go test ./... && go vet ./...", "/tmp/r")[0] == \
+        "go test ./... && go vet ./..."
+
+
+def test_node_tap_names_every_test_and_its_suite() -> None:
+    report = interpret("npm test", CommandResult(1, "", ""), text("node-18-tap-nested.tap"))
+    assert report.runner == "node --test" and report.complete
+    assert report.counts == {"passed": 5, "failed": 2, "errors": 0, "skipped": 1}  # "# tests 8"
+    assert report.outcomes["suite > inner a"] == "passed"
+    assert report.outcomes["suite > inner b"] == "skipped"
+    assert report.failing == ["range excludes its end", "range steps"]
+
+
+@pytest.mark.parametrize("knows_reporters", [True, False])
+def test_node_is_asked_for_tap_only_where_it_knows_how(knows_reporters: bool,
+                                                       tmp_path: Path) -> None:
+    # A stand-in node that prints the NODE_OPTIONS it got, and refuses --test-reporter as
+    # node before 18.15 does; the instrumented command runs in a real shell.
+    (tmp_path / "node").write_text(
+        "#!/bin/sh\ncase \"$1\" in --test-reporter*) " +
+        ("exit 0" if knows_reporters else "echo 'node: bad option: $1' >&2; exit 9") +
+        ";; esac\necho \"options: $NODE_OPTIONS\"\n")
+    (tmp_path / "node").chmod(0o755)
+    command, env = instrumented("node --test", "/tmp/r")
+    assert env == {}
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert out.returncode == 0
+    assert ("--test-reporter-destination=/tmp/r" in out.stdout) is knows_reporters
+
+
+def test_mocha_and_jest_json_name_every_test() -> None:
+    mocha = interpret("npm test -- --reporter json", CommandResult(2, "", ""),
+                      text("mocha-10-json-mixed.json"))
+    assert mocha.runner == "mocha" and mocha.complete
+    assert mocha.counts == {"passed": 2, "failed": 1, "errors": 1, "skipped": 1}
+    assert mocha.failing == ['calc subtracts', 'db "before all" hook for "connects"']
+    assert mocha.outcomes["calc nested divides"] == "skipped"
+    jest = interpret("npm test -- --json", CommandResult(1, "", ""),
+                     text("jest-json-mixed.json"))
+    assert jest.runner == "jest"
+    assert jest.counts == {"passed": 2, "failed": 1, "errors": 1, "skipped": 1}
+    assert jest.failing == ["/workspace/test/db.test.js", "calc subtracts"]
+    assert instrumented("npm test -- --reporter json", "/tmp/r") == (
+        "npm test -- --reporter json --reporter-option output=/tmp/r", {})
+    assert instrumented("yarn test -- --json", "/tmp/r") == (
+        "yarn test -- --json --outputFile=/tmp/r", {})
+
+
+@pytest.mark.parametrize("script,command", [
+    ("mocha", "npm test -- --reporter json"), ("mocha test/*.spec.js", "npm test -- --reporter "
+                                               "json"),
+    ("jest --coverage", "npm test -- --json"), ("node --test", "npm test"),
+    ("mocha --reporter dot", "npm test"), ("eslint . && mocha", "npm test"),
+])
+def test_npm_test_asks_mocha_and_jest_for_json(script: str, command: str) -> None:
+    files = {"package.json": json.dumps({"scripts": {"test": script}})}
+    found = discover_from(set(files), files, {})
+    assert found is not None and found.command == command
+
+
+@pytest.mark.parametrize("command,result,state,line", [
+    (PYTEST, CommandResult(5, "\nno tests ran in 0.01s\n", ""), "no-tests",
+     "ran no test (no tests ran in 0.01s)"),
+    (PYTEST, CommandResult(4, "ERROR: file or directory not found: tests\n\n"
+                              "no tests ran in 0.00s\n", ""), "no-tests",
+     "ran no test (ERROR: file or directory not found: tests)"),
+    (PYTEST, CommandResult(4, "", "ERROR: usage: pytest [options]\npytest: error: "
+                                  "unrecognized arguments: --cov\n"), "could-not-run",
+     "could not run: exit code 4: pytest: error: unrecognized arguments: --cov"),
+    (GO_TEST_ALL, CommandResult(1, "", "go: errors parsing go.mod:\n/workspace/go.mod:3: "
+                                       "invalid go version '1.x'\n"), "could-not-run",
+     "could not run: exit code 1: go: errors parsing go.mod:"),
+    ("./run-checks.sh", CommandResult(1, "3 checks failed\n", ""), "ran", "fail — 3 checks "
+     "failed"),
+])
+def test_a_run_with_no_test_is_no_test_run(command: str, result: CommandResult, state: str,
+                                           line: str) -> None:
+    report = interpret(command, result)
+    assert (report.state, report.line()) == (state, line)
+    if state != "ran":
+        verdict = decide(report, report)
+        assert verdict.title == TITLE_NOT_RUN and verdict.conclusion == "neutral"
+        assert "test failure" in verdict.risks[0] or "ran no test" in verdict.risks[0]
 
 
 def test_the_line_has_counts_not_progress_dots() -> None:
@@ -109,12 +223,17 @@ def test_a_failing_test_that_mentions_a_missing_module_is_still_a_failure() -> N
     ({"setup.cfg": "[tool:pytest]\n"}, PYTEST, "`setup.cfg`"),
     ({"tox.ini": "[tox]\nenvlist=py3\n[testenv]\ncommands = pytest\n"}, PYTEST, "tox"),
     ({"noxfile.py": "session.run('pytest')"}, PYTEST, "nox"),
-    ({"tox.ini": "[tox]\n[testenv]\ncommands = stestr run\n"}, "tox", "tox environments"),
+    ({"tox.ini": "[tox]\n[testenv]\ncommands = stestr run {posargs}\n  -coverage report\n"},
+     "stestr run && coverage report", "run directly (tox cannot run"),
+    ({"tox.ini": "[testenv]\ncommands = coverage run -m pytest {posargs}\n"}, PYTEST,
+     "the tox environments in `tox.ini` run pytest"),
+    ({"tox.ini": "[testenv]\ncommands = pytest {posargs:tests}\n", "src": "",
+      "pyproject.toml": "[project]\n"}, f"PYTHONPATH=src {PYTEST}", "`src/` is put on"),
     ({"setup.py": "", "tests": ""}, "python3 -m unittest discover -s tests -t .", "`tests/`"),
-    ({"package.json": '{"scripts": {"test": "jest"}}'}, "npm test", "`jest`"),
+    ({"package.json": '{"scripts": {"test": "jest"}}'}, "npm test -- --json", "`jest`"),
     ({"package.json": '{"scripts": {"test": "vitest"}}', "pnpm-lock.yaml": ""}, "pnpm test",
      "test"),
-    ({"go.mod": "module x\n"}, "go test ./...", "Go module"),
+    ({"go.mod": "module x\n"}, GO_TEST_ALL, "Go module"),
     ({"Cargo.toml": "[package]\n"}, "cargo test", "Cargo"),
     ({"Makefile": "all:\n\ttrue\ntest:\n\t./run-tests\n"}, "make test", "`test` target"),
 ])
@@ -128,6 +247,23 @@ def test_discovery_finds_nothing_and_skips_npm_placeholder() -> None:
     npm = {"package.json": '{"scripts": {"test": "echo \\"Error: no test specified\\" && '
                            'exit 1"}}'}
     assert discover_from(set(npm), npm, {}) is None
+
+
+def test_a_ci_that_runs_tox_gets_what_tox_would_run() -> None:
+    files = {"tox.ini": "[tox]\nenvlist = py3\n[testenv]\ndeps = pytest\ncommands = pytest\n",
+             "pyproject.toml": "[project]\nname = 'x'\n", "Makefile": "test:\n\ttox\n"}
+    workflow = {".github/workflows/ci.yml": "jobs:\n  t:\n    steps:\n      - run: tox -e py\n"}
+    found = discover_from(set(files), files, workflow)
+    assert found is not None and found.command == PYTEST
+    assert "the CI workflow `.github/workflows/ci.yml` runs `tox` too" in found.reason
+
+
+def test_a_ci_line_that_installs_a_tool_does_not_run_it() -> None:
+    files = {"Makefile": "test:\n\tpython3 -m pytest -q tests\n", "tests": ""}
+    workflow = {".github/workflows/ci.yml": "steps:\n  - run: pip install pytest tox\n"
+                                            "  - run: make test\n"}
+    found = discover_from(set(files), files, workflow)
+    assert found is not None and found.command == "make test"
 
 
 def test_the_ci_workflow_breaks_a_tie() -> None:
@@ -185,6 +321,16 @@ def test_not_run_is_neutral() -> None:
     assert verdict.conclusion == "neutral" and "not a test failure" in verdict.risks[0]
 
 
+def test_tests_that_cannot_start_after_a_failed_setup_blame_the_setup() -> None:
+    missing = interpret("npm test", CommandResult(127, "", "sh: 1: mocha: not found\n"))
+    failure = "the dependencies could not be installed: `npm install` ended with exit code 1"
+    verdict = decide(missing, missing, setup_failure=failure)
+    assert verdict.title == TITLE_NOT_RUN
+    assert "after the setup failed (the dependencies could not be installed" in verdict.risks[0]
+    assert "a command the sandbox image has" not in verdict.risks[0]
+    assert "a command the sandbox image has" in decide(missing, missing).risks[0]
+
+
 def test_a_long_summary_is_cut_on_a_word_and_quoted_whole() -> None:
     summary = "word " * 200
     cut = shorten(summary, 500)
@@ -202,3 +348,13 @@ def test_a_long_summary_is_cut_on_a_word_and_quoted_whole() -> None:
     body = failure_comment(job)
     assert "<details><summary>The agent's full summary</summary>" in body
     assert summary.strip() in body
+
+
+def test_a_criterion_is_met_only_by_a_passing_test_that_shows_it() -> None:
+    criteria = ["range(0, 3) gives [0, 1, 2]", "add(2, 3) returns 5", "x works"]
+    summary = "1. range: `range excludes its end` passes.\n2. test_add passes\n3. x works now"
+    got = evidence_across(criteria, [summary], ["range excludes its end", "t.test_add"])
+    assert [c["met"] for c in got] == [True, True, False]
+    assert got[0]["evidence"] == "shown by `range excludes its end` passing"
+    assert got[2]["claim"] == "3. x works now"  # claimed by the agent, not shown
+    assert not any(c["met"] for c in evidence_across(criteria, [summary], []))

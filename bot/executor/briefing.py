@@ -12,12 +12,22 @@ from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import Agent
 from bot.executor.agent.models import make_model
 from bot.executor.agent.transcript import Transcript
+from bot.executor.changes import added_paths
 from bot.executor.gitops import NO_DRIVERS
 from bot.executor.hidden import strip_hidden
 from bot.executor.run import Run
 from bot.executor.spec import Templates, choose_template
 from bot.jobs.store import Store
 from bot.prices import price_for
+
+# What the agent reads when it first calls `finish` having added files (SWE-agent's review on
+# submit): the pull request should carry the fix and its tests, not the scratch of the work.
+ADDED_FILES_NOTE = """Not finished yet: first check the files you added.
+{files}
+
+Delete the ones that are scratch from your work (reproduction scripts, backups, notes, patch
+files, test scripts outside the test suite) with `rm`. Keep a file only if the change needs it,
+such as a new test in the project's test suite. Then call `finish` again."""
 
 
 async def write_spec(run: Run, templates: Templates, store: Store,
@@ -91,4 +101,17 @@ def make_agent(run: Run, settings: Settings) -> Agent | ExternalAgent:
         await resume.save(run, messages, spend)
 
     return Agent(model, budget, transcript, s.command_timeout, progress,
-                 keep_observations=s.keep_observations, checkpoint=checkpoint)
+                 keep_observations=s.keep_observations, checkpoint=checkpoint,
+                 before_finish=lambda: added_files(run))
+
+
+async def added_files(run: Run) -> str:
+    """The note that shows the agent the files it added before it may finish, or ""."""
+    if run.checkout is None:
+        return ""
+    paths = await added_paths(run.checkout, run.start_sha)
+    if not paths:
+        return ""
+    shown = "\n".join(f"- {p}" for p in paths[:50]) + \
+        (f"\n- and {len(paths) - 50} more" if len(paths) > 50 else "")
+    return ADDED_FILES_NOTE.format(files=shown)

@@ -13,6 +13,14 @@ from bot.reporter.markdown import code
 RISKY = re.compile(r"(^|/)(\.github/|Dockerfile|setup\.py|pyproject\.toml|package(-lock)?\.json"
                    r"|requirements[^/]*\.txt|.*\.lock$|Makefile|.*\.ya?ml$)")
 TEST_PATH = re.compile(r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.[a-z]+$|[^/]*\.test\.[a-z]+$)")
+# Files no change means to add: backups, merge and patch leftovers, editor swap files.
+LEFTOVER = re.compile(r"(\.(orig|rej|bak|backup|fixed|swp)|~)$")
+# A line of a test that states what is expected.
+EXPECTATION = re.compile(r"\b(assert\w*|expect|should|to(Be|Equal|StrictEqual|Throw)\w*|want|"
+                         r"Errorf|Fatalf|deepStrictEqual|strictEqual|raises)\b|==")
+
+
+EXPECTATION_CHANGED = "an existing test's expectation was changed: check it"
 
 
 @dataclass
@@ -20,19 +28,49 @@ class FileChange:
     path: str
     added: int
     removed: int
+    new: bool = False  # the file is not in the base commit
+    expectation_changed: bool = False  # a test that existed lost a line stating an expectation
 
 
 async def changed_files(co: Checkout, base: str) -> list[FileChange]:
-    """Files that differ between ``base`` and the work tree (staged everything first)."""
-    await co.git("add", "-A")
+    """Files that differ between ``base`` and the work tree (staged everything first); new
+    leftovers (``*.orig``, ``*.rej``, ``*.bak``, ``*.backup``...) are left out for good."""
+    new = set(await added_paths(co, base))
+    if leftovers := sorted(p for p in new if LEFTOVER.search(p)):
+        exclude(co, leftovers)
+        await co.git("rm", "--cached", "-q", "--", *(f":(literal){p}" for p in leftovers))
     out = await co.git("diff", "--cached", "--numstat", "--no-renames", "-z", *NO_DRIVERS, base)
     files = []
     for record in out.split("\0"):
         if record:
             added, removed, path = record.split("\t", 2)
             files.append(FileChange(path, int(added) if added.isdigit() else 0,
-                                    int(removed) if removed.isdigit() else 0))
+                                    int(removed) if removed.isdigit() else 0, path in new))
+    for f in files:
+        if TEST_PATH.search(f.path) and not f.new and f.removed:
+            diff = await co.git("diff", "--cached", "-U0", "--no-renames", *NO_DRIVERS, base,
+                                "--", f.path)
+            f.expectation_changed = any(
+                line.startswith("-") and not line.startswith("---") and EXPECTATION.search(line)
+                for line in diff.splitlines())
     return files
+
+
+async def added_paths(co: Checkout, base: str) -> list[str]:
+    """Paths in the work tree that ``base`` does not have (everything staged first)."""
+    await co.git("add", "-A")
+    out = await co.git("diff", "--cached", "--name-only", "--no-renames", "-z",
+                       "--diff-filter=A", base)
+    return [p for p in out.split("\0") if p]
+
+
+def exclude(co: Checkout, paths: list[str]) -> None:
+    """Keep these work-tree paths out of every commit (the trusted git directory's
+    ``info/exclude``, each path literal)."""
+    if paths:
+        (co.git_dir / "info").mkdir(exist_ok=True)
+        with (co.git_dir / "info" / "exclude").open("a") as file:
+            file.writelines("/" + re.sub(r"([\\*?\[\]!#])", r"\\\1", p) + "\n" for p in paths)
 
 
 async def refusal(co: Checkout, base: str, files: list[FileChange]) -> str | None:
@@ -86,12 +124,14 @@ def leaves_repo(path: str, target: str) -> bool:
 def review_notes(files: list[FileChange], regression: bool) -> tuple[str, list[str]]:
     """What a reviewer should check first, and the risky parts of the change."""
     sources = [f for f in files if not TEST_PATH.search(f.path)]
-    biggest = max(sources or files, key=lambda f: f.added + f.removed)
+    changed_sources = [f for f in sources if not f.new]  # a fix before a new script beside it
+    biggest = max(changed_sources or sources or files, key=lambda f: f.added + f.removed)
     check_first = (f"{code(biggest.path)}, the largest change "
                    f"(+{biggest.added} −{biggest.removed})")
     risks = []
     if regression:
         risks.append("tests that passed on the base commit fail after the change")
+    risks += [f"{code(f.path)}: {EXPECTATION_CHANGED}" for f in files if f.expectation_changed]
     risks += [f"{code(f.path)} is build, dependency or CI configuration" for f in files
               if RISKY.search(f.path)]
     removed = [f for f in files if f.removed > f.added and f.removed >= 20]

@@ -12,6 +12,7 @@ runs without network (``build_files_changed``).
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import json
 import re
@@ -24,7 +25,7 @@ from bot.executor.gitops import Checkout
 REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "requirements-test.txt",
                 "requirements_dev.txt", "requirements_test.txt")
 TEST_EXTRAS = ("test", "tests", "testing", "dev")
-READ = ("pyproject.toml", "package.json", "go.mod", *REQUIREMENTS)
+READ = ("pyproject.toml", "package.json", "go.mod", "tox.ini", *REQUIREMENTS)
 
 
 # Files that decide what a setup installs or runs, at any depth (npm workspaces, nested
@@ -61,7 +62,8 @@ async def default_setup(co: Checkout, rev: str) -> Setup | None:
 
 def setup_from(names: set[str], files: dict[str, str]) -> Setup | None:
     """The install commands for these top-level file ``names`` and texts, joined."""
-    steps = [s for s in (_python(names, files), _node(names, files), _go(files)) if s]
+    steps = [s for s in (_python(names, files), _tox(files), _node(names, files), _go(files))
+             if s]
     if not steps:
         return None
     return Setup(" && ".join(s.command for s in steps), "; ".join(s.reason for s in steps),
@@ -104,6 +106,22 @@ def _names_project(requirement: str, project: dict[str, object]) -> bool:
     name = re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0]
     return name.lower().replace("_", "-") == str(project.get("name", "")).lower().replace(
         "_", "-")
+
+
+def _tox(files: dict[str, str]) -> Setup | None:
+    """The deps of tox's ``[testenv]``: tox cannot run in the sandbox, so its test command runs
+    directly (``testrun``) and needs them installed."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(files.get("tox.ini", ""))
+    except configparser.Error:
+        return None
+    deps = [d.strip() for d in parser.get("testenv", "deps", fallback="").splitlines()]
+    deps = [d for d in deps if d and not d.startswith(("-", "#")) and not re.search(r"[{}]", d)]
+    if not deps:
+        return None
+    return Setup(f"{PIP} {' '.join(shlex.quote(d) for d in deps)}",
+                 "tox's `[testenv]` in `tox.ini` needs these to run its tests")
 
 
 def _node(names: set[str], files: dict[str, str]) -> Setup | None:

@@ -37,7 +37,8 @@ def entry(job: Job, record: JobRecord, evidence: bool = False) -> dict[str, Any]
     return {"job_id": job.id, "kind": job.kind, "requested_by": job.requested_by,
             "feedback": job.feedback[:2000], "summary": record.summary,
             "spend": dict(record.spend), "template": record.template,
-            "tests_after": record.tests_after, "evidence": evidence}
+            "tests_after": record.tests_after, "evidence": evidence,
+            "shown": [*record.verdict.get("fixed", []), *record.verdict.get("added", [])][:500]}
 
 
 def total_spend(iterations: list[dict[str, Any]]) -> dict[str, Any]:

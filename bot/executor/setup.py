@@ -3,9 +3,8 @@ to the allowed hosts only, then close the network."""
 
 from __future__ import annotations
 
-import re
-
 from bot.config import Settings
+from bot.executor.changes import exclude
 from bot.executor.dependencies import Setup, build_files_changed, default_setup
 from bot.executor.gitops import Checkout
 from bot.executor.run import Run
@@ -66,12 +65,7 @@ async def keep_out_of_changes(co: Checkout) -> None:
     """What the setup left in the work tree (``node_modules/``, ``*.egg-info``, a virtualenv)
     is no part of the agent's change: excluded in the trusted git directory."""
     made = await co.git("ls-files", "--others", "--exclude-standard", "--directory", "-z")
-    paths = [p for p in made.split("\0") if p]
-    if paths:
-        (co.git_dir / "info").mkdir(exist_ok=True)
-        with (co.git_dir / "info" / "exclude").open("a") as exclude:
-            exclude.writelines("/" + re.sub(r"([\\*?\[\]!#])", r"\\\1", p) + "\n"
-                               for p in paths)
+    exclude(co, [p for p in made.split("\0") if p])
 
 
 def check_limits(run: Run, box: Sandbox | None = None) -> None:

@@ -4,12 +4,15 @@ The test command comes from `.github/handoff.yml`, or is discovered from the rep
 read from git objects of the base commit (never from the work tree, where the agent may have
 planted symlinks). Runs happen in the sandbox; pytest writes JUnit XML to a fresh path in the
 sandbox's /tmp, read back with ``cat`` and parsed here with the standard library (documents
-with a DTD are refused, so no entity is ever expanded or followed). Other runners are read from
-their summary lines.
+with a DTD are refused, so no entity is ever expanded or followed). ``go test -json`` events,
+node's TAP, and mocha's or jest's JSON reach a report file there the same way. Other runners
+are read from their summary lines.
 """
 
 from __future__ import annotations
 
+import configparser
+import json
 import re
 import secrets
 import shlex
@@ -25,8 +28,12 @@ JUNIT_CHUNK = 48 * 1024  # under the sandbox's output cap
 JUNIT_MAX = 8 * 1024 * 1024
 MAX_OUTCOMES = 20_000  # per-test results kept in a job's record
 PYTEST = "python3 -m pytest -q -p no:cacheprovider"
+GO_TEST_ALL = "go test -json ./..."
 NPM_DEFAULT_TEST = 'echo "Error: no test specified" && exit 1'
-SIMPLE_PYTEST = re.compile(r"^\s*(python3?\s+-m\s+pytest|py\.test|pytest)(\s|$)")
+GO_TEST = re.compile(r"^\s*go\s+test(\s|$)")
+NODE_TEST = re.compile(r"^\s*((npm|pnpm|yarn)( run)? test|node\s+--test)(\s|$)")
+SIMPLE_PYTEST = re.compile(r"^\s*(PYTHONPATH=[\w./:-]+\s+)?(python3?\s+-m\s+pytest|py\.test|pytest)"
+                           r"(\s|$)")
 SHELL_OPERATORS = re.compile(r"[;&|<>`$()\n]")
 
 
@@ -40,6 +47,7 @@ class TestCommand:
 
     command: str
     reason: str
+    via: str = ""  # the tool a CI workflow runs that stands for this command (tox, nox)
 
 
 async def discover(co: Checkout, rev: str, configured: str | None) -> TestCommand | None:
@@ -95,19 +103,20 @@ def discover_from(names: set[str], files: dict[str, str],
         candidates.append(TestCommand(PYTEST, "`tox.ini` configures pytest (`[pytest]`)"))
     if "conftest.py" in names:
         candidates.append(TestCommand(PYTEST, "the repository has a `conftest.py`"))
-    if "tox.ini" in names and "pytest" in tox:
+    tox_commands = _tox_commands(tox) if "tox.ini" in names else []
+    if any(re.search(r"\bpy\.?test\b", c) for c in tox_commands):  # coverage run -m pytest too
         candidates.append(TestCommand(PYTEST, "the tox environments in `tox.ini` run pytest "
-                                      "(run directly: the sandbox has no network for tox)"))
+                                      "(run directly: tox cannot run in the sandbox)", "tox"))
+    elif tox_commands:
+        candidates.append(TestCommand(" && ".join(tox_commands), "the commands of tox's "
+                                      "`[testenv]` in `tox.ini`, run directly (tox cannot run "
+                                      "in the sandbox)", "tox"))
     if "noxfile.py" in names and "pytest" in files.get("noxfile.py", ""):
         candidates.append(TestCommand(PYTEST, "the nox sessions in `noxfile.py` run pytest "
-                                      "(run directly: the sandbox has no network for nox)"))
+                                      "(run directly: nox cannot run in the sandbox)", "nox"))
     if python_files and re.search(r"\bpytest\b", pyproject + setup_cfg + reqs):
         candidates.append(TestCommand(PYTEST, "pytest is among the Python project's "
                                       "dependencies"))
-    if "tox.ini" in names and "[tox" in tox:
-        candidates.append(TestCommand("tox", "`tox.ini` defines tox environments"))
-    if "noxfile.py" in names:
-        candidates.append(TestCommand("nox", "the repository has a `noxfile.py`"))
     if ("pyproject.toml" in names or "setup.py" in names or "setup.cfg" in names) and \
             ("tests" in names or "test" in names):
         start = "tests" if "tests" in names else "test"
@@ -127,11 +136,13 @@ def discover_from(names: set[str], files: dict[str, str],
         if script:
             tool = "pnpm" if "pnpm-lock.yaml" in names else \
                 "yarn" if "yarn.lock" in names else "npm"
-            candidates.append(TestCommand(f"{tool} test", f"`package.json` has a `test` script "
-                                          f"({code(script[:80])})"))
+            args, how = _reporter_args(script)
+            candidates.append(TestCommand(f"{tool} test{args}", f"`package.json` has a `test` "
+                                          f"script ({code(script[:80])}){how}",
+                                          f"{tool} test" if args else ""))
     if "go.mod" in names:
-        candidates.append(TestCommand("go test ./...", "the repository is a Go module "
-                                      "(`go.mod`)"))
+        candidates.append(TestCommand(GO_TEST_ALL, "the repository is a Go module "
+                                      "(`go.mod`); `-json` reports every test"))
     if "Cargo.toml" in names:
         candidates.append(TestCommand("cargo test", "the repository is a Cargo package "
                                       "(`Cargo.toml`)"))
@@ -142,28 +153,75 @@ def discover_from(names: set[str], files: dict[str, str],
     if not candidates:
         return None
     # A command the CI workflows run wins; otherwise the first found, in the order above.
+    chosen = candidates[0]
     for path, text in workflows.items():
-        for c in candidates:
-            if _runs(text, c.command):
-                return TestCommand(c.command,
-                                   f"{c.reason}; the CI workflow {code(path)} runs it too")
-    return candidates[0]
+        if found := next((c for c in candidates if _runs(text, c.via or c.command)), None):
+            what = code(found.via) if found.via else "it"
+            chosen = TestCommand(found.command, f"{found.reason}; the CI workflow {code(path)} "
+                                 f"runs {what} too")
+            break
+    return _with_src_path(chosen, names, files)
+
+
+def _tox_commands(tox: str) -> list[str]:
+    """The commands of tox's ``[testenv]``, as a shell runs them here: ``{posargs}`` becomes
+    its default, ``{toxinidir}`` the work tree, a leading ``-`` (tox ignores that exit code)
+    is dropped, and a line with another substitution is left out."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(tox)
+    except configparser.Error:
+        return []
+    text = parser.get("testenv", "commands", fallback="")
+    out = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = re.sub(r"\{posargs:?([^}]*)\}", r"\1", line.strip().lstrip("-").strip())
+        line = re.sub(r"\{toxinidir\}/?", "./", line).strip()
+        if line and not re.search(r"[{}]", line):
+            out.append(line)
+    return out
+
+
+def _with_src_path(chosen: TestCommand, names: set[str], files: dict[str, str]
+                   ) -> TestCommand:
+    """pytest over a ``src/`` layout sees the package there without an install."""
+    config = "".join(files.get(n, "") for n in ("pyproject.toml", "setup.cfg", "tox.ini",
+                                                 "pytest.ini"))
+    if chosen.command != PYTEST or "src" not in names or "pythonpath" in config:
+        return chosen
+    return TestCommand(f"PYTHONPATH=src {PYTEST}", f"{chosen.reason}; `src/` is put on the "
+                       "import path, so its package imports without an install", chosen.via)
 
 
 def _runs(workflow: str, command: str) -> bool:
     words = {"python3 -m pytest -q -p no:cacheprovider": r"\bpytest\b",
-             "go test ./...": r"\bgo test\b", "cargo test": r"\bcargo test\b",
+             GO_TEST_ALL: r"\bgo test\b", "cargo test": r"\bcargo test\b",
              "make test": r"\bmake test\b", "npm test": r"\bnpm (run )?test\b",
              "pnpm test": r"\bpnpm (run )?test\b", "yarn test": r"\byarn (run )?test\b",
              "tox": r"\btox\b", "nox": r"\bnox\b"}
     pattern = words.get(command, re.escape(command))
     return any(re.search(pattern, line) for line in workflow.splitlines()
-               if "run:" in line or line.startswith((" ", "\t")))
+               if ("run:" in line or line.startswith((" ", "\t"))) and not INSTALLS.search(line))
+
+
+# A workflow line that installs a tool (`pip install pytest tox`) does not run it.
+INSTALLS = re.compile(r"\b(pip3?|pipx|uv( pip)?|apt(-get)?|npm|pnpm|yarn|conda|poetry|go) "
+                      r"(install|add|get)\b")
+
+
+def _reporter_args(script: str) -> tuple[str, str]:
+    """Arguments that make a ``test`` script that is one mocha or jest run report every test
+    as JSON, and the words that say so; ("", "") for any other script."""
+    if SHELL_OPERATORS.search(script) or re.search(r"--(reporter|json)\b", script):
+        return "", ""
+    if re.fullmatch(r"mocha(\s.*)?", script):
+        return " -- --reporter json", "; mocha's JSON reporter names every test"
+    if re.fullmatch(r"jest(\s.*)?", script):
+        return " -- --json", "; jest's JSON output names every test"
+    return "", ""
 
 
 def _npm_test_script(text: str) -> str:
-    import json
-
     try:
         data = json.loads(text)
     except ValueError:
@@ -182,8 +240,8 @@ class TestReport:
     """What one run of the tests showed.
 
     ``state``: ``ran`` (the suite ran: see ``ok`` and the counts), ``not-run`` (no command),
-    ``config-error`` (the command or its runner is not there), ``no-tests`` (it ran and found
-    none), ``timed-out``.
+    ``config-error`` (the command or its runner is not there), ``no-tests`` (it ran and ran no
+    test), ``could-not-run`` (the runner stopped before any test ran), ``timed-out``.
     """
 
     __test__ = False  # not a pytest test class
@@ -217,7 +275,9 @@ class TestReport:
         if self.state == "timed-out":
             return f"timed out: {self.detail}"
         if self.state == "no-tests":
-            return f"no tests found ({self.detail})" if self.detail else "no tests found"
+            return f"ran no test ({self.detail})" if self.detail else "ran no test"
+        if self.state == "could-not-run":
+            return f"could not run: {self.detail}"
         verdict = "pass" if self.ok else "fail"
         if self.counts:
             parts = [f"{n} {'error' if k == 'errors' and n == 1 else k}"
@@ -241,11 +301,28 @@ def not_run() -> TestReport:
     return TestReport("", "not-run")
 
 
-def with_junit(command: str, path: str) -> tuple[str, dict[str, str]]:
-    """The command made to write JUnit XML to ``path`` where pytest runs: an argument for a
-    plain pytest command, else ``PYTEST_ADDOPTS`` for commands that may start pytest."""
+def instrumented(command: str, path: str) -> tuple[str, dict[str, str]]:
+    """The command made to write a machine-readable report to ``path``: ``go test``'s JSON
+    events for a plain ``go test`` command; mocha's and jest's JSON where the command asks
+    for JSON; TAP where node's test runner may run (``npm test`` and the like); JUnit XML
+    where pytest runs (an argument for a
+    plain pytest command, else ``PYTEST_ADDOPTS`` for commands that may start pytest)."""
+    if GO_TEST.match(command) and not SHELL_OPERATORS.search(command):
+        if not re.search(r"\s-json(\s|$)", command):
+            command = GO_TEST.sub(lambda m: "go test -json" + m.group(1), command, count=1)
+        return f"{command} > {shlex.quote(path)}", {}
     if SIMPLE_PYTEST.match(command) and not SHELL_OPERATORS.search(command):
         return f"{command} --junitxml={shlex.quote(path)}", {}
+    if NODE_TEST.match(command) and not SHELL_OPERATORS.search(command):
+        if re.search(r"\s--reporter json\b", command) and "output=" not in command:
+            return f"{command} --reporter-option output={shlex.quote(path)}", {}
+        if re.search(r"\s--json\b", command) and "--outputFile" not in command:
+            return f"{command} --outputFile={shlex.quote(path)}", {}
+    if NODE_TEST.match(command):  # node's runner reports to the file too, where node knows how
+        options = shlex.quote(f"--test-reporter=tap --test-reporter=tap --test-reporter-"
+                              f"destination={path} --test-reporter-destination=stdout")
+        return (f"if node --test-reporter=tap -e 0 >/dev/null 2>&1; then export NODE_OPTIONS="
+                f"{options}; fi; {command}"), {}
     if re.search(r"\b(pytest|tox|nox|make|python3?)\b", command):
         return command, {"PYTEST_ADDOPTS": f"--junitxml={path}"}
     return command, {}
@@ -253,11 +330,11 @@ def with_junit(command: str, path: str) -> tuple[str, dict[str, str]]:
 
 async def run_tests(sandbox: Sandbox, command: str, phase: str) -> TestReport:
     """Run the test command in the sandbox and read what came of it."""
-    path = f"/tmp/handoff-junit-{phase}-{secrets.token_hex(8)}.xml"
-    argv, env = with_junit(command, path)
+    path = f"/tmp/handoff-report-{phase}-{secrets.token_hex(8)}"
+    argv, env = instrumented(command, path)
     result = await sandbox.exec(argv, env=env or None)
-    xml_text = await _read_sandbox_file(sandbox, path) if (argv != command or env) else None
-    return interpret(command, result, xml_text)
+    machine = await _read_sandbox_file(sandbox, path) if (argv != command or env) else None
+    return interpret(command, result, machine)
 
 
 async def _read_sandbox_file(sandbox: Sandbox, path: str) -> str | None:
@@ -293,9 +370,11 @@ def _runner_missing(command: str, output: str) -> str:
     return ""
 
 
-def interpret(command: str, result: CommandResult, junit_xml: str | None = None) -> TestReport:
-    """A report from a finished run: JUnit XML when there is one, else the summary lines."""
-    output = result.stdout + "\n" + result.stderr
+def interpret(command: str, result: CommandResult, machine: str | None = None) -> TestReport:
+    """A report from a finished run: the runner's machine-readable report when there is one
+    (JUnit XML, ``go test -json`` events), else the summary lines of its output."""
+    structured = parse_report(machine) if machine else None
+    output = result.stdout + "\n" + result.stderr + ("\n" + structured[2] if structured else "")
     tail = last_line(output)
     if result.timed_out:
         return TestReport(command, "timed-out", exit_code=result.exit_code,
@@ -307,10 +386,9 @@ def interpret(command: str, result: CommandResult, junit_xml: str | None = None)
         return TestReport(command, "config-error", exit_code=result.exit_code,
                           detail=f"{code(command)} could not start ({cause[:200]})")
     report = TestReport(command, "ran", ok=result.ok, exit_code=result.exit_code, detail=tail)
-    parsed = parse_junit(junit_xml) if junit_xml else None
-    if parsed is not None and parsed[1]:
-        report.runner = "pytest"
-        report.counts, report.outcomes = parsed
+    if structured is not None:
+        report.runner, report.counts, report.outcomes = structured[3], structured[0], \
+            structured[1]
         report.failing = sorted(t for t, o in report.outcomes.items() if o in ("failed", "error"))
         report.complete = True
     else:
@@ -320,9 +398,28 @@ def interpret(command: str, result: CommandResult, junit_xml: str | None = None)
             bad = report.bad() or 0
             report.complete = len(report.failing) == bad
     total = sum(report.counts.values()) if report.counts else None
-    if total == 0 or (report.runner == "pytest" and result.exit_code == 5):
+    if total == 0 or (report.runner == "pytest" and result.exit_code in (4, 5)):
         report.state = "no-tests"
+        report.detail = _first_error(output) or tail
+    elif not report.counts and not result.ok and KNOWN_RUNNER.match(command):
+        report.state = "could-not-run"
+        report.detail = f"{result.describe()}: {_first_error(output) or tail}"[:300]
     return report
+
+
+# Runners whose every run reports its tests: no count from one that failed means no test ran.
+KNOWN_RUNNER = re.compile(r"^\s*(PYTHONPATH=\S+\s+)?(python3?\s+-m\s+(pytest|unittest)|py\.test|"
+                          r"pytest|go\s+test|cargo\s+test|node\s+--test)(\s|$)")
+ERROR_LINE = re.compile(r"^(?:ERROR|E  |error|Error|fatal|go: |npm ERR!|FAIL\s.*\[(?:build|setup) "
+                        r"failed\]|\S+\.go:\d+:\d+: |\S.*?: error: ).*$", re.MULTILINE)
+
+
+def _first_error(output: str) -> str:
+    """The first line of the output that reads as the cause of a stop (past a usage line),
+    or ""."""
+    found = [m.group(0).strip() for m in ERROR_LINE.finditer(output)]
+    cause = next((line for line in found if "usage:" not in line), found[0] if found else "")
+    return cause[:200]
 
 
 def _summary_seen(output: str) -> bool:
@@ -337,6 +434,25 @@ def last_line(output: str) -> str:
 
 # -- parsers -----------------------------------------------------------------------------------
 
+def parse_report(text: str) -> tuple[dict[str, int], dict[str, str], str, str] | None:
+    """Counts, per-test outcomes, the human-readable output and the runner from a
+    machine-readable report (JUnit XML, ``go test -json`` events, or node's TAP); None when it
+    is none of them."""
+    if text.lstrip().startswith("<"):
+        parsed = parse_junit(text)
+        return (*parsed, "", "pytest") if parsed else None
+    if text.lstrip().startswith("{") and (js := parse_js_json(text)):
+        return js
+    if re.search(r'^\{"(Time|Action)"', text, re.MULTILINE):
+        go = parse_go_json(text)
+        return (*go, "go test") if go else None
+    tap = parse_tap(text)
+    return (*tap, "node --test") if tap else None
+
+
+RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+
+
 def parse_junit(text: str) -> tuple[dict[str, int], dict[str, str]] | None:
     """Counts and per-test outcomes from JUnit XML; None if it is not that (or has a DTD)."""
     if "<!DOCTYPE" in text or "<!ENTITY" in text:
@@ -345,7 +461,6 @@ def parse_junit(text: str) -> tuple[dict[str, int], dict[str, str]] | None:
         root = ET.fromstring(text)
     except ET.ParseError:
         return None
-    rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
     outcomes: dict[str, str] = {}
     for case in root.iter("testcase"):
         name = case.get("name") or "?"
@@ -355,10 +470,121 @@ def parse_junit(text: str) -> tuple[dict[str, int], dict[str, str]] | None:
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 kind = {"failure": "failed"}.get(child.tag, child.tag)
-                outcome = max(outcome, kind, key=rank.__getitem__)
+                outcome = max(outcome, kind, key=RANK.__getitem__)
         if test_id in outcomes:
-            outcome = max(outcome, outcomes[test_id], key=rank.__getitem__)
+            outcome = max(outcome, outcomes[test_id], key=RANK.__getitem__)
         outcomes[test_id] = outcome
+    return _counted(outcomes)
+
+
+GO_BUILD_FAILED = re.compile(r"^FAIL\s+(\S+)\s+\[(?:build|setup) failed\]")
+GO_ACTIONS = {"pass": "passed", "fail": "failed", "skip": "skipped"}
+
+
+def parse_go_json(text: str) -> tuple[dict[str, int], dict[str, str], str] | None:
+    """Counts, outcomes (``package.TestName``, subtests as ``TestName/sub``) and the output
+    text from ``go test -json`` events; None if there are none. A package that failed with no
+    failing test (it did not build, or its test binary died) counts as one error."""
+    outcomes: dict[str, str] = {}
+    failed_packages: list[str] = []
+    packages_with_failures: set[str] = set()
+    lines: list[str] = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:  # go 1.19-1.23 print a package that did not build as text
+            lines.append(line)
+            if m := GO_BUILD_FAILED.match(line):
+                failed_packages.append(m.group(1))
+            continue
+        if not isinstance(event, dict) or not isinstance(event.get("Action"), str):
+            continue
+        action, package, test = event["Action"], str(event.get("Package", "")), \
+            event.get("Test")
+        if action == "output":
+            lines.append(str(event.get("Output", "")).rstrip("\n"))
+        elif action in GO_ACTIONS and test:
+            outcomes[f"{package}.{test}"] = GO_ACTIONS[action]
+            if action == "fail":
+                packages_with_failures.add(package)
+        elif action == "fail":
+            failed_packages.append(package)
+    if not outcomes and not failed_packages and not lines:
+        return None
+    for package in failed_packages:
+        if package not in packages_with_failures:
+            outcomes[package] = "error"
+    counts, kept = _counted(outcomes)
+    return counts, kept, "\n".join(lines)
+
+
+def parse_js_json(text: str) -> tuple[dict[str, int], dict[str, str], str, str] | None:
+    """Counts and outcomes from mocha's JSON reporter (a failed hook is an error by name) or
+    jest's ``--json`` (a test file that could not run is an error by its path)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    outcomes: dict[str, str] = {}
+    if isinstance(data.get("stats"), dict) and isinstance(data.get("tests"), list):
+        failed = {str(t.get("fullTitle")) for t in data.get("failures") or []
+                  if isinstance(t, dict)}
+        pending = {str(t.get("fullTitle")) for t in data.get("pending") or []
+                   if isinstance(t, dict)}
+        for test in data["tests"]:
+            if isinstance(test, dict):
+                name = str(test.get("fullTitle"))
+                outcomes[name] = "failed" if name in failed else \
+                    "skipped" if name in pending else "passed"
+        outcomes.update({name: "error" for name in failed if name not in outcomes})
+        return (*_counted(outcomes), "", "mocha")
+    if isinstance(data.get("testResults"), list) and "numTotalTests" in data:
+        jest = {"passed": "passed", "failed": "failed"}
+        for suite in data["testResults"]:
+            if not isinstance(suite, dict):
+                continue
+            results = [r for r in suite.get("assertionResults") or [] if isinstance(r, dict)]
+            for r in results:
+                outcomes[str(r.get("fullName") or r.get("title"))] = \
+                    jest.get(str(r.get("status")), "skipped")
+            if not results and suite.get("status") == "failed":
+                outcomes[str(suite.get("name", "?"))] = "error"
+        return (*_counted(outcomes), "", "jest")
+    return None
+
+
+TAP_SUBTEST = re.compile(r"^(\s*)# Subtest: (.*)$")
+TAP_RESULT = re.compile(r"^(\s*)(not )?ok \d+(?: - (.*?))?(?:\s+#\s*(SKIP|TODO)\b.*)?\s*$",
+                        re.IGNORECASE)
+
+
+def parse_tap(text: str) -> tuple[dict[str, int], dict[str, str], str] | None:
+    """Counts and outcomes from TAP as node's test runner writes it (a subtest named after
+    its parents, ``suite > test``); None when there is no test line."""
+    outcomes: dict[str, str] = {}
+    open_subtests: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        if m := TAP_SUBTEST.match(line):
+            indent = len(m.group(1))
+            open_subtests = [s for s in open_subtests if s[0] < indent] + [(indent, m.group(2))]
+            continue
+        if not (m := TAP_RESULT.match(line)):
+            continue
+        indent, name = len(m.group(1)), (m.group(3) or "?").replace("\\#", "#")
+        parents = [n for i, n in open_subtests if i < indent]
+        open_subtests = [s for s in open_subtests if s[0] < indent]
+        outcome = "skipped" if m.group(4) else "failed" if m.group(2) else "passed"
+        outcomes[" > ".join([*parents, name])] = outcome
+    if not outcomes:
+        return None
+    counts, kept = _counted(outcomes)
+    return counts, kept, ""
+
+
+def _counted(outcomes: dict[str, str]) -> tuple[dict[str, int], dict[str, str]]:
+    """Counts of these outcomes, and the outcomes kept (only the others past MAX_OUTCOMES)."""
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
     for outcome in outcomes.values():
         counts["errors" if outcome == "error" else outcome] += 1

@@ -32,7 +32,12 @@ WHY_NO_COMMAND = ("no `test_command` is set in `.github/handoff.yml` and none wa
                   "repository")
 WHY_CONFIG = ("{detail}; that is a configuration error, not a test failure: set `test_command` "
               "in `.github/handoff.yml` to a command the sandbox image has")
-WHY_NO_TESTS = "the test command found no tests ({detail})"
+WHY_SETUP_FAILED = ("{detail}, after the setup failed ({setup}): the tests need what it did not "
+                    "install, so the fix is the setup (`setup_command` in `.github/handoff.yml`) "
+                    "or what it reaches, not the test command")
+WHY_NO_TESTS = "the test command ran no test ({detail})"
+WHY_COULD_NOT_RUN = ("the test command could not run, it stopped before any test ran ({detail}); "
+                     "that is no test failure")
 WHY_BASELINE = "the tests could not run on the base commit ({line})"
 STAGE_DONE = "done"
 STAGE_REGRESSED = "done-regressed"
@@ -127,11 +132,14 @@ class Verdict:
 
 
 def decide(before: TestReport | None, after: TestReport | None, *, prior_evidence: bool = False,
-           evidence_expected: bool = True, last_failed_check: str = "") -> Verdict:
-    """The verdict on a change from its test runs and the agent's own last check."""
-    if after is None or after.state in ("not-run", "config-error", "no-tests") or (
+           evidence_expected: bool = True, last_failed_check: str = "",
+           setup_failure: str = "") -> Verdict:
+    """The verdict on a change from its test runs, the agent's own last check, and the
+    setup's failure if it failed (the cause named when the tests then cannot run)."""
+    if after is None or after.state in ("not-run", "config-error", "no-tests",
+                                        "could-not-run") or (
             before is not None and before.state == "config-error"):
-        why = _why_not_run(before, after)
+        why = _why_not_run(before, after, setup_failure)
         return Verdict("neutral", TITLE_NOT_RUN, STAGE_NOT_RUN, tests_run=False,
                        evidence=prior_evidence, risks=[RISK_NOT_RUN.format(why=why)])
     cmp = compare(before, after)
@@ -152,11 +160,17 @@ def decide(before: TestReport | None, after: TestReport | None, *, prior_evidenc
     return verdict
 
 
-def _why_not_run(before: TestReport | None, after: TestReport | None) -> str:
+def _why_not_run(before: TestReport | None, after: TestReport | None,
+                 setup_failure: str = "") -> str:
     for report in (before, after):
+        if report is not None and report.state in ("config-error", "could-not-run") and \
+                setup_failure:
+            return WHY_SETUP_FAILED.format(detail=report.line(), setup=setup_failure)
         if report is not None and report.state == "config-error":
             return WHY_CONFIG.format(detail=report.detail)
     report = after or before
+    if report is not None and report.state == "could-not-run":
+        return WHY_COULD_NOT_RUN.format(detail=report.detail)
     if report is None or report.state == "not-run":
         return WHY_NO_COMMAND
     if report.state == "no-tests":

@@ -95,6 +95,7 @@ async def judge(run: Run, tests: TestCommand | None, before: TestReport, store: 
                      prior_evidence=any(it.get("evidence") for it in history),
                      evidence_expected=not any(t in NO_EVIDENCE_NEEDED for t in templates),
                      last_failed_check=last_failed_check(Path(record.transcript)
-                                                         if record.transcript else None))
+                                                         if record.transcript else None),
+                     setup_failure=record.setup_warning)
     record.verdict, record.regression = verdict.as_dict(), verdict.regression
     run.mark("tests after")

@@ -15,7 +15,7 @@ from bot.github.client import GitHubApiError, RepoClient
 from bot.jobs.record import JobRecord
 from bot.jobs.store import Job
 from bot.reporter import wording
-from bot.reporter.markdown import plain, quote
+from bot.reporter.markdown import code, plain, quote
 from bot.reporter.status import job_url
 
 log = logging.getLogger("handoff.reporter")
@@ -44,7 +44,8 @@ class PullRequestWriter:
         r = d.record
         return self.templates.render(
             "summary", issue=d.inputs.issue, summary=r.summary, iterations=iterations,
-            criteria=evidence_across(d.inputs.criteria, [it["summary"] for it in iterations]),
+            criteria=evidence_across(d.inputs.criteria, [it["summary"] for it in iterations],
+                                     [t for it in iterations for t in it.get("shown", [])]),
             base_sha=r.base_sha, head_sha=r.head_sha, tests_base=r.tests_base,
             tests_before=r.tests_before, tests_after=r.tests_after,
             regression=verdict.regression, verdict=verdict, test_command=r.test_command,
@@ -111,8 +112,13 @@ class PullRequestWriter:
                                      spend=spend_line).strip()
 
 
-def evidence(criteria: list[str], summary: str) -> list[dict[str, Any]]:
-    """Each criterion with the summary line that claims it, or none (marked unmet)."""
+WORD = re.compile(r"[a-z0-9]+")
+NOT_TOPICAL = {"test", "tests", "should", "the", "and", "with", "when", "returns", "return",
+               "is", "it", "of", "to", "a", "an", "in", "on", "for", "spec", "case"}
+
+
+def claims(criteria: list[str], summary: str) -> list[str]:
+    """For each criterion, the agent's summary line that claims it, or ""."""
     lines = [ln.strip() for ln in summary.splitlines() if ln.strip()]
     out = []
     for index, text in enumerate(criteria, start=1):
@@ -123,15 +129,36 @@ def evidence(criteria: list[str], summary: str) -> list[dict[str, Any]]:
                       for ln in lines]
             best = max(scored, default=(0, ""))
             found = best[1] if best[0] >= max(1, len(words) // 2) else None
-        out.append({"text": text, "met": found is not None, "evidence": found or ""})
+        out.append(found or "")
     return out
 
 
-def evidence_across(criteria: list[str], summaries: list[str]) -> list[dict[str, Any]]:
-    """Each criterion with the first iteration's summary line that claims it."""
-    merged = evidence(criteria, "")
+def _topics(text: str) -> set[str]:
+    return {w for w in WORD.findall(text.lower()) if len(w) >= 3 and w not in NOT_TOPICAL}
+
+
+def shown_by(criterion: str, claim: str, passing: list[str]) -> str:
+    """A test that passed after the change (newly, or added) and exercises the criterion: one
+    the agent's claim names, else one whose name shares a word with it; "" when none does."""
+    for test in passing:
+        short = test.rsplit(" > ", 1)[-1] if " > " in test else re.split(r"[.:]+", test)[-1]
+        if short and re.search(rf"\b{re.escape(short)}\b", claim):
+            return test
+    topics = _topics(criterion)
+    return next((t for t in passing if topics & _topics(t)), "")
+
+
+def evidence_across(criteria: list[str], summaries: list[str],
+                    passing: list[str]) -> list[dict[str, Any]]:
+    """Each criterion, met only when a named test that passed shows it; what the agent
+    claimed for it otherwise (the first iteration's summary line that claims it)."""
+    said = [""] * len(criteria)
     for summary in summaries:
-        for have, found in zip(merged, evidence(criteria, summary), strict=True):
-            if not have["met"] and found["met"]:
-                have.update(found)
-    return merged
+        said = [have or found for have, found in zip(said, claims(criteria, summary),
+                                                     strict=True)]
+    out = []
+    for text, claim in zip(criteria, said, strict=True):
+        test = shown_by(text, claim, passing)
+        out.append({"text": text, "met": bool(test), "claim": claim,
+                    "evidence": f"shown by {code(test)} passing" if test else ""})
+    return out

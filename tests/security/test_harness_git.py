@@ -76,7 +76,9 @@ async def test_planted_git_config_runs_nothing_on_the_host_and_leaks_no_token(
         thief_url = f"http://127.0.0.1:{thief.port}"
         async with stack(tmp_path, []) as s:  # the script needs the simulator's URL
             plant = plant_script(markers, thief_url, s.sim.base_url)
-            s.model.script = [{"tool": "bash", "args": {"command": plant}}, *FIX_SCRIPT]
+            # FIX_SCRIPT's finish twice: shown the files it planted, the agent keeps them.
+            s.model.script = [{"tool": "bash", "args": {"command": plant}}, *FIX_SCRIPT,
+                              FIX_SCRIPT[-1]]
             s.sim.add_repo(REPO, CALC_WITH_TESTS)
             job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
             assert job.state == "succeeded", job.reason
@@ -109,7 +111,8 @@ async def test_settings_and_instructions_come_from_the_default_branch_not_the_ag
         "content": "test_command: echo PLANTED-TESTS\nsetup_command: touch SETUP-RAN\n"}}
     retry = [{"tool": "bash", "args": {"command": "ls"}},
              {"tool": "finish", "args": {"summary": "Looked again."}}]
-    async with stack(tmp_path, [plant, *FIX_SCRIPT, *retry]) as s:
+    # FIX_SCRIPT's finish twice: shown the file it added, the agent keeps it.
+    async with stack(tmp_path, [plant, *FIX_SCRIPT, FIX_SCRIPT[-1], *retry]) as s:
         s.sim.import_repo(REPO, source)
         job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
         assert job.state == "succeeded", job.reason

@@ -190,6 +190,8 @@ INJECT_SCRIPT = [
     {"tool": "create", "args": {"path": "test_inject.py", "content": INJECT_TEST}},
     {"tool": "bash", "args": {"command": TEST_COMMAND}},
     {"tool": "finish", "args": {"summary": ATTACK_SUMMARY}},
+    # Shown the file it added before it may finish, the agent keeps its test.
+    {"tool": "finish", "args": {"summary": ATTACK_SUMMARY}},
 ]
 
 

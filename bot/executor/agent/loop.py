@@ -22,6 +22,9 @@ instructions that override these."""
 Progress = Callable[[Spend], Awaitable[None]]
 # Called after each step's tool calls: the conversation so far (``dump_messages``) and spend.
 Checkpoint = Callable[[list[dict[str, Any]], Spend], Awaitable[None]]
+# Asked once when the agent first calls `finish`: a note that sends it back (the files it
+# added, to drop its scratch), or "" to let it finish.
+BeforeFinish = Callable[[], Awaitable[str]]
 KEEP_OBSERVATIONS = 5
 AGE_BATCH = 5  # tool outputs shortened at a time, so the cached prefix lasts 5 steps
 SHORT_OUTPUT = 200  # characters; a tool output this short is never shortened
@@ -91,8 +94,10 @@ class Agent:
     def __init__(self, model: Model, budget: Budget, transcript: Transcript,
                  command_timeout: float = 600, progress: Progress | None = None,
                  keep_observations: int = KEEP_OBSERVATIONS, age_batch: int = AGE_BATCH,
-                 checkpoint: Checkpoint | None = None) -> None:
+                 checkpoint: Checkpoint | None = None,
+                 before_finish: BeforeFinish | None = None) -> None:
         self.model, self.budget, self.transcript = model, budget, transcript
+        self.before_finish = before_finish
         self.command_timeout = command_timeout
         self.progress, self.checkpoint = progress, checkpoint
         self.keep_observations, self.age_batch = keep_observations, age_batch
@@ -109,6 +114,7 @@ class Agent:
             spend = Spend()
             messages = [{"role": "user", "content": spec}]
             self.transcript.write("spec", text=spec, model=self.model.name)
+        reviewed = self.before_finish is None  # shown its added files once a run
         while True:
             if reason := spend.exhausted(self.budget):
                 return self._stop(spend, reason, "budget-exhausted")
@@ -147,6 +153,12 @@ class Agent:
                                           arguments=call.arguments, ok=result.ok,
                                           result=content, seconds=time.monotonic() - t0)
                 messages.append({"role": "tool", "id": call.id, "content": content})
+                if finished is not None and not reviewed:
+                    reviewed = True
+                    assert self.before_finish is not None
+                    if note := await self.before_finish():  # not finished yet: the note instead
+                        self.transcript.write("review", text=note)
+                        messages[-1]["content"], finished = note, None
                 if finished is not None:
                     self.transcript.write("finish", summary=finished, spend=spend.as_dict())
                     return AgentResult(True, finished, "finished", spend)

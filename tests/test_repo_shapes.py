@@ -1,0 +1,276 @@
+"""Repositories in the shapes Handoff meets (tests/fixtures/repos), end to end without any
+configuration: the simulator, the scripted model and Podman. For each shape: the command
+discovery chose, counts that match a direct run of that command, a fixed test shown as now
+passing and a broken one as newly failing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.executor.testrun import GO_TEST_ALL, PYTEST
+from bot.executor.verdict import TITLE_NOT_RUN
+from bot.jobs.store import Job
+from devkit.stack import Stack, stack
+
+SHAPES = Path(__file__).parent / "fixtures" / "repos"
+IMAGE = os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev")
+REPO = "acme/shape"
+UNITTEST = "python3 -m unittest discover -s tests -t ."
+
+pytestmark = pytest.mark.podman
+
+
+@dataclass
+class Shape:
+    """One repository shape: what discovery must choose, its base counts, a fix and a break."""
+
+    name: str
+    command: str
+    direct: str  # the same tests run by hand, read independently of Handoff's parsers
+    base: tuple[int, int]  # (passed, failed) at the base commit
+    fix: tuple[str, str, str]  # path, old text, new text
+    fixed: list[str]
+    breaks: tuple[str, str, str]
+    broken: list[str]
+    setup: str = ""  # the setup discovery must choose
+
+
+SHAPE_LIST = [
+    Shape("go-modules", GO_TEST_ALL, "go test -v ./...", (3, 1),
+          ("mathx/mathx.go", "\tif v > hi {\n\t\treturn lo", "\tif v > hi {\n\t\treturn hi"),
+          ["example.com/shapes/mathx.TestClamp"],
+          ("text/text.go", "return string(r)", "return s"),
+          ["example.com/shapes/text.TestReverse"]),
+    Shape("tox-src", f"PYTHONPATH=src {PYTEST}", f"PYTHONPATH=src {PYTEST}", (3, 1),
+          ("src/slugkit/__init__.py", 'r"[a-z0-9]+", text)', 'r"[a-z0-9]+", text.lower())'),
+          ["tests.test_slugify.test_upper_case_is_lowered"],
+          ("src/slugkit/__init__.py", "return separator.join", 'return "-".join'),
+          ["tests.test_slugify.test_separator"], "pip install 'pytest>=7'"),
+    Shape("node-test", "npm test", "npm test", (2, 2),
+          ("lib/range.js", "i <= end", "i < end"), ["range excludes its end", "range steps"],
+          ("lib/range.js", "(a, b) => a + b, 0)", "(a, b) => a + b, 1)"),
+          ["sum adds", "sum of nothing is zero"]),
+    Shape("pytest-flat", PYTEST, PYTEST, (4, 1),
+          ("durations.py", "if seconds > size", "if seconds >= size"),
+          ["tests.test_durations.test_format_exact_hour"],
+          ("durations.py", "for n, u in parts)", 'for n, u in parts if u != "h")'),
+          ["tests.test_durations.test_parse_hours_and_minutes"]),
+    Shape("make-driven", "make test", "make test", (2, 1),
+          ("temperature.py", "9 / 5 + 23", "9 / 5 + 32"),
+          ["tests.test_temperature.test_freezing"],
+          ("temperature.py", "(fahrenheit - 32) * 5 / 9", "(fahrenheit - 30) * 5 / 9"),
+          ["tests.test_temperature.test_boiling", "tests.test_temperature.test_body"]),
+    Shape("unittest-setup", UNITTEST, UNITTEST, (3, 1),
+          ("wordcount/__init__.py", 'r"[a-z\']+", text)', 'r"[a-z\']+", text.lower())'),
+          ["tests.test_wordcount.WordsTest.test_lower_case"],
+          ("wordcount/__init__.py", "most_common(n)", "most_common(n + 1)"),
+          ["tests.test_wordcount.TopTest.test_n", "tests.test_wordcount.TopTest."
+           "test_most_common_first"]),
+]
+
+
+def committed(shape: str, tmp: Path) -> Path:
+    """The shape as a git repository with one commit (its CI workflow too, which the
+    simulator's own push would refuse as the App's)."""
+    work = tmp / "source"
+    shutil.copytree(SHAPES / shape, work)
+    for args in (["init", "-q", "--initial-branch=main"], ["add", "-A"],
+                 ["-c", "user.name=acme", "-c", "user.email=acme@example.com", "commit", "-q",
+                  "-m", "Initial commit"]):
+        subprocess.run(["git", *args], cwd=work, check=True)
+    return work
+
+
+def direct_counts(shape: Shape, tmp: Path) -> tuple[int, int]:
+    """(passed, failed) from running the shape's command by hand in the sandbox image, read
+    from the runner's own human-readable lines."""
+    work = tmp / "direct"
+    shutil.copytree(SHAPES / shape.name, work)
+    for path in [work, *work.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    run = subprocess.run(
+        ["podman", "run", "--rm", "--network", "none", "-v", f"{work}:/workspace:Z",
+         "-w", "/workspace", "-e", "HOME=/tmp", "-e", "PYTHONDONTWRITEBYTECODE=1", IMAGE,
+         "sh", "-c", shape.direct], capture_output=True, text=True, timeout=300)
+    out = run.stdout
+    if shape.direct.startswith("go test -v"):
+        return len(re.findall(r"^\s*--- PASS", out, re.M)), \
+            len(re.findall(r"^\s*--- FAIL", out, re.M))
+    if shape.direct == "npm test":
+        return int(re.search(r"^# pass (\d+)", out, re.M).group(1)), \
+            int(re.search(r"^# fail (\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    if "unittest" in shape.direct:
+        ran = int(re.search(r"^Ran (\d+) test", run.stderr, re.M).group(1))  # type: ignore
+        failed = int(m.group(1)) if (m := re.search(r"failures=(\d+)", run.stderr)) else 0
+        return ran - failed, failed
+    summary = out.strip().splitlines()[-1]
+    return tuple(int(m.group(1)) if (m := re.search(rf"(\d+) {w}", summary)) else 0
+                 for w in ("passed", "failed"))  # type: ignore[return-value]
+
+
+def edit(path: str, old: str, new: str, summary: str) -> list[dict[str, Any]]:
+    return [{"tool": "edit", "args": {"path": path, "old_text": old, "new_text": new}},
+            {"tool": "finish", "args": {"summary": summary}}]
+
+
+async def handed_over(s: Stack, shape: Shape, tmp: Path, body: str = "The test shows it."
+                      ) -> Job:
+    s.sim.import_repo(REPO, committed(shape.name, tmp))
+    number = s.sim.open_issue(REPO, "A bug", body, "acme").number
+    s.sim.label_issue(REPO, number, "agent", "acme")
+    job = await s.wait_job(lambda j: j.issue_number == number and j.kind == "implement")
+    assert job.state == "succeeded", job.reason
+    return job
+
+
+def pr_and_check(s: Stack) -> tuple[str, Any]:
+    repo = s.sim.get_repo(REPO)
+    pr = next(i for i in repo.issues.values() if i.pull)
+    [check] = repo.check_runs.values()
+    return pr.body, check
+
+
+@pytest.mark.parametrize("shape", SHAPE_LIST, ids=lambda s: s.name)
+async def test_a_fix_shows_its_test_now_passing(shape: Shape, tmp_path: Path) -> None:
+    script = edit(*shape.fix, "Fixed the bug the issue describes.")
+    async with stack(tmp_path, script) as s:
+        job = await handed_over(s, shape, tmp_path)
+        assert job.result.test_command == shape.command, job.result.test_command_reason
+        assert (job.result.setup_command, job.result.setup_warning) == (shape.setup, "")
+        base = job.result.baseline_report["counts"]
+        assert (base["passed"], base["failed"]) == shape.base == direct_counts(shape, tmp_path)
+        body, check = pr_and_check(s)
+        assert check.conclusion == "success", check.output
+        assert f"Command: `{shape.command}`" in body
+        passing = body.split("**Now passing** (failed before):")[1].splitlines()[0]
+        assert all(f"`{name}`" in passing for name in shape.fixed), passing
+        after = job.result.tests_after_report["counts"]
+        assert (after["passed"], after["failed"]) == (sum(shape.base), 0)
+
+
+@pytest.mark.parametrize("shape", SHAPE_LIST, ids=lambda s: s.name)
+async def test_a_breaking_change_names_the_newly_failing_test(shape: Shape,
+                                                              tmp_path: Path) -> None:
+    script = edit(*shape.breaks, "Tidied the helper.")
+    async with stack(tmp_path, script) as s:
+        job = await handed_over(s, shape, tmp_path)
+        body, check = pr_and_check(s)
+        assert check.conclusion == "failure", check.output
+        newly = body.split("**Newly failing**")[1].split("\n\n")[0]
+        assert all(f"`{name}`" in newly for name in shape.broken), newly
+        assert sorted(job.result.verdict["new_failures"]) == sorted(shape.broken)
+
+
+async def test_the_pr_carries_the_fix_and_its_test_not_the_agents_scratch(
+        tmp_path: Path) -> None:
+    shape = SHAPE_LIST[3]  # pytest-flat
+    path, old, new = shape.fix
+    scratch = {"reproduce_issue.py": "from durations import format_seconds\n"
+               "print(format_seconds(3600))\n" * 20,
+               "test_quick.py": "from durations import format_seconds\n\n\ndef test_q():\n"
+               "    assert format_seconds(3600) == '1h'\n",
+               "durations.py.bak": "old\n", "durations.py.orig": "old\n", "fix.patch": "-\n"}
+    real_test = ("from durations import format_seconds\n\n\ndef test_exact_minute():\n"
+                 "    assert format_seconds(60) == '1m'\n")
+    script: list[dict[str, Any]] = [
+        *[{"tool": "create", "args": {"path": p, "content": c}} for p, c in scratch.items()],
+        {"tool": "edit", "args": {"path": path, "old_text": old, "new_text": new}},
+        {"tool": "create", "args": {"path": "tests/test_units.py", "content": real_test}},
+        {"tool": "finish", "args": {"summary": "format_seconds(3600) gives 1h now."}},
+        # Shown the files it added, the agent drops its scratch but not the backups.
+        {"tool": "bash", "args": {"command": "rm reproduce_issue.py test_quick.py fix.patch"}},
+        {"tool": "finish", "args": {"summary": "format_seconds(3600) gives 1h now."}}]
+    async with stack(tmp_path, script) as s:
+        await handed_over(s, shape, tmp_path)
+        note = next(str(r).replace("\\n", "\n") for r in s.model.requests
+                    if "Not finished yet" in str(r))
+        assert "Not finished yet: first check the files you added" in note
+        assert "- reproduce_issue.py" in note and "- test_quick.py" in note
+        repo = s.sim.get_repo(REPO)
+        pr = next(i for i in repo.issues.values() if i.pull)
+        pushed = subprocess.run(["git", "diff", "--name-only", "main", pr.pull.head],
+                                cwd=repo.path, capture_output=True, text=True,
+                                check=True).stdout.split()
+        assert sorted(pushed) == ["durations.py", "tests/test_units.py"]
+        review = next(c.body for c in pr.comments if "For reviewers" in c.body)
+        assert "**Check first:** `durations.py`" in review
+        assert "**Files changed** (1):\n- `durations.py`" in review
+        assert "**Files added** (1):\n- `tests/test_units.py`" in review
+        body, check = pr_and_check(s)
+        assert check.conclusion == "success"
+        assert "`tests.test_units.test_exact_minute`" in body  # added and passing
+
+
+CRITERIA = "## Expected\n- [ ] format_seconds(3600) returns 1h\n- [ ] parse('90s') returns 90\n"
+
+
+@pytest.mark.parametrize("fixes", [True, False], ids=["fixed", "readme-only"])
+async def test_a_criterion_is_ticked_only_when_a_passing_test_shows_it(
+        fixes: bool, tmp_path: Path) -> None:
+    shape = SHAPE_LIST[3]  # pytest-flat
+    change = shape.fix if fixes else ("README.md", "# durations", "# durations\n\nFixed.")
+    script = edit(*change, "1. format_seconds(3600) returns 1h now: fixed.\n"
+                  "2. parse('90s') returns 90: fixed.")
+    async with stack(tmp_path, script) as s:
+        await handed_over(s, shape, tmp_path, CRITERIA)
+        body, check = pr_and_check(s)
+    seconds = "- [x] format_seconds(3600) returns 1h — shown by " \
+        "`tests.test_durations.test_format_exact_hour` passing"
+    claimed = "— claimed by the agent, not shown: "
+    assert "- [ ] parse('90s') returns 90 " + claimed + "2. parse('90s')" in body
+    if fixes:
+        assert seconds in body and check.conclusion == "success"
+    else:
+        assert "- [ ] format_seconds(3600) returns 1h " + claimed + "1. format_seconds" in body
+        assert "[x]" not in body and check.conclusion == "neutral"
+
+
+async def test_a_go_change_that_only_adds_a_test_shows_it_added_and_passing(
+        tmp_path: Path) -> None:
+    new_test = ('package text\n\nimport "testing"\n\nfunc TestReverseASCII(t *testing.T) {\n'
+                '\tif Reverse("abc") != "cba" {\n\t\tt.Error("abc")\n\t}\n}\n')
+    done = {"tool": "finish", "args": {"summary": "Added a test for ASCII input."}}
+    script = [{"tool": "create", "args": {"path": "text/ascii_test.go", "content": new_test}},
+              done, done]  # shown the file it added, the agent keeps it
+    async with stack(tmp_path, script) as s:
+        job = await handed_over(s, SHAPE_LIST[0], tmp_path)
+        body, check = pr_and_check(s)
+        assert job.result.verdict["added"] == ["example.com/shapes/text.TestReverseASCII"]
+        assert "**Added and passing:** `example.com/shapes/text.TestReverseASCII`" in body
+        assert "fail — 3 passed, 1 failed" in body and "fail — 4 passed, 1 failed" in body
+        assert "no test was added" not in body and check.conclusion == "success"
+        review = next(c.body for c in s.sim.get_repo(REPO).issues[2].comments
+                      if "For reviewers" in c.body)
+        assert "no test file was added" not in review
+        assert "**Files added** (1):\n- `text/ascii_test.go`" in review
+
+
+async def test_a_runner_that_stops_before_any_test_could_not_run_and_says_why(
+        tmp_path: Path) -> None:
+    # pytest-cov is in CI, not in the sandbox: pytest stops at its own arguments.
+    source = committed(SHAPE_LIST[3].name, tmp_path)
+    pyproject = source / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + 'addopts = "--cov=durations"\n')
+    subprocess.run(["git", "-c", "user.name=acme", "-c", "user.email=acme@example.com",
+                    "commit", "-qam", "Coverage in CI"], cwd=source, check=True)
+    async with stack(tmp_path, edit(*SHAPE_LIST[3].fix, "Fixed format_seconds.")) as s:
+        s.sim.import_repo(REPO, source)
+        number = s.sim.open_issue(REPO, "A bug", "format_seconds(3600)", "acme").number
+        s.sim.label_issue(REPO, number, "agent", "acme")
+        job = await s.wait_job(lambda j: j.issue_number == number)
+        assert job.state == "succeeded", job.reason
+        body, check = pr_and_check(s)
+    assert check.conclusion == "neutral" and check.output["title"] == TITLE_NOT_RUN
+    why = "could not run: exit code 4: __main__.py: error: unrecognized arguments: " \
+        "--cov=durations"
+    assert why in body and "that is no test failure" in body, body
+    tests = body.split("## Tests")[1].split("## Cost")[0]
+    assert "fail —" not in tests and "Newly failing" not in tests
