@@ -269,7 +269,7 @@ async def preinstall_reaches_allowed_host(lab: Lab, plant_script: bool) -> Verdi
         files["package.json"] = json.dumps(package, indent=2) + "\n"
         script = [bash(plant), *FIX, finish("add() adds"),
                   {"tool": "create", "args": {"path": "NOTES.md", "content": "retried\n"}},
-                  finish("notes")]
+                  finish("notes"), finish("notes")]  # shown the file it added, it keeps it
         name = "planted" if plant_script else "changed-script"
         async with stack(lab.root / f"setup-{name}", script, sandbox=lab.backend_name,
                          egress_allow=[f"127.0.0.1:{port}"], egress_allow_private=True,

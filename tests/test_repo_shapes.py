@@ -53,7 +53,7 @@ SHAPE_LIST = [
           ("src/slugkit/__init__.py", 'r"[a-z0-9]+", text)', 'r"[a-z0-9]+", text.lower())'),
           ["tests.test_slugify.test_upper_case_is_lowered"],
           ("src/slugkit/__init__.py", "return separator.join", 'return "-".join'),
-          ["tests.test_slugify.test_separator"], "pip install 'pytest>=7'"),
+          ["tests.test_slugify.test_separator"], "pip install --only-binary :all: 'pytest>=7'"),
     Shape("node-test", "npm test", "npm test", (2, 2),
           ("lib/range.js", "i <= end", "i < end"), ["range excludes its end", "range steps"],
           ("lib/range.js", "(a, b) => a + b, 0)", "(a, b) => a + b, 1)"),
