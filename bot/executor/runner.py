@@ -112,9 +112,9 @@ class JobRunner:
         tests = await discover(co, run.record.base_sha, run.config.test_command)
         run.record.test_command = tests.command if tests else ""
         run.record.test_command_reason = tests.reason if tests else ""
-        # The copy the baseline runs on beside the agent is taken before the agent (or a
-        # resumed job's restored work tree) changes anything.
-        copy = await asyncio.to_thread(self.workspaces.snapshot, run.job.id) \
+        # The copy the baseline runs on beside the agent: the start commit, from git objects.
+        copy = await self.workspaces.snapshot(co, run.job.id, run.record.branch, run.base,
+                                              run.record.base_sha, run.start_sha) \
             if tests and not run.record.setup_command else None
         before = asyncio.ensure_future(baseline(run, tests.command, self.backend,
                                                 self.workspaces, copy)) if tests else None

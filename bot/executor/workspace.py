@@ -72,8 +72,10 @@ class Workspaces:
         await co.git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
         await co.git("update-ref", f"refs/heads/{branch}", start)
         await co.git("checkout", "--quiet", "--force", branch)
-        await asyncio.to_thread(sandbox_git_dir, co, branch, base,
-                                (await co.rev(f"refs/remotes/origin/{base}")), start)
+        base_sha = await co.rev(f"refs/remotes/origin/{base}")
+        await asyncio.to_thread(sandbox_git_dir, co.work_tree, branch, base, base_sha, start)
+        await asyncio.to_thread(shutil.copyfile, co.git_dir / "index",
+                                co.work_tree / ".git" / "index")
         return co
 
     async def keep(self, job_id: int, full_name: str, co: Checkout, sha: str) -> None:
@@ -91,12 +93,20 @@ class Workspaces:
         if (mirror / "HEAD").exists():
             await git(f"--git-dir={mirror}", "update-ref", "-d", kept_ref(job_id))
 
-    def snapshot(self, job_id: int) -> Path:
-        """A copy of a job's work tree as checked out (call it before the agent runs), for
-        a second sandbox; symlinks are copied as links, never followed."""
+    async def snapshot(self, co: Checkout, job_id: int, branch: str, base: str,
+                       base_sha: str, start: str) -> Path:
+        """A second work tree for the baseline sandbox, as the job's was checked out at
+        ``start`` (with a ``.git`` of its own), written by git from the trusted git
+        directory's objects. Nothing is read from the job's work tree: the agent may be
+        rewriting it (files swapped for symlinks to host files) while this runs."""
         copy = self.root / f"{job_id}-baseline"
-        shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(self.root / str(job_id), copy, symlinks=True)
+        await asyncio.to_thread(shutil.rmtree, copy, True)
+        copy.mkdir(mode=0o700)
+        await asyncio.to_thread(sandbox_git_dir, copy, branch, base, base_sha, start)
+        fresh = {"GIT_INDEX_FILE": str(copy / ".git" / "index")}
+        await git(f"--git-dir={co.git_dir}", "read-tree", start, env=fresh, cwd=co.git_dir)
+        await git(f"--git-dir={co.git_dir}", f"--work-tree={copy}", "checkout-index", "--all",
+                  "--force", "-u", env=fresh, cwd=co.git_dir)
         return copy
 
     def remove(self, job_id: int) -> None:
@@ -123,11 +133,12 @@ async def host_lock(path: Path) -> AsyncIterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def sandbox_git_dir(co: Checkout, branch: str, base: str, base_sha: str, head: str) -> None:
-    """Write the agent's own ``.git`` into the work tree: the branch and the base as refs, the
-    index, and the mirror's objects borrowed from where the sandbox mounts them. Host git
-    never reads it; whatever the agent does to it stays in the sandbox."""
-    dot = co.work_tree / ".git"
+def sandbox_git_dir(tree: Path, branch: str, base: str, base_sha: str, head: str) -> None:
+    """Write the agent's own ``.git`` into ``tree`` (a work tree no sandbox has run in yet):
+    the branch and the base as refs, and the mirror's objects borrowed from where the
+    sandbox mounts them; the caller adds the index. Host git never reads it; whatever the
+    agent does to it stays in the sandbox."""
+    dot = tree / ".git"
     for sub in ("objects/info", "refs/heads", f"refs/remotes/origin/{base}".rsplit("/", 1)[0],
                 f"refs/heads/{branch}".rsplit("/", 1)[0]):
         (dot / sub).mkdir(parents=True, exist_ok=True)
@@ -137,4 +148,3 @@ def sandbox_git_dir(co: Checkout, branch: str, base: str, base_sha: str, head: s
     (dot / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n"
                                 "\tbare = false\n")
     (dot / "objects/info/alternates").write_text(f"{SANDBOX_OBJECTS}\n")
-    shutil.copyfile(co.git_dir / "index", dot / "index")

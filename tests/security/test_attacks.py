@@ -102,3 +102,18 @@ async def test_symlinked_instructions_and_settings_read_nothing_from_the_host(
 
 async def test_issue_text_cannot_close_its_fence_or_hide_instructions(harness_lab: Lab) -> None:
     await check(harness_lab, security.fence_escape_and_hidden_text)
+
+
+async def test_baseline_copy_is_built_from_git_while_the_agent_swaps_in_symlinks(
+        lab: Lab) -> None:
+    """Audit 3, C1: the agent swaps files and folders for links to a root-only secret, a
+    private mirror and /dev/null while the root worker makes the baseline copy."""
+    evidence = await check(lab, security.baseline_copy_race)
+    assert "rounds" in evidence  # the flipper ran through the whole copy
+
+
+async def test_baseline_copy_never_reads_a_device(lab: Lab) -> None:
+    """Audit 3, C1: files swapped for links to /dev/zero during the copy."""
+    if os.geteuid() != 0:
+        pytest.skip("bounding the copy's disk (a tmpfs) needs root")
+    await check(lab, security.baseline_copy_reads_device)
