@@ -770,7 +770,9 @@ async def baseline_copy_race(lab: Lab, device: str = "/dev/null", pads: int = 20
             try:
                 copy = await workspaces.snapshot(co, 1, "agent/issue-1", "main", start, start)
             except Exception as exc:  # the old copy raised at the end: look at what it made
-                copy, error = data / "workspaces/1-baseline", f"{type(exc).__name__}"
+                copy, error = data / "workspaces/1-baseline", type(exc).__name__ + (
+                    " (No space left on device: it read a device)"
+                    if "No space left" in str(exc) else "")
             flipped = await flip
         found = copy_findings(copy, [b"CANARY", b"OTHER-TENANT"])
         whole = sum(1 for name, text in files.items() if committed(copy / name, text))
@@ -786,7 +788,7 @@ async def baseline_copy_reads_device(lab: Lab) -> Verdict:
     64 MB tmpfs, so the attack shows without filling the host)."""
     if os.geteuid() != 0:
         return False, "not run: the bound on the copy's disk needs root (a tmpfs mount)"
-    return await baseline_copy_race(lab, device="/dev/zero", pads=400, disk_mb=64)
+    return await baseline_copy_race(lab, device="/dev/zero", pads=1000, disk_mb=64)
 
 
 ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
