@@ -667,6 +667,80 @@ async def fence_escape_and_hidden_text(lab: Lab) -> Verdict:
     return closes == 1 and not steer, f"fence closes {closes}x; hidden text kept: {steer}"
 
 
+# -- names the agent makes: read by the push-time check, printed in logs and `handoff jobs` --
+
+def commit_nested(path: Path) -> None:
+    """An embedded repository with one commit at ``path`` (the host adds it as a gitlink)."""
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    (path / "f").write_text("x\n")
+    subprocess.run(["git", "-C", str(path), "add", "f"], check=True)
+    subprocess.run(["git", "-C", str(path), "-c", "user.name=a", "-c", "user.email=a@b",
+                    "commit", "-qm", "n"], check=True)
+
+
+NAME_TRICKS: dict[str, Callable[[Path], None]] = {
+    "plain-link -> etc/passwd": lambda ws: (ws / "plain-link").symlink_to("/etc/passwd"),
+    ":evil-link -> etc/passwd": lambda ws: (ws / ":evil-link").symlink_to("/etc/passwd"),
+    "\\377-link -> proc/self/environ": lambda ws: os.symlink(
+        b"/proc/self/environ", os.fsencode(ws) + b"/\xff-link"),
+    ":vendor (a gitlink)": lambda ws: commit_nested(ws / ":vendor"),
+}
+
+
+async def push_check_bypass_names(lab: Lab) -> Verdict:
+    """Audit 3, M3 (row 28): names git reads as pathspec magic (``:evil-link``) or that are
+    not UTF-8 hid an out-of-repo symlink and a gitlink from the push-time check."""
+    from bot.executor.changes import changed_files, refusal
+    from bot.executor.workspace import Workspaces
+
+    root = Path(tempfile.mkdtemp(dir=lab.root))
+    origin = origin_repo(root, {"app.py": "x = 1\n"}, {})
+    workspaces, verdicts = Workspaces(root / "data"), {}
+    for job_id, (trick, plant) in enumerate(NAME_TRICKS.items(), 1):
+        co = await workspaces.checkout(job_id, "acme/app", "agent/issue-1", "main",
+                                       str(origin), "")
+        start = await co.rev("HEAD")
+        plant(co.work_tree)
+        verdicts[trick] = await refusal(co, start, await changed_files(co, start))
+    passed = [trick for trick, why in verdicts.items() if not why]
+    return not passed, f"pushed: {passed or 'none'}; refusals: {list(verdicts.values())}"
+
+
+ESCAPES = "\x1b]0;OWNED-TITLE\x07\x1b[2J\x1b[31mHandoff: all jobs succeeded\x9b"
+
+
+async def terminal_escapes_in_names(lab: Lab) -> Verdict:
+    """Audit 3, L7 (row 43): a symlink target ending in terminal escapes reaches the job's
+    reason (printed by `handoff jobs`) and the text log whole."""
+    import io
+    import logging
+
+    from bot import logs
+    from bot.executor.changes import changed_files, refusal
+    from bot.executor.workspace import Workspaces
+
+    root = Path(tempfile.mkdtemp(dir=lab.root))
+    origin = origin_repo(root, {"app.py": "x = 1\n"}, {})
+    co = await Workspaces(root / "data").checkout(1, "acme/app", "agent/issue-1", "main",
+                                                  str(origin), "")
+    start = await co.rev("HEAD")
+    (co.work_tree / f"docs{ESCAPES}").symlink_to(f"/x{ESCAPES}")
+    why = await refusal(co, start, await changed_files(co, start)) or ""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.TextFormatter("%(name)s%(ctx)s: %(message)s"))
+    logger = logging.getLogger("handoff.security-bench")
+    logger.addHandler(handler)
+    try:
+        logger.warning("job 1 ended failed (push-refused: %s)", f"the agent's {ESCAPES}")
+    finally:
+        logger.removeHandler(handler)
+    raw = [where for where, text in (("refusal", why), ("text log", stream.getvalue()))
+           if any(c in text for c in "\x1b\x07\x9b")]
+    return bool(why) and not raw, f"control characters kept in: {raw or 'nothing'}; " \
+        f"reason: {why[:160]!r}"
+
+
 # -- the baseline copy: made by the root worker while the agent already runs ------------------
 
 # The agent's first command: swaps every pad file and folder with a symlink (renameat2's
@@ -814,6 +888,8 @@ ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
     refused_host_text_injection,
     baseline_copy_race,
     baseline_copy_reads_device,
+    push_check_bypass_names,
+    terminal_escapes_in_names,
 ]
 
 

@@ -117,3 +117,16 @@ async def test_baseline_copy_never_reads_a_device(lab: Lab) -> None:
     if os.geteuid() != 0:
         pytest.skip("bounding the copy's disk (a tmpfs) needs root")
     await check(lab, security.baseline_copy_reads_device)
+
+
+async def test_pathspec_magic_and_non_utf8_names_cannot_hide_links_from_the_push_check(
+        harness_lab: Lab) -> None:
+    """Audit 3, M3: `:evil-link`, `\\377-link` and a `:vendor` gitlink are refused as the
+    plain link is."""
+    evidence = await check(harness_lab, security.push_check_bypass_names)
+    assert "not UTF-8" in evidence and "embedded git repository" in evidence
+
+
+async def test_terminal_escapes_in_names_reach_no_reason_or_log_line(harness_lab: Lab) -> None:
+    evidence = await check(harness_lab, security.terminal_escapes_in_names)
+    assert "\\x1b]0;OWNED-TITLE" in evidence  # escaped, still readable
