@@ -130,3 +130,24 @@ async def test_pathspec_magic_and_non_utf8_names_cannot_hide_links_from_the_push
 async def test_terminal_escapes_in_names_reach_no_reason_or_log_line(harness_lab: Lab) -> None:
     evidence = await check(harness_lab, security.terminal_escapes_in_names)
     assert "\\x1b]0;OWNED-TITLE" in evidence  # escaped, still readable
+
+
+def test_giving_the_work_tree_to_the_sandbox_user_follows_no_link(tmp_path: Path) -> None:
+    """The root worker chowns a work tree before a sandbox starts: a folder that is (or was
+    swapped for) a link to a host folder keeps the host folder's owner."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can give files away")
+    from bot.executor.sandbox.base import chown_tree
+
+    host = tmp_path / "host-secrets"
+    host.mkdir(mode=0o700)
+    (host / "key").write_text("secret")
+    ws = tmp_path / "ws"
+    (ws / "src").mkdir(parents=True)
+    (ws / "src/app.py").write_text("x = 1\n")
+    (ws / "link").symlink_to(host)
+    (ws / "src/up").symlink_to(host / "key")
+    chown_tree(ws, 1000)
+    assert {p.lstat().st_uid for p in [ws, ws / "src", ws / "src/app.py", ws / "link",
+                                       ws / "src/up"]} == {1000}
+    assert host.stat().st_uid == 0 and (host / "key").stat().st_uid == 0

@@ -24,6 +24,7 @@ from bot.executor.sandbox.base import (
     LeaseCheck,
     Limits,
     SandboxError,
+    chown_tree,
     disk_guard,
     run_capped,
 )
@@ -88,13 +89,6 @@ def remote_engine() -> bool:
     worker does) rather than running containers itself. The service there is rootful: the
     sandbox runs as the worker's own uid with no user namespace to keep it in."""
     return bool(os.environ.get("CONTAINER_HOST") or os.environ.get("CONTAINER_CONNECTION"))
-
-
-def _chown_tree(path: Path, uid: int) -> None:
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            os.lchown(os.path.join(root, name), uid, uid)
-    os.chown(path, uid, uid)
 
 
 class ContainerSandbox(GuardedSandbox):
@@ -215,7 +209,7 @@ class ContainerBackend:
         It never has a network interface; egress goes through the proxy's socket only.
         """
         if os.geteuid() == 0:  # the sandbox user must own the files it edits
-            await asyncio.to_thread(_chown_tree, workspace, SANDBOX_UID)
+            await asyncio.to_thread(chown_tree, workspace, SANDBOX_UID)
         name = f"handoff-job-{job_id}-{uuid.uuid4().hex[:6]}"
         # The folder is mounted for the container's life; the socket in it exists only
         # while egress is allowed.
