@@ -667,6 +667,31 @@ async def fence_escape_and_hidden_text(lab: Lab) -> Verdict:
     return closes == 1 and not steer, f"fence closes {closes}x; hidden text kept: {steer}"
 
 
+async def disk_fill_overshoot(lab: Lab) -> Verdict:
+    """Audit 3, row 5: the disk watchdog polls, so a fast writer put 4x the workspace limit
+    on the host's disk before it acted; a work tree on its own volume cannot."""
+    from bot.executor import volume
+    from bot.executor.workspace import Workspaces
+
+    if not volume.available():
+        return False, "no volume: the worker is not root or has no loop devices (watchdog only)"
+    root = Path(tempfile.mkdtemp(dir=lab.root))
+    origin = origin_repo(root, {"app.py": "x = 1\n"}, {})
+    workspaces = Workspaces(root / "data", volume_mb=LIMITS.workspace_mb)
+    co = await workspaces.checkout(1, "acme/app", "agent/issue-1", "main", str(origin), "")
+    try:
+        async with lab.sandbox("sec-disk-volume", workspace=co.work_tree) as box:
+            result = await box.exec("dd if=/dev/zero of=fill bs=1M count=600 status=none; "
+                                    "echo wrote", timeout=60)
+            written = (co.work_tree / "fill").stat().st_blocks * 512 >> 20
+    finally:
+        workspaces.remove(1)
+    bound = volume.size_mb(LIMITS.workspace_mb)
+    return written <= bound and result.limit == "disk-limit", (
+        f"{written} MB written against a {LIMITS.workspace_mb} MB limit (volume {bound} MB); "
+        f"{result.describe()}")
+
+
 # -- names the agent makes: read by the push-time check, printed in logs and `handoff jobs` --
 
 def commit_nested(path: Path) -> None:
@@ -886,6 +911,7 @@ ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
     tls_sni_other_than_the_connect_host,
     metadata_and_shared_addresses,
     refused_host_text_injection,
+    disk_fill_overshoot,
     baseline_copy_race,
     baseline_copy_reads_device,
     push_check_bypass_names,

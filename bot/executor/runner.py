@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from bot.config import Settings
+from bot.executor import volume
 from bot.executor.agent.budget import Spend
 from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import write_spec
@@ -57,7 +58,9 @@ class JobRunner:
         self.settings, self.store, self.github, self.backend = settings, store, github, backend
         self.conversation = conversation
         self.templates = Templates(settings.prompts_dir)
-        self.workspaces = Workspaces(settings.data_dir)
+        volume_mb = settings.workspace_max_mb if settings.workspace_volume == "auto" and \
+            volume.available() else 0
+        self.workspaces = Workspaces(settings.data_dir, volume_mb)
 
     async def run(self, job: Job) -> JobResult:
         if job.installation_id is None:

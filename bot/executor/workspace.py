@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from bot.executor import volume
 from bot.executor.gitops import Checkout, GitError, git
+
+log = logging.getLogger("handoff.executor")
 
 # Where the sandbox sees the mirror's objects (read-only): its own ``.git`` borrows them.
 SANDBOX_OBJECTS = "/opt/handoff/objects"
@@ -21,10 +25,12 @@ class Workspaces:
     """Mirrors under ``data_dir/mirrors``; per job, ``gitdirs/<id>`` (trusted, never mounted
     into a sandbox) and ``workspaces/<id>`` (the work tree the sandbox edits)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, volume_mb: int = 0) -> None:
         self.mirrors = data_dir / "mirrors"
         self.root = data_dir / "workspaces"
         self.gitdirs = data_dir / "gitdirs"
+        self.volumes = data_dir / "volumes"
+        self.volume_mb = volume_mb  # > 0: each work tree is a file system of this size
         self.locks: dict[str, asyncio.Lock] = {}
 
     def mirror_path(self, full_name: str) -> Path:
@@ -56,7 +62,7 @@ class Workspaces:
         mirror = await self.refresh_mirror(full_name, clone_url, token)
         self.remove(job_id)
         co = Checkout(self.gitdirs / str(job_id), self.root / str(job_id))
-        co.work_tree.mkdir(parents=True)
+        await self._new_tree(co.work_tree)
         co.git_dir.parent.mkdir(parents=True, exist_ok=True)
         await git("clone", "--quiet", "--bare", "--shared", str(mirror), str(co.git_dir))
         await co.git("config", "core.bare", "false")
@@ -100,8 +106,8 @@ class Workspaces:
         directory's objects. Nothing is read from the job's work tree: the agent may be
         rewriting it (files swapped for symlinks to host files) while this runs."""
         copy = self.root / f"{job_id}-baseline"
-        await asyncio.to_thread(shutil.rmtree, copy, True)
-        copy.mkdir(mode=0o700)
+        await asyncio.to_thread(self._remove_tree, copy)
+        await self._new_tree(copy)
         await asyncio.to_thread(sandbox_git_dir, copy, branch, base, base_sha, start)
         fresh = {"GIT_INDEX_FILE": str(copy / ".git" / "index")}
         await git(f"--git-dir={co.git_dir}", "read-tree", start, env=fresh, cwd=co.git_dir)
@@ -109,9 +115,28 @@ class Workspaces:
                   "--force", "-u", env=fresh, cwd=co.git_dir)
         return copy
 
+    async def _new_tree(self, tree: Path) -> None:
+        """An empty folder for a work tree, only root's until a sandbox is given it; with
+        ``volume_mb``, the root of a file system of that size (else the watchdog alone)."""
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        tree.mkdir(mode=0o700)
+        if not self.volume_mb:
+            return
+        try:
+            await volume.mount(tree, self.volumes / f"{tree.name}.img", self.volume_mb)
+        except (volume.VolumeError, OSError) as exc:
+            log.warning("work tree %s has no volume of its own (%s); the disk watchdog alone "
+                        "holds it to its limit", tree.name, exc)
+            volume.unmount(tree, self.volumes / f"{tree.name}.img")
+        tree.chmod(0o700)
+
+    def _remove_tree(self, tree: Path) -> None:
+        volume.unmount(tree, self.volumes / f"{tree.name}.img")
+        shutil.rmtree(tree, ignore_errors=True)
+
     def remove(self, job_id: int) -> None:
-        shutil.rmtree(self.root / str(job_id), ignore_errors=True)
-        shutil.rmtree(self.root / f"{job_id}-baseline", ignore_errors=True)
+        self._remove_tree(self.root / str(job_id))
+        self._remove_tree(self.root / f"{job_id}-baseline")
         shutil.rmtree(self.gitdirs / str(job_id), ignore_errors=True)
 
 

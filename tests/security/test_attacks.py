@@ -151,3 +151,14 @@ def test_giving_the_work_tree_to_the_sandbox_user_follows_no_link(tmp_path: Path
     assert {p.lstat().st_uid for p in [ws, ws / "src", ws / "src/app.py", ws / "link",
                                        ws / "src/up"]} == {1000}
     assert host.stat().st_uid == 0 and (host / "key").stat().st_uid == 0
+
+
+async def test_a_fast_writer_cannot_overshoot_the_workspace_limit(lab: Lab) -> None:
+    """Audit 3, row 5: with the work tree on its own volume (a root worker), no more than
+    the limit and its margin reaches the disk, and the job still fails as disk-limit."""
+    from bot.executor import volume
+
+    if not volume.available():
+        pytest.skip("volumes need a root worker with loop devices")
+    evidence = await check(lab, security.disk_fill_overshoot)
+    assert "past its 64 MB disk limit" in evidence
