@@ -885,8 +885,9 @@ async def baseline_copy_reads_device(lab: Lab) -> Verdict:
     """Audit 3, C1 (code review): a file swapped for a link to /dev/zero during the baseline
     copy would have the root worker write zeros until the disk is full (bounded here by a
     64 MB tmpfs, so the attack shows without filling the host)."""
-    if os.geteuid() != 0:
-        return False, "not run: the bound on the copy's disk needs root (a tmpfs mount)"
+    if os.geteuid() != 0:  # no tmpfs to bound /dev/zero: /dev/null shows a device read
+        blocked, evidence = await baseline_copy_race(lab, device="/dev/null")
+        return blocked, f"/dev/null, as /dev/zero needs root to be bounded: {evidence}"
     return await baseline_copy_race(lab, device="/dev/zero", pads=1000, disk_mb=64)
 
 

@@ -278,10 +278,12 @@ async def demo(data_dir: Path) -> int:
         print(f"\njob {job.id}: {job.state} {job.category} {logs.printable(job.reason)}".rstrip())
         for item in repo.issues.values():
             if item.pull:
-                print(f"\n--- pull request #{item.number}: {item.title} "
-                      f"({item.pull.head} -> {item.pull.base})\n{item.body}")
+                print(logs.printable(f"\n--- pull request #{item.number}: {item.title} "
+                                     f"({item.pull.head} -> {item.pull.base})\n{item.body}",
+                                     keep="\t\n"))
                 for comment in item.comments:
-                    print(f"--- comment on #{item.number}\n{comment.body}")
+                    print(logs.printable(f"--- comment on #{item.number}\n{comment.body}",
+                                         keep="\t\n"))
         return 0 if job.state == "succeeded" else 1
 
 
