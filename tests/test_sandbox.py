@@ -153,6 +153,21 @@ async def test_no_container_left_after_close(tmp_path: Path) -> None:
 
 
 @pytest.mark.podman
+async def test_a_start_cancelled_midway_leaves_no_container(tmp_path: Path) -> None:
+    """A job cancelled while its (baseline) sandbox starts: the engine finishes making the
+    container all the same, and it is removed rather than left running."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    starting = asyncio.ensure_future(make("podman").start("cancelled-1", ws))
+    await asyncio.sleep(0.3)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await asyncio.sleep(3)  # time for a `podman run` left to itself to make the container
+    assert _containers("handoff.job=cancelled-1") == []
+
+
+@pytest.mark.podman
 async def test_orphan_of_killed_worker_is_removed(tmp_path: Path) -> None:
     backend = make("podman")
     ws = tmp_path / "ws"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -243,7 +244,12 @@ class ContainerBackend:
             argv += ["--env", f"{key}={value}"]
         argv += [image or self.image, "sleep", "infinity"]
         self.live.add(name)  # before it exists, so a concurrent reaping never takes it
-        result = await run_capped(argv, 120, 16384)
+        starting = asyncio.ensure_future(run_capped(argv, 120, 16384))
+        try:
+            result = await asyncio.shield(starting)
+        except asyncio.CancelledError:  # the engine makes it all the same: then it goes
+            await asyncio.shield(self._abandon(starting, name, proxy))
+            raise
         if result.exit_code != 0:
             self.live.discard(name)
             await proxy.close()
@@ -253,10 +259,19 @@ class ContainerBackend:
         metrics.SANDBOXES.labels(self.name).inc()
         try:
             await box.find_keeper()
-        except SandboxError:
-            await box.close()
+        except (SandboxError, asyncio.CancelledError):
+            await asyncio.shield(box.close())
             raise
         return box
+
+    async def _abandon(self, starting: asyncio.Future[CommandResult], name: str,
+                       proxy: EgressProxy) -> None:
+        """A start cancelled midway (the job was): wait for the engine, remove what it made."""
+        with contextlib.suppress(Exception):
+            await starting
+        await run_capped([*self.engine, "rm", "-f", "-t", "0", name], 60, 4096)
+        self.live.discard(name)
+        await proxy.close()
 
     async def cleanup_orphans(self, held: LeaseCheck | None = None) -> list[str]:
         """Remove sandbox containers nobody wants any more, from any live worker.
