@@ -116,7 +116,7 @@ class Workspaces:
         return copy
 
     async def _new_tree(self, tree: Path) -> None:
-        """An empty folder for a work tree, only root's until a sandbox is given it; with
+        """An empty folder for a work tree, the worker's only until a sandbox is given it; with
         ``volume_mb``, the root of a file system of that size (else the watchdog alone)."""
         tree.parent.mkdir(parents=True, exist_ok=True)
         tree.mkdir(mode=0o700)
