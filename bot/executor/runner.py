@@ -58,9 +58,7 @@ class JobRunner:
         self.settings, self.store, self.github, self.backend = settings, store, github, backend
         self.conversation = conversation
         self.templates = Templates(settings.prompts_dir)
-        volume_mb = settings.workspace_max_mb if settings.workspace_volume == "auto" and \
-            volume.available() else 0
-        self.workspaces = Workspaces(settings.data_dir, volume_mb)
+        self.workspaces = Workspaces(settings.data_dir, volume.wanted_mb(settings))
 
     async def run(self, job: Job) -> JobResult:
         if job.installation_id is None:

@@ -10,6 +10,10 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 # Room above the limit, so the watchdog still sees the limit passed and names it (the job
 # fails as disk-limit) before a write meets a full file system; ext4's own tables use some.
@@ -25,6 +29,12 @@ def available() -> bool:
     """Whether this worker can make volumes: root, the tools, and loop devices."""
     return os.geteuid() == 0 and all(shutil.which(t) for t in TOOLS) and \
         Path("/dev/loop-control").exists()
+
+
+def wanted_mb(settings: Settings) -> int:
+    """The limit work trees' volumes get, or 0 for none (off, or none can be had here)."""
+    return settings.workspace_max_mb if settings.workspace_volume == "auto" and available() \
+        else 0
 
 
 def size_mb(limit_mb: int) -> int:
