@@ -15,8 +15,10 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -121,8 +123,10 @@ class Lab:
 
     @contextlib.asynccontextmanager
     async def sandbox(self, name: str, egress: list[str] | None = None,
-                      **kwargs: object) -> AsyncIterator[Sandbox]:
-        box = await self.backend(**kwargs).start(name, self.workspace(name), egress=egress)
+                      workspace: Path | None = None, **kwargs: object
+                      ) -> AsyncIterator[Sandbox]:
+        box = await self.backend(**kwargs).start(name, workspace or self.workspace(name),
+                                                 egress=egress)
         try:
             yield box
         finally:
@@ -663,6 +667,230 @@ async def fence_escape_and_hidden_text(lab: Lab) -> Verdict:
     return closes == 1 and not steer, f"fence closes {closes}x; hidden text kept: {steer}"
 
 
+async def disk_fill_overshoot(lab: Lab) -> Verdict:
+    """Audit 3, row 5: the disk watchdog polls, so a fast writer put 4x the workspace limit
+    on the host's disk before it acted; a work tree on its own volume cannot."""
+    from bot.executor import volume
+    from bot.executor.workspace import Workspaces
+
+    if not volume.available():
+        return False, "no volume: the worker is not root or has no loop devices (watchdog only)"
+    root = Path(tempfile.mkdtemp(dir=lab.root))
+    origin = origin_repo(root, {"app.py": "x = 1\n"}, {})
+    workspaces = Workspaces(root / "data", volume_mb=LIMITS.workspace_mb)
+    co = await workspaces.checkout(1, "acme/app", "agent/issue-1", "main", str(origin), "")
+    try:
+        async with lab.sandbox("sec-disk-volume", workspace=co.work_tree) as box:
+            result = await box.exec("dd if=/dev/zero of=fill bs=1M count=600 status=none; "
+                                    "echo wrote", timeout=60)
+            written = (co.work_tree / "fill").stat().st_blocks * 512 >> 20
+    finally:
+        workspaces.remove(1)
+    bound = volume.size_mb(LIMITS.workspace_mb)
+    return written <= bound and result.limit == "disk-limit", (
+        f"{written} MB written against a {LIMITS.workspace_mb} MB limit (volume {bound} MB); "
+        f"{result.describe()}")
+
+
+# -- names the agent makes: read by the push-time check, printed in logs and `handoff jobs` --
+
+def commit_nested(path: Path) -> None:
+    """An embedded repository with one commit at ``path`` (the host adds it as a gitlink)."""
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    (path / "f").write_text("x\n")
+    subprocess.run(["git", "-C", str(path), "add", "f"], check=True)
+    subprocess.run(["git", "-C", str(path), "-c", "user.name=a", "-c", "user.email=a@b",
+                    "commit", "-qm", "n"], check=True)
+
+
+NAME_TRICKS: dict[str, Callable[[Path], None]] = {
+    "plain-link -> etc/passwd": lambda ws: (ws / "plain-link").symlink_to("/etc/passwd"),
+    ":evil-link -> etc/passwd": lambda ws: (ws / ":evil-link").symlink_to("/etc/passwd"),
+    "\\377-link -> proc/self/environ": lambda ws: os.symlink(
+        b"/proc/self/environ", os.fsencode(ws) + b"/\xff-link"),
+    ":vendor (a gitlink)": lambda ws: commit_nested(ws / ":vendor"),
+}
+
+
+async def push_check_bypass_names(lab: Lab) -> Verdict:
+    """Audit 3, M3 (row 28): names git reads as pathspec magic (``:evil-link``) or that are
+    not UTF-8 hid an out-of-repo symlink and a gitlink from the push-time check."""
+    from bot.executor.changes import changed_files, refusal
+    from bot.executor.workspace import Workspaces
+
+    root = Path(tempfile.mkdtemp(dir=lab.root))
+    origin = origin_repo(root, {"app.py": "x = 1\n"}, {})
+    workspaces, verdicts = Workspaces(root / "data"), {}
+    for job_id, (trick, plant) in enumerate(NAME_TRICKS.items(), 1):
+        co = await workspaces.checkout(job_id, "acme/app", "agent/issue-1", "main",
+                                       str(origin), "")
+        start = await co.rev("HEAD")
+        plant(co.work_tree)
+        verdicts[trick] = await refusal(co, start, await changed_files(co, start))
+    passed = [trick for trick, why in verdicts.items() if not why]
+    return not passed, f"pushed: {passed or 'none'}; refusals: {list(verdicts.values())}"
+
+
+ESCAPES = "\x1b]0;OWNED-TITLE\x07\x1b[2J\x1b[31mHandoff: all jobs succeeded\x9b"
+
+
+async def terminal_escapes_in_names(lab: Lab) -> Verdict:
+    """Audit 3, L7 (row 43): a symlink target ending in terminal escapes reaches the job's
+    reason (printed by `handoff jobs`) and the text log whole."""
+    import io
+    import logging
+
+    from bot import logs
+    from bot.executor.changes import changed_files, refusal
+    from bot.executor.workspace import Workspaces
+
+    root = Path(tempfile.mkdtemp(dir=lab.root))
+    origin = origin_repo(root, {"app.py": "x = 1\n"}, {})
+    co = await Workspaces(root / "data").checkout(1, "acme/app", "agent/issue-1", "main",
+                                                  str(origin), "")
+    start = await co.rev("HEAD")
+    (co.work_tree / f"docs{ESCAPES}").symlink_to(f"/x{ESCAPES}")
+    why = await refusal(co, start, await changed_files(co, start)) or ""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.TextFormatter("%(name)s%(ctx)s: %(message)s"))
+    logger = logging.getLogger("handoff.security-bench")
+    logger.addHandler(handler)
+    try:
+        logger.warning("job 1 ended failed (push-refused: %s)", f"the agent's {ESCAPES}")
+    finally:
+        logger.removeHandler(handler)
+    raw = [where for where, text in (("refusal", why), ("text log", stream.getvalue()))
+           if any(c in text for c in "\x1b\x07\x9b")]
+    return bool(why) and not raw, f"control characters kept in: {raw or 'nothing'}; " \
+        f"reason: {why[:160]!r}"
+
+
+# -- the baseline copy: made by the root worker while the agent already runs ------------------
+
+# The agent's first command: swaps every pad file and folder with a symlink (renameat2's
+# RENAME_EXCHANGE, so the name never disappears from a listing), back and forth, for $4 s.
+FLIPPER = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+def swap(a, b):
+    if libc.renameat2(-100, a.encode(), -100, b.encode(), 2) != 0:
+        raise OSError(ctypes.get_errno(), a)
+secret, private, device, seconds = sys.argv[1:5]
+pads, dirs = sorted(os.listdir("pad")), sorted(os.listdir("dirs"))
+os.makedirs(".alt/pad"), os.makedirs(".alt/dirs")
+for i, name in enumerate(pads):
+    os.symlink(device if device and i % 4 == 0 else secret, f".alt/pad/{name}")
+for name in dirs:
+    os.symlink(private, f".alt/dirs/{name}")
+open("flipping", "w").close()
+end, rounds = time.time() + float(seconds), 0
+while time.time() < end:
+    for name in pads:
+        swap(f"pad/{name}", f".alt/pad/{name}")
+    for name in dirs:
+        swap(f"dirs/{name}", f".alt/dirs/{name}")
+    rounds += 1
+print("rounds", rounds)
+"""
+PAD = "x" * 8192
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, mb: int) -> Iterator[Path]:
+    """``path`` on a tmpfs of ``mb`` MB (as root), so an endless copy ends at its edge and
+    never fills the host's disk; a plain folder otherwise."""
+    path.mkdir(parents=True)
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={mb}m,mode=0755", "tmpfs", str(path)],
+        capture_output=True).returncode == 0
+    try:
+        yield path
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def copy_findings(copy: Path, canaries: list[bytes]) -> list[str]:
+    """What in the baseline copy did not come from the commit: canary bytes, a pad file
+    whose content changed (a device or host file was read), a folder's foreign content."""
+    found = []
+    for folder, _, files in os.walk(copy):
+        for name in files:
+            path = Path(folder, name)
+            if not stat.S_ISREG(path.lstat().st_mode):
+                continue
+            rel = path.relative_to(copy).as_posix()
+            with path.open("rb") as fh:
+                data = fh.read(1 << 20)
+            if any(c in data for c in canaries):
+                found.append(f"{rel} holds a host secret")
+            elif rel.startswith("pad/") and data != PAD.encode():
+                found.append(f"{rel} holds {path.stat().st_size} bytes not committed")
+    return found
+
+
+def committed(path: Path, text: str) -> bool:
+    """Whether ``path`` is a regular file (not a link) holding ``text``."""
+    with contextlib.suppress(OSError):
+        return stat.S_ISREG(path.lstat().st_mode) and path.read_text() == text
+    return False
+
+
+async def baseline_copy_race(lab: Lab, device: str = "/dev/null", pads: int = 2000,
+                             disk_mb: int = 256) -> Verdict:
+    """Audit 3, C1 (rows 19, 42): while the worker, as root, makes the baseline copy of the
+    work tree, the agent swaps files for symlinks to a root-only secret and to a device, and
+    folders for symlinks to another installation's private mirror."""
+    from bot.executor.workspace import Workspaces
+
+    root = Path(tempfile.mkdtemp(dir=lab.root))
+    root.chmod(0o755)
+    secret = root / "handoff.env"
+    secret.write_text("HANDOFF_MODEL_API_KEY=sk-live-CANARY-28e205b765\n")
+    secret.chmod(0o600)
+    private = root / "other-mirror.git"
+    private.mkdir(mode=0o700)
+    (private / "HEAD").write_text("ref: refs/heads/OTHER-TENANT-PRIVATE\n")
+    files = {f"pad/f{i:05d}": PAD for i in range(pads)}
+    files.update({f"dirs/d{i:03d}/keep": "kept\n" for i in range(pads // 10)})
+    origin = origin_repo(root, files, {})
+    with small_disk(root / "data", disk_mb) as data:
+        workspaces = Workspaces(data)
+        co = await workspaces.checkout(1, "acme/app", "agent/issue-1", "main", str(origin), "")
+        start = await co.rev("HEAD")
+        error = ""
+        async with lab.sandbox("sec-copy", workspace=co.work_tree) as box:
+            flip = asyncio.ensure_future(box.exec(
+                shlex.join(["python3", "-c", FLIPPER, str(secret), str(private), device, "6"]),
+                timeout=60))
+            while not (co.work_tree / "flipping").exists() and not flip.done():
+                await asyncio.sleep(0.05)
+            try:
+                copy = await workspaces.snapshot(co, 1, "agent/issue-1", "main", start, start)
+            except Exception as exc:  # the old copy raised at the end: look at what it made
+                copy, error = data / "workspaces/1-baseline", type(exc).__name__ + (
+                    " (No space left on device: it read a device)"
+                    if "No space left" in str(exc) else "")
+            flipped = await flip
+        found = copy_findings(copy, [b"CANARY", b"OTHER-TENANT"])
+        whole = sum(1 for name, text in files.items() if committed(copy / name, text))
+    evidence = (f"flipper: {flipped.stdout.strip() or flipped.describe()}; copy: {whole} of "
+                f"{len(files)} files as committed{'; copy raised ' + error if error else ''}"
+                f"; {len(found)} not from the commit: {found[:3]}")
+    return not found and not error and whole == len(files), evidence
+
+
+async def baseline_copy_reads_device(lab: Lab) -> Verdict:
+    """Audit 3, C1 (code review): a file swapped for a link to /dev/zero during the baseline
+    copy would have the root worker write zeros until the disk is full (bounded here by a
+    64 MB tmpfs, so the attack shows without filling the host)."""
+    if os.geteuid() != 0:  # no tmpfs to bound /dev/zero: /dev/null shows a device read
+        blocked, evidence = await baseline_copy_race(lab, device="/dev/null")
+        return blocked, f"/dev/null, as /dev/zero needs root to be bounded: {evidence}"
+    return await baseline_copy_race(lab, device="/dev/zero", pads=1000, disk_mb=64)
+
+
 ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
     setup_phase_reaches_host_port,
     fork_bomb,
@@ -684,6 +912,11 @@ ATTACKS: list[Callable[[Lab], Awaitable[Verdict]]] = [
     tls_sni_other_than_the_connect_host,
     metadata_and_shared_addresses,
     refused_host_text_injection,
+    disk_fill_overshoot,
+    baseline_copy_race,
+    baseline_copy_reads_device,
+    push_check_bypass_names,
+    terminal_escapes_in_names,
 ]
 
 

@@ -190,8 +190,8 @@ async def list_jobs(settings: Settings, limit: int) -> None:
             report = f"  [NOT REPORTED, cannot be: {job.report_error}]"
         elif job.state in ("succeeded", "failed", "cancelled") and not job.reported:
             report = f"  [report pending, try {job.report_attempts}: {job.report_error}]"
-        print(f"{job.id:>5} {when} {job.state:<10} {job.kind:<9} {job.repo}#{job.issue_number}"
-              f" try {job.attempts}{reason}{report}")
+        print(logs.printable(f"{job.id:>5} {when} {job.state:<10} {job.kind:<9} "
+                        f"{job.repo}#{job.issue_number} try {job.attempts}{reason}{report}"))
     if counts["pending"] or counts["unreportable"]:
         print(f"reports: {counts['pending']} pending, {counts['unreportable']} unreportable "
               "(handoff_job_reports{state=pending|unreportable})")
@@ -275,13 +275,15 @@ async def demo(data_dir: Path) -> int:
         s.sim.label_issue("acme/calc", issue.number, "agent", "acme")
         job = await s.wait_job(lambda j: True, timeout=300)
         repo = s.sim.get_repo("acme/calc")
-        print(f"\njob {job.id}: {job.state} {job.category} {job.reason}".rstrip())
+        print(f"\njob {job.id}: {job.state} {job.category} {logs.printable(job.reason)}".rstrip())
         for item in repo.issues.values():
             if item.pull:
-                print(f"\n--- pull request #{item.number}: {item.title} "
-                      f"({item.pull.head} -> {item.pull.base})\n{item.body}")
+                print(logs.printable(f"\n--- pull request #{item.number}: {item.title} "
+                                     f"({item.pull.head} -> {item.pull.base})\n{item.body}",
+                                     keep="\t\n"))
                 for comment in item.comments:
-                    print(f"--- comment on #{item.number}\n{comment.body}")
+                    print(logs.printable(f"--- comment on #{item.number}\n{comment.body}",
+                                         keep="\t\n"))
         return 0 if job.state == "succeeded" else 1
 
 

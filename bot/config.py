@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     workspace_max_mb: int = Field(
         2048, ge=1, description="Disk a job's workspace may use; a command that grows it past "
         "this is killed and the job fails as disk-limit.")
+    workspace_volume: Literal["auto", "off"] = Field(
+        "auto", description="auto: a worker running as root puts each work tree on a file "
+        "system of its own of WORKSPACE_MAX_MB (plus a margin), an ext4 image on a loop "
+        "device, so a sandbox cannot write past it; off (or not root): the disk watchdog "
+        "alone, which may let a fast writer overshoot before it acts.")
     egress_allow: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EGRESS),
         description="Hosts the setup command may reach through the egress proxy (`name`, "

@@ -190,6 +190,33 @@ async def check_engine(settings: Settings) -> Result:
                              f"in {time.monotonic() - started:.1f} s")
 
 
+async def check_workspace_disk(settings: Settings) -> Result | None:
+    """Whether work trees get a volume of their own (a hard disk limit) or the watchdog only:
+    a small volume is made and removed as a job's would be."""
+    from bot.executor import volume
+
+    if settings.sandbox == "kubernetes":
+        return None  # the pod's emptyDir has its own size limit
+    what = "workspace disk"
+    if settings.workspace_volume == "off" or not volume.available():
+        why = "HANDOFF_WORKSPACE_VOLUME=off" if settings.workspace_volume == "off" else \
+            "the worker is not root or has no loop devices"
+        return None, what, (f"watchdog only ({why}): a fast writer can put several times "
+                            f"{settings.workspace_max_mb} MB on the disk before it acts")
+    folder = Path(tempfile.mkdtemp(prefix="handoff-doctor-volume-"))
+    tree, image = folder / "tree", folder / "tree.img"
+    try:
+        tree.mkdir()
+        await volume.mount(tree, image, 1)
+    except (volume.VolumeError, OSError) as exc:
+        return None, what, f"no volume could be made ({exc}): the watchdog alone"
+    finally:
+        volume.unmount(tree, image)
+        shutil.rmtree(folder, ignore_errors=True)
+    return True, what, (f"each work tree on its own volume of "
+                        f"{volume.size_mb(settings.workspace_max_mb)} MB")
+
+
 async def check_model(settings: Settings) -> Result:
     """The endpoint lists its models with the configured key (what a job's first call needs)."""
     base = settings.model_base_url
@@ -231,7 +258,7 @@ async def run_doctor(settings: Settings) -> int:
     results = check_config(settings)
     checks = await asyncio.gather(check_github(settings), check_sign_in(settings),
                                   check_database(settings), check_engine(settings),
-                                  check_model(settings))
+                                  check_workspace_disk(settings), check_model(settings))
     results += [r for r in checks if r is not None]
     for ok, what, detail in results:
         print(_line(ok, what, detail))

@@ -50,6 +50,16 @@ def redact(text: str) -> str:
     return SECRET_PATTERNS.sub("[redacted]", text)
 
 
+# C0 controls, DEL and C1 controls: terminal escapes among them.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, keep: str = "\t") -> str:
+    """``text`` with control characters (C0, DEL, C1; but those in ``keep``) written as
+    ``\\x1b``-style escapes, so agent-made text cannot drive the terminal or the log."""
+    return CONTROL.sub(lambda m: m[0] if m[0] in keep else f"\\x{ord(m[0]):02x}", text)
+
+
 def redact_data(value: Any) -> Any:
     """``redact`` applied to every string inside JSON-like data (a request body)."""
     if isinstance(value, str):
@@ -110,7 +120,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(RedactingFormatter):
-    """The plain format, with the bound fields in brackets after the logger's name."""
+    """The plain format, with the bound fields in brackets after the logger's name; the
+    message on one line with its control characters escaped (agent-made names reach it)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         fields = {**_context.get(), **{n: getattr(record, n) for n in FIELDS

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from bot.executor.sandbox.base import SandboxError
-from bot.executor.sandbox.kube_sync import Entry, HostTree, apply, compare, pack_in, parse_listing
+from bot.executor.sandbox.kube_sync import (
+    Entry,
+    HostTree,
+    apply,
+    compare,
+    open_regular,
+    pack_in,
+    parse_listing,
+)
 
 
 def listing(*entries: tuple[str, str, str]) -> bytes:
@@ -95,3 +104,23 @@ def test_pack_in_keeps_modes_and_links_and_skips_the_rest(tmp_path: Path) -> Non
     assert sorted(members) == ["ws/d", "ws/d/run", "ws/hard", "ws/ln"]
     assert members["ws/d/run"].mode == 0o755 and members["ws/hard"].isreg()
     assert members["ws/ln"].issym() and members["ws/ln"].linkname == "d/run"
+
+
+def test_a_file_swapped_for_a_link_after_the_listing_is_never_read(tmp_path: Path) -> None:
+    """What was listed as a regular file and is a link to a device or a host file by the
+    time it is opened (audit 3, C1) is refused, not followed."""
+    secret = tmp_path / "secret"
+    secret.write_text("HOST-SECRET")
+    for target in ("/dev/zero", str(secret)):
+        swapped = tmp_path / "f"
+        swapped.unlink(missing_ok=True)
+        swapped.symlink_to(target)
+        with pytest.raises(OSError):
+            open_regular(swapped)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(SandboxError, match="changed while"):
+        open_regular(fifo)
+    (tmp_path / "plain").write_text("ok")
+    with open_regular(tmp_path / "plain") as data:
+        assert data.read() == b"ok"

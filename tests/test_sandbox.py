@@ -153,6 +153,29 @@ async def test_no_container_left_after_close(tmp_path: Path) -> None:
 
 
 @pytest.mark.podman
+async def test_a_start_cancelled_midway_leaves_no_container(tmp_path: Path) -> None:
+    """A job cancelled while its (baseline) sandbox starts: the engine finishes making the
+    container all the same, and it is removed rather than left running. Cancelled at several
+    moments of the start, as `podman run` takes longer or shorter."""
+    cancelled = 0
+    for n, delay in enumerate((0.05, 0.15, 0.3, 0.6, 1.0)):
+        ws = tmp_path / f"ws{n}"
+        ws.mkdir()
+        starting = asyncio.ensure_future(make("podman").start(f"cancelled-{n}", ws))
+        await asyncio.sleep(delay)
+        starting.cancel()
+        try:
+            box = await starting
+        except asyncio.CancelledError:
+            cancelled += 1
+        else:  # it was up before the cancel came
+            await box.close()
+    assert cancelled
+    await asyncio.sleep(3)  # time for a `podman run` left to itself to make the container
+    assert [name for n in range(5) for name in _containers(f"handoff.job=cancelled-{n}")] == []
+
+
+@pytest.mark.podman
 async def test_orphan_of_killed_worker_is_removed(tmp_path: Path) -> None:
     backend = make("podman")
     ws = tmp_path / "ws"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from bot.executor.gitops import NO_DRIVERS, Checkout
-from bot.logs import SECRET_PATTERNS
+from bot.logs import SECRET_PATTERNS, printable
 from bot.reporter.markdown import code
 
 RISKY = re.compile(r"(^|/)(\.github/|Dockerfile|setup\.py|pyproject\.toml|package(-lock)?\.json"
@@ -77,10 +77,10 @@ async def refusal(co: Checkout, base: str, files: list[FileChange]) -> str | Non
     """Why this change must not be pushed, or None."""
     workflows = [f.path for f in files if f.path.startswith(".github/workflows/")]
     if workflows:
-        return (f"the change edits {', '.join(code(w) for w in workflows)}; Handoff never "
+        return (f"the change edits {', '.join(name(w) for w in workflows)}; Handoff never "
                 "pushes changes to GitHub Actions workflows (the App has no workflows "
                 "permission)")
-    if why := await _odd_entries(co, [f.path for f in files]):
+    if why := await _odd_entries(co, base):
         return why
     diff = await co.git("diff", "--cached", "-U0", "--no-renames", *NO_DRIVERS, base)
     for line in diff.splitlines():
@@ -89,24 +89,36 @@ async def refusal(co: Checkout, base: str, files: list[FileChange]) -> str | Non
     return None
 
 
-async def _odd_entries(co: Checkout, paths: list[str]) -> str | None:
-    """Symlinks that leave the repository and embedded repositories are never pushed."""
-    if not paths:
-        return None
-    staged = await co.git("ls-files", "-s", "-z", "--", *paths)
-    for record in staged.split("\0"):
-        if not record:
+async def _odd_entries(co: Checkout, base: str) -> str | None:
+    """Names that are not UTF-8, symlinks that leave the repository and embedded
+    repositories are never pushed. Each entry's mode comes from the same listing as its
+    name, as bytes: no second lookup by pathspec, which a name like ``:link`` would steer."""
+    raw = await co.git_bytes("diff", "--cached", "--raw", "-z", "--no-renames", "--no-abbrev",
+                             *NO_DRIVERS, base)
+    fields = raw.split(b"\0")
+    for meta, entry in zip(fields[0::2], fields[1::2], strict=False):
+        _, mode, _, sha, _ = meta.lstrip(b":").decode().split(" ")
+        if mode == "000000":  # deleted
             continue
-        meta, path = record.split("\t", 1)
-        mode, sha = meta.split(" ")[:2]
+        try:
+            path = entry.decode()
+        except UnicodeDecodeError:
+            return (f"the change adds {name(entry.decode(errors='backslashreplace'))}, a file "
+                    "name that is not UTF-8; Handoff pushes UTF-8 names only")
         if mode == "160000":
-            return f"the change adds {code(path)} as an embedded git repository (a gitlink)"
+            return f"the change adds {name(path)} as an embedded git repository (a gitlink)"
         if mode == "120000":
-            target = await co.git("cat-file", "blob", sha)
+            target = (await co.git_bytes("cat-file", "blob", sha)).decode(errors="replace")
             if leaves_repo(path, target):
-                return (f"the change adds {code(path)} as a symlink to "
-                        f"{code(target[:200])}, outside the repository")
+                return (f"the change adds {name(path)} as a symlink to "
+                        f"{name(target[:200])}, outside the repository")
     return None
+
+
+def name(text: str) -> str:
+    """An agent-made name in a reason: a code span, its control characters escaped (``\\x1b``)
+    so that it can drive no terminal that prints the reason."""
+    return code(printable(text))
 
 
 def leaves_repo(path: str, target: str) -> bool:

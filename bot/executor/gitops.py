@@ -69,6 +69,13 @@ NO_DRIVERS = ("--no-ext-diff", "--no-textconv")
 async def git(*args: str, cwd: Path | None = None, token: str | None = None,
               env: dict[str, str] | None = None, timeout: float = 600) -> str:
     """Run git with a clean environment and pinned settings; stdout, or ``GitError``."""
+    out = await git_bytes(*args, cwd=cwd, token=token, env=env, timeout=timeout)
+    return out.decode(errors="replace")
+
+
+async def git_bytes(*args: str, cwd: Path | None = None, token: str | None = None,
+                    env: dict[str, str] | None = None, timeout: float = 600) -> bytes:
+    """``git``, with stdout as git wrote it (file names that are not UTF-8 stay whole)."""
     proc = await asyncio.create_subprocess_exec(
         "git", *PINNED_ARGS, *args, cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -82,7 +89,7 @@ async def git(*args: str, cwd: Path | None = None, token: str | None = None,
         raise GitError(f"git {args[0]} timed out after {timeout:.0f}s") from exc
     if proc.returncode != 0:
         raise GitError(redact(f"git {args[0]} failed: {err.decode(errors='replace').strip()}"))
-    return out.decode(errors="replace")
+    return out
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,10 @@ class Checkout:
     async def git(self, *args: str, token: str | None = None, timeout: float = 600) -> str:
         return await git(f"--git-dir={self.git_dir}", f"--work-tree={self.work_tree}", *args,
                          token=token, timeout=timeout, cwd=self.git_dir)
+
+    async def git_bytes(self, *args: str) -> bytes:
+        return await git_bytes(f"--git-dir={self.git_dir}", f"--work-tree={self.work_tree}",
+                               *args, cwd=self.git_dir)
 
     async def rev(self, ref: str) -> str:
         return (await self.git("rev-parse", "--verify", "-q", f"{ref}^{{commit}}")).strip()

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from bot.config import Settings
+from bot.executor import volume
 from bot.executor.agent.budget import Spend
 from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import write_spec
@@ -57,7 +58,7 @@ class JobRunner:
         self.settings, self.store, self.github, self.backend = settings, store, github, backend
         self.conversation = conversation
         self.templates = Templates(settings.prompts_dir)
-        self.workspaces = Workspaces(settings.data_dir)
+        self.workspaces = Workspaces(settings.data_dir, volume.wanted_mb(settings))
 
     async def run(self, job: Job) -> JobResult:
         if job.installation_id is None:
@@ -112,9 +113,9 @@ class JobRunner:
         tests = await discover(co, run.record.base_sha, run.config.test_command)
         run.record.test_command = tests.command if tests else ""
         run.record.test_command_reason = tests.reason if tests else ""
-        # The copy the baseline runs on beside the agent is taken before the agent (or a
-        # resumed job's restored work tree) changes anything.
-        copy = await asyncio.to_thread(self.workspaces.snapshot, run.job.id) \
+        # The copy the baseline runs on beside the agent: the start commit, from git objects.
+        copy = await self.workspaces.snapshot(co, run.job.id, run.record.branch, run.base,
+                                              run.record.base_sha, run.start_sha) \
             if tests and not run.record.setup_command else None
         before = asyncio.ensure_future(baseline(run, tests.command, self.backend,
                                                 self.workspaces, copy)) if tests else None

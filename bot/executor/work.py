@@ -26,9 +26,9 @@ from bot.reporter import wording
 async def baseline(run: Run, command: str, backend: Backend, workspaces: Workspaces,
                    copy: Path | None = None) -> TestReport:
     """The tests before the change. Without a setup command they run in a second sandbox
-    over ``copy``, a copy of the untouched work tree (``Workspaces.snapshot``), beside the
-    agent (the suite is most of a job's time on real repositories); after a setup, in the
-    job's own sandbox, where the setup's installs are, before the agent."""
+    over ``copy``, the untouched work tree written from git objects (``Workspaces.snapshot``),
+    beside the agent (the suite is most of a job's time on real repositories); after a setup,
+    in the job's own sandbox, where the setup's installs are, before the agent."""
     assert run.sandbox is not None
     if run.record.setup_command or copy is None:
         await run.stage("baseline")

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from bot.executor import volume
 from bot.executor.gitops import Checkout, GitError, git
+
+log = logging.getLogger("handoff.executor")
 
 # Where the sandbox sees the mirror's objects (read-only): its own ``.git`` borrows them.
 SANDBOX_OBJECTS = "/opt/handoff/objects"
@@ -21,10 +25,12 @@ class Workspaces:
     """Mirrors under ``data_dir/mirrors``; per job, ``gitdirs/<id>`` (trusted, never mounted
     into a sandbox) and ``workspaces/<id>`` (the work tree the sandbox edits)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, volume_mb: int = 0) -> None:
         self.mirrors = data_dir / "mirrors"
         self.root = data_dir / "workspaces"
         self.gitdirs = data_dir / "gitdirs"
+        self.volumes = data_dir / "volumes"
+        self.volume_mb = volume_mb  # > 0: each work tree is a file system of this size
         self.locks: dict[str, asyncio.Lock] = {}
 
     def mirror_path(self, full_name: str) -> Path:
@@ -56,7 +62,7 @@ class Workspaces:
         mirror = await self.refresh_mirror(full_name, clone_url, token)
         self.remove(job_id)
         co = Checkout(self.gitdirs / str(job_id), self.root / str(job_id))
-        co.work_tree.mkdir(parents=True)
+        await self._new_tree(co.work_tree)
         co.git_dir.parent.mkdir(parents=True, exist_ok=True)
         await git("clone", "--quiet", "--bare", "--shared", str(mirror), str(co.git_dir))
         await co.git("config", "core.bare", "false")
@@ -72,8 +78,10 @@ class Workspaces:
         await co.git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
         await co.git("update-ref", f"refs/heads/{branch}", start)
         await co.git("checkout", "--quiet", "--force", branch)
-        await asyncio.to_thread(sandbox_git_dir, co, branch, base,
-                                (await co.rev(f"refs/remotes/origin/{base}")), start)
+        base_sha = await co.rev(f"refs/remotes/origin/{base}")
+        await asyncio.to_thread(sandbox_git_dir, co.work_tree, branch, base, base_sha, start)
+        await asyncio.to_thread(shutil.copyfile, co.git_dir / "index",
+                                co.work_tree / ".git" / "index")
         return co
 
     async def keep(self, job_id: int, full_name: str, co: Checkout, sha: str) -> None:
@@ -91,17 +99,44 @@ class Workspaces:
         if (mirror / "HEAD").exists():
             await git(f"--git-dir={mirror}", "update-ref", "-d", kept_ref(job_id))
 
-    def snapshot(self, job_id: int) -> Path:
-        """A copy of a job's work tree as checked out (call it before the agent runs), for
-        a second sandbox; symlinks are copied as links, never followed."""
+    async def snapshot(self, co: Checkout, job_id: int, branch: str, base: str,
+                       base_sha: str, start: str) -> Path:
+        """A second work tree for the baseline sandbox, as the job's was checked out at
+        ``start`` (with a ``.git`` of its own), written by git from the trusted git
+        directory's objects. Nothing is read from the job's work tree: the agent may be
+        rewriting it (files swapped for symlinks to host files) while this runs."""
         copy = self.root / f"{job_id}-baseline"
-        shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(self.root / str(job_id), copy, symlinks=True)
+        await asyncio.to_thread(self._remove_tree, copy)
+        await self._new_tree(copy)
+        await asyncio.to_thread(sandbox_git_dir, copy, branch, base, base_sha, start)
+        fresh = {"GIT_INDEX_FILE": str(copy / ".git" / "index")}
+        await git(f"--git-dir={co.git_dir}", "read-tree", start, env=fresh, cwd=co.git_dir)
+        await git(f"--git-dir={co.git_dir}", f"--work-tree={copy}", "checkout-index", "--all",
+                  "--force", "-u", env=fresh, cwd=co.git_dir)
         return copy
 
+    async def _new_tree(self, tree: Path) -> None:
+        """An empty folder for a work tree, the worker's only until a sandbox is given it; with
+        ``volume_mb``, the root of a file system of that size (else the watchdog alone)."""
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        tree.mkdir(mode=0o700)
+        if not self.volume_mb:
+            return
+        try:
+            await volume.mount(tree, self.volumes / f"{tree.name}.img", self.volume_mb)
+        except (volume.VolumeError, OSError) as exc:
+            log.warning("work tree %s has no volume of its own (%s); the disk watchdog alone "
+                        "holds it to its limit", tree.name, exc)
+            volume.unmount(tree, self.volumes / f"{tree.name}.img")
+        tree.chmod(0o700)
+
+    def _remove_tree(self, tree: Path) -> None:
+        volume.unmount(tree, self.volumes / f"{tree.name}.img")
+        shutil.rmtree(tree, ignore_errors=True)
+
     def remove(self, job_id: int) -> None:
-        shutil.rmtree(self.root / str(job_id), ignore_errors=True)
-        shutil.rmtree(self.root / f"{job_id}-baseline", ignore_errors=True)
+        self._remove_tree(self.root / str(job_id))
+        self._remove_tree(self.root / f"{job_id}-baseline")
         shutil.rmtree(self.gitdirs / str(job_id), ignore_errors=True)
 
 
@@ -123,11 +158,12 @@ async def host_lock(path: Path) -> AsyncIterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def sandbox_git_dir(co: Checkout, branch: str, base: str, base_sha: str, head: str) -> None:
-    """Write the agent's own ``.git`` into the work tree: the branch and the base as refs, the
-    index, and the mirror's objects borrowed from where the sandbox mounts them. Host git
-    never reads it; whatever the agent does to it stays in the sandbox."""
-    dot = co.work_tree / ".git"
+def sandbox_git_dir(tree: Path, branch: str, base: str, base_sha: str, head: str) -> None:
+    """Write the agent's own ``.git`` into ``tree`` (a work tree no sandbox has run in yet):
+    the branch and the base as refs, and the mirror's objects borrowed from where the
+    sandbox mounts them; the caller adds the index. Host git never reads it; whatever the
+    agent does to it stays in the sandbox."""
+    dot = tree / ".git"
     for sub in ("objects/info", "refs/heads", f"refs/remotes/origin/{base}".rsplit("/", 1)[0],
                 f"refs/heads/{branch}".rsplit("/", 1)[0]):
         (dot / sub).mkdir(parents=True, exist_ok=True)
@@ -137,4 +173,3 @@ def sandbox_git_dir(co: Checkout, branch: str, base: str, base_sha: str, head: s
     (dot / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n"
                                 "\tbare = false\n")
     (dot / "objects/info/alternates").write_text(f"{SANDBOX_OBJECTS}\n")
-    shutil.copyfile(co.git_dir / "index", dot / "index")

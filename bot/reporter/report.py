@@ -8,7 +8,8 @@ from bot.github.client import GitHubApiError, GitHubApp, RepoClient
 from bot.jobs.states import Failure
 from bot.jobs.store import Job
 from bot.jobs.worker import Unreportable
-from bot.logs import redact
+from bot.logs import printable, redact
+from bot.reporter import wording
 from bot.reporter.markdown import code, quote
 from bot.reporter.status import StatusComment, job_url
 
@@ -60,6 +61,14 @@ STEPS = {
 }
 
 
+def public_cause(job: Job) -> str:
+    """Why the job failed, as GitHub shows it: an internal error's own text (host paths,
+    library messages) stays in the worker's log and on the dashboard."""
+    if job.category == Failure.INTERNAL:
+        return wording.INTERNAL_CAUSE.format(job=job.id)
+    return printable(job.reason, keep="\t\n")
+
+
 def failure_comment(job: Job) -> str:
     """The comment posted when a job fails: step, cause, what was kept, how to try again."""
     if job.category == Failure.NOT_PERMITTED:
@@ -90,7 +99,7 @@ def failure_comment(job: Job) -> str:
     if summary and CUT_MARK in job.reason:
         full = "\n\n" + FULL_SUMMARY.format(text=quote(summary[:50_000]))
     return redact(f"**Handoff job {job.id} failed** while {step}.\n\n"
-                  f"**Cause:** {job.reason}\n\n**Kept:** {kept}{cost}\n\n"
+                  f"**Cause:** {public_cause(job)}\n\n**Kept:** {kept}{cost}\n\n"
                   f"**To try again:** {advice} Then {again}.").replace("  ", " ") + redact(full)
 
 
@@ -153,7 +162,7 @@ class GitHubReporter:
             return
         body = failure_comment(job)
         if status.comment_id is not None:
-            await status.set("failed", f"See below: {shorten(job.reason, 300, '…')}")
+            await status.set("failed", f"See below: {shorten(public_cause(job), 300, '…')}")
         await self._post_once(gh, job, body)
         check_id, head = job.result.check_run_id, job.result.head_sha
         if head and not check_id:
@@ -162,7 +171,7 @@ class GitHubReporter:
                     name="Handoff", head_sha=head, status="completed", conclusion="failure",
                     external_id=str(job.id),
                     output={"title": f"Failed: {job.category}",
-                            "summary": job.reason[:60_000]})
+                            "summary": public_cause(job)[:60_000]})
             except GitHubApiError as exc:
                 if not refused_for_good(exc):
                     raise  # the retry finds the comment posted and posts only the check run

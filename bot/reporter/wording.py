@@ -45,3 +45,5 @@ EDIT_LEFT_OUT = "an edit of the issue by @{login}"
 EDITS_LEFT_OUT = "{count} edits of the issue by @{login}"
 LATER_CHANGE_LEFT_OUT = ("a change to the issue made after it was handed over, by someone not "
                          "confirmed as a writer")
+INTERNAL_CAUSE = ("an internal error in Handoff (job {job}); what went wrong is in the worker's "
+                  "log and on the dashboard")

@@ -102,3 +102,63 @@ async def test_symlinked_instructions_and_settings_read_nothing_from_the_host(
 
 async def test_issue_text_cannot_close_its_fence_or_hide_instructions(harness_lab: Lab) -> None:
     await check(harness_lab, security.fence_escape_and_hidden_text)
+
+
+async def test_baseline_copy_is_built_from_git_while_the_agent_swaps_in_symlinks(
+        lab: Lab) -> None:
+    """Audit 3, C1: the agent swaps files and folders for links to a root-only secret, a
+    private mirror and /dev/null while the root worker makes the baseline copy."""
+    evidence = await check(lab, security.baseline_copy_race)
+    assert "rounds" in evidence  # the flipper ran through the whole copy
+
+
+async def test_baseline_copy_never_reads_a_device(lab: Lab) -> None:
+    """Audit 3, C1: files swapped for links to /dev/zero during the copy."""
+    if os.geteuid() != 0:
+        pytest.skip("bounding the copy's disk (a tmpfs) needs root")
+    await check(lab, security.baseline_copy_reads_device)
+
+
+async def test_pathspec_magic_and_non_utf8_names_cannot_hide_links_from_the_push_check(
+        harness_lab: Lab) -> None:
+    """Audit 3, M3: `:evil-link`, `\\377-link` and a `:vendor` gitlink are refused as the
+    plain link is."""
+    evidence = await check(harness_lab, security.push_check_bypass_names)
+    assert "not UTF-8" in evidence and "embedded git repository" in evidence
+
+
+async def test_terminal_escapes_in_names_reach_no_reason_or_log_line(harness_lab: Lab) -> None:
+    evidence = await check(harness_lab, security.terminal_escapes_in_names)
+    assert "\\x1b]0;OWNED-TITLE" in evidence  # escaped, still readable
+
+
+def test_giving_the_work_tree_to_the_sandbox_user_follows_no_link(tmp_path: Path) -> None:
+    """The root worker chowns a work tree before a sandbox starts: a folder that is (or was
+    swapped for) a link to a host folder keeps the host folder's owner."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can give files away")
+    from bot.executor.sandbox.base import chown_tree
+
+    host = tmp_path / "host-secrets"
+    host.mkdir(mode=0o700)
+    (host / "key").write_text("secret")
+    ws = tmp_path / "ws"
+    (ws / "src").mkdir(parents=True)
+    (ws / "src/app.py").write_text("x = 1\n")
+    (ws / "link").symlink_to(host)
+    (ws / "src/up").symlink_to(host / "key")
+    chown_tree(ws, 1000)
+    assert {p.lstat().st_uid for p in [ws, ws / "src", ws / "src/app.py", ws / "link",
+                                       ws / "src/up"]} == {1000}
+    assert host.stat().st_uid == 0 and (host / "key").stat().st_uid == 0
+
+
+async def test_a_fast_writer_cannot_overshoot_the_workspace_limit(lab: Lab) -> None:
+    """Audit 3, row 5: with the work tree on its own volume (a root worker), no more than
+    the limit and its margin reaches the disk, and the job still fails as disk-limit."""
+    from bot.executor import volume
+
+    if not volume.available():
+        pytest.skip("volumes need a root worker with loop devices")
+    evidence = await check(lab, security.disk_fill_overshoot)
+    assert "past its 64 MB disk limit" in evidence

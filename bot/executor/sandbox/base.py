@@ -129,6 +129,41 @@ LeaseCheck = Callable[[str, str], Awaitable[bool]]  # (job id, owner) -> is the 
 Guard = Callable[[], Awaitable[tuple[str, str] | None]]  # -> (limit, detail) to kill
 
 
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def chown_tree(path: Path, uid: int) -> None:
+    """Give a work tree to the sandbox user without ever following a symlink: each folder
+    is opened from its parent's descriptor with ``O_NOFOLLOW``, so a folder swapped for a
+    link to a host folder is changed as a link, never walked."""
+    top = os.open(path, DIR_FLAGS)
+    os.chown(top, uid, uid)
+    stack: list[tuple[int, list[tuple[str, bool]]]] = [(top, _entries(top))]
+    try:
+        while stack:
+            fd, pending = stack[-1]
+            if not pending:
+                os.close(stack.pop()[0])
+                continue
+            name, is_dir = pending.pop()
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(name, uid, uid, dir_fd=fd, follow_symlinks=False)
+            if is_dir:
+                try:
+                    child = os.open(name, DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    continue  # gone, or no longer a folder (ELOOP: now a link)
+                stack.append((child, _entries(child)))
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+
+
+def _entries(fd: int) -> list[tuple[str, bool]]:
+    with os.scandir(fd) as entries:
+        return [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+
+
 def tree_size(path: Path) -> int:
     """Bytes a directory tree uses on disk (blocks, so sparse files count as what they use)."""
     total = 0

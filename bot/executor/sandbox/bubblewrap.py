@@ -27,6 +27,7 @@ from bot.executor.sandbox.base import (
     LeaseCheck,
     Limits,
     SandboxError,
+    chown_tree,
     disk_guard,
     run_capped,
 )
@@ -36,13 +37,6 @@ from bot.executor.sandbox.egress import MOUNT, RELAY_NAME, SOCKET_NAME, EgressPr
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("/etc/passwd", "/etc/group", "/etc/ssl", "/etc/ca-certificates",
              "/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime", "/etc/gitconfig")
-
-
-def _chown_tree(path: Path, uid: int) -> None:
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            os.lchown(os.path.join(root, name), uid, uid)
-    os.chown(path, uid, uid)
 
 
 def egress_command(command: str) -> str:
@@ -166,7 +160,7 @@ class BubblewrapBackend:
         cgroup = await asyncio.to_thread(Cgroup.create, name, self.limits)
         try:
             if os.geteuid() == 0:  # the sandbox user must own the files it edits
-                await asyncio.to_thread(_chown_tree, workspace, SANDBOX_UID)
+                await asyncio.to_thread(chown_tree, workspace, SANDBOX_UID)
             proxy = await EgressProxy.create("handoff-egress-", self.allow_private)
         except BaseException:
             await asyncio.to_thread(cgroup.remove)

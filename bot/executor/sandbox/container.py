@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from bot.executor.sandbox.base import (
     LeaseCheck,
     Limits,
     SandboxError,
+    chown_tree,
     disk_guard,
     run_capped,
 )
@@ -88,13 +90,6 @@ def remote_engine() -> bool:
     worker does) rather than running containers itself. The service there is rootful: the
     sandbox runs as the worker's own uid with no user namespace to keep it in."""
     return bool(os.environ.get("CONTAINER_HOST") or os.environ.get("CONTAINER_CONNECTION"))
-
-
-def _chown_tree(path: Path, uid: int) -> None:
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            os.lchown(os.path.join(root, name), uid, uid)
-    os.chown(path, uid, uid)
 
 
 class ContainerSandbox(GuardedSandbox):
@@ -215,7 +210,7 @@ class ContainerBackend:
         It never has a network interface; egress goes through the proxy's socket only.
         """
         if os.geteuid() == 0:  # the sandbox user must own the files it edits
-            await asyncio.to_thread(_chown_tree, workspace, SANDBOX_UID)
+            await asyncio.to_thread(chown_tree, workspace, SANDBOX_UID)
         name = f"handoff-job-{job_id}-{uuid.uuid4().hex[:6]}"
         # The folder is mounted for the container's life; the socket in it exists only
         # while egress is allowed.
@@ -249,7 +244,12 @@ class ContainerBackend:
             argv += ["--env", f"{key}={value}"]
         argv += [image or self.image, "sleep", "infinity"]
         self.live.add(name)  # before it exists, so a concurrent reaping never takes it
-        result = await run_capped(argv, 120, 16384)
+        starting = asyncio.ensure_future(run_capped(argv, 120, 16384))
+        try:
+            result = await asyncio.shield(starting)
+        except asyncio.CancelledError:  # the engine makes it all the same: then it goes
+            await asyncio.shield(self._abandon(starting, name, proxy))
+            raise
         if result.exit_code != 0:
             self.live.discard(name)
             await proxy.close()
@@ -259,10 +259,19 @@ class ContainerBackend:
         metrics.SANDBOXES.labels(self.name).inc()
         try:
             await box.find_keeper()
-        except SandboxError:
-            await box.close()
+        except (SandboxError, asyncio.CancelledError):
+            await asyncio.shield(box.close())
             raise
         return box
+
+    async def _abandon(self, starting: asyncio.Future[CommandResult], name: str,
+                       proxy: EgressProxy) -> None:
+        """A start cancelled midway (the job was): wait for the engine, remove what it made."""
+        with contextlib.suppress(Exception):
+            await starting
+        await run_capped([*self.engine, "rm", "-f", "-t", "0", name], 60, 4096)
+        self.live.discard(name)
+        await proxy.close()
 
     async def cleanup_orphans(self, held: LeaseCheck | None = None) -> list[str]:
         """Remove sandbox containers nobody wants any more, from any live worker.

@@ -75,13 +75,24 @@ def pack_in(trees: list[tuple[Path, str]]) -> IO[bytes]:
     with tarfile.open(fileobj=spool, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for root, prefix in trees:
             for info, path in _members(root, prefix):
-                if info.type == tarfile.REGTYPE:
-                    with path.open("rb") as data:
-                        tar.addfile(info, data)
-                else:
+                if info.type != tarfile.REGTYPE:
                     tar.addfile(info)
+                    continue
+                with open_regular(path) as data:
+                    info.size = os.fstat(data.fileno()).st_size
+                    tar.addfile(info, data)
     spool.seek(0)
     return spool
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened for reading only if it is still a regular file: a symlink or device
+    swapped in since it was listed is refused, never followed or read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SandboxError(f"{path.name} changed while the work tree was packed")
+    return os.fdopen(fd, "rb")
 
 
 def _safe(path: str) -> bool:
