@@ -307,6 +307,15 @@ async def kill_between_push_and_pr(tmp: Path, port: int) -> Result:
     return r
 
 
+async def sigterm(c: Cluster, worker: int) -> float:
+    """SIGTERM a worker and wait (at most a minute) for it to exit; the seconds it took."""
+    started = time.monotonic()
+    c.signal(worker, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        await asyncio.to_thread(c.procs[worker].wait, 60)
+    return time.monotonic() - started
+
+
 async def sigterm_inside_grace(tmp: Path, port: int, sandbox: str = "podman") -> Result:
     r = Result("SIGTERM, the job ends within the grace", "the job finishes: PR and report "
                "before the worker exits, attempts 1")
@@ -314,11 +323,7 @@ async def sigterm_inside_grace(tmp: Path, port: int, sandbox: str = "podman") ->
             "HANDOFF_SHUTDOWN_GRACE": "30", "HANDOFF_SANDBOX": sandbox}) as c:
         first, number = await job_in_command(c)
         await asyncio.sleep(2)
-        started = time.monotonic()
-        c.signal(first, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            await asyncio.to_thread(c.procs[first].wait, 60)
-        took = time.monotonic() - started
+        took = await sigterm(c, first)
         [job] = await c.jobs()  # as the worker left it, no other worker since
         state = await c.state()
         r.observed = (f"exit {took:.1f} s after SIGTERM; then {job.state} (attempts "
@@ -341,11 +346,7 @@ async def sigterm_past_grace(tmp: Path, port: int, sandbox: str = "podman") -> R
 
         await c.wait(in_step_two, 60)
         await asyncio.sleep(2)
-        started = time.monotonic()
-        c.signal(first, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            await asyncio.to_thread(c.procs[first].wait, 60)
-        took = time.monotonic() - started
+        took = await sigterm(c, first)
         [job] = await c.jobs()
         state = await c.state()
         status = next(b for b in comments(state, number) if "handoff:status" in b)

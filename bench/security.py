@@ -39,6 +39,17 @@ LIMITS = Limits(memory_mb=256, cpus=1, pids=64, timeout=60, output_cap=16384, wo
 Verdict = tuple[bool, str]
 
 
+@contextlib.asynccontextmanager
+async def listening(serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                    Awaitable[None]], port: int) -> AsyncIterator[None]:
+    """A TCP server on 127.0.0.1:``port`` answering with ``serve`` while the block runs."""
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+
+
 @dataclass
 class Lab:
     """What an attack gets: a backend, a scratch folder, ports it may listen on."""
@@ -85,11 +96,8 @@ class Lab:
                 await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(serve, "127.0.0.1", port)
-        try:
+        async with listening(serve, port):
             yield port
-        finally:
-            server.close()
 
     @contextlib.asynccontextmanager
     async def raw_server(self) -> AsyncIterator[int]:
@@ -111,11 +119,8 @@ class Lab:
                 await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(serve, "127.0.0.1", port)
-        try:
+        async with listening(serve, port):
             yield port
-        finally:
-            server.close()
 
     def seen(self, port: int) -> bytes:
         """Everything the raw server on ``port`` received."""
