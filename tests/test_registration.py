@@ -216,13 +216,13 @@ async def test_env_written_by_setup_reads_alike_in_kubernetes(
     for name, value in kubectl_env_file(env).items():
         monkeypatch.setenv(name, value)
     from_kubectl = Settings(_env_file=None)  # type: ignore[call-arg]
-    for settings in (from_dotenv, from_kubectl):
+    for number, settings in enumerate((from_dotenv, from_kubectl), start=1):
         assert settings.app_id == "123456"
         assert settings.private_key_pem() == pem
         assert {name: ok for ok, name, _ in check_config(settings)}.get("quoted values") is None
         assert all(ok is not False for ok, _, _ in check_config(settings))
         app = create_app(store, webhook_secret(settings), Context())
-        body = json.dumps(labeled()).encode()
+        body = json.dumps(labeled(number=number)).encode()  # another issue: not a replay
         async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
             resp = await client.post("/webhook", content=body, headers=headers("issues", body))
         assert resp.status_code == 202
