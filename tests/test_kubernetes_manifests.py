@@ -183,3 +183,32 @@ def test_the_manifest_runs_this_release() -> None:
     text = (Path(__file__).parent.parent / "deploy" / "kubernetes" / "handoff.yaml").read_text()
     tags = re.findall(r"image: handoff:(\S+)", text)
     assert tags and set(tags) == {__version__}
+
+
+def test_the_service_monitor_scrapes_every_pod_that_serves_metrics() -> None:
+    """deploy/kubernetes/monitoring: headless Services over the web and worker pods' named
+    metrics port, and a ServiceMonitor (Prometheus Operator) that selects them."""
+    path = ROOT / "deploy" / "kubernetes" / "monitoring" / "servicemonitor.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    services = [d for d in docs if d["kind"] == "Service"]
+    [monitor] = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    for service in services:
+        kubernetes_validate.validate(service, NEWEST, strict=True)
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["handoff"]
+    [endpoint] = monitor["spec"]["endpoints"]
+    scraped = set()
+    for service in services:
+        assert service["metadata"]["namespace"] == "handoff"
+        assert wanted.items() <= service["metadata"]["labels"].items()
+        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+        [workload] = [d for d in documents() if d["kind"] == "Deployment" and
+                      d["spec"]["template"]["metadata"]["labels"] == service["spec"]["selector"]]
+        ports = {p["name"]: p["containerPort"] for c in pod_spec(workload)["containers"]
+                 for p in c.get("ports", [])}
+        assert ports.get("metrics") == 9100
+        scraped.add(workload["metadata"]["name"])
+    assert scraped == {"handoff-web", "handoff-worker"}
+    # the namespace the pods' policies let in on 9100 is the one the monitor lives in
+    policy = find("NetworkPolicy", "handoff-web")
+    assert monitor["metadata"]["namespace"] in yaml.safe_dump(policy)

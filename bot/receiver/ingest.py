@@ -240,7 +240,8 @@ class Ingestor:
             # The payload itself cannot be handled (a value out of range, an odd shape): it
             # is recorded as refused and the sender hears why, with a 4xx.
             why = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-            log.warning("delivery %s (%r) refused: %s", event.delivery_id, event.name[:64], why)
+            log.warning("delivery %s (%r) refused: %s", event.delivery_id, event.name[:64], why,
+                        extra={"delivery": event.delivery_id})
             try:
                 await self.reject(event.name, event.delivery_id, why)
             except Exception as again:  # recording fails too: a 500

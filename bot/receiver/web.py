@@ -83,7 +83,8 @@ class WebhookEndpoint:
             except MalformedPayload as exc:
                 problem = str(exc)
         if problem:  # signed, so GitHub sent it: recorded, and refused with the reason
-            log.warning("delivery %s refused: %s", delivery, problem)
+            log.warning("delivery %s refused: %s", delivery, problem,
+                        extra={"delivery": delivery})
             await self.ingestor.reject(name, delivery, problem)
             return 400, {"error": problem}
         outcome = await self.ingestor.submit(Event(name=name, payload=payload,
