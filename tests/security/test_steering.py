@@ -18,6 +18,7 @@ import pytest
 
 from bench import security_steering as steering
 from bench.security import Lab
+from security.test_attacks import check
 
 
 @pytest.fixture
@@ -26,13 +27,6 @@ def lab() -> Iterator[Lab]:
     # Ports 18740-18749 on 127.0.0.1 for the allowed "registry".
     yield Lab("podman", root, port_base=18740)
     shutil.rmtree(root, ignore_errors=True)
-
-
-async def check(lab: Lab, attack: steering.Callable[[Lab], steering.Awaitable[steering.Verdict]]
-                ) -> str:
-    blocked, evidence = await attack(lab)
-    assert blocked, f"{attack.__name__} is possible: {evidence}"
-    return evidence
 
 
 async def test_an_outsider_commenting_again_and_again_gets_at_most_one_reply(lab: Lab) -> None:
