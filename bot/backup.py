@@ -71,13 +71,18 @@ def _libpq(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _pg_tool(name: str) -> str:
-    """``pg_dump``/``pg_restore``: on PATH, else the newest of Debian's PostgreSQL versions."""
-    if found := shutil.which(name):
-        return found
+def debian_postgres(name: str) -> Path | None:
+    """A program of Debian's PostgreSQL, the newest installed version's (not on PATH)."""
     for bindir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (bindir / name).exists():
-            return str(bindir / name)
+            return bindir / name
+    return None
+
+
+def _pg_tool(name: str) -> str:
+    """``pg_dump``/``pg_restore``: on PATH, else the newest of Debian's PostgreSQL versions."""
+    if found := shutil.which(name) or debian_postgres(name):
+        return str(found)
     raise BackupError(f"{name} not found (apt-get install postgresql-client)")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from bot import dashboard
+from bot.backup import debian_postgres
 from bot.config import Settings
 from bot.jobs.store import Job, Store
 from bot.jobs.worker import Worker
@@ -113,10 +114,8 @@ async def stack(tmp: Path, script: list[dict[str, Any]], repeat_last: bool = Fal
 
 def postgres_bin() -> Path | None:
     """Debian's PostgreSQL programs, the newest installed version, if any."""
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (candidate / "initdb").exists():
-            return candidate
-    return None
+    initdb = debian_postgres("initdb")
+    return initdb.parent if initdb else None
 
 
 @contextlib.contextmanager
