@@ -204,13 +204,14 @@ def job_script(steps: int, burn: float) -> list[dict[str, Any]]:
 
 def spawn(args: list[str], env: dict[str, str], log: Path, nice: int = 0
           ) -> subprocess.Popen[bytes]:
-    """A `handoff` command as its own process at niceness ``nice`` (whatever the bench's own):
-    10 for the stand-ins of remote services (GitHub, the model), which a deployment does not
-    run on Handoff's machine."""
+    """A `handoff` command (or a `handoff-dev` one: the simulator, the model server) as its own
+    process at niceness ``nice`` (whatever the bench's own): 10 for the stand-ins of remote
+    services (GitHub, the model), which a deployment does not run on Handoff's machine."""
     relative = nice - os.nice(0)
     prefix = ["nice", "-n", str(relative)] if relative else []
     with log.open("wb") as out:
-        return subprocess.Popen([*prefix, sys.executable, "-m", "bot.cli", *args], env=env,
+        module = "devkit.cli" if args[0] in ("simulator", "model-server") else "bot.cli"
+        return subprocess.Popen([*prefix, sys.executable, "-m", module, *args], env=env,
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -1,4 +1,7 @@
-"""The ``handoff`` command: setup, serve, worker, doctor, jobs, replay and the dev servers."""
+"""The ``handoff`` command: setup, serve, worker, doctor, jobs, replay, budgets, backups.
+
+The development commands (the simulator, the scripted model, the demo) are the dev kit's own:
+``handoff-dev`` (devkit/cli.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import resource
 import secrets
@@ -212,81 +214,6 @@ async def replay(settings: Settings, payload: dict[str, object], event_name: str
         await store.close()
 
 
-async def dev_simulator(args: argparse.Namespace) -> None:
-    """Run the GitHub simulator with one App installation and, optionally, a demo repository."""
-    from devkit.simulator import Simulator
-    from devkit.simulator.outage import served
-
-    root = Path(args.root).resolve()
-    sim = Simulator(root, webhook_url=args.webhook_url, webhook_secret=args.webhook_secret)
-    key_path = root / "app-private-key.pem"
-    root.mkdir(parents=True, exist_ok=True)
-    key_path.write_text(sim.private_key)
-    key_path.chmod(0o600)
-    async with served(sim, "127.0.0.1", args.port) as url:
-        if args.demo_repo:
-            sim.add_repo(args.demo_repo, {"README.md": "# demo\n"})
-        print(f"GitHub simulator at {url}\n  HANDOFF_GITHUB_URL={url}\n"
-              f"  HANDOFF_APP_ID={sim.world.app_id}\n  HANDOFF_PRIVATE_KEY={key_path}\n"
-              f"  control API: {url}/_sim/... (repos, issues, label, comment, review, faults, "
-              f"outage)",
-              flush=True)
-        await _stop_event().wait()
-
-
-async def dev_model(args: argparse.Namespace) -> None:
-    """Run the scripted model server with a JSON script."""
-    from bot.server import running
-    from devkit.scripted import ScriptedModel
-
-    script = json.loads(Path(args.script).read_text()) if args.script else []
-    model = ScriptedModel(script, repeat_last=args.repeat_last,
-                          per_conversation=args.per_conversation)
-    async with running(model.app, "127.0.0.1", args.port) as url:
-        print(f"scripted model at {url}/v1 (OpenAI) and {url} (Anthropic)", flush=True)
-        await _stop_event().wait()
-
-
-DEMO_REPO = {
-    "calc.py": "def add(a, b):\n    return a - b\n",
-    "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
-    ".github/handoff.yml": "test_command: python3 -m pytest -q -p no:cacheprovider\n",
-}
-DEMO_SCRIPT = [
-    {"tool": "view", "args": {"path": "calc.py"}},
-    {"tool": "edit", "args": {"path": "calc.py", "old_text": "return a - b",
-                              "new_text": "return a + b"}},
-    {"tool": "bash", "args": {"command": "python3 -m pytest -q -p no:cacheprovider"}},
-    {"tool": "finish", "args": {"summary": "add() subtracted; it now adds.\n\n"
-                                           "1. add(2, 3) returns 5: test_add passes."}},
-]
-
-
-async def demo(data_dir: Path) -> int:
-    """Everything on this machine: a local GitHub, a scripted model, Handoff and a sandbox."""
-    from devkit.stack import stack
-
-    async with stack(data_dir, DEMO_SCRIPT) as s:
-        s.sim.add_repo("acme/calc", DEMO_REPO)
-        issue = s.sim.open_issue("acme/calc", "add() subtracts",
-                                 "add(2, 3) gives -1.\n\n- [ ] add(2, 3) returns 5", "acme")
-        print(f"Labeled acme/calc#{issue.number} `agent` on the local GitHub at "
-              f"{s.sim.base_url}; waiting for the pull request...", flush=True)
-        s.sim.label_issue("acme/calc", issue.number, "agent", "acme")
-        job = await s.wait_job(lambda j: True, timeout=300)
-        repo = s.sim.get_repo("acme/calc")
-        print(f"\njob {job.id}: {job.state} {job.category} {logs.printable(job.reason)}".rstrip())
-        for item in repo.issues.values():
-            if item.pull:
-                print(logs.printable(f"\n--- pull request #{item.number}: {item.title} "
-                                     f"({item.pull.head} -> {item.pull.base})\n{item.body}",
-                                     keep="\t\n"))
-                for comment in item.comments:
-                    print(logs.printable(f"--- comment on #{item.number}\n{comment.body}",
-                                         keep="\t\n"))
-        return 0 if job.state == "succeeded" else 1
-
-
 async def redeliver(settings: Settings, every: float | None = None,
                     unrecorded: bool = False) -> int:
     """One redelivery sweep, or (``--every``) one every so many seconds until stopped: how a
@@ -472,18 +399,6 @@ def main(argv: list[str] | None = None) -> int:
     p_replay.add_argument("file", type=Path)
     p_replay.add_argument("--event", required=True, help="the X-GitHub-Event name")
     p_replay.add_argument("--record", action="store_true", help="also queue what it decides")
-    p_sim = sub.add_parser("simulator", help="dev: run the local GitHub simulator")
-    p_sim.add_argument("--port", type=int, default=9000)
-    p_sim.add_argument("--root", default="./handoff-data/simulator")
-    p_sim.add_argument("--webhook-url", default="http://127.0.0.1:8000/webhook")
-    p_sim.add_argument("--webhook-secret", default="")
-    p_sim.add_argument("--demo-repo", default="", help="create this repository (owner/name)")
-    p_model = sub.add_parser("model-server", help="dev: run the scripted model server")
-    p_model.add_argument("--port", type=int, default=9100)
-    p_model.add_argument("--script", help="JSON file with a list of turns (devkit/scripted.py)")
-    p_model.add_argument("--repeat-last", action="store_true")
-    p_model.add_argument("--per-conversation", action="store_true",
-                         help="each conversation replays the script from its start")
     p_redeliver = sub.add_parser("redeliver",
                                  help="ask GitHub to resend deliveries Handoff missed")
     p_redeliver.add_argument("--every", type=float, metavar="SECONDS",
@@ -526,8 +441,6 @@ def main(argv: list[str] | None = None) -> int:
     p_restore = sub.add_parser("restore", help="replace the job store with a backup "
                                "(stop Handoff first)")
     p_restore.add_argument("file", type=Path)
-    p_demo = sub.add_parser("demo", help="label an issue on a local GitHub and watch the PR")
-    p_demo.add_argument("--dir", type=Path, default=Path("./handoff-data/demo"))
     args = parser.parse_args(argv)
     settings = Settings()
     try:
@@ -590,14 +503,6 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
             print(f"handoff {args.command}: {exc}", file=sys.stderr)
             return 1
         print(f"{'backed up to' if args.command == 'backup' else 'restored from'} {args.file}")
-    elif args.command == "demo":
-        shutil.rmtree(args.dir, ignore_errors=True)
-        args.dir.mkdir(parents=True)
-        return asyncio.run(demo(args.dir.resolve()))
-    elif args.command == "simulator":
-        asyncio.run(dev_simulator(args))
-    elif args.command == "model-server":
-        asyncio.run(dev_model(args))
     elif args.command == "replay":
         from bot.receiver.payload import MalformedPayload, parse
 

@@ -11,7 +11,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPTS = Path(__file__).resolve().parent / "prompts"  # shipped in the package
+# The top-level prompts/, shipped in the package (bot/prompts links to it in a checkout).
+PROMPTS = (Path(__file__).parent / "prompts").resolve()
 # Package registries setup commands need (pip, npm, Go, Cargo, Debian).
 DEFAULT_EGRESS = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org",
                   "proxy.golang.org", "sum.golang.org", "crates.io", "static.crates.io",

@@ -33,8 +33,8 @@ if [ "$have" != "$want" ] || [ ! -x .venv/bin/pip ]; then
   rm -rf .venv
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' -e ./devkit 2>&1 \
   | grep -v -i "warning" || true
-.venv/bin/python -c "import bot, githubkit, sqlalchemy.ext.asyncio" # fail loudly if the install did not take
+.venv/bin/python -c "import bot, devkit, githubkit, sqlalchemy.ext.asyncio" # fail loudly if the install did not take
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/sandbox/containers.conf}"
 deploy/sandbox/build.sh "${HANDOFF_SANDBOX_IMAGE:-handoff-sandbox:dev}"

@@ -16,9 +16,11 @@ from bot.config import Settings
 ROOT = Path(__file__).parent.parent
 
 
-def handoff(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def handoff(tmp_path: Path, *args: str, module: str = "bot.cli",
+            **env: str) -> subprocess.CompletedProcess[str]:
+    """``handoff ARGS`` (or, with ``module="devkit.cli"``, ``handoff-dev ARGS``)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
                           text=True, cwd=tmp_path, timeout=60,
                           env={**clean, "HANDOFF_DATA_DIR": str(tmp_path / "data"),
                                "PYTHONPATH": str(ROOT), **env})
@@ -68,7 +70,7 @@ def test_jobs_on_a_new_install(tmp_path: Path) -> None:
 @pytest.mark.podman
 def test_demo_opens_a_pull_request(tmp_path: Path) -> None:
     """Typed by hand in a shell that names no containers.conf: Handoff uses its own."""
-    result = handoff(tmp_path, "demo", "--dir", str(tmp_path / "demo"),
+    result = handoff(tmp_path, "demo", "--dir", str(tmp_path / "demo"), module="devkit.cli",
                      CONTAINERS_CONF="", HANDOFF_LOG_LEVEL="WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "job 1: succeeded" in result.stdout

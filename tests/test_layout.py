@@ -8,8 +8,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 PACKAGES = ("bot", "handlers", "devkit")
-# The CLI's development commands (demo, simulator, model-server) start the kit, on demand.
-MAY_USE_THE_KIT = {"bot.cli"}
 
 
 def modules() -> dict[str, Path]:
@@ -70,7 +68,7 @@ def test_the_product_never_imports_the_development_kit() -> None:
     known = modules()
     leaks = {name: sorted(i for i in imports(path, known) if i.startswith("devkit"))
              for name, path in known.items()
-             if not name.startswith("devkit") and name not in MAY_USE_THE_KIT}
+             if not name.startswith("devkit")}
     assert {k: v for k, v in leaks.items() if v} == {}
 
 

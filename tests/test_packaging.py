@@ -1,4 +1,7 @@
-"""`pip install .` (not editable) gives a Handoff that works: a wheel, a fresh venv, a job."""
+"""`pip install .` (not editable) gives a Handoff that works: a wheel, a fresh venv, a job.
+
+The product's wheel holds the product only; the dev kit is its own wheel (devkit/pyproject.toml),
+installed beside it here to run the demo."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,14 +27,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, src / name)
-    for package in ("bot", "handlers", "devkit"):
-        shutil.copytree(ROOT / package, src / package,
+    for package in ("bot", "handlers", "devkit", "prompts"):
+        shutil.copytree(ROOT / package, src / package, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
     # As `pip install .` builds it: setuptools from pyproject's build-system, isolated.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--disable-pip-version-check", "-w", str(tmp / "dist"), str(src)],
-                   check=True, capture_output=True, cwd=tmp)
-    wheel = next((tmp / "dist").glob("handoff-*.whl"))
+    for project in (src, src / "devkit"):
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                        "--disable-pip-version-check", "-w", str(tmp / "dist"), str(project)],
+                       check=True, capture_output=True, cwd=tmp)
+    wheel = next((tmp / "dist").glob("handoff-[0-9]*.whl"))
+    kit = next((tmp / "dist").glob("handoff_devkit-*.whl"))
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     # The dependencies come from this interpreter's site-packages (a .pth adds the folder but
@@ -40,8 +46,23 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "['purelib'])"], check=True, capture_output=True, text=True).stdout.strip())
     (site / "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps",
-                    "--disable-pip-version-check", str(wheel)], check=True, capture_output=True)
+                    "--disable-pip-version-check", str(wheel), str(kit)], check=True,
+                   capture_output=True)
     return venv / "bin"
+
+
+def test_the_product_wheel_holds_no_development_kit(installed: Path) -> None:
+    wheel = next((installed.parent.parent / "dist").glob("handoff-[0-9]*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [n for n in names if n.startswith("devkit/")]
+    assert "bot/prompts/default.md" in names and "handlers/__init__.py" in names
+    requires = next(n for n in names if n.endswith("METADATA"))
+    metadata = zipfile.ZipFile(wheel).read(requires).decode()
+    runtime = [line for line in metadata.splitlines()
+               if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert not [line for line in runtime if "jsonschema" in line or "pyjwt" in line.lower()]
+    assert "handoff-dev" not in zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith("entry_points.txt"))).decode()
 
 
 def run(bindir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,7 +90,7 @@ def test_installed_package_finds_its_templates(installed: Path, tmp_path: Path) 
 def test_installed_package_runs_a_job(installed: Path, tmp_path: Path) -> None:
     if shutil.which("podman") is None:
         pytest.skip("needs Podman")
-    result = run(installed, tmp_path, str(installed / "handoff"), "demo", "--dir",
+    result = run(installed, tmp_path, str(installed / "handoff-dev"), "demo", "--dir",
                  str(tmp_path / "demo"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "succeeded" in result.stdout and "--- pull request #" in result.stdout

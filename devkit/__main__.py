@@ -1,0 +1,7 @@
+"""``python -m devkit``: the same as ``handoff-dev``."""
+
+import sys
+
+from devkit.cli import main
+
+sys.exit(main())
