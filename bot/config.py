@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -245,3 +245,9 @@ class Settings(BaseSettings):
         if "-----BEGIN" in value:
             return value.replace("\\n", "\n")
         return Path(value).expanduser().read_text()
+
+
+def default(name: str) -> Any:
+    """A setting's default as declared above: where a value type (an agent's budget, a
+    sandbox's limits) needs one, it takes it from here rather than a copy."""
+    return Settings.model_fields[name].default

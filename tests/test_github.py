@@ -46,8 +46,6 @@ async def test_client_calls_validate_against_openapi(sim: Simulator) -> None:
     assert await gh.permission("octo") == "admin"
     assert await gh.permission("stranger") == "none"
     repo = await gh.get_repo()
-    base = (await gh.request("GET", "/branches/main"))["commit"]["sha"]
-    await gh.create_ref("agent/issue-1-fix", base)
     token = await gh.token()
     # A PR needs a commit on its head branch: push one with real git.
     work = sim.world.root.parent / "work"

@@ -438,7 +438,3 @@ class RepoClient:
         return dict(await self._write(f"updating check run {run_id}",
                                       self.rest.checks.async_update, self.owner, self.name,
                                       run_id, **fields))
-
-    async def create_ref(self, branch: str, sha: str) -> None:
-        await self._write(f"creating branch {branch}", self.rest.git.async_create_ref,
-                          self.owner, self.name, ref=f"refs/heads/{branch}", sha=sha)

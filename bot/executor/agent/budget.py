@@ -7,16 +7,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot import metrics
+from bot.config import default
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Bounds on one agent run."""
+    """Bounds on one agent run (by default the settings' defaults)."""
 
-    max_steps: int = 40
-    max_tokens: int = 2_000_000
-    max_cost_usd: float = 5.0
-    max_wall_seconds: float = 3600.0
+    max_steps: int = default("max_steps")
+    max_tokens: int = default("max_tokens")
+    max_cost_usd: float = default("max_cost_usd")
+    max_wall_seconds: float = default("max_wall_seconds")
     price_in: float = 0.0  # dollars per million input tokens
     price_out: float = 0.0  # dollars per million output tokens
     price_cached_in: float | None = None  # per million cached input tokens; None: price_in

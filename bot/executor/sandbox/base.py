@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from bot.config import default
+
 if TYPE_CHECKING:
     from bot.executor.sandbox.egress import EgressProxy
 
@@ -32,14 +34,14 @@ SANDBOX_ENV = {
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one sandbox."""
+    """Resource limits of one sandbox (by default the settings' defaults)."""
 
-    memory_mb: int = 2048
-    cpus: float = 2.0
-    pids: int = 512
-    timeout: float = 600.0
-    output_cap: int = 64 * 1024
-    workspace_mb: int = 2048  # a command that grows the workspace past this is killed
+    memory_mb: int = default("sandbox_memory_mb")
+    cpus: float = default("sandbox_cpus")
+    pids: int = default("sandbox_pids")
+    timeout: float = default("command_timeout")
+    output_cap: int = default("output_cap_bytes")
+    workspace_mb: int = default("workspace_max_mb")  # a command growing it past this is killed
 
     @property
     def tmp_mb(self) -> int:
