@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
-
 AGENT_BRANCH_PREFIX = "agent/issue-"  # every agent branch: agent/issue-<n>-<slug>
 
 
