@@ -99,7 +99,7 @@ def test_pack_in_keeps_modes_and_links_and_skips_the_rest(tmp_path: Path) -> Non
     (root / "hard").hardlink_to(root / "d" / "run")
     (root / "ln").symlink_to("d/run")
     os.mkfifo(root / "fifo")
-    with tarfile.open(fileobj=pack_in([(root, "ws")])) as tar:
+    with pack_in([(root, "ws")]) as spool, tarfile.open(fileobj=spool) as tar:
         members = {m.name: m for m in tar.getmembers()}
     assert sorted(members) == ["ws/d", "ws/d/run", "ws/hard", "ws/ln"]
     assert members["ws/d/run"].mode == 0o755 and members["ws/hard"].isreg()
