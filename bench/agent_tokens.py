@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from bot.executor.agent.budget import Budget, Spend
 from bot.executor.agent.loop import AGE_BATCH, Agent
 from bot.executor.agent.models import AnthropicMessages, make_model
 from bot.executor.agent.transcript import Transcript
 from bot.executor.sandbox import Sandbox
 from bot.executor.sandbox.base import CommandResult
 from bot.github.retry import RetryPolicy
+from bot.jobs.spend import Budget, Spend
 from bot.server import running
 from devkit.scripted import ScriptedModel
 

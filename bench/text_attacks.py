@@ -78,11 +78,12 @@ def pr_texts(summary: str, test_id: str, host: str, path: str) -> dict[str, str]
     """The pull request's body, check run and review summary rendered from an agent's
     summary, a test id, a file name and a refused host."""
     from bot.config import PROMPTS
-    from bot.executor.changes import FileChange, review_notes
-    from bot.executor.spec import Templates
     from bot.executor.testrun import TestReport
-    from bot.executor.verdict import Verdict as Outcome
     from bot.executor.verdict import compare
+    from bot.jobs.changes import FileChange
+    from bot.jobs.verdict import Verdict as Outcome
+    from bot.reporter.pull_request import review_notes
+    from bot.reporter.templates import Templates
 
     templates = Templates(PROMPTS)
     before = TestReport("pytest", "ran", ok=True, outcomes={"t.ok": "passed"}, complete=True,
@@ -143,12 +144,13 @@ HIDDEN_FORMS = {
 async def hidden_text_reaches_the_prompt(lab: object) -> Verdict:
     """Audit 3 row 31: twelve forms of text GitHub does not show, and fence look-alikes."""
     from bot.config import PROMPTS
-    from bot.executor.spec import Templates, build_inputs
+    from bot.executor.spec import build_inputs, render_spec
+    from bot.reporter.templates import Templates
 
     body = "Fix it.\n\n" + "\n\n".join(HIDDEN_FORMS.values()) + "\n\nVISIBLE-END"
     inputs = build_inputs("o/r", {"number": 1, "title": "T", "body": body}, [], set(), "agent")
     fence = "issue-data-0123abcd"
-    spec = Templates(PROMPTS).spec("default", inputs, fence=fence)
+    spec = render_spec(Templates(PROMPTS), "default", inputs, fence=fence)
     data = spec.split(f"<{fence}>", 1)[-1].split(f"</{fence}>", 1)[0]
     kept = [name for name, form in HIDDEN_FORMS.items()
             if any(m in data for m in re.findall(r"STEER-[A-Z-]+", form))]

@@ -25,7 +25,7 @@ from bot.config import Settings
 from bot.executor.sandbox.podman_conf import use_default_conf
 from bot.jobs.schema import NewerSchema
 from bot.jobs.store import Store
-from bot.receiver.decisions import Event
+from handlers.vocabulary import Event
 
 log = logging.getLogger("handoff.cli")
 DB_WAIT_SECONDS = 120.0
@@ -138,10 +138,10 @@ async def serve_metrics(settings: Settings, store: Store) -> AsyncIterator[None]
     if settings.metrics_port is None:
         yield
         return
-    from bot import metrics
+    from bot import metrics_port
     from bot.server import running
 
-    async with running(metrics.app(store), settings.metrics_host,
+    async with running(metrics_port.app(store), settings.metrics_host,
                        settings.metrics_port) as url:
         print(f"metrics on {url}/metrics", flush=True)
         yield
@@ -328,7 +328,7 @@ def validate(settings: Settings, path: Path, schema: bool) -> int:
         parse_repo_config,
         with_defaults,
     )
-    from bot.executor.spec import Templates
+    from bot.reporter.templates import Templates
 
     if schema:
         print(json_schema_text(), end="")
@@ -504,7 +504,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print(f"{'backed up to' if args.command == 'backup' else 'restored from'} {args.file}")
     elif args.command == "replay":
-        from bot.receiver.payload import MalformedPayload, parse
+        from handlers.payload import MalformedPayload, parse
 
         try:
             payload = parse(args.file.read_bytes())

@@ -15,9 +15,7 @@ import os
 import time
 from typing import Any
 
-import sqlalchemy as sa
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -26,13 +24,9 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client import generate_latest as _generate
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Scope
 
 from bot import logs
-from bot.jobs import schema
-from bot.jobs.budgets import Budgets
 
 log = logging.getLogger("handoff.web")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created doubles the scrape
@@ -69,7 +63,6 @@ BUDGET_CAP = Gauge("handoff_budget_cap_dollars", "Each monthly budget's dollar c
                    ["scope", "name"], multiprocess_mode="mostrecent")
 SANDBOXES = Gauge("handoff_sandboxes_running", "Sandboxes running, by backend.", ["backend"],
                   multiprocess_mode="livesum")
-_counted: set[tuple[str, str]] = set()  # JOBS label pairs shown so far
 
 _refused = logs.Throttle(60.0)
 # A refusal happens before the signature is known good: the event header is not trusted.
@@ -107,56 +100,6 @@ def github_answer(method: str, response: Any) -> None:
     if remaining is not None and remaining.isdigit():
         RATE_REMAINING.labels(response.headers.get("x-ratelimit-resource", "core")).set(
             int(remaining))
-
-
-async def refresh_jobs(store: Any) -> None:
-    """Job counts by state and category, the queue's depth, and the reports not yet (or
-    never) posted, from the database."""
-    query = sa.select(schema.jobs.c.state, schema.jobs.c.category, sa.func.count()).group_by(
-        schema.jobs.c.state, schema.jobs.c.category)
-    async with store.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    counts = {(str(state), str(category or "")): int(count) for state, category, count in rows}
-    # Set to 0, not cleared: a cleared label would live on in a multiprocess file.
-    for labels in _counted | set(counts):
-        JOBS.labels(*labels).set(counts.get(labels, 0))
-    _counted.update(counts)
-    queued = sum(n for (state, _), n in counts.items() if state == "queued")
-    QUEUE_DEPTH.set(queued)
-    for state, count in (await store.report_counts()).items():
-        REPORTS.labels(state).set(count)
-    await refresh_budgets(store)
-
-
-async def refresh_budgets(store: Any) -> None:
-    """Each monthly dollar cap and what its month has spent."""
-    budgets = Budgets(store.engine)
-    for cap in await budgets.caps():
-        if cap.dollars is not None:
-            BUDGET_CAP.labels(cap.scope, cap.name).set(cap.dollars)
-            BUDGET_SPENT.labels(cap.scope, cap.name).set(
-                (await budgets.usage(cap)).dollars)
-
-
-def endpoint(store: Any) -> Any:
-    """``GET /metrics`` for an app around ``store``."""
-
-    async def metrics(request: Request) -> Response:
-        try:
-            await refresh_jobs(store)
-        except Exception:  # a scrape still shows the process's own figures
-            log.exception("metrics: could not count jobs")
-        return Response(generate(), media_type=CONTENT_TYPE_LATEST)
-
-    return metrics
-
-
-def app(store: Any) -> Any:
-    """The app of the metrics port: ``GET /metrics`` and nothing else (never the webhook's)."""
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-
-    return Starlette(routes=[Route("/metrics", endpoint(store), methods=["GET"])])
 
 
 def generate() -> bytes:

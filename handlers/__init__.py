@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot.receiver.decisions import Decision, Event, Ignore
-from bot.receiver.payload import shape_problem
 from handlers import comments, installation, issues, reviews
+from handlers.payload import shape_problem
 from handlers.router import Context, Router
+from handlers.vocabulary import Decision, Event, Ignore
 
 ROUTERS: tuple[Router, ...] = (
     issues.router, comments.router, reviews.router, installation.router,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from bot.receiver.decisions import CancelJob, Decision, Event, Ignore, StartJob
 from handlers.issues import snapshot
 from handlers.router import Context, Router, is_bot
+from handlers.vocabulary import CancelJob, Decision, Event, Ignore, StartJob
 
 router = Router()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.receiver.decisions import Decision, Event, Pong, RecordInstallation
 from handlers.router import Context, Router
+from handlers.vocabulary import Decision, Event, Pong, RecordInstallation
 
 router = Router()
 

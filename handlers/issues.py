@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.receiver.decisions import CancelJob, Decision, Event, Ignore, RecordEdit, StartJob
 from handlers.router import Context, Router, is_bot
+from handlers.vocabulary import CancelJob, Decision, Event, Ignore, RecordEdit, StartJob
 
 router = Router()
 

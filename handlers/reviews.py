@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 
-from bot.receiver.decisions import AGENT_BRANCH_PREFIX, Decision, Event, Ignore, StartJob
+from bot.github.naming import AGENT_BRANCH_PREFIX
 from handlers.router import Context, Router, is_bot
+from handlers.vocabulary import Decision, Event, Ignore, StartJob
 
 router = Router()
 

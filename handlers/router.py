@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.receiver.decisions import Decision, Event, looks_like_bot
+from bot.github.naming import looks_like_bot
+from handlers.vocabulary import Decision, Event
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
-from bot.executor.agent.budget import Budget
 from bot.executor.agent.loop import Agent, AgentResult
 from bot.executor.agent.models import make_model
 from bot.executor.agent.transcript import Transcript
@@ -20,6 +19,7 @@ from bot.executor.sandbox import Backend, Limits
 from bot.executor.sandbox.bubblewrap import BubblewrapBackend
 from bot.executor.sandbox.container import ContainerBackend
 from bot.github.retry import RetryPolicy
+from bot.jobs.spend import Budget
 from bot.server import running
 from devkit.scripted import ScriptedModel
 

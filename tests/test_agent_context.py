@@ -13,13 +13,13 @@ from typing import Any, cast
 import pytest
 
 from bot.config import PROMPTS
-from bot.executor.agent.budget import Budget, Spend
 from bot.executor.agent.loop import Agent, age_observations
 from bot.executor.agent.models import make_model
 from bot.executor.agent.transcript import Transcript
 from bot.executor.sandbox import Sandbox
 from bot.executor.sandbox.base import CommandResult
 from bot.github.retry import RetryPolicy
+from bot.jobs.spend import Budget, Spend
 from bot.server import running
 from devkit.scripted import ScriptedModel
 
@@ -195,8 +195,8 @@ def test_bench_fails_when_target_missed() -> None:
 
 def test_pr_body_shows_cached_tokens() -> None:
     from bot.executor.iterations import total_spend
-    from bot.executor.spec import Templates
-    from bot.executor.verdict import Verdict
+    from bot.jobs.verdict import Verdict
+    from bot.reporter.templates import Templates
     spend = total_spend([{"spend": {"steps": 3, "input_tokens": 9000, "cached_tokens": 6000,
                                     "output_tokens": 10, "cost_usd": 0.1, "wall_seconds": 1}},
                          {"spend": {"steps": 1, "input_tokens": 1000, "output_tokens": 5,

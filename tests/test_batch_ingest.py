@@ -14,10 +14,10 @@ from helpers import comment, labeled, payload
 
 from bot.jobs.schema import deliveries
 from bot.jobs.store import Store
-from bot.receiver.decisions import Event
 from bot.receiver.ingest import Outcome, record
-from bot.receiver.payload import parse
 from handlers import Context
+from handlers.payload import parse
+from handlers.vocabulary import Event
 
 CTX = Context()
 
@@ -120,7 +120,7 @@ async def test_old_deliveries_that_started_no_job_are_forgotten(any_store: Store
 
 async def test_a_job_decision_without_an_issue_is_recorded_not_a_failure(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.receiver.decisions import StartJob
+    from handlers.vocabulary import StartJob
 
     def decide(event: Event, ctx: Context) -> StartJob:  # a handler bug: no issue, no PR
         return StartJob(kind="implement", repo=event.repo, installation_id=None,

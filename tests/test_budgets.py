@@ -102,11 +102,11 @@ async def test_a_job_over_the_monthly_cap_is_refused_on_the_issue(tmp_path: Path
 
 
 async def test_metrics_show_each_cap_and_its_spend(store: Store) -> None:
-    from bot import metrics
+    from bot import metrics, metrics_port
 
     await Budgets(store.engine).set("org", "acme", dollars=20.0, count=None)
     await job(store, "acme/calc", "maya", 4.25, issue=1, created=month_bounds()[0] + 60)
-    await metrics.refresh_jobs(store)
+    await metrics_port.refresh_jobs(store)
     text = metrics.generate().decode()
     assert 'handoff_budget_cap_dollars{name="acme",scope="org"} 20.0' in text
     assert 'handoff_budget_spent_dollars{name="acme",scope="org"} 4.25' in text

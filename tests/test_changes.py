@@ -6,15 +6,10 @@ import subprocess
 from pathlib import Path
 
 from bot.config import PROMPTS
-from bot.executor.changes import (
-    EXPECTATION_CHANGED,
-    changed_files,
-    leaves_repo,
-    refusal,
-    review_notes,
-)
+from bot.executor.changes import changed_files, leaves_repo, refusal
 from bot.executor.gitops import Checkout
-from bot.executor.spec import Templates
+from bot.reporter.pull_request import EXPECTATION_CHANGED, review_notes
+from bot.reporter.templates import Templates
 
 
 def repo(tmp_path: Path) -> tuple[Checkout, str]:

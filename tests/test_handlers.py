@@ -10,7 +10,9 @@ import pytest
 import yaml
 from helpers import WEBHOOKS, comment, labeled, payload
 
-from bot.receiver.decisions import (
+from handlers import Context, decide, routed_events
+from handlers.payload import parse
+from handlers.vocabulary import (
     CancelJob,
     Decision,
     Event,
@@ -19,8 +21,6 @@ from bot.receiver.decisions import (
     RecordInstallation,
     StartJob,
 )
-from bot.receiver.payload import parse
-from handlers import Context, decide, routed_events
 
 CTX = Context(trigger_label="agent", bot_login="handoff[bot]")
 
@@ -216,7 +216,7 @@ def test_every_failure_category_tells_the_step_and_what_to_do() -> None:
 
 @pytest.mark.parametrize("path", sorted(WEBHOOKS.glob("*/*.json")), ids=lambda p: p.stem)
 def test_the_slim_decode_keeps_every_field_a_handler_declares(path: Path) -> None:
-    """Each handler declares what it reads beside itself; bot/receiver/payload.py must keep it."""
+    """Each handler declares what it reads beside itself; handlers/payload.py must keep it."""
     from handlers import ROUTERS
     from handlers.router import _lookup
 

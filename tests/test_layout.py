@@ -1,5 +1,6 @@
-"""The shape of the house: no import circles in the package, and the development kit (the
-GitHub simulator, the scripted model, the dev stack) stays out of the product's modules."""
+"""The shape of the house: the layers of DESIGN.md (a module imports only from its own layer
+or below), no import circles, and the development kit (the GitHub simulator, the scripted
+model, the dev stack) stays out of the product's modules."""
 
 from __future__ import annotations
 
@@ -8,6 +9,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 PACKAGES = ("bot", "handlers", "devkit")
+
+
+# The layers, lowest first: a module imports only from its own layer or one below it. The
+# executor sits above the reporter (the runner hands each GitHub write to it, and no step
+# writes to GitHub itself); the reporter never imports the executor.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("bot", "bot.config", "bot.logs", "bot.metrics", "bot.prices", "bot.server", "bot.backup",
+     "bot.loopwatch"),
+    ("bot.github",),
+    ("handlers",),
+    ("bot.jobs",),
+    ("bot.reporter",),
+    ("bot.executor",),
+    ("bot.receiver",),
+    ("bot.dashboard",),
+    ("bot.cli", "bot.wiring", "bot.doctor", "bot.metrics_port", "bot.workerprocess", "devkit"),
+)
+# What only the reporter may call on GitHub: every write of the API.
+GITHUB_WRITES = {"create_comment", "update_comment", "create_pull", "update_pull",
+                 "create_check_run", "update_check_run", "react_issue", "react_comment",
+                 "reply_review_comment", "create_ref"}
 
 
 def modules() -> dict[str, Path]:
@@ -38,6 +60,46 @@ def imports(path: Path, known: dict[str, Path]) -> set[str]:
 
     Visitor().visit(ast.parse(path.read_text()))
     return {name for name in out if name in known}
+
+
+def layer(name: str) -> int:
+    """The index of the layer ``name`` belongs to (its longest listed prefix)."""
+    found = [(len(prefix), index) for index, prefixes in enumerate(LAYERS)
+             for prefix in prefixes if name == prefix or name.startswith(prefix + ".")
+             and prefix != "bot"]
+    assert found, f"{name} is in no layer of LAYERS: place it"
+    return max(found)[1]
+
+
+def test_no_import_runs_up_a_layer() -> None:
+    known = modules()
+    upward = sorted(f"{name} -> {other}" for name, path in known.items()
+                    for other in imports(path, known) if layer(other) > layer(name))
+    assert upward == []
+
+
+def test_the_layers_are_as_the_design_names_them() -> None:
+    """Spot checks of the rule, so the table cannot drift into allowing them."""
+    assert layer("bot.reporter.pull_request") < layer("bot.executor.runner")
+    assert layer("handlers.vocabulary") < layer("bot.jobs.record") < layer("bot.receiver.web")
+    assert layer("bot.github.naming") < layer("handlers.router")
+    assert layer("bot.metrics") < layer("bot.github.client")
+    assert layer("bot.cli") == layer("bot.wiring") == len(LAYERS) - 1
+
+
+def test_only_the_reporter_writes_to_github() -> None:
+    """Handlers decide, the executor acts, the reporter speaks: no module outside
+    bot/reporter calls a GitHub write (the executor's one write is its git push)."""
+    known = modules()
+    writers = {}
+    for name, path in known.items():
+        if name.startswith(("bot.reporter", "bot.github", "devkit")):
+            continue
+        calls = {n.func.attr for n in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+        if calls & GITHUB_WRITES:
+            writers[name] = sorted(calls & GITHUB_WRITES)
+    assert writers == {}
 
 
 def test_no_import_circles() -> None:

@@ -19,7 +19,7 @@ from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 from helpers import SECRET, headers, labeled
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import logs, metrics
+from bot import logs, metrics_port
 from bot.server import running
 from devkit.stack import stack
 
@@ -102,7 +102,7 @@ async def test_a_job_in_logs_and_metrics(tmp_path: Path) -> None:
             s.sim.label_issue("acme/calc", number, "agent", "acme")
             job = await s.wait_job(lambda j: j.issue_number == number)
             assert job.state == "succeeded", job.reason
-            async with running(metrics.app(s.store)) as url, httpx.AsyncClient() as client:
+            async with running(metrics_port.app(s.store)) as url, httpx.AsyncClient() as client:
                 scrape = (await client.get(f"{url}/metrics")).text
     finally:
         root.removeHandler(handler)

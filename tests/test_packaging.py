@@ -74,7 +74,7 @@ def run(bindir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]
 
 def test_installed_package_finds_its_templates(installed: Path, tmp_path: Path) -> None:
     probe = ("import bot, sys\nfrom bot.config import Settings\n"
-             "from bot.executor.spec import Templates\n"
+             "from bot.reporter.templates import Templates\n"
              "s = Settings()\nprint(bot.__file__)\nprint(s.prompts_dir)\n"
              "print(' '.join(Templates(s.prompts_dir).names()))\n")
     result = run(installed, tmp_path, str(installed / "python"), "-c", probe)

@@ -15,7 +15,7 @@ from helpers import package_index
 
 from bot.config import PROMPTS
 from bot.executor.repo_config import parse_repo_config
-from bot.executor.spec import Templates
+from bot.reporter.templates import Templates
 from devkit.stack import stack
 
 README = Path(__file__).parent.parent / "README.md"

@@ -178,7 +178,7 @@ def test_a_status_body_never_passes_github_s_limit(size: int) -> None:
 
 
 async def test_agent_progress_reads_as_a_person_would() -> None:
-    from bot.executor.agent.budget import Spend
+    from bot.jobs.spend import Spend
 
     gh = FakeIssue()
     status = StatusComment(gh, 1, 2, interval=0)  # type: ignore[arg-type]

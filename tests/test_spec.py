@@ -8,16 +8,12 @@ import pytest
 from jinja2 import UndefinedError
 
 from bot.config import PROMPTS
-from bot.executor.changes import FileChange
 from bot.executor.hidden import strip_hidden
 from bot.executor.repo_config import RepoConfigError, parse_repo_config
-from bot.executor.spec import (
-    Templates,
-    acceptance_criteria,
-    build_inputs,
-    choose_template,
-)
-from bot.executor.verdict import Verdict
+from bot.executor.spec import acceptance_criteria, build_inputs, choose_template, render_spec
+from bot.jobs.changes import FileChange
+from bot.jobs.verdict import Verdict
+from bot.reporter.templates import Templates
 
 TEMPLATES = Templates(PROMPTS)
 
@@ -51,7 +47,7 @@ def test_other_hidden_forms_are_stripped_and_the_fence_cannot_be_closed() -> Non
         assert hidden not in clean
     assert "</issue-data" not in clean.lower() and "abcde" in clean
     inputs = build_inputs("o/r", {"number": 1, "title": "T", "body": text}, [], set(), "agent")
-    spec = TEMPLATES.spec("default", inputs, fence="issue-data-f00d")
+    spec = render_spec(TEMPLATES, "default", inputs, fence="issue-data-f00d")
     assert spec.count("</issue-data-f00d>") == 1  # only the template's own closing tag
     assert "</issue-data>" not in spec
 
@@ -76,7 +72,7 @@ def test_an_issue_without_criteria_asks_the_agent_to_restate_and_show() -> None:
     inputs = build_inputs("o/r", {"number": 1, "title": "T", "body": "It breaks (must not)."},
                           [], set(), "agent")
     assert inputs.criteria == []
-    spec = TEMPLATES.spec("bug", inputs)
+    spec = render_spec(TEMPLATES, "bug", inputs)
     assert "The issue states none" in spec and "Restate the expected behaviour" in spec
     assert "fails before your change and passes after" in spec
 
@@ -95,7 +91,7 @@ def test_only_writers_comments_enter_and_others_are_listed() -> None:
     assert inputs.excluded == ["comment 2 by @eve"]
     assert inputs.labels == ["bug"]
     assert inputs.instructions == [("AGENTS.md", "Run make test.")]
-    spec = TEMPLATES.spec(choose_template(inputs.labels, {"bug": "bug"}), inputs,
+    spec = render_spec(TEMPLATES, choose_template(inputs.labels, {"bug": "bug"}), inputs,
                           test_command="make test", baseline="fail — 1 failed")
     assert "Use v2." in spec and "keys" not in spec and "Run make test." in spec
     assert "1. It works." in spec and re.search(r"<issue-data-[0-9a-f]{12}>", spec)

@@ -248,8 +248,8 @@ async def test_a_handler_bug_is_a_500_logged_with_the_delivery_id(
     """A handler that fails on a payload it declares fine is Handoff's bug: GitHub sees a
     failed delivery (and the redelivery sweep asks for it again), the log names it."""
     import handlers
-    from bot.receiver.decisions import Decision, Event
     from handlers.router import Router
+    from handlers.vocabulary import Decision, Event
 
     broken = Router()
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from bot.config import Settings
 from bot.executor import resume
-from bot.executor.agent.budget import Budget, Spend
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import Agent
 from bot.executor.agent.models import make_model
@@ -16,9 +15,11 @@ from bot.executor.changes import added_paths
 from bot.executor.gitops import NO_DRIVERS
 from bot.executor.hidden import strip_hidden
 from bot.executor.run import Run
-from bot.executor.spec import Templates, choose_template
+from bot.executor.spec import choose_template, render_spec
+from bot.jobs.spend import Budget, Spend
 from bot.jobs.store import Store
 from bot.prices import price_for
+from bot.reporter.templates import Templates
 
 # What the agent reads when it first calls `finish` having added files (SWE-agent's review on
 # submit): the pull request should carry the fix and its tests, not the scratch of the work.
@@ -38,7 +39,7 @@ async def write_spec(run: Run, templates: Templates, store: Store,
     assert inputs is not None
     common: dict[str, Any] = dict(test_command=record.test_command,
                                   baseline=record.tests_before if record.test_command else "")
-    record.inputs_seen, record.inputs_excluded = inputs.seen(), inputs.excluded
+    record.inputs_seen, record.inputs_excluded = inputs.seen, inputs.excluded
     record.criteria = inputs.criteria
     if job.kind == "implement":
         name = choose_template(inputs.labels, {**template_labels, **run.config.templates})
@@ -46,7 +47,7 @@ async def write_spec(run: Run, templates: Templates, store: Store,
             inputs.comments.append({"author": job.requested_by,
                                     "body": strip_hidden(job.feedback)})
         record.template = name
-        return templates.spec(name, inputs, **common)
+        return render_spec(templates, name, inputs, **common)
     assert run.checkout is not None
     diff = await run.checkout.git("diff", *NO_DRIVERS,
                                   f"refs/remotes/origin/{run.base}...{run.start_sha}")
@@ -57,7 +58,7 @@ async def write_spec(run: Run, templates: Templates, store: Store,
     if job.kind == "review":
         extra["review_comments"] = await review_threads(run)
     record.template = job.kind
-    return templates.spec(job.kind, inputs, **extra)
+    return render_spec(templates, job.kind, inputs, **extra)
 
 
 async def review_threads(run: Run) -> list[dict[str, Any]]:

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from bot.executor.gitops import NO_DRIVERS, Checkout
+from bot.jobs.changes import TEST_PATH, FileChange
 from bot.logs import SECRET_PATTERNS, printable
 from bot.reporter.markdown import code
 
-RISKY = re.compile(r"(^|/)(\.github/|Dockerfile|setup\.py|pyproject\.toml|package(-lock)?\.json"
-                   r"|requirements[^/]*\.txt|.*\.lock$|Makefile|.*\.ya?ml$)")
-TEST_PATH = re.compile(r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.[a-z]+$|[^/]*\.test\.[a-z]+$)")
 # Files no change means to add: backups, merge and patch leftovers, editor swap files.
 LEFTOVER = re.compile(r"(\.(orig|rej|bak|backup|fixed|swp)|~)$")
 # A line of a test that states what is expected.
 EXPECTATION = re.compile(r"\b(assert\w*|expect|should|to(Be|Equal|StrictEqual|Throw)\w*|want|"
                          r"Errorf|Fatalf|deepStrictEqual|strictEqual|raises)\b|==")
-
-
-EXPECTATION_CHANGED = "an existing test's expectation was changed: check it"
-
-
-@dataclass
-class FileChange:
-    path: str
-    added: int
-    removed: int
-    new: bool = False  # the file is not in the base commit
-    expectation_changed: bool = False  # a test that existed lost a line stating an expectation
 
 
 async def changed_files(co: Checkout, base: str) -> list[FileChange]:
@@ -131,23 +116,3 @@ def leaves_repo(path: str, target: str) -> bool:
         if depth < 0:
             return True
     return False
-
-
-def review_notes(files: list[FileChange], regression: bool) -> tuple[str, list[str]]:
-    """What a reviewer should check first, and the risky parts of the change."""
-    sources = [f for f in files if not TEST_PATH.search(f.path)]
-    changed_sources = [f for f in sources if not f.new]  # a fix before a new script beside it
-    biggest = max(changed_sources or sources or files, key=lambda f: f.added + f.removed)
-    check_first = (f"{code(biggest.path)}, the largest change "
-                   f"(+{biggest.added} −{biggest.removed})")
-    risks = []
-    if regression:
-        risks.append("tests that passed on the base commit fail after the change")
-    risks += [f"{code(f.path)}: {EXPECTATION_CHANGED}" for f in files if f.expectation_changed]
-    risks += [f"{code(f.path)} is build, dependency or CI configuration" for f in files
-              if RISKY.search(f.path)]
-    removed = [f for f in files if f.removed > f.added and f.removed >= 20]
-    risks += [f"{code(f.path)} loses {f.removed} lines" for f in removed]
-    if not any(TEST_PATH.search(f.path) for f in files):
-        risks.append("no test file was added or changed")
-    return check_first, risks or ["none found by Handoff's checks; read the diff all the same"]

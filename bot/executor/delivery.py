@@ -10,11 +10,12 @@ import re
 
 from bot.config import Settings
 from bot.executor.agent.loop import AgentResult
-from bot.executor.changes import FileChange, refusal
+from bot.executor.changes import refusal
 from bot.executor.gitops import Checkout, GitError, unreachable
 from bot.executor.run import Run
 from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApiError
+from bot.jobs.changes import FileChange
 from bot.jobs.record import JobRecord
 from bot.jobs.states import Failure
 from bot.jobs.store import Job, LeaseLost

@@ -20,9 +20,9 @@ from bot.executor.run import Run
 from bot.executor.spec import build_inputs, repo_instructions
 from bot.executor.workspace import Workspaces
 from bot.github.client import WRITE_ROLES, GitHubApiError, RepoClient
+from bot.github.naming import AGENT_BRANCH_PREFIX
 from bot.jobs.states import Failure
 from bot.jobs.worker import JobFailed
-from bot.receiver.decisions import AGENT_BRANCH_PREFIX
 from bot.reporter import wording
 
 log = logging.getLogger("handoff.executor")

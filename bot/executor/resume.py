@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.executor.agent.budget import Spend
 from bot.executor.gitops import NO_DRIVERS, GitError
 from bot.executor.run import Run
+from bot.jobs.spend import Spend
 from bot.jobs.store import is_full
 
 log = logging.getLogger("handoff.executor")

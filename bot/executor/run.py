@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot import logs, metrics
-from bot.executor.agent.budget import Spend
 from bot.executor.gitops import Checkout
 from bot.executor.repo_config import RepoConfig
 from bot.executor.sandbox import Sandbox
-from bot.executor.spec import SpecInputs
 from bot.github.client import GitHubApiError, RepoClient
+from bot.jobs.inputs import SpecInputs
 from bot.jobs.record import JobRecord
+from bot.jobs.spend import Spend
 from bot.jobs.store import Job, Store
 from bot.reporter.status import StatusComment
 

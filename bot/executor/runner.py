@@ -8,10 +8,9 @@ import logging
 
 from bot.config import Settings
 from bot.executor import volume
-from bot.executor.agent.budget import Spend
 from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import write_spec
-from bot.executor.changes import FileChange, changed_files, refusal
+from bot.executor.changes import changed_files, refusal
 from bot.executor.delivery import (
     carried_over,
     commit,
@@ -31,21 +30,23 @@ from bot.executor.prepare import prepare
 from bot.executor.run import Run, finish_despite_cancel
 from bot.executor.sandbox import Backend
 from bot.executor.setup import start_sandbox
-from bot.executor.spec import Templates
 from bot.executor.testrun import discover, not_run
-from bot.executor.verdict import Verdict
 from bot.executor.work import baseline, judge, run_agent
 from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApp
 from bot.jobs.budgets import Budgets
+from bot.jobs.changes import FileChange
+from bot.jobs.spend import Spend
 from bot.jobs.states import Failure
 from bot.jobs.store import Job, LeaseLost, Store
+from bot.jobs.verdict import Verdict
 from bot.jobs.worker import JobFailed, JobResult
 from bot.reporter import wording
 from bot.reporter.conversation import Conversation
 from bot.reporter.markdown import inline
 from bot.reporter.pull_request import Delivered, PullRequestWriter
 from bot.reporter.report import shorten
+from bot.reporter.templates import Templates
 
 log = logging.getLogger("handoff.executor")
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bot.executor.gitops import Checkout
 from bot.executor.hidden import collapsed_left_out, fence_tag, strip_hidden
-from bot.receiver.decisions import looks_like_bot
+from bot.github.naming import looks_like_bot
+from bot.jobs.inputs import SpecInputs
 from bot.reporter import markdown
+from bot.reporter.templates import Templates
 
 CHECKLIST = re.compile(r"^\s*[-*]\s+\[[ xX]\]\s+(.+?)\s*$", re.MULTILINE)
 # Headings that open or close a criteria section: a Markdown heading, a bold line, or a short
@@ -88,27 +86,6 @@ def choose_template(labels: list[str], mapping: dict[str, str]) -> str:
     return "default"
 
 
-@dataclass
-class SpecInputs:
-    """Everything a spec is rendered from, and the record of what was left out."""
-
-    repo: str
-    issue: dict[str, Any]
-    labels: list[str]
-    comments: list[dict[str, str]] = field(default_factory=list)
-    excluded: list[str] = field(default_factory=list)
-    criteria: list[str] = field(default_factory=list)
-    instructions: list[tuple[str, str]] = field(default_factory=list)
-
-    def seen(self) -> list[str]:
-        out = [f"issue #{self.issue['number']} title and body" +
-               collapsed_note(self.issue["body"])]
-        out += [f"comment by @{c['author']}" + collapsed_note(c["body"])
-                for c in self.comments]
-        out += [markdown.code(name) for name, _ in self.instructions]
-        return out
-
-
 def collapsed_note(text: str) -> str:
     """What the PR says of collapsed ``<details>`` left out of a text the agent saw."""
     count = collapsed_left_out(text)
@@ -135,30 +112,19 @@ def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]
         else:
             excluded.append(f"comment {c.get('id')} by @{author}")
     labels = [str(lb["name"]) for lb in issue.get("labels") or [] if lb["name"] != trigger_label]
+    instructions = instructions or []
+    seen = [f"issue #{issue['number']} title and body" + collapsed_note(body)]
+    seen += [f"comment by @{c['author']}" + collapsed_note(c["body"]) for c in kept]
+    seen += [markdown.code(name) for name, _ in instructions]
     return SpecInputs(repo, clean_issue, labels, kept, excluded, acceptance_criteria(body),
-                      instructions or [])
+                      instructions, seen)
 
 
-class Templates:
-    """The prompts directory, rendered strictly: a missing variable is an error."""
-
-    def __init__(self, directory: Path, override: Path | None = None) -> None:
-        paths = [str(override), str(directory)] if override else [str(directory)]
-        self.env = Environment(loader=FileSystemLoader(paths), undefined=StrictUndefined,
-                               keep_trailing_newline=True, autoescape=False)
-        self.env.filters.update(markdown.FILTERS)
-
-    def names(self) -> list[str]:
-        return sorted(n[:-3] for n in self.env.list_templates() if n.endswith(".md")
-                      and not n.startswith("_"))
-
-    def render(self, name: str, **context: Any) -> str:
-        return self.env.get_template(f"{name}.md").render(**context).strip() + "\n"
-
-    def spec(self, name: str, inputs: SpecInputs, **extra: Any) -> str:
-        context = dict(repo=inputs.repo, issue=inputs.issue, labels=inputs.labels,
-                       comments=inputs.comments, criteria=inputs.criteria,
-                       instructions=inputs.instructions, test_command="", baseline="",
-                       fence=fence_tag())
-        context.update(extra)
-        return self.render(name, **context)
+def render_spec(templates: Templates, name: str, inputs: SpecInputs, **extra: Any) -> str:
+    """The spec template ``name`` rendered from ``inputs`` (``extra`` adds or overrides)."""
+    context = dict(repo=inputs.repo, issue=inputs.issue, labels=inputs.labels,
+                   comments=inputs.comments, criteria=inputs.criteria,
+                   instructions=inputs.instructions, test_command="", baseline="",
+                   fence=fence_tag())
+    context.update(extra)
+    return templates.render(name, **context)

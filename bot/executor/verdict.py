@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.executor.testrun import TestReport
+from bot.jobs.verdict import Verdict
 from bot.reporter.markdown import code
 
 # -- the words ---------------------------------------------------------------------------------
@@ -109,26 +110,6 @@ def compare(before: TestReport | None, after: TestReport) -> Comparison:
         out.regression = True
         out.risks.append(RISK_BROKE)
     return out
-
-
-@dataclass
-class Verdict:
-    """What the check run concludes, what the PR states, and where the status comment ends."""
-
-    conclusion: str  # success | failure | neutral
-    title: str
-    stage: str
-    category: str = ""
-    tests_run: bool = True
-    regression: bool = False
-    evidence: bool = False
-    risks: list[str] = field(default_factory=list)
-    new_failures: list[str] = field(default_factory=list)
-    fixed: list[str] = field(default_factory=list)
-    added: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def decide(before: TestReport | None, after: TestReport | None, *, prior_evidence: bool = False,

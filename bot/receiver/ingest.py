@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from bot import logs
 from bot.jobs.store import DuplicateDelivery, Job, Store, StoreBusy
-from bot.receiver.decisions import (
+from handlers import Context, HandlerError, decide
+from handlers.vocabulary import (
     CancelJob,
     Decision,
     Event,
@@ -24,7 +25,6 @@ from bot.receiver.decisions import (
     RecordInstallation,
     StartJob,
 )
-from handlers import Context, HandlerError, decide
 
 log = logging.getLogger("handoff.ingest")
 REPLAYS = logs.Throttle(60.0)  # a replay is logged at most once a minute, with a count

@@ -17,11 +17,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot import metrics
 from bot.jobs.store import Store
-from bot.receiver.decisions import Event
 from bot.receiver.ingest import Ingestor
-from bot.receiver.payload import MalformedPayload
-from bot.receiver.payload import parse as parse_payload
 from handlers import Context
+from handlers.payload import MalformedPayload
+from handlers.payload import parse as parse_payload
+from handlers.vocabulary import Event
 
 log = logging.getLogger("handoff.web")
 

@@ -8,17 +8,22 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.executor.changes import FileChange, review_notes
-from bot.executor.spec import SpecInputs, Templates
-from bot.executor.verdict import Verdict
 from bot.github.client import GitHubApiError, RepoClient
+from bot.github.naming import CHECK_NAME
+from bot.jobs.changes import TEST_PATH, FileChange
+from bot.jobs.inputs import SpecInputs
 from bot.jobs.record import JobRecord
 from bot.jobs.store import Job
+from bot.jobs.verdict import Verdict
 from bot.reporter import wording
 from bot.reporter.markdown import code, plain, quote
 from bot.reporter.status import job_url
+from bot.reporter.templates import Templates
 
 log = logging.getLogger("handoff.reporter")
+RISKY = re.compile(r"(^|/)(\.github/|Dockerfile|setup\.py|pyproject\.toml|package(-lock)?\.json"
+                   r"|requirements[^/]*\.txt|.*\.lock$|Makefile|.*\.ya?ml$)")
+EXPECTATION_CHANGED = "an existing test's expectation was changed: check it"
 
 
 @dataclass
@@ -52,7 +57,7 @@ class PullRequestWriter:
             test_command_reason=r.test_command_reason, setup_command=r.setup_command,
             setup_reason=r.setup_reason, setup_warning=r.setup_warning,
             setup_offline=r.setup_offline, spend=spend,
-            model=r.model, inputs_seen=d.inputs.seen(), inputs_excluded=d.inputs.excluded,
+            model=r.model, inputs_seen=d.inputs.seen, inputs_excluded=d.inputs.excluded,
             requested_by=d.job.requested_by, egress_denied=r.egress_denied, job_id=d.job.id,
             job_url=job_url(self.public_url, d.job.id))
 
@@ -101,7 +106,7 @@ class PullRequestWriter:
             tests_after=r.tests_after, test_command=r.test_command,
             test_command_reason=r.test_command_reason)
         check = await self.gh.create_check_run(
-            name="Handoff", head_sha=r.head_sha, status="completed", conclusion=verdict.conclusion,
+            name=CHECK_NAME, head_sha=r.head_sha, status="completed", conclusion=verdict.conclusion,
             external_id=str(d.job.id), output={"title": verdict.title,
                                                "summary": summary[:60_000]})
         r.check_run_id = check["id"]
@@ -162,3 +167,23 @@ def evidence_across(criteria: list[str], summaries: list[str],
         out.append({"text": text, "met": bool(test), "claim": claim,
                     "evidence": f"shown by {code(test)} passing" if test else ""})
     return out
+
+
+def review_notes(files: list[FileChange], regression: bool) -> tuple[str, list[str]]:
+    """What a reviewer should check first, and the risky parts of the change."""
+    sources = [f for f in files if not TEST_PATH.search(f.path)]
+    changed_sources = [f for f in sources if not f.new]  # a fix before a new script beside it
+    biggest = max(changed_sources or sources or files, key=lambda f: f.added + f.removed)
+    check_first = (f"{code(biggest.path)}, the largest change "
+                   f"(+{biggest.added} −{biggest.removed})")
+    risks = []
+    if regression:
+        risks.append("tests that passed on the base commit fail after the change")
+    risks += [f"{code(f.path)}: {EXPECTATION_CHANGED}" for f in files if f.expectation_changed]
+    risks += [f"{code(f.path)} is build, dependency or CI configuration" for f in files
+              if RISKY.search(f.path)]
+    removed = [f for f in files if f.removed > f.added and f.removed >= 20]
+    risks += [f"{code(f.path)} loses {f.removed} lines" for f in removed]
+    if not any(TEST_PATH.search(f.path) for f in files):
+        risks.append("no test file was added or changed")
+    return check_first, risks or ["none found by Handoff's checks; read the diff all the same"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from bot.github.client import GitHubApiError, GitHubApp, RepoClient
+from bot.github.naming import CHECK_NAME
 from bot.jobs.states import Failure
 from bot.jobs.store import Job
 from bot.jobs.worker import Unreportable
@@ -168,7 +169,7 @@ class GitHubReporter:
         if head and not check_id:
             try:
                 await gh.create_check_run(
-                    name="Handoff", head_sha=head, status="completed", conclusion="failure",
+                    name=CHECK_NAME, head_sha=head, status="completed", conclusion="failure",
                     external_id=str(job.id),
                     output={"title": f"Failed: {job.category}",
                             "summary": public_cause(job)[:60_000]})

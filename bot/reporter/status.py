@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.executor.agent.budget import Spend
 from bot.github.client import RepoClient
-from bot.receiver.decisions import looks_like_bot
+from bot.github.naming import looks_like_bot
+from bot.jobs.spend import Spend
 
 ANNOUNCED_LOOKUPS = 5  # tries, a second apart
 MAX_BODY = 60_000  # GitHub refuses comments over 65,536 characters

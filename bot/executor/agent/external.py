@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import shlex
 
-from bot.executor.agent.budget import Budget, Spend
 from bot.executor.agent.loop import AgentResult
 from bot.executor.agent.tools import clip
 from bot.executor.agent.transcript import Transcript
 from bot.executor.sandbox import Sandbox
+from bot.jobs.spend import Budget, Spend
 
 SPEC_FILE = "/tmp/handoff-spec.md"
 

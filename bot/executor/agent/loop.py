@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot.config import PROMPTS
-from bot.executor.agent.budget import Budget, Spend
 from bot.executor.agent.models import Model, ModelError, ToolCall
 from bot.executor.agent.tools import TOOLS, run_tool
 from bot.executor.agent.transcript import Transcript
 from bot.executor.sandbox import Sandbox
+from bot.jobs.spend import Budget, Spend
 
 # The agent's system prompt, a text like the others in prompts/ (not a spec template).
 SYSTEM = (PROMPTS / "_system.md").read_text().strip()

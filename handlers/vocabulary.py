@@ -1,4 +1,5 @@
-"""What a handler may decide; ingest carries them out.
+"""The handlers' vocabulary: the event a handler reads and what it may decide (ingest carries
+the decisions out).
 
 These are made for every webhook delivery, so they are slotted rather than frozen: a frozen
 dataclass sets each field through ``object.__setattr__``, four times the cost. Nothing changes
@@ -9,15 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-AGENT_BRANCH_PREFIX = "agent/issue-"  # every agent branch: agent/issue-<n>-<slug>
-
-
-def looks_like_bot(user: dict[str, Any] | None) -> bool:
-    """A GitHub user that is a bot by its type or its ``[bot]`` login (Apps included)."""
-    if not user or not isinstance(user, dict):
-        return True
-    return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
 
 
 @dataclass(slots=True)
