@@ -16,6 +16,7 @@ from bot.executor.gitops import NO_DRIVERS
 from bot.executor.hidden import strip_hidden
 from bot.executor.run import Run
 from bot.executor.spec import choose_template, render_spec
+from bot.executor.steps import Prepared
 from bot.jobs.spend import Budget, Spend
 from bot.jobs.store import Store
 from bot.prices import price_for
@@ -31,30 +32,28 @@ files, test scripts outside the test suite) with `rm`. Keep a file only if the c
 such as a new test in the project's test suite. Then call `finish` again."""
 
 
-async def write_spec(run: Run, templates: Templates, store: Store,
+async def write_spec(run: Run, p: Prepared, templates: Templates, store: Store,
                      template_labels: dict[str, str]) -> str:
     """The spec: the issue's template for a new job; for an iteration, the diff so far, the
     feedback and (for a review) the reviewer's threads."""
-    job, inputs, record = run.job, run.inputs, run.record
-    assert inputs is not None
+    job, inputs, record = run.job, p.inputs, run.record
     common: dict[str, Any] = dict(test_command=record.test_command,
                                   baseline=record.tests_before if record.test_command else "")
     record.inputs_seen, record.inputs_excluded = inputs.seen, inputs.excluded
     record.criteria = inputs.criteria
     if job.kind == "implement":
-        name = choose_template(inputs.labels, {**template_labels, **run.config.templates})
+        name = choose_template(inputs.labels, {**template_labels, **p.config.templates})
         if job.feedback:
             inputs.comments.append({"author": job.requested_by,
                                     "body": strip_hidden(job.feedback)})
         record.template = name
         return render_spec(templates, name, inputs, **common)
-    assert run.checkout is not None
-    diff = await run.checkout.git("diff", *NO_DRIVERS,
-                                  f"refs/remotes/origin/{run.base}...{run.start_sha}")
+    diff = await p.checkout.git("diff", *NO_DRIVERS,
+                                f"refs/remotes/origin/{p.base}...{p.start_sha}")
     origin = await store.get_job(int(job.context.get("origin_job", 0) or 0))
     previous = (origin.result.summary if origin else "") or job.result.summary
     extra = dict(requested_by=job.requested_by, feedback=strip_hidden(job.feedback),
-                 previous_summary=previous, diff=diff[:30_000], base_branch=run.base, **common)
+                 previous_summary=previous, diff=diff[:30_000], base_branch=p.base, **common)
     if job.kind == "review":
         extra["review_comments"] = await review_threads(run)
     record.template = job.kind
@@ -75,14 +74,15 @@ async def review_threads(run: Run) -> list[dict[str, Any]]:
              "body": strip_hidden(c["body"])} for c in threads]
 
 
-def make_agent(run: Run, settings: Settings) -> Agent | ExternalAgent:
+def make_agent(run: Run, p: Prepared, settings: Settings,
+               dollars_left: float | None) -> Agent | ExternalAgent:
     """The built-in agent (or the configured CLI), with the job's budget and transcript."""
-    s, b = settings, run.config.budget
-    model_name = run.config.model or s.model_name
+    s, b = settings, p.config.budget
+    model_name = p.config.model or s.model_name
     price_in, price_out = price_for(model_name, s.prices)  # logs a model it has no price for
     budget = Budget(max_steps=b.max_steps or s.max_steps, max_tokens=b.max_tokens or s.max_tokens,
                     max_cost_usd=min(b.max_cost_usd or s.max_cost_usd,
-                                     run.dollars_left if run.dollars_left is not None
+                                     dollars_left if dollars_left is not None
                                      else float("inf")),
                     max_wall_seconds=b.max_wall_seconds or s.max_wall_seconds,
                     price_in=price_in, price_out=price_out)
@@ -99,18 +99,16 @@ def make_agent(run: Run, settings: Settings) -> Agent | ExternalAgent:
         await run.progress(spend)
 
     async def checkpoint(messages: list[dict[str, Any]], spend: Spend) -> None:
-        await resume.save(run, messages, spend)
+        await resume.save(run, p.checkout, p.start_sha, messages, spend)
 
     return Agent(model, budget, transcript, s.command_timeout, progress,
                  keep_observations=s.keep_observations, checkpoint=checkpoint,
-                 before_finish=lambda: added_files(run))
+                 before_finish=lambda: added_files(p))
 
 
-async def added_files(run: Run) -> str:
+async def added_files(p: Prepared) -> str:
     """The note that shows the agent the files it added before it may finish, or ""."""
-    if run.checkout is None:
-        return ""
-    paths = await added_paths(run.checkout, run.start_sha)
+    paths = await added_paths(p.checkout, p.start_sha)
     if not paths:
         return ""
     shown = "\n".join(f"- {p}" for p in paths[:50]) + \

@@ -10,9 +10,10 @@ import re
 
 from bot.config import Settings
 from bot.executor.agent.loop import AgentResult
-from bot.executor.changes import refusal
+from bot.executor.changes import changed_files, refusal
 from bot.executor.gitops import Checkout, GitError, unreachable
 from bot.executor.run import Run
+from bot.executor.steps import Prepared, Pushed
 from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApiError
 from bot.jobs.changes import FileChange
@@ -22,12 +23,13 @@ from bot.jobs.store import Job, LeaseLost
 from bot.jobs.worker import JobFailed
 from bot.reporter import wording
 from bot.reporter.markdown import code, inline, plain
+from bot.reporter.report import shorten
 
 
-def commit_title(run: Run) -> str:
+def commit_title(run: Run, p: Prepared) -> str:
     """The commit's title, from the issue's number and title (never from the agent)."""
     form = wording.COMMIT_TITLES.get(run.job.kind, wording.COMMIT_TITLES["implement"])
-    return form.format(number=run.job.issue_number, title=plain(run.issue["title"]))[:72]
+    return form.format(number=run.job.issue_number, title=plain(p.issue["title"]))[:72]
 
 
 log = logging.getLogger("handoff.executor")
@@ -45,11 +47,35 @@ def app_identity(settings: Settings) -> tuple[str, str]:
     return login, f"{settings.app_id}+{login}@users.noreply.github.com"
 
 
-async def commit_and_push(run: Run, co: Checkout, settings: Settings, title: str) -> str:
+async def deliver(run: Run, p: Prepared, outcome: AgentResult, settings: Settings,
+                  workspaces: Workspaces) -> Pushed:
+    """Check the agent's change, commit it as the App, keep the commit on this machine, and
+    push it. An unfinished run keeps its work on the branch and ends the job."""
+    co = p.checkout
+    files = await changed_files(co, p.start_sha)
+    if not outcome.finished:
+        await keep_work(run, p, files, outcome, settings)
+        raise JobFailed(outcome.category, outcome.stop_reason)
+    if not files:
+        raise JobFailed(Failure.NO_CHANGES, wording.NO_CHANGES.format(
+            summary=inline(shorten(outcome.summary, 500))))
+    if why := await refusal(co, p.start_sha, files):
+        raise JobFailed(Failure.PUSH_REFUSED, why)
+    await run.stage("pushing")
+    head = await commit(run, co, settings, commit_title(run, p))
+    await keep_commit(run, co, workspaces, head)
+    await push(run, p)
+    run.record.head_sha, run.record.pushed_branch = head, p.branch
+    await run.save()  # a job resumed after this finds its commit and opens the PR
+    run.mark("push")
+    return Pushed(head, files)
+
+
+async def commit_and_push(run: Run, p: Prepared, settings: Settings, title: str) -> str:
     """Commit the work tree as the App (the requester as co-author) and push; the commit."""
-    await commit(run, co, settings, title)
-    await push(run, co)
-    return await co.rev("HEAD")
+    await commit(run, p.checkout, settings, title)
+    await push(run, p)
+    return await p.checkout.rev("HEAD")
 
 
 async def commit(run: Run, co: Checkout, settings: Settings, title: str) -> str:
@@ -64,7 +90,7 @@ async def commit(run: Run, co: Checkout, settings: Settings, title: str) -> str:
     return await co.rev("HEAD")
 
 
-async def kept_commit(run: Run, co: Checkout) -> str | None:
+async def kept_commit(run: Run, p: Prepared) -> str | None:
     """The commit an earlier attempt of this job made and kept (``record.kept_sha``), if this
     machine's mirror has it and it still goes on from the branch as it is now (made on its
     head, or pushed already)."""
@@ -72,14 +98,14 @@ async def kept_commit(run: Run, co: Checkout) -> str | None:
     if not sha:
         return None
     try:
-        parent = await co.rev(f"{sha}^")
+        parent = await p.checkout.rev(f"{sha}^")
     except GitError:
         log.info("job %s: its kept commit %s is not on this machine", run.job.id, sha[:7])
         return None
-    return sha if run.start_sha in (sha, parent) else None
+    return sha if p.start_sha in (sha, parent) else None
 
 
-async def push(run: Run, co: Checkout) -> None:
+async def push(run: Run, p: Prepared) -> None:
     """Push HEAD to the job's branch: a person's commits on it are kept (no force), a rejected
     push is a stated failure, GitHub not answering is ``GitHubApiError`` (unavailable: tried
     later), and no push happens without the lease."""
@@ -90,7 +116,7 @@ async def push(run: Run, co: Checkout) -> None:
         token = await run.gh.token(fresh=attempt > 0)
         try:
             # To the URL the API gave, never a remote read from any config.
-            await co.git("push", "--quiet", "--no-verify", run.clone_url,
+            await p.checkout.git("push", "--quiet", "--no-verify", p.clone_url,
                          f"HEAD:refs/heads/{branch}", token=token)
             return
         except GitError as exc:
@@ -105,23 +131,23 @@ async def push(run: Run, co: Checkout) -> None:
                 branch=code(branch), error=inline(text[-500:]))) from exc
 
 
-async def pushed_before(run: Run, co: Checkout) -> str | None:
+async def pushed_before(run: Run, p: Prepared) -> str | None:
     """On a resumed job: the commit an earlier attempt pushed (found on the branch by its
     "Handoff job N" line), if it got as far as pushing."""
     if run.job.stage != "pushing" or not run.record.summary:
         return None
-    out = await co.git("log", "--format=%H", "--fixed-strings",
-                       f"--grep=Handoff job {run.job.id} for #",
-                       f"refs/remotes/origin/{run.base}..HEAD")
+    out = await p.checkout.git("log", "--format=%H", "--fixed-strings",
+                               f"--grep=Handoff job {run.job.id} for #",
+                               f"refs/remotes/origin/{p.base}..HEAD")
     return out.split()[0] if out.strip() else None
 
 
-async def unopened_push(run: Run, co: Checkout, settings: Settings) -> Job | None:
+async def unopened_push(run: Run, p: Prepared, settings: Settings) -> Job | None:
     """For a new job on an issue: the earlier job whose pushed commit heads the branch but
     never got its pull request (opening it failed), once that head is found to be Handoff's
     own (authored and committed by the App, naming that job of this issue, the very commit
     it recorded) and not merged into the base."""
-    job, head = run.job, run.start_sha
+    job, head, co = run.job, p.start_sha, p.checkout
     if job.kind != "implement" or job.pr_number or not head:
         return None
     if not int(await co.git("rev-list", "--count", f"{run.record.base_sha}..{head}")):
@@ -151,14 +177,13 @@ def carried_over(record: JobRecord, earlier: JobRecord) -> JobRecord:
                          final_detail="", wip_branch="", kept_sha="", iterations=[])
 
 
-async def keep_work(run: Run, files: list[FileChange], outcome: AgentResult,
+async def keep_work(run: Run, p: Prepared, files: list[FileChange], outcome: AgentResult,
                     settings: Settings) -> None:
     """Push what the agent did so far as a work-in-progress commit, when it is safe."""
-    assert run.checkout is not None
-    if not files or await refusal(run.checkout, run.start_sha, files):
+    if not files or await refusal(p.checkout, p.start_sha, files):
         return
     with contextlib.suppress(JobFailed):
-        head = await commit_and_push(run, run.checkout, settings,
+        head = await commit_and_push(run, p, settings,
                                      plain(wording.WIP_TITLE.format(why=outcome.stop_reason),
                                            72))
         run.record.wip_branch, run.record.head_sha = run.record.branch, head
@@ -176,11 +201,11 @@ async def keep_commit(run: Run, co: Checkout, workspaces: Workspaces, head: str)
     await run.save()
 
 
-async def push_kept(run: Run, co: Checkout, kept: str) -> str:
+async def push_kept(run: Run, p: Prepared, kept: str) -> str:
     """Go on from a commit an earlier attempt made and kept: push it (unless it is on the
     branch already); what the status comment says of it."""
-    if kept == run.start_sha:
+    if kept == p.start_sha:
         return wording.RESUMED_AFTER_PUSH.format(head=kept[:7])
-    await co.git("reset", "--quiet", "--hard", kept)
-    await push(run, co)
+    await p.checkout.git("reset", "--quiet", "--hard", kept)
+    await push(run, p)
     return wording.RESUMED_WITH_COMMIT.format(head=kept[:7])

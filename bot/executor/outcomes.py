@@ -67,9 +67,10 @@ async def clean_up(run: Run, workspaces: Workspaces, forget: bool) -> None:
         # The job ends or stops all the same; what its last step did is not kept.
         log.error("job %s: could not save its record, the disk is full (%s)", run.job.id, exc)
     finally:
-        if run.sandbox is not None:
-            await run.sandbox.close()
-        workspaces.remove(run.job.id)
+        try:
+            await run.closing.aclose()
+        finally:
+            workspaces.remove(run.job.id)
         if forget and run.record.kept_sha:
             with contextlib.suppress(GitError):
                 await workspaces.forget(run.job.id, run.job.repo)

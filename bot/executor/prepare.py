@@ -18,6 +18,7 @@ from bot.executor.repo_config import (
 )
 from bot.executor.run import Run
 from bot.executor.spec import build_inputs, repo_instructions
+from bot.executor.steps import Prepared
 from bot.executor.workspace import Workspaces
 from bot.github.client import WRITE_ROLES, GitHubApiError, RepoClient
 from bot.github.naming import AGENT_BRANCH_PREFIX
@@ -34,30 +35,29 @@ def slug(title: str) -> str:
 
 
 async def prepare(run: Run, workspaces: Workspaces, template_names: list[str],
-                  trigger_label: str) -> Checkout:
+                  trigger_label: str) -> Prepared:
     """Check out the job's branch and gather its settings and spec inputs."""
     job, gh = run.job, run.gh
-    run.issue = await gh.get_issue(job.issue_number)
+    issue = await gh.get_issue(job.issue_number)
     repo = await gh.get_repo()
-    run.base = str(repo["default_branch"])
-    branch = job.branch or f"{AGENT_BRANCH_PREFIX}{job.issue_number}-{slug(run.issue['title'])}"
-    run.record.branch, run.record.base = branch, run.base
+    base = str(repo["default_branch"])
+    branch = job.branch or f"{AGENT_BRANCH_PREFIX}{job.issue_number}-{slug(issue['title'])}"
+    run.record.branch, run.record.base = branch, base
     await run.write(branch=branch)
-    run.clone_url = str(repo["clone_url"])
-    co = run.checkout = await workspaces.checkout(job.id, job.repo, branch, run.base,
-                                                  run.clone_url, await gh.token())
+    clone_url = str(repo["clone_url"])
+    co = await workspaces.checkout(job.id, job.repo, branch, base, clone_url, await gh.token())
     run.mark("workspace")
-    base_sha = run.record.base_sha = await co.rev(f"refs/remotes/origin/{run.base}")
-    run.start_sha = await co.rev("HEAD")
-    run.config = await read_config(co, base_sha, template_names, gh)
+    base_sha = run.record.base_sha = await co.rev(f"refs/remotes/origin/{base}")
+    start_sha = await co.rev("HEAD")
+    config = await read_config(co, base_sha, template_names, gh)
     comments = await gh.list_comments(job.issue_number)
     writers = await writers_among(gh, comments)
-    left_out = await approved_issue(run)
-    run.inputs = build_inputs(job.repo, run.issue, comments, writers, trigger_label,
-                              await repo_instructions(co, base_sha))
-    run.inputs.excluded += left_out
+    issue, left_out = await approved_issue(run, issue)
+    inputs = build_inputs(job.repo, issue, comments, writers, trigger_label,
+                          await repo_instructions(co, base_sha))
+    inputs.excluded += left_out
     run.mark("spec inputs")
-    return co
+    return Prepared(co, clone_url, issue, base, base_sha, start_sha, branch, config, inputs)
 
 
 async def read_config(co: Checkout, base_sha: str, template_names: list[str],
@@ -102,12 +102,12 @@ async def org_defaults(gh: RepoClient, own: str | None) -> str | None:
     return with_defaults(own, defaults)
 
 
-async def approved_issue(run: Run) -> list[str]:
-    """Use the issue as it was handed over, with later edits by writers only; returns the
-    edits left out. (Jobs recorded before snapshots existed use the live text.)"""
+async def approved_issue(run: Run, issue: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The issue as it was handed over, with later edits by writers only, and the edits left
+    out. (Jobs recorded before snapshots existed use the live text.)"""
     snap = run.job.context.get("issue_snapshot")
     if not snap:
-        return []
+        return issue, []
     text, left_out = dict(snap), []
     for change in run.job.context.get("edits", []):
         if await run.gh.permission(change["by"]) in WRITE_ROLES:
@@ -116,12 +116,11 @@ async def approved_issue(run: Run) -> list[str]:
             count = int(change.get("count", 1))
             left_out.append(wording.EDITS_LEFT_OUT.format(count=count, login=change["by"])
                             if count > 1 else wording.EDIT_LEFT_OUT.format(login=change["by"]))
-    live = {"title": run.issue.get("title") or "", "body": run.issue.get("body") or ""}
+    live = {"title": issue.get("title") or "", "body": issue.get("body") or ""}
     if live != text and not left_out:
         left_out.append(wording.LATER_CHANGE_LEFT_OUT)
-    run.issue = {**run.issue, **text}
     run.record.issue_snapshot = text
-    return left_out
+    return {**issue, **text}, left_out
 
 
 async def writers_among(gh: RepoClient, comments: list[dict[str, Any]]) -> set[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.executor.gitops import NO_DRIVERS, GitError
+from bot.executor.gitops import NO_DRIVERS, Checkout, GitError
 from bot.executor.run import Run
 from bot.jobs.spend import Spend
 from bot.jobs.store import is_full
@@ -17,11 +17,12 @@ log = logging.getLogger("handoff.executor")
 MAX_DIFF_CHARS = 8 << 20  # a larger work tree change is not saved: the previous step stays
 
 
-async def save(run: Run, messages: list[dict[str, Any]], spend: Spend) -> None:
+async def save(run: Run, co: Checkout, start_sha: str, messages: list[dict[str, Any]],
+               spend: Spend) -> None:
     """Save the agent's conversation and work tree as of the step that just ended; on a full
     disk the previous step's stays (the agent goes on)."""
     try:
-        await _save(run, messages, spend)
+        await _save(run, co, start_sha, messages, spend)
     except Exception as exc:
         if not is_full(exc):
             raise
@@ -29,32 +30,30 @@ async def save(run: Run, messages: list[dict[str, Any]], spend: Spend) -> None:
                     spend.steps, exc)
 
 
-async def _save(run: Run, messages: list[dict[str, Any]], spend: Spend) -> None:
-    co = run.checkout
-    assert co is not None
+async def _save(run: Run, co: Checkout, start_sha: str, messages: list[dict[str, Any]],
+                spend: Spend) -> None:
     await co.git("add", "-A")
     diff = await co.git("diff", "--cached", "--binary", "--no-renames", *NO_DRIVERS,
-                        run.start_sha)
+                        start_sha)
     if len(diff) > MAX_DIFF_CHARS:
         log.warning("job %s: the change after step %d is %d characters, too large to save; a "
                     "resumed job goes on from an earlier step", run.job.id, spend.steps,
                     len(diff))
         return
-    run.record.agent_checkpoint = {"start_sha": run.start_sha, "step": spend.steps,
+    run.record.agent_checkpoint = {"start_sha": start_sha, "step": spend.steps,
                                    "spend": spend.as_dict(), "messages": messages,
                                    "diff": diff}
     await run.save()
 
 
-async def restore(run: Run) -> dict[str, Any] | None:
+async def restore(run: Run, co: Checkout, start_sha: str) -> dict[str, Any] | None:
     """The checkpoint an earlier attempt saved, with its work tree restored; None when there
     is none, or the branch moved since (the agent then starts over)."""
-    saved, co = run.record.agent_checkpoint, run.checkout
-    assert co is not None
+    saved = run.record.agent_checkpoint
     if not saved:
         return None
     run.record.agent_checkpoint = {}
-    if saved.get("start_sha") != run.start_sha:
+    if saved.get("start_sha") != start_sha:
         log.warning("job %s: its branch moved since step %s was saved; the agent starts over",
                     run.job.id, saved.get("step"))
         return None

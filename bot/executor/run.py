@@ -1,8 +1,10 @@
-"""One job in flight: what the steps found so far, and the lease-checked writes of its record."""
+"""One job in flight: its record and the lease-checked writes of it. What a step finds it
+returns (``bot.executor.steps``); nothing is left here for later steps."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -10,11 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot import logs, metrics
-from bot.executor.gitops import Checkout
-from bot.executor.repo_config import RepoConfig
-from bot.executor.sandbox import Sandbox
 from bot.github.client import GitHubApiError, RepoClient
-from bot.jobs.inputs import SpecInputs
 from bot.jobs.record import JobRecord
 from bot.jobs.spend import Spend
 from bot.jobs.store import Job, Store
@@ -25,22 +23,15 @@ log = logging.getLogger("handoff.executor")
 
 @dataclass
 class Run:
-    """The state of one job as the steps work through it; ``record`` is what is stored."""
+    """One job's record (what is stored) and its writes, each checked against the lease."""
 
     job: Job
     gh: RepoClient
     store: Store
     record: JobRecord
     status: StatusComment | None = None
-    sandbox: Sandbox | None = None
-    checkout: Checkout | None = None
-    clone_url: str = ""
-    config: RepoConfig = field(default_factory=RepoConfig)
-    issue: dict[str, Any] = field(default_factory=dict)
-    base: str = ""
-    inputs: SpecInputs | None = None
-    start_sha: str = ""
-    dollars_left: float | None = None  # the month's budget left, if one caps this job
+    # What the job must close whatever happens (its sandboxes): closed by ``clean_up``.
+    closing: contextlib.AsyncExitStack[None] = field(default_factory=contextlib.AsyncExitStack)
     last_mark: float = field(default_factory=time.monotonic)
 
     def mark(self, stage: str) -> None:

@@ -10,26 +10,22 @@ from bot.config import Settings
 from bot.executor import volume
 from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import write_spec
-from bot.executor.changes import changed_files, refusal
+from bot.executor.changes import changed_files
 from bot.executor.delivery import (
     carried_over,
-    commit,
-    commit_title,
-    keep_commit,
-    keep_work,
+    deliver,
     kept_commit,
-    push,
     push_kept,
     pushed_before,
     unopened_push,
 )
-from bot.executor.gitops import Checkout
 from bot.executor.iterations import earlier, entry, total_spend
 from bot.executor.outcomes import STEP_FAILURES, clean_up, outcome_of
 from bot.executor.prepare import prepare
 from bot.executor.run import Run, finish_despite_cancel
 from bot.executor.sandbox import Backend
 from bot.executor.setup import start_sandbox
+from bot.executor.steps import Judged, Prepared, Sandboxed
 from bot.executor.testrun import discover, not_run
 from bot.executor.work import baseline, judge, run_agent
 from bot.executor.workspace import Workspaces
@@ -43,9 +39,7 @@ from bot.jobs.verdict import Verdict
 from bot.jobs.worker import JobFailed, JobResult
 from bot.reporter import wording
 from bot.reporter.conversation import Conversation
-from bot.reporter.markdown import inline
 from bot.reporter.pull_request import Delivered, PullRequestWriter
-from bot.reporter.report import shorten
 from bot.reporter.templates import Templates
 
 log = logging.getLogger("handoff.executor")
@@ -87,95 +81,77 @@ class JobRunner:
         if why := await self.conversation.not_permitted(run.job, run.gh):
             raise JobFailed(Failure.NOT_PERMITTED, why)
         run.mark("permission")
-        run.dollars_left = await Budgets(self.store.engine).check(run.job.id, run.job.repo,
-                                                                  run.job.requested_by)
+        dollars_left = await Budgets(self.store.engine).check(run.job.id, run.job.repo,
+                                                              run.job.requested_by)
         run.status = await self.conversation.acknowledge(run.gh, run.job, run.record)
         resumed = run.job.attempts > 1 or run.job.stage not in ("", "queued", "rate-limited",
                                                                 "github-away")
         await run.stage("preparing", self.conversation.resumed(run.job.stage) if resumed else "")
-        co = await prepare(run, self.workspaces, self.templates.names(),
-                           self.settings.trigger_label)
-        if kept := await kept_commit(run, co):
-            return await self._open_pushed(run, co, kept, await push_kept(run, co, kept))
-        if resumed and (head := await pushed_before(run, co)):
-            return await self._open_pushed(run, co, head, wording.RESUMED_AFTER_PUSH.format(
+        p = await prepare(run, self.workspaces, self.templates.names(),
+                          self.settings.trigger_label)
+        if kept := await kept_commit(run, p):
+            return await self._open_pushed(run, p, kept, await push_kept(run, p, kept))
+        if resumed and (head := await pushed_before(run, p)):
+            return await self._open_pushed(run, p, head, wording.RESUMED_AFTER_PUSH.format(
                 head=head[:7]))
-        if earlier := await unopened_push(run, co, self.settings):
+        if earlier := await unopened_push(run, p, self.settings):
             run.record = carried_over(run.record, earlier.result)
-            return await self._open_pushed(run, co, run.start_sha, wording.EARLIER_PUSH.format(
-                job=earlier.id, head=run.start_sha[:7]))
-        await start_sandbox(run, co, self.backend, self.workspaces, self.settings)
-        outcome = await self._work(run, co)
-        return await self._deliver(run, co, outcome)
+            return await self._open_pushed(run, p, p.start_sha, wording.EARLIER_PUSH.format(
+                job=earlier.id, head=p.start_sha[:7]))
+        sb = await start_sandbox(run, p, self.backend, self.workspaces, self.settings)
+        outcome, judged = await self._work(run, p, sb, dollars_left)
+        pushed = await deliver(run, p, outcome, self.settings, self.workspaces)
+        return await self._open_pr(run, p, pushed.files, judged.verdict, outcome.spend.line())
 
-    async def _work(self, run: Run, co: Checkout) -> AgentResult:
+    async def _work(self, run: Run, p: Prepared, sb: Sandboxed,
+                    dollars_left: float | None) -> tuple[AgentResult, Judged]:
         """The baseline tests (beside the agent, or before it after a setup), the agent, then
         the tests again and the verdict."""
-        tests = await discover(co, run.record.base_sha, run.config.test_command)
+        tests = await discover(p.checkout, p.base_sha, p.config.test_command)
         run.record.test_command = tests.command if tests else ""
         run.record.test_command_reason = tests.reason if tests else ""
         # The copy the baseline runs on beside the agent: the start commit, from git objects.
-        copy = await self.workspaces.snapshot(co, run.job.id, run.record.branch, run.base,
-                                              run.record.base_sha, run.start_sha) \
-            if tests and not run.record.setup_command else None
-        before = asyncio.ensure_future(baseline(run, tests.command, self.backend,
+        copy = await self.workspaces.snapshot(p.checkout, run.job.id, p.branch, p.base,
+                                              p.base_sha, p.start_sha) \
+            if tests and not sb.setup else None
+        before = asyncio.ensure_future(baseline(run, p, sb, tests.command, self.backend,
                                                 self.workspaces, copy)) if tests else None
         try:
-            if run.record.setup_command and before is not None:
+            if sb.setup and before is not None:
                 await asyncio.shield(before)
-            spec = await write_spec(run, self.templates, self.store,
+            spec = await write_spec(run, p, self.templates, self.store,
                                     self.settings.template_labels)
-            outcome = await run_agent(run, spec, self.settings)
+            outcome = await run_agent(run, p, sb.sandbox, spec, self.settings, dollars_left)
             report = await before if before is not None else not_run()
         finally:
             if before is not None and not before.done():
                 before.cancel()
                 await asyncio.gather(before, return_exceptions=True)
-        await judge(run, tests, report, self.store)
-        return outcome
+        return outcome, await judge(run, sb.sandbox, tests, report, self.store)
 
-    async def _deliver(self, run: Run, co: Checkout, outcome: AgentResult) -> JobResult:
-        """Check the change, push it, and open or update the pull request."""
-        files = await changed_files(co, run.start_sha)
-        if not outcome.finished:
-            await keep_work(run, files, outcome, self.settings)
-            raise JobFailed(outcome.category, outcome.stop_reason)
-        if not files:
-            raise JobFailed(Failure.NO_CHANGES, wording.NO_CHANGES.format(
-                summary=inline(shorten(outcome.summary, 500))))
-        if why := await refusal(co, run.start_sha, files):
-            raise JobFailed(Failure.PUSH_REFUSED, why)
-        await run.stage("pushing")
-        head = await commit(run, co, self.settings, commit_title(run))
-        await keep_commit(run, co, self.workspaces, head)
-        await push(run, co)
-        run.record.head_sha, run.record.pushed_branch = head, run.record.branch
-        await run.save()  # a job resumed after this finds its commit and opens the PR
-        run.mark("push")
-        return await self._open_pr(run, files, outcome.spend.line())
-
-    async def _open_pushed(self, run: Run, co: Checkout, head: str, detail: str) -> JobResult:
+    async def _open_pushed(self, run: Run, p: Prepared, head: str, detail: str) -> JobResult:
         """Go on from a push made already (an earlier attempt's, or an earlier job's whose
         pull request could not be opened): open the pull request for it."""
         log.info("job %s: %s is pushed already; opening the pull request", run.job.id,
                  head[:7])
-        run.record.head_sha, run.record.pushed_branch = head, run.record.branch
+        run.record.head_sha, run.record.pushed_branch = head, p.branch
         await run.stage("pushing", detail)
-        fork = (await co.git("merge-base", "HEAD", f"refs/remotes/origin/{run.base}")).strip()
+        fork = (await p.checkout.git("merge-base", "HEAD", f"refs/remotes/origin/{p.base}")
+                ).strip()
         spend = Spend.saved(run.record.spend)
-        return await self._open_pr(run, await changed_files(co, fork), spend.line())
+        return await self._open_pr(run, p, await changed_files(p.checkout, fork),
+                                   Verdict(**run.record.verdict), spend.line())
 
-    async def _open_pr(self, run: Run, files: list[FileChange], spend_line: str) -> JobResult:
+    async def _open_pr(self, run: Run, p: Prepared, files: list[FileChange], verdict: Verdict,
+                       spend_line: str) -> JobResult:
         """After the push (``record.head_sha``): the pull request, the review summary, the
         check run, and the status comment's last word."""
-        assert run.inputs is not None
         record, writer = run.record, PullRequestWriter(run.gh, self.templates,
                                                        self.settings.public_url)
-        verdict = Verdict(**record.verdict)
         history, _ = await earlier(self.store, run.job)
         record.iterations = history + [entry(run.job, record, verdict.evidence)]
-        delivered = Delivered(run.job, record, run.inputs, run.issue["title"], files)
-        draft = self.settings.draft_prs if run.config.draft is None else run.config.draft
+        delivered = Delivered(run.job, record, p.inputs, p.issue["title"], files)
+        draft = self.settings.draft_prs if p.config.draft is None else p.config.draft
         pr = await writer.pull_request(delivered, verdict, record.iterations,
                                        total_spend(record.iterations), draft)
         record.pr_number, record.pr_url = pr["number"], pr["html_url"]

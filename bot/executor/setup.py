@@ -9,6 +9,7 @@ from bot.executor.dependencies import Setup, build_files_changed, default_setup
 from bot.executor.gitops import Checkout
 from bot.executor.run import Run
 from bot.executor.sandbox import Backend, CommandResult, Sandbox
+from bot.executor.steps import Prepared, Sandboxed
 from bot.executor.testrun import last_line
 from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
 from bot.jobs.states import Failure
@@ -17,11 +18,11 @@ from bot.reporter import wording
 from bot.reporter.markdown import code, inline
 
 
-async def start_sandbox(run: Run, co: Checkout, backend: Backend, workspaces: Workspaces,
-                        settings: Settings) -> None:
-    """Start the sandbox and run the setup: the configured one, else an install of the
-    dependencies the repository declares."""
-    config, record = run.config, run.record
+async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Workspaces,
+                        settings: Settings) -> Sandboxed:
+    """Start the sandbox (closed with the job, whatever happens) and run the setup: the
+    configured one, else an install of the dependencies the repository declares."""
+    co, config, record = p.checkout, p.config, run.record
     setup = Setup(config.setup_command, "set as `setup_command` in `.github/handoff.yml`") \
         if config.setup_command else None
     if config.setup_command is None:
@@ -36,29 +37,31 @@ async def start_sandbox(run: Run, co: Checkout, backend: Backend, workspaces: Wo
     egress = [*settings.egress_allow, *config.network.allow, *settings.package_index_hosts()] \
         if setup and not record.setup_offline else []
     mirror = workspaces.mirror_path(run.job.repo) / "objects"
-    run.sandbox = await backend.start(run.job.id, co.work_tree, egress=egress,
-                                      image=config.image, owner=run.job.lease_owner or "",
-                                      mounts=[(mirror, SANDBOX_OBJECTS)])
+    box = await backend.start(run.job.id, co.work_tree, egress=egress, image=config.image,
+                              owner=run.job.lease_owner or "",
+                              mounts=[(mirror, SANDBOX_OBJECTS)])
+    run.closing.push_async_callback(box.close)
     run.mark("sandbox")
     if setup is None:
-        return
+        return Sandboxed(box)
     await run.stage("setup", wording.INSTALLING.format(command=code(setup.command)))
-    done = await run.sandbox.exec(setup.command, env=settings.package_index_env() or None)
-    check_limits(run)
-    await run.sandbox.set_egress([])
+    done = await box.exec(setup.command, env=settings.package_index_env() or None)
+    check_limits(run, box)
+    await box.set_egress([])
     if done.ok and setup.offline:  # the repository's own build, never with network
-        done = await run.sandbox.exec(setup.offline)
-        check_limits(run)
+        done = await box.exec(setup.offline)
+        check_limits(run, box)
     await keep_out_of_changes(co)
     run.mark("setup")
     if done.ok:
-        return
+        return Sandboxed(box, setup.command)
     why = f"{code(setup.command)} ended with {done.describe()}: {inline(test_line(done))}"
     if config.setup_command and not record.setup_offline:
         raise JobFailed(Failure.SETUP_FAILED, wording.SETUP_COMMAND_FAILED.format(why=why))
     # A guessed setup that fails, or one kept from the network, does not stop the job: the PR
     # says so, and the tests before and after tell what it cost.
     record.setup_warning = wording.SETUP_WARNING.format(why=why)
+    return Sandboxed(box, setup.command)
 
 
 async def keep_out_of_changes(co: Checkout) -> None:
@@ -68,11 +71,10 @@ async def keep_out_of_changes(co: Checkout) -> None:
     exclude(co, [p for p in made.split("\0") if p])
 
 
-def check_limits(run: Run, box: Sandbox | None = None) -> None:
-    """Record refused egress; a command stopped by the disk limit ends the job."""
-    box = box or run.sandbox
-    assert box is not None
-    if box is run.sandbox:
+def check_limits(run: Run, box: Sandbox, own: bool = True) -> None:
+    """Record refused egress (of the job's ``own`` sandbox); a command stopped by the disk
+    limit ends the job."""
+    if own:
         run.record.egress_denied = box.egress_denied
     if (hit := box.limit_hit) is not None:
         raise JobFailed(hit.limit or "sandbox-limit", hit.describe())

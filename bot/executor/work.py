@@ -14,8 +14,9 @@ from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import make_agent
 from bot.executor.iterations import earlier
 from bot.executor.run import Run, finish_despite_cancel
-from bot.executor.sandbox import Backend
+from bot.executor.sandbox import Backend, Sandbox
 from bot.executor.setup import check_limits
+from bot.executor.steps import Judged, Prepared, Sandboxed
 from bot.executor.testrun import TestCommand, TestReport, not_run, run_tests
 from bot.executor.verdict import NO_EVIDENCE_NEEDED, decide, last_failed_check
 from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
@@ -23,26 +24,25 @@ from bot.jobs.store import Store
 from bot.reporter import wording
 
 
-async def baseline(run: Run, command: str, backend: Backend, workspaces: Workspaces,
-                   copy: Path | None = None) -> TestReport:
+async def baseline(run: Run, p: Prepared, sb: Sandboxed, command: str, backend: Backend,
+                   workspaces: Workspaces, copy: Path | None = None) -> TestReport:
     """The tests before the change. Without a setup command they run in a second sandbox
     over ``copy``, the untouched work tree written from git objects (``Workspaces.snapshot``),
     beside the agent (the suite is most of a job's time on real repositories); after a setup,
     in the job's own sandbox, where the setup's installs are, before the agent."""
-    assert run.sandbox is not None
-    if run.record.setup_command or copy is None:
+    if sb.setup or copy is None:
         await run.stage("baseline")
-        report = await run_tests(run.sandbox, command, "before")
-        check_limits(run)
+        report = await run_tests(sb.sandbox, command, "before")
+        check_limits(run, sb.sandbox)
         return report
     started = time.monotonic()
     mirror = workspaces.mirror_path(run.job.repo) / "objects"
-    box = await backend.start(f"{run.job.id}-baseline", copy, image=run.config.image,
+    box = await backend.start(f"{run.job.id}-baseline", copy, image=p.config.image,
                               owner=run.job.lease_owner or "",
                               mounts=[(mirror, SANDBOX_OBJECTS)])
     try:
         report = await run_tests(box, command, "before")
-        check_limits(run, box)
+        check_limits(run, box, own=False)
     finally:
         await finish_despite_cancel(box.close())
     run.record.timings["baseline tests (beside the agent)"] = \
@@ -50,31 +50,32 @@ async def baseline(run: Run, command: str, backend: Backend, workspaces: Workspa
     return report
 
 
-async def run_agent(run: Run, spec: str, settings: Settings) -> AgentResult:
-    """The agent's run in the sandbox; the network is closed again after it."""
-    assert run.sandbox is not None
+async def run_agent(run: Run, p: Prepared, box: Sandbox, spec: str, settings: Settings,
+                    dollars_left: float | None) -> AgentResult:
+    """The agent's run in the sandbox (its dollars capped by the month's budget left, if
+    one caps this job); the network is closed again after it."""
     await run.stage("agent", wording.STARTING_AGENT)
-    agent = make_agent(run, settings)
+    agent = make_agent(run, p, settings, dollars_left)
     if isinstance(agent, ExternalAgent):  # it calls its model itself: that host only
         url = urlsplit(settings.model_base_url)
-        await run.sandbox.set_egress([f"{url.hostname}:{url.port}" if url.port
-                                      else str(url.hostname)])
+        await box.set_egress([f"{url.hostname}:{url.port}" if url.port
+                              else str(url.hostname)])
     if isinstance(agent, ExternalAgent):
-        outcome = await agent.run(spec, run.sandbox)
+        outcome = await agent.run(spec, box)
     else:  # a job handed back or taken over goes on from its last saved step
-        outcome = await agent.run(spec, run.sandbox, await resume.restore(run))
+        outcome = await agent.run(spec, box, await resume.restore(run, p.checkout, p.start_sha))
         run.record.agent_checkpoint = {}
-    await run.sandbox.set_egress([])
-    check_limits(run)
+    await box.set_egress([])
+    check_limits(run, box)
     run.record.spend, run.record.summary = outcome.spend.as_dict(), outcome.summary
     run.mark("agent")
     return outcome
 
 
-async def judge(run: Run, tests: TestCommand | None, before: TestReport, store: Store) -> None:
+async def judge(run: Run, box: Sandbox, tests: TestCommand | None, before: TestReport,
+                store: Store) -> Judged:
     """The tests after the change, compared test by test with the first iteration's base,
     and the verdict (recorded)."""
-    assert run.sandbox is not None
     record = run.record
     record.tests_before, record.tests_before_report = before.line(), before.as_dict()
     history, first_baseline = await earlier(store, run.job)
@@ -85,8 +86,8 @@ async def judge(run: Run, tests: TestCommand | None, before: TestReport, store: 
     after = None
     if tests and before.state != "config-error":
         await run.stage("testing")
-        after = await run_tests(run.sandbox, tests.command, "after")
-        check_limits(run)
+        after = await run_tests(box, tests.command, "after")
+        check_limits(run, box)
     record.tests_after = after.line() if after else \
         before.line() if before.state == "config-error" else not_run().line()
     record.tests_after_report = after.as_dict() if after else {}
@@ -99,3 +100,4 @@ async def judge(run: Run, tests: TestCommand | None, before: TestReport, store: 
                      setup_failure=record.setup_warning)
     record.verdict, record.regression = verdict.as_dict(), verdict.regression
     run.mark("tests after")
+    return Judged(verdict, base, before, after)
