@@ -300,7 +300,7 @@ async def kill_between_push_and_pr(tmp: Path, port: int) -> Result:
         edits = state["repos"][REPO]["issues"][str(number)]["edits"]
         rerun = not any("Resumed: the change was pushed" in e for e in edits)
         r.observed = (f"{job.state}, attempts {job.attempts}, PRs {len(prs(state))}, "
-                      f"branch {(job.result.pushed_branch or '-')}, "
+                      f"branch {(job.result.delivery.pushed_branch or '-')}, "
                       f"{'agent ran again' if rerun else 'no agent rerun'}")
         r.ok = job.state == "succeeded" and job.attempts == 2 and len(prs(state)) == 1 and \
             "no agent rerun" in r.observed
@@ -350,7 +350,8 @@ async def sigterm_past_grace(tmp: Path, port: int, sandbox: str = "podman") -> R
         [job] = await c.jobs()
         state = await c.state()
         status = next(b for b in comments(state, number) if "handoff:status" in b)
-        saved = job.result.agent_checkpoint.get("step")
+        checkpoint = job.result.agent.checkpoint
+        saved = checkpoint.step if checkpoint else None
         handed = job.state == "queued" and job.attempts == 0 and job.stage == "agent"
         says = "will resume" in status
         c.start_worker()
@@ -523,7 +524,7 @@ async def pr_refused_then_asked_again(tmp: Path, port: int, kind: str) -> Result
         await c.label([number])
         [first] = await c.ended(1, 300)
         await c.clear_faults()
-        named = f"pushed to branch `{first.result.pushed_branch}`" in \
+        named = f"pushed to branch `{first.result.delivery.pushed_branch}`" in \
             comments(await c.state(), number)[-1]
         asked = await c.model_requests()
         await c.control("comment", {"repo": REPO, "number": number, "body": "/agent",

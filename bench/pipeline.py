@@ -164,8 +164,8 @@ async def main(args: argparse.Namespace) -> None:
                 rows[f"{label} cold"] = await one_job(s, f"acme/{label}", "Bench cold")
                 rows[f"{label} warm"] = await one_job(s, f"acme/{label}", "Bench warm")
                 job = next(j for j in await s.store.list_jobs(50) if j.repo == f"acme/{label}")
-                rows[f"{label} warm"]["_tests"] = job.result.tests_after  # type: ignore
-                rows[f"{label} warm"]["_command"] = job.result.test_command  # type: ignore
+                rows[f"{label} warm"]["_tests"] = job.result.tests.after  # type: ignore
+                rows[f"{label} warm"]["_command"] = job.result.tests.command  # type: ignore
         print(f"large repository: {history} commits"
               + (f" (synthetic, {args.files} files)" if not args.repo else f" ({args.repo})"))
         print(f"{'stage (s)':<15}" + "".join(f"{name:>12}" for name in rows))

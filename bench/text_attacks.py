@@ -78,9 +78,9 @@ def pr_texts(summary: str, test_id: str, host: str, path: str) -> dict[str, str]
     """The pull request's body, check run and review summary rendered from an agent's
     summary, a test id, a file name and a refused host."""
     from bot.config import PROMPTS
-    from bot.executor.testrun import TestReport
     from bot.executor.verdict import compare
     from bot.jobs.changes import FileChange
+    from bot.jobs.testreport import TestReport
     from bot.jobs.verdict import Verdict as Outcome
     from bot.reporter.pull_request import review_notes
     from bot.reporter.templates import Templates

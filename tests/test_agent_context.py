@@ -195,12 +195,16 @@ def test_bench_fails_when_target_missed() -> None:
 
 def test_pr_body_shows_cached_tokens() -> None:
     from bot.executor.iterations import total_spend
+    from bot.jobs.record import Iteration, Spent
     from bot.jobs.verdict import Verdict
     from bot.reporter.templates import Templates
-    spend = total_spend([{"spend": {"steps": 3, "input_tokens": 9000, "cached_tokens": 6000,
-                                    "output_tokens": 10, "cost_usd": 0.1, "wall_seconds": 1}},
-                         {"spend": {"steps": 1, "input_tokens": 1000, "output_tokens": 5,
-                                    "cost_usd": 0.1, "wall_seconds": 1}}])
+
+    spend = total_spend([
+        Iteration(job_id=1, kind="implement", spend=Spent(
+            steps=3, input_tokens=9000, cached_tokens=6000, output_tokens=10, cost_usd=0.1,
+            wall_seconds=1)),
+        Iteration(job_id=2, kind="retry", spend=Spent(
+            steps=1, input_tokens=1000, output_tokens=5, cost_usd=0.1, wall_seconds=1))])
     assert spend["cached_tokens"] == 6000
     context = dict(
         repo="o/r", issue={"number": 1, "title": "T", "body": "B"}, requested_by="a",

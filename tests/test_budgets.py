@@ -14,7 +14,7 @@ import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
 from bot.jobs.budgets import Budgets, OverBudget, month_bounds
-from bot.jobs.record import JobRecord
+from bot.jobs.record import AgentRun, JobRecord, Spent
 from bot.jobs.store import Store
 from devkit.stack import stack
 
@@ -30,7 +30,8 @@ async def job(store: Store, repo: str, person: str, dollars: float, issue: int,
     assert job_id is not None
     await store.update_job(job_id, created_at=created, started_at=created if started else None,
                            state="succeeded",
-                           result=JobRecord(spend={"cost_usd": dollars, "steps": 3}))
+                           result=JobRecord(agent=AgentRun(spend=Spent(cost_usd=dollars,
+                                                                       steps=3))))
     return job_id
 
 

@@ -146,7 +146,7 @@ async def test_budget_runs_out_keeps_wip_branch(tmp_path: Path) -> None:
         small_budget = files({".github/handoff.yml": CONFIG + "budget:\n  max_steps: 3\n"})
         job = await handed_over(s, small_budget, "Fix add", "fix it")
         assert job.state == "failed" and job.category == "budget-exhausted"
-        branch = job.result.wip_branch
+        branch = job.result.delivery.wip_branch
         assert "return a + b" in branch_file(s.sim, branch, "calc.py")
         failure = comments(s.sim, 1)[-1]
         assert "step budget of 3" in failure and f"`{branch}`" in failure

@@ -119,7 +119,7 @@ async def test_a_fix_opens_a_pr_and_the_status_comment_walks_the_stages(
         assert "pass — 1 passed" in pr.body and "add(2, 3) returns 5" in pr.body
         assert any("For reviewers" in c.body for c in pr.comments)
         [check] = s.sim.get_repo(REPO).check_runs.values()
-        assert check.conclusion == "success" and check.head_sha == job.result.head_sha
+        assert check.conclusion == "success" and check.head_sha == job.result.delivery.head_sha
         assert "eyes" in [c for _, c in s.sim.get_repo(REPO).issues[1].reactions]
 
         # One status comment, created once and edited through every stage in order.
@@ -199,7 +199,7 @@ async def test_budget_exhausted_keeps_a_wip_branch_with_a_failed_check(
         s.sim.add_repo(REPO, {**CALC_WITH_TESTS, ".github/handoff.yml": config})
         job = await s.handed_over(REPO, "Fix add", "fix it")
         assert job.state == "failed" and job.category == "budget-exhausted"
-        branch, head = job.result.wip_branch, job.result.head_sha
+        branch, head = job.result.delivery.wip_branch, job.result.delivery.head_sha
         assert branch.startswith("agent/issue-1-fix-add") and branch in branches(s)
         repo = s.sim.get_repo(REPO)
         subject = simgit("log", "-1", "--format=%s", branch, cwd=repo.path)
@@ -365,7 +365,7 @@ async def test_a_pr_github_would_not_open_after_the_push_opens_when_asked_again(
         assert first.state == "failed" and first.category == "github-error", first.reason
         assert first.deferrals == (s.worker.max_deferrals if fault.kind == "5xx" else 0)
         s.sim.world.faults.clear()  # GitHub takes pull requests again
-        branch, head = first.result.pushed_branch, first.result.head_sha
+        branch, head = first.result.delivery.pushed_branch, first.result.delivery.head_sha
         assert f"pushed to branch `{branch}` (commit {head[:7]})" in comments(s)[-1]
         if fault.kind == "422":  # the cause says what GitHub found invalid
             assert "422 Validation Failed: No commits between main" in comments(s)[-1]
@@ -381,7 +381,7 @@ async def test_a_pr_github_would_not_open_after_the_push_opens_when_asked_again(
         assert second.state == "succeeded", second.reason
         [pr] = pulls(s)
         assert pr.pull.head == branch and "Closes #1" in pr.body and "Fixed add." in pr.body
-        assert second.result.head_sha == head and len(s.model.requests) == asked
+        assert second.result.delivery.head_sha == head and len(s.model.requests) == asked
         assert f"Job {first.id} pushed this change (commit {head[:7]})" in \
             "\n".join(seen.status_edits())
         assert STAGES["done"] in status_of(s, second.id)
@@ -399,9 +399,9 @@ async def test_a_head_that_is_not_handoff_s_unmerged_commit_is_not_opened_as_its
         s.sim.add_repo(REPO, CALC_WITH_TESTS)
         s.sim.add_fault(Fault("422", 1, match=f"POST /repos/{REPO}/pulls"))
         first = await s.handed_over(REPO, "Fix add", "add subtracts")
-        branch = first.result.pushed_branch
+        branch = first.result.delivery.pushed_branch
         if meanwhile == "merged into main":
-            simgit("update-ref", "refs/heads/main", first.result.head_sha,
+            simgit("update-ref", "refs/heads/main", first.result.delivery.head_sha,
                    cwd=s.sim.get_repo(REPO).path)
         else:
             s.sim.push(REPO, branch, {"NOTES.md": "mine\n"}, "A person's commit", "acme")
@@ -435,10 +435,10 @@ async def test_github_refusing_connections_after_the_agent_finished_defers_the_j
         assert job.state == "succeeded", job.reason
         assert len(s.model.requests) == 2 and job.deferrals >= 1
         [pr] = pulls(s)
-        assert "Closes #1" in pr.body and pr.pull.head == job.result.pushed_branch
+        assert "Closes #1" in pr.body and pr.pull.head == job.result.delivery.pushed_branch
         assert "return a + b" in simgit("show", f"{pr.pull.head}:calc.py",
                                         cwd=s.sim.get_repo(REPO).path)
-        head = job.result.head_sha[:7]
+        head = job.result.delivery.head_sha[:7]
         said = f"Resumed: the change was made already (commit {head}); pushing it"
         assert any(said in body for body in seen.status_edits())
         assert STAGES["done"] in status(s)

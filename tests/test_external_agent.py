@@ -55,5 +55,5 @@ async def test_external_cli_reaches_its_model_and_its_key_is_redacted(
         texts = json.dumps([pr.body, *(c.body for i in repo.issues.values()
                                        for c in i.comments)])
         assert MODEL_KEY not in texts and TOKEN not in texts
-        transcript = Path(job.result.transcript).read_text()
+        transcript = Path(job.result.agent.transcript).read_text()
         assert "model answered" in transcript and TOKEN not in transcript

@@ -292,10 +292,11 @@ async def test_a_pr_refused_after_the_push_says_what_was_pushed(tmp_path: Path) 
         s.sim.label_issue(REPO, number, "agent", "acme")
         job = await s.wait_job(lambda j: True)
         assert job.state == "failed" and job.category == "github-error"
-        branch = job.result.pushed_branch
+        branch = job.result.delivery.pushed_branch
         failure = comments(s.sim, REPO, number)[-1]
         assert "Nothing was pushed" not in failure
-        assert f"pushed to branch `{branch}`" in failure and job.result.head_sha[:7] in failure
+        assert f"pushed to branch `{branch}`" in failure
+        assert job.result.delivery.head_sha[:7] in failure
         assert "return a + b" in simgit("show", f"{branch}:calc.py",
                                         cwd=s.sim.get_repo(REPO).path)
 
@@ -326,7 +327,7 @@ async def test_a_job_killed_between_push_and_pr_resumes_and_opens_the_pr(
         assert job.attempts == 2 and len(s.model.requests) == asked
         repo = s.sim.get_repo(REPO)
         [pr] = [i for i in repo.issues.values() if i.pull]
-        assert pr.pull and pr.pull.head == job.result.pushed_branch
+        assert pr.pull and pr.pull.head == job.result.delivery.pushed_branch
         status = status_comment(s, number)
         assert "Done" in status.body and f"/pull/{pr.number}" in status.body
         assert any("Resumed" in body for body in status.history), status.history
@@ -396,9 +397,9 @@ async def test_sigterm_lets_a_job_inside_the_grace_finish_and_report(tmp_path: P
         [job] = await s.store.list_jobs()
         assert job.state == "succeeded" and job.reported and job.attempts == 1, job.reason
         [pr] = [i for i in s.sim.get_repo(REPO).issues.values() if i.pull]
-        assert pr.pull and pr.pull.head == job.result.branch
+        assert pr.pull and pr.pull.head == job.result.delivery.branch
         assert "will resume" not in status_comment(s, number).body
-        assert not job.result.agent_checkpoint  # nothing left to resume
+        assert not job.result.agent.checkpoint  # nothing left to resume
 
 
 async def test_a_job_past_the_grace_is_handed_back_and_goes_on_from_its_saved_step(
@@ -417,7 +418,7 @@ async def test_a_job_past_the_grace_is_handed_back_and_goes_on_from_its_saved_st
         assert time.monotonic() - started < 1 + s.worker.stop_seconds
         [job] = await s.store.list_jobs()
         assert job.state == "queued" and job.stage == "agent" and job.attempts == 0
-        assert job.result.agent_checkpoint["step"] == 1
+        assert job.result.agent.checkpoint is not None and job.result.agent.checkpoint.step == 1
         await asyncio.sleep(1)  # rounds of the worker (it announces queued jobs) keep it so
         assert "will resume" in status_comment(s, number).body
         s.model.script[1] = {"tool": "bash", "args": {"command": "true"}}  # quicker this time
@@ -428,10 +429,11 @@ async def test_a_job_past_the_grace_is_handed_back_and_goes_on_from_its_saved_st
         # Step 0 (the fix) was asked once; step 1, cut short, again; then steps 2 and 3.
         assert s.model.steps_asked() == [0, 1, 1, 2, 3]
         repo = s.sim.get_repo(REPO)
-        assert "return a + b" in simgit("show", f"{job.result.branch}:calc.py", cwd=repo.path)
-        assert job.result.spend["steps"] == 4 and not job.result.agent_checkpoint
+        assert "return a + b" in simgit("show", f"{job.result.delivery.branch}:calc.py",
+                                        cwd=repo.path)
+        assert job.result.agent.spend.steps == 4 and not job.result.agent.checkpoint
         kinds = [json.loads(line)["kind"] for line in
-                 Path(job.result.transcript).read_text().splitlines()]
+                 Path(job.result.agent.transcript).read_text().splitlines()]
         assert kinds.count("spec") == 1 and kinds.count("resumed") == 1
 
 

@@ -46,13 +46,13 @@ async def test_repositories_take_their_organisation_s_defaults(tmp_path: Path) -
 
         plain = await s.handed_over("acme/calc", "add() is wrong", "fix add")
         assert plain.state == "succeeded", plain.reason
-        assert plain.result.test_command == ORG_COMMAND
+        assert plain.result.tests.command == ORG_COMMAND
         pulls = s.sim.get_repo("acme/calc").issues
         assert [i.pull.draft for i in pulls.values() if i.pull] == [True]
 
         extended = await s.handed_over("acme/web", "add() is wrong", "fix add")
         assert extended.state == "succeeded", extended.reason
-        assert extended.result.test_command == ORG_COMMAND
+        assert extended.result.tests.command == ORG_COMMAND
         pulls = s.sim.get_repo("acme/web").issues
         assert [i.pull.draft for i in pulls.values() if i.pull] == [False]
 

@@ -62,7 +62,7 @@ async def test_the_readme_example_runs_a_job_with_the_default_image(tmp_path: Pa
             job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
             assert job.state == "succeeded", job.reason
             assert "setup_warning" not in job.result
-            assert "pass" in job.result.tests_after and "1 passed" in job.result.tests_after
+            assert "pass" in job.result.tests.after and "1 passed" in job.result.tests.after
             pr = next(i for i in s.sim.get_repo(REPO).issues.values() if i.pull)
             assert pr.pull is not None and pr.pull.draft  # `draft: true`
             assert f"Setup: `{example['setup_command']}`" in pr.body

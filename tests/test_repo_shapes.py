@@ -143,16 +143,16 @@ async def test_a_fix_shows_its_test_now_passing(shape: Shape, tmp_path: Path) ->
     script = edit(*shape.fix, "Fixed the bug the issue describes.")
     async with stack(tmp_path, script) as s:
         job = await handed_over(s, shape, tmp_path)
-        assert job.result.test_command == shape.command, job.result.test_command_reason
-        assert (job.result.setup_command, job.result.setup_warning) == (shape.setup, "")
-        base = job.result.baseline_report["counts"]
+        assert job.result.tests.command == shape.command, job.result.tests.command_reason
+        assert (job.result.setup.command, job.result.setup.warning) == (shape.setup, "")
+        base = job.result.tests.base_report.counts
         assert (base["passed"], base["failed"]) == shape.base == direct_counts(shape, tmp_path)
         body, check = pr_and_check(s)
         assert check.conclusion == "success", check.output
         assert f"Command: `{shape.command}`" in body
         passing = body.split("**Now passing** (failed before):")[1].splitlines()[0]
         assert all(f"`{name}`" in passing for name in shape.fixed), passing
-        after = job.result.tests_after_report["counts"]
+        after = job.result.tests.after_report.counts
         assert (after["passed"], after["failed"]) == (sum(shape.base), 0)
 
 
@@ -166,7 +166,7 @@ async def test_a_breaking_change_names_the_newly_failing_test(shape: Shape,
         assert check.conclusion == "failure", check.output
         newly = body.split("**Newly failing**")[1].split("\n\n")[0]
         assert all(f"`{name}`" in newly for name in shape.broken), newly
-        assert sorted(job.result.verdict["new_failures"]) == sorted(shape.broken)
+        assert sorted(job.result.verdict.new_failures) == sorted(shape.broken)
 
 
 async def test_the_pr_carries_the_fix_and_its_test_not_the_agents_scratch(
@@ -243,7 +243,7 @@ async def test_a_go_change_that_only_adds_a_test_shows_it_added_and_passing(
     async with stack(tmp_path, script) as s:
         job = await handed_over(s, SHAPE_LIST[0], tmp_path)
         body, check = pr_and_check(s)
-        assert job.result.verdict["added"] == ["example.com/shapes/text.TestReverseASCII"]
+        assert job.result.verdict.added == ["example.com/shapes/text.TestReverseASCII"]
         assert "**Added and passing:** `example.com/shapes/text.TestReverseASCII`" in body
         assert "fail — 3 passed, 1 failed" in body and "fail — 4 passed, 1 failed" in body
         assert "no test was added" not in body and check.conclusion == "success"

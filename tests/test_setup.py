@@ -102,8 +102,8 @@ async def test_declared_dependencies_are_installed_without_any_configuration(
             assert "Setup: `pip install --only-binary :all: -r requirements.txt`" in pr.body
             assert "`requirements.txt`" in pr.body and "It failed" not in pr.body
             # tinydep imported in the baseline: test_dep passed before and after the change.
-            assert "1 passed, 1 failed" in job.result.tests_before, job.result
-            assert "2 passed" in job.result.tests_after, job.result
+            assert "1 passed, 1 failed" in job.result.tests.before, job.result
+            assert "2 passed" in job.result.tests.after, job.result
 
 
 async def test_what_the_setup_leaves_in_the_work_tree_is_not_pushed(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ async def test_prepare_checks_out_the_branch_and_reads_the_default_branch(world:
     assert p.config.test_command == TEST_COMMAND  # from .github/handoff.yml on main
     assert p.inputs.issue["title"] == "add() is wrong" and p.inputs.repo == REPO
     assert (p.checkout.work_tree / "calc.py").read_text() == CALC_WITH_TESTS["calc.py"]
-    assert world.run.record.branch == p.branch  # recorded for a job that resumes
+    assert world.run.record.delivery.branch == p.branch  # recorded for a job that resumes
 
 
 async def test_judge_compares_the_tests_after_the_change_with_the_base(world: World) -> None:
@@ -92,7 +92,7 @@ async def test_judge_compares_the_tests_after_the_change_with_the_base(world: Wo
     assert not before.ok and judged.after is not None and judged.after.ok
     assert judged.verdict.conclusion == "success" and not judged.verdict.regression
     assert judged.verdict.fixed == ["test_calc.test_add"]
-    assert world.run.record.verdict["fixed"] == judged.verdict.fixed
+    assert world.run.record.verdict == judged.verdict  # stored as its type
 
 
 async def test_deliver_commits_as_the_app_and_pushes_the_branch(world: World) -> None:
@@ -106,7 +106,7 @@ async def test_deliver_commits_as_the_app_and_pushes_the_branch(world: World) ->
     pushed = await deliver(world.run, p, outcome, settings, world.workspaces)
     assert pushed.head == branch_head(world.bare, p.branch) != p.start_sha
     assert [(f.path, f.added, f.removed) for f in pushed.files] == [("calc.py", 1, 1)]
-    assert world.run.record.head_sha == pushed.head
+    assert world.run.record.delivery.head_sha == pushed.head
     log = subprocess.run(["git", "--git-dir", str(world.bare), "log", "-1", "--format=%an%n%B",
                           pushed.head], capture_output=True, text=True, check=True).stdout
     assert log.startswith(settings.bot_login) and f"Handoff job {world.run.job.id} for #" in log

@@ -107,7 +107,7 @@ async def test_without_a_test_command_the_discovered_one_runs_and_is_named(
     async with stack(tmp_path, FIX_SCRIPT) as s:
         job = await handed_over(s, files, "add() subtracts", "- [ ] add(2, 3) returns 5")
         assert job.state == "succeeded", job.reason
-        assert job.result.test_command == PYTEST
+        assert job.result.tests.command == PYTEST
         pr = the_pr(s)
         assert f"Command: `{PYTEST}` — `pyproject.toml` configures pytest" in pr.body
         assert "fail — 1 failed" in pr.body and "pass — 1 passed" in pr.body
@@ -164,7 +164,7 @@ async def test_the_pr_body_accumulates_across_retry_and_lgtm_starts_nothing(
         assert "### Iteration 1" in body and "### Iteration 2: `/retry` by @acme" in body
         assert "- [x] add(2, 3) returns 5" in body and "not shown met" not in body
         assert "7 steps" in body and "total over 2 iterations" in body
-        both = job.result.spend["input_tokens"] + again.result.spend["input_tokens"]
+        both = job.result.agent.spend.input_tokens + again.result.agent.spend.input_tokens
         assert f"{both:,} input" in body
         checks = sorted(s.sim.get_repo(REPO).check_runs.values(), key=lambda c: c.id)
         assert [c.conclusion for c in checks] == ["success", "success"]

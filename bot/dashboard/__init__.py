@@ -289,14 +289,14 @@ class Dashboard:
     def row(self, job: Job) -> dict[str, Any]:
         """What the pages show of a job."""
         result = job.result
-        spend, timings = result.spend, result.timings
-        pr_url = str(result.pr_url or (
+        spend, timings = result.agent.spend, result.timings
+        pr_url = str(result.delivery.pr_url or (
             f"{self.github}/{job.repo}/pull/{job.pr_number}" if job.pr_number else ""))
         end = job.finished_at or (time.time() if job.state == "running" else None)
         return {
             "id": job.id, "repo": job.repo, "kind": job.kind, "state": job.state,
-            "stage": result.final_stage if job.state == "succeeded" and
-            result.final_stage else job.stage,
+            "stage": result.delivery.final_stage if job.state == "succeeded" and
+            result.delivery.final_stage else job.stage,
             "issue": job.issue_number, "pr_number": job.pr_number,
             "issue_url": f"{self.github}/{job.repo}/issues/{job.issue_number}",
             "pr_url": pr_url if pr_url.startswith(("https://", "http://")) else "",
@@ -305,13 +305,14 @@ class Dashboard:
             "created_at": job.created_at, "started_at": job.started_at,
             "finished_at": job.finished_at,
             "elapsed": (end - job.started_at) if job.started_at and end else None,
-            "timings": timings, "cost": spend.get("cost_usd"), "steps": spend.get("steps"),
-            "tokens": (spend.get("input_tokens") or 0) + (spend.get("output_tokens") or 0),
-            "model": result.model, "summary": redact(result.summary),
+            "timings": timings, "cost": spend.cost_usd if spend.steps else None,
+            "steps": spend.steps or None,
+            "tokens": spend.input_tokens + spend.output_tokens,
+            "model": result.agent.model, "summary": redact(result.summary),
         }
 
     def transcript_path(self, job: Job) -> Path:
-        given = job.result.transcript
+        given = job.result.agent.transcript
         return Path(given) if given else \
             self.settings.data_dir / "transcripts" / f"job-{job.id}.jsonl"
 

@@ -132,7 +132,7 @@ def summarize(window: list[Job], days: int, now: float) -> Summary:
     stages: dict[str, list[float]] = defaultdict(list)
     for job in window:
         n = index.get(day_of(job.created_at))
-        spent = float(job.result.spend.get("cost_usd") or 0.0)
+        spent = job.result.agent.spend.cost_usd
         per_repo[job.repo] += spent
         for name, seconds in job.result.timings.items():
             stages[name].append(float(seconds))

@@ -37,16 +37,16 @@ async def write_spec(run: Run, p: Prepared, templates: Templates, store: Store,
     """The spec: the issue's template for a new job; for an iteration, the diff so far, the
     feedback and (for a review) the reviewer's threads."""
     job, inputs, record = run.job, p.inputs, run.record
-    common: dict[str, Any] = dict(test_command=record.test_command,
-                                  baseline=record.tests_before if record.test_command else "")
-    record.inputs_seen, record.inputs_excluded = inputs.seen, inputs.excluded
-    record.criteria = inputs.criteria
+    common: dict[str, Any] = dict(test_command=record.tests.command,
+                                  baseline=record.tests.before if record.tests.command else "")
+    record.inputs.seen, record.inputs.excluded = inputs.seen, inputs.excluded
+    record.inputs.criteria = inputs.criteria
     if job.kind == "implement":
         name = choose_template(inputs.labels, {**template_labels, **p.config.templates})
         if job.feedback:
             inputs.comments.append({"author": job.requested_by,
                                     "body": strip_hidden(job.feedback)})
-        record.template = name
+        record.inputs.template = name
         return render_spec(templates, name, inputs, **common)
     diff = await p.checkout.git("diff", *NO_DRIVERS,
                                 f"refs/remotes/origin/{p.base}...{p.start_sha}")
@@ -56,7 +56,7 @@ async def write_spec(run: Run, p: Prepared, templates: Templates, store: Store,
                  previous_summary=previous, diff=diff[:30_000], base_branch=p.base, **common)
     if job.kind == "review":
         extra["review_comments"] = await review_threads(run)
-    record.template = job.kind
+    record.inputs.template = job.kind
     return render_spec(templates, job.kind, inputs, **extra)
 
 
@@ -69,7 +69,7 @@ async def review_threads(run: Run) -> list[dict[str, Any]]:
                if not c.get("in_reply_to_id") and
                (review_id is None or c.get("pull_request_review_id") in (None, review_id))
                and (c.get("user") or {}).get("login") == job.requested_by]
-    run.record.review_threads = [c["id"] for c in threads]
+    run.record.inputs.review_threads = [c["id"] for c in threads]
     return [{"path": c["path"], "line": c.get("line"), "author": c["user"]["login"],
              "body": strip_hidden(c["body"])} for c in threads]
 
@@ -89,13 +89,15 @@ def make_agent(run: Run, p: Prepared, settings: Settings,
     key = s.model_api_key.get_secret_value() if s.model_api_key else None
     transcript = Transcript(s.data_dir / "transcripts" / f"job-{run.job.id}.jsonl",
                             secrets=(key or "",))
-    run.record.transcript, run.record.model = str(transcript.path), model_name
+    run.record.agent.transcript, run.record.agent.model = str(transcript.path), model_name
     if s.agent_command:
         return ExternalAgent(s.agent_command, s.agent_env, budget, transcript)
     model = make_model(s.model_provider, s.model_base_url, model_name, key, s.model_timeout)
 
     async def progress(spend: Spend) -> None:
-        await run.write(result=run.record.with_(spend=spend.as_dict()))
+        record = run.record.model_copy(deep=True)
+        record.agent.spend = spend.stored()
+        await run.write(result=record)
         await run.progress(spend)
 
     async def checkpoint(messages: list[dict[str, Any]], spend: Spend) -> None:

@@ -17,7 +17,7 @@ from bot.executor.steps import Prepared, Pushed
 from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApiError
 from bot.jobs.changes import FileChange
-from bot.jobs.record import JobRecord
+from bot.jobs.record import Delivery, JobRecord
 from bot.jobs.states import Failure
 from bot.jobs.store import Job, LeaseLost
 from bot.jobs.worker import JobFailed
@@ -38,7 +38,7 @@ JOB_LINE = re.compile(r"^Handoff job (\d+) for #(\d+)\.$", re.MULTILINE)
 # What a job carries over from an earlier job whose pushed commit it opens the PR for: all
 # but how it was announced, its status comment, its branch and what it delivered.
 OWN_FIELDS = ("acknowledged", "announced", "position", "requester_checked",
-              "status_comment_id", "branch", "base", "timings")
+              "status_comment_id", "timings")
 
 
 def app_identity(settings: Settings) -> tuple[str, str]:
@@ -65,7 +65,7 @@ async def deliver(run: Run, p: Prepared, outcome: AgentResult, settings: Setting
     head = await commit(run, co, settings, commit_title(run, p))
     await keep_commit(run, co, workspaces, head)
     await push(run, p)
-    run.record.head_sha, run.record.pushed_branch = head, p.branch
+    run.record.delivery.head_sha, run.record.delivery.pushed_branch = head, p.branch
     await run.save()  # a job resumed after this finds its commit and opens the PR
     run.mark("push")
     return Pushed(head, files)
@@ -91,10 +91,10 @@ async def commit(run: Run, co: Checkout, settings: Settings, title: str) -> str:
 
 
 async def kept_commit(run: Run, p: Prepared) -> str | None:
-    """The commit an earlier attempt of this job made and kept (``record.kept_sha``), if this
-    machine's mirror has it and it still goes on from the branch as it is now (made on its
+    """The commit an earlier attempt of this job made and kept (``delivery.kept_sha``), if
+    this machine's mirror has it and it still goes on from the branch as it is now (made on its
     head, or pushed already)."""
-    sha = run.record.kept_sha
+    sha = run.record.delivery.kept_sha
     if not sha:
         return None
     try:
@@ -109,7 +109,7 @@ async def push(run: Run, p: Prepared) -> None:
     """Push HEAD to the job's branch: a person's commits on it are kept (no force), a rejected
     push is a stated failure, GitHub not answering is ``GitHubApiError`` (unavailable: tried
     later), and no push happens without the lease."""
-    branch = run.record.branch
+    branch = run.record.delivery.branch
     if not await run.store.holds(run.job.id, run.job.lease_token):
         raise LeaseLost(f"job {run.job.id}: lease gone before the push to `{branch}`")
     for attempt in range(2):
@@ -150,7 +150,7 @@ async def unopened_push(run: Run, p: Prepared, settings: Settings) -> Job | None
     job, head, co = run.job, p.start_sha, p.checkout
     if job.kind != "implement" or job.pr_number or not head:
         return None
-    if not int(await co.git("rev-list", "--count", f"{run.record.base_sha}..{head}")):
+    if not int(await co.git("rev-list", "--count", f"{run.record.delivery.base_sha}..{head}")):
         return None  # the base holds it: merged, or the branch is the base
     fields = (await co.git("log", "-1", "--format=%an%x00%ae%x00%cn%x00%ce%x00%B", head)
               ).split("\0", 4)
@@ -163,8 +163,8 @@ async def unopened_push(run: Run, p: Prepared, settings: Settings) -> Job | None
     if earlier is None or earlier.id == job.id or earlier.repo != job.repo or \
             earlier.issue_number != job.issue_number or earlier.state != "failed":
         return None
-    record = earlier.result
-    if record.pr_url or record.head_sha != head or record.pushed_branch != run.record.branch:
+    done = earlier.result.delivery
+    if done.pr_url or done.head_sha != head or done.pushed_branch != run.record.delivery.branch:
         return None
     return earlier
 
@@ -172,9 +172,14 @@ async def unopened_push(run: Run, p: Prepared, settings: Settings) -> Job | None
 def carried_over(record: JobRecord, earlier: JobRecord) -> JobRecord:
     """This job's record with what an earlier job found and did for the commit it pushed
     (its summary, tests, verdict and spend), to open the pull request that job could not."""
-    own = {name: getattr(record, name) for name in OWN_FIELDS}
-    return earlier.with_(**own, pr_number=None, pr_url="", check_run_id=None, final_stage="",
-                         final_detail="", wip_branch="", kept_sha="", iterations=[])
+    out = earlier.model_copy(deep=True, update={name: getattr(record, name)
+                                                for name in OWN_FIELDS})
+    done = earlier.delivery
+    out.delivery = Delivery(branch=record.delivery.branch, base=record.delivery.base,
+                            base_sha=done.base_sha, head_sha=done.head_sha,
+                            pushed_branch=done.pushed_branch)
+    out.iterations = []
+    return out
 
 
 async def keep_work(run: Run, p: Prepared, files: list[FileChange], outcome: AgentResult,
@@ -186,7 +191,8 @@ async def keep_work(run: Run, p: Prepared, files: list[FileChange], outcome: Age
         head = await commit_and_push(run, p, settings,
                                      plain(wording.WIP_TITLE.format(why=outcome.stop_reason),
                                            72))
-        run.record.wip_branch, run.record.head_sha = run.record.branch, head
+        delivery = run.record.delivery
+        delivery.wip_branch, delivery.head_sha = delivery.branch, head
 
 
 async def keep_commit(run: Run, co: Checkout, workspaces: Workspaces, head: str) -> None:
@@ -197,7 +203,7 @@ async def keep_commit(run: Run, co: Checkout, workspaces: Workspaces, head: str)
     except GitError as exc:
         log.warning("job %s: could not keep commit %s (%s)", run.job.id, head[:7], exc)
         return
-    run.record.kept_sha = head
+    run.record.delivery.kept_sha = head
     await run.save()
 
 

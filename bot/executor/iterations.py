@@ -6,18 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.jobs.record import JobRecord
+from bot.jobs.record import Iteration, JobRecord, Spent
 from bot.jobs.store import Job, Store
+from bot.jobs.testreport import TestReport
 
 MAX_CHAIN = 100
-SPEND_KEYS = ("steps", "input_tokens", "cached_tokens", "output_tokens", "cost_usd",
-              "wall_seconds")
 
 
-async def earlier(store: Store, job: Job) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+async def earlier(store: Store, job: Job) -> tuple[list[Iteration], TestReport | None]:
     """The iterations delivered before ``job`` on its PR, oldest first, and the test report of
-    the first one's base commit (``{}`` if unknown)."""
-    found: list[dict[str, Any]] = []
+    the first one's base commit (None if unknown)."""
+    found: list[Iteration] = []
     origin_id = int(job.context.get("origin_job", 0) or 0)
     for _ in range(MAX_CHAIN):
         origin = await store.get_job(origin_id) if origin_id else None
@@ -25,28 +24,30 @@ async def earlier(store: Store, job: Job) -> tuple[list[dict[str, Any]], dict[st
             break
         record = origin.result
         if record.iterations:  # it carried everything before it
-            return list(record.iterations) + found, dict(record.baseline_report)
-        if record.pr_url and record.summary:  # recorded before iterations were
+            return list(record.iterations) + found, record.tests.base_report
+        if record.delivery.pr_url and record.summary:  # recorded before iterations were
             found.insert(0, entry(origin, record))
         origin_id = int(origin.context.get("origin_job", 0) or 0)
-    return found, {}
+    return found, None
 
 
-def entry(job: Job, record: JobRecord, evidence: bool = False) -> dict[str, Any]:
+def entry(job: Job, record: JobRecord, evidence: bool = False) -> Iteration:
     """One iteration as the PR body shows it."""
-    return {"job_id": job.id, "kind": job.kind, "requested_by": job.requested_by,
-            "feedback": job.feedback[:2000], "summary": record.summary,
-            "spend": dict(record.spend), "template": record.template,
-            "tests_after": record.tests_after, "evidence": evidence,
-            "shown": [*record.verdict.get("fixed", []), *record.verdict.get("added", [])][:500]}
+    verdict = record.verdict
+    shown = [*verdict.fixed, *verdict.added][:500] if verdict else []
+    return Iteration(job_id=job.id, kind=job.kind, requested_by=job.requested_by,
+                     feedback=job.feedback[:2000], summary=record.summary,
+                     spend=record.agent.spend.model_copy(), template=record.inputs.template,
+                     tests_after=record.tests.after,
+                     evidence=evidence, shown=shown)
 
 
-def total_spend(iterations: list[dict[str, Any]]) -> dict[str, Any]:
+def total_spend(iterations: list[Iteration]) -> dict[str, Any]:
     """Steps, tokens, dollars and wall time summed over the iterations."""
-    total: dict[str, Any] = {key: 0 for key in SPEND_KEYS}
+    total = Spent()
     for it in iterations:
-        for key in SPEND_KEYS:
-            total[key] += (it.get("spend") or {}).get(key, 0) or 0
-    total["cost_usd"] = round(float(total["cost_usd"]), 6)
-    total["wall_seconds"] = round(float(total["wall_seconds"]), 2)
-    return total
+        for key in Spent.model_fields:
+            setattr(total, key, getattr(total, key) + getattr(it.spend, key))
+    total.cost_usd = round(total.cost_usd, 6)
+    total.wall_seconds = round(total.wall_seconds, 2)
+    return total.model_dump()

@@ -71,6 +71,6 @@ async def clean_up(run: Run, workspaces: Workspaces, forget: bool) -> None:
             await run.closing.aclose()
         finally:
             workspaces.remove(run.job.id)
-        if forget and run.record.kept_sha:
+        if forget and run.record.delivery.kept_sha:
             with contextlib.suppress(GitError):
                 await workspaces.forget(run.job.id, run.job.repo)

@@ -42,12 +42,12 @@ async def prepare(run: Run, workspaces: Workspaces, template_names: list[str],
     repo = await gh.get_repo()
     base = str(repo["default_branch"])
     branch = job.branch or f"{AGENT_BRANCH_PREFIX}{job.issue_number}-{slug(issue['title'])}"
-    run.record.branch, run.record.base = branch, base
+    run.record.delivery.branch, run.record.delivery.base = branch, base
     await run.write(branch=branch)
     clone_url = str(repo["clone_url"])
     co = await workspaces.checkout(job.id, job.repo, branch, base, clone_url, await gh.token())
     run.mark("workspace")
-    base_sha = run.record.base_sha = await co.rev(f"refs/remotes/origin/{base}")
+    base_sha = run.record.delivery.base_sha = await co.rev(f"refs/remotes/origin/{base}")
     start_sha = await co.rev("HEAD")
     config = await read_config(co, base_sha, template_names, gh)
     comments = await gh.list_comments(job.issue_number)
@@ -119,7 +119,7 @@ async def approved_issue(run: Run, issue: dict[str, Any]) -> tuple[dict[str, Any
     live = {"title": issue.get("title") or "", "body": issue.get("body") or ""}
     if live != text and not left_out:
         left_out.append(wording.LATER_CHANGE_LEFT_OUT)
-    run.record.issue_snapshot = text
+    run.record.inputs.issue_snapshot = text
     return {**issue, **text}, left_out
 
 

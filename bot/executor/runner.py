@@ -1,5 +1,6 @@
 """The job runner: from a claimed job to a pull request, a commit, or a stated failure. It only
-sequences the steps (prepare, setup, work, delivery) and hands GitHub writes to the reporter."""
+sequences the steps (prepare, sandbox, work, deliver), handing each step's typed result to the
+next, and hands GitHub writes to the reporter."""
 
 from __future__ import annotations
 
@@ -84,6 +85,7 @@ class JobRunner:
         dollars_left = await Budgets(self.store.engine).check(run.job.id, run.job.repo,
                                                               run.job.requested_by)
         run.status = await self.conversation.acknowledge(run.gh, run.job, run.record)
+        run.record.acknowledged = True
         resumed = run.job.attempts > 1 or run.job.stage not in ("", "queued", "rate-limited",
                                                                 "github-away")
         await run.stage("preparing", self.conversation.resumed(run.job.stage) if resumed else "")
@@ -108,8 +110,8 @@ class JobRunner:
         """The baseline tests (beside the agent, or before it after a setup), the agent, then
         the tests again and the verdict."""
         tests = await discover(p.checkout, p.base_sha, p.config.test_command)
-        run.record.test_command = tests.command if tests else ""
-        run.record.test_command_reason = tests.reason if tests else ""
+        run.record.tests.command = tests.command if tests else ""
+        run.record.tests.command_reason = tests.reason if tests else ""
         # The copy the baseline runs on beside the agent: the start commit, from git objects.
         copy = await self.workspaces.snapshot(p.checkout, run.job.id, p.branch, p.base,
                                               p.base_sha, p.start_sha) \
@@ -134,17 +136,19 @@ class JobRunner:
         pull request could not be opened): open the pull request for it."""
         log.info("job %s: %s is pushed already; opening the pull request", run.job.id,
                  head[:7])
-        run.record.head_sha, run.record.pushed_branch = head, p.branch
+        run.record.delivery.head_sha, run.record.delivery.pushed_branch = head, p.branch
         await run.stage("pushing", detail)
         fork = (await p.checkout.git("merge-base", "HEAD", f"refs/remotes/origin/{p.base}")
                 ).strip()
-        spend = Spend.saved(run.record.spend)
-        return await self._open_pr(run, p, await changed_files(p.checkout, fork),
-                                   Verdict(**run.record.verdict), spend.line())
+        spend = Spend.saved(run.record.agent.spend)
+        verdict = run.record.verdict
+        assert verdict is not None  # judged before its commit was made
+        return await self._open_pr(run, p, await changed_files(p.checkout, fork), verdict,
+                                   spend.line())
 
     async def _open_pr(self, run: Run, p: Prepared, files: list[FileChange], verdict: Verdict,
                        spend_line: str) -> JobResult:
-        """After the push (``record.head_sha``): the pull request, the review summary, the
+        """After the push (``record.delivery.head_sha``): the pull request, the review summary, the
         check run, and the status comment's last word."""
         record, writer = run.record, PullRequestWriter(run.gh, self.templates,
                                                        self.settings.public_url)
@@ -154,14 +158,14 @@ class JobRunner:
         draft = self.settings.draft_prs if p.config.draft is None else p.config.draft
         pr = await writer.pull_request(delivered, verdict, record.iterations,
                                        total_spend(record.iterations), draft)
-        record.pr_number, record.pr_url = pr["number"], pr["html_url"]
+        record.delivery.pr_number, record.delivery.pr_url = pr["number"], pr["html_url"]
         await run.write(pr_number=pr["number"])
         await writer.review_summary(pr["number"], files, verdict)
         if run.job.kind == "review":
             await writer.answer_review(delivered)
-        await writer.check_run(delivered, verdict)
+        record.delivery.check_run_id = await writer.check_run(delivered, verdict)
         run.mark("pr")
-        record.final_stage = verdict.stage
-        record.final_detail = writer.done(pr["html_url"], verdict, spend_line)
-        await run.stage(verdict.stage, record.final_detail)
+        record.delivery.final_stage = verdict.stage
+        record.delivery.final_detail = writer.done(pr["html_url"], verdict, spend_line)
+        await run.stage(verdict.stage, record.delivery.final_detail)
         return JobResult(record.summary, record)

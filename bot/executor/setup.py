@@ -26,16 +26,17 @@ async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Wor
     setup = Setup(config.setup_command, "set as `setup_command` in `.github/handoff.yml`") \
         if config.setup_command else None
     if config.setup_command is None:
-        setup = await default_setup(co, record.base_sha)
-    record.setup_command = setup.command if setup else ""
-    record.setup_reason = setup.reason if setup else ""
-    record.setup_offline = ""
-    if setup and (changed := await build_files_changed(co, record.base_sha, setup.command)):
-        record.setup_offline = wording.SETUP_OFFLINE.format(files=", ".join(
+        setup = await default_setup(co, record.delivery.base_sha)
+    record.setup.command = setup.command if setup else ""
+    record.setup.reason = setup.reason if setup else ""
+    record.setup.offline = ""
+    base_sha = record.delivery.base_sha
+    if setup and (changed := await build_files_changed(co, base_sha, setup.command)):
+        record.setup.offline = wording.SETUP_OFFLINE.format(files=", ".join(
             code(p) for p in changed[:10]) + (f" and {len(changed) - 10} more"
                                                  if len(changed) > 10 else ""))
     egress = [*settings.egress_allow, *config.network.allow, *settings.package_index_hosts()] \
-        if setup and not record.setup_offline else []
+        if setup and not record.setup.offline else []
     mirror = workspaces.mirror_path(run.job.repo) / "objects"
     box = await backend.start(run.job.id, co.work_tree, egress=egress, image=config.image,
                               owner=run.job.lease_owner or "",
@@ -56,11 +57,11 @@ async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Wor
     if done.ok:
         return Sandboxed(box, setup.command)
     why = f"{code(setup.command)} ended with {done.describe()}: {inline(test_line(done))}"
-    if config.setup_command and not record.setup_offline:
+    if config.setup_command and not record.setup.offline:
         raise JobFailed(Failure.SETUP_FAILED, wording.SETUP_COMMAND_FAILED.format(why=why))
     # A guessed setup that fails, or one kept from the network, does not stop the job: the PR
     # says so, and the tests before and after tell what it cost.
-    record.setup_warning = wording.SETUP_WARNING.format(why=why)
+    record.setup.warning = wording.SETUP_WARNING.format(why=why)
     return Sandboxed(box, setup.command)
 
 
@@ -75,7 +76,7 @@ def check_limits(run: Run, box: Sandbox, own: bool = True) -> None:
     """Record refused egress (of the job's ``own`` sandbox); a command stopped by the disk
     limit ends the job."""
     if own:
-        run.record.egress_denied = box.egress_denied
+        run.record.agent.egress_denied = box.egress_denied
     if (hit := box.limit_hit) is not None:
         raise JobFailed(hit.limit or "sandbox-limit", hit.describe())
 

@@ -10,9 +10,9 @@ from typing import Any
 from bot.executor.gitops import Checkout
 from bot.executor.repo_config import RepoConfig
 from bot.executor.sandbox import Sandbox
-from bot.executor.testrun import TestReport
 from bot.jobs.changes import FileChange
 from bot.jobs.inputs import SpecInputs
+from bot.jobs.testreport import TestReport
 from bot.jobs.verdict import Verdict
 
 

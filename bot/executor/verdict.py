@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.executor.testrun import TestReport
+from bot.jobs.testreport import TestReport
 from bot.jobs.verdict import Verdict
 from bot.reporter.markdown import code
 

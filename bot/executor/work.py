@@ -17,10 +17,11 @@ from bot.executor.run import Run, finish_despite_cancel
 from bot.executor.sandbox import Backend, Sandbox
 from bot.executor.setup import check_limits
 from bot.executor.steps import Judged, Prepared, Sandboxed
-from bot.executor.testrun import TestCommand, TestReport, not_run, run_tests
+from bot.executor.testrun import TestCommand, not_run, run_tests
 from bot.executor.verdict import NO_EVIDENCE_NEEDED, decide, last_failed_check
 from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
 from bot.jobs.store import Store
+from bot.jobs.testreport import TestReport
 from bot.reporter import wording
 
 
@@ -64,10 +65,10 @@ async def run_agent(run: Run, p: Prepared, box: Sandbox, spec: str, settings: Se
         outcome = await agent.run(spec, box)
     else:  # a job handed back or taken over goes on from its last saved step
         outcome = await agent.run(spec, box, await resume.restore(run, p.checkout, p.start_sha))
-        run.record.agent_checkpoint = {}
+        run.record.agent.checkpoint = None
     await box.set_egress([])
     check_limits(run, box)
-    run.record.spend, run.record.summary = outcome.spend.as_dict(), outcome.summary
+    run.record.agent.spend, run.record.summary = outcome.spend.stored(), outcome.summary
     run.mark("agent")
     return outcome
 
@@ -77,27 +78,26 @@ async def judge(run: Run, box: Sandbox, tests: TestCommand | None, before: TestR
     """The tests after the change, compared test by test with the first iteration's base,
     and the verdict (recorded)."""
     record = run.record
-    record.tests_before, record.tests_before_report = before.line(), before.as_dict()
-    history, first_baseline = await earlier(store, run.job)
-    base = TestReport.from_dict(first_baseline)
+    record.tests.before, record.tests.before_report = before.line(), before
+    history, base = await earlier(store, run.job)
     if base is None or base.command != before.command:
         base = before
-    record.baseline_report, record.tests_base = base.as_dict(), base.line()
+    record.tests.base_report, record.tests.base = base, base.line()
     after = None
     if tests and before.state != "config-error":
         await run.stage("testing")
         after = await run_tests(box, tests.command, "after")
         check_limits(run, box)
-    record.tests_after = after.line() if after else \
+    record.tests.after = after.line() if after else \
         before.line() if before.state == "config-error" else not_run().line()
-    record.tests_after_report = after.as_dict() if after else {}
-    templates = [it.get("template", "") for it in history] + [record.template]
+    record.tests.after_report = after
+    templates = [it.template for it in history] + [record.inputs.template]
     verdict = decide(base if tests else None, after,
-                     prior_evidence=any(it.get("evidence") for it in history),
+                     prior_evidence=any(it.evidence for it in history),
                      evidence_expected=not any(t in NO_EVIDENCE_NEEDED for t in templates),
-                     last_failed_check=last_failed_check(Path(record.transcript)
-                                                         if record.transcript else None),
-                     setup_failure=record.setup_warning)
-    record.verdict, record.regression = verdict.as_dict(), verdict.regression
+                     last_failed_check=last_failed_check(Path(record.agent.transcript)
+                                                         if record.agent.transcript else None),
+                     setup_failure=record.setup.warning)
+    record.verdict = verdict
     run.mark("tests after")
     return Judged(verdict, base, before, after)

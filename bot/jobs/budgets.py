@@ -123,7 +123,7 @@ class Budgets:
             query = query.where(jobs.c.id != exclude_job)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        dollars = sum(float(r.result.spend.get("cost_usd") or 0.0) for r in rows)
+        dollars = sum(r.result.agent.spend.cost_usd for r in rows)
         started = sum(1 for r in rows if r.started_at is not None)
         return Usage(cap, round(dollars, 6), started)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from bot import metrics
 from bot.config import default
+from bot.jobs.record import Spent
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,18 @@ class Spend:
         return None
 
     @classmethod
-    def saved(cls, data: dict[str, Any]) -> Spend:
-        """The totals an earlier attempt saved (``as_dict``), to be shown again or gone on
+    def saved(cls, data: Spent) -> Spend:
+        """The totals an earlier attempt saved (``stored``), to be shown again or gone on
         from (its wall time counts on from what was saved)."""
-        spend = cls(**{k: data[k] for k in ("steps", "input_tokens", "output_tokens",
-                                            "cached_tokens", "cache_write_tokens", "cost_usd")
-                       if k in data})
-        spend.started -= float(data.get("wall_seconds", 0.0))
+        spend = cls(steps=data.steps, input_tokens=data.input_tokens,
+                    output_tokens=data.output_tokens, cached_tokens=data.cached_tokens,
+                    cache_write_tokens=data.cache_write_tokens, cost_usd=data.cost_usd)
+        spend.started -= data.wall_seconds
         return spend
+
+    def stored(self) -> Spent:
+        """The totals as the job's record keeps them."""
+        return Spent.model_validate(self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -336,7 +336,7 @@ def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_n
         pr_number=d.pr_number, issue_number=issue_number,
     )
     if origin is not None:  # an iteration keeps the issue text its first job worked from
-        snap = origin.result.issue_snapshot or origin.context.get("issue_snapshot")
+        snap = origin.result.inputs.issue_snapshot or origin.context.get("issue_snapshot")
         values.update(branch=origin.branch, context={
             **context, "origin_job": origin.id, **({"issue_snapshot": snap} if snap else {})})
     job_id = store.insert_job(conn, **values)

@@ -23,14 +23,14 @@ class Conversation:
         return self.github.repo(job.installation_id, job.repo) if job.installation_id else None
 
     async def acknowledge(self, gh: RepoClient, job: Job, record: JobRecord) -> StatusComment:
-        """React to what asked for the job (once), and give the job its status comment."""
+        """React to what asked for the job (unless ``record`` says it was done), and give
+        the job its status comment."""
         if not record.acknowledged:
             comment_id = job.context.get("comment_id")
             if comment_id:
                 await gh.react_comment(int(comment_id))
             elif job.kind == "implement":
                 await gh.react_issue(job.issue_number)
-            record.acknowledged = True
         return StatusComment(gh, job.target, job.id, self.status_interval,
                              record.status_comment_id, job_url(self.public_url, job.id),
                              announced=record.announced)

@@ -12,7 +12,7 @@ from bot.github.client import GitHubApiError, RepoClient
 from bot.github.naming import CHECK_NAME
 from bot.jobs.changes import TEST_PATH, FileChange
 from bot.jobs.inputs import SpecInputs
-from bot.jobs.record import JobRecord
+from bot.jobs.record import Iteration, JobRecord
 from bot.jobs.store import Job
 from bot.jobs.verdict import Verdict
 from bot.reporter import wording
@@ -44,36 +44,36 @@ class PullRequestWriter:
     def __init__(self, gh: RepoClient, templates: Templates, public_url: str = "") -> None:
         self.gh, self.templates, self.public_url = gh, templates, public_url
 
-    def body(self, d: Delivered, verdict: Verdict, iterations: list[dict[str, Any]],
+    def body(self, d: Delivered, verdict: Verdict, iterations: list[Iteration],
              spend: dict[str, Any]) -> str:
         r = d.record
         return self.templates.render(
             "summary", issue=d.inputs.issue, summary=r.summary, iterations=iterations,
-            criteria=evidence_across(d.inputs.criteria, [it["summary"] for it in iterations],
-                                     [t for it in iterations for t in it.get("shown", [])]),
-            base_sha=r.base_sha, head_sha=r.head_sha, tests_base=r.tests_base,
-            tests_before=r.tests_before, tests_after=r.tests_after,
-            regression=verdict.regression, verdict=verdict, test_command=r.test_command,
-            test_command_reason=r.test_command_reason, setup_command=r.setup_command,
-            setup_reason=r.setup_reason, setup_warning=r.setup_warning,
-            setup_offline=r.setup_offline, spend=spend,
-            model=r.model, inputs_seen=d.inputs.seen, inputs_excluded=d.inputs.excluded,
-            requested_by=d.job.requested_by, egress_denied=r.egress_denied, job_id=d.job.id,
+            criteria=evidence_across(d.inputs.criteria, [it.summary for it in iterations],
+                                     [t for it in iterations for t in it.shown]),
+            base_sha=r.delivery.base_sha, head_sha=r.delivery.head_sha, tests_base=r.tests.base,
+            tests_before=r.tests.before, tests_after=r.tests.after,
+            regression=verdict.regression, verdict=verdict, test_command=r.tests.command,
+            test_command_reason=r.tests.command_reason, setup_command=r.setup.command,
+            setup_reason=r.setup.reason, setup_warning=r.setup.warning,
+            setup_offline=r.setup.offline, spend=spend,
+            model=r.agent.model, inputs_seen=d.inputs.seen, inputs_excluded=d.inputs.excluded,
+            requested_by=d.job.requested_by, egress_denied=r.agent.egress_denied, job_id=d.job.id,
             job_url=job_url(self.public_url, d.job.id))
 
     async def pull_request(self, d: Delivered, verdict: Verdict,
-                           iterations: list[dict[str, Any]], spend: dict[str, Any],
+                           iterations: list[Iteration], spend: dict[str, Any],
                            draft: bool) -> dict[str, Any]:
         """Open the pull request, or update the one this branch has."""
         body = self.body(d, verdict, iterations, spend)
-        gh, branch = self.gh, d.record.branch
+        gh, branch = self.gh, d.record.delivery.branch
         existing = await gh.get_pull(d.job.pr_number) if d.job.pr_number else \
             await gh.find_pull(branch)
         if existing:
             return await gh.update_pull(int(existing["number"]), body=body)
         try:
             return await gh.create_pull(title=plain(d.title, 256), head=branch,
-                                        base=d.record.base, body=body, draft=draft)
+                                        base=d.record.delivery.base, body=body, draft=draft)
         except GitHubApiError as exc:  # a PR created by an earlier, interrupted attempt
             found = await gh.find_pull(branch)
             if found is None:
@@ -91,25 +91,27 @@ class PullRequestWriter:
     async def answer_review(self, d: Delivered) -> None:
         """Reply to each review thread the iteration took up, with its numbered answer."""
         assert d.job.pr_number is not None
-        summary, head = d.record.summary, d.record.head_sha
+        summary, head = d.record.summary, d.record.delivery.head_sha
         lines = summary.splitlines()
-        for index, comment_id in enumerate(d.record.review_threads, start=1):
+        for index, comment_id in enumerate(d.record.inputs.review_threads, start=1):
             answer = next((ln for ln in lines if re.match(rf"\s*{index}[.):]", ln)), summary)
             await self.gh.reply_review_comment(d.job.pr_number, comment_id, wording.ADDRESSED
                                                .format(head=head[:7],
                                                        answer=quote(answer.strip()[:2000])))
 
-    async def check_run(self, d: Delivered, verdict: Verdict) -> None:
+    async def check_run(self, d: Delivered, verdict: Verdict) -> int:
+        """Post the check run on the pushed commit; its id."""
         r = d.record
         summary = self.templates.render(
-            "check_run", verdict=verdict, tests_base=r.tests_base, tests_before=r.tests_before,
-            tests_after=r.tests_after, test_command=r.test_command,
-            test_command_reason=r.test_command_reason)
+            "check_run", verdict=verdict, tests_base=r.tests.base, tests_before=r.tests.before,
+            tests_after=r.tests.after, test_command=r.tests.command,
+            test_command_reason=r.tests.command_reason)
         check = await self.gh.create_check_run(
-            name=CHECK_NAME, head_sha=r.head_sha, status="completed", conclusion=verdict.conclusion,
+            name=CHECK_NAME, head_sha=r.delivery.head_sha, status="completed",
+            conclusion=verdict.conclusion,
             external_id=str(d.job.id), output={"title": verdict.title,
                                                "summary": summary[:60_000]})
-        r.check_run_id = check["id"]
+        return int(check["id"])
 
     def done(self, pr_url: str, verdict: Verdict, spend_line: str) -> str:
         """The status comment's last word on a delivered job."""

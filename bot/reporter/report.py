@@ -80,21 +80,21 @@ def failure_comment(job: Job) -> str:
         if job.category in set(Failure) else ("running the job", "")
     kept = "Nothing was pushed."
     record = job.result
-    if (pushed := record.pushed_branch) and not record.pr_url:
+    if (pushed := record.delivery.pushed_branch) and not record.delivery.pr_url:
         kept = (f"The change is pushed to branch {code(pushed)} (commit "
-                f"{record.head_sha[:7]}), but no pull request was opened; "
+                f"{record.delivery.head_sha[:7]}), but no pull request was opened; "
                 "open one from that branch, or ask again and Handoff opens it.")
-    elif record.wip_branch:
-        kept = (f"The work so far is kept on branch {code(record.wip_branch)} "
-                f"(commit {record.head_sha[:7]}).")
+    elif record.delivery.wip_branch:
+        kept = (f"The work so far is kept on branch {code(record.delivery.wip_branch)} "
+                f"(commit {record.delivery.head_sha[:7]}).")
     again = "comment `/retry <what to do differently>`" if job.kind != "implement" else \
         "comment `/agent`, or remove and re-add the label"
-    spend = record.spend
+    spend = record.agent.spend
     cost = ""
-    if spend:
-        cost = (f"\n\nSpent: {spend['steps']} steps, "
-                f"{spend['input_tokens'] + spend['output_tokens']:,} tokens, "
-                f"${spend['cost_usd']:.4f}.")
+    if spend.steps:
+        cost = (f"\n\nSpent: {spend.steps} steps, "
+                f"{spend.input_tokens + spend.output_tokens:,} tokens, "
+                f"${spend.cost_usd:.4f}.")
     full = ""
     summary = record.summary.strip()
     if summary and CUT_MARK in job.reason:
@@ -150,9 +150,9 @@ class GitHubReporter:
                                job_url(self.public_url, job.id))
         if job.state == "succeeded":
             if status.comment_id is not None:
-                await status.set(job.result.final_stage or "done",
-                                 job.result.final_detail or
-                                 f"Pull request: {job.result.pr_url}")
+                await status.set(job.result.delivery.final_stage or "done",
+                                 job.result.delivery.final_detail or
+                                 f"Pull request: {job.result.delivery.pr_url}")
             return
         if job.state == "cancelled":
             text = f"Stopped job {job.id}: {job.reason or 'cancelled'}."
@@ -165,7 +165,7 @@ class GitHubReporter:
         if status.comment_id is not None:
             await status.set("failed", f"See below: {shorten(public_cause(job), 300, '…')}")
         await self._post_once(gh, job, body)
-        check_id, head = job.result.check_run_id, job.result.head_sha
+        check_id, head = job.result.delivery.check_run_id, job.result.delivery.head_sha
         if head and not check_id:
             try:
                 await gh.create_check_run(

@@ -12,6 +12,7 @@ from bot.executor.agent.models import Model, ModelError, ToolCall
 from bot.executor.agent.tools import TOOLS, run_tool
 from bot.executor.agent.transcript import Transcript
 from bot.executor.sandbox import Sandbox
+from bot.jobs.record import Checkpoint as Saved
 from bot.jobs.spend import Budget, Spend
 
 # The agent's system prompt, a text like the others in prompts/ (not a spec template).
@@ -100,13 +101,13 @@ class Agent:
         self.progress, self.checkpoint = progress, checkpoint
         self.keep_observations, self.age_batch = keep_observations, age_batch
 
-    async def run(self, spec: str, sandbox: Sandbox, resume: dict[str, Any] | None = None
+    async def run(self, spec: str, sandbox: Sandbox, resume: Saved | None = None
                   ) -> AgentResult:
         """Run to ``finish`` or a budget; with ``resume`` (a checkpoint: ``messages`` and
         ``spend``), go on from that step's conversation instead of the spec."""
         if resume:
-            spend = Spend.saved(resume["spend"])
-            messages = load_messages(resume["messages"])
+            spend = Spend.saved(resume.spend)
+            messages = load_messages(resume.messages)
             self.transcript.write("resumed", step=spend.steps, model=self.model.name)
         else:
             spend = Spend()
