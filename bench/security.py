@@ -268,7 +268,7 @@ async def orphan_of_dead_worker(lab: Lab) -> Verdict:
     owner = "replica-old:1:dead00"
     try:
         job_id = await store.write(lambda conn: store.insert_job(
-            conn, kind="implement", repo="acme/app", issue_number=7, state="queued",
+            conn, kind="implement", repo="acme/app", issue_number=7,
             requested_by="maya"))
         claimed = await store.claim(owner, 1.0)
         assert claimed is not None and claimed.id == job_id

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import sqlalchemy as sa
 
+from bot.jobs.schema import jobs as jobs_table
 from bot.jobs.store import Store
 from bot.receiver.web import create_app
 from bot.server import running
@@ -192,7 +193,8 @@ async def replayed_delivery(lab: Lab) -> Verdict:
         await sim.settle()
         captured = sim.world.deliveries[-1]
         first = (await store.queued())[0]
-        await store.update_job(first.id, state="succeeded", finished_at=1.0)
+        await store.write(lambda conn: conn.execute(jobs_table.update().where(  # as if it ran
+            jobs_table.c.id == first.id).values(state="succeeded", finished_at=1.0)))
         answers = []
         async with httpx.AsyncClient() as client:
             for step in ("replay", "aged", "github"):

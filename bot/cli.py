@@ -24,6 +24,7 @@ from bot import __version__, logs
 from bot.config import Settings
 from bot.executor.sandbox.podman_conf import use_default_conf
 from bot.jobs.schema import NewerSchema
+from bot.jobs.states import FINAL, State
 from bot.jobs.store import Store
 from handlers.vocabulary import Event
 
@@ -184,13 +185,13 @@ async def list_jobs(settings: Settings, limit: int) -> None:
     for job in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
         reason = f"  {job.category}: {job.reason}" if job.reason else ""
-        if job.state == "queued" and job.not_before and job.not_before > time.time():
+        if job.state == State.QUEUED and job.not_before and job.not_before > time.time():
             until = time.strftime("%H:%M:%S", time.localtime(job.not_before))
             reason = f"  waits until {until}: {job.reason}"
         report = ""
         if job.unreportable:
             report = f"  [NOT REPORTED, cannot be: {job.report_error}]"
-        elif job.state in ("succeeded", "failed", "cancelled") and not job.reported:
+        elif job.state in FINAL and not job.reported:
             report = f"  [report pending, try {job.report_attempts}: {job.report_error}]"
         print(logs.printable(f"{job.id:>5} {when} {job.state:<10} {job.kind:<9} "
                         f"{job.repo}#{job.issue_number} try {job.attempts}{reason}{report}"))

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from bot import dashboard
 from bot.backup import debian_postgres
 from bot.config import Settings
+from bot.jobs.states import FINAL
 from bot.jobs.store import Job, Store
 from bot.jobs.worker import Worker
 from bot.receiver.web import create_app
@@ -61,7 +62,7 @@ class Stack:
         while time.monotonic() < deadline:
             await self.sim.settle()
             for job in await self.store.list_jobs(50):
-                if job.state in ("succeeded", "failed", "cancelled") and \
+                if job.state in FINAL and \
                         (job.reported or job.unreportable) \
                         and predicate(job):
                     return job

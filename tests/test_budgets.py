@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
+from helpers import seed_state
 
 from bot.jobs.budgets import Budgets, OverBudget, month_bounds
 from bot.jobs.record import AgentRun, JobRecord, Spent
@@ -28,10 +29,9 @@ async def job(store: Store, repo: str, person: str, dollars: float, issue: int,
         conn, kind="implement", repo=repo, issue_number=issue, requested_by=person,
         installation_id=1))
     assert job_id is not None
-    await store.update_job(job_id, created_at=created, started_at=created if started else None,
-                           state="succeeded",
-                           result=JobRecord(agent=AgentRun(spend=Spent(cost_usd=dollars,
-                                                                       steps=3))))
+    await seed_state(store, job_id, "succeeded", created_at=created,
+                     started_at=created if started else None,
+                     result=JobRecord(agent=AgentRun(spend=Spent(cost_usd=dollars, steps=3))))
     return job_id
 
 

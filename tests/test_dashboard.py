@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
+from helpers import seed_state
 from pydantic import SecretStr
 
 from bot import dashboard
@@ -88,7 +89,7 @@ async def add_job(store: Store, settings: Settings, entries: list[dict[str, Any]
         conn, kind="implement", repo="acme/calc", issue_number=7, requested_by="maya",
         installation_id=1, result=result))
     assert job_id is not None
-    await store.update_job(job_id, state=state, stage="agent", started_at=time.time() - 5)
+    await seed_state(store, job_id, state, stage="agent", started_at=time.time() - 5)
     write_entries(settings, job_id, entries)
     return job_id
 
@@ -176,7 +177,7 @@ async def test_live_updates_in_chromium(tmp_path: Path) -> None:
         write_entries(settings, job, [bash(2, "echo step-two", f"step-two {INJECTED}")])
         await page.wait_for_selector("text=step-two <script>", timeout=10_000)
         assert await page.evaluate("window.pwned") is None
-        await store.update_job(job, state="succeeded", stage="done", finished_at=time.time())
+        await seed_state(store, job, "succeeded", stage="done", finished_at=time.time())
         await page.wait_for_selector(".state-succeeded", timeout=10_000)
         await page.wait_for_selector("#live[hidden]", state="attached", timeout=10_000)
         await screenshot(page, tmp_path, "live.png")

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from helpers import seed_state
 from pydantic import SecretStr
 from sim import simulator
 from test_dashboard import (
@@ -60,9 +61,9 @@ async def add_job(store: Store, settings: Settings, repo: str, issue: int, state
             "timings": timings or {"setup": 2.0, "agent": 30.0, "tests": 5.0}}))
     assert job_id is not None
     if state != "queued":
-        await store.update_job(job_id, state=state, stage="done", started_at=created + 20,
-                               finished_at=None if state == "running" else created + 60,
-                               reason="tests still fail" if state == "failed" else "")
+        await seed_state(store, job_id, state, stage="done", started_at=created + 20,
+                         finished_at=None if state == "running" else created + 60,
+                         reason="tests still fail" if state == "failed" else "")
     write_entries(settings, job_id, [bash(1, "ls", f"files of {repo}")])
     return job_id
 

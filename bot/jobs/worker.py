@@ -490,9 +490,7 @@ class Worker:
                 log.exception("job %s: could not check who asked for it", job.id)
                 continue
             if why:
-                await self.store.update_queued(job.id, state="failed", reason=why,
-                                               category="not-permitted",
-                                               finished_at=time.time())
+                await self.store.refuse(job.id, why)
             else:
                 await self.store.update_queued(
                     job.id, result=job.result.with_(requester_checked=True))
