@@ -9,15 +9,12 @@ from collections.abc import Awaitable, Callable
 from bot import logs
 from bot.config import Settings
 from bot.executor.sandbox.base import Backend
+from bot.jobs.housekeeping import Task
+from bot.jobs.roles import Conversation, LogReporter, Reporter, Runner, UnconfiguredRunner
+from bot.jobs.states import State
 from bot.jobs.store import Store
-from bot.jobs.worker import (
-    Conversation,
-    LogReporter,
-    Reporter,
-    Runner,
-    UnconfiguredRunner,
-    Worker,
-)
+from bot.jobs.worker import Worker
+from bot.jobs.worker_settings import WorkerSettings
 
 log = logging.getLogger("handoff")
 REDELIVERY_EVERY = 6 * 3600.0  # as GitHub's own sample script does
@@ -31,7 +28,7 @@ def reaper(backend: Backend, store: Store) -> Callable[[], Awaitable[list[str]]]
     async def held(job_id: str, owner: str) -> bool:
         number = job_id.partition("-")[0]  # "12" or "12-baseline": job 12's sandboxes
         job = await store.get_job(int(number)) if number.isdigit() else None
-        return job is not None and job.state == "running" and job.lease_owner == owner and \
+        return job is not None and job.state == State.RUNNING and job.lease_owner == owner and \
             (job.lease_expires_at or 0) > time.time()
 
     async def reap_sandboxes() -> list[str]:
@@ -43,14 +40,25 @@ def reaper(backend: Backend, store: Store) -> Callable[[], Awaitable[list[str]]]
     return reap_sandboxes
 
 
-def build_worker(settings: Settings, store: Store) -> Worker:
-    """A worker for these settings: the job runner when a GitHub App is configured."""
+def worker_settings(settings: Settings) -> WorkerSettings:
+    """The worker's numbers that ``Settings`` names (the rest keep their defaults)."""
+    return WorkerSettings(
+        concurrency=settings.concurrency, lease_seconds=settings.lease_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds, poll_seconds=settings.poll_seconds,
+        max_attempts=settings.max_attempts, report_retry_seconds=settings.report_retry_seconds,
+        shutdown_grace=settings.shutdown_grace, stop_seconds=settings.stop_seconds)
+
+
+def build_worker(settings: Settings, store: Store, housekeeping: bool = True) -> Worker:
+    """A worker for these settings: the job runner when a GitHub App is configured.
+    ``housekeeping=False`` leaves out the periodic tasks (the dev kit's stack: a redelivery
+    sweep would spend the simulator's faults)."""
     logs.add_secrets(*settings.secret_values())
     runner: Runner = UnconfiguredRunner()
     reporter: Reporter = LogReporter()
     cleanup = None
     conversation: Conversation | None = None
-    periodic: list[tuple[float, Callable[[], Awaitable[object]]]] = []
+    periodic: list[tuple[float, Task]] = []
     pem = settings.private_key_pem()
     if settings.app_id and pem:
         from bot.executor.runner import JobRunner
@@ -88,12 +96,5 @@ def build_worker(settings: Settings, store: Store) -> Worker:
             return removed
 
         periodic.append((PRUNE_EVERY, prune_deliveries))
-    worker = Worker(
-        store, runner, reporter, concurrency=settings.concurrency,
-        lease_seconds=settings.lease_seconds, heartbeat_seconds=settings.heartbeat_seconds,
-        poll_seconds=settings.poll_seconds, max_attempts=settings.max_attempts,
-        on_start=cleanup, periodic=periodic, conversation=conversation,
-    )
-    worker.report_retry_seconds = settings.report_retry_seconds
-    worker.shutdown_grace, worker.stop_seconds = settings.shutdown_grace, settings.stop_seconds
-    return worker
+    return Worker(store, runner, reporter, worker_settings(settings), on_start=cleanup,
+                  periodic=periodic if housekeeping else (), conversation=conversation)

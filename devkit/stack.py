@@ -95,8 +95,8 @@ async def stack(tmp: Path, script: list[dict[str, Any]], repeat_last: bool = Fal
                "sandbox_memory_mb": 512, "command_timeout": 60, "status_interval": 0.0,
                "github_write_interval": 0.0, "poll_seconds": 0.2, "heartbeat_seconds": 1,
                "shutdown_grace": 0.0, **overrides})
-        worker = build_worker(settings, store)
-        worker.periodic = []  # no redelivery sweep: it would spend the simulator's faults
+        # No periodic tasks: a redelivery sweep would spend the simulator's faults.
+        worker = build_worker(settings, store, housekeeping=False)
         app = create_app(store, SECRET.encode(), Context(settings.trigger_label,
                                                          settings.bot_login),
                          on_job=worker.wake.set, routes=dashboard.routes(store, settings))

@@ -363,7 +363,7 @@ async def test_a_pr_github_would_not_open_after_the_push_opens_when_asked_again(
         s.sim.add_fault(fault)
         first = await s.handed_over(REPO, "Fix add", "add subtracts")
         assert first.state == "failed" and first.category == "github-error", first.reason
-        assert first.deferrals == (s.worker.max_deferrals if fault.kind == "5xx" else 0)
+        assert first.deferrals == (s.worker.settings.max_deferrals if fault.kind == "5xx" else 0)
         s.sim.world.faults.clear()  # GitHub takes pull requests again
         branch, head = first.result.delivery.pushed_branch, first.result.delivery.head_sha
         assert f"pushed to branch `{branch}` (commit {head[:7]})" in comments(s)[-1]

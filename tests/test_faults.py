@@ -20,6 +20,7 @@ from test_load import HeldDatabase
 from bot.executor.sandbox.base import PROCESS_ID
 from bot.jobs.store import Job, LeaseLost, Store
 from bot.jobs.worker import JobResult, LogReporter, UnconfiguredRunner, Worker
+from bot.jobs.worker_settings import WorkerSettings
 from bot.reporter.report import GitHubReporter
 from devkit.simulator import Fault, Simulator
 from devkit.simulator.git import git as simgit
@@ -69,10 +70,10 @@ async def test_reports_that_can_never_post_do_not_block_the_others(
         number = sim.open_issue(REPO, "Fix", "x", "acme").number
         late = await ended(store, REPO, number, installation(sim))
         sim.add_fault(Fault("5xx", 4, status=502, match=f"/issues/{number}/comments"))
-        worker = Worker(store, UnconfiguredRunner(), GitHubReporter(app_client(sim)))
-        worker.report_retry_seconds = 0.2
+        worker = Worker(store, UnconfiguredRunner(), GitHubReporter(app_client(sim)),
+                        WorkerSettings(report_retry_seconds=0.2))
         for _ in range(20):
-            await worker.report_pending()
+            await worker.reports.pending()
             job = await store.get_job(late)
             if job and job.reported:
                 break
@@ -110,7 +111,7 @@ async def test_three_workers_post_each_report_once(tmp_path: Path) -> None:
         sim.add_fault(Fault("slow", 10_000, delay=0.1))
         workers = [Worker(s, UnconfiguredRunner(), GitHubReporter(app_client(sim)))
                    for s in stores]
-        await asyncio.gather(*(w.report_pending() for w in workers))
+        await asyncio.gather(*(w.reports.pending() for w in workers))
         sim.world.faults.clear()
         for n in range(1, 9):
             assert len(comments(sim, REPO, n)) == 1, (n, comments(sim, REPO, n))
@@ -131,13 +132,13 @@ async def test_a_failed_check_run_then_a_retry_posts_the_comment_once(
         job_id = await ended(store, REPO, number, installation(sim),
                              {"head_sha": sha, "wip_branch": "main"})
         sim.add_fault(Fault("5xx", 4, status=502, match="/check-runs"))
-        worker = Worker(store, UnconfiguredRunner(), GitHubReporter(app_client(sim)))
-        worker.report_retry_seconds = 0.3
-        await worker.report_pending()
+        worker = Worker(store, UnconfiguredRunner(), GitHubReporter(app_client(sim)),
+                        WorkerSettings(report_retry_seconds=0.3))
+        await worker.reports.pending()
         job = await store.get_job(job_id)
         assert job and not job.reported and "502" in job.report_error
         await asyncio.sleep(0.4)
-        await worker.report_pending()
+        await worker.reports.pending()
         job = await store.get_job(job_id)
         assert job and job.reported
         assert len(comments(sim, REPO, number)) == 1
@@ -169,7 +170,7 @@ async def test_a_worker_that_cannot_renew_stops_before_another_takes_over(
     job_id = await first.write(lambda conn: first.insert_job(
         conn, kind="implement", repo="o/r", issue_number=1, requested_by="a"))
     worker_a = Worker(first, SideEffects("A", acts, forever=True), LogReporter(),
-                      lease_seconds=1.2, heartbeat_seconds=0.2)
+                      WorkerSettings(lease_seconds=1.2, heartbeat_seconds=0.2))
     running = asyncio.create_task(worker_a.run_once())
     while not acts:
         await asyncio.sleep(0.01)
@@ -207,8 +208,8 @@ async def test_a_heartbeat_rides_out_a_short_lock(tmp_path: Path,
 
     job_id = await store.write(lambda conn: store.insert_job(
         conn, kind="implement", repo="o/r", issue_number=1, requested_by="a"))
-    worker = Worker(store, Slow("A", acts, forever=False), LogReporter(), lease_seconds=2.5,
-                    heartbeat_seconds=0.2)
+    worker = Worker(store, Slow("A", acts, forever=False), LogReporter(),
+                    WorkerSettings(lease_seconds=2.5, heartbeat_seconds=0.2))
     running = asyncio.create_task(worker.run_once())
     await asyncio.sleep(0.3)
     held = HeldDatabase(tmp_path / "shared.db")
@@ -351,10 +352,10 @@ async def test_sigterm_hands_running_jobs_back(tmp_path: Path) -> None:
 
         await until(s, in_agent)
         await asyncio.sleep(1)  # the sandbox runs `sleep 60`
-        s.worker.concurrency = 0  # what run_forever does once stopping: no new claims
+        s.worker.slots = 0  # what run_forever does once stopping: no new claims
         started = time.monotonic()
         await s.worker.hand_back()
-        assert time.monotonic() - started < s.worker.stop_seconds
+        assert time.monotonic() - started < s.worker.settings.stop_seconds
         [job] = await s.store.list_jobs()
         assert job.state == "queued" and job.attempts == 0 and job.stage == "agent"
         assert job.lease_owner is None
@@ -392,7 +393,7 @@ async def test_sigterm_lets_a_job_inside_the_grace_finish_and_report(tmp_path: P
         s.sim.add_repo(REPO, fixable())
         number = s.label_new_issue(REPO, "Fix add", "add is wrong")
         await in_step(s, 1)
-        s.worker.concurrency = 0  # what run_forever does once stopping: no new claims
+        s.worker.slots = 0  # what run_forever does once stopping: no new claims
         await s.worker.drain()
         [job] = await s.store.list_jobs()
         assert job.state == "succeeded" and job.reported and job.attempts == 1, job.reason
@@ -412,17 +413,17 @@ async def test_a_job_past_the_grace_is_handed_back_and_goes_on_from_its_saved_st
         s.sim.add_repo(REPO, fixable())
         number = s.label_new_issue(REPO, "Fix add", "add is wrong")
         await in_step(s, 1)  # step 1 (the fix) is saved; step 2 runs `sleep 30`
-        s.worker.concurrency = 0
+        s.worker.slots = 0
         started = time.monotonic()
         await s.worker.drain()
-        assert time.monotonic() - started < 1 + s.worker.stop_seconds
+        assert time.monotonic() - started < 1 + s.worker.settings.stop_seconds
         [job] = await s.store.list_jobs()
         assert job.state == "queued" and job.stage == "agent" and job.attempts == 0
         assert job.result.agent.checkpoint is not None and job.result.agent.checkpoint.step == 1
         await asyncio.sleep(1)  # rounds of the worker (it announces queued jobs) keep it so
         assert "will resume" in status_comment(s, number).body
         s.model.script[1] = {"tool": "bash", "args": {"command": "true"}}  # quicker this time
-        s.worker.concurrency = 2
+        s.worker.slots = 2
         s.worker.wake.set()
         job = await s.wait_job(lambda j: True, timeout=120)
         assert job.state == "succeeded", job.reason

@@ -18,6 +18,7 @@ from test_webhook import post
 
 from bot.jobs.store import Store
 from bot.jobs.worker import JobResult, LogReporter, Worker
+from bot.jobs.worker_settings import WorkerSettings
 from bot.receiver.web import create_app
 from bot.server import running
 from handlers import Context
@@ -88,7 +89,7 @@ async def test_a_job_ends_although_the_database_is_held_when_it_finishes(
     job_id = await store.write(lambda conn: store.insert_job(
         conn, kind="implement", repo="o/r", issue_number=1, requested_by="alice"))
     store.busy_seconds = 0.2
-    worker = Worker(store, Quick(), LogReporter(), poll_seconds=0.1)
+    worker = Worker(store, Quick(), LogReporter(), WorkerSettings(poll_seconds=0.1))
     job = await store.claim(worker.id, 60)
     assert job is not None and job.id == job_id
     HeldDatabase(tmp_path / "handoff.db").release_after(1.5)

@@ -14,6 +14,7 @@ import pytest
 
 from bot.jobs.store import Job, Store
 from bot.jobs.worker import JobFailed, JobResult, UnconfiguredRunner, Worker
+from bot.jobs.worker_settings import WorkerSettings
 
 HERE = Path(__file__).parent
 
@@ -71,11 +72,10 @@ async def test_failed_report_is_retried_by_the_sweep(store: Store) -> None:
 
     await queue(store)
     rec = Recorder(fail=1)
-    worker = Worker(store, Fails(), rec)
-    worker.report_retry_seconds = 0
+    worker = Worker(store, Fails(), rec, WorkerSettings(report_retry_seconds=0))
     job = await worker.run_once()
     assert job and not job.reported and rec.reported == []
-    await worker.report_pending()
+    await worker.reports.pending()
     assert rec.reported == [(job.id, "failed", "the model API answered 500 three times")]
 
 
@@ -89,7 +89,7 @@ async def test_cancel_stops_running_job(store: Store) -> None:
             return JobResult("never")
 
     job_id = await queue(store)
-    worker = Worker(store, Slow(), Recorder(), heartbeat_seconds=0.05)
+    worker = Worker(store, Slow(), Recorder(), WorkerSettings(heartbeat_seconds=0.05))
     task = asyncio.create_task(worker.run_once())
     await started.wait()
     touched = await store.write(lambda conn: store.cancel_jobs(
@@ -112,7 +112,8 @@ async def test_worker_gives_up_after_max_attempts(store: Store) -> None:
     await queue(store)
     for _ in range(3):
         await store.claim("dead", lease_seconds=-1)
-    job = await Worker(store, UnconfiguredRunner(), Recorder(), max_attempts=3).run_once()
+    worker = Worker(store, UnconfiguredRunner(), Recorder(), WorkerSettings(max_attempts=3))
+    job = await worker.run_once()
     assert job and job.state == "failed" and job.category == "worker-lost"
 
 
@@ -148,8 +149,7 @@ async def test_rate_limited_job_is_parked_not_held(store: Store) -> None:
             raise JobDeferred(time.time() + 0.6, "GitHub answered 403 API rate limit exceeded")
 
     job_id = await queue(store)
-    worker = Worker(store, Limited(), Recorder())
-    worker.max_deferrals = 2
+    worker = Worker(store, Limited(), Recorder(), WorkerSettings(max_deferrals=2))
     assert await worker.run_once() is not None
     parked = await store.get_job(job_id)
     assert parked and parked.state == "queued" and parked.stage == "rate-limited"
@@ -193,7 +193,7 @@ async def test_worker_survives_a_database_outage(store: Store, tmp_path: Path) -
     store.claim = flaky_claim  # type: ignore[method-assign]
     job_id = await queue(store)
     rec = Recorder()
-    worker = Worker(store, UnconfiguredRunner(), rec, poll_seconds=0.05)
+    worker = Worker(store, UnconfiguredRunner(), rec, WorkerSettings(poll_seconds=0.05))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run_forever(stop))
     for _ in range(200):
@@ -217,7 +217,7 @@ async def test_the_worker_forgets_old_deliveries(store: Store, tmp_path: Path) -
     await store.write(lambda conn: conn.execute(deliveries.insert().values(
         id="ancient", event="push", received_at=time.time() - 40 * 86400)))
     worker = build_worker(settings, store)
-    await worker.run_periodic()  # the first round of periodic tasks runs at start-up
+    await worker.housekeeping.run_due()  # the first round of periodic tasks runs at start-up
     assert await store.delivery("ancient") is None
 
 
@@ -232,8 +232,8 @@ async def test_failing_housekeeping_is_logged_and_the_rest_still_runs(
         ran.append("fine")
 
     worker = Worker(store, UnconfiguredRunner(), Recorder(), periodic=[(0, broken), (0, fine)])
-    await worker.run_periodic()
-    await worker.run_periodic()  # due again at once (every 0 s): tried again, not dropped
+    await worker.housekeeping.run_due()
+    await worker.housekeeping.run_due()  # due again at once (every 0 s): tried again, not dropped
     assert ran == ["fine", "fine"]
     assert caplog.text.count("periodic task broken failed") == 2
     assert "database is away" in caplog.text
@@ -273,7 +273,7 @@ async def test_a_job_that_ends_as_its_lease_is_renewed_logs_no_lost_lease(
 
     beat = Beat(store.engine, store.sync_engine)
     await queue(beat)
-    worker = Worker(beat, EndsOnRenewal(), Recorder(), heartbeat_seconds=0.05)
+    worker = Worker(beat, EndsOnRenewal(), Recorder(), WorkerSettings(heartbeat_seconds=0.05))
     job = await worker.run_once()
     assert job and job.state == "succeeded"
     await asyncio.sleep(0.3)  # a heartbeat that outlived its job would renew by now

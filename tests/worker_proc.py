@@ -7,6 +7,7 @@ import sys
 
 from bot.jobs.store import Job, Store
 from bot.jobs.worker import JobResult, LogReporter, Worker
+from bot.jobs.worker_settings import WorkerSettings
 
 
 class Runner:
@@ -22,8 +23,8 @@ class Runner:
 
 async def main(url: str, mode: str) -> None:
     store = await Store.open(url)
-    worker = Worker(store, Runner(mode), LogReporter(), lease_seconds=1.5,
-                    heartbeat_seconds=0.3 if mode == "finish" else 3600, poll_seconds=0.1)
+    worker = Worker(store, Runner(mode), LogReporter(), WorkerSettings(
+        lease_seconds=1.5, heartbeat_seconds=0.3 if mode == "finish" else 3600, poll_seconds=0.1))
     while (job := await worker.run_once()) is None:
         await asyncio.sleep(0.1)
     print(f"ended {job.id} {job.state}", flush=True)

@@ -17,10 +17,10 @@ from bot.executor.steps import Prepared, Pushed
 from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApiError
 from bot.jobs.changes import FileChange
+from bot.jobs.outcome import JobFailed
 from bot.jobs.record import Delivery, JobRecord
 from bot.jobs.states import Failure
 from bot.jobs.store import Job, LeaseLost
-from bot.jobs.worker import JobFailed
 from bot.reporter import wording
 from bot.reporter.markdown import code, inline, plain
 from bot.reporter.report import shorten

@@ -15,9 +15,9 @@ from bot.executor.sandbox import SandboxError
 from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApiError
 from bot.jobs.budgets import OverBudget
+from bot.jobs.outcome import JobDeferred, JobFailed
 from bot.jobs.states import Failure
 from bot.jobs.store import LeaseLost, is_full
-from bot.jobs.worker import JobDeferred, JobFailed
 
 log = logging.getLogger("handoff.executor")
 

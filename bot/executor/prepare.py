@@ -22,8 +22,8 @@ from bot.executor.steps import Prepared
 from bot.executor.workspace import Workspaces
 from bot.github.client import WRITE_ROLES, GitHubApiError, RepoClient
 from bot.github.naming import AGENT_BRANCH_PREFIX
+from bot.jobs.outcome import JobFailed
 from bot.jobs.states import Failure
-from bot.jobs.worker import JobFailed
 from bot.reporter import wording
 
 log = logging.getLogger("handoff.executor")

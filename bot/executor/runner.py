@@ -33,11 +33,11 @@ from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApp
 from bot.jobs.budgets import Budgets
 from bot.jobs.changes import FileChange
+from bot.jobs.outcome import JobFailed, JobResult
 from bot.jobs.spend import Spend
 from bot.jobs.states import Failure
 from bot.jobs.store import Job, LeaseLost, Store
 from bot.jobs.verdict import Verdict
-from bot.jobs.worker import JobFailed, JobResult
 from bot.reporter import wording
 from bot.reporter.conversation import Conversation
 from bot.reporter.pull_request import Delivered, PullRequestWriter

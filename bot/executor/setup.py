@@ -12,8 +12,8 @@ from bot.executor.sandbox import Backend, CommandResult, Sandbox
 from bot.executor.steps import Prepared, Sandboxed
 from bot.executor.testrun import last_line
 from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
+from bot.jobs.outcome import JobFailed
 from bot.jobs.states import Failure
-from bot.jobs.worker import JobFailed
 from bot.reporter import wording
 from bot.reporter.markdown import code, inline
 

@@ -6,9 +6,9 @@ import logging
 
 from bot.github.client import GitHubApiError, GitHubApp, RepoClient
 from bot.github.naming import CHECK_NAME
+from bot.jobs.outcome import Unreportable
 from bot.jobs.states import Failure
 from bot.jobs.store import Job
-from bot.jobs.worker import Unreportable
 from bot.logs import printable, redact
 from bot.reporter import wording
 from bot.reporter.markdown import code, quote

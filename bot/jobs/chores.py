@@ -1,0 +1,143 @@
+"""The conversation chores of a worker, between runs: checking who asked for each new job,
+carrying out or refusing cancels, answering triggers that reached a running job, announcing
+queue positions, and saying that a handed-back job will resume."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+from githubkit.exception import GitHubException
+
+from bot.github.client import GitHubApiError
+from bot.github.retry import WaitTooLong
+from bot.jobs.roles import Conversation
+from bot.jobs.store import STORE_ERRORS, Job, Store
+
+log = logging.getLogger("handoff.worker")
+# What a courtesy on GitHub raises when GitHub is away or refuses: logged, and the chore is
+# done again next round or dropped (the job itself still runs and reports).
+GITHUB_AWAY: tuple[type[BaseException], ...] = (
+    GitHubApiError, WaitTooLong, GitHubException, httpx.HTTPError, *STORE_ERRORS)
+
+
+class Chores:
+    """Speaks for queued and running jobs on GitHub, through ``conversation`` (None: there
+    is no GitHub App, and the chores that speak are skipped)."""
+
+    def __init__(self, store: Store, conversation: Conversation | None) -> None:
+        self.store, self.conversation = store, conversation
+
+    async def round(self) -> None:
+        """The chores that come before claims."""
+        await self.review_arrivals()
+        await self.review_cancels()
+        await self.answer_requests()
+
+    async def review_arrivals(self) -> None:
+        """Check who asked for each newly queued job as it arrives, so a person without
+        write access hears so at once instead of when the job's turn comes."""
+        if self.conversation is None:
+            return
+        for job in await self.store.queued():
+            if job.result.requester_checked or (job.not_before or 0) > time.time():
+                continue
+            try:
+                why = await self.conversation.not_permitted(job)
+            except GITHUB_AWAY as exc:  # checked next round, and again when it runs
+                if (until := getattr(exc, "retry_at", None)) is not None:  # a long rate limit
+                    await self.store.update_queued(job.id, stage="rate-limited",
+                                                   not_before=until, reason=str(exc),
+                                                   deferrals=job.deferrals + 1)
+                    log.warning("job %s waits for GitHub's rate limit: %s", job.id, exc)
+                    continue
+                log.exception("job %s: could not check who asked for it", job.id)
+                continue
+            if why:
+                await self.store.refuse(job.id, why)
+            else:
+                await self.store.update_queued(
+                    job.id, result=job.result.with_(requester_checked=True))
+
+    async def review_cancels(self) -> None:
+        """Carry out each cancel (a /cancel, or closing the issue while a job runs) whose
+        author has write access; refuse the others, saying so once a person a job. Without a
+        conversation that can check, none is carried out."""
+        for job in await self.store.cancel_requests():
+            try:
+                allowed = bool(self.conversation and job.cancel_by and
+                               await self.conversation.may_steer(job, job.cancel_by))
+            except GITHUB_AWAY:  # the request stays and is checked next round
+                log.exception("job %s: could not check who asked to cancel it", job.id)
+                continue
+            if not allowed:
+                log.warning("job %s: cancel by @%s refused: no write access", job.id,
+                            job.cancel_by)
+                await self._refuse_cancel(job)
+            await self.store.settle_cancel(job, allowed)
+
+    async def _refuse_cancel(self, job: Job) -> None:
+        if self.conversation is None or not job.cancel_by or \
+                not await self.store.claim_reply(f"job:{job.id}", job.cancel_by):
+            return
+        try:
+            await self.conversation.refuse_cancel(job)
+        except GITHUB_AWAY:  # a courtesy: the refused cancel is dropped either way
+            log.exception("job %s: could not tell @%s their cancel was refused", job.id,
+                          job.cancel_by)
+
+    async def answer_requests(self) -> None:
+        """Answer the triggers and commands that reached a job under way: a reaction for
+        people with write access, and a line for a second trigger, once a person a job.
+        Others get no answer here (an outsider commenting again and again gets no replies;
+        a refused /cancel hears once, from ``review_cancels``)."""
+        if self.conversation is None:
+            return
+        for request in await self.store.unanswered_requests():
+            if not await self.store.claim_request(int(request["id"])):
+                continue  # another worker answers it
+            login = str(request["requested_by"])
+            try:
+                job = await self.store.get_job(int(request["job_id"]))
+                if job is None or not await self.conversation.may_steer(job, login):
+                    continue
+                speak = request["kind"] == "trigger" and \
+                    await self.store.claim_reply(f"job:{job.id}", login)
+                await self.conversation.answer(request, job, speak)
+            except GITHUB_AWAY:  # a courtesy: the job itself still reports
+                log.exception("could not answer @%s's %s on job %s",
+                              request["requested_by"], request["kind"], request["job_id"])
+
+    async def announce_queued(self) -> None:
+        """Tell people whose jobs wait behind others where they stand in the queue."""
+        if self.conversation is None:
+            return
+        for position, job in enumerate(await self.store.queued(), start=1):
+            if job.result.announced and job.result.position == position:
+                continue  # said already, and its place has not changed
+            if job.result.announced and job.stage not in ("", "queued", "rate-limited"):
+                continue  # handed back mid-job: its status says it will resume; keep that
+            # Claimed first: one worker announces, and a failing announcement is not retried
+            # on every loop.
+            claimed = job.result.with_(announced=True, position=position)
+            if not await self.store.update_queued(job.id, unchanged_since=job.updated_at,
+                                                  result=claimed):
+                continue
+            try:
+                comment_id = await self.conversation.announce(job, position)
+            except GITHUB_AWAY:  # a courtesy; the job still runs and reports
+                log.exception("job %s: could not announce its queue position", job.id)
+                continue
+            if comment_id is not None:
+                await self.store.update_queued(job.id, result=claimed.with_(
+                    acknowledged=True, status_comment_id=comment_id))
+
+    async def handed_back(self, job: Job) -> None:
+        """Say on GitHub that a job handed back to the queue will resume."""
+        if self.conversation is None:
+            return
+        try:
+            await self.conversation.handed_back(job)
+        except GITHUB_AWAY:  # a courtesy: the job resumes either way
+            log.exception("job %s: could not say on GitHub that it will resume", job.id)
