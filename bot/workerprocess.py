@@ -26,7 +26,10 @@ from pathlib import Path
 
 log = logging.getLogger("handoff.serve")
 PR_SET_PDEATHSIG = 1
-MAX_BACKOFF = 60.0
+MAX_BACKOFF = 60.0  # seconds between restarts of a child that keeps dying, at most
+# Beyond the child's own stop_seconds: its interpreter's exit, the metric files and the
+# sandboxes its hand-back removes, before it is killed.
+STOP_MARGIN = 15.0
 
 
 class WorkerProcess:
@@ -100,7 +103,7 @@ class WorkerProcess:
             return
         self.proc.terminate()
         try:
-            await asyncio.wait_for(self.proc.wait(), self.stop_seconds + 15)
+            await asyncio.wait_for(self.proc.wait(), self.stop_seconds + STOP_MARGIN)
         except TimeoutError:
             log.error("worker process %s did not stop in time; killed", self.proc.pid)
             self.proc.kill()
