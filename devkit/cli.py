@@ -18,6 +18,7 @@ from pathlib import Path
 from bot import logs
 from bot.config import Settings
 from bot.executor.sandbox.podman_conf import use_default_conf
+from bot.jobs.states import State
 from bot.server import running
 from devkit.scripted import ScriptedModel
 from devkit.simulator import Simulator
@@ -100,7 +101,7 @@ async def demo(data_dir: Path) -> int:
                 for comment in item.comments:
                     print(logs.printable(f"--- comment on #{item.number}\n{comment.body}",
                                          keep="\t\n"))
-        return 0 if job.state == "succeeded" else 1
+        return 0 if job.state == State.SUCCEEDED else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,6 +128,7 @@ async def test_killed_worker_process_job_is_taken_over(tmp_path: Path) -> None:
     assert first.stdout and first.stdout.readline().strip() == f"claimed {job_id}"
     first.send_signal(signal.SIGKILL)
     first.wait()
+    first.stdout.close()
     second = subprocess.run([sys.executable, script, url, "finish"], capture_output=True,
                             text=True, env=env, timeout=60)
     assert second.stdout.strip() == f"ended {job_id} succeeded", second.stderr

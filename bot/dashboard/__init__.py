@@ -37,6 +37,7 @@ from bot.dashboard.signin import (
 )
 from bot.dashboard.stats import Filters, recent_jobs, summarize, window_jobs
 from bot.github.registration import web_url
+from bot.jobs.states import State
 from bot.jobs.store import Job, Store
 from bot.logs import redact
 
@@ -292,10 +293,10 @@ class Dashboard:
         spend, timings = result.agent.spend, result.timings
         pr_url = str(result.delivery.pr_url or (
             f"{self.github}/{job.repo}/pull/{job.pr_number}" if job.pr_number else ""))
-        end = job.finished_at or (time.time() if job.state == "running" else None)
+        end = job.finished_at or (time.time() if job.state == State.RUNNING else None)
         return {
             "id": job.id, "repo": job.repo, "kind": job.kind, "state": job.state,
-            "stage": result.delivery.final_stage if job.state == "succeeded" and
+            "stage": result.delivery.final_stage if job.state == State.SUCCEEDED and
             result.delivery.final_stage else job.stage,
             "issue": job.issue_number, "pr_number": job.pr_number,
             "issue_url": f"{self.github}/{job.repo}/issues/{job.issue_number}",

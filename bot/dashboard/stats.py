@@ -21,7 +21,7 @@ DAY = 86400.0
 WINDOWS = (7, 14, 30, 90)
 MAX_ROWS = 5000
 STATES = tuple(s.value for s in State)
-OUTCOMES = ("succeeded", "failed", "cancelled", "active")
+OUTCOMES = (State.SUCCEEDED.value, State.FAILED.value, State.CANCELLED.value, "active")
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ async def window_jobs(store: Store, viewer: Viewer, filters: Filters, now: float
 async def recent_jobs(store: Store, viewer: Viewer, filters: Filters, state: str = "",
                       limit: int = 100) -> list[Job]:
     """The newest matching jobs of any age (queued ones oldest first)."""
-    order = jobs.c.id if state == "queued" else jobs.c.id.desc()
+    order = jobs.c.id if state == State.QUEUED else jobs.c.id.desc()
     query = jobs.select().where(*_where(viewer, filters, state)).order_by(order)
     return await _select(store, query.limit(limit))
 
