@@ -14,6 +14,7 @@ from starlette.responses import Response
 from bot import metrics
 from bot.jobs import schema
 from bot.jobs.budgets import Budgets
+from bot.jobs.states import State
 
 log = logging.getLogger("handoff.web")
 _counted: set[tuple[str, str]] = set()  # JOBS label pairs shown so far
@@ -31,7 +32,7 @@ async def refresh_jobs(store: Any) -> None:
     for labels in _counted | set(counts):
         metrics.JOBS.labels(*labels).set(counts.get(labels, 0))
     _counted.update(counts)
-    queued = sum(n for (state, _), n in counts.items() if state == "queued")
+    queued = sum(n for (state, _), n in counts.items() if state == State.QUEUED)
     metrics.QUEUE_DEPTH.set(queued)
     for state, count in (await store.report_counts()).items():
         metrics.REPORTS.labels(state).set(count)

@@ -7,7 +7,7 @@ import logging
 from bot.github.client import GitHubApiError, GitHubApp, RepoClient
 from bot.github.naming import CHECK_NAME
 from bot.jobs.outcome import Unreportable
-from bot.jobs.states import Failure
+from bot.jobs.states import Failure, State
 from bot.jobs.store import Job
 from bot.logs import printable, redact
 from bot.reporter import wording
@@ -148,13 +148,13 @@ class GitHubReporter:
         target = job.target
         status = StatusComment(gh, target, job.id, 0, job.result.status_comment_id,
                                job_url(self.public_url, job.id))
-        if job.state == "succeeded":
+        if job.state == State.SUCCEEDED:
             if status.comment_id is not None:
                 await status.set(job.result.delivery.final_stage or "done",
                                  job.result.delivery.final_detail or
                                  f"Pull request: {job.result.delivery.pr_url}")
             return
-        if job.state == "cancelled":
+        if job.state == State.CANCELLED:
             text = f"Stopped job {job.id}: {job.reason or 'cancelled'}."
             if status.comment_id is not None:
                 await status.set("cancelled", text)
