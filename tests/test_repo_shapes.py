@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from bot.executor.testrun import GO_TEST_ALL, PYTEST
-from bot.executor.verdict import TITLE_NOT_RUN
 from bot.jobs.store import Job
+from bot.reporter.wording import TITLE_NOT_RUN
 from devkit.stack import Stack, stack
 
 SHAPES = Path(__file__).parent / "fixtures" / "repos"

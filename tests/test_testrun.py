@@ -19,9 +19,10 @@ from bot.executor.testrun import (
     parse_junit,
     parse_output,
 )
-from bot.executor.verdict import RISK_NO_EVIDENCE, TITLE_NOT_RUN, TITLE_REGRESSED, compare, decide
+from bot.executor.verdict import compare, decide
 from bot.reporter.pull_request import evidence_across
 from bot.reporter.report import CUT_MARK, failure_comment, shorten
+from bot.reporter.wording import RISK_NO_EVIDENCE, TITLE_NOT_RUN, TITLE_REGRESSED
 
 OUT = Path(__file__).parent / "fixtures" / "runner-output"  # made by running each runner here
 

@@ -10,15 +10,15 @@ import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 
 from bot.executor.testrun import PYTEST
-from bot.executor.verdict import (
+from bot.jobs.store import Job
+from bot.reporter.status import STAGES
+from bot.reporter.wording import (
     RISK_NO_EVIDENCE,
     TITLE_NOT_RUN,
     TITLE_REGRESSED,
     TITLE_UNPROVEN,
     WHY_NO_COMMAND,
 )
-from bot.jobs.store import Job
-from bot.reporter.status import STAGES
 from devkit.stack import Stack, stack
 
 REPO = "acme/calc"

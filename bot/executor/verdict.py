@@ -1,6 +1,5 @@
-"""The verdict on an agent's change: the tests compared test by test, the agent's own checks,
-and every sentence people read about it (check run, PR body, status comment), kept here so
-the tests assert against the same text."""
+"""The verdict on an agent's change: the tests compared test by test, and the agent's own
+checks. Its sentences (check run, PR body, status comment) are the reporter's wording."""
 
 from __future__ import annotations
 
@@ -13,33 +12,26 @@ from typing import Any
 from bot.jobs.testreport import TestReport
 from bot.jobs.verdict import Verdict
 from bot.reporter.markdown import code
+from bot.reporter.wording import (
+    RISK_BROKE,
+    RISK_LAST_CHECK,
+    RISK_MORE_FAILURES,
+    RISK_NEW_FAILURES,
+    RISK_NO_EVIDENCE,
+    RISK_NOT_RUN,
+    RISK_TIMED_OUT,
+    TITLE_NOT_RUN,
+    TITLE_READY,
+    TITLE_REGRESSED,
+    TITLE_UNPROVEN,
+    WHY_BASELINE,
+    WHY_CONFIG,
+    WHY_COULD_NOT_RUN,
+    WHY_NO_COMMAND,
+    WHY_NO_TESTS,
+    WHY_SETUP_FAILED,
+)
 
-# -- the words ---------------------------------------------------------------------------------
-
-TITLE_READY = "Agent change ready for review"
-TITLE_REGRESSED = "Failed: tests-regressed"
-TITLE_NOT_RUN = "Tests not run"
-TITLE_UNPROVEN = "Nothing shows the issue's behaviour changed"
-RISK_NO_EVIDENCE = "no test was added and no previously failing test now passes"
-RISK_NEW_FAILURES = "{count} test(s) fail after the change that did not fail before: {names}"
-RISK_BROKE = "the test command passed on the base commit and fails after the change"
-RISK_MORE_FAILURES = ("more tests fail after the change ({after}) than before ({before}); the "
-                      "runner's output does not name them all")
-RISK_TIMED_OUT = "the tests timed out after the change ({detail})"
-RISK_NOT_RUN = "the tests were not run: {why}"
-RISK_LAST_CHECK = ("the agent's last check before finishing failed ({command}), and nothing "
-                   "else shows the issue's behaviour changed")
-WHY_NO_COMMAND = ("no `test_command` is set in `.github/handoff.yml` and none was found in the "
-                  "repository")
-WHY_CONFIG = ("{detail}; that is a configuration error, not a test failure: set `test_command` "
-              "in `.github/handoff.yml` to a command the sandbox image has")
-WHY_SETUP_FAILED = ("{detail}, after the setup failed ({setup}): the tests need what it did not "
-                    "install, so the fix is the setup (`setup_command` in `.github/handoff.yml`) "
-                    "or what it reaches, not the test command")
-WHY_NO_TESTS = "the test command ran no test ({detail})"
-WHY_COULD_NOT_RUN = ("the test command could not run, it stopped before any test ran ({detail}); "
-                     "that is no test failure")
-WHY_BASELINE = "the tests could not run on the base commit ({line})"
 STAGE_DONE = "done"
 STAGE_REGRESSED = "done-regressed"
 STAGE_NOT_RUN = "done-untested"

@@ -7,7 +7,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from bot.reporter import markdown
+from bot.reporter import markdown, wording
 
 
 class Templates:
@@ -18,6 +18,8 @@ class Templates:
         self.env = Environment(loader=FileSystemLoader(paths), undefined=StrictUndefined,
                                keep_trailing_newline=True, autoescape=False)
         self.env.filters.update(markdown.FILTERS)
+        # The short sentences code fills in, for the templates that say the same thing.
+        self.env.globals["wording"] = {k: v for k, v in vars(wording).items() if k.isupper()}
 
     def names(self) -> list[str]:
         return sorted(n[:-3] for n in self.env.list_templates() if n.endswith(".md")

@@ -1,4 +1,6 @@
-"""What Handoff says on GitHub outside the templates: one place, so tests assert the same text."""
+"""The sentences Handoff says on GitHub outside the templates of prompts/ (short ones, filled
+in by code: a verdict's title and risks, a refusal, a resumed job), so tests assert the same text.
+Templates reach them as ``wording`` (``{{ wording.WHY_NO_COMMAND }}``)."""
 
 from __future__ import annotations
 
@@ -47,3 +49,30 @@ LATER_CHANGE_LEFT_OUT = ("a change to the issue made after it was handed over, b
                          "confirmed as a writer")
 INTERNAL_CAUSE = ("an internal error in Handoff (job {job}); what went wrong is in the worker's "
                   "log and on the dashboard")
+
+# -- the verdict: titles of the check run, risks for reviewers, why tests did not run ----------
+
+TITLE_READY = "Agent change ready for review"
+TITLE_REGRESSED = "Failed: tests-regressed"
+TITLE_NOT_RUN = "Tests not run"
+TITLE_UNPROVEN = "Nothing shows the issue's behaviour changed"
+RISK_NO_EVIDENCE = "no test was added and no previously failing test now passes"
+RISK_NEW_FAILURES = "{count} test(s) fail after the change that did not fail before: {names}"
+RISK_BROKE = "the test command passed on the base commit and fails after the change"
+RISK_MORE_FAILURES = ("more tests fail after the change ({after}) than before ({before}); the "
+                      "runner's output does not name them all")
+RISK_TIMED_OUT = "the tests timed out after the change ({detail})"
+RISK_NOT_RUN = "the tests were not run: {why}"
+RISK_LAST_CHECK = ("the agent's last check before finishing failed ({command}), and nothing "
+                   "else shows the issue's behaviour changed")
+WHY_NO_COMMAND = ("no `test_command` is set in `.github/handoff.yml` and none was found in the "
+                  "repository")
+WHY_CONFIG = ("{detail}; that is a configuration error, not a test failure: set `test_command` "
+              "in `.github/handoff.yml` to a command the sandbox image has")
+WHY_SETUP_FAILED = ("{detail}, after the setup failed ({setup}): the tests need what it did not "
+                    "install, so the fix is the setup (`setup_command` in `.github/handoff.yml`) "
+                    "or what it reaches, not the test command")
+WHY_NO_TESTS = "the test command ran no test ({detail})"
+WHY_COULD_NOT_RUN = ("the test command could not run, it stopped before any test ran ({detail}); "
+                     "that is no test failure")
+WHY_BASELINE = "the tests could not run on the base commit ({line})"
