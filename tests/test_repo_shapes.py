@@ -24,6 +24,8 @@ SHAPES = Path(__file__).parent / "fixtures" / "repos"
 IMAGE = os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev")
 REPO = "acme/shape"
 UNITTEST = "python3 -m unittest discover -s tests -t ."
+MONOREPO = (f"PYTHONPATH=libs/core/src:libs/text {PYTEST} --import-mode=importlib "
+            "libs/core/tests libs/text/tests")
 
 pytestmark = pytest.mark.podman
 
@@ -74,6 +76,12 @@ SHAPE_LIST = [
           ("wordcount/__init__.py", "most_common(n)", "most_common(n + 1)"),
           ["tests.test_wordcount.TopTest.test_n", "tests.test_wordcount.TopTest."
            "test_most_common_first"]),
+    Shape("monorepo", MONOREPO, MONOREPO, (5, 1),
+          ("libs/text/acme_text/__init__.py", "text.split())", 'text.split(" "))'),
+          ["libs.text.tests.test_core.test_title_words_keeps_runs_of_spaces"],
+          ("libs/core/src/acme_core/__init__.py", "max(low, min(value, high))",
+           "max(low, value)"),
+          ["libs.core.tests.test_core.test_clamp_above"]),
 ]
 
 
@@ -274,3 +282,22 @@ async def test_a_runner_that_stops_before_any_test_could_not_run_and_says_why(
     assert why in body and "that is no test failure" in body, body
     tests = body.split("## Tests")[1].split("## Cost")[0]
     assert "fail —" not in tests and "Newly failing" not in tests
+
+
+async def test_a_suite_that_needs_a_service_says_so_not_that_it_failed(tmp_path: Path) -> None:
+    """Every test is refused by the Redis the CI starts beside them: the PR says the tests
+    could not run for want of Redis (found in the workflow and in the refusals), not that the
+    change failed them."""
+    shape = Shape("needs-service", PYTEST, PYTEST, (0, 0), ("minikv/__init__.py", "", ""), [],
+                  ("", "", ""), [])
+    script = edit("README.md", "A tiny Redis client.", "A tiny Redis client (RESP 2).",
+                  "Documented the protocol version.")
+    async with stack(tmp_path, script) as s:
+        job = await handed_over(s, shape, tmp_path)
+        assert job.result.test_command == PYTEST
+        assert "`redis`" in job.result.test_command_reason  # the workflow's service
+        body, check = pr_and_check(s)
+    assert check.conclusion == "neutral", check.output
+    assert "could not run: needs Redis on localhost:6379" in body
+    assert "the tests need Redis on localhost:6379, which the sandbox does not have" in body
+    assert "Newly failing" not in body and "tests-regressed" not in body

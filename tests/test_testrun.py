@@ -16,6 +16,8 @@ from bot.executor.testrun import (
     discover_from,
     instrumented,
     interpret,
+    monorepo_command,
+    needed_service,
     parse_junit,
     parse_output,
 )
@@ -273,6 +275,65 @@ def test_the_ci_workflow_breaks_a_tie() -> None:
     found = discover_from(set(files), files, workflow)
     assert found is not None and found.command == "make test"
     assert "`.github/workflows/ci.yml` runs it too" in found.reason
+
+
+# The words each client uses when the service is not there (each from a real run's output).
+REFUSALS = [
+    ('psycopg.OperationalError: connection failed: connection to server at "127.0.0.1", port '
+     "5432 failed: Connection refused", "PostgreSQL on 127.0.0.1:5432"),
+    ("E   redis.exceptions.ConnectionError: Error 111 connecting to localhost:6379. Connection "
+     "refused.", "Redis on localhost:6379"),
+    ("Error: connect ECONNREFUSED 127.0.0.1:27017", "MongoDB on 127.0.0.1:27017"),
+    ("    db_test.go:14: dial tcp 127.0.0.1:3306: connect: connection refused",
+     "MySQL on 127.0.0.1:3306"),
+    ("pymysql.err.OperationalError: (2003, \"Can't connect to MySQL server on 'localhost' "
+     "([Errno 111] Connection refused)\")", "MySQL on localhost:3306"),
+]
+
+
+@pytest.mark.parametrize(("output", "needs"), REFUSALS)
+def test_a_refused_local_service_is_named(output: str, needs: str) -> None:
+    assert needed_service(output).startswith(needs)
+    # a remote host refusing is the network, not a service the sandbox lacks
+    assert needed_service(output.replace("127.0.0.1", "10.1.2.3").replace(
+        "localhost", "db.internal")) == ""
+
+
+def test_a_suite_refused_by_its_database_could_not_run() -> None:
+    output = ("EEE\nERROR tests/test_client.py::test_get - minikv.ConnectionError: Error 111 "
+              "connecting to localhost:6379. Connection refused.\n3 errors in 0.1s\n")
+    got = interpret(PYTEST, CommandResult(1, output, ""))
+    assert got.state == "could-not-run" and got.needs.startswith("Redis on localhost:6379")
+    assert got.line().startswith("could not run: needs Redis on localhost:6379")
+    verdict = decide(got, got)
+    assert verdict.conclusion == "neutral" and verdict.title == TITLE_NOT_RUN
+    assert "the tests need Redis on localhost:6379, which the sandbox does not have" in \
+        verdict.risks[0]
+    # Some tests passing: the suite ran, and its failures are failures.
+    mixed = interpret(PYTEST, CommandResult(1, output.replace("3 errors", "2 passed, 1 error"),
+                                            ""))
+    assert mixed.state == "ran"
+
+
+def test_the_services_ci_starts_are_named_in_the_reason() -> None:
+    files = {"pyproject.toml": "[tool.pytest.ini_options]\n"}
+    workflow = {".github/workflows/ci.yml": "jobs:\n  test:\n    services:\n      postgres:\n"
+                "        image: postgres:16\n      redis:\n        image: redis\n"
+                "    steps:\n      - run: pytest\n"}
+    found = discover_from(set(files), files, workflow)
+    assert found is not None and found.services == ["postgres", "redis"]
+    assert "start services the sandbox does not have (`postgres`, `redis`)" in found.reason
+    assert discover_from(set(files), files, {"x.yml": "jobs: [unclosed"})  # not YAML: no hint
+
+
+def test_a_monorepo_runs_every_package_in_one_pytest() -> None:
+    found = monorepo_command({"libs/core": {"pyproject.toml", "src", "tests"},
+                              "libs/text": {"setup.py", "tests"}})
+    assert found.command == (f"PYTHONPATH=libs/core/src:libs/text {PYTEST} "
+                             "--import-mode=importlib libs/core/tests libs/text/tests")
+    assert "a monorepo of 2 Python packages (`libs/core`, `libs/text`)" in found.reason
+    command, env = instrumented(found.command, "/tmp/r.xml")
+    assert command.endswith("--junitxml=/tmp/r.xml") and env == {}  # every test by name
 
 
 def report(failing: list[str], passing: list[str], ok: bool | None = None) -> TestReport:

@@ -17,7 +17,9 @@ import re
 import secrets
 import shlex
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import yaml
 
 from bot.executor.gitops import Checkout
 from bot.executor.sandbox import CommandResult, Sandbox
@@ -48,6 +50,7 @@ class TestCommand:
     command: str
     reason: str
     via: str = ""  # the tool a CI workflow runs that stands for this command (tox, nox)
+    services: list[str] = field(default_factory=list)  # what CI starts beside the tests
 
 
 async def discover(co: Checkout, rev: str, configured: str | None) -> TestCommand | None:
@@ -61,7 +64,44 @@ async def discover(co: Checkout, rev: str, configured: str | None) -> TestComman
         return (await co.read_blob(rev, path) if path in names else None) or ""
 
     hints = await _workflow_hints(co, rev, names)
-    return discover_from(names, {n: await read(n) for n in names if n in INTERESTING}, hints)
+    found = discover_from(names, {n: await read(n) for n in names if n in INTERESTING}, hints)
+    if found is None and (packages := await _package_folders(co, rev, names)):
+        found = monorepo_command(packages)
+    return found
+
+
+MONOREPO_ROOTS = ("packages", "libs", "projects", "python")
+PACKAGE_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
+
+
+async def _package_folders(co: Checkout, rev: str, names: set[str]
+                           ) -> dict[str, set[str]]:
+    """A monorepo's Python packages (``packages/*``, ``libs/*``...: a folder with a
+    ``pyproject.toml``, ``setup.py`` or ``setup.cfg`` and a ``tests`` folder), each with the
+    names at its top."""
+    out: dict[str, set[str]] = {}
+    for root in (r for r in MONOREPO_ROOTS if r in names):
+        listing = await co.git("ls-tree", "-z", "--name-only", rev, "--", f"{root}/")
+        for folder in sorted(p for p in listing.split("\0") if p)[:50]:
+            inside = await co.git("ls-tree", "-z", "--name-only", rev, "--", f"{folder}/")
+            top = {p.rsplit("/", 1)[-1] for p in inside.split("\0") if p}
+            if top & set(PACKAGE_FILES) and "tests" in top:
+                out[folder] = top
+    return out
+
+
+def monorepo_command(packages: dict[str, set[str]]) -> TestCommand:
+    """One pytest run over every package's ``tests`` (each package's import root on the path,
+    tests imported by path so two packages' ``tests/test_x.py`` do not collide): one run, one
+    report, every test named with its package."""
+    roots = [f"{p}/src" if "src" in top else p for p, top in packages.items()]
+    tests = " ".join(f"{p}/tests" for p in packages)
+    listed = ", ".join(code(p) for p in list(packages)[:5]) + \
+        (f" and {len(packages) - 5} more" if len(packages) > 5 else "")
+    return TestCommand(f"PYTHONPATH={':'.join(roots)} {PYTEST} --import-mode=importlib {tests}",
+                       f"a monorepo of {len(packages)} Python packages ({listed}), each with a "
+                       "`tests/` folder: pytest runs them all at once, each package importable "
+                       "without an install")
 
 
 INTERESTING = ("pyproject.toml", "setup.cfg", "tox.ini", "noxfile.py", "pytest.ini",
@@ -160,7 +200,32 @@ def discover_from(names: set[str], files: dict[str, str],
             chosen = TestCommand(found.command, f"{found.reason}; the CI workflow {code(path)} "
                                  f"runs {what} too")
             break
-    return _with_src_path(chosen, names, files)
+    return _with_services(_with_src_path(chosen, names, files), workflows)
+
+
+def workflow_services(workflows: dict[str, str]) -> list[str]:
+    """The service containers the CI workflows start (``jobs.<job>.services``): databases and
+    the like that the tests may need and a sandbox does not have."""
+    found: list[str] = []
+    for text in workflows.values():
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        for job in (jobs or {}).values() if isinstance(jobs, dict) else ():
+            services = job.get("services") if isinstance(job, dict) else None
+            if isinstance(services, dict):
+                found += [str(name) for name in services if str(name) not in found]
+    return found[:10]
+
+
+def _with_services(chosen: TestCommand, workflows: dict[str, str]) -> TestCommand:
+    if not (services := workflow_services(workflows)):
+        return chosen
+    return TestCommand(chosen.command, f"{chosen.reason}; the CI workflows start services the "
+                       f"sandbox does not have ({', '.join(code(s) for s in services)}): tests "
+                       "that need them cannot pass here", chosen.via, services)
 
 
 def _tox_commands(tox: str) -> list[str]:
@@ -342,7 +407,39 @@ def interpret(command: str, result: CommandResult, machine: str | None = None) -
     elif not report.counts and not result.ok and KNOWN_RUNNER.match(command):
         report.state = "could-not-run"
         report.detail = f"{result.describe()}: {_first_error(output) or tail}"[:300]
+    if not result.ok and not report.counts.get("passed") and (service := needed_service(output)):
+        report.state, report.needs = "could-not-run", service.split(" (", 1)[0]
+        report.detail = service
     return report
+
+
+# Refused connections to a service on this machine, as the common clients word them.
+REFUSED = re.compile(
+    r"(?:connection to server at \"?(?P<pg_host>[\w.-]+)\"?(?: \([\d.:a-f]+\))?, port "
+    r"(?P<pg_port>\d+) failed: Connection refused"
+    r"|Error 111 connecting to (?P<r_host>[\w.-]+):(?P<r_port>\d+)"
+    r"|ECONNREFUSED (?P<n_host>[\d.:a-f]+):(?P<n_port>\d+)"
+    r"|dial tcp (?P<g_host>[\w.:\[\]-]+):(?P<g_port>\d+): connect: connection refused"
+    r"|Can't connect to MySQL server on '(?P<m_host>[\w.-]+)'(?::(?P<m_port>\d+))?"
+    r"|accepting TCP/IP connections on port (?P<pg2_port>\d+))")
+SERVICES = {5432: "PostgreSQL", 3306: "MySQL", 6379: "Redis", 27017: "MongoDB",
+            9200: "Elasticsearch", 5672: "RabbitMQ", 11211: "memcached", 9092: "Kafka"}
+LOCAL = ("localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0")
+
+
+def needed_service(output: str) -> str:
+    """Why the tests could not run when a service they connect to on this machine refused
+    them (a database the CI starts beside them, which a sandbox does not have), or ""."""
+    for match in REFUSED.finditer(output):
+        groups = {k: v for k, v in match.groupdict().items() if v}
+        host = next((v for k, v in groups.items() if k.endswith("host")), "localhost")
+        port = int(next((v for k, v in groups.items() if k.endswith("port")),
+                        "3306" if "m_host" in groups else "0"))
+        if host not in LOCAL:
+            continue
+        name = SERVICES.get(port, "a service")
+        return f"{name} on {host}:{port} ({match.group(0)[:120]})"
+    return ""
 
 
 # Runners whose every run reports its tests: no count from one that failed means no test ran.

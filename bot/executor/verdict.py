@@ -29,6 +29,7 @@ from bot.reporter.wording import (
     WHY_COULD_NOT_RUN,
     WHY_NO_COMMAND,
     WHY_NO_TESTS,
+    WHY_SERVICE,
     WHY_SETUP_FAILED,
 )
 
@@ -143,6 +144,8 @@ def _why_not_run(before: TestReport | None, after: TestReport | None,
             return WHY_CONFIG.format(detail=report.detail)
     report = after or before
     if report is not None and report.state == "could-not-run":
+        if report.needs:
+            return WHY_SERVICE.format(needs=report.needs)
         return WHY_COULD_NOT_RUN.format(detail=report.detail)
     if report is None or report.state == "not-run":
         return WHY_NO_COMMAND

@@ -28,6 +28,7 @@ class TestReport:
     complete: bool = False  # whether ``failing`` names every failure
     outcomes: dict[str, str] = field(default_factory=dict)  # test id -> outcome (JUnit)
     detail: str = ""  # the cause when not run, or the output's last line
+    needs: str = ""  # the service the tests could not reach (PostgreSQL on localhost:5432)
 
     @property
     def ran(self) -> bool:
@@ -49,7 +50,8 @@ class TestReport:
         if self.state == "no-tests":
             return f"ran no test ({self.detail})" if self.detail else "ran no test"
         if self.state == "could-not-run":
-            return f"could not run: {self.detail}"
+            return f"could not run: needs {self.detail}" if self.needs else \
+                f"could not run: {self.detail}"
         verdict = "pass" if self.ok else "fail"
         if self.counts:
             parts = [f"{n} {'error' if k == 'errors' and n == 1 else k}"

@@ -75,4 +75,7 @@ WHY_SETUP_FAILED = ("{detail}, after the setup failed ({setup}): the tests need 
 WHY_NO_TESTS = "the test command ran no test ({detail})"
 WHY_COULD_NOT_RUN = ("the test command could not run, it stopped before any test ran ({detail}); "
                      "that is no test failure")
+WHY_SERVICE = ("the tests need {needs}, which the sandbox does not have: they connect to it and "
+               "are refused, so no test could pass here; that is no test failure (the CI that "
+               "starts the service runs them)")
 WHY_BASELINE = "the tests could not run on the base commit ({line})"
