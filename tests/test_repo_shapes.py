@@ -294,8 +294,8 @@ async def test_a_suite_that_needs_a_service_says_so_not_that_it_failed(tmp_path:
                   "Documented the protocol version.")
     async with stack(tmp_path, script) as s:
         job = await handed_over(s, shape, tmp_path)
-        assert job.result.test_command == PYTEST
-        assert "`redis`" in job.result.test_command_reason  # the workflow's service
+        assert job.result.tests.command == PYTEST
+        assert "`redis`" in job.result.tests.command_reason  # the workflow's service
         body, check = pr_and_check(s)
     assert check.conclusion == "neutral", check.output
     assert "could not run: needs Redis on localhost:6379" in body
