@@ -13,7 +13,6 @@ import logging
 import resource
 import secrets
 import shutil
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from bot.executor.sandbox.podman_conf import use_default_conf
 from bot.jobs.schema import NewerSchema
 from bot.jobs.states import FINAL, State
 from bot.jobs.store import Store
+from bot.server import stop_event
 from handlers.vocabulary import Event
 
 log = logging.getLogger("handoff.cli")
@@ -43,14 +43,6 @@ def webhook_secret(settings: Settings) -> bytes:
         path.chmod(0o600)
         print(f"No HANDOFF_WEBHOOK_SECRET set: generated one in {path}; give GitHub the same.")
     return path.read_text().strip().encode()
-
-
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 def _not_up_yet(exc: Exception) -> bool:
@@ -112,7 +104,7 @@ async def serve(settings: Settings, with_worker: bool = True, in_process: bool =
         Context(trigger_label=settings.trigger_label, bot_login=settings.bot_login),
         settings.max_body_bytes, on_job=on_job, routes=dashboard.routes(store, settings),
     )
-    stop = _stop_event()
+    stop = stop_event()
     checkpoints = asyncio.create_task(store.keep_wal_short())
     async with watching(settings.loop_stall_ms / 1000), \
             running(app, settings.host, settings.port) as url:
@@ -171,7 +163,7 @@ async def work(settings: Settings, child_of: int = 0, nice: int = 0, wake_fd: in
         worker = build_worker(settings, store)
         if wake_fd >= 0:
             wake_on_pipe(wake_fd, worker.wake)
-        await worker.run_forever(_stop_event())
+        await worker.run_forever(stop_event())
     await store.close()
 
 
@@ -229,7 +221,7 @@ async def redeliver(settings: Settings, every: float | None = None,
         return 1
     store = await Store.open(settings.db_url)
     github = GitHubApp(settings.app_id, pem, settings.github_url)
-    stop = _stop_event() if every else asyncio.Event()
+    stop = stop_event() if every else asyncio.Event()
     status = 0
     try:
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -46,3 +47,12 @@ async def running(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIter
     """Serve ``app`` until the block ends; yields its base URL."""
     async with serving(app, host, port) as server:
         yield base_url(server)
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: what a long-running command waits for."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

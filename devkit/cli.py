@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import signal
 import sys
 from pathlib import Path
 
@@ -19,19 +18,11 @@ from bot import logs
 from bot.config import Settings
 from bot.executor.sandbox.podman_conf import use_default_conf
 from bot.jobs.states import State
-from bot.server import running
+from bot.server import running, stop_event
 from devkit.scripted import ScriptedModel
 from devkit.simulator import Simulator
 from devkit.simulator.outage import served
 from devkit.stack import stack
-
-
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 async def dev_simulator(args: argparse.Namespace) -> None:
@@ -51,7 +42,7 @@ async def dev_simulator(args: argparse.Namespace) -> None:
               f"  control API: {url}/_sim/... (repos, issues, label, comment, review, faults, "
               f"outage)",
               flush=True)
-        await _stop_event().wait()
+        await stop_event().wait()
 
 
 async def dev_model(args: argparse.Namespace) -> None:
@@ -62,7 +53,7 @@ async def dev_model(args: argparse.Namespace) -> None:
                           per_conversation=args.per_conversation)
     async with running(model.app, "127.0.0.1", args.port) as url:
         print(f"scripted model at {url}/v1 (OpenAI) and {url} (Anthropic)", flush=True)
-        await _stop_event().wait()
+        await stop_event().wait()
 
 
 DEMO_REPO = {

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bot.jobs.store import Store
+
 FIXTURES = Path(__file__).parent / "fixtures"
 WEBHOOKS = FIXTURES / "github-webhooks"
 SECRET = b"test-webhook-secret"
@@ -129,3 +131,12 @@ async def seed_state(store: Any, job_id: int, state: str, **values: Any) -> None
     stmt = jobs.update().where(jobs.c.id == job_id).values(
         state=state, updated_at=time.time(), **values)
     await store.write(lambda conn: conn.execute(stmt))
+
+
+async def queue(store: Store, issue: int = 1) -> int:
+    """A job queued straight in the store (no delivery), for the worker's tests."""
+    job_id = await store.write(lambda conn: store.insert_job(
+        conn, kind="implement", repo="o/r", issue_number=issue, requested_by="alice",
+        installation_id=1))
+    assert job_id is not None
+    return job_id

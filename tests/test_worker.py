@@ -11,6 +11,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 import pytest
+from helpers import queue
 
 from bot.jobs.store import Job, Store
 from bot.jobs.worker import JobFailed, JobResult, UnconfiguredRunner, Worker
@@ -29,14 +30,6 @@ class Recorder:
             self.fail -= 1
             raise ConnectionError("GitHub down")
         self.reported.append((job.id, job.state, job.reason))
-
-
-async def queue(store: Store, issue: int = 1) -> int:
-    job_id = await store.write(lambda conn: store.insert_job(
-        conn, kind="implement", repo="o/r", issue_number=issue, requested_by="alice",
-        installation_id=1))
-    assert job_id is not None
-    return job_id
 
 
 async def test_one_active_job_per_issue(store: Store) -> None:

@@ -6,19 +6,13 @@ import asyncio
 import time
 from typing import Any
 
+from helpers import queue
+
 from bot.github.client import GitHubApiError
 from bot.jobs.chores import Chores
 from bot.jobs.heartbeat import Heartbeat, Stop
 from bot.jobs.states import State
 from bot.jobs.store import Job, Store
-
-
-async def queue(store: Store, issue: int = 1) -> int:
-    job_id = await store.write(lambda conn: store.insert_job(
-        conn, kind="implement", repo="o/r", issue_number=issue, requested_by="alice",
-        installation_id=1))
-    assert job_id is not None
-    return job_id
 
 
 async def forever() -> None:
