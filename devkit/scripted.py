@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
 from typing import Any
 
 from starlette.applications import Starlette
@@ -112,6 +113,7 @@ class ScriptedModel:
         self.per_conversation = per_conversation
         self.position = 0
         self.requests: list[dict[str, Any]] = []
+        self.times: list[float] = []  # when each request came (time.time())
         self.cache = PromptCache()
         self.ids = itertools.count(1)
         self.app = Starlette(routes=[
@@ -148,6 +150,7 @@ class ScriptedModel:
     async def _turn(self, request: Request) -> tuple[dict[str, Any], JSONResponse | None]:
         body = await request.json()
         self.requests.append(body)
+        self.times.append(time.time())
         turn = self.next_turn(body)
         if "status" in turn:
             headers = {"retry-after": str(turn["retry_after"])} if "retry_after" in turn else {}

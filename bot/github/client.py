@@ -176,7 +176,7 @@ class GitHubApp:
                           **self._options())
         # One client for every installation: each call brings its own token (per-call auth).
         self.rest = GitHub(UnauthAuthStrategy(), **self._options())
-        self.tokens: dict[tuple[int, str], _Token] = {}
+        self.tokens: dict[tuple[int, str, tuple[tuple[str, str], ...]], _Token] = {}
 
     def _options(self) -> dict[str, Any]:
         # Retries are ours (bot.github.retry, bounded); githubkit sleeps unbounded.
@@ -211,9 +211,12 @@ class GitHubApp:
                                  unavailable=_retryable(exc)) from exc
 
     async def installation_token(self, installation_id: int, repo_name: str,
-                                 fresh: bool = False) -> str:
-        """A token for one repository, cached until five minutes before it expires."""
-        key = (installation_id, repo_name)
+                                 fresh: bool = False,
+                                 permissions: dict[str, str] | None = None) -> str:
+        """A token for one repository (with the job's permissions unless others are named),
+        cached until five minutes before it expires."""
+        permissions = permissions or JOB_PERMISSIONS
+        key = (installation_id, repo_name, tuple(sorted(permissions.items())))
         cached = self.tokens.get(key)
         if cached and not fresh and cached.expires_at - 300 > time.time():
             return cached.value
@@ -221,7 +224,7 @@ class GitHubApp:
         async def mint() -> Any:
             return await self.app.arequest(
                 "POST", f"/app/installations/{installation_id}/access_tokens",
-                json={"repositories": [repo_name], "permissions": JOB_PERMISSIONS})
+                json={"repositories": [repo_name], "permissions": permissions})
 
         resp = await self.call(mint, "creating an installation token")
         data = resp.json()

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from devkit.simulator import control, rest
 from devkit.simulator import git as simgit
+from devkit.simulator.ci import ScriptedCI
 from devkit.simulator.oauth import WebFlow
 from devkit.simulator.openapi import Operation, Spec
 from devkit.simulator.render import Renderer
@@ -48,7 +49,8 @@ from devkit.simulator.state import (
 )
 
 ALL_PERMISSIONS = {"issues": "write", "pull_requests": "write", "contents": "write",
-                   "checks": "write", "metadata": "read"}
+                   "checks": "write", "metadata": "read", "actions": "read",
+                   "statuses": "read"}
 
 
 def generate_private_key() -> str:
@@ -75,6 +77,7 @@ class Simulator:
         self.oauth = WebFlow(self)
         # Set while served by devkit.simulator.outage.served: refuse connections for N s.
         self.go_dark: Callable[[float], None] | None = None
+        self.ci = ScriptedCI(self)  # another App's checks on pushed commits, as tests script
         self.app = Starlette(routes=self._routes())
 
     @property
@@ -220,8 +223,11 @@ class Simulator:
     def push(self, full_name: str, branch: str, files: dict[str, str], message: str,
              author: str) -> str:
         repo = self.get_repo(full_name)
-        return simgit.commit_files(repo.path, branch, files, message,
-                                   f"{author} <{author}@example.invalid>")
+        before = simgit.rev_parse(repo.path, branch) or "0" * 40
+        sha = simgit.commit_files(repo.path, branch, files, message,
+                                  f"{author} <{author}@example.invalid>")
+        self.ci.pushed(repo, branch, before, sha)
+        return sha
 
     def _issue(self, full_name: str, number: int) -> tuple[Repo, Issue]:
         repo = self.get_repo(full_name)
@@ -277,8 +283,9 @@ class Simulator:
 
     async def settle(self) -> None:
         """Wait until every webhook sent so far has been answered."""
-        while self.pending:
-            await asyncio.gather(*list(self.pending), return_exceptions=True)
+        while self.pending or self.ci.tasks:
+            await asyncio.gather(*list(self.pending), *list(self.ci.tasks),
+                                 return_exceptions=True)
 
     # --- auth --------------------------------------------------------------------------------
 
@@ -441,7 +448,7 @@ class Simulator:
     def _routes(self) -> list[Route]:
 
         convert = self.endpoint(self.convert_manifest)
-        return [*control.routes(self), *rest.routes(self), *self.oauth.routes(),
+        return [*control.routes(self), *self.ci.routes(), *rest.routes(self), *self.oauth.routes(),
                 Route("/settings/apps/new", self.new_app_form, methods=["POST"]),
                 Route("/organizations/{org}/settings/apps/new", self.new_app_form,
                       methods=["POST"]),
@@ -468,6 +475,8 @@ class Simulator:
                 record["status"] = exc.status
                 return exc.response()
             record["status"] = status
+            if isinstance(out, Response):  # a redirect (a log download), as GitHub answers
+                return out
             if op is not None:
                 record["response_errors"] = self.spec.response_errors(op, status, out)
             headers = self.rate_headers()
@@ -515,10 +524,15 @@ class Simulator:
         except (GitHubError, ValueError):
             return Response("Invalid username or token.\n", status_code=401, headers=challenge)
         extra = {"HANDOFF_SIM_WORKFLOWS": token.permissions.get("workflows", "")}
+        before = simgit.branch_heads(repo.path) if writing and request.method == "POST" else {}
         status, headers, body = await simgit.http_backend(
             self.world.root, f"/{repo.owner}/{repo.name}.git/{rest}", request.method,
             request.url.query, request.headers.get("content-type", ""), await request.body(),
             user, extra, request.headers.get("content-encoding", ""))
+        if writing and request.method == "POST":
+            for branch, sha in simgit.branch_heads(repo.path).items():
+                if before.get(branch) != sha:
+                    self.ci.pushed(repo, branch, before.get(branch, "0" * 40), sha)
         return Response(body, status_code=status, headers=headers)
 
     # --- token minting -----------------------------------------------------------------------

@@ -92,6 +92,13 @@ def rev_parse(bare: Path, ref: str) -> str | None:
     return result.stdout.strip() or None
 
 
+def branch_heads(bare: Path) -> dict[str, str]:
+    """Every branch and the commit it points at."""
+    out = git("for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads",
+              cwd=bare)
+    return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+
 def diff_files(bare: Path, base: str, head: str) -> list[dict[str, object]]:
     """The files a PR changes, as ``git diff base...head`` sees them."""
     numstat = git("diff", "--numstat", f"{base}...{head}", cwd=bare).splitlines()

@@ -113,7 +113,12 @@ def routes(sim: Simulator) -> list[Route]:
         if sha is None:
             raise GitHubError(404, "Branch not found")
         out = sim.spec.example("branch-get")
-        out.update(name=name, protected=False)
+        required = sim.ci.required.get((repo.full_name.lower(), name))
+        out.update(name=name, protected=required is not None)
+        if required is not None:  # what a reader sees of branch protection
+            out["protection"] = {"enabled": True, "required_status_checks": {
+                "enforcement_level": "non_admins", "contexts": required,
+                "checks": [{"context": c, "app_id": None} for c in required]}}
         out["commit"]["sha"] = sha
         return 200, out
 

@@ -91,6 +91,12 @@ class CheckRun:
     output: dict[str, Any] = field(default_factory=dict)
     details_url: str | None = None
     external_id: str | None = None
+    # Another App's run (its slug; "" is the simulated App itself), from devkit/simulator/ci.py
+    app: str = ""
+    suite_id: int | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    annotations: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
