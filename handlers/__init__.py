@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from handlers import comments, installation, issues, reviews
+from handlers import checks, comments, installation, issues, reviews
 from handlers.payload import shape_problem
 from handlers.router import Context, Router
 from handlers.vocabulary import Decision, Event, Ignore
 
 ROUTERS: tuple[Router, ...] = (
-    issues.router, comments.router, reviews.router, installation.router,
+    issues.router, comments.router, reviews.router, installation.router, checks.router,
 )
 
 

@@ -78,6 +78,42 @@ class PullRequest(_Part):
     head: Head | None | UnsetType = UNSET
 
 
+class App(_Part):
+    slug: str | None | UnsetType = UNSET
+    name: str | None | UnsetType = UNSET
+
+
+class PullRef(_Part):
+    """A pull request a check's payload lists (those whose head it ran on)."""
+
+    number: Id | UnsetType = UNSET
+
+
+class CheckSuite(_Part):
+    head_branch: str | None | UnsetType = UNSET
+    head_sha: str | UnsetType = UNSET
+    conclusion: str | None | UnsetType = UNSET
+    app: App | None | UnsetType = UNSET
+    pull_requests: list[PullRef] | None | UnsetType = UNSET
+
+
+class CheckRun(_Part):
+    name: str | UnsetType = UNSET
+    head_sha: str | UnsetType = UNSET
+    conclusion: str | None | UnsetType = UNSET
+    app: App | None | UnsetType = UNSET
+    check_suite: CheckSuite | None | UnsetType = UNSET
+    pull_requests: list[PullRef] | None | UnsetType = UNSET
+
+
+class WorkflowRun(_Part):
+    name: str | None | UnsetType = UNSET
+    head_branch: str | None | UnsetType = UNSET
+    head_sha: str | UnsetType = UNSET
+    conclusion: str | None | UnsetType = UNSET
+    pull_requests: list[PullRef] | None | UnsetType = UNSET
+
+
 class Payload(_Part):
     action: str | None | UnsetType = UNSET
     zen: str | None | UnsetType = UNSET
@@ -92,6 +128,14 @@ class Payload(_Part):
     repositories: list[Listed] | None | UnsetType = UNSET
     repositories_added: list[Listed] | None | UnsetType = UNSET
     repositories_removed: list[Listed] | None | UnsetType = UNSET
+    # The repository's CI: check runs and suites, workflow runs, commit statuses.
+    check_run: CheckRun | None | UnsetType = UNSET
+    check_suite: CheckSuite | None | UnsetType = UNSET
+    workflow_run: WorkflowRun | None | UnsetType = UNSET
+    sha: str | UnsetType = UNSET
+    context: str | UnsetType = UNSET
+    state: str | UnsetType = UNSET
+    branches: list[Named] | None | UnsetType = UNSET
 
 
 _decoder = msgspec.json.Decoder(Payload)

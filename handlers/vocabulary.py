@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+CI_FIX = "ci-fix"  # an iteration that fixes the repository's own checks on an agent PR
+
+
 
 @dataclass(slots=True)
 class Event:

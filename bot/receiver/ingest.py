@@ -13,9 +13,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot import logs
+from bot.jobs.schema import jobs
 from bot.jobs.store import DuplicateDelivery, Job, Store, StoreBusy
+from bot.receiver import ci_gate
 from handlers import Context, HandlerError, decide
 from handlers.vocabulary import (
+    CI_FIX,
     CancelJob,
     Decision,
     Event,
@@ -106,6 +109,10 @@ class _Recorder:
     def target(self, decision: Decision) -> _Target:
         if not isinstance(decision, StartJob | CancelJob):
             return _Target(None)
+        if isinstance(decision, StartJob) and decision.kind == CI_FIX and \
+                decision.issue_number is not None:  # its branch names the issue
+            return _Target(decision.issue_number, ci_gate.origin_of(
+                self.conn, decision.repo, decision.issue_number))
         if decision.pr_number is None:
             return _Target(decision.issue_number)
         origin = self.store.agent_pr_origin(self.conn, decision.repo, decision.pr_number)
@@ -118,6 +125,10 @@ class _Recorder:
                 return f"ignored: {reason}"
             case Pong(zen=zen):
                 return f"pong: {zen}"
+            case StartJob(kind=kind, repo=repo, issue_number=number) if kind == CI_FIX and \
+                    number is not None:
+                if why := ci_gate.why_not(self.conn, decision, self.active_job(repo, number)):
+                    return f"ignored: {why}"
             case StartJob() | CancelJob() if decision.pr_number is not None and \
                     target.origin is None:
                 return f"ignored: #{decision.pr_number} is not an agent pull request"
@@ -316,6 +327,9 @@ def apply(
                 conn, decision.installation_id, decision.account, decision.action,
                 decision.repositories_added, decision.repositories_removed)
             return f"installation {decision.installation_id} {decision.action}", None
+        case StartJob(kind=kind) if kind == CI_FIX and target.issue_number is not None and \
+                (active := store.active_job(conn, decision.repo, target.issue_number)):
+            return ci_gate.note(conn, active[0], decision, event.delivery_id), active[0]
         case StartJob() if target.issue_number is not None:
             return _start(store, conn, decision, event, target.issue_number, target.origin)
         case CancelJob() if target.issue_number is not None:
@@ -335,6 +349,8 @@ def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_n
         trigger=d.trigger, feedback=d.feedback, context=context, delivery_id=event.delivery_id,
         pr_number=d.pr_number, issue_number=issue_number,
     )
+    if d.kind == CI_FIX and origin is not None:  # on behalf of who handed the issue over
+        values.update(requested_by=origin.requested_by, pr_number=origin.pr_number)
     if origin is not None:  # an iteration keeps the issue text its first job worked from
         snap = origin.result.inputs.issue_snapshot or origin.context.get("issue_snapshot")
         values.update(branch=origin.branch, context={
@@ -347,6 +363,29 @@ def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_n
                               d.requested_by, d.context.get("comment_id"))
         return already_has(issue_number, active), None  # it started no job
     return f"queued {d.kind} job {job_id}", job_id
+
+
+def follow_up(store: Store, conn: sa.Connection, job_id: int) -> int | None:
+    """After a job ended: a check that failed on the commit it pushed, while it was under way,
+    starts its ``ci-fix`` now (if it still may). Returns the new job's id."""
+    row = conn.execute(jobs.select().where(jobs.c.id == job_id)).first()
+    job = Job.from_row(row) if row is not None else None
+    check = ci_gate.noted(job) if job is not None else None
+    if job is None or check is None:
+        return None
+    decision = StartJob(kind=CI_FIX, repo=job.repo, installation_id=job.installation_id,
+                        issue_number=job.issue_number, requested_by=job.requested_by,
+                        pr_number=job.pr_number, trigger="ci",
+                        context={k: v for k, v in check.items() if k != "delivery"})
+    active = store.active_job(conn, job.repo, job.issue_number)
+    if why := ci_gate.why_not(conn, decision, active):
+        log.info("job %s: the check noted on it starts nothing: %s", job_id, why)
+        return None
+    origin = ci_gate.origin_of(conn, job.repo, job.issue_number)
+    event = Event("check_run", {}, delivery_id=str(check.get("delivery", "")))
+    detail, new = _start(store, conn, decision, event, job.issue_number, origin)
+    log.info("job %s: %s for the check noted on it", job_id, detail)
+    return new
 
 
 def _cancel(store: Store, conn: sa.Connection, d: CancelJob, issue_number: int
