@@ -15,6 +15,7 @@ from bot.jobs.states import State
 from bot.jobs.store import Store
 from bot.jobs.worker import Worker
 from bot.jobs.worker_settings import WorkerSettings
+from bot.receiver import ingest
 
 log = logging.getLogger("handoff")
 REDELIVERY_EVERY = 6 * 3600.0  # as GitHub's own sample script does
@@ -97,4 +98,6 @@ def build_worker(settings: Settings, store: Store, housekeeping: bool = True) ->
 
         periodic.append((PRUNE_EVERY, prune_deliveries))
     return Worker(store, runner, reporter, worker_settings(settings), on_start=cleanup,
-                  periodic=periodic if housekeeping else (), conversation=conversation)
+                  periodic=periodic if housekeeping else (), conversation=conversation,
+                  after_end=lambda job_id: store.write(
+                      lambda conn: ingest.follow_up(store, conn, job_id)))

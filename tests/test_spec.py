@@ -12,6 +12,7 @@ from bot.executor.hidden import strip_hidden
 from bot.executor.repo_config import RepoConfigError, parse_repo_config
 from bot.executor.spec import acceptance_criteria, build_inputs, choose_template, render_spec
 from bot.jobs.changes import FileChange
+from bot.jobs.cifix import FailedCheck
 from bot.jobs.verdict import Verdict
 from bot.reporter.templates import Templates
 
@@ -114,8 +115,18 @@ def test_every_template_renders(name: str) -> None:
         spend={"steps": 1, "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.1,
                "wall_seconds": 1.0}, model="m", inputs_seen=["issue"], inputs_excluded=[],
         check_first="a.py", risks=["r"],
-        files=[FileChange("a.py", 1, 0), FileChange("b.py", 3, 0, new=True)])
+        files=[FileChange("a.py", 1, 0), FileChange("b.py", 3, 0, new=True)],
+        checks=[FailedCheck(name="lint", conclusion="failure", app="github-actions",
+                            title="1 problem", summary="ruff", log="log", url="u", annotations=[
+                                {"path": "a.py", "start_line": 1, "title": None,
+                                 "message": "E501"}])],
+        round=1, max_fixes=3, base_red=["docs"], pending=["slow"], why="w", sha="a" * 40,
+        base="main", tried=True, rounds=1)
     if name == "summary":
+        context["iterations"].append({"kind": "ci-fix", "requested_by": "a", "summary": "s3",
+                                      "ci": {"round": 1, "max_fixes": 3, "why": "w",
+                                             "names": [{"name": "lint"}], "pending": ["slow"],
+                                             "waited_minutes": 30}})
         context["criteria"] = [{"text": "x", "met": True, "evidence": "e"}]
     assert TEMPLATES.render(name, **context).strip()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.config import Settings
-from bot.executor import resume
+from bot.executor import ci, resume
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import Agent
 from bot.executor.agent.models import make_model
@@ -21,6 +21,7 @@ from bot.jobs.spend import Budget, Spend
 from bot.jobs.store import Store
 from bot.prices import price_for
 from bot.reporter.templates import Templates
+from handlers.vocabulary import CI_FIX
 
 # What the agent reads when it first calls `finish` having added files (SWE-agent's review on
 # submit): the pull request should carry the fix and its tests, not the scratch of the work.
@@ -56,6 +57,8 @@ async def write_spec(run: Run, p: Prepared, templates: Templates, store: Store,
                  previous_summary=previous, diff=diff[:30_000], base_branch=p.base, **common)
     if job.kind == "review":
         extra["review_comments"] = await review_threads(run)
+    if job.kind == CI_FIX:
+        extra.update(ci.brief(record.ci))
     record.inputs.template = job.kind
     return render_spec(templates, job.kind, inputs, **extra)
 

@@ -39,7 +39,8 @@ def entry(job: Job, record: JobRecord, evidence: bool = False) -> Iteration:
                      feedback=job.feedback[:2000], summary=record.summary,
                      spend=record.agent.spend.model_copy(), template=record.inputs.template,
                      tests_after=record.tests.after,
-                     evidence=evidence, shown=shown)
+                     evidence=evidence, shown=shown,
+                     ci=record.ci.shown() if record.ci else None)
 
 
 def total_spend(iterations: list[Iteration]) -> dict[str, Any]:

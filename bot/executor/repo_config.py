@@ -30,6 +30,16 @@ class RepoNetwork(BaseModel):
                              "reach besides the server's list: `name`, `name:port`, `*.suffix`.")
 
 
+class RepoCI(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_fixes: int = Field(3, ge=0, le=20, description="Rounds of fixing the repository's "
+                           "own failing checks per pull request (0: never).")
+    wait_minutes: float = Field(30, gt=0, le=24 * 60, description="How long a fix waits for "
+                                "the commit's other checks to finish before it goes on "
+                                "without them.")
+
+
 class RepoConfig(BaseModel):
     """Settings a repository gives its own jobs in `.github/handoff.yml` (default branch)."""
 
@@ -45,6 +55,7 @@ class RepoConfig(BaseModel):
     draft: bool | None = Field(None, description="Open pull requests as drafts.")
     budget: RepoBudget = Field(default_factory=RepoBudget)
     network: RepoNetwork = Field(default_factory=RepoNetwork)
+    ci: RepoCI = Field(default_factory=RepoCI)
 
 
 def json_schema() -> dict[str, Any]:

@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 from bot.config import Settings
-from bot.executor import volume
+from bot.executor import ci, volume
 from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import write_spec
 from bot.executor.changes import changed_files
@@ -42,6 +42,7 @@ from bot.reporter import wording
 from bot.reporter.conversation import Conversation
 from bot.reporter.pull_request import Delivered, PullRequestWriter
 from bot.reporter.templates import Templates
+from handlers.vocabulary import CI_FIX
 
 log = logging.getLogger("handoff.executor")
 
@@ -84,6 +85,11 @@ class JobRunner:
         run.mark("permission")
         dollars_left = await Budgets(self.store.engine).check(run.job.id, run.job.repo,
                                                               run.job.requested_by)
+        if run.job.kind == CI_FIX and (quiet := await ci.examine(
+                run, self.templates, self.settings.bot_login.removesuffix("[bot]"))):
+            return quiet  # nothing of the commit's checks to fix: no comment, no push
+        if run.job.kind == CI_FIX:
+            run.mark("checks")
         run.status = await self.conversation.acknowledge(run.gh, run.job, run.record)
         run.record.acknowledged = True
         resumed = run.job.attempts > 1 or run.job.stage not in ("", "queued", "rate-limited",

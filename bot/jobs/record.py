@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from bot.jobs.cifix import CIRound
 from bot.jobs.testreport import TestReport
 from bot.jobs.verdict import Verdict
 
@@ -123,6 +124,7 @@ class Iteration(Part):
     tests_after: str = ""
     evidence: bool = False
     shown: list[str] = Field(default_factory=list)  # tests it fixed or added
+    ci: CIRound | None = None  # a CI fix's round (without the checks' text)
 
 
 class JobRecord(BaseModel):
@@ -145,6 +147,8 @@ class JobRecord(BaseModel):
     verdict: Verdict | None = None
     delivery: Delivery = Field(default_factory=Delivery)
     iterations: list[Iteration] = Field(default_factory=list)
+    # A ci-fix job: the failing checks it was given, its round, what it did not wait for.
+    ci: CIRound | None = None
     timings: dict[str, float] = Field(default_factory=dict)  # seconds per stage
 
     @model_validator(mode="before")

@@ -134,3 +134,4 @@ class Failure(StrEnum):
     WORKER_LOST = "worker-lost"
     INTERNAL = "internal"
     CANCELLED = "cancelled"
+    CI_STOPPED = "ci-stopped"  # the repository's own checks stay red: not tried, or no more

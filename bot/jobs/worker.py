@@ -65,12 +65,15 @@ class Worker:
         on_start: Callable[[], Awaitable[object]] | None = None,
         periodic: Sequence[tuple[float, Task]] = (),
         conversation: Conversation | None = None,
+        after_end: Callable[[int], Awaitable[int | None]] | None = None,
     ) -> None:
         self.store, self.runner, self.reporter = store, runner, reporter
         self.settings = s = settings or WorkerSettings()
         self.id = worker_id()
         self.slots = s.concurrency  # jobs it may run at once now (0 once stopping)
         self.on_start = on_start
+        # Called with a job's id once its end is recorded; returns a job it queued, if any.
+        self.after_end = after_end
         self.chores = Chores(store, conversation)
         self.reports = ReportQueue(store, reporter, s)
         self.housekeeping = Housekeeping(periodic)
@@ -206,7 +209,18 @@ class Worker:
             return
         log.info("job %s ended %s%s", job.id, end.state,
                  f" ({end.category}: {end.reason})" if end.reason else "")
+        await self._follow_up(job.id)
         await self.reports.report(job.id)
+
+    async def _follow_up(self, job_id: int) -> None:
+        """What a job's end starts (``after_end``: a CI fix noted while it ran)."""
+        if self.after_end is None:
+            return
+        try:
+            if await self.after_end(job_id) is not None:
+                self.wake.set()
+        except Exception:  # the job's own end is recorded; this one start is lost, and said
+            log.exception("job %s: what its end starts could not be recorded", job_id)
 
     async def _defer(self, job: Job, deferred: JobDeferred) -> None:
         await self._persist(job.id, "its deferral", lambda: self.store.defer(

@@ -59,6 +59,8 @@ STEPS = {
                          "limit (`HANDOFF_WORKSPACE_MAX_MB`); narrow the task or raise it."),
     Failure.SANDBOX_LIMIT: ("running a command in the sandbox", "A sandbox limit stopped the "
                             "command; the cause above says which."),
+    Failure.CI_STOPPED: ("fixing the repository's own checks", "Fix what the checks above "
+                         "report by hand, or say what the agent should do differently."),
 }
 
 
@@ -100,8 +102,20 @@ def failure_comment(job: Job) -> str:
     if summary and CUT_MARK in job.reason:
         full = "\n\n" + FULL_SUMMARY.format(text=quote(summary[:50_000]))
     return redact(f"**Handoff job {job.id} failed** while {step}.\n\n"
-                  f"**Cause:** {public_cause(job)}\n\n**Kept:** {kept}{cost}\n\n"
+                  f"**Cause:** {public_cause(job)}{still_failing(job)}\n\n"
+                  f"**Kept:** {kept}{cost}\n\n"
                   f"**To try again:** {advice} Then {again}.").replace("  ", " ") + redact(full)
+
+
+def still_failing(job: Job) -> str:
+    """For a CI fix that ended otherwise than by stopping (a budget, an error): the checks it
+    was fixing, still failing (a stop names them in its cause)."""
+    ci = job.result.ci
+    if job.kind != "ci-fix" or job.category == Failure.CI_STOPPED or ci is None or \
+            not ci.names:
+        return ""
+    return "\n\n**Checks still failing:** " + ", ".join(
+        f"{code(n.name)} ({n.conclusion})" for n in ci.names) + "."
 
 
 def final_marker(job: Job) -> str:

@@ -40,7 +40,8 @@ STARTING_AGENT = "Starting the agent"
 # A commit's title names the issue, never the agent's words (they could close other issues).
 COMMIT_TITLES = {"implement": "Fix #{number}: {title}",
                  "retry": "Rework #{number} after /retry: {title}",
-                 "review": "Address the review on #{number}: {title}"}
+                 "review": "Address the review on #{number}: {title}",
+                 "ci-fix": "Fix the checks on #{number}: {title}"}
 WIP_TITLE = "WIP: stopped early ({why})"
 ADDRESSED = "Addressed in {head}:\n\n{answer}"
 EDIT_LEFT_OUT = "an edit of the issue by @{login}"
