@@ -11,6 +11,7 @@ import pytest
 from helpers import WEBHOOKS
 
 from bot.jobs.record import Delivery, JobRecord
+from bot.jobs.schema import jobs
 from bot.jobs.store import Store
 from bot.receiver.ingest import follow_up, ingest
 from handlers import Context, decide
@@ -88,6 +89,12 @@ async def store(tmp_path: Path) -> Store:  # type: ignore[misc]
     await s.close()
 
 
+async def set_row(store: Store, job_id: int, **values: object) -> None:
+    """Put a job's row in a state for the test (as the worker's transitions would)."""
+    await store.write(lambda conn: conn.execute(
+        jobs.update().where(jobs.c.id == job_id).values(**values)))
+
+
 async def agent_pr(store: Store, repo: str, pushed: str) -> int:
     """An implement job that opened PR #3 for issue 7 with ``pushed`` as its head, ended."""
     record = JobRecord(delivery=Delivery(head_sha=pushed, pushed_branch=BRANCH, branch=BRANCH,
@@ -96,7 +103,7 @@ async def agent_pr(store: Store, repo: str, pushed: str) -> int:
         conn, kind="implement", repo=repo, installation_id=1, issue_number=7,
         requested_by="maya", branch=BRANCH))
     assert job_id is not None
-    await store.update_job(job_id, state="succeeded", pr_number=3, result=record.dump())
+    await set_row(store, job_id, state="succeeded", pr_number=3, result=record.dump())
     return job_id
 
 
@@ -117,7 +124,7 @@ async def test_ingest_acts_on_handoffs_own_push_once(store: Store) -> None:
     outcome = await ingest(store, CTX, ev("check_run", again, "d2"))
     assert outcome.job_id is None and "under way" in outcome.detail
     # Once that job ended without pushing, the commit's later failures start nothing either.
-    await store.update_job(job.id, state="failed", category="ci-stopped")
+    await set_row(store, job.id, state="failed", category="ci-stopped")
     outcome = await ingest(store, CTX, ev("check_run", again, "d3"))
     assert outcome.job_id is None and "already" in outcome.detail
 
@@ -154,11 +161,11 @@ async def test_a_check_red_before_the_pushing_job_ends_is_fixed_after_it(store: 
         requested_by="maya", branch=BRANCH))
     assert job_id is not None
     pushed = JobRecord(delivery=Delivery(head_sha=SHA, pushed_branch=BRANCH, branch=BRANCH))
-    await store.update_job(job_id, state="running", result=pushed.dump())
+    await set_row(store, job_id, state="running", result=pushed.dump())
     outcome = await ingest(store, CTX, ev("check_run", data, "d1"))
     assert outcome.job_id == job_id and "noted on job" in outcome.detail
     assert await store.write(lambda conn: follow_up(store, conn, job_id)) is None  # running
-    await store.update_job(job_id, state="succeeded", pr_number=3,
+    await set_row(store, job_id, state="succeeded", pr_number=3,
                            result=pushed.with_(delivery=Delivery(
                                head_sha=SHA, pushed_branch=BRANCH, branch=BRANCH, pr_number=3,
                                pr_url="u")).dump())
