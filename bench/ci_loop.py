@@ -57,7 +57,7 @@ async def one_round(s: Stack, n: int) -> dict[str, float]:
     number = s.label_new_issue(REPO, f"Title {n}", "Change the title.")
     first = await s.wait_job(lambda j: j.issue_number == number and j.kind == "implement")
     assert first.state == "succeeded", first.reason
-    branch = first.result.branch
+    branch = first.result.delivery.branch
     s.sim.ci.script(REPO, {"lint": [LINT, "pass"]}, branch=branch)
     s.sim.ci.run_branch(REPO, branch)  # the CI runs on the PR's commit, and fails
     job = await s.wait_job(lambda j: j.issue_number == number and j.kind == "ci-fix")
