@@ -215,12 +215,18 @@ class Aider:
 
 
 def aider_reply(output: str) -> str:
-    """aider's printed answer: what comes after its banner, without its token lines."""
-    lines = output.splitlines()
-    start = next((i + 1 for i, line in reversed(list(enumerate(lines)))
-                  if line.startswith(("Repo-map:", "https://aider.chat/"))), 0)
-    kept = [line for line in lines[start:] if not Aider.TOKENS.match(line)]
-    return "\n".join(kept).strip()
+    """aider's last answer as it printed it: the text before its last token line, after the
+    one before (or after its banner), and what it did after."""
+    parts = Aider.TOKENS.split(output)
+    if len(parts) < 2:
+        return output.strip()
+    answer, after = parts[-2], parts[-1]
+    if len(parts) == 2:  # one answer: it follows the banner
+        lines = answer.splitlines()
+        start = next((i + 1 for i, line in reversed(list(enumerate(lines)))
+                      if line.startswith(("Repo-map:", "https://aider.chat/"))), 0)
+        answer = "\n".join(lines[start:])
+    return f"{answer.strip()}\n\n{after.strip()}".strip()
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (ClaudeCode(), Codex(), Aider())}
