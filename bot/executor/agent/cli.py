@@ -73,16 +73,18 @@ class CliAgent(ExternalAgent):
 
 
 async def read_back(sandbox: Sandbox, path: str) -> tuple[str, int]:
-    """A file the CLI wrote in the sandbox, read in pieces that pass the output cap; and, when
-    it was longer than MAX_SESSION, how many bytes of it were kept (else 0)."""
+    """A file the CLI wrote in the sandbox, read in pieces that pass the output cap (a piece
+    the cap cut short counts as far as it came); and, when it was longer than MAX_SESSION,
+    how many bytes of it were kept (else 0)."""
     data = bytearray()
     while len(data) < MAX_SESSION:
         got = await sandbox.exec(f"tail -c +{len(data) + 1} {path} 2>/dev/null | "
                                  f"head -c {CHUNK} | base64 -w0", timeout=60)
         if not got.ok:
             break
-        piece = base64.b64decode(got.stdout.strip())
+        encoded = got.stdout.strip()
+        piece = base64.b64decode(encoded[:len(encoded) // 4 * 4])
         data += piece
-        if len(piece) < CHUNK:
+        if not piece or (not got.truncated and len(piece) < CHUNK):
             return data.decode("utf-8", "replace"), 0
     return data.decode("utf-8", "replace"), len(data) if len(data) >= MAX_SESSION else 0
