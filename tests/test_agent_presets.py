@@ -85,3 +85,22 @@ async def test_preset_runs_the_real_cli_and_reports_its_cost(tmp_path: Path,
         assert events and all(line.get("preset") == preset for line in lines
                               if line["kind"] == "cli_event")
         assert MODEL_KEY not in Path(job.result.transcript).read_text()
+
+
+async def test_a_cli_that_fails_ends_the_job_saying_so_on_the_issue(tmp_path: Path) -> None:
+    if reason := image_missing():
+        pytest.skip(reason)
+    # A request the service refuses outright (no retries, unlike a 401 or a 529).
+    async with stack(tmp_path, [{"status": 400}], repeat_last=True, agent="claude-code",
+                     agent_image=AGENTS_IMAGE, egress_allow_private=True,
+                     sandbox_memory_mb=2048, max_wall_seconds=240,
+                     **SETTINGS["claude-code"]) as s:
+        s.sim.add_repo(REPO, CALC_WITH_TESTS)
+        job = await s.handed_over(REPO, "add() subtracts", "Fix add().")
+        assert job.state == "failed"
+        repo = s.sim.get_repo(REPO)
+        assert not any(i.pull for i in repo.issues.values())
+        issue = next(i for i in repo.issues.values() if not i.pull)
+        said = "\n".join(c.body for c in issue.comments)
+        assert "Claude Code failed: API Error: 400" in said, said
+        assert MODEL_KEY not in said

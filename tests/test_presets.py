@@ -141,7 +141,8 @@ def test_claude_code_result_gives_tokens_dollars_and_its_failure() -> None:
             tally.output_tokens, tally.cost_usd, tally.steps, tally.summary, tally.error) == \
         (2400, 2000, 300, 50, 0.0123, 3, "Fixed it.", "")
     over = {**result, "subtype": "error_max_budget_usd", "is_error": True, "result": ""}
-    assert "error_max_budget_usd" in PRESETS["claude-code"].tally(json.dumps(over), "").error
+    assert PRESETS["claude-code"].tally(json.dumps(over), "").error == \
+        "Claude Code stopped: error_max_budget_usd"
     assert PRESETS["claude-code"].tally("not json\n", "").error
 
 

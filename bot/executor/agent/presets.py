@@ -119,9 +119,10 @@ class ClaudeCode:
         tally.cost_usd = float(result.get("total_cost_usd") or 0.0)
         tally.steps = _int(result.get("num_turns"))
         tally.summary = str(result.get("result") or "")
-        if result.get("is_error") or result.get("subtype") != "success":
-            tally.error = f"Claude Code ended with {result.get('subtype', 'an error')}: " \
-                          f"{tally.summary}".strip()
+        if result.get("subtype") != "success":  # a limit: error_max_turns, _max_budget_usd
+            tally.error = f"Claude Code stopped: {result.get('subtype')}"
+        elif result.get("is_error"):
+            tally.error = f"Claude Code failed: {tally.summary}".strip()
         return tally
 
 
