@@ -4,6 +4,7 @@ and its spend as the CLI reported it."""
 from __future__ import annotations
 
 import base64
+import time
 
 from bot import metrics
 from bot.executor.agent.external import SPEC_FILE, ExternalAgent
@@ -27,7 +28,7 @@ class CliAgent(ExternalAgent):
         self.preset, self.endpoint = preset, endpoint
 
     async def run(self, spec: str, sandbox: Sandbox) -> AgentResult:
-        env = self.preset.env(self.endpoint)
+        env, started = self.preset.env(self.endpoint), time.monotonic()
         self.transcript.write("external", preset=self.preset.name, command=self.command,
                               env=sorted(env))
         result = await sandbox.exec(
@@ -43,6 +44,7 @@ class CliAgent(ExternalAgent):
         self.transcript.write("external_result", exit_code=result.exit_code, output=output,
                               timed_out=result.timed_out)
         spend = self.spend(tally)
+        spend.started = started
         if result.timed_out:
             reason = f"time budget of {self.budget.max_wall_seconds:.0f}s used up"
             return AgentResult(False, output, reason, spend, "budget-exhausted")

@@ -136,7 +136,9 @@ class Codex:
     def command(self, endpoint: Endpoint, spec_file: str) -> str:
         provider = {"name": "handoff", "base_url": endpoint.base_url.rstrip("/"),
                     "env_key": "OPENAI_API_KEY", "wire_api": "responses"}
+        # No analytics, and no plugin sync (it fetches from github.com and chatgpt.com).
         overrides = ["model_provider=handoff", "analytics.enabled=false",
+                     "features.plugins=false",
                      *(f"model_providers.handoff.{k}={json.dumps(v)}"
                        for k, v in provider.items())]
         flags = " ".join(f"-c {shlex.quote(o)}" for o in overrides)
