@@ -12,13 +12,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from agent_fixtures import CALC_WITH_TESTS, TEST_COMMAND
+from pydantic import SecretStr
 
 from devkit.simulator.git import git as simgit
 from devkit.stack import MODEL_KEY, stack
 
 REPO = "acme/calc"
+ADMIN = "dashboard-admin-token"
+FINAL = {"claude-code": "result", "codex": "turn.completed", "aider": "exit"}
 AGENTS_IMAGE = os.environ.get("HANDOFF_AGENTS_IMAGE", "handoff-sandbox:agents")
 FIX = "sed -i 's/return a - b/return a + b/' calc.py"
 SUMMARY = "Fixed add(): it subtracted. test_add passes."
@@ -63,7 +67,7 @@ async def test_preset_runs_the_real_cli_and_reports_its_cost(tmp_path: Path,
                                                              preset: str) -> None:
     if reason := image_missing():
         pytest.skip(reason)
-    async with stack(tmp_path, SCRIPTS[preset],
+    async with stack(tmp_path, SCRIPTS[preset], dashboard_token=SecretStr(ADMIN),
                      agent=preset, agent_image=AGENTS_IMAGE, egress_allow_private=True,
                      sandbox_memory_mb=2048, max_wall_seconds=240,
                      **SETTINGS[preset]) as s:
@@ -86,6 +90,10 @@ async def test_preset_runs_the_real_cli_and_reports_its_cost(tmp_path: Path,
         assert events and all(line.get("preset") == preset for line in lines
                               if line["kind"] == "cli_event")
         assert MODEL_KEY not in Path(job.result.transcript).read_text()
+        async with httpx.AsyncClient(base_url=s.sim.webhook_url.removesuffix("/webhook"),
+                                     headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+            page = (await http.get(f"/jobs/{job.id}")).text
+        assert f"{preset} · {FINAL[preset]}" in page  # the session, event by event
 
 
 async def test_a_cli_that_fails_ends_the_job_saying_so_on_the_issue(tmp_path: Path) -> None:
