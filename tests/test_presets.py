@@ -226,3 +226,24 @@ async def test_a_session_longer_than_one_read_or_the_output_cap_comes_back_whole
         await box.close()
     assert text.splitlines() == lines and cut == 0
     assert missing == ""
+
+
+@pytest.mark.podman
+async def test_a_preset_whose_cli_the_image_lacks_says_how_to_get_it(tmp_path: Path) -> None:
+    from bot.executor.agent.budget import Budget
+    from bot.executor.agent.cli import CliAgent
+    from bot.executor.agent.presets import Endpoint
+    from bot.executor.agent.transcript import Transcript
+
+    work = tmp_path / "ws"
+    work.mkdir()
+    agent = CliAgent(PRESETS["codex"], Endpoint("http://127.0.0.1:9/v1", "m", "sk-x"),
+                     Budget(max_wall_seconds=60), Transcript(tmp_path / "t.jsonl"))
+    box = await backend().start("presets-missing", work)  # the default image: no CLIs
+    try:
+        result = await agent.run("Fix it.", box)
+    finally:
+        await box.close()
+    assert not result.finished and result.category == "agent-error"
+    assert result.stop_reason.startswith("Codex CLI is not installed in the job's sandbox")
+    assert "build.sh --flavour agents" in result.stop_reason

@@ -17,6 +17,8 @@ from bot.jobs.spend import Budget, Spend
 
 CHUNK = 45_000  # bytes read back per command: base64 of it stays under the output cap
 MAX_SESSION = 16 << 20  # bytes of a session kept in the transcript
+NOT_INSTALLED = ("{title} is not installed in the job's sandbox image (`{program}`: command not "
+                 "found); deploy/sandbox/build.sh --flavour agents builds one that has it")
 
 
 class CliAgent(ExternalAgent):
@@ -48,6 +50,9 @@ class CliAgent(ExternalAgent):
         if result.timed_out:
             reason = f"time budget of {self.budget.max_wall_seconds:.0f}s used up"
             return AgentResult(False, output, reason, spend, "budget-exhausted")
+        if result.exit_code == 127 and "command not found" in result.stderr:
+            why = NOT_INSTALLED.format(title=self.preset.title, program=self.preset.program)
+            return AgentResult(False, output, why, spend, "agent-error")
         if result.exit_code != 0 or tally.error:
             why = tally.error or f"{self.preset.title} {result.describe()}"
             return AgentResult(False, tally.summary or output, why, spend, "agent-error")

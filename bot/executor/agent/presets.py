@@ -53,8 +53,9 @@ class Tally:
 
 
 class Preset(Protocol):
-    name: str
-    title: str
+    name: str  # as `agent:` names it
+    title: str  # as people know it
+    program: str  # the command it installs
 
     def command(self, endpoint: Endpoint, spec_file: str) -> str:
         """The shell command: runs the CLI on the spec, its events into SESSION_FILE."""
@@ -90,7 +91,7 @@ class ClaudeCode:
     """Claude Code: ``claude -p`` with stream-json events; Anthropic's Messages API at
     ANTHROPIC_BASE_URL; its result event carries the usage and ``total_cost_usd``."""
 
-    name, title = "claude-code", "Claude Code"
+    name, title, program = "claude-code", "Claude Code", "claude"
 
     def command(self, endpoint: Endpoint, spec_file: str) -> str:
         budget = f" --max-budget-usd {endpoint.max_cost_usd:g}" if endpoint.max_cost_usd else ""
@@ -131,7 +132,7 @@ class Codex:
     config (base URL and the variable that holds the key); its turn.completed events carry the
     usage, priced here at the configured prices (Codex reports no dollars)."""
 
-    name, title = "codex", "Codex CLI"
+    name, title, program = "codex", "Codex CLI", "codex"
 
     def command(self, endpoint: Endpoint, spec_file: str) -> str:
         provider = {"name": "handoff", "base_url": endpoint.base_url.rstrip("/"),
@@ -177,7 +178,7 @@ class Aider:
     log (``--analytics-log``, nothing sent) has each message's tokens and cost, priced from
     the configured prices through ``--model-metadata-file``."""
 
-    name, title = "aider", "aider"
+    name, title, program = "aider", "aider", "aider"
     TOKENS = re.compile(r"^Tokens: .*$", re.M)
 
     def command(self, endpoint: Endpoint, spec_file: str) -> str:
