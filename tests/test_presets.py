@@ -230,10 +230,10 @@ async def test_a_session_longer_than_one_read_or_the_output_cap_comes_back_whole
 
 @pytest.mark.podman
 async def test_a_preset_whose_cli_the_image_lacks_says_how_to_get_it(tmp_path: Path) -> None:
-    from bot.executor.agent.budget import Budget
     from bot.executor.agent.cli import CliAgent
     from bot.executor.agent.presets import Endpoint
     from bot.executor.agent.transcript import Transcript
+    from bot.jobs.spend import Budget
 
     work = tmp_path / "ws"
     work.mkdir()
