@@ -84,12 +84,12 @@ async def test_preset_runs_the_real_cli_and_reports_its_cost(tmp_path: Path,
         texts = json.dumps([pr.body, *(c.body for i in repo.issues.values()
                                        for c in i.comments)])
         assert MODEL_KEY not in texts
-        lines = [json.loads(line) for line in Path(job.result.transcript).read_text()
+        lines = [json.loads(line) for line in Path(job.result.agent.transcript).read_text()
                  .splitlines()]
         events = [line["event"] for line in lines if line["kind"] == "cli_event"]
         assert events and all(line.get("preset") == preset for line in lines
                               if line["kind"] == "cli_event")
-        assert MODEL_KEY not in Path(job.result.transcript).read_text()
+        assert MODEL_KEY not in Path(job.result.agent.transcript).read_text()
         async with httpx.AsyncClient(base_url=s.sim.webhook_url.removesuffix("/webhook"),
                                      headers={"Authorization": f"Bearer {ADMIN}"}) as http:
             page = (await http.get(f"/jobs/{job.id}")).text
