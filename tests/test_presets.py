@@ -247,3 +247,15 @@ async def test_a_preset_whose_cli_the_image_lacks_says_how_to_get_it(tmp_path: P
     assert not result.finished and result.category == "agent-error"
     assert result.stop_reason.startswith("Codex CLI is not installed in the job's sandbox")
     assert "build.sh --flavour agents" in result.stop_reason
+
+
+@pytest.mark.podman
+async def test_doctor_says_whether_the_preset_s_image_is_there(tmp_path: Path) -> None:
+    from bot.doctor import check_agent
+
+    base = dict(data_dir=tmp_path, sandbox="podman", agent="aider")
+    missing = await check_agent(Settings(**base, agent_image="handoff-sandbox:no-such"))
+    assert missing is not None and missing[0] is False and "--flavour agents" in missing[2]
+    present = await check_agent(Settings(**base, agent_image="handoff-sandbox:dev"))
+    assert present is not None and present[0] is True
+    assert await check_agent(Settings(data_dir=tmp_path)) is None  # the built-in agent
