@@ -18,6 +18,9 @@ DEFAULT_EGRESS = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org",
                   "proxy.golang.org", "sum.golang.org", "crates.io", "static.crates.io",
                   "index.crates.io", "deb.debian.org")
 
+# The agents a job can have: the built-in one or a CLI preset (bot/executor/agent/presets.py).
+AgentName = Literal["built-in", "claude-code", "codex", "aider"]
+
 
 class Settings(BaseSettings):
     """Everything Handoff can be told; each field is ``HANDOFF_<NAME>`` in the environment."""
@@ -156,6 +159,14 @@ class Settings(BaseSettings):
         "model_base_url (through the egress proxy) and gets the keys named in agent_env.")
     agent_env: list[str] = Field(default_factory=list, description="Environment variables "
                                  "passed into the sandbox for agent_command (e.g. its API key).")
+    agent: AgentName = Field(
+        "built-in", description="The agent of jobs whose repository names none (`agent:` in "
+        ".github/handoff.yml): the built-in one, or a CLI preset run in the sandbox, pointed at "
+        "model_base_url with model_api_key (claude-code: an Anthropic Messages endpoint; codex: "
+        "OpenAI Responses; aider: OpenAI Chat Completions).")
+    agent_image: str = Field("handoff-sandbox:agents", description="Sandbox image of jobs run "
+                             "by a CLI preset, unless the repository names its own `image` "
+                             "(deploy/sandbox/build.sh --flavour agents builds it).")
     sqlite_sync: Literal["full", "normal"] = Field(
         "full", description="SQLite only: `full` (a 202 means the delivery is on disk, even "
         "through a power cut) or `normal` (no fsync per commit: answers stay fast when "

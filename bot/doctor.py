@@ -95,6 +95,23 @@ def check_price(settings: Settings) -> Result:
                                  f"per million tokens; a job stops at ${settings.max_cost_usd:g}")
 
 
+async def check_agent(settings: Settings) -> Result | None:
+    """A CLI preset as the server's agent: whether the engine has the image that holds it."""
+    if settings.agent == "built-in":
+        return None
+    what = f"agent {settings.agent}"
+    if settings.sandbox not in ("podman", "docker"):
+        return None, what, (f"runs in {settings.agent_image} on {settings.sandbox}: "
+                            "not checked from here")
+    probe = await asyncio.create_subprocess_exec(
+        settings.sandbox, "image", "inspect", settings.agent_image,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    if await probe.wait() != 0:
+        return False, what, (f"{settings.sandbox} has no image {settings.agent_image} "
+                             "(deploy/sandbox/build.sh --flavour agents builds it)")
+    return True, what, f"its CLI runs in {settings.agent_image}"
+
+
 async def check_github(settings: Settings) -> Result | None:
     """The App as GitHub sees it (``GET /app`` with a JWT): one try, no retries."""
     try:
@@ -258,7 +275,8 @@ async def run_doctor(settings: Settings) -> int:
     results = check_config(settings)
     checks = await asyncio.gather(check_github(settings), check_sign_in(settings),
                                   check_database(settings), check_engine(settings),
-                                  check_workspace_disk(settings), check_model(settings))
+                                  check_workspace_disk(settings), check_model(settings),
+                                  check_agent(settings))
     results += [r for r in checks if r is not None]
     for ok, what, detail in results:
         print(_line(ok, what, detail))

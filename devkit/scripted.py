@@ -1,4 +1,7 @@
-"""A scripted model server speaking the OpenAI and Anthropic wire formats, for tests and demos.
+"""A scripted model server speaking the OpenAI and Anthropic wire formats, for tests and demos:
+Chat Completions and Responses (OpenAI's, as aider and Codex CLI call them) and Messages
+(Anthropic's, as Claude Code calls it), each whole or streamed (``"stream": true``), with the
+services' error bodies, request-id headers and usage fields.
 
 A script is a list of turns, replayed in order, one per request:
   {"tool": "bash", "args": {"command": "ls"}}      a tool call (or "tools": [{...}, ...])
@@ -18,6 +21,8 @@ With ``per_conversation`` each conversation replays the script from its start (t
 picked by how many assistant turns the request already holds), so concurrent jobs each get
 the whole script. ``GET /_scripted/requests`` says how many requests came and which step each
 asked for (a resumed agent must not ask for its saved steps again).
+A turn's tool call goes out in the caller's form: a function call, or, for a tool the request
+declares as ``custom`` (Codex's apply_patch), a custom tool call whose input is ``args.input``.
 """
 
 from __future__ import annotations
@@ -30,13 +35,22 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from devkit.streams import anthropic_events, chat_chunks, responses_events
 
 CHARS_PER_TOKEN = 4
 MIN_CACHED = 1024  # tokens: shorter prompts are not cached, as with both services
 OPENAI_STEP = 128  # OpenAI caches in steps of this many tokens
 REMEMBERED = 16  # earlier OpenAI prompts compared with a new one
+# The error types each service names for a status.
+ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 529: "overloaded_error"}
+OPENAI_ERRORS = {400: "invalid_request_error", 401: "invalid_request_error",
+                 429: "rate_limit_exceeded", 503: "server_error"}
+ASSISTANT_ITEMS = {"function_call", "custom_tool_call", "reasoning"}
 
 
 def _tokens(chars: int) -> int:
@@ -70,8 +84,14 @@ class PromptCache:
         self.anthropic_written: set[str] = set()
 
     def openai(self, body: dict[str, Any]) -> tuple[int, int]:
-        """Prompt tokens and how many of them were cached."""
-        pieces = [_piece(body.get("tools") or []), *map(_piece, body.get("messages") or [])]
+        """Prompt tokens and how many of them were cached (Chat Completions: tools then
+        messages; Responses: tools, instructions, then input items)."""
+        if "input" in body:
+            items = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            pieces = [_piece(body.get("tools") or []), _piece(body.get("instructions") or ""),
+                      *map(_piece, items)]
+        else:
+            pieces = [_piece(body.get("tools") or []), *map(_piece, body.get("messages") or [])]
         total = _tokens(sum(map(len, pieces)))
         common = max((_common_chars(pieces, p) for p in self.openai_prompts), default=0)
         self.openai_prompts = [*self.openai_prompts, pieces][-REMEMBERED:]
@@ -120,6 +140,9 @@ class ScriptedModel:
             Route("/v1/chat/completions", self.openai, methods=["POST"]),
             Route("/chat/completions", self.openai, methods=["POST"]),
             Route("/v1/messages", self.anthropic, methods=["POST"]),
+            Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
+            Route("/v1/responses", self.responses, methods=["POST"]),
+            Route("/responses", self.responses, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/models", self.models, methods=["GET"]),
             Route("/_scripted/requests", self.asked, methods=["GET"]),
@@ -127,7 +150,7 @@ class ScriptedModel:
 
     def next_turn(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
         if self.per_conversation and body is not None:
-            index = sum(1 for m in body.get("messages", []) if m.get("role") == "assistant")
+            index = assistant_turns(body)
             if index < len(self.script):
                 return self.script[index]
         elif self.position < len(self.script):
@@ -138,26 +161,51 @@ class ScriptedModel:
             return self.script[-1]
         return {"text": "(script exhausted)"}
 
-    def _auth_error(self, request: Request, header: str) -> JSONResponse | None:
+    def _error(self, status: int, message: str, anthropic: bool,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+        """An error answer in the service's own shape, with its request id."""
+        rid = f"req_{next(self.ids):024d}"
+        if anthropic:
+            return JSONResponse({"type": "error", "error": {
+                "type": ANTHROPIC_ERRORS.get(status, "api_error"), "message": message},
+                "request_id": rid}, status, headers={**(headers or {}), "request-id": rid})
+        kind = OPENAI_ERRORS.get(status, "server_error")
+        return JSONResponse({"error": {"message": message, "type": kind, "param": None,
+                                       "code": "invalid_api_key" if status == 401 else kind}},
+                            status, headers={**(headers or {}), "x-request-id": rid})
+
+    def _auth_error(self, request: Request, anthropic: bool) -> JSONResponse | None:
         if self.api_key is None:
             return None
+        header = "x-api-key" if anthropic and "x-api-key" in request.headers \
+            else "authorization"
         got = request.headers.get(header, "").removeprefix("Bearer ")
         if got != self.api_key:
-            return JSONResponse({"error": {"type": "authentication_error",
-                                           "message": "invalid api key"}}, 401)
+            return self._error(401, "invalid x-api-key" if anthropic
+                               else "Incorrect API key provided.", anthropic)
         return None
 
-    async def _turn(self, request: Request) -> tuple[dict[str, Any], JSONResponse | None]:
+    async def _turn(self, request: Request, anthropic: bool = False
+                    ) -> tuple[dict[str, Any], JSONResponse | None]:
         body = await request.json()
         self.requests.append(body)
         self.times.append(time.time())
         turn = self.next_turn(body)
         if "status" in turn:
             headers = {"retry-after": str(turn["retry_after"])} if "retry_after" in turn else {}
-            return turn, JSONResponse({"error": {"type": "scripted", "message":
-                                                 f"scripted {turn['status']}"}},
-                                      turn["status"], headers=headers)
+            return turn, self._error(turn["status"], f"scripted {turn['status']}", anthropic,
+                                     headers)
         return turn, None
+
+    def _answer(self, body: dict[str, Any], events: Any, whole: dict[str, Any],
+                anthropic: bool = False) -> Response:
+        """The answer whole, or streamed as server-sent events when the request asked."""
+        rid = f"req_{next(self.ids):024d}"
+        headers = {"request-id": rid} if anthropic else {"x-request-id": rid}
+        if body.get("stream"):
+            return StreamingResponse(events, media_type="text/event-stream",
+                                     headers={**headers, "cache-control": "no-cache"})
+        return JSONResponse(whole, headers=headers)
 
     @staticmethod
     def _calls(turn: dict[str, Any]) -> list[dict[str, Any]]:
@@ -175,8 +223,8 @@ class ScriptedModel:
         return (None if prompt is None else int(prompt), int(usage.get("cached", 0)),
                 int(usage.get("output", 20)))
 
-    async def openai(self, request: Request) -> JSONResponse:
-        if error := self._auth_error(request, "authorization"):
+    async def openai(self, request: Request) -> Response:
+        if error := self._auth_error(request, anthropic=False):
             return error
         turn, error = await self._turn(request)
         if error:
@@ -190,19 +238,74 @@ class ScriptedModel:
         prompt, cached, completion = self._scripted(turn)
         if prompt is None:
             prompt, cached = self.cache.openai(self.requests[-1])
-        return JSONResponse({
+        body = self.requests[-1]
+        whole = {
             "id": f"chatcmpl-{next(self.ids)}", "object": "chat.completion", "created": 0,
-            "model": self.requests[-1].get("model", "scripted"),
+            "model": body.get("model", "scripted"),
             "choices": [{"index": 0, "message": message,
                          "finish_reason": "tool_calls" if calls else "stop"}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                       "total_tokens": prompt + completion,
-                      "prompt_tokens_details": {"cached_tokens": cached}}})
+                      "prompt_tokens_details": {"cached_tokens": cached}}}
+        include = bool((body.get("stream_options") or {}).get("include_usage"))
+        return self._answer(body, chat_chunks(whole, include), whole)
 
-    async def anthropic(self, request: Request) -> JSONResponse:
-        if error := self._auth_error(request, "x-api-key"):
+    async def responses(self, request: Request) -> Response:
+        """OpenAI's Responses API (``POST /v1/responses``), as Codex CLI calls it."""
+        if error := self._auth_error(request, anthropic=False):
             return error
         turn, error = await self._turn(request)
+        if error:
+            return error
+        body = self.requests[-1]
+        custom = {t.get("name") for t in body.get("tools") or [] if t.get("type") == "custom"}
+        output: list[dict[str, Any]] = []
+        for c in self._calls(turn):
+            n = next(self.ids)
+            if c["tool"] in custom:
+                output.append({"type": "custom_tool_call", "id": f"ctc_{n}",
+                               "call_id": f"call_{n}", "name": c["tool"],
+                               "input": str(c.get("args", {}).get("input", "")),
+                               "status": "completed"})
+            else:
+                output.append({"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}",
+                               "name": c["tool"], "status": "completed",
+                               "arguments": "{not json" if c.get("malformed")
+                               else json.dumps(c.get("args", {}))})
+        if turn.get("text") or not output:
+            output.insert(0, {"type": "message", "id": f"msg_{next(self.ids)}",
+                              "status": "completed", "role": "assistant",
+                              "content": [{"type": "output_text", "text": turn.get("text") or "",
+                                           "annotations": []}]})
+        prompt, cached, completion = self._scripted(turn)
+        if prompt is None:
+            prompt, cached = self.cache.openai(body)
+        whole = {
+            "id": f"resp_{next(self.ids):024d}", "object": "response", "created_at": 0,
+            "status": "completed", "error": None, "incomplete_details": None,
+            "instructions": body.get("instructions"), "model": body.get("model", "scripted"),
+            "output": output, "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "previous_response_id": body.get("previous_response_id"),
+            "store": body.get("store", True), "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [], "metadata": {},
+            "usage": {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+                      "output_tokens": completion,
+                      "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": prompt + completion}}
+        return self._answer(body, responses_events(whole), whole)
+
+    async def count_tokens(self, request: Request) -> Response:
+        """``POST /v1/messages/count_tokens``: the prompt's size, as the cache counts it."""
+        if error := self._auth_error(request, anthropic=True):
+            return error
+        body = await request.json()
+        tokens = sum(PromptCache().anthropic(body))
+        return JSONResponse({"input_tokens": tokens})
+
+    async def anthropic(self, request: Request) -> Response:
+        if error := self._auth_error(request, anthropic=True):
+            return error
+        turn, error = await self._turn(request, anthropic=True)
         if error:
             return error
         content: list[dict[str, Any]] = []
@@ -219,19 +322,20 @@ class ScriptedModel:
             prompt, read, written = self.cache.anthropic(self.requests[-1])
         else:
             prompt -= read
-        return JSONResponse({
+        body = self.requests[-1]
+        whole = {
             "id": f"msg_{next(self.ids)}", "type": "message", "role": "assistant",
-            "model": self.requests[-1].get("model", "scripted"), "content": content,
+            "model": body.get("model", "scripted"), "content": content,
             "stop_reason": "tool_use" if any(b["type"] == "tool_use" for b in content)
-            else "end_turn",
+            else "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": prompt, "output_tokens": completion,
-                      "cache_read_input_tokens": read, "cache_creation_input_tokens": written}})
+                      "cache_read_input_tokens": read, "cache_creation_input_tokens": written}}
+        return self._answer(body, anthropic_events(whole), whole, anthropic=True)
 
     def steps_asked(self) -> list[int]:
         """For each request so far, in order, the step it asked for: how many assistant
         turns its conversation held already (a step asked twice was asked again)."""
-        return [sum(1 for m in body.get("messages", []) if m.get("role") == "assistant")
-                for body in self.requests]
+        return [assistant_turns(body) for body in self.requests]
 
     async def asked(self, request: Request) -> JSONResponse:
         """``GET /_scripted/requests``: the requests' count and the steps they asked for."""
@@ -239,3 +343,17 @@ class ScriptedModel:
 
     async def models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
+
+def assistant_turns(body: dict[str, Any]) -> int:
+    """How many assistant turns a request's conversation holds: assistant messages, or, in a
+    Responses API input, runs of items the model gave (messages, calls, reasoning)."""
+    if "messages" in body:
+        return sum(1 for m in body["messages"] if m.get("role") == "assistant")
+    items: list[Any] = body["input"] if isinstance(body.get("input"), list) else []
+    turns, inside = 0, False
+    for item in items:
+        mine = item.get("type") in ASSISTANT_ITEMS or item.get("role") == "assistant"
+        turns += mine and not inside
+        inside = mine
+    return turns

@@ -88,9 +88,9 @@ async def stack(tmp: Path, script: list[dict[str, Any]], repeat_last: bool = Fal
         settings = Settings(
             app_id=str(sim.world.app_id), private_key=SecretStr(sim.private_key),
             webhook_secret=SecretStr(SECRET), github_url=sim_url, data_dir=tmp / "data",
-            model_provider="openai", model_base_url=f"{model_url}/v1", model_name="scripted-1",
-            model_api_key=SecretStr(MODEL_KEY), prices={"scripted-1": (3.0, 15.0)},
-            **{"sandbox": "podman",
+            model_base_url=f"{model_url}/v1", model_api_key=SecretStr(MODEL_KEY),
+            prices={"scripted-1": (3.0, 15.0)},
+            **{"model_provider": "openai", "model_name": "scripted-1", "sandbox": "podman",
                "sandbox_image": os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev"),
                "sandbox_memory_mb": 512, "command_timeout": 60, "status_interval": 0.0,
                "github_write_interval": 0.0, "poll_seconds": 0.2, "heartbeat_seconds": 1,

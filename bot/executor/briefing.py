@@ -7,9 +7,11 @@ from typing import Any
 
 from bot.config import Settings
 from bot.executor import ci, resume
+from bot.executor.agent.cli import CliAgent
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import Agent
 from bot.executor.agent.models import make_model
+from bot.executor.agent.presets import Endpoint, preset_for
 from bot.executor.agent.transcript import Transcript
 from bot.executor.changes import added_paths
 from bot.executor.gitops import NO_DRIVERS
@@ -95,6 +97,9 @@ def make_agent(run: Run, p: Prepared, settings: Settings,
     run.record.agent.transcript, run.record.agent.model = str(transcript.path), model_name
     if s.agent_command:
         return ExternalAgent(s.agent_command, s.agent_env, budget, transcript)
+    if preset := preset_for(p.config.agent, s.agent):
+        return CliAgent(preset, Endpoint(s.model_base_url, model_name, key or "", price_in,
+                                         price_out, budget.max_cost_usd), budget, transcript)
     model = make_model(s.model_provider, s.model_base_url, model_name, key, s.model_timeout)
 
     async def progress(spend: Spend) -> None:

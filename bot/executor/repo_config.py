@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.config import AgentName
 from bot.reporter.markdown import code, inline
 
 CONFIG_PATH = ".github/handoff.yml"
@@ -52,6 +53,9 @@ class RepoConfig(BaseModel):
                                       "the allowed hosts through the egress proxy.")
     image: str | None = Field(None, description="Sandbox image for this repository.")
     model: str | None = Field(None, description="Model name for this repository.")
+    agent: AgentName | None = Field(
+        None, description="The agent: built-in, or a CLI preset (claude-code, codex, aider) run "
+        "in the sandbox image of the agents flavour; default, the server's.")
     draft: bool | None = Field(None, description="Open pull requests as drafts.")
     budget: RepoBudget = Field(default_factory=RepoBudget)
     network: RepoNetwork = Field(default_factory=RepoNetwork)

@@ -4,6 +4,7 @@ to the allowed hosts only, then close the network."""
 from __future__ import annotations
 
 from bot.config import Settings
+from bot.executor.agent.presets import image_for
 from bot.executor.changes import exclude
 from bot.executor.dependencies import Setup, build_files_changed, default_setup
 from bot.executor.gitops import Checkout
@@ -38,6 +39,7 @@ async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Wor
     egress = [*settings.egress_allow, *config.network.allow, *settings.package_index_hosts()] \
         if setup and not record.setup.offline else []
     mirror = workspaces.mirror_path(run.job.repo) / "objects"
+    config.image = image_for(config.image, config.agent, settings)
     box = await backend.start(run.job.id, co.work_tree, egress=egress, image=config.image,
                               owner=run.job.lease_owner or "",
                               mounts=[(mirror, SANDBOX_OBJECTS)])
