@@ -14,11 +14,8 @@ from bot.executor.run import Run
 from bot.executor.sandbox import Sandbox
 from bot.executor.steps import Prepared
 from bot.github.registration import web_url
+from bot.reporter import wording
 from bot.reporter.markdown import code
-
-TEXT_ONLY_NOTE = ("(The issue shows {count} image{s} where it says [image N: ...]; this model "
-                  "takes no images, so only their alt text is given.)")
-NOT_SHOWN_NOTE = "(Images not shown to you, only their alt text: {numbers}.)"
 
 
 def saw(run: Run, p: Prepared, lines: list[str]) -> None:
@@ -35,8 +32,7 @@ async def mcp_tools(run: Run, p: Prepared, box: Sandbox, settings: Settings
     if not servers:
         return None
     if settings.agent_command:
-        saw(run, p, ["MCP servers left out: they are given to the built-in agent only, not to "
-                     "an agent CLI"])
+        saw(run, p, [wording.MCP_NOT_FOR_CLI])
         return None
     found = await connect(servers, box, [*settings.egress_allow, *p.config.network.allow],
                           settings.egress_allow_private, environment_secrets(run.job.repo))
@@ -53,21 +49,21 @@ async def images(run: Run, p: Prepared, settings: Settings
         return [], ""
     plural = "s" if len(refs) > 1 else ""
     if settings.agent_command:  # the CLI reads the spec only
-        saw(run, p, [f"{len(refs)} image{plural}: alt text only (an agent CLI gets the spec "
-                     "only)"])
+        saw(run, p, [wording.IMAGES_FOR_CLI.format(count=len(refs), s=plural)])
         return [], ""
     if not settings.model_images:
         model = p.config.model or settings.model_name
-        saw(run, p, [f"{len(refs)} image{plural}: alt text only (the model {code(model)} "
-                     "takes no images)"])
-        return [], TEXT_ONLY_NOTE.format(count=len(refs), s=plural)
+        saw(run, p, [wording.IMAGES_TEXT_ONLY.format(count=len(refs), s=plural,
+                                                     model=code(model))])
+        return [], wording.TEXT_ONLY_NOTE.format(count=len(refs), s=plural)
     folder = settings.data_dir / "transcripts" / f"job-{run.job.id}-images"
     caps = Caps(settings.max_images, int(settings.max_image_mb * 1_000_000))
     got, left_out = await fetch_all(refs, web_url(settings.github_url), await run.gh.token(),
                                     folder, caps)
-    saw(run, p, [f"image {i.ref.number} from {i.ref.source} ({i.media_type}, {size(i.size)})"
+    saw(run, p, [wording.IMAGE_SEEN.format(number=i.ref.number, source=i.ref.source,
+                                           media_type=i.media_type, size=size(i.size))
                  for i in got] + [f"{line} (left out)" for line in left_out])
     shown = {i.ref.number for i in got}
     missing = [str(r.number) for r in refs if r.number not in shown]
     return [i.message_part() for i in got], \
-        NOT_SHOWN_NOTE.format(numbers=", ".join(missing)) if missing else ""
+        wording.NOT_SHOWN_NOTE.format(numbers=", ".join(missing)) if missing else ""
