@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     max_wall_seconds: float = Field(3600.0, description="Wall time of the agent per job.")
     keep_observations: int = Field(5, ge=0, description="Newest tool outputs the built-in "
                                    "agent sees whole; older ones become a one-line note (0: all).")
+    model_images: bool = Field(True, description="The model takes images: screenshots in the "
+                               "issue and steering comments reach it; false (a text-only "
+                               "model): it gets their alt text and a note instead.")
+    max_images: int = Field(5, ge=0, le=20, description="Images given to the model per job.")
+    max_image_mb: float = Field(3.75, gt=0, le=20, description="Size limit of one image (MB); "
+                                "the images of a job together at most 10 MB.")
 
     agent_command: str | None = Field(
         None, description="Run this agent CLI in the sandbox instead of the built-in agent; "

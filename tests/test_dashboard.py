@@ -232,3 +232,17 @@ async def test_a_real_job_in_chromium(tmp_path: Path) -> None:
             assert "agent" in timings
             assert await page.get_attribute("#status a[href*='/pull/']", "href")
             await screenshot(page, tmp_path, "job.png")
+
+
+async def test_mcp_tools_and_images_show_in_the_transcript(tmp_path: Path) -> None:
+    async with served(tmp_path, dashboard_token=SecretStr(TOKEN)) as (url, store, settings), \
+            httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        job = await add_job(store, settings, [
+            {"kind": "spec", "text": "Fix it. [image 1: dialog]", "model": "m",
+             "images": [{"path": "/x/image-1.png", "number": 1}]},
+            {"kind": "mcp", "tools": ["mcp__facts__lookup"],
+             "left_out": [f"MCP tool `{INJECTED}` of `facts`: its name does not fit"]}])
+        page = (await http.get(f"/jobs/{job}")).text
+        assert "Spec given to m with 1 image</summary>" in page
+        assert "MCP tools <span class=\"meta\">1 beside the agent's own</span>" in page
+        assert "mcp__facts__lookup\nleft out: MCP tool `&lt;script&gt;" in page

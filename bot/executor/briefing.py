@@ -10,6 +10,7 @@ from bot.executor import ci, resume
 from bot.executor.agent.cli import CliAgent
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import Agent
+from bot.executor.agent.mcp import McpTools
 from bot.executor.agent.models import make_model
 from bot.executor.agent.presets import Endpoint, preset_for
 from bot.executor.agent.transcript import Transcript
@@ -79,9 +80,11 @@ async def review_threads(run: Run) -> list[dict[str, Any]]:
              "body": strip_hidden(c["body"])} for c in threads]
 
 
-def make_agent(run: Run, p: Prepared, settings: Settings,
-               dollars_left: float | None) -> Agent | ExternalAgent:
-    """The built-in agent (or the configured CLI), with the job's budget and transcript."""
+def make_agent(run: Run, p: Prepared, settings: Settings, dollars_left: float | None,
+               extra: McpTools | None = None, images: list[dict[str, Any]] | None = None
+               ) -> Agent | ExternalAgent:
+    """The built-in agent (or the configured CLI), with the job's budget and transcript, its
+    MCP servers' tools (``extra``) and the issue's images for its first request."""
     s, b = settings, p.config.budget
     model_name = p.config.model or s.model_name
     price_in, price_out = price_for(model_name, s.prices)  # logs a model it has no price for
@@ -93,7 +96,9 @@ def make_agent(run: Run, p: Prepared, settings: Settings,
                     price_in=price_in, price_out=price_out)
     key = s.model_api_key.get_secret_value() if s.model_api_key else None
     transcript = Transcript(s.data_dir / "transcripts" / f"job-{run.job.id}.jsonl",
-                            secrets=(key or "",))
+                            secrets=(key or "", *(extra.secrets if extra else ())))
+    if extra is not None:
+        transcript.write("mcp", tools=sorted(extra.tools), left_out=extra.left_out)
     run.record.agent.transcript, run.record.agent.model = str(transcript.path), model_name
     if s.agent_command:
         return ExternalAgent(s.agent_command, s.agent_env, budget, transcript)
@@ -113,7 +118,7 @@ def make_agent(run: Run, p: Prepared, settings: Settings,
 
     return Agent(model, budget, transcript, s.command_timeout, progress,
                  keep_observations=s.keep_observations, checkpoint=checkpoint,
-                 before_finish=lambda: added_files(p))
+                 before_finish=lambda: added_files(p), extra=extra, images=images)
 
 
 async def added_files(p: Prepared) -> str:

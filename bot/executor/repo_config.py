@@ -4,10 +4,18 @@ clear errors."""
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from bot.config import AgentName
 from bot.reporter.markdown import code, inline
@@ -41,6 +49,49 @@ class RepoCI(BaseModel):
                                 "without them.")
 
 
+SERVER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]{0,23}$"  # fits the tool names mcp__<server>__<tool>
+SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class McpServer(BaseModel):
+    """One MCP server: a local one (``command``), run inside the sandbox, or a remote one
+    (``url``, streamable HTTP), reached from the worker if its host is on the allowlist."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str | None = Field(None, description="A local (stdio) server's program, run "
+                                "inside the sandbox, in /workspace, with no network and no "
+                                "secrets.")
+    args: list[str] = Field(default_factory=list, description="The program's arguments.")
+    env: dict[str, str] = Field(default_factory=dict, description="Variables for a local "
+                                "server (plain values, never secrets).")
+    url: str | None = Field(None, description="A remote server's streamable HTTP endpoint "
+                            "(https://...); its host must be on the egress allowlist "
+                            "(`network.allow` or the server's).")
+    secrets: list[str] = Field(default_factory=list, description="Names of the secrets a "
+                               "remote server's headers use as `${NAME}`.")
+    headers: dict[str, str] = Field(default_factory=dict, description="HTTP headers for a "
+                                    "remote server, e.g. `Authorization: Bearer ${TOKEN}`.")
+    timeout: float = Field(60, gt=0, le=600, description="Seconds one call may take.")
+
+    @model_validator(mode="after")
+    def one_kind(self) -> McpServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either `command` (a local server) or `url` (a remote one)")
+        if self.command is not None and (self.secrets or self.headers):
+            raise ValueError("a local server runs in the sandbox beside the agent, where "
+                             "secrets never go: `secrets` and `headers` are for `url` servers")
+        if self.url is not None and (self.args or self.env):
+            raise ValueError("`args` and `env` are for `command` servers")
+        if self.url is not None and not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError("`url` must be an http(s) URL")
+        used = {m for v in self.headers.values() for m in SECRET_REF.findall(v)}
+        if unknown := sorted(used - set(self.secrets)):
+            raise ValueError(f"headers use secrets not listed in `secrets`: "
+                             f"{', '.join(unknown)}")
+        return self
+
+
 class RepoConfig(BaseModel):
     """Settings a repository gives its own jobs in `.github/handoff.yml` (default branch)."""
 
@@ -60,6 +111,9 @@ class RepoConfig(BaseModel):
     budget: RepoBudget = Field(default_factory=RepoBudget)
     network: RepoNetwork = Field(default_factory=RepoNetwork)
     ci: RepoCI = Field(default_factory=RepoCI)
+    mcp: dict[Annotated[str, StringConstraints(pattern=SERVER_NAME)], McpServer] = Field(
+        default_factory=dict, description="MCP servers whose tools the built-in agent gets "
+        "beside its own, as mcp__<server>__<tool>.", max_length=8)
 
 
 def json_schema() -> dict[str, Any]:

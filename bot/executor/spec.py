@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.executor.gitops import Checkout
 from bot.executor.hidden import collapsed_left_out, fence_tag, strip_hidden
+from bot.executor.images import ImageFinder
 from bot.github.naming import looks_like_bot
 from bot.jobs.inputs import SpecInputs
 from bot.reporter import markdown
@@ -96,8 +97,10 @@ def collapsed_note(text: str) -> str:
 def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]],
                  writers: set[str], trigger_label: str,
                  instructions: list[tuple[str, str]] | None = None) -> SpecInputs:
-    """Clean the issue, keep comments by writers only, find criteria and instructions."""
-    body = strip_hidden(issue.get("body"))
+    """Clean the issue, keep comments by writers only, find criteria, instructions and the
+    images a reader sees in the text kept."""
+    images = ImageFinder()
+    body = images.clean(issue.get("body"), "the issue")
     clean_issue = {"number": issue["number"], "title": strip_hidden(issue.get("title")),
                    "body": body}
     kept, excluded = [], []
@@ -106,7 +109,7 @@ def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]
         if looks_like_bot(c.get("user")):
             continue
         if author in writers:
-            text = strip_hidden(c.get("body"))
+            text = images.clean(c.get("body"), f"a comment by @{author}")
             if text:
                 kept.append({"author": author, "body": text})
         else:
@@ -117,7 +120,7 @@ def build_inputs(repo: str, issue: dict[str, Any], comments: list[dict[str, Any]
     seen += [f"comment by @{c['author']}" + collapsed_note(c["body"]) for c in kept]
     seen += [markdown.code(name) for name, _ in instructions]
     return SpecInputs(repo, clean_issue, labels, kept, excluded, acceptance_criteria(body),
-                      instructions, seen)
+                      instructions, seen, images=images.refs)
 
 
 def render_spec(templates: Templates, name: str, inputs: SpecInputs, **extra: Any) -> str:

@@ -11,6 +11,7 @@ from bot.config import Settings
 from bot.executor import resume
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import AgentResult
+from bot.executor.agent_inputs import images, mcp_tools
 from bot.executor.briefing import make_agent
 from bot.executor.iterations import earlier
 from bot.executor.run import Run, finish_despite_cancel
@@ -56,7 +57,10 @@ async def run_agent(run: Run, p: Prepared, box: Sandbox, spec: str, settings: Se
     """The agent's run in the sandbox (its dollars capped by the month's budget left, if
     one caps this job); the network is closed again after it."""
     await run.stage("agent", wording.STARTING_AGENT)
-    agent = make_agent(run, p, settings, dollars_left)
+    pictures, note = await images(run, p, settings)
+    agent = make_agent(run, p, settings, dollars_left, await mcp_tools(run, p, box, settings),
+                       pictures)
+    spec = f"{spec}\n{note}\n" if note else spec
     if isinstance(agent, ExternalAgent):  # it calls its model itself: that host only
         url = urlsplit(settings.model_base_url)
         await box.set_egress([f"{url.hostname}:{url.port}" if url.port

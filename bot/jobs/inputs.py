@@ -8,6 +8,16 @@ from typing import Any
 
 
 @dataclass
+class ImageRef:
+    """An image a reader of the issue sees, numbered in the order the spec shows them."""
+
+    number: int
+    url: str
+    alt: str
+    source: str  # "the issue" or "a comment by @login"
+
+
+@dataclass
 class SpecInputs:
     """Everything a spec is rendered from, and the record of what was left out."""
 
@@ -19,3 +29,4 @@ class SpecInputs:
     criteria: list[str] = field(default_factory=list)
     instructions: list[tuple[str, str]] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)  # what the agent saw, as the PR lists it
+    images: list[ImageRef] = field(default_factory=list)  # in the issue and kept comments

@@ -80,3 +80,14 @@ WHY_SERVICE = ("the tests need {needs}, which the sandbox does not have: they co
                "are refused, so no test could pass here; that is no test failure (the CI that "
                "starts the service runs them)")
 WHY_BASELINE = "the tests could not run on the base commit ({line})"
+
+# What the agent got beside its spec (the PR's "Inputs the agent saw"), and the notes the
+# model reads where it cannot see the issue's images.
+MCP_NOT_FOR_CLI = ("MCP servers left out: they are given to the built-in agent only, not to an "
+                   "agent CLI")
+IMAGES_FOR_CLI = "{count} image{s}: alt text only (an agent CLI gets the spec only)"
+IMAGES_TEXT_ONLY = "{count} image{s}: alt text only (the model {model} takes no images)"
+IMAGE_SEEN = "image {number} from {source} ({media_type}, {size})"
+TEXT_ONLY_NOTE = ("(The issue shows {count} image{s} where it says [image N: ...]; this model "
+                  "takes no images, so only their alt text is given.)")
+NOT_SHOWN_NOTE = "(Images not shown to you, only their alt text: {numbers}.)"

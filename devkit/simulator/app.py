@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from devkit.simulator import control, rest
 from devkit.simulator import git as simgit
+from devkit.simulator.attachments import Attachments
 from devkit.simulator.ci import ScriptedCI
 from devkit.simulator.oauth import WebFlow
 from devkit.simulator.openapi import Operation, Spec
@@ -75,6 +76,7 @@ class Simulator:
         self.render = Renderer(self.spec, base_url)
         self.pending: set[asyncio.Task[None]] = set()
         self.oauth = WebFlow(self)
+        self.attachments = Attachments(self)
         # Set while served by devkit.simulator.outage.served: refuse connections for N s.
         self.go_dark: Callable[[float], None] | None = None
         self.ci = ScriptedCI(self)  # another App's checks on pushed commits, as tests script
@@ -449,6 +451,7 @@ class Simulator:
 
         convert = self.endpoint(self.convert_manifest)
         return [*control.routes(self), *self.ci.routes(), *rest.routes(self), *self.oauth.routes(),
+                *self.attachments.routes(),
                 Route("/settings/apps/new", self.new_app_form, methods=["POST"]),
                 Route("/organizations/{org}/settings/apps/new", self.new_app_form,
                       methods=["POST"]),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bot.config import PROMPTS
 from bot.executor.agent.models import Model, ModelError, ToolCall
-from bot.executor.agent.tools import TOOLS, run_tool
+from bot.executor.agent.tools import TOOLS, ToolResult, run_tool
 from bot.executor.agent.transcript import Transcript
 from bot.executor.sandbox import Sandbox
 from bot.jobs.record import Checkpoint as Saved
@@ -17,6 +17,18 @@ from bot.jobs.spend import Budget, Spend
 
 # The agent's system prompt, a text like the others in prompts/ (not a spec template).
 SYSTEM = (PROMPTS / "_system.md").read_text().strip()
+
+
+class ToolSet(Protocol):
+    """Tools beside the agent's own (an MCP server's), each call answered as text."""
+
+    @property
+    def specs(self) -> list[dict[str, Any]]: ...
+
+    def handles(self, name: str) -> bool: ...
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> ToolResult: ...
+
 
 Progress = Callable[[Spend], Awaitable[None]]
 # Called after each step's tool calls: the conversation so far (``dump_messages``) and spend.
@@ -94,8 +106,10 @@ class Agent:
                  command_timeout: float = 600, progress: Progress | None = None,
                  keep_observations: int = KEEP_OBSERVATIONS, age_batch: int = AGE_BATCH,
                  checkpoint: Checkpoint | None = None,
-                 before_finish: BeforeFinish | None = None) -> None:
+                 before_finish: BeforeFinish | None = None, extra: ToolSet | None = None,
+                 images: list[dict[str, Any]] | None = None) -> None:
         self.model, self.budget, self.transcript = model, budget, transcript
+        self.extra, self.images = extra, images or []
         self.before_finish = before_finish
         self.command_timeout = command_timeout
         self.progress, self.checkpoint = progress, checkpoint
@@ -112,14 +126,18 @@ class Agent:
         else:
             spend = Spend()
             messages = [{"role": "user", "content": spec}]
-            self.transcript.write("spec", text=spec, model=self.model.name)
+            if self.images:  # given once, with the spec (files, read when a request is made)
+                messages[0]["images"] = self.images
+            self.transcript.write("spec", text=spec, model=self.model.name,
+                                  **({"images": self.images} if self.images else {}))
         reviewed = self.before_finish is None  # shown its added files once a run
+        tools = TOOLS + (self.extra.specs if self.extra else [])
         while True:
             if reason := spend.exhausted(self.budget):
                 return self._stop(spend, reason, "budget-exhausted")
             started = time.monotonic()
             try:
-                reply = await self.model.complete(SYSTEM, messages, TOOLS)
+                reply = await self.model.complete(SYSTEM, messages, tools)
             except ModelError as exc:
                 self.transcript.write("model_error", error=str(exc))
                 return self._stop(spend, str(exc), "model-error")
@@ -145,8 +163,9 @@ class Agent:
                     content, finished = f"error: {call.error}", None
                 else:
                     t0 = time.monotonic()
-                    result = await run_tool(sandbox, call.name, call.arguments,
-                                            self.command_timeout)
+                    result = await self.extra.call(call.name, call.arguments) \
+                        if self.extra and self.extra.handles(call.name) else \
+                        await run_tool(sandbox, call.name, call.arguments, self.command_timeout)
                     content, finished = result.content, result.finished
                     self.transcript.write("tool", step=spend.steps, name=call.name,
                                           arguments=call.arguments, ok=result.ok,

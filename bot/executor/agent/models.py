@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from bot.executor.agent.image_blocks import anthropic_blocks, openai_parts
 from bot.github.retry import RetryPolicy, WaitTooLong, call_with_retries, retry_after_seconds
 from bot.github.tls import client_context
 
@@ -198,6 +199,8 @@ def to_openai(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(entry)
         elif m["role"] == "tool":
             out.append({"role": "tool", "tool_call_id": m["id"], "content": m["content"]})
+        elif m.get("images"):
+            out.append({"role": "user", "content": openai_parts(m["content"], m["images"])})
         else:
             out.append({"role": "user", "content": m["content"]})
     return out
@@ -229,6 +232,10 @@ def to_anthropic(messages: list[dict[str, Any]], cache: bool = False) -> list[di
                 out.append({"role": "user", "content": [block]})
             if i == aged:
                 marks.append(block)
+        elif m.get("images"):
+            out.append({"role": "user", "content": anthropic_blocks(m["content"], m["images"])})
+            if i == 0 and cache:
+                marks.append(out[-1]["content"][-1])
         else:
             text = m["content"]
             out.append({"role": "user",
