@@ -12,7 +12,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from bot.executor import volume
+from bot.executor import partial, volume
 from bot.executor.gitops import Checkout, GitError, git
 
 log = logging.getLogger("handoff.executor")
@@ -36,20 +36,22 @@ class Workspaces:
     def mirror_path(self, full_name: str) -> Path:
         return self.mirrors / f"{full_name}.git"
 
-    async def refresh_mirror(self, full_name: str, clone_url: str, token: str) -> Path:
-        """Clone the mirror the first time; afterwards fetch only what is new."""
+    async def refresh_mirror(self, full_name: str, clone_url: str, token: str,
+                             wanted: tuple[str, ...] = ()) -> Path:
+        """Clone the mirror the first time (partial: commits only, ``bot.executor.partial``);
+        afterwards fetch only what is new. The files of the ``wanted`` refs are fetched too."""
         path = self.mirror_path(full_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         async with self.locks.setdefault(full_name, asyncio.Lock()), \
                 host_lock(path.with_suffix(".lock")):
             if (path / "HEAD").exists():
-                await git(f"--git-dir={path}", "fetch", "--prune", "--quiet", clone_url,
-                          "+refs/heads/*:refs/heads/*", token=token)
+                await partial.fetch(path, clone_url, token)
             else:
                 tmp = path.with_suffix(".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
-                await git("clone", "--bare", "--quiet", clone_url, str(tmp), token=token)
+                await partial.clone(clone_url, tmp, token)
                 tmp.rename(path)
+            await partial.hydrate(path, clone_url, token, wanted)
         return path
 
     async def checkout(self, job_id: int, full_name: str, branch: str, base: str,
@@ -59,7 +61,8 @@ class Workspaces:
         The trusted git directory borrows the mirror's objects, so the cost does not grow
         with history; the work tree gets a ``.git`` of its own for the agent.
         """
-        mirror = await self.refresh_mirror(full_name, clone_url, token)
+        mirror = await self.refresh_mirror(full_name, clone_url, token,
+                                           (f"refs/heads/{base}", f"refs/heads/{branch}"))
         self.remove(job_id)
         co = Checkout(self.gitdirs / str(job_id), self.root / str(job_id))
         await self._new_tree(co.work_tree)

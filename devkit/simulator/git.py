@@ -63,8 +63,11 @@ def create_bare(path: Path, files: dict[str, str], branch: str = "main",
 
 
 def install_hooks(bare: Path) -> None:
-    """Accept pushes over HTTP and guard workflow files, as GitHub does."""
+    """Accept pushes over HTTP and guard workflow files, as GitHub does; serve partial
+    clones (``--filter``) and single objects by id, as GitHub does too."""
     git("config", "http.receivepack", "true", cwd=bare)
+    git("config", "uploadpack.allowFilter", "true", cwd=bare)
+    git("config", "uploadpack.allowAnySHA1InWant", "true", cwd=bare)
     hook = bare / "hooks" / "pre-receive"
     hook.write_text(PRE_RECEIVE)
     hook.chmod(0o755)
