@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         "system of its own of WORKSPACE_MAX_MB (plus a margin), an ext4 image on a loop "
         "device, so a sandbox cannot write past it; off (or not root): the disk watchdog "
         "alone, which may let a fast writer overshoot before it acts.")
+    warm_cache_mb: int = Field(
+        4096, ge=0, description="Disk the warm environments may use in all (what successful "
+        "setups prepared, kept under data_dir/warm so later jobs skip the setup); the least "
+        "recently used go first; 0 turns the cache off.")
+    warm_cache_hours: float = Field(
+        12.0, gt=0, description="How long a kept environment is used after it was made.")
     egress_allow: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EGRESS),
         description="Hosts the setup command may reach through the egress proxy (`name`, "

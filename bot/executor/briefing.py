@@ -95,8 +95,8 @@ def make_agent(run: Run, p: Prepared, settings: Settings, dollars_left: float | 
                     max_wall_seconds=b.max_wall_seconds or s.max_wall_seconds,
                     price_in=price_in, price_out=price_out)
     key = s.model_api_key.get_secret_value() if s.model_api_key else None
-    transcript = Transcript(s.data_dir / "transcripts" / f"job-{run.job.id}.jsonl",
-                            secrets=(key or "", *(extra.secrets if extra else ())))
+    transcript = Transcript.of_job(s.data_dir, run.job.id,
+                                   secrets=(key or "", *(extra.secrets if extra else ())))
     if extra is not None:
         transcript.write("mcp", tools=sorted(extra.tools), left_out=extra.left_out)
     run.record.agent.transcript, run.record.agent.model = str(transcript.path), model_name

@@ -4,6 +4,7 @@ to the allowed hosts only, then close the network."""
 from __future__ import annotations
 
 from bot.config import Settings
+from bot.executor import warmstart
 from bot.executor.agent.presets import image_for
 from bot.executor.changes import exclude
 from bot.executor.dependencies import Setup, build_files_changed, default_setup
@@ -12,6 +13,7 @@ from bot.executor.run import Run
 from bot.executor.sandbox import Backend, CommandResult, Sandbox
 from bot.executor.steps import Prepared, Sandboxed
 from bot.executor.testrun import last_line
+from bot.executor.warm import Plan
 from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
 from bot.jobs.outcome import JobFailed
 from bot.jobs.states import Failure
@@ -36,17 +38,24 @@ async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Wor
         record.setup.offline = wording.SETUP_OFFLINE.format(files=", ".join(
             code(p) for p in changed[:10]) + (f" and {len(changed) - 10} more"
                                                  if len(changed) > 10 else ""))
-    egress = [*settings.egress_allow, *config.network.allow, *settings.package_index_hosts()] \
-        if setup and not record.setup.offline else []
-    mirror = workspaces.mirror_path(run.job.repo) / "objects"
     config.image = image_for(config.image, config.agent, settings)
+    found = await warmstart.plan(run, p, setup, backend, settings) if setup else None
+    warm = found is not None and found.state == "warm"
+    online = [*settings.egress_allow, *config.network.allow, *settings.package_index_hosts()]
+    egress = online if setup and not record.setup.offline and not warm else []
+    mirror = workspaces.mirror_path(run.job.repo) / "objects"
     box = await backend.start(run.job.id, co.work_tree, egress=egress, image=config.image,
                               owner=run.job.lease_owner or "",
-                              mounts=[(mirror, SANDBOX_OBJECTS)])
+                              mounts=[(mirror, SANDBOX_OBJECTS),
+                                      *(warmstart.mounts(found, backend) if found else [])])
     run.closing.push_async_callback(box.close)
     run.mark("sandbox")
-    if setup is None:
+    if setup is None or found is None:
         return Sandboxed(box)
+    if warm and await warm_start(run, co, box, found, backend, settings):
+        return Sandboxed(box, setup.command)
+    if warm:  # the kept environment could not be unpacked: the setup runs after all
+        await box.set_egress(online)
     await run.stage("setup", wording.INSTALLING.format(command=code(setup.command)))
     done = await box.exec(setup.command, env=settings.package_index_env() or None)
     check_limits(run, box)
@@ -54,6 +63,9 @@ async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Wor
     if done.ok and setup.offline:  # the repository's own build, never with network
         done = await box.exec(setup.offline)
         check_limits(run, box)
+    if done.ok:
+        await warmstart.keep(run, co, box, found, backend, settings)
+    warmstart.record(run, found, settings)
     await keep_out_of_changes(co)
     run.mark("setup")
     if done.ok:
@@ -65,6 +77,19 @@ async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Wor
     # says so, and the tests before and after tell what it cost.
     record.setup.warning = wording.SETUP_WARNING.format(why=why)
     return Sandboxed(box, setup.command)
+
+
+async def warm_start(run: Run, co: Checkout, box: Sandbox, found: Plan, backend: Backend,
+                     settings: Settings) -> bool:
+    """Start from the kept environment instead of the setup; False if it cannot be."""
+    await run.stage("setup", wording.WARM_START.format(reason=found.reason))
+    if not await warmstart.restore(run, box, found, backend, settings):
+        return False
+    check_limits(run, box)
+    warmstart.record(run, found, settings)
+    await keep_out_of_changes(co)
+    run.mark("setup")
+    return True
 
 
 async def keep_out_of_changes(co: Checkout) -> None:

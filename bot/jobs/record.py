@@ -77,6 +77,8 @@ class SetupRun(Part):
     reason: str = ""
     warning: str = ""
     offline: str = ""  # why it ran without network (the branch changed manifests)
+    environment: str = ""  # "warm" (a kept environment, no setup) or "cold" (the setup ran)
+    environment_reason: str = ""
 
 
 class Tests(Part):

@@ -36,6 +36,7 @@ EARLIER_PUSH = ("Job {job} pushed this change (commit {head}) but could not open
 RESUMED_WITH_COMMIT = ("Resumed: the change was made already (commit {head}); pushing it and "
                        "opening the pull request, without running the agent again.")
 INSTALLING = "Installing: {command}"
+WARM_START = "Starting warm: the environment kept after an earlier setup ({reason})"
 STARTING_AGENT = "Starting the agent"
 # A commit's title names the issue, never the agent's words (they could close other issues).
 COMMIT_TITLES = {"implement": "Fix #{number}: {title}",

@@ -29,6 +29,11 @@ class Transcript:
             except OSError as exc:
                 log.error("transcript %s: cannot make its folder (%s)", path, exc)
 
+    @classmethod
+    def of_job(cls, data_dir: Path, job_id: int, secrets: tuple[str, ...] = ()) -> Transcript:
+        """The transcript of job ``job_id`` (each step that writes to it opens it anew)."""
+        return cls(data_dir / "transcripts" / f"job-{job_id}.jsonl", secrets)
+
     def write(self, kind: str, **fields: Any) -> None:
         if self.path is None:
             return

@@ -147,7 +147,7 @@ class BubblewrapBackend:
         self.userns_flags = ["--disable-userns"] if "--disable-userns" in usage else []
 
     def supports(self, feature: str) -> bool:
-        return feature in {"memory", "pids", "egress", "disk-limit"}
+        return feature in {"memory", "pids", "egress", "disk-limit", "warm"}
 
     async def start(self, job_id: int | str, workspace: Path, egress: list[str] | None = None,
                     image: str | None = None, owner: str = "",

@@ -200,7 +200,7 @@ class ContainerBackend:
             f"{os.getuid()}:{os.getgid()}"
 
     def supports(self, feature: str) -> bool:
-        return feature in {"memory", "pids", "persistent", "egress", "disk-limit"}
+        return feature in {"memory", "pids", "persistent", "egress", "disk-limit", "warm"}
 
     async def start(self, job_id: int | str, workspace: Path, egress: list[str] | None = None,
                     image: str | None = None, owner: str = "",

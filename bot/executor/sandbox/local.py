@@ -121,7 +121,7 @@ class LocalBackend:
         self.started: list[LocalSandbox] = []  # every sandbox, first first (for tests)
 
     def supports(self, feature: str) -> bool:
-        return feature in {"disk-limit"}
+        return feature in {"disk-limit", "warm"}
 
     async def start(self, job_id: int | str, workspace: Path, egress: list[str] | None = None,
                     image: str | None = None, owner: str = "",

@@ -1,0 +1,326 @@
+"""The warm environment: what a successful setup prepared, kept so later jobs skip the setup.
+
+After a setup on the default branch's state succeeds (before the agent's first command), the
+sandbox writes what the setup left outside the repository's files into two archives: its home
+folder (pip's user installs and caches, Go's module cache) and the untracked files of the work
+tree (``node_modules``, a virtualenv, ``*.egg-info``). The worker keeps them under
+``data_dir/warm/<installation>/<owner>/<repo>/<key>``, keyed by the installation, the
+repository, the sandbox backend and image, the setup commands, the package index settings and
+the hashes of every lock, manifest and build file at the default branch's tip (and of the
+files the commands name). A later job whose key matches, within the lifetime, starts its
+sandbox and unpacks them inside it (never on the host), instead of the setup.
+
+Never from an agent's branch (kept only when the work tree is the default branch's tip and
+no build file differs), never shared across repositories or installations (they are part of
+the folder and of the key), bounded in size with the least recently used evicted first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.executor.dependencies import BUILD_FILES, Setup, _paths_in
+from bot.executor.gitops import Checkout
+from bot.executor.sandbox import Backend, Sandbox
+from bot.executor.sandbox.base import DIR_FLAGS, run_capped
+from bot.executor.workspace import host_lock
+from bot.reporter.markdown import code
+
+MOUNT = "/opt/handoff/warm"  # where a sandbox sees a kept environment (read-only)
+OUT = ".git/handoff-warm"  # where, in the work tree, the sandbox writes the archives
+ARCHIVES = ("home.tar", "tree.tar")
+META = "meta.json"
+# Run in the work tree; the untracked paths (NUL-separated) on stdin.
+CAPTURE = (f'rm -rf {OUT} && mkdir -p {OUT} && tar -cf {OUT}/home.tar -C "$HOME" . && '
+           f"tar -cf {OUT}/tree.tar --null --files-from=-")
+# Files the work tree has (the branch's own) are never replaced by kept ones.
+RESTORE = 'tar -xf "$W/home.tar" -C "$HOME" && tar -xf "$W/tree.tar" --skip-old-files'
+NO_WARM = {
+    "kubernetes": "the Kubernetes sandbox keeps no warm environment yet (a pod's files go "
+                  "with the pod; a volume per repository is not built)",
+}
+
+
+def setup_steps(setup: Setup) -> list[str]:
+    """The commands a setup runs, in order: what the key holds of it (the one place to read
+    them, for when setup steps become a list)."""
+    return [c for c in (setup.command, setup.offline) if c]
+
+
+@dataclass(frozen=True)
+class Key:
+    """What a kept environment was made from; ``digest`` names it."""
+
+    installation: int
+    repo: str
+    parts: dict[str, Any]
+
+    @property
+    def digest(self) -> str:
+        text = json.dumps([self.installation, self.repo.lower(), self.parts], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Entry:
+    """One kept environment on disk."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return int(self.meta.get("size", 0))
+
+    @property
+    def used(self) -> float:
+        return float(self.meta.get("used", self.meta.get("created", 0)))
+
+    @property
+    def created(self) -> float:
+        return float(self.meta.get("created", 0))
+
+
+@dataclass
+class Plan:
+    """Warm or cold for one job, and why; ``keep`` says a cold setup's result may be kept."""
+
+    state: str  # "warm" or "cold"
+    reason: str
+    key: Key | None = None
+    entry: Entry | None = None
+    keep: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class WarmCache:
+    """Kept environments under ``root``, at most ``max_mb`` in all, each for ``hours``."""
+
+    def __init__(self, root: Path, max_mb: int, hours: float) -> None:
+        self.root, self.max_bytes, self.lifetime = root, max_mb * 1024 * 1024, hours * 3600
+
+    def folder(self, installation: int, repo: str) -> Path:
+        owner, _, name = repo.lower().partition("/")
+        return self.root / str(installation) / owner / name
+
+    def entries(self, installation: int | None = None, repo: str | None = None) -> list[Entry]:
+        """Every kept environment (of one repository, with both arguments)."""
+        base = self.folder(installation, repo) if installation is not None and repo \
+            else self.root
+        found = []
+        for meta in sorted(base.glob(f"**/{META}")) if base.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError):
+                found.append(Entry(meta.parent, json.loads(meta.read_text())))
+        return found
+
+    def expired(self, entry: Entry, now: float | None = None) -> bool:
+        return (now or time.time()) - entry.created > self.lifetime
+
+    def find(self, key: Key) -> Entry | None:
+        """The kept environment for ``key``, if there is one within its lifetime."""
+        path = self.folder(key.installation, key.repo) / key.digest
+        try:
+            entry = Entry(path, json.loads((path / META).read_text()))
+        except (OSError, ValueError):
+            return None
+        if self.expired(entry) or not all((path / a).is_file() for a in ARCHIVES):
+            return None
+        return entry
+
+    def touch(self, entry: Entry) -> None:
+        """Mark an environment used now (the eviction removes the least recently used)."""
+        entry.meta["used"] = time.time()
+        _write_meta(entry.path, entry.meta)
+
+    async def keep(self, key: Key, archives: Path) -> Entry:
+        """Keep the archives in ``archives`` (moved) for ``key``; then evict down to size."""
+        folder = self.folder(key.installation, key.repo)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key.digest}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(mode=0o755)
+        size = 0
+        for name in ARCHIVES:
+            size += await asyncio.to_thread(_copy_regular, archives, name, tmp / name)
+        now = time.time()
+        meta = {"installation": key.installation, "repo": key.repo, "key": key.digest,
+                "parts": key.parts, "created": now, "used": now, "size": size}
+        _write_meta(tmp, meta)
+        async with host_lock(self.root / ".lock"):
+            final = folder / key.digest
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            self.evict()
+        return Entry(final, meta)
+
+    def evict(self, now: float | None = None) -> list[Entry]:
+        """Remove expired environments, then the least recently used until the rest fit."""
+        entries = self.entries()
+        gone = [e for e in entries if self.expired(e, now)]
+        alive = sorted((e for e in entries if e not in gone), key=lambda e: e.used)
+        total = sum(e.size for e in alive)
+        while alive and total > self.max_bytes:
+            oldest = alive.pop(0)
+            total -= oldest.size
+            gone.append(oldest)
+        for entry in gone:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        return gone
+
+    def clear(self, repo: str | None = None) -> list[Entry]:
+        """Remove every kept environment, or those of one repository (any installation)."""
+        gone = [e for e in self.entries()
+                if repo is None or str(e.meta.get("repo", "")).lower() == repo.lower()]
+        for entry in gone:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        return gone
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    tmp = folder / f".{META}.{os.getpid()}"
+    tmp.write_text(json.dumps(meta, sort_keys=True))
+    tmp.chmod(0o644)
+    tmp.replace(folder / META)
+
+
+def _copy_regular(folder: Path, name: str, target: Path) -> int:
+    """Copy ``folder/name`` to ``target`` without following a link anywhere on the way (the
+    sandbox wrote it: a link to a host file must not bring that file into the cache)."""
+    parts = [*Path(OUT).parts, name]
+    fd = os.open(folder, DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        src = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with os.fdopen(src, "rb") as reader:
+        if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
+            raise OSError(f"{name} is not a regular file")
+        with open(target, "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        target.chmod(0o644)
+        return os.fstat(reader.fileno()).st_size
+
+
+async def key_for(co: Checkout, rev: str, installation: int, repo: str, image: str,
+                  steps: Sequence[str], env: dict[str, str]) -> Key:
+    """The key of the environment ``steps`` make for the repository at ``rev``."""
+    listing = await co.git("ls-tree", "-r", "-z", "--full-tree", rev)
+    named = {p for step in steps for p in _paths_in(step)}
+    files = {}
+    for line in listing.split("\0"):
+        if not line:
+            continue
+        meta, path = line.split("\t", 1)
+        name = path.rsplit("/", 1)[-1]
+        if path in named or any(fnmatch.fnmatch(name, p) for p in BUILD_FILES):
+            files[path] = meta.split()[2]
+    return Key(installation, repo, {"image": image, "steps": list(steps), "env": env,
+                                    "files": files})
+
+
+async def image_id(backend: Backend, image: str) -> str:
+    """What the sandbox's root file system is: the image's id (a rebuilt image is another
+    one), or the host's system for bubblewrap."""
+    engine = getattr(backend, "engine", None)
+    if engine:
+        found = await run_capped([*engine, "image", "inspect", "--format", "{{.Id}}", image],
+                                 60, 4096)
+        return f"{image}@{found.stdout.strip()}" if found.ok else image
+    release = Path("/etc/os-release")
+    text = release.read_text() if release.exists() else ""
+    return f"{backend.name}:host:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two keys' parts, for a person: the files first."""
+    before, after = old.get("files", {}), new.get("files", {})
+    files = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    if files:
+        shown = ", ".join(code(p) for p in files[:5]) + \
+            (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        return f"{shown} changed"
+    for part, words in (("steps", "the setup commands"), ("image", "the sandbox image"),
+                        ("env", "the package index settings")):
+        if old.get(part) != new.get(part):
+            return f"{words} changed"
+    return "the key changed"
+
+
+def supported(backend: Backend) -> str:
+    """Why this backend starts cold, or "" when it can start warm."""
+    if backend.name in NO_WARM:
+        return NO_WARM[backend.name]
+    return "" if backend.supports("warm") else \
+        f"the {backend.name} sandbox keeps no warm environment"
+
+
+def decide(cache: WarmCache, key: Key, offline: bool, on_base: bool) -> Plan:
+    """Warm when a kept environment matches; else cold, with the reason a person reads."""
+    if offline:
+        return Plan("cold", "this branch changes files that decide the setup", key)
+    if entry := cache.find(key):
+        age = (time.time() - entry.created) / 3600
+        return Plan("warm", f"the setup and its lock and manifest files are as when this "
+                    f"environment was kept {age:.1f} h ago", key, entry)
+    keep = on_base
+    earlier = sorted(cache.entries(key.installation, key.repo), key=lambda e: e.created)
+    if not earlier:
+        return Plan("cold", "no environment kept for this repository yet", key, keep=keep)
+    last = earlier[-1]
+    if last.meta.get("key") == key.digest:  # found but expired or incomplete
+        return Plan("cold", f"the kept environment is older than "
+                    f"{cache.lifetime / 3600:g} h", key, keep=keep)
+    return Plan("cold", changed(last.meta.get("parts", {}), key.parts) +
+                " since the last environment was kept", key, keep=keep)
+
+
+async def untracked(co: Checkout) -> list[str]:
+    """Everything in the work tree git does not track, ignored files too (a setup's
+    ``node_modules/``, ``.venv/``), folders as one entry each."""
+    made = await co.git("ls-files", "--others", "--directory", "-z")
+    return [p for p in made.split("\0") if p]
+
+
+async def capture(box: Sandbox, co: Checkout) -> str:
+    """Have the sandbox write the archives into the work tree (``OUT``); "" or why not."""
+    paths = "\0".join(await untracked(co)).encode()
+    done = await box.exec(CAPTURE, stdin=paths + b"\0" if paths else b"")
+    return "" if done.ok else f"{done.describe()}: {(done.stderr or done.stdout)[-300:]}"
+
+
+def restore_command(where: str) -> str:
+    """Unpack a kept environment seen at ``where`` into the sandbox's home and work tree."""
+    return f"W={shlex.quote(where)}; {RESTORE}"
+
+
+def drop_output(co: Checkout) -> None:
+    """Remove the archives the sandbox wrote (never part of the agent's work tree), through
+    folder descriptors: a ``.git`` swapped for a link is never followed."""
+    *parents, last = Path(OUT).parts
+    with contextlib.suppress(OSError):
+        fd = os.open(co.work_tree, DIR_FLAGS)
+        try:
+            for part in parents:
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            shutil.rmtree(last, dir_fd=fd)
+        finally:
+            os.close(fd)
