@@ -372,6 +372,28 @@ def _fast_event_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def cache(settings: Settings, action: str, repo: str | None) -> int:
+    """``handoff cache``: list the kept warm environments, or clear them."""
+    from bot.executor.warmstart import cache_of
+
+    kept = cache_of(settings)
+    if action == "clear":
+        gone = kept.clear(repo)
+        print(f"removed {len(gone)} environment{'s' if len(gone) != 1 else ''}")
+        return 0
+    now = time.time()
+    entries = sorted(kept.entries(), key=lambda e: -e.used)
+    for e in entries:
+        state = "expired" if kept.expired(e, now) else "fresh"
+        print(f"{e.meta.get('repo', '?'):<30} installation {e.meta.get('installation', '?'):<8} "
+              f"{e.size / 1048576:8.1f} MB  made {(now - e.created) / 3600:5.1f} h ago  "
+              f"used {(now - e.used) / 3600:5.1f} h ago  {state}  {e.meta.get('key', '')[:12]}")
+    total = sum(e.size for e in entries) / 1048576
+    print(f"{len(entries)} kept, {total:.1f} MB of {settings.warm_cache_mb} MB; each used "
+          f"for {settings.warm_cache_hours:g} h")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handoff", description=__doc__)
     parser.add_argument("--version", action="version", version=f"handoff {__version__}")
@@ -429,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     p_budgets.add_argument("name", nargs="?", help="acme, acme/calc or a login")
     p_budgets.add_argument("--dollars", type=float, help="dollars a month (set)")
     p_budgets.add_argument("--jobs", type=int, help="jobs a month (set)")
+    p_cache = sub.add_parser("cache", help="the warm environments kept after setups: list "
+                             "(default), clear [REPO]")
+    p_cache.add_argument("action", nargs="?", choices=["list", "clear"], default="list")
+    p_cache.add_argument("repo", nargs="?", help="owner/name: clear this repository's only")
     p_backup = sub.add_parser("backup", help="copy the job store to a file (while running)")
     p_backup.add_argument("file", type=Path)
     p_restore = sub.add_parser("restore", help="replace the job store with a backup "
@@ -485,6 +511,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
             print("handoff budgets set needs --dollars, --jobs or both", file=sys.stderr)
             return 2
         return asyncio.run(budgets(settings, args))
+    elif args.command == "cache":
+        return cache(settings, args.action, args.repo)
     elif args.command == "validate":
         return validate(settings, args.file, args.schema)
     elif args.command in ("backup", "restore"):

@@ -69,9 +69,10 @@ def comment(body: str, on_pr: bool = False, number: int = 1,
 
 @contextlib.contextmanager
 def package_index(root: Path, wheels: list[Path], address: tuple[str, int] = ("127.0.0.1", 0),
-                  host: str = "127.0.0.1") -> Iterator[str]:
+                  host: str = "127.0.0.1", hits: list[str] | None = None) -> Iterator[str]:
     """A PEP 503 simple index on ``address`` serving ``wheels`` (a mirror such as devpi
-    would); yields its URL, with ``host`` as its host name."""
+    would); yields its URL, with ``host`` as its host name. Each path asked for is appended
+    to ``hits``."""
     for wheel in wheels:
         folder = root / "simple" / wheel.name.split("-")[0].lower()
         folder.mkdir(parents=True, exist_ok=True)
@@ -85,6 +86,11 @@ def package_index(root: Path, wheels: list[Path], address: tuple[str, int] = ("1
 
         def log_message(self, *args: object) -> None:
             pass
+
+        def do_GET(self) -> None:
+            if hits is not None:
+                hits.append(self.path)
+            super().do_GET()
 
     server = http.server.ThreadingHTTPServer(address, Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()

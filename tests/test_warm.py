@@ -1,0 +1,206 @@
+"""The warm environment: a second job on a repository starts from what the first one's setup
+prepared (the setup does not run again), a changed lock file starts cold, a repository never
+gets another's environment, and the cache stays within its size with the least recently used
+evicted first."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
+from helpers import package_index, wheel
+
+from bot.cli import main
+from bot.executor.warm import OUT, Key, WarmCache, decide
+from bot.jobs.store import Job
+from devkit.simulator.git import commit_files
+from devkit.stack import Stack, stack
+
+REPO = "acme/calc"
+
+
+def archives(tree: Path, size: int = 1000) -> Path:
+    """A work tree holding the two archives a sandbox writes after a setup."""
+    out = tree / OUT
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("home.tar", "tree.tar"):
+        (out / name).write_bytes(b"x" * size)
+    return tree
+
+
+def key(repo: str = REPO, installation: int = 1, lock: str = "a1") -> Key:
+    return Key(installation, repo, {"image": "img", "steps": ["pip install -r r.txt"],
+                                    "env": {}, "files": {"requirements.txt": lock}})
+
+
+async def test_a_kept_environment_is_found_by_its_own_key_only(tmp_path: Path) -> None:
+    cache = WarmCache(tmp_path / "warm", 100, 12)
+    await cache.keep(key(), archives(tmp_path / "ws"))
+    assert cache.find(key()) is not None
+    assert decide(cache, key(), offline=False, on_base=True).state == "warm"
+    # Another repository, the same repository under another installation: never.
+    assert cache.find(key("acme/other")) is None
+    assert cache.find(key(installation=2)) is None
+    other = decide(cache, key("acme/other"), offline=False, on_base=True)
+    assert (other.state, other.reason, other.keep) == (
+        "cold", "no environment kept for this repository yet", True)
+    # A changed lock file: cold, and the reason names it.
+    moved = decide(cache, key(lock="b2"), offline=False, on_base=False)
+    assert moved.state == "cold" and not moved.keep
+    assert moved.reason == "`requirements.txt` changed since the last environment was kept"
+    # A branch that changes its build files never starts warm.
+    assert decide(cache, key(), offline=True, on_base=False).state == "cold"
+
+
+async def test_environments_expire_and_the_least_recently_used_go_first(
+        tmp_path: Path) -> None:
+    cache = WarmCache(tmp_path / "warm", 1, 12)  # 1 MB: room for two of these
+    size = 200 * 1024  # two archives each: 400 KB an environment
+    first = await cache.keep(key("acme/a"), archives(tmp_path / "a", size))
+    await cache.keep(key("acme/b"), archives(tmp_path / "b", size))
+    cache.touch(first)  # a is used again: b is now the least recently used
+    await cache.keep(key("acme/c"), archives(tmp_path / "c", size))
+    kept = sorted(e.meta["repo"] for e in cache.entries())
+    assert kept == ["acme/a", "acme/c"]
+    assert sum(e.size for e in cache.entries()) <= 1024 * 1024
+    # Past its lifetime an environment is not used, and the next eviction removes it.
+    assert cache.find(key("acme/a")) is not None
+    assert cache.find(key("acme/a")) is not None
+    later = time.time() + 13 * 3600
+    assert [e.meta["repo"] for e in cache.evict(now=later)] == ["acme/a", "acme/c"]
+    assert cache.entries() == []
+
+
+async def test_an_archive_that_is_a_link_is_never_followed(tmp_path: Path) -> None:
+    """The sandbox writes the archives: one swapped for a link to a host file is refused."""
+    secret = tmp_path / "host-secret"
+    secret.write_text("host only\n")
+    tree = archives(tmp_path / "ws")
+    (tree / OUT / "home.tar").unlink()
+    (tree / OUT / "home.tar").symlink_to(secret)
+    with pytest.raises(OSError):
+        await WarmCache(tmp_path / "warm", 100, 12).keep(key(), tree)
+    link = archives(tmp_path / "ws2")
+    os.rename(link / ".git", link / "real-git")
+    (link / ".git").symlink_to(link / "real-git")
+    with pytest.raises(OSError):
+        await WarmCache(tmp_path / "warm", 100, 12).keep(key(), link)
+
+
+def test_the_cache_command_lists_and_clears(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    monkeypatch.setenv("HANDOFF_DATA_DIR", str(tmp_path))
+    cache = WarmCache(tmp_path / "warm", 100, 12)
+    asyncio.run(cache.keep(key(), archives(tmp_path / "a")))
+    asyncio.run(cache.keep(key("acme/web"), archives(tmp_path / "b")))
+    assert main(["cache", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "acme/calc" in listed and "acme/web" in listed and "installation 1" in listed
+    assert main(["cache", "clear", "acme/web"]) == 0
+    assert "removed 1 environment" in capsys.readouterr().out
+    assert [e.meta["repo"] for e in cache.entries()] == ["acme/calc"]
+    assert main(["cache", "clear"]) == 0
+    assert cache.entries() == []
+
+
+# End to end, with the local sandbox (commands on the host): the setup appends to a counter
+# file outside the work tree, so the test sees whether it ran.
+def setup_config(counter: Path) -> str:
+    return (f"test_command: {TEST_COMMAND}\n"
+            f"setup_command: echo ran >> {counter} && mkdir -p .venv \"$HOME/.local\" && "
+            "echo v > .venv/marker && echo h > \"$HOME/.local/marker\"\n")
+
+
+PREPARED = {"test_prepared.py": "import os\n\n\ndef test_prepared():\n"
+                                "    assert os.path.exists('.venv/marker')\n"
+                                "    assert os.path.exists(os.path.expanduser("
+                                "'~/.local/marker'))\n",
+            "requirements.txt": "six\n"}
+
+
+def transcript(job: Job) -> list[dict[str, object]]:
+    lines = Path(job.result.transcript).read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+async def job_on(s: Stack, repo: str) -> Job:
+    job = await s.handed_over(repo, "add() subtracts", "Fix add().")
+    assert job.state == "succeeded", job.reason
+    return job
+
+
+async def test_a_second_job_starts_warm_and_a_changed_lock_file_cold(tmp_path: Path) -> None:
+    counter = tmp_path / "setup-runs"
+    files = {**BUGGY_REPO, **PREPARED, ".github/handoff.yml": setup_config(counter)}
+    async with stack(tmp_path, FIX_SCRIPT, sandbox="local", per_conversation=True) as s:
+        repo = s.sim.add_repo(REPO, files)
+        first = await job_on(s, REPO)
+        assert counter.read_text() == "ran\n"
+        assert (first.result.environment, first.result.environment_reason) == (
+            "cold", "no environment kept for this repository yet; kept for the next jobs "
+            "(0 MB)")
+        assert "keep environment" in first.result.timings
+
+        second = await job_on(s, REPO)
+        assert counter.read_text() == "ran\n"  # the setup did not run again
+        assert second.result.environment == "warm", second.result.environment_reason
+        # What the setup made is there all the same: the baseline's test of it passed.
+        assert "1 passed, 1 failed" in second.result.tests_before, second.result
+        assert [e["state"] for e in transcript(second) if e["kind"] == "environment"] == \
+            ["warm"]
+        pr = max((i for i in s.sim.get_repo(REPO).issues.values() if i.pull),
+                 key=lambda i: i.number)
+        assert pr.pull is not None
+        pushed = subprocess.run(["git", "ls-tree", "-r", "--name-only", pr.pull.head],
+                                cwd=repo.path, capture_output=True, text=True).stdout.split()
+        assert not [p for p in pushed if p.startswith(".venv")], pushed
+
+        commit_files(repo.path, "main", {"requirements.txt": "six==1.16.0\n"}, "pin six")
+        third = await job_on(s, REPO)
+        assert counter.read_text() == "ran\nran\n"
+        assert third.result.environment == "cold"
+        assert third.result.environment_reason.startswith(
+            "`requirements.txt` changed since the last environment was kept")
+
+        # Another repository with the same files never starts from this one's.
+        s.sim.add_repo("acme/twin", files)
+        twin = await job_on(s, "acme/twin")
+        assert twin.result.environment == "cold"
+        assert counter.read_text() == "ran\nran\nran\n"
+
+
+pytestmark_podman = pytest.mark.podman
+
+
+@pytestmark_podman
+async def test_a_warm_start_in_podman_downloads_nothing(tmp_path: Path) -> None:
+    """The declared dependencies are installed from the package index once: the second job's
+    sandbox has them without asking the index again."""
+    files = {**BUGGY_REPO, "requirements.txt": "tinydep\n",
+             "test_dep.py": "import tinydep\n\n\ndef test_dep():\n"
+                            "    assert tinydep.ANSWER == 42\n"}
+    hits: list[str] = []
+    built = wheel(tmp_path, "tinydep", "ANSWER = 42\n")
+    with package_index(tmp_path / "index", [built], hits=hits) as index:
+        async with stack(tmp_path, FIX_SCRIPT, pip_index_url=index, per_conversation=True,
+                         egress_allow_private=True) as s:
+            repo = s.sim.add_repo(REPO, files)
+            first = await job_on(s, REPO)
+            assert first.result.environment == "cold"
+            downloads = [h for h in hits if h.endswith(".whl")]
+            assert len(downloads) == 1, hits
+            second = await job_on(s, REPO)
+            assert second.result.environment == "warm", second.result.environment_reason
+            assert [h for h in hits if h.endswith(".whl")] == downloads  # nothing new
+            assert "1 passed, 1 failed" in second.result.tests_before, second.result
+            commit_files(repo.path, "main", {"requirements.txt": "tinydep==1.0\n"}, "pin")
+            third = await job_on(s, REPO)
+            assert third.result.environment == "cold"
+            assert len([h for h in hits if h.endswith(".whl")]) == 2
