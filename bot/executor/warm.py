@@ -44,10 +44,13 @@ OUT = ".git/handoff-warm"  # where, in the work tree, the sandbox writes the arc
 ARCHIVES = ("home.tar", "tree.tar")
 META = "meta.json"
 # Run in the work tree; the untracked paths (NUL-separated) on stdin.
-CAPTURE = (f'rm -rf {OUT} && mkdir -p {OUT} && tar -cf {OUT}/home.tar -C "$HOME" . && '
+# (The home folder's entries, never the folder itself: the sandbox may not change its mode.)
+CAPTURE = (f'rm -rf {OUT} && mkdir -p {OUT} && (cd "$HOME" && find . -mindepth 1 -maxdepth 1 '
+           f"-printf '%P\\0') | tar -cf {OUT}/home.tar -C \"$HOME\" --null --files-from=- && "
            f"tar -cf {OUT}/tree.tar --null --files-from=-")
 # Files the work tree has (the branch's own) are never replaced by kept ones.
-RESTORE = 'tar -xf "$W/home.tar" -C "$HOME" && tar -xf "$W/tree.tar" --skip-old-files'
+RESTORE = ('tar -xf "$W/home.tar" -C "$HOME" --no-overwrite-dir && '
+           'tar -xf "$W/tree.tar" --skip-old-files')
 NO_WARM = {
     "kubernetes": "the Kubernetes sandbox keeps no warm environment yet (a pod's files go "
                   "with the pod; a volume per repository is not built)",
