@@ -11,9 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 from helpers import package_index, wheel
+from pydantic import SecretStr
 
 from bot.cli import main
 from bot.executor.warm import OUT, Key, WarmCache, decide
@@ -22,6 +24,7 @@ from devkit.simulator.git import commit_files
 from devkit.stack import Stack, stack
 
 REPO = "acme/calc"
+TOKEN = "dash-token-warm-0123456789"
 
 
 def archives(tree: Path, size: int = 1000) -> Path:
@@ -139,7 +142,8 @@ async def job_on(s: Stack, repo: str) -> Job:
 async def test_a_second_job_starts_warm_and_a_changed_lock_file_cold(tmp_path: Path) -> None:
     counter = tmp_path / "setup-runs"
     files = {**BUGGY_REPO, **PREPARED, ".github/handoff.yml": setup_config(counter)}
-    async with stack(tmp_path, FIX_SCRIPT, sandbox="local", per_conversation=True) as s:
+    async with stack(tmp_path, FIX_SCRIPT, sandbox="local", per_conversation=True,
+                     dashboard_token=SecretStr(TOKEN)) as s:
         repo = s.sim.add_repo(REPO, files)
         first = await job_on(s, REPO)
         assert counter.read_text() == "ran\n"
@@ -155,6 +159,13 @@ async def test_a_second_job_starts_warm_and_a_changed_lock_file_cold(tmp_path: P
         assert "1 passed, 1 failed" in second.result.tests_before, second.result
         assert [e["state"] for e in transcript(second) if e["kind"] == "environment"] == \
             ["warm"]
+        # The dashboard's job page says so, with the reason, in its status and transcript.
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            page = (await http.get(s.sim.webhook_url.replace(
+                "/webhook", f"/jobs/{second.id}"))).text
+        assert "<dt>Environment</dt><dd>warm: the setup and its lock and manifest files are " \
+            "as when this environment was kept" in page
+        assert "<h3>Started warm" in page
         pr = max((i for i in s.sim.get_repo(REPO).issues.values() if i.pull),
                  key=lambda i: i.number)
         assert pr.pull is not None

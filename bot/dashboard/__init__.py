@@ -310,6 +310,8 @@ class Dashboard:
             "steps": spend.steps or None,
             "tokens": spend.input_tokens + spend.output_tokens,
             "model": result.agent.model, "summary": redact(result.summary),
+            "environment": result.setup.environment,
+            "environment_reason": redact(result.setup.environment_reason),
         }
 
     def transcript_path(self, job: Job) -> Path:
