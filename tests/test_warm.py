@@ -5,6 +5,7 @@ evicted first."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -18,7 +19,9 @@ from helpers import package_index, wheel
 from pydantic import SecretStr
 
 from bot.cli import main
-from bot.executor.warm import OUT, Key, WarmCache, decide
+from bot.executor.gitops import Checkout
+from bot.executor.sandbox.local import LocalBackend
+from bot.executor.warm import OUT, Key, WarmCache, capture, decide
 from bot.jobs.store import Job
 from devkit.simulator.git import commit_files
 from devkit.stack import Stack, stack
@@ -215,3 +218,43 @@ async def test_a_warm_start_in_podman_downloads_nothing(tmp_path: Path) -> None:
             third = await job_on(s, REPO)
             assert third.result.environment == "cold"
             assert len([h for h in hits if h.endswith(".whl")]) == 2
+
+
+async def test_an_environment_holding_a_secret_is_never_kept(tmp_path: Path) -> None:
+    """A setup step's secret (as it is, in base64 or in hex) in what it left: not kept."""
+    cache = WarmCache(tmp_path / "warm", 100, 12)
+    token = "s3cr3t-registry-token-0123"
+    for n, form in enumerate([token, base64.b64encode(token.encode()).decode(),
+                              token.encode().hex()]):
+        tree = archives(tmp_path / f"ws{n}")
+        (tree / OUT / "home.tar").write_bytes(b"x" * (1 << 20) + f"auth={form}".encode())
+        with pytest.raises(OSError, match="holds a secret"):
+            await cache.keep(key(), tree, [token])
+    assert cache.entries() == []
+    await cache.keep(key(), archives(tmp_path / "clean"), [token])
+    assert len(cache.entries()) == 1
+
+
+async def test_the_sandbox_archives_what_the_setup_left_unless_it_is_too_large(
+        tmp_path: Path) -> None:
+    co = Checkout(tmp_path / "git", tmp_path / "ws")
+    co.work_tree.mkdir()
+    subprocess.run(["git", "init", "-q", f"--separate-git-dir={co.git_dir}",
+                    str(co.work_tree)], check=True)
+    (co.work_tree / ".git").unlink()
+    (co.work_tree / ".git").mkdir()  # the sandbox's own .git, as a job's work tree has
+    (co.work_tree / ".gitignore").write_text(".venv/\n")
+    (co.work_tree / ".venv/lib").mkdir(parents=True)
+    (co.work_tree / ".venv/lib/big.bin").write_bytes(os.urandom(3 << 20))
+    box = await LocalBackend().start(1, co.work_tree)
+    try:
+        await box.exec("mkdir -p \"$HOME/.local\" && echo h > \"$HOME/.local/mark\"")
+        assert "too large to keep (4 MB, 2 MB of room)" in await capture(box, co, 2)
+        assert await capture(box, co, 100) == ""
+    finally:
+        await box.close()
+    listed = {n: subprocess.run(["tar", "-tf", str(co.work_tree / OUT / n)],
+                                capture_output=True, text=True).stdout.split()
+              for n in ("home.tar", "tree.tar")}
+    assert listed["home.tar"] == [".local/", ".local/mark"]
+    assert ".venv/lib/big.bin" in listed["tree.tar"] and ".gitignore" in listed["tree.tar"]

@@ -18,6 +18,7 @@ the folder and of the key), bounded in size with the least recently used evicted
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fnmatch
 import hashlib
@@ -48,6 +49,8 @@ META = "meta.json"
 CAPTURE = (f'rm -rf {OUT} && mkdir -p {OUT} && (cd "$HOME" && find . -mindepth 1 -maxdepth 1 '
            f"-printf '%P\\0') | tar -cf {OUT}/home.tar -C \"$HOME\" --null --files-from=- && "
            f"tar -cf {OUT}/tree.tar --null --files-from=-")
+# Kilobytes the archives will take: the home folder's, then the listed paths' (on stdin).
+MEASURE = 'du -sk "$HOME" | cut -f1; du -sck --files0-from=- | tail -n 1 | cut -f1'
 # Files the work tree has (the branch's own) are never replaced by kept ones.
 RESTORE = ('tar -xf "$W/home.tar" -C "$HOME" --no-overwrite-dir && '
            'tar -xf "$W/tree.tar" --skip-old-files')
@@ -148,16 +151,23 @@ class WarmCache:
         entry.meta["used"] = time.time()
         _write_meta(entry.path, entry.meta)
 
-    async def keep(self, key: Key, archives: Path) -> Entry:
-        """Keep the archives in ``archives`` (moved) for ``key``; then evict down to size."""
+    async def keep(self, key: Key, archives: Path, secrets: Sequence[str] = ()) -> Entry:
+        """Keep the archives the sandbox wrote in the work tree ``archives`` for ``key``
+        (unless they hold one of the ``secrets``); then evict down to size."""
         folder = self.folder(key.installation, key.repo)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{key.digest}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(mode=0o755)
         size = 0
-        for name in ARCHIVES:
-            size += await asyncio.to_thread(_copy_regular, archives, name, tmp / name)
+        try:
+            for name in ARCHIVES:
+                size += await asyncio.to_thread(_copy_regular, archives, name, tmp / name)
+            if await asyncio.to_thread(carries, tmp, secrets):
+                raise OSError("it holds a secret a setup step was given")
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         now = time.time()
         meta = {"installation": key.installation, "repo": key.repo, "key": key.digest,
                 "parts": key.parts, "created": now, "used": now, "size": size}
@@ -301,11 +311,44 @@ async def untracked(co: Checkout) -> list[str]:
     return [p for p in made.split("\0") if p]
 
 
-async def capture(box: Sandbox, co: Checkout) -> str:
-    """Have the sandbox write the archives into the work tree (``OUT``); "" or why not."""
-    paths = "\0".join(await untracked(co)).encode()
-    done = await box.exec(CAPTURE, stdin=paths + b"\0" if paths else b"")
+async def capture(box: Sandbox, co: Checkout, room_mb: int) -> str:
+    """Have the sandbox write the archives into the work tree (``OUT``); "" or why not. Not
+    when they would not fit in ``room_mb`` (the work tree's disk limit is never reached)."""
+    paths = await untracked(co)
+    listed = b"".join(p.encode() + b"\0" for p in paths)
+    sized = await box.exec(MEASURE, stdin=listed)
+    try:
+        needed_mb = sum(int(n) for n in sized.stdout.split()) // 1024 + 1
+    except ValueError:
+        return f"its size could not be measured: {sized.stdout[-200:]}"
+    if needed_mb > room_mb:
+        return f"it is too large to keep ({needed_mb} MB, {room_mb} MB of room)"
+    done = await box.exec(CAPTURE, stdin=listed)
     return "" if done.ok else f"{done.describe()}: {(done.stderr or done.stdout)[-300:]}"
+
+
+def carries(folder: Path, values: Sequence[str]) -> bool:
+    """Whether an archive in ``folder`` holds any of ``values`` (a secret a setup step was
+    given), as it is or in base64 or hex: such an environment is never kept."""
+    needles = [n.encode() for v in values if v for n in encodings(v)]
+    if not needles:
+        return False
+    overlap = max(len(n) for n in needles)
+    for name in ARCHIVES:
+        with open(folder / name, "rb") as archive:
+            tail = b""
+            while chunk := archive.read(1 << 20):
+                window = tail + chunk
+                if any(n in window for n in needles):
+                    return True
+                tail = window[-overlap:]
+    return False
+
+
+def encodings(value: str) -> list[str]:
+    """A secret's text, base64 and hex forms."""
+    raw = value.encode()
+    return [value, base64.b64encode(raw).decode().rstrip("="), raw.hex()]
 
 
 def restore_command(where: str) -> str:

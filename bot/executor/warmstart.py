@@ -9,8 +9,10 @@ transcript and its timings.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bot.config import Settings
@@ -19,6 +21,7 @@ from bot.executor.dependencies import Setup
 from bot.executor.gitops import Checkout
 from bot.executor.run import Run
 from bot.executor.sandbox import Backend
+from bot.executor.sandbox.base import tree_size
 from bot.executor.warm import (
     MOUNT,
     Plan,
@@ -79,16 +82,20 @@ async def restore(run: Run, found: Plan, backend: Backend, settings: Settings) -
     return False
 
 
-async def keep(run: Run, co: Checkout, found: Plan, settings: Settings) -> None:
-    """Keep what the setup prepared, when the plan allows it; a failure only costs the next
-    job its warm start (noted in the record, logged)."""
+async def keep(run: Run, co: Checkout, found: Plan, backend: Backend, settings: Settings,
+               secrets: Sequence[str] = ()) -> None:
+    """Keep what the setup prepared, when the plan allows it and it holds none of the
+    ``secrets`` its steps were given; a failure only costs the next job its warm start
+    (noted in the record, logged)."""
     if not found.keep or found.key is None or run.sandbox is None:
         return
     started = time.monotonic()
+    used_mb = await asyncio.to_thread(tree_size, co.work_tree) // (1024 * 1024)
+    room_mb = min(backend.limits.workspace_mb - used_mb, settings.warm_cache_mb) * 9 // 10
     try:
-        if why := await capture(run.sandbox, co):
+        if why := await capture(run.sandbox, co, room_mb):
             raise OSError(why)
-        entry = await cache_of(settings).keep(found.key, co.work_tree)
+        entry = await cache_of(settings).keep(found.key, co.work_tree, secrets)
     except OSError as exc:
         found.notes.append(f"its environment could not be kept: {exc}")
         log.warning("job %s: the environment was not kept: %s", run.job.id, exc)
