@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,14 +21,18 @@ from pydantic import SecretStr
 
 from bot.cli import main
 from bot.executor.gitops import Checkout
+from bot.executor.sandbox import Backend
+from bot.executor.sandbox.bubblewrap import BubblewrapBackend
+from bot.executor.sandbox.container import ContainerBackend
 from bot.executor.sandbox.local import LocalBackend
-from bot.executor.warm import OUT, Key, WarmCache, capture, decide
+from bot.executor.warm import MOUNT, OUT, Key, WarmCache, capture, decide, restore_command
 from bot.jobs.store import Job
 from devkit.simulator.git import commit_files
 from devkit.stack import Stack, stack
 
 REPO = "acme/calc"
 TOKEN = "dash-token-warm-0123456789"
+IMAGE = os.environ.get("HANDOFF_SANDBOX_IMAGE", "handoff-sandbox:dev")
 
 
 def archives(tree: Path, size: int = 1000) -> Path:
@@ -190,10 +195,7 @@ async def test_a_second_job_starts_warm_and_a_changed_lock_file_cold(tmp_path: P
         assert counter.read_text() == "ran\nran\nran\n"
 
 
-pytestmark_podman = pytest.mark.podman
-
-
-@pytestmark_podman
+@pytest.mark.podman
 async def test_a_warm_start_in_podman_downloads_nothing(tmp_path: Path) -> None:
     """The declared dependencies are installed from the package index once: the second job's
     sandbox has them without asking the index again."""
@@ -258,3 +260,49 @@ async def test_the_sandbox_archives_what_the_setup_left_unless_it_is_too_large(
               for n in ("home.tar", "tree.tar")}
     assert listed["home.tar"] == [".local/", ".local/mark"]
     assert ".venv/lib/big.bin" in listed["tree.tar"] and ".gitignore" in listed["tree.tar"]
+
+
+def work_tree(root: Path) -> Checkout:
+    """A job's trusted git directory and work tree (with the sandbox's own ``.git``)."""
+    co = Checkout(root / "git", root / "ws")
+    co.work_tree.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", f"--separate-git-dir={co.git_dir}",
+                    str(co.work_tree)], check=True)
+    (co.work_tree / ".git").unlink()
+    (co.work_tree / ".git").mkdir()
+    (co.work_tree / "app.py").write_text("print('mine')\n")
+    return co
+
+
+@pytest.mark.parametrize("engine", [pytest.param("podman", marks=pytest.mark.podman),
+                                    "bubblewrap"])
+async def test_each_backend_keeps_and_unpacks_an_environment(tmp_path: Path,
+                                                             engine: str) -> None:
+    """What a setup left in the work tree comes back in another job's sandbox, beside that
+    job's own files, which it never replaces; read from the read-only mount."""
+    if engine == "bubblewrap" and not shutil.which("bwrap"):
+        pytest.skip("bubblewrap is not installed")
+    backend: Backend = ContainerBackend("podman", IMAGE) if engine == "podman" \
+        else BubblewrapBackend()
+    first = work_tree(tmp_path / "one")
+    box = await backend.start(1, first.work_tree)
+    try:
+        made = await box.exec("mkdir -p .venv/bin node_modules/left && echo v > .venv/bin/tool"
+                              " && echo n > node_modules/left/index.js && echo x > app.py")
+        assert made.ok, made.stderr
+        assert await capture(box, first, 100) == ""
+    finally:
+        await box.close()
+    cache = WarmCache(tmp_path / "warm", 100, 12)
+    entry = await cache.keep(key(), first.work_tree)
+    second = work_tree(tmp_path / "two")
+    box = await backend.start(2, second.work_tree, mounts=[(entry.path, MOUNT)])
+    try:
+        done = await box.exec(restore_command(MOUNT))
+        assert done.ok, done.stderr
+        assert (await box.exec("cat .venv/bin/tool node_modules/left/index.js")).stdout == \
+            "v\nn\n"
+        assert not (await box.exec(f"touch {MOUNT}/home.tar")).ok  # read-only
+    finally:
+        await box.close()
+    assert (second.work_tree / "app.py").read_text() == "print('mine')\n"  # its own
