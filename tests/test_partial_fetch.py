@@ -80,3 +80,18 @@ async def test_a_local_repository_is_cloned_whole(tmp_path: Path) -> None:
     co = await work.checkout(1, REPO, "agent/issue-1", "main", str(tmp_path / "o.git"), "")
     assert (co.work_tree / "src/m4.py").read_text() == "VALUE = 19\n"
     assert objects(work.mirror_path(REPO))["blob"] == 20
+
+
+async def test_a_server_that_sends_no_single_objects_is_cloned_whole(tmp_path: Path) -> None:
+    """Filters served, but no object asked for by id (``allowAnySHA1InWant`` off): the
+    partial mirror cannot fetch a checkout's files, so the repository is cloned whole."""
+    async with simulator(tmp_path / "sim") as sim:
+        repo = sim.import_repo(REPO, history(tmp_path / "src", 30, 5))
+        subprocess.run(["git", "config", "uploadpack.allowAnySHA1InWant", "false"],
+                       cwd=repo.path, check=True)
+        gh = app_client(sim).repo(repo.installation_id, REPO)
+        work = Workspaces(tmp_path / "data")
+        co = await work.checkout(1, REPO, "agent/issue-1", "main",
+                                 f"{sim.base_url}/{REPO}.git", await gh.token())
+        assert (co.work_tree / "src/m4.py").read_text() == "VALUE = 29\n"
+        assert objects(work.mirror_path(REPO))["blob"] == 30

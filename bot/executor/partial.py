@@ -19,9 +19,11 @@ FILTER = "tree:0"
 BATCH = 500  # object ids per hydrating fetch (each is an argument)
 
 
-async def clone(url: str, path: Path, token: str) -> None:
-    """A bare clone of ``url``'s commits at ``path`` (trees and files come with ``hydrate``)."""
-    await git("clone", "--bare", "--quiet", f"--filter={FILTER}", url, str(path), token=token)
+async def clone(url: str, path: Path, token: str, filter_: str = FILTER) -> None:
+    """A bare clone of ``url``'s commits at ``path`` (trees and files come with ``hydrate``);
+    with no ``filter_``, of everything."""
+    await git("clone", "--bare", "--quiet", *([f"--filter={filter_}"] if filter_ else []),
+              url, str(path), token=token)
 
 
 async def is_partial(mirror: Path) -> bool:

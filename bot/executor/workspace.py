@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bot.executor import partial, volume
-from bot.executor.gitops import Checkout, GitError, git
+from bot.executor.gitops import Checkout, GitError, git, unreachable
 
 log = logging.getLogger("handoff.executor")
 
@@ -47,12 +47,25 @@ class Workspaces:
             if (path / "HEAD").exists():
                 await partial.fetch(path, clone_url, token)
             else:
-                tmp = path.with_suffix(".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                await partial.clone(clone_url, tmp, token)
-                tmp.rename(path)
-            await partial.hydrate(path, clone_url, token, wanted)
+                await self._clone(path, clone_url, token, partial.FILTER)
+            try:
+                await partial.hydrate(path, clone_url, token, wanted)
+            except GitError as exc:
+                if unreachable(exc):
+                    raise
+                # A server that filters but will not send single objects: clone it whole.
+                log.warning("%s: the partial mirror could not fetch a checkout's files (%s); "
+                            "cloning it whole", full_name, exc)
+                shutil.rmtree(path)
+                await self._clone(path, clone_url, token, "")
         return path
+
+    @staticmethod
+    async def _clone(path: Path, clone_url: str, token: str, filter_: str) -> None:
+        tmp = path.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        await partial.clone(clone_url, tmp, token, filter_)
+        tmp.rename(path)
 
     async def checkout(self, job_id: int, full_name: str, branch: str, base: str,
                        clone_url: str, token: str) -> Checkout:
