@@ -66,6 +66,9 @@ async def test_a_kept_environment_is_found_by_its_own_key_only(tmp_path: Path) -
     assert moved.reason == "`requirements.txt` changed since the last environment was kept"
     # A branch that changes its build files never starts warm.
     assert decide(cache, key(), offline=True, on_base=False).state == "cold"
+    # A newer environment of the repository replaces its older one.
+    await cache.keep(key(lock="b2"), archives(tmp_path / "ws"))
+    assert [e.meta["key"] for e in cache.entries()] == [key(lock="b2").digest]
 
 
 async def test_environments_expire_and_the_least_recently_used_go_first(

@@ -153,7 +153,8 @@ class WarmCache:
 
     async def keep(self, key: Key, archives: Path, secrets: Sequence[str] = ()) -> Entry:
         """Keep the archives the sandbox wrote in the work tree ``archives`` for ``key``
-        (unless they hold one of the ``secrets``); then evict down to size."""
+        (unless they hold one of the ``secrets``), in place of the repository's older ones;
+        then evict down to size."""
         folder = self.folder(key.installation, key.repo)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{key.digest}.{os.getpid()}.tmp"
@@ -176,6 +177,9 @@ class WarmCache:
             final = folder / key.digest
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
+            for older in self.entries(key.installation, key.repo):  # replaced by this one
+                if older.path != final:
+                    shutil.rmtree(older.path, ignore_errors=True)
             self.evict()
         return Entry(final, meta)
 
