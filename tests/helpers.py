@@ -98,6 +98,7 @@ def package_index(root: Path, wheels: list[Path], address: tuple[str, int] = ("1
         yield f"http://{host}:{server.server_address[1]}/simple/"
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def unused_port() -> int:

@@ -42,8 +42,10 @@ async def test_a_cold_mirror_fetches_the_history_and_only_the_checked_out_files(
         repo = sim.import_repo(REPO, history(tmp_path / "src", 300, 40))
         served = objects(repo.path)
         assert served == {"commit": 300, "tree": 600, "blob": 300}
-        gh = app_client(sim).repo(repo.installation_id, REPO)
-        url, token = f"{sim.base_url}/{REPO}.git", await gh.token()
+        app = app_client(sim)
+        url, token = f"{sim.base_url}/{REPO}.git", await app.repo(repo.installation_id,
+                                                                  REPO).token()
+        await app.close()
         work = Workspaces(tmp_path / "data")
         co = await work.checkout(1, REPO, "agent/issue-1", "main", url, token)
         mirror = work.mirror_path(REPO)
@@ -89,9 +91,11 @@ async def test_a_server_that_sends_no_single_objects_is_cloned_whole(tmp_path: P
         repo = sim.import_repo(REPO, history(tmp_path / "src", 30, 5))
         subprocess.run(["git", "config", "uploadpack.allowAnySHA1InWant", "false"],
                        cwd=repo.path, check=True)
-        gh = app_client(sim).repo(repo.installation_id, REPO)
+        app = app_client(sim)
+        token = await app.repo(repo.installation_id, REPO).token()
+        await app.close()
         work = Workspaces(tmp_path / "data")
         co = await work.checkout(1, REPO, "agent/issue-1", "main",
-                                 f"{sim.base_url}/{REPO}.git", await gh.token())
+                                 f"{sim.base_url}/{REPO}.git", token)
         assert (co.work_tree / "src/m4.py").read_text() == "VALUE = 29\n"
         assert objects(work.mirror_path(REPO))["blob"] == 30
