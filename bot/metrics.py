@@ -46,6 +46,9 @@ QUEUE_DEPTH = Gauge("handoff_queue_depth", "Jobs queued and not yet claimed.",
 STAGE_SECONDS = Histogram(
     "handoff_job_stage_seconds", "How long each stage of a job took.", ["stage"],
     buckets=(.1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+ENVIRONMENTS = Counter("handoff_environment_starts", "Sandboxes set up, by whether they "
+                       "started from a kept environment (warm) or ran the setup (cold).",
+                       ["state"])
 TOKENS = Counter("handoff_model_tokens", "Model tokens spent by the built-in agent.",
                  ["direction"])
 DOLLARS = Counter("handoff_model_cost_dollars", "Dollars the model calls cost (from PRICES).")

@@ -19,6 +19,7 @@ from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
 from helpers import package_index, wheel
 from pydantic import SecretStr
 
+from bot import metrics
 from bot.cli import main
 from bot.executor.gitops import Checkout
 from bot.executor.sandbox import Backend
@@ -163,8 +164,10 @@ async def test_a_second_job_starts_warm_and_a_changed_lock_file_cold(tmp_path: P
             "(0 MB)")
         assert "keep environment" in first.result.timings
 
+        warm_before = metrics.ENVIRONMENTS.labels("warm")._value.get()
         second = await job_on(s, REPO)
         assert counter.read_text() == "ran\n"  # the setup did not run again
+        assert metrics.ENVIRONMENTS.labels("warm")._value.get() == warm_before + 1
         assert second.result.environment == "warm", second.result.environment_reason
         # What the setup made is there all the same: the baseline's test of it passed.
         assert "1 passed, 1 failed" in second.result.tests_before, second.result

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot import metrics
 from bot.config import Settings
 from bot.executor.agent.transcript import Transcript
 from bot.executor.dependencies import Setup
@@ -110,6 +111,7 @@ def record(run: Run, found: Plan, settings: Settings) -> None:
     """Say warm or cold, and why, in the job's record and its transcript."""
     reason = "; ".join([found.reason, *found.notes])
     run.record.environment, run.record.environment_reason = found.state, reason
+    metrics.ENVIRONMENTS.labels(found.state).inc()
     Transcript.of_job(settings.data_dir, run.job.id).write(
         "environment", state=found.state, reason=reason,
         key=found.key.digest if found.key else "")
