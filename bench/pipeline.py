@@ -197,10 +197,10 @@ async def deps_jobs(s: Stack, src: Path) -> dict[str, dict[str, float]]:
         started = time.time()
         timings = await one_job(s, "acme/deps", f"Bench {label}")
         job = next(j for j in await s.store.list_jobs(50) if j.repo == "acme/deps")
-        if job.result.environment != label:
-            raise SystemExit(f"deps {label}: started {job.result.environment}: "
-                             f"{job.result.environment_reason}")
-        timings["first step"] = first_step(job.result.transcript, started)
+        if job.result.setup.environment != label:
+            raise SystemExit(f"deps {label}: started {job.result.setup.environment}: "
+                             f"{job.result.setup.environment_reason}")
+        timings["first step"] = first_step(job.result.agent.transcript, started)
         rows[f"deps {label}"] = timings
     return rows
 

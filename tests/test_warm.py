@@ -141,7 +141,7 @@ PREPARED = {"test_prepared.py": "import os\n\n\ndef test_prepared():\n"
 
 
 def transcript(job: Job) -> list[dict[str, object]]:
-    lines = Path(job.result.transcript).read_text().splitlines()
+    lines = Path(job.result.agent.transcript).read_text().splitlines()
     return [json.loads(line) for line in lines]
 
 
@@ -159,7 +159,7 @@ async def test_a_second_job_starts_warm_and_a_changed_lock_file_cold(tmp_path: P
         repo = s.sim.add_repo(REPO, files)
         first = await job_on(s, REPO)
         assert counter.read_text() == "ran\n"
-        assert (first.result.environment, first.result.environment_reason) == (
+        assert (first.result.setup.environment, first.result.setup.environment_reason) == (
             "cold", "no environment kept for this repository yet; kept for the next jobs "
             "(0 MB)")
         assert "keep environment" in first.result.timings
@@ -168,9 +168,9 @@ async def test_a_second_job_starts_warm_and_a_changed_lock_file_cold(tmp_path: P
         second = await job_on(s, REPO)
         assert counter.read_text() == "ran\n"  # the setup did not run again
         assert metrics.ENVIRONMENTS.labels("warm")._value.get() == warm_before + 1
-        assert second.result.environment == "warm", second.result.environment_reason
+        assert second.result.setup.environment == "warm", second.result.setup.environment_reason
         # What the setup made is there all the same: the baseline's test of it passed.
-        assert "1 passed, 1 failed" in second.result.tests_before, second.result
+        assert "1 passed, 1 failed" in second.result.tests.before, second.result
         assert [e["state"] for e in transcript(second) if e["kind"] == "environment"] == \
             ["warm"]
         # The dashboard's job page says so, with the reason, in its status and transcript.
@@ -190,14 +190,14 @@ async def test_a_second_job_starts_warm_and_a_changed_lock_file_cold(tmp_path: P
         commit_files(repo.path, "main", {"requirements.txt": "six==1.16.0\n"}, "pin six")
         third = await job_on(s, REPO)
         assert counter.read_text() == "ran\nran\n"
-        assert third.result.environment == "cold"
-        assert third.result.environment_reason.startswith(
+        assert third.result.setup.environment == "cold"
+        assert third.result.setup.environment_reason.startswith(
             "`requirements.txt` changed since the last environment was kept")
 
         # Another repository with the same files never starts from this one's.
         s.sim.add_repo("acme/twin", files)
         twin = await job_on(s, "acme/twin")
-        assert twin.result.environment == "cold"
+        assert twin.result.setup.environment == "cold"
         assert counter.read_text() == "ran\nran\nran\n"
 
 
@@ -215,16 +215,16 @@ async def test_a_warm_start_in_podman_downloads_nothing(tmp_path: Path) -> None:
                          egress_allow_private=True) as s:
             repo = s.sim.add_repo(REPO, files)
             first = await job_on(s, REPO)
-            assert first.result.environment == "cold"
+            assert first.result.setup.environment == "cold"
             downloads = [h for h in hits if h.endswith(".whl")]
             assert len(downloads) == 1, hits
             second = await job_on(s, REPO)
-            assert second.result.environment == "warm", second.result.environment_reason
+            assert second.result.setup.environment == "warm", second.result.setup.environment_reason
             assert [h for h in hits if h.endswith(".whl")] == downloads  # nothing new
-            assert "1 passed, 1 failed" in second.result.tests_before, second.result
+            assert "1 passed, 1 failed" in second.result.tests.before, second.result
             commit_files(repo.path, "main", {"requirements.txt": "tinydep==1.0\n"}, "pin")
             third = await job_on(s, REPO)
-            assert third.result.environment == "cold"
+            assert third.result.setup.environment == "cold"
             assert len([h for h in hits if h.endswith(".whl")]) == 2
 
 

@@ -21,8 +21,9 @@ from bot.executor.agent.transcript import Transcript
 from bot.executor.dependencies import Setup
 from bot.executor.gitops import Checkout
 from bot.executor.run import Run
-from bot.executor.sandbox import Backend
+from bot.executor.sandbox import Backend, Sandbox
 from bot.executor.sandbox.base import tree_size
+from bot.executor.steps import Prepared
 from bot.executor.warm import (
     MOUNT,
     Plan,
@@ -45,7 +46,7 @@ def cache_of(settings: Settings) -> WarmCache:
                      settings.warm_cache_hours)
 
 
-async def plan(run: Run, co: Checkout, setup: Setup, backend: Backend,
+async def plan(run: Run, p: Prepared, setup: Setup, backend: Backend,
                settings: Settings) -> Plan:
     """Warm when this repository's kept environment matches its setup as the default branch
     has it now; else cold, and whether the setup's result may be kept."""
@@ -53,12 +54,12 @@ async def plan(run: Run, co: Checkout, setup: Setup, backend: Backend,
         return Plan("cold", why)
     if not settings.warm_cache_mb:
         return Plan("cold", "the warm cache is off (`HANDOFF_WARM_CACHE_MB=0`)")
-    image = await image_id(backend, run.config.image or settings.sandbox_image)
-    key = await key_for(co, run.record.base_sha, run.job.installation_id or 0, run.job.repo,
+    image = await image_id(backend, p.config.image or settings.sandbox_image)
+    key = await key_for(p.checkout, p.base_sha, run.job.installation_id or 0, run.job.repo,
                         image, setup_steps(setup), settings.package_index_env())
     # Kept only from the default branch's own state: a fresh branch at its tip.
-    on_base = run.start_sha == run.record.base_sha
-    return decide(cache_of(settings), key, bool(run.record.setup_offline), on_base)
+    on_base = p.start_sha == p.base_sha
+    return decide(cache_of(settings), key, bool(run.record.setup.offline), on_base)
 
 
 def mounts(found: Plan, backend: Backend) -> list[tuple[Path, str]]:
@@ -66,13 +67,14 @@ def mounts(found: Plan, backend: Backend) -> list[tuple[Path, str]]:
     return [(found.entry.path, MOUNT)] if found.entry and backend.name != "local" else []
 
 
-async def restore(run: Run, found: Plan, backend: Backend, settings: Settings) -> bool:
+async def restore(run: Run, box: Sandbox, found: Plan, backend: Backend,
+                  settings: Settings) -> bool:
     """Unpack the kept environment in the sandbox; False (and the plan turned cold, with the
     reason) when it cannot be."""
-    assert run.sandbox is not None and found.entry is not None
+    assert found.entry is not None
     # The local backend shows no mounts: its commands read the host path itself.
     where = str(found.entry.path) if backend.name == "local" else MOUNT
-    done = await run.sandbox.exec(restore_command(where))
+    done = await box.exec(restore_command(where))
     if done.ok:
         cache_of(settings).touch(found.entry)
         return True
@@ -83,18 +85,18 @@ async def restore(run: Run, found: Plan, backend: Backend, settings: Settings) -
     return False
 
 
-async def keep(run: Run, co: Checkout, found: Plan, backend: Backend, settings: Settings,
-               secrets: Sequence[str] = ()) -> None:
+async def keep(run: Run, co: Checkout, box: Sandbox, found: Plan, backend: Backend,
+               settings: Settings, secrets: Sequence[str] = ()) -> None:
     """Keep what the setup prepared, when the plan allows it and it holds none of the
     ``secrets`` its steps were given; a failure only costs the next job its warm start
     (noted in the record, logged)."""
-    if not found.keep or found.key is None or run.sandbox is None:
+    if not found.keep or found.key is None:
         return
     started = time.monotonic()
     used_mb = await asyncio.to_thread(tree_size, co.work_tree) // (1024 * 1024)
     room_mb = min(backend.limits.workspace_mb - used_mb, settings.warm_cache_mb) * 9 // 10
     try:
-        if why := await capture(run.sandbox, co, room_mb):
+        if why := await capture(box, co, room_mb):
             raise OSError(why)
         entry = await cache_of(settings).keep(found.key, co.work_tree, secrets)
     except OSError as exc:
@@ -110,7 +112,7 @@ async def keep(run: Run, co: Checkout, found: Plan, backend: Backend, settings: 
 def record(run: Run, found: Plan, settings: Settings) -> None:
     """Say warm or cold, and why, in the job's record and its transcript."""
     reason = "; ".join([found.reason, *found.notes])
-    run.record.environment, run.record.environment_reason = found.state, reason
+    run.record.setup.environment, run.record.setup.environment_reason = found.state, reason
     metrics.ENVIRONMENTS.labels(found.state).inc()
     Transcript.of_job(settings.data_dir, run.job.id).write(
         "environment", state=found.state, reason=reason,
