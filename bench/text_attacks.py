@@ -108,7 +108,7 @@ def pr_texts(summary: str, test_id: str, host: str, path: str) -> dict[str, str]
         setup_reason="r", setup_warning=summary, spend={
             "steps": 1, "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0,
             "wall_seconds": 1.0}, model="m", inputs_seen=[], inputs_excluded=[],
-        requested_by="maya", egress_denied=[host], job_id=1, job_url="", **common)
+        requested_by="maya", egress_denied={"not-listed": [host]}, job_id=1, job_url="", **common)
     return {"body": body, "check run": templates.render("check_run", **common),
             "review summary": templates.render("review_summary", check_first=check_first,
                                                risks=risks, files=files)}

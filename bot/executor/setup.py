@@ -103,7 +103,7 @@ def check_limits(run: Run, box: Sandbox, own: bool = True) -> None:
     """Record refused egress (of the job's ``own`` sandbox); a command stopped by the disk
     limit ends the job."""
     if own:
-        run.record.agent.egress_denied = box.egress_denied
+        run.record.agent.egress_denied = box.egress_refusals
     if (hit := box.limit_hit) is not None:
         raise JobFailed(hit.limit or "sandbox-limit", hit.describe())
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from bot.jobs.cifix import CIRound
 from bot.jobs.testreport import TestReport
@@ -67,7 +67,14 @@ class AgentRun(Part):
     transcript: str = ""
     spend: Spent = Field(default_factory=Spent)
     checkpoint: Checkpoint | None = None
-    egress_denied: list[str] = Field(default_factory=list)
+    # host:port the egress proxy refused, grouped by why (proxy_server.KINDS, "unnamed")
+    egress_denied: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("egress_denied", mode="before")
+    @classmethod
+    def _ungrouped(cls, value: Any) -> Any:
+        """A record from before the kinds: every refusal was read as not on the allowlist."""
+        return {"not-listed": value} if isinstance(value, list) and value else value or {}
 
 
 class SetupRun(Part):

@@ -92,3 +92,18 @@ IMAGE_SEEN = "image {number} from {source} ({media_type}, {size})"
 TEXT_ONLY_NOTE = ("(The issue shows {count} image{s} where it says [image N: ...]; this model "
                   "takes no images, so only their alt text is given.)")
 NOT_SHOWN_NOTE = "(Images not shown to you, only their alt text: {numbers}.)"
+
+# The PR's "Network access refused", per kind of refusal (proxy_server.KINDS): what it was and
+# what to do about it.
+EGRESS_REFUSED = {
+    "not-listed": ("Not on the egress allowlist (add them to `network.allow` in "
+                   "`.github/handoff.yml` if the setup needs them):"),
+    "non-public": ("On the allowlist, but resolving to a loopback, private, shared or link-local "
+                   "address, which sandboxes may not reach (a private mirror is for Handoff's "
+                   "operator to set up):"),
+    "dns": "On the allowlist, but their names did not resolve (a typo, or no DNS for Handoff):",
+    "unreachable": "On the allowlist, but the connection to them failed or timed out:",
+    "mismatch": ("Refused because the request named another host than it connected to (its "
+                 "`Host` header or TLS name), which the egress proxy never allows:"),
+    "unnamed": "And more, not named:",
+}

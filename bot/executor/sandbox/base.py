@@ -91,6 +91,10 @@ class GuardedSandbox:
         return self.proxy.refused
 
     @property
+    def egress_refusals(self) -> dict[str, list[str]]:
+        return self.proxy.refused_by_kind
+
+    @property
     def limit_hit(self) -> CommandResult | None:
         return self._limit_hit
 
@@ -117,6 +121,11 @@ class Sandbox(Protocol):
     def egress_denied(self) -> list[str]:
         """``host:port`` the proxy refused so far, first refusal first (plain names only, at
         most 20; a last line counts the rest)."""
+        ...
+
+    @property
+    def egress_refusals(self) -> dict[str, list[str]]:
+        """``egress_denied`` grouped by why it was refused (``EgressProxy.refused_by_kind``)."""
         ...
 
     @property

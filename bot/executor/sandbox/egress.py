@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from bot.executor.sandbox.base import SandboxError
-from bot.executor.sandbox.proxy_server import MAX_ALLOWED, MAX_RECORDED, recordable
+from bot.executor.sandbox.proxy_server import (
+    KINDS,
+    MAX_ALLOWED,
+    MAX_RECORDED,
+    MISMATCH,
+    recordable,
+)
 
 log = logging.getLogger("handoff.egress")
 
@@ -38,6 +44,7 @@ SOCKET_NAME = "proxy.sock"
 RELAY_NAME = "relay.py"
 START_TIMEOUT = 15.0
 STOP_GRACE = 2.0
+UNNAMED = "unnamed"  # ``refused_by_kind``'s group for the count of hosts not named
 
 
 def _recordable_label(text: str) -> bool:
@@ -53,6 +60,7 @@ class EgressProxy:
         self.allow: list[str] = []
         self.allow_private = allow_private
         self.denied: list[str] = []  # host:port, in the order first refused
+        self.kinds: dict[str, str] = {}  # host:port in ``denied``: why (proxy_server.KINDS)
         self.others = 0  # refusals not in ``denied``: odd names, or past the cap
         self.allowed: list[str] = []
         self.process: asyncio.subprocess.Process | None = None
@@ -90,6 +98,14 @@ class EgressProxy:
         """What a person reads: the recorded hosts, then how many more were refused."""
         more = self.others + self._child_others
         return [*self.denied, *([f"{more} more refused, names not shown"] if more else [])]
+
+    @property
+    def refused_by_kind(self) -> dict[str, list[str]]:
+        """``refused`` grouped by why (``proxy_server.KINDS``, in that order); the count of
+        the rest under ``UNNAMED``."""
+        groups = {kind: [h for h in self.denied if self.kinds.get(h) == kind] for kind in KINDS}
+        more = self.refused[len(self.denied):]
+        return {k: v for k, v in groups.items() if v} | ({UNNAMED: more} if more else {})
 
     async def set_allow(self, allow: list[str]) -> None:
         """The hosts later connections may reach; the socket exists only while there are any."""
@@ -183,7 +199,7 @@ class EgressProxy:
             log.warning("egress proxy: refused a connection from %s (not the sandbox pod)",
                         stranger)
         if isinstance(denied := event.get("denied"), str):
-            self._record(denied, str(event.get("why", "")))
+            self._record(denied, str(event.get("why", "")), str(event.get("kind", "")))
         if isinstance(others := event.get("others"), int):
             self._child_others = others
         if isinstance(allowed := event.get("allowed"), str) and \
@@ -192,11 +208,12 @@ class EgressProxy:
         if (done := self._syncs.pop(event.get("synced", 0), None)) and not done.done():
             done.set_result(None)
 
-    def _record(self, host: str, why: str) -> None:
+    def _record(self, host: str, why: str, kind: str) -> None:
         if host in self.denied:
             return
         if not _recordable_label(host) or len(self.denied) >= MAX_RECORDED:
             self.others += 1
             return
         self.denied.append(host)
+        self.kinds[host] = kind if kind in KINDS else MISMATCH
         log.warning("egress denied: %s (%s)", host, why if why.isprintable() else "refused")

@@ -99,6 +99,10 @@ class LocalSandbox:
         return []  # there is no proxy: nothing is refused
 
     @property
+    def egress_refusals(self) -> dict[str, list[str]]:
+        return {}
+
+    @property
     def limit_hit(self) -> CommandResult | None:
         return self._limit_hit
 

@@ -15,9 +15,10 @@ Addresses are resolved and checked here: only globally routable ones, unless tol
 
 Control: JSON lines on stdin (``{"allow": [...], "allow_private": bool}``, ``{"peer": ip}``,
 ``{"sync": n}``); EOF stops it. Events: JSON lines on stdout (``ready`` with the port,
-``denied`` for each new recordable host, ``others`` counting refused names not recorded,
-``allowed``, ``stranger`` for a refused peer address, ``synced``). Standard
-library and h11 only: it runs isolated (``-I``) and imports nothing of Handoff.
+``denied`` for each new recordable host with the ``kind`` of refusal (``KINDS``),
+``others`` counting refused names not recorded, ``allowed``, ``stranger`` for a refused peer
+address, ``synced``). Standard library and h11 only: it runs isolated (``-I``) and imports
+nothing of Handoff.
 """
 
 from __future__ import annotations
@@ -56,14 +57,23 @@ HOP_BY_HOP = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 21\r\nConnection: close\r\n\r\n"
         b"too many connections\n")
 Emit = Callable[[dict[str, Any]], None]
+# Why a host was refused, as the ``denied`` event's ``kind`` says it.
+NOT_LISTED = "not-listed"  # not on the allowlist
+NON_PUBLIC = "non-public"  # listed, but resolves to a loopback, private, ... address
+DNS = "dns"  # listed, but its name does not resolve
+UNREACHABLE = "unreachable"  # listed and resolved, but the connection failed
+MISMATCH = "mismatch"  # the Host header or the TLS SNI names another host than asked for
+KINDS = (NOT_LISTED, NON_PUBLIC, DNS, UNREACHABLE, MISMATCH)
 
 
 class Refused(Exception):
-    """A request the proxy turns down: ``status`` to answer, ``host`` to record."""
+    """A request the proxy turns down: ``status`` to answer, ``host`` to record, ``kind``
+    (one of ``KINDS``) for why."""
 
-    def __init__(self, status: int, host: str, port: int, why: str) -> None:
+    def __init__(self, status: int, host: str, port: int, why: str,
+                 kind: str = MISMATCH) -> None:
         super().__init__(why)
-        self.status, self.host, self.port, self.why = status, host, port, why
+        self.status, self.host, self.port, self.why, self.kind = status, host, port, why, kind
 
 
 def _split_entry(entry: str) -> tuple[str, int | None]:
@@ -245,13 +255,13 @@ class Proxy:
         self.port = 0
         self.strangers: set[str] = set()
 
-    def deny(self, host: str, port: int, why: str) -> None:
+    def deny(self, host: str, port: int, why: str, kind: str = MISMATCH) -> None:
         name = label(host, port)
         if not host or name in self.recorded:
             return
         if port and recordable(host) and len(self.recorded) < MAX_RECORDED:
             self.recorded.add(name)
-            self.emit({"denied": name, "why": why})
+            self.emit({"denied": name, "why": why, "kind": kind})
         else:
             self.others += 1
 
@@ -277,7 +287,7 @@ class Proxy:
         try:
             await self.handle(reader, writer)
         except Refused as refused:
-            self.deny(refused.host, refused.port, refused.why)
+            self.deny(refused.host, refused.port, refused.why, refused.kind)
         except (OSError, TimeoutError, h11.ProtocolError, ValueError):
             pass
         finally:
@@ -306,34 +316,36 @@ class Proxy:
                                                           asyncio.StreamWriter]:
         """An upstream connection to a listed host at an address checked here."""
         if not host_allowed(self.allow, host, port):
-            raise Refused(403, host, port, f"{label(host, port)} is not on the egress allowlist")
+            raise Refused(403, host, port, f"{label(host, port)} is not on the egress allowlist",
+                          NOT_LISTED)
         address = await self.resolve(host, port)
-        if address is None:
-            raise Refused(403, host, port, f"{label(host, port)} resolves to a loopback, "
-                          "private, shared or link-local address")
         try:
             upstream = await asyncio.wait_for(asyncio.open_connection(address, port),
                                               CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
-            raise Refused(502, host, port, f"could not connect to {label(host, port)}: {exc}"
-                          ) from None
+            raise Refused(502, host, port, f"could not connect to {label(host, port)}: "
+                          f"{exc or 'timed out'}", UNREACHABLE) from None
         name = label(host, port)
         if name not in self.allowed and len(self.allowed) < MAX_ALLOWED:
             self.allowed.add(name)
             self.emit({"allowed": name})
         return upstream
 
-    async def resolve(self, host: str, port: int) -> str | None:
+    async def resolve(self, host: str, port: int) -> str:
+        """The address to connect to; Refused when the name does not resolve (``DNS``) or
+        resolves to any address that is not public (``NON_PUBLIC``, unless allowed)."""
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port,
                                                                  type=socket.SOCK_STREAM)
-        except OSError:
-            return None
+        except OSError as exc:
+            raise Refused(502, host, port, f"{label(host, port)} does not resolve: "
+                          f"{exc.strerror or exc}", DNS) from None
         addresses = [str(info[4][0]) for info in infos]
         if not addresses:
-            return None
+            raise Refused(502, host, port, f"{label(host, port)} does not resolve", DNS)
         if not self.allow_private and not all(public_address(a) for a in addresses):
-            return None
+            raise Refused(403, host, port, f"{label(host, port)} resolves to a loopback, "
+                          "private, shared or link-local address", NON_PUBLIC)
         return addresses[0]
 
     async def tunnel(self, conn: h11.Connection, request: h11.Request,
