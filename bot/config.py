@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     """Everything Handoff can be told; each field is ``HANDOFF_<NAME>`` in the environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix="HANDOFF_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="HANDOFF_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        hide_input_in_errors=True,  # a bad secret (a URL with a password) is never echoed
     )
 
     app_id: str | None = Field(None, description="GitHub App id (or client id) used as JWT issuer.")
@@ -117,6 +118,12 @@ class Settings(BaseSettings):
         False, description="Let the egress proxy connect to addresses that are not globally "
         "routable: loopback, private, link-local, 100.64.0.0/10 (for tests; never on a shared "
         "host).")
+    egress_upstream_proxy: SecretStr = Field(
+        SecretStr(""), description="An HTTP proxy the egress proxy reaches allowed hosts "
+        "through (`http://[user:password@]host:port`, e.g. a corporate proxy): it still "
+        "checks the allowlist, the TLS name and the Host header itself, then asks this proxy "
+        "with CONNECT, which resolves the name; the non-public-address check does not apply "
+        "(the operator chose this proxy). Never logged.")
     pip_index_url: str = Field("", description="A Python package index (a mirror such as "
                                "devpi or Artifactory) for setup commands: PIP_INDEX_URL; its "
                                "host is allowed through the egress proxy.")
@@ -223,6 +230,22 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("egress_upstream_proxy")
+    @classmethod
+    def _upstream_proxy(cls, value: SecretStr) -> SecretStr:
+        """``http://[user:password@]host:port`` or nothing; the error never repeats it."""
+        url = value.get_secret_value().strip()
+        if url:
+            parts = urlsplit(url)
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            if parts.scheme != "http" or not parts.hostname or not port or \
+                    parts.path not in ("", "/") or parts.query:
+                raise ValueError("must be http://[user:password@]host:port")
+        return SecretStr(url)
 
     @property
     def db_url(self) -> str:

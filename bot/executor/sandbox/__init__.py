@@ -22,6 +22,7 @@ def make_backend(settings: Settings) -> Backend:
     """The backend the settings name: podman, docker, bubblewrap or kubernetes; or local, for tests
     only (it isolates nothing), and only when named (``HANDOFF_SANDBOX=local``)."""
     limits = limits_from(settings)
+    upstream = settings.egress_upstream_proxy.get_secret_value()
     if settings.sandbox == "local":
         from bot.executor.sandbox.local import LocalBackend
 
@@ -31,7 +32,8 @@ def make_backend(settings: Settings) -> Backend:
     if settings.sandbox == "bubblewrap":
         from bot.executor.sandbox.bubblewrap import BubblewrapBackend
 
-        return BubblewrapBackend(limits, allow_private=settings.egress_allow_private)
+        return BubblewrapBackend(limits, allow_private=settings.egress_allow_private,
+                                 upstream_proxy=upstream)
     # Sandboxes of one deployment (one store) are reaped by that store's leases.
     deployment = hashlib.sha256(settings.db_url.encode()).hexdigest()[:12]
     if settings.sandbox == "kubernetes":
@@ -45,13 +47,13 @@ def make_backend(settings: Settings) -> Backend:
                                  deadline=settings.kubernetes_deadline,
                                  runtime_class=settings.kubernetes_runtime_class,
                                  allow_private=settings.egress_allow_private,
-                                 deployment=deployment)
+                                 deployment=deployment, upstream_proxy=upstream)
     if settings.sandbox in ("podman", "docker"):
         from bot.executor.sandbox.container import ContainerBackend
 
         return ContainerBackend(settings.sandbox, settings.sandbox_image, limits,
                                 allow_private=settings.egress_allow_private,
-                                deployment=deployment)
+                                deployment=deployment, upstream_proxy=upstream)
     raise SandboxError(f"unknown sandbox backend {settings.sandbox!r}")
 
 

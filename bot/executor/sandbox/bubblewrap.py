@@ -132,7 +132,8 @@ class BubblewrapBackend:
 
     name = "bubblewrap"
 
-    def __init__(self, limits: Limits | None = None, allow_private: bool = False) -> None:
+    def __init__(self, limits: Limits | None = None, allow_private: bool = False,
+                 upstream_proxy: str = "") -> None:
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise SandboxError("bwrap is not installed (apt-get install bubblewrap)")
@@ -141,6 +142,7 @@ class BubblewrapBackend:
         self.unshare = shutil.which("unshare") or "unshare"
         self.limits = limits or Limits()
         self.allow_private = allow_private
+        self.upstream_proxy = upstream_proxy
         self.deployment = ""
         usage = subprocess.run([bwrap, "--help"], capture_output=True, text=True).stdout
         # bwrap >= 0.8: the sandbox cannot make user namespaces of its own (unshare -Ur).
@@ -161,7 +163,8 @@ class BubblewrapBackend:
         try:
             if os.geteuid() == 0:  # the sandbox user must own the files it edits
                 await asyncio.to_thread(chown_tree, workspace, SANDBOX_UID)
-            proxy = await EgressProxy.create("handoff-egress-", self.allow_private)
+            proxy = await EgressProxy.create("handoff-egress-", self.allow_private,
+                                             upstream=self.upstream_proxy)
         except BaseException:
             await asyncio.to_thread(cgroup.remove)
             raise

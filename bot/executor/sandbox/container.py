@@ -181,7 +181,7 @@ class ContainerBackend:
 
     def __init__(self, engine: str = "podman", image: str = "handoff-sandbox:dev",
                  limits: Limits | None = None, allow_private: bool = False,
-                 deployment: str = "") -> None:
+                 deployment: str = "", upstream_proxy: str = "") -> None:
         cli = shutil.which(engine)
         if cli is None:
             raise SandboxError(f"{engine} is not installed or not on PATH")
@@ -191,7 +191,7 @@ class ContainerBackend:
         self.engine = [nice, "-n", str(ENGINE_NICENESS), cli] if (nice := shutil.which("nice")) \
             else [cli]
         self.limits = limits or Limits()
-        self.allow_private = allow_private
+        self.allow_private, self.upstream_proxy = allow_private, upstream_proxy
         self.deployment = deployment  # whose store's leases say which containers are wanted
         self.live = LIVE
         self.seccomp = no_userns_profile() if engine == "podman" else None
@@ -214,7 +214,8 @@ class ContainerBackend:
         name = f"handoff-job-{job_id}-{uuid.uuid4().hex[:6]}"
         # The folder is mounted for the container's life; the socket in it exists only
         # while egress is allowed.
-        proxy = await EgressProxy.create("handoff-egress-", self.allow_private)
+        proxy = await EgressProxy.create("handoff-egress-", self.allow_private,
+                                         upstream=self.upstream_proxy)
         try:
             await proxy.set_allow(egress or [])
         except SandboxError:

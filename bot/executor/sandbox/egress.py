@@ -55,10 +55,11 @@ def _recordable_label(text: str) -> bool:
 class EgressProxy:
     """One sandbox's proxy: its socket lives in ``directory``, which the sandbox mounts."""
 
-    def __init__(self, directory: Path, allow_private: bool = False) -> None:
+    def __init__(self, directory: Path, allow_private: bool = False, upstream: str = "") -> None:
         self.directory = directory
         self.allow: list[str] = []
         self.allow_private = allow_private
+        self.upstream = upstream  # the operator's proxy (``Settings.egress_upstream_proxy``)
         self.denied: list[str] = []  # host:port, in the order first refused
         self.kinds: dict[str, str] = {}  # host:port in ``denied``: why (proxy_server.KINDS)
         self.others = 0  # refusals not in ``denied``: odd names, or past the cap
@@ -73,14 +74,14 @@ class EgressProxy:
 
     @classmethod
     async def create(cls, prefix: str, allow_private: bool = False,
-                     uid: int | None = None) -> EgressProxy:
+                     uid: int | None = None, upstream: str = "") -> EgressProxy:
         """A proxy in a fresh folder holding the relay, readable by the sandbox's user; no
         socket yet (``set_allow`` makes it)."""
         directory = Path(tempfile.mkdtemp(prefix=prefix))
         directory.chmod(0o755)
         shutil.copyfile(RELAY_SOURCE, directory / RELAY_NAME)
         (directory / RELAY_NAME).chmod(0o644)
-        proxy = cls(directory, allow_private)
+        proxy = cls(directory, allow_private, upstream)
         if uid is not None and os.geteuid() == 0:
             os.chown(directory, uid, uid)
         return proxy
@@ -115,7 +116,12 @@ class EgressProxy:
         elif self.process is None:
             await self.start(["unix", str(self.socket)])
         else:
-            await self.send({"allow": self.allow, "allow_private": self.allow_private})
+            await self.send(self.policy())
+
+    def policy(self) -> dict[str, Any]:
+        """The control line that sets what the proxy allows and how it reaches it."""
+        return {"allow": self.allow, "allow_private": self.allow_private,
+                "upstream": self.upstream}
 
     async def sync(self) -> None:
         """Wait until what the proxy refused so far is in ``denied`` and ``others``."""
@@ -143,7 +149,7 @@ class EgressProxy:
             stderr=asyncio.subprocess.PIPE, env={"PATH": os.environ.get("PATH", ""),
                                                  "LANG": "C.UTF-8"})
         self._reader = asyncio.ensure_future(self._events(self.process))
-        await self.send({"allow": self.allow, "allow_private": self.allow_private})
+        await self.send(self.policy())
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
         except (TimeoutError, OSError) as exc:

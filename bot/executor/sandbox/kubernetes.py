@@ -95,9 +95,10 @@ class PodEgressProxy(EgressProxy):
     the pod's NetworkPolicy lets the pod reach it only while a phase may use the network."""
 
     @classmethod
-    async def listen(cls, host: str, ports: range, allow_private: bool) -> PodEgressProxy:
+    async def listen(cls, host: str, ports: range, allow_private: bool,
+                     upstream: str = "") -> PodEgressProxy:
         """A proxy on the first free port of ``ports``, tried from a random one on."""
-        proxy = cls(Path(tempfile.mkdtemp(prefix="handoff-egress-")), allow_private)
+        proxy = cls(Path(tempfile.mkdtemp(prefix="handoff-egress-")), allow_private, upstream)
         try:
             await proxy.start(["tcp", host, str(ports.start), str(ports.stop - 1)])
         except SandboxError as exc:
@@ -108,7 +109,7 @@ class PodEgressProxy(EgressProxy):
 
     async def set_allow(self, allow: list[str]) -> None:
         self.allow = [a.strip() for a in allow if a.strip()]
-        await self.send({"allow": self.allow, "allow_private": self.allow_private})
+        await self.send(self.policy())
 
     async def set_peer(self, address: str) -> None:
         """The one address the proxy answers: the sandbox pod's."""
@@ -381,12 +382,13 @@ class KubernetesBackend:
                  namespace: str = "handoff-sandboxes", proxy_host: str = "",
                  proxy_ports: range = range(40000, 41000), deadline: int = 7200,
                  runtime_class: str = "", allow_private: bool = False,
-                 deployment: str = "") -> None:
+                 deployment: str = "", upstream_proxy: str = "") -> None:
         self.image, self.limits = image, limits or Limits()
         self.cluster = Cluster(namespace)
         self.proxy_host, self.proxy_ports = proxy_host or _own_address(), proxy_ports
         self.deadline, self.runtime_class = deadline, runtime_class
         self.allow_private, self.deployment = allow_private, deployment
+        self.upstream_proxy = upstream_proxy
         self.live = LIVE
         self.host = socket.gethostname()
         self.isolation_checked = False
@@ -413,7 +415,7 @@ class KubernetesBackend:
         self.live.add(name)  # before it exists, so a concurrent reaping never takes it
         try:
             proxy = await PodEgressProxy.listen(self.proxy_host, self.proxy_ports,
-                                                self.allow_private)
+                                                self.allow_private, self.upstream_proxy)
         except BaseException:
             self.live.discard(name)
             raise

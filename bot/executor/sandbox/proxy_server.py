@@ -12,10 +12,13 @@ What it allows, per connection, one request only (pipelined bytes after it are n
 - an absolute-URI ``http://host/...`` request to a listed host, whose ``Host:`` header, if
   any, names that same host; upstream gets ``Host`` and ``Connection: close`` set by us.
 Addresses are resolved and checked here: only globally routable ones, unless told otherwise.
+With an ``upstream`` proxy (``http://[user:password@]host:port``, the operator's), a listed
+host is reached through it instead, with ``CONNECT`` for both kinds of request: the allowlist,
+the SNI and the Host header are still checked here, the name is resolved by the upstream proxy.
 
-Control: JSON lines on stdin (``{"allow": [...], "allow_private": bool}``, ``{"peer": ip}``,
-``{"sync": n}``); EOF stops it. Events: JSON lines on stdout (``ready`` with the port,
-``denied`` for each new recordable host with the ``kind`` of refusal (``KINDS``),
+Control: JSON lines on stdin (``{"allow": [...], "allow_private": bool, "upstream": url}``,
+``{"peer": ip}``, ``{"sync": n}``); EOF stops it. Events: JSON lines on stdout (``ready``
+with the port, ``denied`` for each new recordable host with the ``kind`` of refusal (``KINDS``),
 ``others`` counting refused names not recorded, ``allowed``, ``stranger`` for a refused peer
 address, ``synced``). Standard library and h11 only: it runs isolated (``-I``) and imports
 nothing of Handoff.
@@ -24,6 +27,7 @@ nothing of Handoff.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
@@ -35,7 +39,7 @@ import socket
 import sys
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import h11
 
@@ -245,6 +249,7 @@ class Proxy:
         self.emit = emit
         self.allow: list[str] = []
         self.allow_private = False
+        self.upstream = ""  # the operator's proxy to reach listed hosts through, if any
         self.connections = 0
         self.recorded: set[str] = set()
         self.others = 0
@@ -318,18 +323,50 @@ class Proxy:
         if not host_allowed(self.allow, host, port):
             raise Refused(403, host, port, f"{label(host, port)} is not on the egress allowlist",
                           NOT_LISTED)
-        address = await self.resolve(host, port)
-        try:
-            upstream = await asyncio.wait_for(asyncio.open_connection(address, port),
-                                              CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
-            raise Refused(502, host, port, f"could not connect to {label(host, port)}: "
-                          f"{exc or 'timed out'}", UNREACHABLE) from None
+        if self.upstream:
+            upstream = await self.through_upstream(host, port)
+        else:
+            address = await self.resolve(host, port)
+            try:
+                upstream = await asyncio.wait_for(asyncio.open_connection(address, port),
+                                                  CONNECT_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                raise Refused(502, host, port, f"could not connect to {label(host, port)}: "
+                              f"{exc or 'timed out'}", UNREACHABLE) from None
         name = label(host, port)
         if name not in self.allowed and len(self.allowed) < MAX_ALLOWED:
             self.allowed.add(name)
             self.emit({"allowed": name})
         return upstream
+
+    async def through_upstream(self, host: str, port: int) -> tuple[asyncio.StreamReader,
+                                                                    asyncio.StreamWriter]:
+        """A tunnel to ``host:port`` through the upstream proxy (its answer's head read);
+        Refused (``UNREACHABLE``) when it cannot be reached or does not answer 200. Its
+        credentials are sent to it alone and never named in a refusal."""
+        proxy = urlsplit(self.upstream)
+        head = f"CONNECT {label(host, port)} HTTP/1.1\r\nHost: {label(host, port)}\r\n"
+        if proxy.username is not None:
+            pair = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+            head += f"Proxy-Authorization: Basic {base64.b64encode(pair.encode()).decode()}\r\n"
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(proxy.hostname,
+                                                               proxy.port or 80)
+                writer.write((head + "\r\n").encode())
+                answer = await reader.readuntil(b"\r\n\r\n")
+        except (OSError, TimeoutError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError) as exc:
+            raise Refused(502, host, port, f"could not reach {label(host, port)} through the "
+                          f"upstream proxy: {getattr(exc, 'strerror', None) or type(exc).__name__}",
+                          UNREACHABLE) from None
+        status = answer.split(b"\r\n", 1)[0].split(b" ")[1:2]
+        if status != [b"200"]:
+            writer.close()
+            shown = status[0].decode("ascii", "replace") if status else "nothing"
+            raise Refused(502, host, port, f"the upstream proxy answered {shown!r} for "
+                          f"{label(host, port)}", UNREACHABLE)
+        return reader, writer
 
     async def resolve(self, host: str, port: int) -> str:
         """The address to connect to; Refused when the name does not resolve (``DNS``) or
@@ -473,6 +510,7 @@ def _apply(proxy: Proxy, command: dict[str, Any]) -> None:
     if "allow" in command:
         proxy.allow = [str(a) for a in command["allow"]]
         proxy.allow_private = bool(command.get("allow_private"))
+        proxy.upstream = str(command.get("upstream") or "")
     if "peer" in command:
         proxy.peer = str(command["peer"])
     if "sync" in command:
