@@ -124,6 +124,10 @@ class Settings(BaseSettings):
         "checks the allowlist, the TLS name and the Host header itself, then asks this proxy "
         "with CONNECT, which resolves the name; the non-public-address check does not apply "
         "(the operator chose this proxy). Never logged.")
+    extra_ca_certs: Path | None = Field(
+        None, description="A PEM file of CA certificates every sandbox trusts beside the "
+        "public ones (an intercepting proxy's or a private mirror's): pip, npm, git, curl, Go "
+        "and Python in the sandbox are pointed at a bundle of both, mounted read-only.")
     pip_index_url: str = Field("", description="A Python package index (a mirror such as "
                                "devpi or Artifactory) for setup commands: PIP_INDEX_URL; its "
                                "host is allowed through the egress proxy.")

@@ -20,7 +20,21 @@ def limits_from(settings: Settings) -> Limits:
 
 def make_backend(settings: Settings) -> Backend:
     """The backend the settings name: podman, docker, bubblewrap or kubernetes; or local, for tests
-    only (it isolates nothing), and only when named (``HANDOFF_SANDBOX=local``)."""
+    only (it isolates nothing), and only when named (``HANDOFF_SANDBOX=local``). With
+    ``extra_ca_certs``, its every sandbox trusts them (``trust.TrustingBackend``)."""
+    backend = _named_backend(settings)
+    if settings.extra_ca_certs is None or settings.sandbox == "local":
+        return backend
+    from bot.executor.sandbox.trust import TrustingBackend, bundle
+
+    try:
+        folder = bundle(settings.extra_ca_certs, settings.data_dir / "sandbox-ca")
+    except (ValueError, OSError) as exc:
+        raise SandboxError(f"HANDOFF_EXTRA_CA_CERTS: {exc}") from None
+    return TrustingBackend(backend, folder.resolve())
+
+
+def _named_backend(settings: Settings) -> Backend:
     limits = limits_from(settings)
     upstream = settings.egress_upstream_proxy.get_secret_value()
     if settings.sandbox == "local":
