@@ -65,6 +65,30 @@ def check_config(settings: Settings) -> list[Result]:
     out.append((True, "trigger label", settings.trigger_label))
     out.append((True, "concurrency", str(settings.concurrency)))
     out.append(check_price(settings))
+    out += check_corporate_network(settings)
+    return out
+
+
+def check_corporate_network(settings: Settings) -> list[Result]:
+    """The extra CA bundle parses; the upstream proxy, named without its credentials."""
+    from urllib.parse import urlsplit
+
+    from bot.executor.sandbox.trust import read_certificates
+
+    out: list[Result] = []
+    if settings.extra_ca_certs is not None:
+        try:
+            certificates = read_certificates(settings.extra_ca_certs)
+        except ValueError as exc:
+            out.append((False, "extra CA certs", str(exc)))
+        else:
+            names = ", ".join(c.subject.rfc4514_string() for c in certificates[:3])
+            out.append((True, "extra CA certs", f"{len(certificates)} certificate(s) every "
+                        f"sandbox trusts: {names}{' ...' if len(certificates) > 3 else ''}"))
+    if upstream := settings.egress_upstream_proxy.get_secret_value():
+        parts = urlsplit(upstream)
+        out.append((True, "upstream proxy", f"egress goes through {parts.hostname}:{parts.port}"
+                    + (" (with credentials)" if parts.username is not None else "")))
     return out
 
 

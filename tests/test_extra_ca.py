@@ -135,3 +135,18 @@ def test_the_bundle_has_the_system_roots_and_the_extra(tmp_path: Path) -> None:
     assert made == roots + ca.public_bytes(Encoding.PEM) and roots.count(b"BEGIN CERT") > 50
     assert read_certificates(tmp_path / "ca.pem") == [ca]
     assert oct((folder / "ca-bundle.pem").stat().st_mode & 0o777) == "0o644"
+
+
+def test_doctor_says_whether_the_bundle_parses(tmp_path: Path) -> None:
+    from bot.doctor import check_corporate_network
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "ca.pem").write_bytes(_certificate("Corp CA", key, "Corp CA", key, True)
+                                      .public_bytes(Encoding.PEM))
+    (tmp_path / "bad.pem").write_text("-----BEGIN CERTIFICATE-----\nnope\n")
+    good = check_corporate_network(Settings(
+        extra_ca_certs=tmp_path / "ca.pem", egress_upstream_proxy="http://u:s3cr3t@proxy:3128"))
+    bad = check_corporate_network(Settings(extra_ca_certs=tmp_path / "bad.pem"))
+    assert good == [(True, "extra CA certs", "1 certificate(s) every sandbox trusts: CN=Corp CA"),
+                    (True, "upstream proxy", "egress goes through proxy:3128 (with credentials)")]
+    assert bad[0][:2] == (False, "extra CA certs") and "no PEM certificate" in bad[0][2]
