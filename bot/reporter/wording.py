@@ -99,8 +99,8 @@ EGRESS_REFUSED = {
     "not-listed": ("Not on the egress allowlist (add them to `network.allow` in "
                    "`.github/handoff.yml` if the setup needs them):"),
     "non-public": ("On the allowlist, but resolving to a loopback, private, shared or link-local "
-                   "address, which sandboxes may not reach (a private mirror is for Handoff's "
-                   "operator to set up):"),
+                   "address, which sandboxes may not reach (for a private mirror, Handoff's "
+                   "operator can set `HANDOFF_EGRESS_UPSTREAM_PROXY`):"),
     "dns": "On the allowlist, but their names did not resolve (a typo, or no DNS for Handoff):",
     "unreachable": "On the allowlist, but the connection to them failed or timed out:",
     "mismatch": ("Refused because the request named another host than it connected to (its "
