@@ -3,6 +3,8 @@ to the allowed hosts only, then close the network."""
 
 from __future__ import annotations
 
+import re
+
 from bot.config import Settings
 from bot.executor import warmstart
 from bot.executor.agent.presets import image_for
@@ -12,7 +14,7 @@ from bot.executor.gitops import Checkout
 from bot.executor.run import Run
 from bot.executor.sandbox import Backend, CommandResult, Sandbox
 from bot.executor.steps import Prepared, Sandboxed
-from bot.executor.testrun import last_line
+from bot.executor.testrun import ERROR_LINE, last_line
 from bot.executor.warm import Plan
 from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
 from bot.jobs.outcome import JobFailed
@@ -70,7 +72,7 @@ async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Wor
     run.mark("setup")
     if done.ok:
         return Sandboxed(box, setup.command)
-    why = f"{code(setup.command)} ended with {done.describe()}: {inline(test_line(done))}"
+    why = f"{code(setup.command)} ended with {done.describe()}: {inline(setup_cause(done))}"
     if config.setup_command and not record.setup.offline:
         raise JobFailed(Failure.SETUP_FAILED, wording.SETUP_COMMAND_FAILED.format(why=why))
     # A guessed setup that fails, or one kept from the network, does not stop the job: the PR
@@ -108,9 +110,20 @@ def check_limits(run: Run, box: Sandbox, own: bool = True) -> None:
         raise JobFailed(hit.limit or "sandbox-limit", hit.describe())
 
 
-def test_line(result: CommandResult) -> str:
-    """A one-line account of a command's run: its verdict and last line of output (progress
-    dots left out)."""
-    last = last_line(result.stdout + "\n" + result.stderr)
-    verdict = "pass" if result.ok else ("timed out" if result.timed_out else "fail")
-    return f"{verdict} — {last}" if last else verdict
+NPM_LINE = re.compile(r"^npm (?:ERR!|error)\s?(.*)$", re.MULTILINE)
+NPM_DETAIL = re.compile(r"(?:syscall|errno|path|dest|signal|command|cwd)\s|at\s|\d{3}$|$")
+
+
+def setup_cause(result: CommandResult) -> str:
+    """The line of a failed setup's output that says why: npm's error code and message (never
+    its "complete log" trailer, a path in a sandbox that is gone), else the first error line,
+    else the last line."""
+    output = result.stdout + "\n" + result.stderr
+    npm = [m[1].strip() for m in NPM_LINE.finditer(output)]
+    npm = [line for line in npm if line and "complete log of this run" not in line]
+    if npm:
+        message = next((line for line in npm[1:] if not NPM_DETAIL.match(line)), "")
+        first = npm[0] if npm[0].startswith("code ") or not message else ""
+        return "npm error " + ": ".join(p for p in (first, message) if p)[:200]
+    found = [m.group(0).strip() for m in ERROR_LINE.finditer(output)]
+    return (found[0] if found else last_line(output))[:200]
