@@ -29,7 +29,9 @@ async def agent_pr_job(store: Store, **values: Any) -> int:
         conn, repo=REPO, issue_number=1, pr_number=2, installation_id=1,
         branch="agent/issue-1-x", **values))
     assert job_id is not None
-    await store.update_job(job_id, state="succeeded")
+    claimed = await store.claim("w", 60)
+    assert claimed is not None and claimed.id == job_id
+    assert await store.finish(job_id, "w", "succeeded", token=claimed.lease_token)
     return job_id
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sim import app_client, simulator
 
-from bot.jobs.store import Store
 from bot.jobs.chores import Chores
+from bot.jobs.store import Store
 from bot.reporter.conversation import Conversation
 from devkit.simulator.git import git
 

@@ -7,8 +7,8 @@ import re
 
 from bot.executor.gitops import Checkout
 from bot.executor.run import Run
+from bot.jobs.outcome import JobFailed
 from bot.jobs.states import Failure
-from bot.jobs.worker import JobFailed
 from bot.reporter import wording
 from bot.reporter.markdown import code
 

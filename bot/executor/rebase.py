@@ -11,7 +11,7 @@ from bot.executor.gitops import NO_DRIVERS, Checkout, GitError
 from bot.executor.progress import close_check
 from bot.executor.run import Run
 from bot.executor.steps import Prepared
-from bot.jobs.worker import JobResult
+from bot.jobs.outcome import JobResult
 from bot.reporter import wording
 
 MAX_SIDE = 6_000  # one side of one file in the spec
