@@ -131,7 +131,6 @@ class Payload(_Part):
     comment: ReviewComment | None | UnsetType = UNSET
     review: Review | None | UnsetType = UNSET
     pull_request: PullRequest | None | UnsetType = UNSET
-    check_run: CheckRun | None | UnsetType = UNSET
     repository: Repository | None | UnsetType = UNSET
     installation: Installation | None | UnsetType = UNSET
     sender: User | None | UnsetType = UNSET

@@ -42,8 +42,7 @@ STARTING_AGENT = "Starting the agent"
 COMMIT_TITLES = {"implement": "Fix #{number}: {title}",
                  "retry": "Rework #{number} after /retry: {title}",
                  "review": "Address the review on #{number}: {title}",
-                 "ci-fix": "Fix the checks on #{number}: {title}"}
-
+                 "ci-fix": "Fix the checks on #{number}: {title}",
                  "mention": "Answer a request on #{number}: {title}",
                  "rebase": "Merge the base branch into #{number}'s branch: {title}"}
 WIP_TITLE = "WIP: stopped early ({why})"
