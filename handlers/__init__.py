@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from handlers import checks, comments, installation, issues, reviews
+from handlers import checks, comments, installation, issues, rerun, review_comments, reviews
 from handlers.payload import shape_problem
 from handlers.router import Context, Router
 from handlers.vocabulary import Decision, Event, Ignore
 
 ROUTERS: tuple[Router, ...] = (
     issues.router, comments.router, reviews.router, installation.router, checks.router,
+    review_comments.router, rerun.router,
 )
 
 

@@ -65,6 +65,14 @@ class Comment(_Part):
     user: User | None | UnsetType = UNSET
 
 
+class ReviewComment(Comment):
+    """A comment on a line of a pull request (``pull_request_review_comment``)."""
+
+    in_reply_to_id: Id | None | UnsetType = UNSET
+    pull_request_review_id: Id | None | UnsetType = UNSET
+    author_association: str | None | UnsetType = UNSET
+
+
 class Review(Comment):
     state: str | None | UnsetType = UNSET
 
@@ -99,6 +107,7 @@ class CheckSuite(_Part):
 
 class CheckRun(_Part):
     name: str | UnsetType = UNSET
+    external_id: str | None | UnsetType = UNSET  # the job that posted it (Handoff's own)
     head_sha: str | UnsetType = UNSET
     conclusion: str | None | UnsetType = UNSET
     app: App | None | UnsetType = UNSET
@@ -119,7 +128,7 @@ class Payload(_Part):
     zen: str | None | UnsetType = UNSET
     label: Named | None | UnsetType = UNSET
     issue: Issue | None | UnsetType = UNSET
-    comment: Comment | None | UnsetType = UNSET
+    comment: ReviewComment | None | UnsetType = UNSET
     review: Review | None | UnsetType = UNSET
     pull_request: PullRequest | None | UnsetType = UNSET
     repository: Repository | None | UnsetType = UNSET

@@ -17,6 +17,11 @@ class Context:
     trigger_label: str = "agent"
     bot_login: str = "handoff[bot]"
 
+    @property
+    def slug(self) -> str:
+        """The App's slug: what people write after ``@`` to ask it."""
+        return self.bot_login.removesuffix("[bot]")
+
 
 Handler = Callable[[Event, Context], Decision]
 

@@ -114,7 +114,14 @@ def test_every_template_renders(name: str) -> None:
                     {"kind": "retry", "requested_by": "a", "summary": "s2"}],
         spend={"steps": 1, "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.1,
                "wall_seconds": 1.0}, model="m", inputs_seen=["issue"], inputs_excluded=[],
-        check_first="a.py", risks=["r"],
+        check_first="a.py", risks=["r"], thread=None,
+        conflicts=[{"path": "a.py", "ours": "+a", "theirs": "+b"}], conversation={
+            "comments": [{"id": 1, "author": "a", "steers": True, "body": "c", "request": True},
+                         {"id": 2, "author": "o", "steers": False, "body": "", "request": False}],
+            "reviews": [],
+            "threads": [{"id": 3, "path": "a.py", "line": 2, "hunk": "@@ -1 +1 @@\n+x",
+                         "request": False, "said": [{"id": 3, "author": "a", "steers": True,
+                                                     "body": "b", "request": False}]}]},
         files=[FileChange("a.py", 1, 0), FileChange("b.py", 3, 0, new=True)],
         checks=[FailedCheck(name="lint", conclusion="failure", app="github-actions",
                             title="1 problem", summary="ruff", log="log", url="u", annotations=[

@@ -167,7 +167,10 @@ async def test_the_pr_body_accumulates_across_retry_and_lgtm_starts_nothing(
         both = job.result.agent.spend.input_tokens + again.result.agent.spend.input_tokens
         assert f"{both:,} input" in body
         checks = sorted(s.sim.get_repo(REPO).check_runs.values(), key=lambda c: c.id)
-        assert [c.conclusion for c in checks] == ["success", "success"]
+        # The first job's, the retry's on the head it started from (in progress while it
+        # worked), and the retry's on its own commit.
+        assert [c.conclusion for c in checks] == ["success", "success", "success"]
+        assert checks[1].head_sha == checks[0].head_sha != checks[2].head_sha
         assert "fail — 1 failed" in body  # the base commit's run stays the baseline
 
         # A COMMENTED review that only says LGTM starts nothing.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.config import Settings
-from bot.executor import ci, resume
+from bot.executor import ci, discussion, resume
 from bot.executor.agent.cli import CliAgent
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import Agent
@@ -17,6 +17,7 @@ from bot.executor.agent.transcript import Transcript
 from bot.executor.changes import added_paths
 from bot.executor.gitops import NO_DRIVERS
 from bot.executor.hidden import strip_hidden
+from bot.executor.rebase import both_sides
 from bot.executor.run import Run
 from bot.executor.spec import choose_template, render_spec
 from bot.executor.steps import Prepared
@@ -58,10 +59,13 @@ async def write_spec(run: Run, p: Prepared, templates: Templates, store: Store,
     previous = (origin.result.summary if origin else "") or job.result.summary
     extra = dict(requested_by=job.requested_by, feedback=strip_hidden(job.feedback),
                  previous_summary=previous, diff=diff[:30_000], base_branch=p.base, **common)
+    extra.update(await conversation(run, p))
     if job.kind == "review":
         extra["review_comments"] = await review_threads(run)
     if job.kind == CI_FIX:
         extra.update(ci.brief(record.ci))
+    if job.kind == "rebase":
+        extra["conflicts"] = await both_sides(p.checkout, p.base, record.inputs.conflicts)
     record.inputs.template = job.kind
     return render_spec(templates, job.kind, inputs, **extra)
 
@@ -78,6 +82,29 @@ async def review_threads(run: Run) -> list[dict[str, Any]]:
     run.record.inputs.review_threads = [c["id"] for c in threads]
     return [{"path": c["path"], "line": c.get("line"), "author": c["user"]["login"],
              "body": strip_hidden(c["body"])} for c in threads]
+
+
+async def conversation(run: Run, p: Prepared) -> dict[str, Any]:
+    """The pull request's whole conversation for an iteration's spec (``conversation``), the
+    thread a request in a review thread is answered in (``thread``), and, for a review that
+    came without its text (its inline comments came first), the review's own words."""
+    job, inputs, record = run.job, p.inputs, run.record
+    assert job.pr_number is not None
+    request = {int(i) for i in (job.context.get("comment_id"), job.context.get(
+        "review_comment_id"), job.context.get("review_id")) if i}
+    talk = await discussion.gather(run.gh, job.pr_number, request)
+    inputs.excluded += [e for e in talk.excluded if e not in inputs.excluded]
+    inputs.seen += [s for s in talk.seen() if s not in inputs.seen]
+    record.inputs.seen, record.inputs.excluded = inputs.seen, inputs.excluded
+    thread = talk.thread_of(int(job.context.get("review_comment_id") or 0))
+    if job.kind == "mention" and thread is not None:
+        record.inputs.review_threads = [thread.id]  # answered there once delivered
+    out: dict[str, Any] = {"conversation": talk.as_dict(),
+                           "thread": thread.as_dict() if thread else None}
+    review = next((r for r in talk.reviews if r.id == job.context.get("review_id")), None)
+    if job.kind == "review" and not job.feedback and review is not None:
+        out["feedback"] = review.body
+    return out
 
 
 def make_agent(run: Run, p: Prepared, settings: Settings, dollars_left: float | None,

@@ -11,6 +11,7 @@ import re
 from bot.config import Settings
 from bot.executor.agent.loop import AgentResult
 from bot.executor.changes import changed_files, refusal
+from bot.executor.conflicts import resolved
 from bot.executor.gitops import Checkout, GitError, unreachable
 from bot.executor.run import Run
 from bot.executor.steps import Prepared, Pushed
@@ -61,6 +62,7 @@ async def deliver(run: Run, p: Prepared, outcome: AgentResult, settings: Setting
             summary=inline(shorten(outcome.summary, 500))))
     if why := await refusal(co, p.start_sha, files):
         raise JobFailed(Failure.PUSH_REFUSED, why)
+    resolved(run, co, p.base)  # a /rebase's conflicts: no marker left, said in the summary
     await run.stage("pushing")
     head = await commit(run, co, settings, commit_title(run, p))
     await keep_commit(run, co, workspaces, head)

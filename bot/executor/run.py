@@ -16,6 +16,7 @@ from bot.github.client import GitHubApiError, RepoClient
 from bot.jobs.record import JobRecord
 from bot.jobs.spend import Spend
 from bot.jobs.store import Job, Store
+from bot.reporter.checks import ProgressCheck
 from bot.reporter.status import StatusComment
 
 log = logging.getLogger("handoff.executor")
@@ -30,6 +31,7 @@ class Run:
     store: Store
     record: JobRecord
     status: StatusComment | None = None
+    check: ProgressCheck | None = None  # Handoff's in-progress check run on the PR's head
     # What the job must close whatever happens (its sandboxes): closed by ``clean_up``.
     closing: contextlib.AsyncExitStack[None] = field(default_factory=contextlib.AsyncExitStack)
     last_mark: float = field(default_factory=time.monotonic)
@@ -54,6 +56,8 @@ class Run:
         logs.enter_stage(stage)
         if self.status is not None:
             await self.show(self.status.set(stage, detail, force=force))
+        if self.check is not None:
+            await self.check.step(stage, detail)
         await self.write(stage=stage, result=self.record)
 
     async def progress(self, spend: Spend) -> None:

@@ -23,6 +23,8 @@ from bot.executor.delivery import (
 from bot.executor.iterations import earlier, entry, total_spend
 from bot.executor.outcomes import STEP_FAILURES, clean_up, outcome_of
 from bot.executor.prepare import prepare
+from bot.executor.progress import open_check
+from bot.executor.rebase import merge_base_branch
 from bot.executor.run import Run, finish_despite_cancel
 from bot.executor.sandbox import Backend
 from bot.executor.setup import start_sandbox
@@ -97,6 +99,7 @@ class JobRunner:
         await run.stage("preparing", self.conversation.resumed(run.job.stage) if resumed else "")
         p = await prepare(run, self.workspaces, self.templates.names(),
                           self.settings.trigger_label)
+        await open_check(run, p, self.settings.public_url)
         if kept := await kept_commit(run, p):
             return await self._open_pushed(run, p, kept, await push_kept(run, p, kept))
         if resumed and (head := await pushed_before(run, p)):
@@ -106,6 +109,8 @@ class JobRunner:
             run.record = carried_over(run.record, earlier.result)
             return await self._open_pushed(run, p, p.start_sha, wording.EARLIER_PUSH.format(
                 job=earlier.id, head=p.start_sha[:7]))
+        if run.job.kind == "rebase" and (done := await merge_base_branch(run, p, self.settings)):
+            return done  # merged cleanly, or nothing to merge; else the agent resolves
         sb = await start_sandbox(run, p, self.backend, self.workspaces, self.settings)
         outcome, judged = await self._work(run, p, sb, dollars_left)
         pushed = await deliver(run, p, outcome, self.settings, self.workspaces)
@@ -167,9 +172,10 @@ class JobRunner:
         record.delivery.pr_number, record.delivery.pr_url = pr["number"], pr["html_url"]
         await run.write(pr_number=pr["number"])
         await writer.review_summary(pr["number"], files, verdict)
-        if run.job.kind == "review":
+        if run.record.inputs.review_threads:
             await writer.answer_review(delivered)
-        record.delivery.check_run_id = await writer.check_run(delivered, verdict)
+        record.delivery.check_run_id = await writer.check_run(delivered, verdict, p.start_sha)
+        record.delivery.check_run_open = False
         run.mark("pr")
         record.delivery.final_stage = verdict.stage
         record.delivery.final_detail = writer.done(pr["html_url"], verdict, spend_line)

@@ -382,6 +382,11 @@ class RepoClient:
                           self.rest.reactions.async_create_for_issue_comment, self.owner,
                           self.name, comment_id, content=content)
 
+    async def react_review_comment(self, comment_id: int, content: str = "eyes") -> None:
+        await self._write(f"reacting to review comment {comment_id}",
+                          self.rest.reactions.async_create_for_pull_request_review_comment,
+                          self.owner, self.name, comment_id, content=content)
+
     async def permission(self, login: str) -> str:
         """The user's role on the repository (admin, maintain, write, triage, read or none),
         asked once per client."""

@@ -57,8 +57,19 @@ class Chores:
             if why:
                 await self.store.refuse(job.id, why)
             else:
+                seen = job.result.acknowledged or await self._acknowledge(job)
                 await self.store.update_queued(
-                    job.id, result=job.result.with_(requester_checked=True))
+                    job.id, result=job.result.with_(requester_checked=True, acknowledged=seen))
+
+    async def _acknowledge(self, job: Job) -> bool:
+        """👀 on what asked for a job, as soon as its requester may ask (before it runs);
+        False if GitHub did not take it (the job reacts when it starts)."""
+        assert self.conversation is not None
+        try:
+            return await self.conversation.acknowledge_early(job)
+        except GITHUB_AWAY:  # a courtesy: the job itself still runs and reports
+            log.exception("job %s: could not react to its request", job.id)
+            return False
 
     async def review_cancels(self) -> None:
         """Carry out each cancel (a /cancel, or closing the issue while a job runs) whose

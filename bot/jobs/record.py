@@ -34,6 +34,7 @@ class Inputs(Part):
     excluded: list[str] = Field(default_factory=list)
     criteria: list[str] = Field(default_factory=list)
     review_threads: list[int] = Field(default_factory=list)  # answered after the push
+    conflicts: list[str] = Field(default_factory=list)  # a /rebase's conflicted files
     template: str = ""
 
 
@@ -116,6 +117,7 @@ class Delivery(Part):
     pr_number: int | None = None
     pr_url: str = ""
     check_run_id: int | None = None
+    check_run_open: bool = False  # in progress since the job started (bot/reporter/checks.py)
     final_stage: str = ""
     final_detail: str = ""
 

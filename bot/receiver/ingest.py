@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from bot import logs
 from bot.jobs.schema import jobs
+from bot.jobs.states import ACTIVE_STATES
 from bot.jobs.store import DuplicateDelivery, Job, Store, StoreBusy
 from bot.receiver import ci_gate
 from handlers import Context, HandlerError, decide
@@ -355,7 +356,11 @@ def _start(store: Store, conn: sa.Connection, d: StartJob, event: Event, issue_n
         snap = origin.result.inputs.issue_snapshot or origin.context.get("issue_snapshot")
         values.update(branch=origin.branch, context={
             **context, "origin_job": origin.id, **({"issue_snapshot": snap} if snap else {})})
+        values.update(again(origin, d, values["context"]))
     job_id = store.insert_job(conn, **values)
+    if job_id is None and origin is not None and same_review(origin, d):
+        # a review's comments come one by one; the job under way takes them all
+        return f"recorded: job {origin.id} takes up review {d.context['review_id']}", None
     if job_id is None:  # the issue has a job under way: its requester hears so
         active = store.active_job(conn, d.repo, issue_number)
         if active is not None:
@@ -386,6 +391,28 @@ def follow_up(store: Store, conn: sa.Connection, job_id: int) -> int | None:
     detail, new = _start(store, conn, decision, event, job.issue_number, origin)
     log.info("job %s: %s for the check noted on it", job_id, detail)
     return new
+
+
+# Where an iteration's request was made, so a Re-run answers it there again.
+REQUEST_KEYS = ("comment_id", "review_comment_id", "thread_id", "review_id")
+
+
+def again(origin: Job, d: StartJob, context: dict[str, Any]) -> dict[str, Any]:
+    """"Re-run" on the check run of the PR's latest iteration: that iteration's request
+    again (its kind, feedback and where it was asked), for whoever pressed the button."""
+    if d.trigger != "rerun" or str(d.context.get("rerun_of")) != str(origin.id) or \
+            origin.kind == "implement":
+        return {}
+    asked = {k: origin.context[k] for k in REQUEST_KEYS if k in origin.context}
+    return {"kind": origin.kind, "feedback": origin.feedback, "context": {**context, **asked}}
+
+
+def same_review(origin: Job, d: StartJob) -> bool:
+    """Whether the PR's latest job is under way for the very review this event belongs to
+    (GitHub sends a review and each of its inline comments as events of their own)."""
+    review = d.context.get("review_id")
+    return review is not None and origin.state in ACTIVE_STATES and \
+        origin.context.get("review_id") == review and d.kind == origin.kind == "review"
 
 
 def _cancel(store: Store, conn: sa.Connection, d: CancelJob, issue_number: int

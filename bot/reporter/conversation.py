@@ -26,14 +26,30 @@ class Conversation:
         """React to what asked for the job (unless ``record`` says it was done), and give
         the job its status comment."""
         if not record.acknowledged:
-            comment_id = job.context.get("comment_id")
-            if comment_id:
-                await gh.react_comment(int(comment_id))
-            elif job.kind == "implement":
-                await gh.react_issue(job.issue_number)
+            await self.react(gh, job)
         return StatusComment(gh, job.target, job.id, self.status_interval,
                              record.status_comment_id, job_url(self.public_url, job.id),
                              announced=record.announced)
+
+    @staticmethod
+    async def react(gh: RepoClient, job: Job) -> None:
+        """👀 on what asked for the job: the comment, the review comment, or the issue
+        (a review itself takes no reactions on GitHub)."""
+        context = job.context
+        if comment_id := context.get("comment_id"):
+            await gh.react_comment(int(comment_id))
+        elif review_comment_id := context.get("review_comment_id"):
+            await gh.react_review_comment(int(review_comment_id))
+        elif job.kind == "implement":
+            await gh.react_issue(job.issue_number)
+
+    async def acknowledge_early(self, job: Job) -> bool:
+        """👀 on a queued job's request once its requester may ask; True when done."""
+        gh = self.repo(job)
+        if gh is None:
+            return False
+        await self.react(gh, job)
+        return True
 
     async def announce(self, job: Job, position: int) -> int | None:
         """A job waits behind others: react and say where it stands (for people with write

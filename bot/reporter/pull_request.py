@@ -9,18 +9,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.github.client import GitHubApiError, RepoClient
-from bot.github.naming import CHECK_NAME
+from bot.github.naming import CHECK_NAME, looks_like_bot
 from bot.jobs.changes import TEST_PATH, FileChange
 from bot.jobs.inputs import SpecInputs
 from bot.jobs.record import Iteration, JobRecord
 from bot.jobs.store import Job
 from bot.jobs.verdict import Verdict
 from bot.reporter import wording
+from bot.reporter.checks import details
 from bot.reporter.markdown import code, plain, quote
 from bot.reporter.status import job_url
 from bot.reporter.templates import Templates
 
 log = logging.getLogger("handoff.reporter")
+REVIEWERS_MARKER = "<!-- handoff:for-reviewers -->"  # hidden in the "For reviewers" comment
 RISKY = re.compile(r"(^|/)(\.github/|Dockerfile|setup\.py|pyproject\.toml|package(-lock)?\.json"
                    r"|requirements[^/]*\.txt|.*\.lock$|Makefile|.*\.ya?ml$)")
 EXPECTATION_CHANGED = "an existing test's expectation was changed: check it"
@@ -83,10 +85,18 @@ class PullRequestWriter:
 
     async def review_summary(self, number: int, files: list[FileChange], verdict: Verdict
                              ) -> None:
+        """The one "For reviewers" comment of the pull request: posted by the first
+        iteration, edited by the next ones (found by its hidden marker)."""
         check_first, risks = review_notes(files, verdict.regression)
         risks = [r for r in verdict.risks if r not in risks] + risks
-        await self.gh.create_comment(number, self.templates.render(
-            "review_summary", check_first=check_first, risks=risks, files=files))
+        body = self.templates.render("review_summary", check_first=check_first, risks=risks,
+                                     files=files) + f"\n{REVIEWERS_MARKER}"
+        for comment in await self.gh.list_comments(number):
+            if REVIEWERS_MARKER in str(comment.get("body") or "") and \
+                    looks_like_bot(comment.get("user")):
+                await self.gh.update_comment(int(comment["id"]), body)
+                return
+        await self.gh.create_comment(number, body)
 
     async def answer_review(self, d: Delivered) -> None:
         """Reply to each review thread the iteration took up, with its numbered answer."""
@@ -99,18 +109,26 @@ class PullRequestWriter:
                                                .format(head=head[:7],
                                                        answer=quote(answer.strip()[:2000])))
 
-    async def check_run(self, d: Delivered, verdict: Verdict) -> int:
-        """Post the check run on the pushed commit; its id."""
+    async def check_run(self, d: Delivered, verdict: Verdict, started_on: str = "") -> int:
+        """The verdict as Handoff's check run: the one in progress since the job started on
+        ``started_on`` (``record.delivery.check_run_open``) completes with it, and the pushed
+        commit gets its own; the id of the pushed commit's run."""
         r = d.record
         summary = self.templates.render(
             "check_run", verdict=verdict, tests_base=r.tests.base, tests_before=r.tests.before,
             tests_after=r.tests.after, test_command=r.tests.command,
             test_command_reason=r.tests.command_reason)
+        output = {"title": verdict.title, "summary": summary[:60_000]}
+        opened = r.delivery.check_run_id if r.delivery.check_run_open else None
+        if opened is not None:
+            await self.gh.update_check_run(opened, status="completed",
+                                           conclusion=verdict.conclusion, output=output)
+            if r.delivery.head_sha == started_on:
+                return opened
         check = await self.gh.create_check_run(
             name=CHECK_NAME, head_sha=r.delivery.head_sha, status="completed",
-            conclusion=verdict.conclusion,
-            external_id=str(d.job.id), output={"title": verdict.title,
-                                               "summary": summary[:60_000]})
+            conclusion=verdict.conclusion, external_id=str(d.job.id), output=output,
+            **details(self.public_url, d.job))
         return int(check["id"])
 
     def done(self, pr_url: str, verdict: Verdict, spend_line: str) -> str:

@@ -11,6 +11,7 @@ from bot.jobs.states import Failure, State
 from bot.jobs.store import Job
 from bot.logs import printable, redact
 from bot.reporter import wording
+from bot.reporter.checks import close_open_check
 from bot.reporter.markdown import code, quote
 from bot.reporter.status import StatusComment, job_url
 
@@ -157,6 +158,16 @@ class GitHubReporter:
                 return
         await gh.create_comment(job.target, f"{body}\n\n{marker}")
 
+    async def _reply_once(self, gh: RepoClient, job: Job, thread: int, body: str) -> None:
+        """The final word in the review thread the job was asked in, once."""
+        assert job.pr_number is not None
+        marker = final_marker(job)
+        for comment in await gh.review_comments(job.pr_number):
+            if marker in str(comment.get("body") or ""):
+                log.info("job %s: its final reply is there already", job.id)
+                return
+        await gh.reply_review_comment(job.pr_number, thread, f"{body}\n\n{marker}")
+
     async def _report(self, gh: RepoClient, job: Job) -> None:
         await gh.token()
         target = job.target
@@ -170,15 +181,24 @@ class GitHubReporter:
             return
         if job.state == State.CANCELLED:
             text = f"Stopped job {job.id}: {job.reason or 'cancelled'}."
+            await close_open_check(gh, job.result, "cancelled", "Cancelled", text)
             if status.comment_id is not None:
                 await status.set("cancelled", text)
             else:
                 await self._post_once(gh, job, text)
             return
         body = failure_comment(job)
+        thread = job.context.get("thread_id") if job.pr_number else None
         if status.comment_id is not None:
-            await status.set("failed", f"See below: {shorten(public_cause(job), 300, '…')}")
-        await self._post_once(gh, job, body)
+            where = "in the review thread" if thread else "below"
+            await status.set("failed", f"See {where}: {shorten(public_cause(job), 300, '…')}")
+        if thread:  # asked in a review thread: answered there
+            await self._reply_once(gh, job, int(thread), body)
+        else:
+            await self._post_once(gh, job, body)
+        if await close_open_check(gh, job.result, "failure", f"Failed: {job.category}",
+                                  public_cause(job)):
+            return
         check_id, head = job.result.delivery.check_run_id, job.result.delivery.head_sha
         if head and not check_id:
             try:

@@ -42,7 +42,9 @@ STARTING_AGENT = "Starting the agent"
 COMMIT_TITLES = {"implement": "Fix #{number}: {title}",
                  "retry": "Rework #{number} after /retry: {title}",
                  "review": "Address the review on #{number}: {title}",
-                 "ci-fix": "Fix the checks on #{number}: {title}"}
+                 "ci-fix": "Fix the checks on #{number}: {title}",
+                 "mention": "Answer a request on #{number}: {title}",
+                 "rebase": "Merge the base branch into #{number}'s branch: {title}"}
 WIP_TITLE = "WIP: stopped early ({why})"
 ADDRESSED = "Addressed in {head}:\n\n{answer}"
 EDIT_LEFT_OUT = "an edit of the issue by @{login}"
@@ -107,3 +109,11 @@ EGRESS_REFUSED = {
                  "`Host` header or TLS name), which the egress proxy never allows:"),
     "unnamed": "And more, not named:",
 }
+
+# /rebase: merging the base branch into the agent branch.
+MERGE_MESSAGE = "Merge {base} into the branch of #{number}\n\nHandoff job {job} for #{number}.\n"
+MERGED_CLEANLY = "Merged `{base}` ({base_sha}) into the branch without conflicts: {head}."
+UP_TO_DATE = "The branch has every commit of `{base}` already ({base_sha}); nothing to merge."
+CONFLICTS_LEFT = ("the agent left conflict markers in {files}; nothing was pushed. Resolve "
+                  "them by hand, or comment `/rebase` to try again")
+RESOLVED = "Merged `{base}` into the branch; resolved conflicts in {files}."

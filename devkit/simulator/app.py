@@ -214,13 +214,58 @@ class Simulator:
         user = User(actor)
         review = Review(next_id(), user, state, body)
         issue.pull.reviews.append(review)
-        for c in comments or []:
-            issue.pull.review_comments.append(ReviewComment(
-                next_id(), c["body"], user, c["path"], c.get("line"), review_id=review.id))
+        for c in comments or []:  # GitHub sends each inline comment as an event of its own
+            self._review_comment(repo, issue, user, c["body"], c["path"], c.get("line"),
+                                 None, review.id)
         self.emit(repo, "pull_request_review", "submitted", user,
                   review=self.render.review(repo, number, review),
                   pull_request=self.render.pull(repo, issue))
         return review
+
+    def review_comment(self, full_name: str, number: int, body: str, actor: str,
+                       path: str = "", line: int | None = None,
+                       reply_to: int | None = None) -> ReviewComment:
+        """A single comment on a line of a pull request, or a reply in a review thread: GitHub
+        makes a comment-only review for it and sends both events."""
+        repo, issue = self._issue(full_name, number)
+        if issue.pull is None:
+            raise GitHubError(404, "Not Found")
+        user = User(actor)
+        review = Review(next_id(), user, "commented", "")
+        issue.pull.reviews.append(review)
+        if reply_to is not None:
+            parent = next(c for c in issue.pull.review_comments if c.id == reply_to)
+            path, line = parent.path, parent.line
+        comment = self._review_comment(repo, issue, user, body, path, line, reply_to,
+                                       review.id)
+        self.emit(repo, "pull_request_review", "submitted", user,
+                  review=self.render.review(repo, number, review),
+                  pull_request=self.render.pull(repo, issue))
+        return comment
+
+    def _review_comment(self, repo: Repo, issue: Issue, user: User, body: str, path: str,
+                        line: int | None, reply_to: int | None, review_id: int | None
+                        ) -> ReviewComment:
+        """Add a review comment on the PR's head and send ``pull_request_review_comment``."""
+        pull = issue.pull
+        assert pull is not None
+        comment = ReviewComment(
+            next_id(), body, user, path, line, in_reply_to=reply_to, review_id=review_id,
+            diff_hunk=simgit.diff_hunk(repo.path, pull.base, pull.head, path, line),
+            commit_id=simgit.rev_parse(repo.path, pull.head) or "")
+        pull.review_comments.append(comment)
+        self.emit(repo, "pull_request_review_comment", "created", user,
+                  comment=self.render.review_comment(repo, issue.number, comment),
+                  pull_request=self.render.pull(repo, issue))
+        return comment
+
+    def rerun_check(self, full_name: str, check_id: int, actor: str) -> None:
+        """Someone presses "Re-run" on a check run: GitHub tells the App that made it."""
+        repo = self.get_repo(full_name)
+        run = repo.check_runs[check_id]
+        body = self.render.check_run(repo, run)
+        body["app"].update(id=self.world.app_id, slug=self.world.app_slug)
+        self.emit(repo, "check_run", "rerequested", User(actor), check_run=body)
 
     def push(self, full_name: str, branch: str, files: dict[str, str], message: str,
              author: str) -> str:

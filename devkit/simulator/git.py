@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -164,3 +165,37 @@ async def http_backend(project_root: Path, path_info: str, method: str, query: s
         elif key:
             headers[key.strip()] = value.strip()
     return status, headers, payload
+
+
+def diff_hunk(bare: Path, base: str, head: str, path: str, line: int | None) -> str:
+    """The hunk of ``git diff base...head`` for ``path`` that holds ``line`` (of the head's
+    file), cut after that line, as GitHub puts it in a review comment's ``diff_hunk``."""
+    patch = subprocess.run(["git", "diff", f"{base}...{head}", "--", path], cwd=bare,
+                           capture_output=True, text=True).stdout
+    hunks = re.split(r"(?m)^(?=@@ )", patch)[1:]
+    for hunk in hunks:
+        match = re.match(r"@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@", hunk)
+        if match is None:
+            continue
+        start, count = int(match.group(1)), int(match.group(2) or 1)
+        if line is None or not start <= line < start + count:
+            continue
+        lines, at = hunk.splitlines(), start
+        for index, text in enumerate(lines[1:], start=1):
+            if not text.startswith("-"):
+                if at == line:
+                    return "\n".join(lines[:index + 1])
+                at += 1
+    return hunks[0].rstrip("\n") if hunks else ""
+
+
+def mergeable(bare: Path, base: str, head: str) -> bool:
+    """Whether ``head`` merges into ``base`` without conflicts (``git merge-tree``)."""
+    result = subprocess.run(["git", "merge-tree", "--write-tree", "--name-only", base, head],
+                            cwd=bare, capture_output=True, text=True)
+    return result.returncode == 0
+
+
+def behind(bare: Path, base: str, head: str) -> bool:
+    """Whether ``base`` has commits ``head`` lacks."""
+    return bool(git("rev-list", "--count", f"{head}..{base}", cwd=bare).strip() not in ("", "0"))

@@ -5,13 +5,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from devkit.simulator.git import rev_parse
+from devkit.simulator.git import behind, mergeable, rev_parse
 from devkit.simulator.openapi import Spec
 from devkit.simulator.state import CheckRun, Comment, Issue, Repo, Review, ReviewComment, User
 
 
 def iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def association(repo: Repo, user: User) -> str:
+    """GitHub's ``author_association`` of a user with a repository."""
+    if user.login == repo.owner:
+        return "OWNER"
+    return "COLLABORATOR" if user.login in repo.collaborators else "NONE"
 
 
 class Renderer:
@@ -116,9 +123,25 @@ class Renderer:
             updated_at=iso(time.time()), closed_at=None, merged_at=None, merge_commit_sha=None,
             assignee=None, assignees=[], requested_reviewers=[], requested_teams=[],
             milestone=None, comments=len(issue.comments), review_comments=len(
-                pull.review_comments), auto_merge=None, mergeable=True, merged_by=None,
+                pull.review_comments), auto_merge=None, merged_by=None,
+            **self.mergeability(repo, issue),
         )
         return dict(body)
+
+    @staticmethod
+    def mergeability(repo: Repo, issue: Issue) -> dict[str, Any]:
+        """``mergeable`` and ``mergeable_state`` as GitHub computes them: ``dirty`` when the
+        head conflicts with the base, ``behind`` when the base moved on cleanly, else
+        ``clean`` (a merged or closed PR: ``None`` and ``unknown``)."""
+        pull = issue.pull
+        assert pull is not None
+        if pull.merged or issue.state != "open":
+            return {"mergeable": None, "mergeable_state": "unknown"}
+        if not mergeable(repo.path, pull.base, pull.head):
+            return {"mergeable": False, "mergeable_state": "dirty"}
+        return {"mergeable": True,
+                "mergeable_state": "behind" if behind(repo.path, pull.base, pull.head)
+                else "clean"}
 
     def review(self, repo: Repo, number: int, review: Review) -> dict[str, Any]:
         body = self.spec.example("pull-request-review-items")[0]
@@ -133,7 +156,11 @@ class Renderer:
         body = self.spec.example("pull-request-review-comment-items")[0]
         body.update(id=c.id, body=c.body, user=self.user(c.user), path=c.path, line=c.line,
                     original_line=c.line, in_reply_to_id=c.in_reply_to,
-                    pull_request_review_id=c.review_id,
+                    pull_request_review_id=c.review_id, diff_hunk=c.diff_hunk,
+                    author_association=association(repo, c.user),
+                    commit_id=c.commit_id or body["commit_id"],
+                    original_commit_id=c.commit_id or body["original_commit_id"],
+                    html_url=f"{self.base}/{repo.full_name}/pull/{number}#discussion_r{c.id}",
                     pull_request_url=f"{self.base}/repos/{repo.full_name}/pulls/{number}")
         if c.in_reply_to is None:
             body.pop("in_reply_to_id", None)
@@ -146,6 +173,22 @@ class Renderer:
         output.update({k: v for k, v in run.output.items() if k in ("title", "summary", "text")})
         body.update(id=run.id, name=run.name, head_sha=run.head_sha, status=run.status,
                     conclusion=run.conclusion, output=output, details_url=run.details_url,
-                    external_id=run.external_id, pull_requests=[],
+                    external_id=run.external_id, pull_requests=self.pulls_at(repo, run.head_sha),
                     url=f"{self.base}/repos/{repo.full_name}/check-runs/{run.id}")
         return dict(body)
+
+    def pulls_at(self, repo: Repo, sha: str) -> list[dict[str, Any]]:
+        """The open pull requests whose head is ``sha``, as a check run lists them."""
+        out = []
+        for issue in repo.issues.values():
+            pull = issue.pull
+            if pull is None or issue.state != "open" or rev_parse(repo.path, pull.head) != sha:
+                continue
+            ref = {"id": repo.id, "name": repo.name,
+                   "url": f"{self.base}/repos/{repo.full_name}"}
+            out.append({"id": issue.id, "number": issue.number,
+                        "url": f"{self.base}/repos/{repo.full_name}/pulls/{issue.number}",
+                        "head": {"ref": pull.head, "sha": sha, "repo": ref},
+                        "base": {"ref": pull.base, "sha": rev_parse(repo.path, pull.base) or "",
+                                 "repo": ref}})
+        return out

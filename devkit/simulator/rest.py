@@ -334,9 +334,26 @@ def routes(sim: Simulator) -> list[Route]:
         if parent is None or not body or not body.get("body"):
             raise GitHubError(404 if parent is None else 422, "Not Found")
         reply = ReviewComment(next_id(), body["body"], bot(request), parent.path, parent.line,
-                              in_reply_to=parent_id)
+                              in_reply_to=parent_id, diff_hunk=parent.diff_hunk,
+                              commit_id=parent.commit_id)
         issue.pull.review_comments.append(reply)
-        return 201, r.review_comment(repo, issue.number, reply)
+        rendered = r.review_comment(repo, issue.number, reply)
+        sim.emit(repo, "pull_request_review_comment", "created", reply.user, comment=rendered,
+                 pull_request=r.pull(repo, issue))
+        return 201, rendered
+
+    @authed("pull_requests", "write")
+    async def review_comment_reaction(request: Request, body: Any, repo: Repo) -> Result:
+        comment_id = int(request.path_params["id"])
+        found = next((c for i in repo.issues.values() if i.pull
+                      for c in i.pull.review_comments if c.id == comment_id), None)
+        if found is None:
+            raise GitHubError(404, "Not Found")
+        user = bot(request)
+        if (user.login, body["content"]) in found.reactions:
+            return 200, r.reaction(user, body["content"])
+        found.reactions.append((user.login, body["content"]))
+        return 201, r.reaction(user, body["content"])
 
     # --- checks ---
     @authed("checks", "write")
@@ -455,6 +472,8 @@ def routes(sim: Simulator) -> list[Route]:
         ("GET", "/repos/{owner}/{repo}/pulls/{number:int}/comments", pull_comments),
         ("POST", "/repos/{owner}/{repo}/pulls/{number:int}/comments/{id:int}/replies",
          reply_comment),
+        ("POST", "/repos/{owner}/{repo}/pulls/comments/{id:int}/reactions",
+         review_comment_reaction),
         ("POST", "/repos/{owner}/{repo}/check-runs", create_check),
         ("PATCH", "/repos/{owner}/{repo}/check-runs/{id:int}", update_check),
     ]

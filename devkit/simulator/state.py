@@ -60,6 +60,9 @@ class ReviewComment:
     line: int | None
     in_reply_to: int | None = None
     review_id: int | None = None
+    diff_hunk: str = ""
+    commit_id: str = ""
+    reactions: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
