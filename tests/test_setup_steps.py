@@ -248,3 +248,19 @@ async def test_a_branch_that_changed_what_a_step_runs_gets_no_secret(tmp_path: P
         ran = [json.loads(line) for line in transcript.splitlines()]
         assert [e["secrets"] for e in ran if e["kind"] == "setup"] == [[]]
         assert_absent("the transcript", transcript)
+
+
+def test_a_failing_steps_output_cannot_leave_its_code_block() -> None:
+    """Output a package printed is hostile when posted: it stays one code block, whatever
+    fences, mentions, references or HTML it holds."""
+    from markdown_it import MarkdownIt
+
+    from bot.executor.sandbox import CommandResult
+    from bot.executor.setup_steps import tail
+
+    hostile = "```\n@acme/admins fixes #1\n````\n<img src=x onerror=alert(1)>\n\x1b[31mred"
+    shown = tail(CommandResult(exit_code=3, stdout=hostile, stderr="error: boom"))
+    tokens = MarkdownIt("commonmark").parse(shown)
+    assert [t.type for t in tokens] == ["fence"]
+    assert "@acme/admins fixes #1" in tokens[0].content and "error: boom" in tokens[0].content
+    assert "\x1b" not in shown

@@ -23,7 +23,6 @@ NOT_PERMITTED = ("@{login} has {role} access to {repo}; Handoff takes work only 
                  "with write access")
 NO_INSTALLATION = "the delivery named no installation of the App"
 NO_CHANGES = "the agent finished without changing any file: {summary}"
-SETUP_COMMAND_FAILED = "the setup command {why}"
 SETUP_WARNING = "the dependencies could not be installed: {why}"
 SETUP_OFFLINE = ("it ran without network, because this branch changes files that decide what "
                  "a setup installs or runs ({files}); dependencies it could not install offline "
