@@ -18,10 +18,10 @@ from bot.executor.agent.transcript import Transcript
 from bot.executor.repo_config import SetupStep
 from bot.executor.run import Run
 from bot.executor.sandbox import CommandResult, Sandbox
+from bot.jobs.outcome import JobFailed
 from bot.jobs.record import StepRun
 from bot.jobs.secrets import Secrets, SecretsError
 from bot.jobs.states import Failure
-from bot.jobs.worker import JobFailed
 from bot.reporter import wording
 from bot.reporter.markdown import block, code, inline
 
