@@ -169,3 +169,22 @@ def test_doctor_says_whether_secrets_can_be_sealed(tmp_path: Path) -> None:
     good = Settings(_env_file=None, secrets_key=new_key())  # type: ignore[call-arg]
     assert check_secrets_key(good) == (True, "secrets key",
                                        "set: `handoff secrets` seals values with it")
+
+
+async def test_mcp_servers_get_their_secrets_from_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.executor.agent.mcp.secrets import stored_secrets
+
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}")
+    key = new_key()
+    try:
+        await Secrets(store.engine, key).set("org", "acme", "DOCS_TOKEN", VALUE)
+        monkeypatch.setenv("HANDOFF_SECRET_OTHER", "from-the-environment")
+        lookup = stored_secrets(store.engine, key, 1, "acme/calc")
+        assert await lookup("DOCS_TOKEN") == VALUE
+        assert await lookup("OTHER") == "from-the-environment"
+        assert await lookup("NONE") is None
+        assert logs.redact(base64.b64encode(VALUE.encode()).decode()).startswith("[redacted]")
+        assert await stored_secrets(store.engine, None, 1, "acme/calc")("DOCS_TOKEN") is None
+    finally:
+        await store.close()
