@@ -69,7 +69,7 @@ async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Wor
     if secrets and failed is None:  # before anything is kept: no secret in a warm environment
         await clear_secrets(run, box, settings, list(secrets.values()))
     if failed is None and found is not None:
-        await warmstart.keep(run, co, box, found, backend, settings)
+        await warmstart.keep(run, co, box, found, backend, settings, list(secrets.values()))
     if found is not None:
         warmstart.record(run, found, settings)
     await keep_out_of_changes(co)
