@@ -312,6 +312,58 @@ async def budgets(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def secret_value(prompt: str = "value: ") -> str:
+    """A secret's value from stdin (a pipe or a file), or typed at a prompt that does not
+    echo it: never from the command line, where shell history and ``ps`` would keep it."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(prompt)
+    return sys.stdin.read().removesuffix("\n").removesuffix("\r")
+
+
+async def secrets_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``handoff secrets``: make a key, set, remove or list (names only) setup secrets."""
+    from bot.jobs.secrets import SCOPES, Sealer, Secrets, SecretsError, new_key
+
+    if args.action == "key":
+        print(new_key())
+        return 0
+    if args.action != "list" and not (args.scope and args.target and args.name):
+        print(f"handoff secrets {args.action} needs a scope ({', '.join(SCOPES)}), its "
+              "target (an installation id, an organisation, owner/name) and a name",
+              file=sys.stderr)
+        return 2
+    key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    store = await Store.open(settings.db_url)
+    try:
+        box = Secrets(store.engine, key)
+        if args.action == "set":
+            Sealer(key)  # no key: said before a value is asked for
+            await box.set(args.scope, args.target, args.name,
+                          secret_value(f"value of {args.name}: "))
+            print(f"set {args.name} for {SCOPES[args.scope]} {args.target.lower()}")
+        elif args.action == "rm":
+            if not await box.remove(args.scope, args.target, args.name):
+                print(f"no secret {args.name} for {SCOPES[args.scope]} {args.target}",
+                      file=sys.stderr)
+                return 1
+            print(f"removed {args.name} for {SCOPES[args.scope]} {args.target.lower()}")
+        else:
+            entries = await box.entries()
+            if not entries:
+                print("no secrets")
+            for e in entries:
+                when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.updated_at))
+                print(f"{SCOPES[e.scope]} {e.target}  {e.name}  (set {when} UTC)")
+    except SecretsError as exc:
+        print(f"handoff secrets {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    return 0
+
+
 def validate(settings: Settings, path: Path, schema: bool) -> int:
     """``handoff validate``: the repository settings file checked as a job checks it."""
     from bot.executor.repo_config import (
@@ -455,6 +507,14 @@ def main(argv: list[str] | None = None) -> int:
                              "(default), clear [REPO]")
     p_cache.add_argument("action", nargs="?", choices=["list", "clear"], default="list")
     p_cache.add_argument("repo", nargs="?", help="owner/name: clear this repository's only")
+    p_secrets = sub.add_parser("secrets", help="secrets setup steps get by name, sealed with "
+                               "HANDOFF_SECRETS_KEY (values read from stdin or a prompt, "
+                               "never printed)")
+    p_secrets.add_argument("action", nargs="?", choices=["list", "set", "rm", "key"],
+                           default="list")
+    p_secrets.add_argument("scope", nargs="?", choices=["installation", "org", "repo"])
+    p_secrets.add_argument("target", nargs="?", help="an installation id, acme, or acme/calc")
+    p_secrets.add_argument("name", nargs="?", help="the variable's name, e.g. INDEX_TOKEN")
     p_backup = sub.add_parser("backup", help="copy the job store to a file (while running)")
     p_backup.add_argument("file", type=Path)
     p_restore = sub.add_parser("restore", help="replace the job store with a backup "
@@ -513,6 +573,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(budgets(settings, args))
     elif args.command == "cache":
         return cache(settings, args.action, args.repo)
+    elif args.command == "secrets":
+        return asyncio.run(secrets_command(settings, args))
     elif args.command == "validate":
         return validate(settings, args.file, args.schema)
     elif args.command in ("backup", "restore"):

@@ -133,6 +133,10 @@ class Settings(BaseSettings):
                                "host is allowed through the egress proxy.")
     npm_registry: str = Field("", description="An npm registry for setup commands "
                               "(npm_config_registry); its host is allowed too.")
+    secrets_key: SecretStr | None = Field(
+        None, description="The key that seals the secrets setup steps are given (`handoff "
+        "secrets set`): 32 bytes in URL-safe base64, made with `handoff secrets key`. Keep it "
+        "outside the database and its backups; without it no secret is stored or given.")
     reap_seconds: float = Field(60.0, gt=0, description="How often a worker removes sandboxes "
                                 "whose job's lease nobody holds.")
     kubernetes_namespace: str = Field(
@@ -281,7 +285,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret's value, for redaction wherever text leaves Handoff."""
         keys = [self.model_api_key, self.webhook_secret, self.private_key,
-                self.dashboard_token, self.client_secret]
+                self.dashboard_token, self.client_secret, self.secrets_key]
         values = [k.get_secret_value() for k in keys if k is not None]
         pem = self.private_key_pem() if self.private_key else None
         return [*values, *([pem] if pem else []),

@@ -66,6 +66,7 @@ def check_config(settings: Settings) -> list[Result]:
     out.append((True, "concurrency", str(settings.concurrency)))
     out.append(check_price(settings))
     out += check_corporate_network(settings)
+    out.append(check_secrets_key(settings))
     return out
 
 
@@ -90,6 +91,20 @@ def check_corporate_network(settings: Settings) -> list[Result]:
         out.append((True, "upstream proxy", f"egress goes through {parts.hostname}:{parts.port}"
                     + (" (with credentials)" if parts.username is not None else "")))
     return out
+
+
+def check_secrets_key(settings: Settings) -> Result:
+    """Whether secrets for setup steps can be sealed and opened."""
+    from bot.jobs.secrets import Sealer, SecretsError
+
+    if settings.secrets_key is None:
+        return (True, "secrets key", "not set: setup steps get no secrets (`handoff secrets "
+                "key` makes one)")
+    try:
+        Sealer(settings.secrets_key.get_secret_value())
+    except SecretsError as exc:
+        return (False, "secrets key", str(exc))
+    return (True, "secrets key", "set: `handoff secrets` seals values with it")
 
 
 def quoted_settings(settings: Settings) -> list[str]:

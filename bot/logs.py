@@ -3,7 +3,9 @@ keeps tokens and keys out of every log line."""
 
 from __future__ import annotations
 
+import base64
 import contextvars
+import json
 import logging
 import re
 import time
@@ -32,14 +34,31 @@ _KNOWN: list[str] = []
 MIN_SECRET = 8  # shorter values would redact ordinary words
 
 
-def add_secrets(*values: str | None) -> None:
-    """Remember secret values so that ``redact`` hides them from every text leaving Handoff."""
+def add_secrets(*values: str | None, encoded: bool = False) -> None:
+    """Remember secret values so that ``redact`` hides them from every text leaving Handoff;
+    ``encoded``: their base64 and hex forms too (``forms``)."""
     for value in values:
         for part in [value or "", *(value or "").splitlines()]:
             part = part.strip()
-            if len(part) >= MIN_SECRET and part not in _KNOWN and not part.startswith("-----"):
-                _KNOWN.append(part)
+            if len(part) < MIN_SECRET or part.startswith("-----"):
+                continue
+            for form in forms(part) if encoded else [part]:
+                if len(form) >= MIN_SECRET and form not in _KNOWN:
+                    _KNOWN.append(form)
     _KNOWN.sort(key=len, reverse=True)
+
+
+def forms(value: str) -> list[str]:
+    """``value`` as it may appear in text: itself, JSON-escaped, in hex (either case) and in
+    base64 (standard and URL-safe). A value inside a longer encoded text starts at any of
+    three byte offsets of a base64 group; for each, the characters that encode whole groups
+    of the value alone are the same whatever surrounds it, and those are what is listed."""
+    raw = value.encode()
+    found = [value, json.dumps(value)[1:-1], raw.hex(), raw.hex().upper()]
+    for shift in range(3):
+        whole = raw[shift:][:(len(raw) - shift) // 3 * 3]
+        found += [base64.b64encode(whole).decode(), base64.urlsafe_b64encode(whole).decode()]
+    return list(dict.fromkeys(f for f in found if f))
 
 
 def redact(text: str) -> str:

@@ -69,10 +69,12 @@ def comment(body: str, on_pr: bool = False, number: int = 1,
 
 @contextlib.contextmanager
 def package_index(root: Path, wheels: list[Path], address: tuple[str, int] = ("127.0.0.1", 0),
-                  host: str = "127.0.0.1", hits: list[str] | None = None) -> Iterator[str]:
+                  host: str = "127.0.0.1", hits: list[str] | None = None,
+                  token: str = "") -> Iterator[str]:
     """A PEP 503 simple index on ``address`` serving ``wheels`` (a mirror such as devpi
     would); yields its URL, with ``host`` as its host name. Each path asked for is appended
-    to ``hits``."""
+    to ``hits``. With ``token`` it is private, as a company's index is: every request needs
+    it (HTTP Basic with any user, or Bearer)."""
     for wheel in wheels:
         folder = root / "simple" / wheel.name.split("-")[0].lower()
         folder.mkdir(parents=True, exist_ok=True)
@@ -91,6 +93,18 @@ def package_index(root: Path, wheels: list[Path], address: tuple[str, int] = ("1
             if hits is not None:
                 hits.append(self.path)
             super().do_GET()
+
+        def send_head(self):  # type: ignore[no-untyped-def]
+            given = self.headers.get("Authorization", "")
+            basic = given.startswith("Basic ") and base64.b64decode(
+                given[6:]).decode(errors="replace").partition(":")[2] == token
+            if token and not (basic or given == f"Bearer {token}"):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="private"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            return super().send_head()
 
     server = http.server.ThreadingHTTPServer(address, Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()

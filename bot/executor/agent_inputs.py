@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.config import Settings
 from bot.executor.agent.mcp import McpTools, connect
-from bot.executor.agent.mcp.secrets import environment_secrets
+from bot.executor.agent.mcp.secrets import stored_secrets
 from bot.executor.images import Caps, fetch_all, size
 from bot.executor.run import Run
 from bot.executor.sandbox import Sandbox
@@ -35,7 +35,10 @@ async def mcp_tools(run: Run, p: Prepared, box: Sandbox, settings: Settings
         saw(run, p, [wording.MCP_NOT_FOR_CLI])
         return None
     found = await connect(servers, box, [*settings.egress_allow, *p.config.network.allow],
-                          settings.egress_allow_private, environment_secrets(run.job.repo))
+                          settings.egress_allow_private, stored_secrets(
+                              run.store.engine, settings.secrets_key.get_secret_value()
+                              if settings.secrets_key else None, run.job.installation_id,
+                              run.job.repo))
     saw(run, p, found.seen + [f"{item} (left out)" for item in found.left_out])
     return found
 

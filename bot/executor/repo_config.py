@@ -14,10 +14,12 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from bot.config import AgentName
+from bot.jobs.secrets import SECRET_NAME
 from bot.reporter.markdown import code, inline
 
 CONFIG_PATH = ".github/handoff.yml"
@@ -35,8 +37,35 @@ class RepoBudget(BaseModel):
 class RepoNetwork(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    allow: list[str] = Field(default_factory=list, description="Hosts the setup command may "
+    allow: list[str] = Field(default_factory=list, description="Hosts every setup step may "
                              "reach besides the server's list: `name`, `name:port`, `*.suffix`.")
+    agent: list[str] = Field(default_factory=list, description="Hosts the agent's own commands "
+                             "may reach (opt in; none by default); every host refused is "
+                             "listed in the pull request.")
+
+
+class SetupStep(BaseModel):
+    """One named setup step: a shell command run in the sandbox before the agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="Shown in the transcript, "
+                      "the dashboard and, when it fails, on GitHub.")
+    run: str = Field(min_length=1, description="The shell command (bash) the step runs.")
+    secrets: list[str] = Field(default_factory=list, description="Names of secrets stored "
+                               "on the server (`handoff secrets set`) given to this step as "
+                               "environment variables; never to the agent.")
+    network: list[str] = Field(default_factory=list, description="Hosts this step may reach "
+                               "besides the server's list and `network.allow`.")
+
+    @field_validator("secrets")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        bad = [n for n in names if not SECRET_NAME.match(n)]
+        if bad:
+            raise ValueError(f"secret names are environment variable names (A-Z, 0-9, _): "
+                             f"{', '.join(bad)}")
+        return names
 
 
 class RepoCI(BaseModel):
@@ -101,7 +130,10 @@ class RepoConfig(BaseModel):
                                       description="Issue label to template name.")
     test_command: str | None = Field(None, description="Runs before and after the agent.")
     setup_command: str | None = Field(None, description="Runs before the agent; may reach "
-                                      "the allowed hosts through the egress proxy.")
+                                      "the allowed hosts through the egress proxy (one step; "
+                                      "`setup` names several).")
+    setup: list[SetupStep] | None = Field(None, description="Named steps run in order before "
+                                          "the agent, each with its own secrets and hosts.")
     image: str | None = Field(None, description="Sandbox image for this repository.")
     model: str | None = Field(None, description="Model name for this repository.")
     agent: AgentName | None = Field(
@@ -114,6 +146,24 @@ class RepoConfig(BaseModel):
     mcp: dict[Annotated[str, StringConstraints(pattern=SERVER_NAME)], McpServer] = Field(
         default_factory=dict, description="MCP servers whose tools the built-in agent gets "
         "beside its own, as mcp__<server>__<tool>.", max_length=8)
+
+    @model_validator(mode="after")
+    def _one_setup(self) -> RepoConfig:
+        if self.setup is not None and self.setup_command is not None:
+            raise ValueError("give `setup` (steps) or `setup_command`, not both")
+        names = [step.name for step in self.setup or []]
+        if len(set(names)) != len(names):
+            raise ValueError("setup step names must differ from each other")
+        return self
+
+    def setup_steps(self) -> list[SetupStep] | None:
+        """The configured setup as steps (``setup_command`` is one step named ``setup``);
+        None when the repository names none (a guessed install may run)."""
+        if self.setup is not None:
+            return self.setup
+        if self.setup_command is None:
+            return None
+        return [SetupStep(name="setup", run=self.setup_command)] if self.setup_command else []
 
 
 def json_schema() -> dict[str, Any]:
@@ -137,6 +187,7 @@ class RepoConfigError(Exception):
     """The repository's configuration is wrong; the message says where and why."""
 
 
+SETUP_KEYS = {"setup", "setup_command"}
 ORG_REPO = ".github"  # an organisation's defaults: .github/handoff.yml in its .github repo
 
 
@@ -171,6 +222,8 @@ def with_defaults(own: str | None, defaults: str) -> str:
     if not isinstance(base, dict):
         raise RepoConfigError(f"the organisation's `{CONFIG_PATH}` must be a mapping")
     mine = (yaml.safe_load(own) or {}) if own is not None else {}
+    if isinstance(mine, dict) and SETUP_KEYS & mine.keys():  # the repository's setup, whole
+        base = {k: v for k, v in base.items() if k not in SETUP_KEYS}
     merged = merge({k: v for k, v in base.items() if k != "_extends"},
                    {k: v for k, v in mine.items() if k != "_extends"})
     return yaml.safe_dump(merged, sort_keys=False)
@@ -191,7 +244,8 @@ def parse_repo_config(text: str | None, known_templates: list[str]) -> RepoConfi
         config = RepoConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{code('.'.join(str(p) for p in e['loc']))}: {inline(e['msg'])}"
+            (f"{code('.'.join(str(p) for p in e['loc']))}: " if e["loc"] else "")
+            + inline(str(e["msg"]).removeprefix("Value error, "))
             for e in exc.errors())
         raise RepoConfigError(f"`{CONFIG_PATH}` has errors: {problems}") from exc
     unknown = sorted(set(config.templates.values()) - set(known_templates))

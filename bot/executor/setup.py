@@ -1,5 +1,6 @@
-"""The sandbox step: start the job's sandbox and install what the repository needs, with egress
-to the allowed hosts only, then close the network."""
+"""The sandbox step: start the job's sandbox and run the setup steps (or install what the
+repository declares), with egress to the allowed hosts only, then close the network and clear
+the secrets out."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from bot.executor.agent.presets import image_for
 from bot.executor.changes import exclude
 from bot.executor.dependencies import Setup, build_files_changed, default_setup
 from bot.executor.gitops import Checkout
+from bot.executor.repo_config import SetupStep
 from bot.executor.run import Run
 from bot.executor.sandbox import Backend, CommandResult, Sandbox
+from bot.executor.scrub import SecretLeft, scrub
+from bot.executor.setup_steps import Failed, failure, job_secrets, run_steps, transcript
 from bot.executor.steps import Prepared, Sandboxed
 from bot.executor.testrun import ERROR_LINE, last_line
 from bot.executor.warm import Plan
@@ -26,59 +30,53 @@ from bot.reporter.markdown import code, inline
 async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Workspaces,
                         settings: Settings) -> Sandboxed:
     """Start the sandbox (closed with the job, whatever happens) and run the setup: the
-    configured one, else an install of the dependencies the repository declares."""
+    configured steps, else an install of the dependencies the repository declares; then no
+    secret is left in it."""
     co, config, record = p.checkout, p.config, run.record
-    setup = Setup(config.setup_command, "set as `setup_command` in `.github/handoff.yml`") \
-        if config.setup_command else None
-    if config.setup_command is None:
-        setup = await default_setup(co, record.delivery.base_sha)
-    record.setup.command = setup.command if setup else ""
-    record.setup.reason = setup.reason if setup else ""
-    record.setup.offline = ""
-    base_sha = record.delivery.base_sha
-    if setup and (changed := await build_files_changed(co, base_sha, setup.command)):
-        record.setup.offline = wording.SETUP_OFFLINE.format(files=", ".join(
-            code(p) for p in changed[:10]) + (f" and {len(changed) - 10} more"
-                                                 if len(changed) > 10 else ""))
+    steps, guessed = await plan(run, p)
     config.image = image_for(config.image, config.agent, settings)
+    # The warm cache's key: the steps' commands as the default branch has them.
+    setup = Setup(record.setup.command, record.setup.reason,
+                  guessed.offline if guessed else "") if steps else None
     found = await warmstart.plan(run, p, setup, backend, settings) if setup else None
     warm = found is not None and found.state == "warm"
-    online = [*settings.egress_allow, *config.network.allow, *settings.package_index_hosts()]
-    egress = online if setup and not record.setup.offline and not warm else []
+    # Files the branch changed decide what runs: then no network, and no secrets either.
+    hosts = None if record.setup.offline else \
+        [*settings.egress_allow, *config.network.allow, *settings.package_index_hosts()]
+    secrets = await job_secrets(run, steps, settings) if hosts is not None else {}
     mirror = workspaces.mirror_path(run.job.repo) / "objects"
-    box = await backend.start(run.job.id, co.work_tree, egress=egress, image=config.image,
+    first = [*hosts, *steps[0].network] if steps and hosts is not None and not warm else []
+    box = await backend.start(run.job.id, co.work_tree, egress=first, image=config.image,
                               owner=run.job.lease_owner or "",
                               mounts=[(mirror, SANDBOX_OBJECTS),
                                       *(warmstart.mounts(found, backend) if found else [])])
     run.closing.push_async_callback(box.close)
     run.mark("sandbox")
-    if setup is None or found is None:
+    if not steps:
         return Sandboxed(box)
-    if warm and await warm_start(run, co, box, found, backend, settings):
-        return Sandboxed(box, setup.command)
-    if warm:  # the kept environment could not be unpacked: the setup runs after all
-        await box.set_egress(online)
-    await run.stage("setup", wording.INSTALLING.format(command=code(setup.command)))
-    done = await box.exec(setup.command, env=settings.package_index_env() or None)
-    check_limits(run, box)
+    if warm and found is not None and await warm_start(run, co, box, found, backend, settings):
+        return Sandboxed(box, record.setup.command)
+    failed = await run_steps(run, box, steps, hosts, settings.package_index_env(), secrets,
+                             settings, lambda: check_limits(run, box))
     await box.set_egress([])
-    if done.ok and setup.offline:  # the repository's own build, never with network
-        done = await box.exec(setup.offline)
+    if config.setup is not None:  # the PR names each step that ran, with its time
+        record.setup.reason = wording.SETUP_STEPS_REASON.format(steps=", ".join(
+            f"{code(st.name)} ({st.seconds:.1f} s)" for st in record.setup.steps))
+    if failed is None and guessed and guessed.offline:  # the repository's own build, offline
+        done = await box.exec(guessed.offline)
         check_limits(run, box)
-    if done.ok:
-        await warmstart.keep(run, co, box, found, backend, settings)
-    warmstart.record(run, found, settings)
+        failed = None if done.ok else Failed(SetupStep(name="build", run=guessed.offline), done)
+    if secrets and failed is None:  # before anything is kept: no secret in a warm environment
+        await clear_secrets(run, box, settings, list(secrets.values()))
+    if failed is None and found is not None:
+        await warmstart.keep(run, co, box, found, backend, settings, list(secrets.values()))
+    if found is not None:
+        warmstart.record(run, found, settings)
     await keep_out_of_changes(co)
     run.mark("setup")
-    if done.ok:
-        return Sandboxed(box, setup.command)
-    why = f"{code(setup.command)} ended with {done.describe()}: {inline(setup_cause(done))}"
-    if config.setup_command and not record.setup.offline:
-        raise JobFailed(Failure.SETUP_FAILED, wording.SETUP_COMMAND_FAILED.format(why=why))
-    # A guessed setup that fails, or one kept from the network, does not stop the job: the PR
-    # says so, and the tests before and after tell what it cost.
-    record.setup.warning = wording.SETUP_WARNING.format(why=why)
-    return Sandboxed(box, setup.command)
+    if failed is not None:
+        settle(run, failed, required=guessed is None and not record.setup.offline)
+    return Sandboxed(box, record.setup.command)
 
 
 async def warm_start(run: Run, co: Checkout, box: Sandbox, found: Plan, backend: Backend,
@@ -92,6 +90,49 @@ async def warm_start(run: Run, co: Checkout, box: Sandbox, found: Plan, backend:
     await keep_out_of_changes(co)
     run.mark("setup")
     return True
+
+
+async def plan(run: Run, p: Prepared) -> tuple[list[SetupStep], Setup | None]:
+    """The steps to run (the configured ones, else the guessed install, which is also
+    returned) and what the PR says of them; whether the branch keeps them offline."""
+    co, record = p.checkout, run.record
+    base_sha = record.delivery.base_sha
+    steps, guessed = p.config.setup_steps(), None
+    if steps is None and (guessed := await default_setup(co, base_sha)):
+        steps = [SetupStep(name="install dependencies", run=guessed.command)]
+    steps = steps or []
+    record.setup.command = " && ".join(step.run for step in steps)
+    record.setup.reason = guessed.reason if guessed else \
+        "set as `setup_command` in `.github/handoff.yml`"
+    record.setup.offline, record.setup.steps = "", []
+    commands = "\n".join(step.run for step in steps)
+    if steps and (changed := await build_files_changed(co, base_sha, commands)):
+        record.setup.offline = wording.SETUP_OFFLINE.format(files=", ".join(
+            code(path) for path in changed[:10]) + (f" and {len(changed) - 10} more"
+                                                    if len(changed) > 10 else ""))
+    return steps, guessed
+
+
+def settle(run: Run, failed: Failed, required: bool) -> None:
+    """A configured setup that failed ends the job; a guessed one, or one kept from the
+    network, does not: the PR says so, and the tests before and after tell what it cost."""
+    if required:
+        raise JobFailed(Failure.SETUP_FAILED, failure(failed))
+    why = f"{code(failed.step.run)} ended with {failed.result.describe()}: " \
+          f"{inline(setup_cause(failed.result))}"
+    run.record.setup.warning = wording.SETUP_WARNING.format(why=why)
+
+
+async def clear_secrets(run: Run, box: Sandbox, settings: Settings, values: list[str]) -> None:
+    """Before the agent: every file the steps left a secret in is cleaned (the transcript
+    says which); one that cannot be ends the job."""
+    try:
+        changed = await scrub(box, values)
+    except SecretLeft as exc:
+        raise JobFailed(Failure.SETUP_FAILED, wording.SECRET_LEFT.format(
+            files=inline(str(exc)))) from exc
+    if changed:
+        transcript(run, settings).write("setup-secrets-cleaned", files=changed)
 
 
 async def keep_out_of_changes(co: Checkout) -> None:

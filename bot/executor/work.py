@@ -61,10 +61,12 @@ async def run_agent(run: Run, p: Prepared, box: Sandbox, spec: str, settings: Se
     agent = make_agent(run, p, settings, dollars_left, await mcp_tools(run, p, box, settings),
                        pictures)
     spec = f"{spec}\n{note}\n" if note else spec
-    if isinstance(agent, ExternalAgent):  # it calls its model itself: that host only
+    hosts = list(p.config.network.agent)  # the repository's opt-in, else no network
+    if isinstance(agent, ExternalAgent):  # it calls its model itself: that host too
         url = urlsplit(settings.model_base_url)
-        await box.set_egress([f"{url.hostname}:{url.port}" if url.port
-                              else str(url.hostname)])
+        hosts.append(f"{url.hostname}:{url.port}" if url.port else str(url.hostname))
+    if hosts:
+        await box.set_egress(hosts)
     if isinstance(agent, ExternalAgent):
         outcome = await agent.run(spec, box)
     else:  # a job handed back or taken over goes on from its last saved step

@@ -78,6 +78,15 @@ class AgentRun(Part):
         return {"not-listed": value} if isinstance(value, list) and value else value or {}
 
 
+class StepRun(Part):
+    """One setup step as it ran: its name, how it ended and how long it took."""
+
+    name: str
+    ok: bool = False
+    seconds: float = 0.0
+    exit: str = ""  # CommandResult.describe()
+
+
 class SetupRun(Part):
     """The setup in the sandbox: its command, why that one, and what went wrong."""
 
@@ -87,6 +96,7 @@ class SetupRun(Part):
     offline: str = ""  # why it ran without network (the branch changed manifests)
     environment: str = ""  # "warm" (a kept environment, no setup) or "cold" (the setup ran)
     environment_reason: str = ""
+    steps: list[StepRun] = Field(default_factory=list)  # the named steps that ran
 
 
 class Tests(Part):

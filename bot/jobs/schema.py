@@ -153,6 +153,18 @@ payloads = sa.Table(
     sa.Column("received_at", sa.Float, nullable=False),
 )
 
+# Secrets setup steps are given by name (``handoff secrets``): per installation (its id),
+# organisation (the owner's login) or repository (owner/name), lower case; ``value`` is
+# sealed with the operator's key (bot/jobs/secrets.py), never stored in plain.
+secrets = sa.Table(
+    "secrets", metadata,
+    sa.Column("scope", sa.String(16), primary_key=True),  # installation | org | repo
+    sa.Column("target", sa.String(255), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 schema_version = sa.Table(
     "schema_version", metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
@@ -215,6 +227,11 @@ async def _v7_replay_and_replies(conn: AsyncConnection) -> None:
     await _add_job_columns(conn, {"cancel_reason": "TEXT"})
 
 
+async def _v8_secrets(conn: AsyncConnection) -> None:
+    """Secrets for setup steps, sealed with the operator's key: the ``secrets`` table."""
+    await conn.run_sync(lambda sync: secrets.create(sync, checkfirst=True))
+
+
 # Append new migrations here; each runs once, in order, inside one transaction. Version 1
 # creates the tables as defined above (the latest shape); later versions bring older
 # databases up to it and are no-ops on new ones.
@@ -223,7 +240,8 @@ MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _
                                                                      _v4_fencing_and_reports,
                                                                      _v5_requests,
                                                                      _v6_budgets,
-                                                                     _v7_replay_and_replies]
+                                                                     _v7_replay_and_replies,
+                                                                     _v8_secrets]
 
 
 # Readers (aiosqlite, in a thread) may wait this long; in WAL mode they never wait on writes.

@@ -86,6 +86,14 @@ def code(text: object) -> str:
     return f"{fence}{pad}{name}{pad}{fence}"
 
 
+def block(text: object) -> str:
+    """Output (a command's) as a fenced code block it cannot close: the fence is longer than
+    any run of backticks inside; nothing in a code block is a mention, link or HTML."""
+    body = CONTROLS.sub("\ufffd", LINE_BREAKS.sub("\n", str(text)))
+    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", body)), default=0) + 1)
+    return f"{fence}text\n{body}\n{fence}"
+
+
 def plain(text: object, limit: int = 200) -> str:
     """A one-line plain-text title (a commit's, a pull request's) from text anyone wrote."""
     line = " ".join(CONTROLS.sub("", LINE_BREAKS.sub(" ", str(text))).split())

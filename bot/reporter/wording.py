@@ -23,7 +23,6 @@ NOT_PERMITTED = ("@{login} has {role} access to {repo}; Handoff takes work only 
                  "with write access")
 NO_INSTALLATION = "the delivery named no installation of the App"
 NO_CHANGES = "the agent finished without changing any file: {summary}"
-SETUP_COMMAND_FAILED = "the setup command {why}"
 SETUP_WARNING = "the dependencies could not be installed: {why}"
 SETUP_OFFLINE = ("it ran without network, because this branch changes files that decide what "
                  "a setup installs or runs ({files}); dependencies it could not install offline "
@@ -37,6 +36,16 @@ RESUMED_WITH_COMMIT = ("Resumed: the change was made already (commit {head}); pu
                        "opening the pull request, without running the agent again.")
 INSTALLING = "Installing: {command}"
 WARM_START = "Starting warm: the environment kept after an earlier setup ({reason})"
+SETUP_STEP = "Setup step {number} of {count}, {name}: {command}"
+SETUP_STEPS_REASON = "{steps}, set as `setup` in `.github/handoff.yml`"
+SETUP_STEP_FAILED = ("the setup step {name} ended with {why}; the agent did not start. The "
+                     "end of its output:\n\n{tail}")
+SECRETS_MISSING = ("the setup step(s) {steps} need the secret(s) {names}, which are not set for "
+                   "{repo}: an operator sets them with `handoff secrets set repo {repo} NAME` "
+                   "(or for the organisation or installation)")
+SECRETS_UNREADABLE = "the secrets the setup steps need cannot be read: {why}"
+SECRET_LEFT = ("a setup step left a secret in files that could not be cleaned before the "
+               "agent started: {files}")
 STARTING_AGENT = "Starting the agent"
 # A commit's title names the issue, never the agent's words (they could close other issues).
 COMMIT_TITLES = {"implement": "Fix #{number}: {title}",
@@ -98,8 +107,9 @@ NOT_SHOWN_NOTE = "(Images not shown to you, only their alt text: {numbers}.)"
 # The PR's "Network access refused", per kind of refusal (proxy_server.KINDS): what it was and
 # what to do about it.
 EGRESS_REFUSED = {
-    "not-listed": ("Not on the egress allowlist (add them to `network.allow` in "
-                   "`.github/handoff.yml` if the setup needs them):"),
+    "not-listed": ("Not on the egress allowlist (in `.github/handoff.yml`, add them to "
+                   "`network.allow` or a setup step's `network` if the setup needs them, to "
+                   "`network.agent` if the agent's commands do):"),
     "non-public": ("On the allowlist, but resolving to a loopback, private, shared or link-local "
                    "address, which sandboxes may not reach (for a private mirror, Handoff's "
                    "operator can set `HANDOFF_EGRESS_UPSTREAM_PROXY`):"),
