@@ -162,10 +162,10 @@ async def check_github(settings: Settings) -> Result | None:
     from bot.github.client import GitHubApiError, GitHubApp
     from bot.github.retry import RetryPolicy
 
-    gh = GitHubApp(settings.app_id, pem, settings.github_url, timeout=10,
-                   policy=RetryPolicy(attempts=1))
     try:
-        app = await gh.app_request("GET", "/app")
+        async with GitHubApp(settings.app_id, pem, settings.github_url, timeout=10,
+                             policy=RetryPolicy(attempts=1)) as gh:
+            app = await gh.app_request("GET", "/app")
     except GitHubApiError as exc:
         hint = " (is HANDOFF_APP_ID this key's App?)" if exc.status == 401 else ""
         return False, "github app", f"{exc}{hint}"

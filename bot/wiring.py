@@ -57,7 +57,7 @@ def build_worker(settings: Settings, store: Store, housekeeping: bool = True) ->
     logs.add_secrets(*settings.secret_values())
     runner: Runner = UnconfiguredRunner()
     reporter: Reporter = LogReporter()
-    cleanup = None
+    cleanup = close = None
     conversation: Conversation | None = None
     periodic: list[tuple[float, Task]] = []
     pem = settings.private_key_pem()
@@ -77,7 +77,7 @@ def build_worker(settings: Settings, store: Store, housekeeping: bool = True) ->
                                           settings.status_interval)
         runner = JobRunner(settings, store, github, backend, conversation)
         reporter = GitHubReporter(github, settings.public_url)
-        cleanup = backend.cleanup_orphans
+        cleanup, close = backend.cleanup_orphans, github.close
         periodic.append((settings.reap_seconds, reaper(backend, store)))
 
         async def redelivery_sweep() -> list[str]:
@@ -98,6 +98,7 @@ def build_worker(settings: Settings, store: Store, housekeeping: bool = True) ->
 
         periodic.append((PRUNE_EVERY, prune_deliveries))
     return Worker(store, runner, reporter, worker_settings(settings), on_start=cleanup,
-                  periodic=periodic if housekeeping else (), conversation=conversation,
+                  on_stop=close, periodic=periodic if housekeeping else (),
+                  conversation=conversation,
                   after_end=lambda job_id: store.write(
                       lambda conn: ingest.follow_up(store, conn, job_id)))

@@ -190,6 +190,12 @@ class GitHubApp:
         """Close the shared connection pool."""
         await self.transport.shutdown()
 
+    async def __aenter__(self) -> GitHubApp:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def call(self, fn: Callable[[], Awaitable[Any]], what: str) -> Any:
         """One GitHub call under the retry policy; failures become ``GitHubApiError``."""
         async def counted() -> Any:

@@ -63,6 +63,7 @@ class Worker:
         self, store: Store, runner: Runner, reporter: Reporter,
         settings: WorkerSettings | None = None, *,
         on_start: Callable[[], Awaitable[object]] | None = None,
+        on_stop: Callable[[], Awaitable[object]] | None = None,
         periodic: Sequence[tuple[float, Task]] = (),
         conversation: Conversation | None = None,
         after_end: Callable[[int], Awaitable[int | None]] | None = None,
@@ -71,7 +72,7 @@ class Worker:
         self.settings = s = settings or WorkerSettings()
         self.id = worker_id()
         self.slots = s.concurrency  # jobs it may run at once now (0 once stopping)
-        self.on_start = on_start
+        self.on_start, self.on_stop = on_start, on_stop
         # Called with a job's id once its end is recorded; returns a job it queued, if any.
         self.after_end = after_end
         self.chores = Chores(store, conversation)
@@ -88,7 +89,15 @@ class Worker:
         return self.reports.unreportable_total
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Claim and run jobs until ``stop`` is set, then wait for the jobs under way."""
+        """Claim and run jobs until ``stop`` is set, then wait for the jobs under way; last,
+        ``on_stop`` closes what the worker was given (its GitHub connections)."""
+        try:
+            await self._run(stop)
+        finally:
+            if self.on_stop is not None:
+                await self.on_stop()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         log.info("worker %s started (concurrency %s)", self.id, self.slots)
         if self.on_start is not None:
             log.info("start-up clean-up: %s", await self.on_start())
