@@ -104,12 +104,13 @@ async def test_bad_keys_are_tried_once() -> None:
 
     github = Starlette(routes=[Route("/app", refuse)])
     async with running(github) as url:
-        with pytest.raises(GitHubApiError, match="401"):
-            await GitHubApp("1", other_key(), url).app_request("GET", "/app")
+        async with GitHubApp("1", other_key(), url) as app:
+            with pytest.raises(GitHubApiError, match="401"):
+                await app.app_request("GET", "/app")
         assert hits == ["/app"]
-        with pytest.raises(GitHubApiError, match="private key cannot sign"):
-            await asyncio.wait_for(GitHubApp("1", GARBAGE_PEM, url).app_request("GET", "/app"),
-                                   5)
+        async with GitHubApp("1", GARBAGE_PEM, url) as app:
+            with pytest.raises(GitHubApiError, match="private key cannot sign"):
+                await asyncio.wait_for(app.app_request("GET", "/app"), 5)
         assert hits == ["/app"]
 
 

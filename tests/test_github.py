@@ -223,9 +223,10 @@ async def test_writes_are_paced(sim: Simulator) -> None:
 
 
 async def test_enterprise_base_url(sim: Simulator) -> None:
-    app = GitHubApp(str(sim.world.app_id), sim.private_key, sim.base_url + "/api/v3")
-    gh = app.repo(next(iter(sim.world.installations)), REPO)
-    assert (await gh.get_issue(1))["title"] == "Fix the greeting"
+    async with GitHubApp(str(sim.world.app_id), sim.private_key,
+                         sim.base_url + "/api/v3") as app:
+        gh = app.repo(next(iter(sim.world.installations)), REPO)
+        assert (await gh.get_issue(1))["title"] == "Fix the greeting"
 
 
 async def test_webhook_to_receiver_and_redelivery(tmp_path: Path) -> None:
