@@ -52,6 +52,7 @@ class Conversation:
     def __init__(self, why: str = "", fail: Exception | None = None) -> None:
         self.why, self.fail = why, fail
         self.announced: list[tuple[int, int]] = []
+        self.acknowledged: list[int] = []
 
     async def not_permitted(self, job: Job) -> str:
         if self.fail:
@@ -61,6 +62,10 @@ class Conversation:
     async def announce(self, job: Job, position: int) -> int | None:
         self.announced.append((job.id, position))
         return 99
+
+    async def acknowledge_early(self, job: Job) -> bool:
+        self.acknowledged.append(job.id)
+        return True
 
     async def answer(self, request: dict[str, Any], job: Job, speak: bool) -> None: ...
 
@@ -80,9 +85,11 @@ async def test_arrivals_refused_end_failed_and_the_others_are_checked(store: Sto
     assert job.reason == "@alice has no write access"
 
     other = await queue(store, issue=2)
-    await Chores(store, Conversation()).review_arrivals()
+    talk = Conversation()
+    await Chores(store, talk).review_arrivals()
     job = await store.get_job(other)
     assert job and job.state == State.QUEUED and job.result.requester_checked
+    assert talk.acknowledged == [other] and job.result.acknowledged  # 👀 before it runs
 
 
 async def test_an_arrival_checked_under_a_long_rate_limit_waits_for_it(store: Store) -> None:
