@@ -103,7 +103,8 @@ async def test_an_issues_image_reaches_the_models_request(tmp_path: Path) -> Non
         assert job.state == "succeeded", job.reason
         first = s.model.requests[0]["messages"][1]["content"]
         assert "[image 1: the error dialog]" in first[0]["text"]
-        assert "[image 2: hosted elsewhere]" in first[0]["text"]
+        # Never fetched: its alt text, which no reader sees, is hidden text and stays out.
+        assert "[image 2]" in first[0]["text"] and "hosted elsewhere" not in str(first)
         assert "Images not shown to you, only their alt text: 2." in first[0]["text"]
         data = base64.b64encode(png()).decode()
         assert first[2] == {"type": "image_url",

@@ -63,6 +63,9 @@ class ImageFinder:
 
         def shown(m: re.Match[str]) -> str:
             url, alt = found[int(m.group(1))]
+            # An image that is no GitHub attachment is never fetched nor shown: its alt text,
+            # which a reader does not see either, is hidden text and stays out.
+            alt = alt if attached_path(url) else ""
             ref = ImageRef(len(self.refs) + 1, url, alt, source)
             self.refs.append(ref)
             return f"[image {ref.number}: {alt}]" if alt else f"[image {ref.number}]"
@@ -104,6 +107,14 @@ def alt_text(text: str) -> str:
     """Alt text as one short line, hidden text stripped, no brackets to end its marker."""
     line = " ".join(strip_hidden(text).split())[:MAX_ALT]
     return line.replace("[", "(").replace("]", ")")
+
+
+def attached_path(url: str) -> bool:
+    """Whether ``url`` has the shape of a GitHub attachment on any host (the host is checked
+    against the configured one when it is fetched)."""
+    parts = urlsplit(url)
+    return parts.hostname in IMAGE_HOSTS or "/user-attachments/assets/" in parts.path or \
+        bool(re.search(r"/[^/]+/[^/]+/assets/", parts.path))
 
 
 def attachment(url: str, web: str) -> bool:
