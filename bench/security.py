@@ -297,6 +297,7 @@ async def orphan_of_dead_worker(lab: Lab) -> Verdict:
         await asyncio.sleep(1.5)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
         await asyncio.sleep(1.0)  # the lease (1 s) runs out: nobody holds the job now
         removed = await reaper(lab.backend(), store)()
         await asyncio.sleep(0.5)
