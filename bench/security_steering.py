@@ -242,6 +242,8 @@ async def metrics_on_webhook_port(lab: Lab) -> Verdict:
     finally:
         proc.terminate()
         proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
     evidence = (f"GET /metrics on the webhook port: {public.status_code}"
                 f"{' (deliveries and jobs shown)' if 'handoff_' in public.text else ''}; "
                 f"metrics served at {metrics or 'nowhere'}")

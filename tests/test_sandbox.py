@@ -192,6 +192,7 @@ async def test_orphan_of_killed_worker_is_removed(tmp_path: Path) -> None:
     assert proc.stdout and proc.stdout.readline().strip() == "started"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stdout.close()
     assert _containers("handoff.job=orphan-1")
     removed = await backend.cleanup_orphans()
     assert any(name.startswith("handoff-job-orphan-1") for name in removed)
