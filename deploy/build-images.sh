@@ -6,7 +6,7 @@
 #   handoff-postgres:15      PostgreSQL (deploy/postgres/)
 #   handoff-sandbox:dev      the job sandboxes (deploy/sandbox/build.sh)
 # Each image carries the hash of its recipe as a label and is built again only when the
-# recipe changed (for Handoff's image: its Dockerfile, pyproject.toml, bot/ or handlers/).
+# recipe changed (Handoff's image: its Dockerfile, pyproject.toml, bot/, handlers/, prompts/).
 # Usage: deploy/build-images.sh [--rebuild]   (--rebuild: the first three again, from fresh
 # packages, e.g. for security updates)
 set -euo pipefail
@@ -82,7 +82,7 @@ build_base
 base_recipe="$(podman image inspect --format '{{ index .Labels "handoff.recipe" }}' "$base")"
 build localhost/handoff:dev \
   "$(recipe_of "$base_recipe" deploy/Dockerfile .dockerignore pyproject.toml README.md \
-     app.yml bot handlers)" "$root" --file "$here/Dockerfile"
+     app.yml bot handlers prompts)" "$root" --file "$here/Dockerfile"
 # The release's own tag beside :dev, so a deployment can name the version it runs.
 version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$root/bot/__init__.py")"
 podman tag localhost/handoff:dev "localhost/handoff:$version"
