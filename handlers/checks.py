@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.github.checks import FAILED, STATUS_FAILED
-from bot.github.naming import AGENT_BRANCH_PREFIX
+from bot.github.naming import AGENT_BRANCH_PREFIX, FAILED, STATUS_FAILED
 from handlers.router import Context, Router
 from handlers.vocabulary import CI_FIX, Decision, Event, Ignore, StartJob
 

@@ -23,8 +23,9 @@ from bot.executor.iterations import earlier
 from bot.executor.prepare import org_defaults
 from bot.executor.repo_config import CONFIG_PATH, RepoCI, RepoConfigError, parse_repo_config
 from bot.executor.run import Run
-from bot.github.checks import FAILED, STATUS_FAILED, ChecksClient
+from bot.github.checks import ChecksClient
 from bot.github.client import GitHubApiError
+from bot.github.naming import FAILED, STATUS_FAILED
 from bot.jobs.cifix import CheckName, CIRound, FailedCheck
 from bot.jobs.record import Iteration
 from bot.jobs.states import Failure

@@ -10,12 +10,7 @@ from bot.github.client import GitHubApiError, RepoClient
 # What reading CI results needs (README: an existing App adds `actions` and `statuses` read).
 CI_PERMISSIONS = {"checks": "read", "actions": "read", "statuses": "read", "contents": "read",
                   "metadata": "read"}
-LOG_BYTES = 5_000_000  # more of a job log than this is not read
-# Conclusions of a check that failed (``cancelled``, ``skipped``, ``neutral`` and ``stale`` ask
-# nothing of the change); a commit status fails as ``failure`` or ``error``.
-FAILED = ("failure", "timed_out", "startup_failure", "action_required")
-STATUS_FAILED = ("failure", "error")
-
+LOG_BYTES = 5_000_000
 
 class ChecksClient(RepoClient):
     """A repository's CI results, read with a token of ``CI_PERMISSIONS``; with the job's own

@@ -14,3 +14,9 @@ def looks_like_bot(user: dict[str, Any] | None) -> bool:
     if not user or not isinstance(user, dict):
         return True
     return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
+
+# more of a job log than this is not read
+# Conclusions of a check that failed (``cancelled``, ``skipped``, ``neutral`` and ``stale`` ask
+# nothing of the change); a commit status fails as ``failure`` or ``error``.
+FAILED = ("failure", "timed_out", "startup_failure", "action_required")
+STATUS_FAILED = ("failure", "error")
