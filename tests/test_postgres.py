@@ -10,7 +10,7 @@ from bot.jobs.store import Store
 
 async def test_store_on_postgres(pg_url: str) -> None:
     store = await Store.open(pg_url)
-    await Store.open(pg_url)  # migrating twice is a no-op
+    await (await Store.open(pg_url)).close()  # migrating twice is a no-op
     repo = f"o/{uuid.uuid4().hex[:8]}"
     ids = await store.write(lambda conn: [store.insert_job(
         conn, kind="implement", repo=repo, issue_number=n, requested_by="alice")
