@@ -111,3 +111,42 @@ async def test_queue_positions_are_announced_once_each(store: Store) -> None:
     assert talk.announced == [(first, 1), (second, 2)]
     job = await store.get_job(second)
     assert job and job.result.status_comment_id == 99
+
+
+class SlowFirstComment(Conversation):
+    """Posts a new status comment when the job has none (as the reporter does); one job's
+    slowly, so another worker's round runs while it is in flight."""
+
+    def __init__(self, gate: asyncio.Event | None = None, slow_job: int = 0) -> None:
+        super().__init__()
+        self.gate, self.slow_job, self.posted = gate, slow_job, 0
+
+    async def announce(self, job: Job, position: int) -> int | None:
+        self.announced.append((job.id, position))
+        if job.result.status_comment_id is not None:
+            return job.result.status_comment_id  # edited in place
+        if self.gate is not None and job.id == self.slow_job:
+            await self.gate.wait()
+        self.posted += 1
+        return 100 + self.posted
+
+
+async def test_two_workers_never_post_two_status_comments_for_one_queued_job(
+        store: Store) -> None:
+    ahead, waiting = await queue(store), await queue(store, issue=2)
+    assert ahead < waiting
+    gate = asyncio.Event()
+    slow, fast = SlowFirstComment(gate, slow_job=waiting), SlowFirstComment()
+    first = asyncio.create_task(Chores(store, slow).announce_queued())
+    await asyncio.sleep(0.2)  # worker 1 is posting the waiting job's first comment
+    started = await store.claim("w3", 60)  # the job ahead starts: the waiting one moves up
+    assert started and started.id == ahead
+    await Chores(store, fast).announce_queued()
+    gate.set()
+    await asyncio.wait_for(first, 5)
+    await Chores(store, fast).announce_queued()
+    job = await store.get_job(waiting)
+    assert job and job.result.status_comment_id is not None
+    # One comment per job: whoever posted it, later positions edit it in place.
+    assert slow.posted + fast.posted == 2, (slow.announced, fast.announced)
+    assert (waiting, 1) in slow.announced + fast.announced

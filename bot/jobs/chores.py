@@ -129,6 +129,10 @@ class Chores:
                 continue  # said already, and its place has not changed
             if job.result.announced and job.stage not in ("", "queued", "rate-limited"):
                 continue  # handed back mid-job: its status says it will resume; keep that
+            if job.result.announced and job.result.status_comment_id is None:
+                # Another worker is posting its first status comment (or said nothing, or
+                # failed): a second announcement now would post a second comment.
+                continue
             # Claimed first: one worker announces, and a failing announcement is not retried
             # on every loop.
             claimed = job.result.with_(announced=True, position=position)
