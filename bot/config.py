@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="First wait before a job that could not reach GitHub (refused "
         "connections, timeouts, 5xx past the retries) goes on; doubles per deferral up to ten "
         "minutes. Work done before is kept: the agent does not run again.")
+    ci_hold_seconds: float = Field(
+        15.0, ge=0, description="How long a CI fix waits on a worker for the commit's pending "
+        "checks before it gives its slot back and looks again later (up to `ci.wait_minutes` "
+        "in all).")
     shutdown_grace: float = Field(
         90.0, ge=0, description="On SIGTERM, how long running jobs may go on to finish and "
         "report; those still running then are handed back (within stop_seconds). With "

@@ -153,21 +153,38 @@ async def test_a_persons_commit_gets_no_reaction(tmp_path: Any) -> None:
         assert "failure" in outcomes  # the red check did arrive, and was let be
 
 
+async def waits_off_the_worker(s: Stack) -> bool:
+    """Whether a ci-fix job is seen back in the queue waiting for checks while the worker
+    runs nothing (its slot given back), before the job ends."""
+    while True:
+        found = [j for j in await s.store.list_jobs() if j.kind == "ci-fix"]
+        if found and found[0].state == "queued" and found[0].stage == "waiting-for-checks" \
+                and not s.worker.active:
+            return True
+        if found and found[0].state not in ("queued", "running"):
+            return False
+        await asyncio.sleep(0.05)
+
+
 async def test_a_hung_check_is_not_waited_on_for_ever(tmp_path: Any) -> None:
-    """A CI that reports a commit status fails; another check never ends: the fix goes on
-    after ``ci.wait_minutes`` and the PR says what it did not wait for."""
+    """A CI that reports a commit status fails; another check never ends: the fix waits
+    without holding a worker, goes on after ``ci.wait_minutes``, and the PR says what it did
+    not wait for."""
     legacy = {"result": "fail", "status": True, "summary": "build failed: calc.py"}
-    async with stack(tmp_path, FIX_SCRIPT + fix("Fixed the build.", "ok")) as s:
-        s.sim.add_repo(REPO, config("ci:\n  wait_minutes: 0.05\n"))
+    async with stack(tmp_path, FIX_SCRIPT + fix("Fixed the build.", "ok"),
+                     ci_hold_seconds=0.5) as s:
+        s.sim.add_repo(REPO, config("ci:\n  wait_minutes: 0.1\n"))
         s.sim.ci.script(REPO, {"ci/legacy": [legacy, {"result": "pass", "status": True}],
                                "slow": "hang"})
         await hand_over(s)
+        assert await asyncio.wait_for(waits_off_the_worker(s), 120)
         [job] = await ci_jobs(s, 1)
+        assert job.deferrals == 0  # waiting for checks is not one of the job's few deferrals
         assert job.state == "succeeded", job.reason
         assert job.context["ci_event"] == "status"
         assert job.finished_at is not None and job.finished_at - job.created_at < 90
         pr = pull(s.sim)
         assert "CI fix 1 of 3: `ci/legacy` failed — build failed: calc.py" in pr.body
-        assert "Not waited for (0.05 min): `slow` had not finished." in pr.body
+        assert "Not waited for (0.1 min): `slow` had not finished." in pr.body
         await settled(s)
         assert len(await s.store.list_jobs()) == 2

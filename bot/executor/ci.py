@@ -27,6 +27,7 @@ from bot.github.checks import ChecksClient
 from bot.github.client import GitHubApiError
 from bot.github.naming import FAILED, STATUS_FAILED
 from bot.jobs.cifix import CheckName, CIRound, FailedCheck
+from bot.jobs.outcome import WAITING_FOR_CHECKS, JobDeferred
 from bot.jobs.record import Iteration
 from bot.jobs.states import Failure
 from bot.jobs.worker import JobFailed, JobResult
@@ -41,6 +42,7 @@ LOG_CHARS = 6000  # of a job's log, around its first error
 LOG_BEFORE = 15  # lines kept before the first error
 SUMMARY_CHARS = 2000
 ANNOTATIONS = 30
+RECHECK_SECONDS = 30.0  # between looks at a commit whose checks still run
 ERROR_LINE = re.compile(r"##\[error\]|\berror\b|\bERROR\b|\bFAIL(ED)?\b|Traceback \(most recent",
                         re.IGNORECASE)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -184,10 +186,13 @@ def decide(checks: Checks, base_red: set[str], done: list[CIRound],
     return ours
 
 
-async def examine(run: Run, templates: Templates, own_slug: str) -> JobResult | None:
+async def examine(run: Run, templates: Templates, own_slug: str,
+                  hold_seconds: float) -> JobResult | None:
     """Read the checks of the commit the job was started for and decide. Returns the job's
     result when there is nothing to fix (it ends quietly); raises ``JobFailed`` when it stops
-    with checks still failing; otherwise records what to fix in ``run.record.ci``."""
+    with checks still failing, ``JobDeferred`` when checks still run after ``hold_seconds``
+    (the worker's slot goes to other jobs meanwhile); otherwise records what to fix in
+    ``run.record.ci``."""
     job = run.job
     sha = str(job.context.get("head_sha", ""))
     settings = await ci_settings(run, templates.names())
@@ -202,7 +207,11 @@ async def examine(run: Run, templates: Templates, own_slug: str) -> JobResult | 
     gh = ChecksClient(run.gh.app, run.gh.installation_id, job.repo)
     required = await gh.required_checks(pull["base"]["ref"])
     until = job.created_at + settings.wait_minutes * 60
-    checks = await read_checks(gh, sha, own_slug, required, until)
+    checks = await read_checks(gh, sha, own_slug, required, min(until, time.time() + hold_seconds))
+    if checks.pending and time.time() < until:
+        raise JobDeferred(min(until, time.time() + RECHECK_SECONDS),
+                          f"waiting for {', '.join(checks.pending)} to finish", run.record,
+                          stage=WAITING_FOR_CHECKS, counts=False)
     if not checks.failed:
         return quiet(run, "no check that matters failed" + (
             f"; still pending: {', '.join(checks.pending)}" if checks.pending else ""))

@@ -35,7 +35,7 @@ from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApp
 from bot.jobs.budgets import Budgets
 from bot.jobs.changes import FileChange
-from bot.jobs.outcome import JobFailed, JobResult
+from bot.jobs.outcome import WAITING_FOR_CHECKS, JobFailed, JobResult
 from bot.jobs.spend import Spend
 from bot.jobs.states import Failure
 from bot.jobs.store import Job, LeaseLost, Store
@@ -88,14 +88,15 @@ class JobRunner:
         dollars_left = await Budgets(self.store.engine).check(run.job.id, run.job.repo,
                                                               run.job.requested_by)
         if run.job.kind == CI_FIX and (quiet := await ci.examine(
-                run, self.templates, self.settings.bot_login.removesuffix("[bot]"))):
+                run, self.templates, self.settings.bot_login.removesuffix("[bot]"),
+                self.settings.ci_hold_seconds)):
             return quiet  # nothing of the commit's checks to fix: no comment, no push
         if run.job.kind == CI_FIX:
             run.mark("checks")
         run.status = await self.conversation.acknowledge(run.gh, run.job, run.record)
         run.record.acknowledged = True
-        resumed = run.job.attempts > 1 or run.job.stage not in ("", "queued", "rate-limited",
-                                                                "github-away")
+        resumed = run.job.attempts > 1 or run.job.stage not in (
+            "", "queued", "rate-limited", "github-away", WAITING_FOR_CHECKS)
         await run.stage("preparing", self.conversation.resumed(run.job.stage) if resumed else "")
         p = await prepare(run, self.workspaces, self.templates.names(),
                           self.settings.trigger_label)

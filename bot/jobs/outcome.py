@@ -17,14 +17,19 @@ class JobFailed(Exception):
         self.result = result
 
 
+WAITING_FOR_CHECKS = "waiting-for-checks"  # a CI fix's stage while the commit's checks run
+
+
 class JobDeferred(Exception):
-    """The job cannot go on before ``until`` (GitHub's rate limit, or GitHub away); it goes
-    back in the queue, shown at ``stage``."""
+    """The job cannot go on before ``until`` (GitHub's rate limit, GitHub away, checks still
+    running); it goes back in the queue, shown at ``stage``. A deferral that ``counts`` is
+    one of the few a job may have; one bounded by its own deadline does not."""
 
     def __init__(self, until: float, reason: str, result: JobRecord | None = None,
-                 stage: str = "rate-limited") -> None:
+                 stage: str = "rate-limited", counts: bool = True) -> None:
         super().__init__(reason)
         self.until, self.reason, self.result, self.stage = until, reason, result, stage
+        self.counts = counts
 
 
 class Unreportable(Exception):

@@ -206,7 +206,7 @@ class Worker:
             await self._hand_back_one(job)
             return
         except JobDeferred as exc:
-            if job.deferrals < self.settings.max_deferrals:
+            if not exc.counts or job.deferrals < self.settings.max_deferrals:
                 await self._defer(job, exc)
                 return
             end = Ending(State.FAILED, exc.reason, Failure.GITHUB_ERROR, exc.result)
@@ -234,7 +234,7 @@ class Worker:
     async def _defer(self, job: Job, deferred: JobDeferred) -> None:
         await self._persist(job.id, "its deferral", lambda: self.store.defer(
             job.id, self.id, deferred.until, deferred.reason, deferred.result or job.result,
-            job.lease_token, deferred.stage))
+            job.lease_token, deferred.stage, deferred.counts))
         log.warning("job %s waits until %s: %s", job.id,
                     time.strftime("%H:%M:%S", time.localtime(deferred.until)), deferred.reason)
 

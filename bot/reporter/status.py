@@ -34,6 +34,7 @@ STAGES = {
     "cancelled": "🛑 Cancelled",
     "paused": "⏸️ Paused, will resume",
     "rate-limited": "⏳ Waiting for GitHub's rate limit",
+    "waiting-for-checks": "⏳ Waiting for the pull request's checks to finish",
     "github-away": "⏳ Waiting for GitHub to answer",
 }
 

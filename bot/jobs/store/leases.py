@@ -129,11 +129,12 @@ class Leases(Jobs):
         return await self._end_hold(step, job_id, owner, token, **values)
 
     async def defer(self, job_id: int, owner: str, until: float, reason: str,
-                    result: JobRecord, token: str | None = None, stage: str = "rate-limited"
-                    ) -> bool:
+                    result: JobRecord, token: str | None = None, stage: str = "rate-limited",
+                    counts: bool = True) -> bool:
         """Put a job this worker holds back in the queue until ``until`` (Event.DEFER: a rate
-        limit, or GitHub away), shown at ``stage``."""
+        limit, GitHub away, checks still running), shown at ``stage``; a deferral that
+        ``counts`` adds to the job's deferrals."""
         return await self._end_hold(
             move(Event.DEFER), job_id, owner, token, stage=stage, not_before=until,
-            reason=reason, deferrals=jobs.c.deferrals + 1, attempts=jobs.c.attempts - 1,
-            result=result)
+            reason=reason, deferrals=jobs.c.deferrals + int(counts),
+            attempts=jobs.c.attempts - 1, result=result)
