@@ -150,3 +150,11 @@ async def test_two_workers_never_post_two_status_comments_for_one_queued_job(
     # One comment per job: whoever posted it, later positions edit it in place.
     assert slow.posted + fast.posted == 2, (slow.announced, fast.announced)
     assert (waiting, 1) in slow.announced + fast.announced
+
+
+async def test_a_job_parked_until_later_takes_no_place_in_the_line(store: Store) -> None:
+    parked, waiting = await queue(store), await queue(store, issue=2)
+    await store.update_queued(parked, not_before=time.time() + 600, stage="waiting-for-checks")
+    talk = Conversation()
+    await Chores(store, talk).announce_queued()
+    assert talk.announced == [(waiting, 1)]

@@ -124,7 +124,11 @@ class Chores:
         """Tell people whose jobs wait behind others where they stand in the queue."""
         if self.conversation is None:
             return
-        for position, job in enumerate(await self.store.queued(), start=1):
+        now = time.time()
+        # Jobs parked until a time (a rate limit, checks still running) wait for that, not
+        # for a worker: they have no place in the line.
+        waiting = [j for j in await self.store.queued() if not (j.not_before or 0) > now]
+        for position, job in enumerate(waiting, start=1):
             if job.result.announced and job.result.position == position:
                 continue  # said already, and its place has not changed
             if job.result.announced and job.stage not in ("", "queued", "rate-limited"):
