@@ -51,6 +51,12 @@ async def test_the_checks_that_matter_and_what_they_say(tmp_path: Path) -> None:
             required = await gh.required_checks("main")
             checks = await read_checks(gh, sha, "handoff", required, time.time())
             assert [c.name for c in checks.failed] == ["lint"]
+            # A ruleset's "require status checks" rule counts beside classic protection.
+            sim.ci.ruleset(REPO, "main", ["ci/legacy"])
+            required = await gh.required_checks("main")
+            assert required == ["lint", "tests", "ci/legacy"]
+            checks = await read_checks(gh, sha, "handoff", required, time.time())
+            assert [c.name for c in checks.failed] == ["lint", "ci/legacy"]
             # The same checks fail on main: not this branch's to fix.
             assert await red_on_base(gh, "main", ["lint", "spell"]) == {"lint", "spell"}
         finally:
@@ -73,5 +79,19 @@ async def test_a_hung_check_is_waited_for_until_the_deadline_only(tmp_path: Path
             waited = time.monotonic() - start
             assert 1.0 <= waited < 5.0
             assert checks.pending == ["slow"] and [c.name for c in checks.failed] == ["lint"]
+        finally:
+            await app.close()
+
+
+async def test_a_ruleset_alone_names_the_required_checks(tmp_path: Path) -> None:
+    """A repository protected only by a ruleset (no classic branch protection)."""
+    async with simulator(tmp_path) as sim:
+        sim.add_repo(REPO, {"a.py": "x = 1\n"})
+        app = app_client(sim)
+        try:
+            gh = ChecksClient(app, next(iter(sim.world.installations)), REPO)
+            assert await gh.required_checks("main") is None
+            sim.ci.ruleset(REPO, "main", ["build", "test"])
+            assert await gh.required_checks("main") == ["build", "test"]
         finally:
             await app.close()

@@ -65,15 +65,24 @@ class ChecksClient(RepoClient):
         return bytes(resp.content[-LOG_BYTES:]).decode("utf-8", "replace")
 
     async def required_checks(self, branch: str) -> list[str] | None:
-        """The checks branch protection requires on ``branch`` (None: it names none). Read
-        from the protection itself where the App may (administration read), else from what
-        any reader of the branch sees of it."""
+        """The checks ``branch`` requires (None: nothing names any): classic branch
+        protection's and the "require status checks" rules of the rulesets that cover it."""
+        names = await self._protected_checks(branch)
+        for name in await self._ruleset_checks(branch):
+            if name not in names:
+                names.append(name)
+        return names or None
+
+    async def _protected_checks(self, branch: str) -> list[str]:
+        """Classic branch protection's required checks: read from the protection itself
+        where the App may (administration read), else from what any reader of the branch
+        sees of it."""
         try:
             data = await self.request(
                 "GET", f"/branches/{branch}/protection/required_status_checks")
         except GitHubApiError as exc:
             if exc.status == 404:
-                return None
+                return []
             if exc.status != 403:
                 raise
             branch_data = await self.request("GET", f"/branches/{branch}")
@@ -82,4 +91,18 @@ class ChecksClient(RepoClient):
         names = [str(c) for c in data.get("contexts") or []]
         names += [str(c.get("context")) for c in data.get("checks") or []
                   if c.get("context") and c.get("context") not in names]
-        return names or None
+        return names
+
+    async def _ruleset_checks(self, branch: str) -> list[str]:
+        """The checks the rulesets covering ``branch`` require (rules for a branch are
+        readable with metadata access; a GHES without rulesets answers 404)."""
+        try:
+            rules = await self.request("GET", f"/rules/branches/{branch}")
+        except GitHubApiError as exc:
+            if exc.status in (403, 404):
+                return []
+            raise
+        return [str(check["context"]) for rule in rules or []
+                if rule.get("type") == "required_status_checks"
+                for check in (rule.get("parameters") or {}).get("required_status_checks") or []
+                if check.get("context")]

@@ -109,6 +109,7 @@ class ScriptedCI:
         self.outcomes: dict[int, Outcome] = {}  # check run id -> what it was scripted to do
         self.statuses: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.required: dict[tuple[str, str], list[str]] = {}
+        self.rulesets: dict[tuple[str, str], list[str]] = {}
         self.downloads: dict[str, str] = {}  # download token -> log text
         self.tasks: set[asyncio.Task[None]] = set()
         self.pushes: list[tuple[str, str, str, float]] = []  # repo, branch, sha, time.time()
@@ -125,6 +126,10 @@ class ScriptedCI:
     def protect(self, repo: str, branch: str, contexts: list[str]) -> None:
         """Branch protection that requires these checks (an empty list: none required)."""
         self.required[(repo.lower(), branch)] = list(contexts)
+
+    def ruleset(self, repo: str, branch: str, contexts: list[str]) -> None:
+        """A repository ruleset whose "require status checks" rule covers ``branch``."""
+        self.rulesets[(repo.lower(), branch)] = list(contexts)
 
     def run_branch(self, repo: str, branch: str) -> None:
         """Run the checks on a branch's head now (as a push would)."""
@@ -414,6 +419,18 @@ class ScriptedCI:
                     "checks": [{"context": c, "app_id": None} for c in contexts],
                     "contexts_url": f"{url}/contexts"}
 
+        async def rules(request: Request, repo: Repo) -> Any:
+            """The active rules for a branch (any reader may list them), as GitHub gives
+            them: one item per rule and ruleset."""
+            contexts = self.rulesets.get((repo.full_name.lower(), request.path_params["branch"]))
+            if contexts is None:
+                return []
+            return [{"type": "required_status_checks", "ruleset_source_type": "Repository",
+                     "ruleset_source": repo.full_name, "ruleset_id": 1,
+                     "parameters": {"strict_required_status_checks_policy": False,
+                                    "required_status_checks": [{"context": c}
+                                                               for c in contexts]}}]
+
         async def logs(request: Request, repo: Repo) -> Any:
             """Like GitHub: a redirect to a short-lived download URL of the plain text log."""
             token = secrets.token_urlsafe(16)
@@ -436,6 +453,7 @@ class ScriptedCI:
             ("/repos/{owner}/{repo}/commits/{ref:path}/status", "statuses", combined),
             ("/repos/{owner}/{repo}/branches/{branch:path}/protection/required_status_checks",
              "administration", required),
+            ("/repos/{owner}/{repo}/rules/branches/{branch:path}", "metadata", rules),
         ]
         out = []
         for path, permission, fn in table:
