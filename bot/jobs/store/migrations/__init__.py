@@ -1,0 +1,113 @@
+"""The store's schema migrations, on Alembic: this package is its environment (env.py and
+versions/), run by ``upgrade`` whenever a store is opened, with no alembic.ini.
+
+A database that a newer Handoff has migrated (a revision not in versions/) is refused, so old
+code never writes to a schema it does not know. ``alembic`` run in the repository (its
+settings are in pyproject.toml) makes new revisions: ``alembic revision --autogenerate -m
+"what changed"`` against a database at head (HANDOFF_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot import __version__
+from bot.jobs.store.migrations import baseline
+
+HERE = Path(__file__).resolve().parent
+PG_LOCK = 7134021  # the advisory lock that makes PostgreSQL migrators take turns
+
+
+class _StepsOnly(logging.Filter):
+    """Alembic's log of each step run, without its set-up lines on every start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or record.getMessage().startswith("Running ")
+
+
+_STEPS_ONLY = _StepsOnly()
+
+
+class NewerSchema(RuntimeError):
+    """The database was migrated by a newer Handoff: this code must not write to it."""
+
+    def __init__(self, found: str, head: str) -> None:
+        super().__init__(
+            f"the database's schema is at revision {found}, which this Handoff ({__version__}, "
+            f"schema revision {head}) does not know: a newer Handoff has upgraded it. "
+            "Upgrade Handoff to that version or newer, or restore the backup taken before "
+            "the upgrade (handoff restore)")
+
+
+def config(connection: sa.Connection | None = None) -> Config:
+    """Alembic's configuration for this package, on ``connection`` when given."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head() -> str:
+    """The newest revision this code knows."""
+    found = ScriptDirectory.from_config(config()).get_current_head()
+    assert found is not None
+    return found
+
+
+def current(conn: sa.Connection) -> tuple[str, ...]:
+    """The revisions the database is at (none before its first migration)."""
+    return MigrationContext.configure(conn).get_current_heads()
+
+
+def check(conn: sa.Connection) -> None:
+    """Raise NewerSchema if a newer Handoff has migrated the database."""
+    script = ScriptDirectory.from_config(config())
+    known = {rev.revision for rev in script.walk_revisions()}
+    newest = script.get_current_head() or "none"
+    for revision in current(conn):
+        if revision not in known:
+            raise NewerSchema(revision, newest)
+    hand = baseline.hand_version(conn)
+    if hand is not None and hand > baseline.LAST_HAND_VERSION:
+        raise NewerSchema(f"{hand} of the hand-written migrations", newest)
+
+
+def upgrade_sync(conn: sa.Connection) -> str:
+    """Check the database, then bring it to head on ``conn`` (in its transaction)."""
+    check(conn)
+    command.upgrade(config(conn), "head")
+    return head()
+
+
+async def upgrade(engine: AsyncEngine) -> str:
+    """Bring the schema up to date; returns the revision now in force. Processes starting
+    together (``serve`` and ``worker``) migrate one after the other."""
+    logging.getLogger("alembic.runtime.migration").addFilter(_STEPS_ONLY)
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return await _upgrade(engine)
+    # pysqlite runs DDL outside transactions, so two migrators could both see an empty database.
+    fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        return await _upgrade(engine)
+    finally:
+        os.close(fd)
+
+
+async def _upgrade(engine: AsyncEngine) -> str:
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({PG_LOCK})"))
+        return await conn.run_sync(upgrade_sync)
