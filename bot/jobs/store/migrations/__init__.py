@@ -3,8 +3,9 @@ versions/), run by ``upgrade`` whenever a store is opened, with no alembic.ini.
 
 A database that a newer Handoff has migrated (a revision not in versions/) is refused, so old
 code never writes to a schema it does not know. ``alembic`` run in the repository (its
-settings are in pyproject.toml) makes new revisions: ``alembic revision --autogenerate -m
-"what changed"`` against a database at head (HANDOFF_DATABASE_URL).
+settings are in pyproject.toml) makes new revisions against a database at head
+(HANDOFF_DATABASE_URL): ``alembic revision --autogenerate --rev-id 0002 -m "what changed"``;
+tests/test_migrations.py fails while the models and the head revision differ.
 """
 
 from __future__ import annotations
