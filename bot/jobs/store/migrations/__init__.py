@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 from pathlib import Path
@@ -47,8 +48,8 @@ class NewerSchema(RuntimeError):
         super().__init__(
             f"the database's schema is at revision {found}, which this Handoff ({__version__}, "
             f"schema revision {head}) does not know: a newer Handoff has upgraded it. "
-            "Upgrade Handoff to that version or newer, or restore the backup taken before "
-            "the upgrade (handoff restore)")
+            "Upgrade Handoff to the version that did (or a later one), or restore the backup "
+            "taken before that upgrade (handoff restore)")
 
 
 def config(connection: sa.Connection | None = None) -> Config:
@@ -59,9 +60,15 @@ def config(connection: sa.Connection | None = None) -> Config:
     return cfg
 
 
+@functools.cache
+def scripts() -> ScriptDirectory:
+    """The revisions this code knows (versions/)."""
+    return ScriptDirectory.from_config(config())
+
+
 def head() -> str:
     """The newest revision this code knows."""
-    found = ScriptDirectory.from_config(config()).get_current_head()
+    found = scripts().get_current_head()
     assert found is not None
     return found
 
@@ -71,23 +78,23 @@ def current(conn: sa.Connection) -> tuple[str, ...]:
     return MigrationContext.configure(conn).get_current_heads()
 
 
-def check(conn: sa.Connection) -> None:
-    """Raise NewerSchema if a newer Handoff has migrated the database."""
-    script = ScriptDirectory.from_config(config())
-    known = {rev.revision for rev in script.walk_revisions()}
-    newest = script.get_current_head() or "none"
-    for revision in current(conn):
+def check(conn: sa.Connection) -> tuple[str, ...]:
+    """The database's revisions; NewerSchema if a newer Handoff has migrated it."""
+    known = {rev.revision for rev in scripts().walk_revisions()}
+    found = current(conn)
+    for revision in found:
         if revision not in known:
-            raise NewerSchema(revision, newest)
+            raise NewerSchema(revision, head())
     hand = baseline.hand_version(conn)
     if hand is not None and hand > baseline.LAST_HAND_VERSION:
-        raise NewerSchema(f"{hand} of the hand-written migrations", newest)
+        raise NewerSchema(f"{hand} of the hand-written migrations", head())
+    return found
 
 
 def upgrade_sync(conn: sa.Connection) -> str:
     """Check the database, then bring it to head on ``conn`` (in its transaction)."""
-    check(conn)
-    command.upgrade(config(conn), "head")
+    if check(conn) != (head(),):
+        command.upgrade(config(conn), "head")
     return head()
 
 

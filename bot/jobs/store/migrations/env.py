@@ -30,6 +30,8 @@ async def run_by_hand() -> None:
         await engine.dispose()
 
 
+if context.is_offline_mode():
+    raise SystemExit("Handoff's revisions read the database they upgrade: no --sql mode")
 if (given := context.config.attributes.get("connection")) is not None:
     run(given)
 else:
