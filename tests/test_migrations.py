@@ -277,3 +277,32 @@ async def test_the_receiver_s_wal_is_copied_back_in_a_thread_not_on_commit(
         assert db.stat().st_size > before + 5_000_000
     finally:
         await store.close()
+
+
+async def test_a_backup_from_before_alembic_restored_after_the_upgrade_runs_its_job(
+        db_url: str, tmp_path: Path) -> None:
+    """The backup an operator took before upgrading, restored on the upgraded Handoff: its
+    queued job runs. (PostgreSQL's restore keeps the tables a backup lacks, so Alembic's
+    revision is left beside the hand-written version; the hand-written version is the truth.)"""
+    await on(db_url, made_the_old_way(4))
+    saved = tmp_path / "before-upgrade.backup"
+    assert handoff(tmp_path, db_url, "backup", str(saved)).returncode == 0
+    assert handoff(tmp_path, db_url, "migrate").returncode == 0
+    store = await Store.open(db_url)
+    try:  # the upgraded Handoff runs the job; then the operator goes back to the backup
+        assert (await Worker(store, Done(), Reported()).run_once()) is not None
+    finally:
+        await store.close()
+
+    restored = handoff(tmp_path, db_url, "restore", str(saved))
+    assert restored.returncode == 0, restored.stderr
+    listed = handoff(tmp_path, db_url, "jobs")
+    assert listed.returncode == 0 and "queued" in listed.stdout and "acme/calc#7" in listed.stdout
+    assert await on(db_url, current) == (head(),)
+    assert await on(db_url, drift) == []
+    store = await Store.open(db_url)
+    try:
+        ended = await Worker(store, Done(), Reported()).run_once()
+        assert ended is not None and ended.id == 1 and ended.state == "succeeded"
+    finally:
+        await store.close()

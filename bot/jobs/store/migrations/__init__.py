@@ -28,6 +28,7 @@ from bot import __version__
 from bot.jobs.store.migrations import baseline
 
 HERE = Path(__file__).resolve().parent
+VERSION_TABLE = "alembic_version"
 PG_LOCK = 7134021  # the advisory lock that makes PostgreSQL migrators take turns
 
 
@@ -79,22 +80,31 @@ def current(conn: sa.Connection) -> tuple[str, ...]:
 
 
 def check(conn: sa.Connection) -> tuple[str, ...]:
-    """The database's revisions; NewerSchema if a newer Handoff has migrated it."""
+    """The database's revisions; NewerSchema if a newer Handoff has migrated it. A database
+    the hand-written migrations left is at none, whatever Alembic revision sits beside it
+    (``pg_restore --clean`` of a backup taken before Alembic keeps the tables the backup
+    lacks, ``alembic_version`` among them)."""
+    hand = baseline.hand_version(conn)
+    if hand is not None and hand > baseline.LAST_HAND_VERSION:
+        raise NewerSchema(f"{hand} of the hand-written migrations", head())
+    if hand is not None:
+        return ()
     known = {rev.revision for rev in scripts().walk_revisions()}
     found = current(conn)
     for revision in found:
         if revision not in known:
             raise NewerSchema(revision, head())
-    hand = baseline.hand_version(conn)
-    if hand is not None and hand > baseline.LAST_HAND_VERSION:
-        raise NewerSchema(f"{hand} of the hand-written migrations", head())
     return found
 
 
 def upgrade_sync(conn: sa.Connection) -> str:
     """Check the database, then bring it to head on ``conn`` (in its transaction)."""
-    if check(conn) != (head(),):
-        command.upgrade(config(conn), "head")
+    found = check(conn)
+    if found == (head(),):
+        return head()
+    if not found and sa.inspect(conn).has_table(VERSION_TABLE):
+        conn.execute(sa.text(f"DELETE FROM {VERSION_TABLE}"))  # stale, see check
+    command.upgrade(config(conn), "head")
     return head()
 
 
