@@ -306,3 +306,20 @@ async def test_a_backup_from_before_alembic_restored_after_the_upgrade_runs_its_
         assert ended is not None and ended.id == 1 and ended.state == "succeeded"
     finally:
         await store.close()
+
+
+async def test_an_upgrade_that_fails_leaves_the_database_as_it_was(db_url: str) -> None:
+    """Migrations run in one transaction, SQLite's DDL included: a step that fails halfway
+    (here the baseline's index, whose name a stray index holds) undoes the steps before it."""
+    await on(db_url, made_the_old_way(4))
+    await on(db_url, lambda conn: conn.execute(sa.text(
+        "CREATE INDEX requests_unanswered ON deliveries (repo)")))
+    before = await on(db_url, tables_and_rows)
+    columns = await on(db_url, lambda conn: {
+        c["name"] for c in sa.inspect(conn).get_columns("jobs")})
+    with pytest.raises(sa.exc.DBAPIError, match="requests_unanswered"):
+        await Store.open(db_url)
+    assert await on(db_url, tables_and_rows) == before  # no requests, budgets..., no revision
+    assert await on(db_url, lambda conn: {
+        c["name"] for c in sa.inspect(conn).get_columns("jobs")}) == columns
+    assert await on(db_url, baseline.hand_version) == 4

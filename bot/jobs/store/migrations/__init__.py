@@ -115,7 +115,7 @@ async def upgrade(engine: AsyncEngine) -> str:
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         return await _upgrade(engine)
-    # pysqlite runs DDL outside transactions, so two migrators could both see an empty database.
+    # Migrators take turns however long one takes (BEGIN IMMEDIATE gives up after 10 s).
     fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
@@ -125,7 +125,14 @@ async def upgrade(engine: AsyncEngine) -> str:
 
 
 async def _upgrade(engine: AsyncEngine) -> str:
+    async with engine.connect() as conn:  # most starts: at head already, nothing locked
+        if await conn.run_sync(check) == (head(),):
+            return head()
     async with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
+        if engine.dialect.name == "sqlite":
+            # pysqlite begins transactions before DML only: begun here, the DDL is in it too,
+            # and a revision that fails leaves nothing half done.
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
             await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({PG_LOCK})"))
         return await conn.run_sync(upgrade_sync)
