@@ -323,3 +323,52 @@ async def test_an_upgrade_that_fails_leaves_the_database_as_it_was(db_url: str) 
     assert await on(db_url, lambda conn: {
         c["name"] for c in sa.inspect(conn).get_columns("jobs")}) == columns
     assert await on(db_url, baseline.hand_version) == 4
+
+
+NEXT_REVISION = '''
+import shutil, sys
+from pathlib import Path
+import sqlalchemy as sa
+from alembic import command
+from bot.jobs import schema
+from bot.jobs.store.migrations import HERE, config
+
+# A model change SQLite cannot make with ALTER (a column's type) and one it can (a column).
+schema.jobs.c.requested_by.type = sa.String(300)
+schema.jobs.append_column(sa.Column("priority", sa.Integer, nullable=False, server_default="0"))
+where = Path(sys.argv[2]) / "migrations"
+shutil.copytree(HERE, where, ignore=shutil.ignore_patterns("__pycache__"))
+engine = sa.create_engine(sys.argv[1])
+with engine.begin() as conn:
+    cfg = config(conn)
+    cfg.set_main_option("script_location", str(where))
+    command.revision(cfg, "jobs have a priority", autogenerate=True, rev_id="0002")
+    command.upgrade(cfg, "head")
+engine.dispose()
+print(next((where / "versions").glob("0002*.py")).read_text())
+'''
+
+
+async def test_a_revision_autogenerate_writes_alters_sqlite_in_batch_and_keeps_rows(
+        tmp_path: Path) -> None:
+    """The way a developer makes the next revision (autogenerate from the changed models)
+    gives batch operations on SQLite, which copy the table with its rows and its partial
+    unique index."""
+    db = tmp_path / "handoff.db"
+    await on(f"sqlite+aiosqlite:///{db}", made_the_old_way(baseline.LAST_HAND_VERSION))
+    await (await Store.open(f"sqlite+aiosqlite:///{db}")).close()
+    made = subprocess.run([sys.executable, "-c", NEXT_REVISION, f"sqlite:///{db}",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert "with op.batch_alter_table('jobs'" in made.stdout
+    assert "type_=sa.String(length=300)" in made.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT id, state, priority FROM jobs").fetchall() == \
+            [(1, "queued", 0)]
+        index = conn.execute("SELECT sql FROM sqlite_master WHERE name = "
+                             "'one_active_job_per_issue'").fetchone()[0]
+        assert "WHERE state IN ('queued', 'running')" in index
+        assert "VARCHAR(300)" in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
