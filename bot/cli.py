@@ -1,4 +1,4 @@
-"""The ``handoff`` command: setup, serve, worker, doctor, jobs, replay, budgets, backups.
+"""The ``handoff`` command: setup, serve, worker, doctor, jobs, replay, budgets, migrate, backups.
 
 The development commands (the simulator, the scripted model, the demo) are the dev kit's own:
 ``handoff-dev`` (devkit/cli.py)."""
