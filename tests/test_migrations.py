@@ -9,8 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -26,6 +27,7 @@ from bot.jobs.worker import JobResult, Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 FUTURE = "0999_from_a_newer_handoff"
+T = TypeVar("T")
 
 # What each hand-written step after the first added, by the version that added it.
 LATER_COLUMNS = {2: ["not_before", "deferrals"], 3: ["cancel_by"],
@@ -50,17 +52,17 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     yield pg_url.replace("/postgres?", "/handoff_migrations?")
 
 
-async def on(url: str, fn: object) -> object:
+async def on(url: str, fn: Callable[[sa.Connection], T]) -> T:
     """Run ``fn(connection)`` in one transaction on the database at ``url``."""
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
-            return await conn.run_sync(fn)  # type: ignore[arg-type]
+            return await conn.run_sync(fn)
     finally:
         await engine.dispose()
 
 
-def made_the_old_way(version: int) -> object:
+def made_the_old_way(version: int) -> Callable[[sa.Connection], None]:
     """What Handoff's hand-written migrations left at ``version``: their version 1 created
     the models' tables, each later step added columns or tables and a ``schema_version`` row;
     a queued job and a row in every table."""
@@ -104,7 +106,7 @@ def tables_and_rows(conn: sa.Connection) -> dict[str, int]:
             for name in sa.inspect(conn).get_table_names()}
 
 
-def drift(conn: sa.Connection, models: sa.MetaData = metadata) -> list[object]:
+def drift(conn: sa.Connection, models: sa.MetaData = metadata) -> list[Any]:
     """What ``alembic revision --autogenerate`` would write: the models against the database."""
     # Server defaults are compared where reflection reads them back as written (SQLite gives
     # '' back as a quoted literal, a difference that is none).
@@ -154,8 +156,8 @@ async def test_a_model_changed_without_a_revision_is_caught(tmp_path: Path) -> N
         table.to_metadata(changed)
     changed.tables["jobs"].append_column(sa.Column("priority", sa.Integer, nullable=True))
     diffs = await on(url, lambda conn: drift(conn, changed))
-    assert [d[0] for d in diffs] == ["add_column"]  # type: ignore[attr-defined]
-    assert diffs[0][3].name == "priority"  # type: ignore[index]
+    assert [d[0] for d in diffs] == ["add_column"]
+    assert diffs[0][3].name == "priority"
 
 
 @pytest.mark.parametrize("version", [baseline.LAST_HAND_VERSION, 1, 4])
@@ -169,7 +171,6 @@ async def test_a_database_the_hand_written_migrations_made_upgrades_and_its_job_
     assert migrated.returncode == 0, migrated.stderr
     assert f"schema is at revision {head()}" in migrated.stdout
     after = await on(db_url, tables_and_rows)
-    assert isinstance(after, dict) and isinstance(before, dict)
     assert after.pop("alembic_version") == 1 and "schema_version" not in after
     kept = {name: rows for name, rows in before.items() if name != "schema_version"}
     assert {name: after[name] for name in kept} == kept  # every row there
