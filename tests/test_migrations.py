@@ -373,3 +373,14 @@ async def test_a_revision_autogenerate_writes_alters_sqlite_in_batch_and_keeps_r
         assert "WHERE state IN ('queued', 'running')" in index
         assert "VARCHAR(300)" in conn.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
+
+
+async def test_a_database_whose_first_hand_written_step_never_ran_gets_every_table(
+        db_url: str) -> None:
+    """The old code made its version table first, then the tables: stopped between the two,
+    it left an empty ``schema_version`` only."""
+    await on(db_url, lambda conn: conn.execute(sa.text(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at FLOAT NOT NULL)")))
+    await (await Store.open(db_url)).close()
+    assert await on(db_url, current) == (head(),)
+    assert await on(db_url, drift) == []

@@ -145,7 +145,10 @@ def create(conn: sa.Connection) -> None:
     """The baseline schema: on a new database all of it; on one the hand-written migrations
     made, what their later steps would have added, keeping every row."""
     if hand_version(conn) is not None:
-        have = {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
+        inspector = sa.inspect(conn)
+        # No jobs table: their first step never ran (create_all below makes every table).
+        have = {c["name"] for c in inspector.get_columns("jobs")} \
+            if inspector.has_table("jobs") else set(HAND_ADDED_JOB_COLUMNS)
         for name, ddl in HAND_ADDED_JOB_COLUMNS.items():
             if name not in have:
                 conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {name} {ddl}"))
