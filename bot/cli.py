@@ -1,4 +1,4 @@
-"""The ``handoff`` command: setup, serve, worker, doctor, jobs, replay, budgets, backups.
+"""The ``handoff`` command: setup, serve, worker, doctor, jobs, replay, budgets, migrate, backups.
 
 The development commands (the simulator, the scripted model, the demo) are the dev kit's own:
 ``handoff-dev`` (devkit/cli.py)."""
@@ -22,9 +22,9 @@ from pathlib import Path
 from bot import __version__, logs
 from bot.config import Settings
 from bot.executor.sandbox.podman_conf import use_default_conf
-from bot.jobs.schema import NewerSchema
 from bot.jobs.states import FINAL, State
 from bot.jobs.store import Store
+from bot.jobs.store.migrations import NewerSchema
 from bot.server import stop_event
 from handlers.vocabulary import Event
 
@@ -190,6 +190,16 @@ async def list_jobs(settings: Settings, limit: int) -> None:
     if counts["pending"] or counts["unreportable"]:
         print(f"reports: {counts['pending']} pending, {counts['unreportable']} unreportable "
               "(handoff_job_reports{state=pending|unreportable})")
+
+
+async def migrate(settings: Settings) -> str:
+    """``handoff migrate``: what opening the store does (upgrade to head, refuse a newer
+    schema), on its own; says the revision now in force."""
+    from bot.jobs.store.migrations import head
+
+    store = await open_store(settings, receiver=False)
+    await store.close()
+    return f"the job store's schema is at revision {head()}, the newest this Handoff knows"
 
 
 async def replay(settings: Settings, payload: dict[str, object], event_name: str,
@@ -515,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     p_secrets.add_argument("scope", nargs="?", choices=["installation", "org", "repo"])
     p_secrets.add_argument("target", nargs="?", help="an installation id, acme, or acme/calc")
     p_secrets.add_argument("name", nargs="?", help="the variable's name, e.g. INDEX_TOKEN")
+    sub.add_parser("migrate", help="bring the job store's schema up to date (every command "
+                   "does so when it opens the store) and say its revision")
     p_backup = sub.add_parser("backup", help="copy the job store to a file (while running)")
     p_backup.add_argument("file", type=Path)
     p_restore = sub.add_parser("restore", help="replace the job store with a backup "
@@ -577,6 +589,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(secrets_command(settings, args))
     elif args.command == "validate":
         return validate(settings, args.file, args.schema)
+    elif args.command == "migrate":
+        print(asyncio.run(migrate(settings)))
     elif args.command in ("backup", "restore"):
         from bot.backup import BackupError, backup, restore
 

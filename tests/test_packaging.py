@@ -86,6 +86,22 @@ def test_installed_package_finds_its_templates(installed: Path, tmp_path: Path) 
         set(names.split())
 
 
+def test_installed_package_migrates_a_new_database(installed: Path, tmp_path: Path) -> None:
+    """The Alembic environment and its revisions ship in the wheel: no checkout, no
+    alembic.ini."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HANDOFF_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    result = subprocess.run(
+        [str(installed / "handoff"), "migrate"], capture_output=True, text=True, cwd=tmp_path,
+        timeout=120, env={**env, "HANDOFF_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/h.db",
+                          "HANDOFF_DATA_DIR": str(tmp_path)})
+    from bot.jobs.store.migrations import head
+
+    assert result.returncode == 0, result.stderr
+    assert f"schema is at revision {head()}" in result.stdout
+    assert "Running upgrade  -> 0001, The baseline" in result.stderr
+
+
 @pytest.mark.podman
 def test_installed_package_runs_a_job(installed: Path, tmp_path: Path) -> None:
     if shutil.which("podman") is None:

@@ -157,23 +157,6 @@ async def test_rate_limited_job_is_parked_not_held(store: Store) -> None:
     assert Limited.calls == 3
 
 
-async def test_migration_brings_an_old_database_up(tmp_path: Path) -> None:
-    import sqlalchemy as sa
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    store = await Store.open(url)
-    async with store.engine.begin() as conn:  # make it look like a version-1 database
-        await conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN not_before"))
-        await conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN deferrals"))
-        await conn.execute(sa.text("DELETE FROM schema_version WHERE version > 1"))
-    await store.close()
-    store = await Store.open(url)
-    job_id = await queue(store)
-    claimed = await store.claim("w", 60)
-    assert claimed and claimed.id == job_id and claimed.deferrals == 0
-    await store.close()
-
-
 async def test_worker_survives_a_database_outage(store: Store, tmp_path: Path) -> None:
     calls = {"n": 0}
     real_claim = store.claim

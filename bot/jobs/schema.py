@@ -1,18 +1,16 @@
-"""The database: tables, engine set-up and schema migrations, for SQLite and PostgreSQL alike."""
+"""The database: tables and engine set-up, for SQLite and PostgreSQL alike (the migrations
+that bring a database to these tables: bot/jobs/store/migrations)."""
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
-import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.jobs.record import JobRecord
 from bot.jobs.states import ACTIVE_STATES
@@ -165,85 +163,6 @@ secrets = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
-schema_version = sa.Table(
-    "schema_version", metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("applied_at", sa.Float, nullable=False),
-)
-
-
-async def _v1_initial(conn: AsyncConnection) -> None:
-    await conn.run_sync(metadata.create_all)
-
-
-async def _add_job_columns(conn: AsyncConnection, columns: dict[str, str]) -> None:
-    """Add the columns an older database lacks (new databases have them from version 1)."""
-    def existing(sync_conn: sa.Connection) -> set[str]:
-        return {c["name"] for c in sa.inspect(sync_conn).get_columns("jobs")}
-
-    have = await conn.run_sync(existing)
-    for name, ddl in columns.items():
-        if name not in have:
-            await conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {name} {ddl}"))
-
-
-async def _v2_deferral(conn: AsyncConnection) -> None:
-    """Jobs can wait out a rate limit: not claimable before ``not_before``."""
-    await _add_job_columns(conn, {"not_before": "FLOAT",
-                                  "deferrals": "INTEGER NOT NULL DEFAULT 0"})
-
-
-async def _v3_cancel_by(conn: AsyncConnection) -> None:
-    """A /cancel waits for its author's permission check: ``cancel_by``."""
-    await _add_job_columns(conn, {"cancel_by": "VARCHAR(255)"})
-
-
-async def _v4_fencing_and_reports(conn: AsyncConnection) -> None:
-    """Lease tokens (fencing) and claimed, backed-off, fairly retried reports."""
-    await _add_job_columns(conn, {
-        "lease_token": "VARCHAR(32)", "report_after": "FLOAT",
-        "report_attempts": "INTEGER NOT NULL DEFAULT 0",
-        "report_error": "TEXT NOT NULL DEFAULT ''",
-        "unreportable": "BOOLEAN NOT NULL DEFAULT FALSE"})
-
-
-async def _v5_requests(conn: AsyncConnection) -> None:
-    """Second triggers and commands on a running job are answered: the ``requests`` table."""
-    await conn.run_sync(lambda sync: requests.create(sync, checkfirst=True))
-    await conn.run_sync(lambda sync: next(i for i in requests.indexes).create(
-        sync, checkfirst=True))
-
-
-async def _v6_budgets(conn: AsyncConnection) -> None:
-    """Monthly caps across jobs: the ``budgets`` table."""
-    await conn.run_sync(lambda sync: budgets.create(sync, checkfirst=True))
-
-
-async def _v7_replay_and_replies(conn: AsyncConnection) -> None:
-    """Replays are refused by body digest (``payloads``), each person is answered once a job
-    (``replies``), and a cancel keeps what asked for it (``cancel_reason``)."""
-    await conn.run_sync(lambda sync: replies.create(sync, checkfirst=True))
-    await conn.run_sync(lambda sync: payloads.create(sync, checkfirst=True))
-    await _add_job_columns(conn, {"cancel_reason": "TEXT"})
-
-
-async def _v8_secrets(conn: AsyncConnection) -> None:
-    """Secrets for setup steps, sealed with the operator's key: the ``secrets`` table."""
-    await conn.run_sync(lambda sync: secrets.create(sync, checkfirst=True))
-
-
-# Append new migrations here; each runs once, in order, inside one transaction. Version 1
-# creates the tables as defined above (the latest shape); later versions bring older
-# databases up to it and are no-ops on new ones.
-MIGRATIONS: list[Callable[[AsyncConnection], Awaitable[None]]] = [_v1_initial, _v2_deferral,
-                                                                     _v3_cancel_by,
-                                                                     _v4_fencing_and_reports,
-                                                                     _v5_requests,
-                                                                     _v6_budgets,
-                                                                     _v7_replay_and_replies,
-                                                                     _v8_secrets]
-
-
 # Readers (aiosqlite, in a thread) may wait this long; in WAL mode they never wait on writes.
 READ_BUSY_MS = 10_000
 # The one writing connection runs on the event loop, so it must never wait long there: past
@@ -300,47 +219,3 @@ def make_sync_engine(url: str, durable: bool = True, autocheckpoint: bool = True
                               connect_args={"timeout": WRITE_BUSY_MS / 1000})
     event.listen(engine, "connect", _sqlite_pragmas(WRITE_BUSY_MS, durable, autocheckpoint))
     return engine
-
-
-class NewerSchema(RuntimeError):
-    """The database was migrated by a newer Handoff: this code must not write to it."""
-
-    def __init__(self, found: int, known: int) -> None:
-        super().__init__(
-            f"the database's schema is version {found}, newer than this Handoff knows "
-            f"(up to {known}): a newer Handoff has upgraded it. Run that version (or newer), "
-            "or restore the backup taken before the upgrade")
-
-
-async def migrate(engine: AsyncEngine) -> int:
-    """Bring the schema up to date; returns the version now in force. Processes starting
-    together (``serve`` and ``worker``) migrate one after the other."""
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-        return await _migrate(engine)
-    # pysqlite reads outside transactions, so two migrators could both see version 0.
-    fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
-        return await _migrate(engine)
-    finally:
-        os.close(fd)
-
-
-async def _migrate(engine: AsyncEngine) -> int:
-    import time
-
-    async with engine.begin() as conn:
-        await conn.run_sync(schema_version.create, checkfirst=True)
-        if engine.dialect.name == "postgresql":  # serialize concurrent migrators
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7134021)"))
-        current = (await conn.execute(sa.select(sa.func.max(schema_version.c.version)))).scalar()
-        current = current or 0
-        if current > len(MIGRATIONS):
-            raise NewerSchema(current, len(MIGRATIONS))
-        for version, step in enumerate(MIGRATIONS, start=1):
-            if version > current:
-                await step(conn)
-                await conn.execute(schema_version.insert().values(
-                    version=version, applied_at=time.time()))
-        return len(MIGRATIONS)

@@ -3,7 +3,8 @@
 ``database`` holds the engines and the one write path; ``deliveries`` the webhooks seen;
 ``jobs`` a job's row; ``leases`` a worker's hold on a job and the transitions that end it;
 ``cancels`` the cancel of a job; ``reports`` the posting of final jobs; ``requests`` the
-conversation around jobs under way. Each part works on its own over the same engines (e.g.
+conversation around jobs under way; ``migrations`` the schema's Alembic revisions, run
+when a store is opened. Each part works on its own over the same engines (e.g.
 ``Leases.open(url)``); ``Store`` is all of them, for the processes that need every part.
 Every change of a job's state follows the table in bot/jobs/states.py.
 """

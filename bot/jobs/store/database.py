@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.jobs.schema import make_engine, make_sync_engine, migrate
+from bot.jobs.schema import make_engine, make_sync_engine
+from bot.jobs.store.migrations import upgrade
 
 log = logging.getLogger("handoff.store")
 T = TypeVar("T")
@@ -99,7 +100,11 @@ class Database:
         disk, and ``checkpoints=False`` leaves the WAL to ``keep_wal_short`` (see
         bot/jobs/schema.py)."""
         engine = make_engine(url)
-        await migrate(engine)
+        try:
+            await upgrade(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         return cls(engine, make_sync_engine(url, durable, checkpoints))
 
     async def close(self) -> None:
