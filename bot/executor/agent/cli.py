@@ -39,7 +39,7 @@ class CliAgent(ExternalAgent):
 
     async def run(self, spec: str, sandbox: Sandbox) -> AgentResult:
         upstreams = Upstreams(origin(self.endpoint.base_url), self.endpoint.key,
-                              self.mcp.remote)
+                              self.mcp.remote, self.mcp.secrets)
         async with JobRelay(upstreams) as relay:
             endpoint = replace(self.endpoint, base_url=relay.endpoint(self.endpoint.base_url),
                                key=relay.token)

@@ -47,6 +47,7 @@ class Upstreams:
     model_origin: str
     model_key: str
     mcp: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)  # redacted from the servers' answers
 
 
 class JobRelay:
@@ -104,15 +105,19 @@ class JobRelay:
             if server is None:
                 return JSONResponse({"error": "no such MCP server"}, 404)
             url, headers = server
-            return await self._forward(request, url, {**kept, **headers})
+            return await self._forward(request, url, {**kept, **headers},
+                                       self.upstreams.secrets)
         key = self.upstreams.model_key
         value = f"Bearer {key}" if header == "authorization" else key
         query = f"?{request.url.query}" if request.url.query else ""
         return await self._forward(request, self.upstreams.model_origin + path + query,
                                    {**kept, header: value})
 
-    async def _forward(self, request: Request, url: str, headers: dict[str, str]) -> Response:
-        """``request`` sent to ``url`` with ``headers``; its answer streamed back."""
+    async def _forward(self, request: Request, url: str, headers: dict[str, str],
+                       redact: list[str] | None = None) -> Response:
+        """``request`` sent to ``url`` with ``headers``; its answer streamed back, line by
+        line without the secrets ``redact`` when there are any (as the built-in agent's MCP
+        answers are: a server that echoes its headers)."""
         assert self._http is not None
         sent = self._http.build_request(request.method, url, headers=headers,
                                         content=await request.body())
@@ -123,7 +128,11 @@ class JobRelay:
                                            f"{urlsplit(url).netloc}: {type(exc).__name__}",
                                            "type": "api_error"}}, 502)
         back = {k: v for k, v in answer.headers.items() if k.lower() not in DROPPED}
-        return StreamingResponse(_raw(answer), status_code=answer.status_code, headers=back,
+        body = _raw(answer)
+        if redact:
+            back.pop("content-encoding", None)
+            body = _redacted(answer, [s.encode() for s in redact if s])
+        return StreamingResponse(body, status_code=answer.status_code, headers=back,
                                  background=BackgroundTask(answer.aclose))
 
 
@@ -131,6 +140,24 @@ async def _raw(answer: httpx.Response) -> AsyncIterator[bytes]:
     """The answer's bytes as they arrive (encoded as it came: its headers say so)."""
     async for chunk in answer.aiter_raw():
         yield chunk
+
+
+async def _redacted(answer: httpx.Response, secrets: list[bytes]) -> AsyncIterator[bytes]:
+    """The answer's decoded bytes, whole lines at a time, with ``secrets`` replaced."""
+
+    def clean(data: bytes) -> bytes:
+        for secret in secrets:
+            data = data.replace(secret, b"[redacted]")
+        return data
+
+    held = b""
+    async for chunk in answer.aiter_bytes():
+        held += chunk
+        lines, newline, held = held.rpartition(b"\n")
+        if newline:
+            yield clean(lines + newline)
+    if held:
+        yield clean(held)
 
 
 def origin(url: str) -> str:
