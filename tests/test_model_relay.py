@@ -58,6 +58,8 @@ async def test_the_relay_adds_the_key_only_for_the_jobs_token() -> None:
                             {"authorization": f"Bearer {MODEL_KEY}"}):
                 refused = await http.post("/chat/completions", headers=headers, json={})
                 assert refused.status_code == 401 and MODEL_KEY not in refused.text
+            other = await http.get("/files", headers={"authorization": f"Bearer {relay.token}"})
+            assert other.status_code == 403  # the model APIs only, not the provider's others
             assert len(model.requests) == asked  # none of them reached the model
         url, token = relay.url, relay.token
     async with httpx.AsyncClient() as http:  # the job is over: the token opens nothing

@@ -14,6 +14,7 @@ its token with it.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -31,6 +32,10 @@ from bot.github.tls import client_context
 from bot.server import base_url, serving
 
 MCP_PATH = "/handoff-mcp/"
+# The model APIs' paths the token may use (both wire formats); the key opens nothing else of
+# the provider's (files, batches, fine-tuning, the account).
+MODEL_PATH = re.compile(r"^(/[^?#]*)?/(messages|chat/completions|completions|responses|models)"
+                        r"(/[^?#]*)?$")
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 # Not passed on either way: hop-by-hop, and what the relay sets itself.
 DROPPED = {"host", "connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
@@ -107,6 +112,9 @@ class JobRelay:
             url, headers = server
             return await self._forward(request, url, {**kept, **headers},
                                        self.upstreams.secrets)
+        if not MODEL_PATH.match(path):
+            return JSONResponse({"error": {"message": "the relay passes the model APIs only",
+                                           "type": "permission_error"}}, 403)
         key = self.upstreams.model_key
         value = f"Bearer {key}" if header == "authorization" else key
         query = f"?{request.url.query}" if request.url.query else ""
