@@ -259,10 +259,20 @@ class ScriptedModel:
             return error
         body = self.requests[-1]
         custom = {t.get("name") for t in body.get("tools") or [] if t.get("type") == "custom"}
+        # A tool in a namespace (Codex's MCP servers): called by its own name, in that
+        # namespace, as the service does; the script names it <namespace>__<tool>.
+        spaced = {f"{t['name']}__{inner.get('name')}": (t["name"], inner.get("name"))
+                  for t in body.get("tools") or [] if t.get("type") == "namespace"
+                  for inner in t.get("tools") or []}
         output: list[dict[str, Any]] = []
         for c in self._calls(turn):
             n = next(self.ids)
-            if c["tool"] in custom:
+            if c["tool"] in spaced:
+                namespace, name = spaced[c["tool"]]
+                output.append({"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}",
+                               "namespace": namespace, "name": name, "status": "completed",
+                               "arguments": json.dumps(c.get("args", {}))})
+            elif c["tool"] in custom:
                 output.append({"type": "custom_tool_call", "id": f"ctc_{n}",
                                "call_id": f"call_{n}", "name": c["tool"],
                                "input": str(c.get("args", {}).get("input", "")),

@@ -1,7 +1,7 @@
 """Each agent CLI preset runs the real CLI (Claude Code, Codex CLI, aider) in the agents image
-against the scripted model server, through the egress allowlist to the model host only, and
-opens a pull request whose cost line is what the CLI reported; its session is in the
-transcript and its key nowhere on GitHub."""
+against the scripted model server, through the job's relay (the model is on this machine's
+loopback, which the sandbox may not reach itself), and opens a pull request whose cost line is
+what the CLI reported; its session is in the transcript and its key nowhere on GitHub."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ async def test_preset_runs_the_real_cli_and_reports_its_cost(tmp_path: Path,
     if reason := image_missing():
         pytest.skip(reason)
     async with stack(tmp_path, SCRIPTS[preset], dashboard_token=SecretStr(ADMIN),
-                     agent=preset, agent_image=AGENTS_IMAGE, egress_allow_private=True,
+                     agent=preset, agent_image=AGENTS_IMAGE, egress_allow_private=False,
                      sandbox_memory_mb=2048, max_wall_seconds=240,
                      **SETTINGS[preset]) as s:
         s.sim.add_repo(REPO, CALC_WITH_TESTS)
@@ -101,7 +101,7 @@ async def test_a_cli_that_fails_ends_the_job_saying_so_on_the_issue(tmp_path: Pa
         pytest.skip(reason)
     # A request the service refuses outright (no retries, unlike a 401 or a 529).
     async with stack(tmp_path, [{"status": 400}], repeat_last=True, agent="claude-code",
-                     agent_image=AGENTS_IMAGE, egress_allow_private=True,
+                     agent_image=AGENTS_IMAGE, egress_allow_private=False,
                      sandbox_memory_mb=2048, max_wall_seconds=240,
                      **SETTINGS["claude-code"]) as s:
         s.sim.add_repo(REPO, CALC_WITH_TESTS)

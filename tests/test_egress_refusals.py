@@ -99,3 +99,35 @@ def test_a_record_from_before_the_kinds_reads_as_not_listed() -> None:
     agent = AgentRun.model_validate({"egress_denied": ["evil.example:443"]})
     assert agent.egress_denied == {"not-listed": ["evil.example:443"]}
     assert "`network.allow`" in _summary(agent)
+
+
+async def test_the_jobs_relay_is_reached_by_its_exact_address_only(tmp_path: Path) -> None:
+    """A ``relay=`` entry (the worker's relay for an agent CLI) opens that loopback address
+    with private addresses not allowed; its name for it, or another port, stays refused."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    proxy = await EgressProxy.create(str(tmp_path / "egress-"))
+    await proxy.set_allow([f"{proxy_server.RELAY}127.0.0.1:{port}"])
+
+    async def get(target: str) -> bytes:
+        reader, writer = await asyncio.open_unix_connection(str(proxy.socket))
+        writer.write(f"GET http://{target}/v1/models HTTP/1.1\r\nHost: {target}\r\n\r\n"
+                     .encode())
+        got = await asyncio.wait_for(reader.read(), 20)
+        writer.close()
+        return got.split(b"\r\n")[0].split(b" ")[1]
+
+    try:
+        answers = [await get(t) for t in (f"127.0.0.1:{port}", f"localhost:{port}",
+                                          f"127.0.0.1:{_closed_port()}")]
+    finally:
+        await proxy.close()
+        listening.close()
+    assert answers == [b"204", b"403", b"403"]

@@ -114,6 +114,17 @@ async def test_responses_custom_tool_and_whole_answer() -> None:
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
 
 
+async def test_responses_call_a_namespaced_tool_by_its_own_name() -> None:
+    body = {"model": "gpt-x", "input": "look it up", "tools": [
+        {"type": "namespace", "name": "mcp__facts", "description": "Tools",
+         "tools": [{"type": "function", "name": "lookup", "parameters": {}}]}]}
+    turn = [{"tool": "mcp__facts__lookup", "args": {"key": "port"}}]
+    resp = await ask("/v1/responses", body, {"authorization": f"Bearer {KEY}"}, turn)
+    item = resp.json()["output"][-1]
+    assert (item["type"], item["namespace"], item["name"]) == \
+        ("function_call", "mcp__facts", "lookup")
+
+
 async def test_chat_stream_chunks_and_usage_when_asked() -> None:
     body = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "hi"}]}
@@ -181,6 +192,7 @@ def test_aider_log_gives_tokens_and_cost_and_its_printed_answer() -> None:
 
 
 def test_each_preset_points_its_cli_at_the_endpoint_and_keeps_the_key_off_its_command() -> None:
+    # (In a job the endpoint is the relay's and the key the job's token: test_model_relay.)
     from bot.executor.agent.presets import Endpoint
 
     end = Endpoint("http://models.internal:8080/v1", "m-1", "sk-secret", 3, 15, 2.5)
@@ -193,6 +205,31 @@ def test_each_preset_points_its_cli_at_the_endpoint_and_keeps_the_key_off_its_co
     assert codex.env(end) == {"OPENAI_API_KEY": "sk-secret"}
     assert "--openai-api-base http://models.internal:8080/v1" in aider.command(end, "/tmp/s")
     assert all("sk-secret" not in p.command(end, "/tmp/spec") for p in PRESETS.values())
+
+
+def test_claude_code_and_codex_get_the_mcp_servers_in_their_own_formats() -> None:
+    from bot.executor.agent.cli_mcp import Given
+    from bot.executor.agent.presets import Endpoint
+
+    config = parse_repo_config("mcp:\n  facts:\n    command: python3\n    args: [f.py]\n"
+                               "    env: {MODE: plain}\n", [])
+    given = Given(config.mcp, {"docs": "http://127.0.0.1:9/handoff-mcp/docs"}, "job-token")
+    end = Endpoint("http://127.0.0.1:9/v1", "m-1", "job-token")
+    claude = PRESETS["claude-code"].command(end, "/tmp/spec", given)
+    written = json.loads(claude.split("printf %s ", 1)[1].split(" > ", 1)[0].strip("'"))
+    assert written == {"mcpServers": {
+        "facts": {"type": "stdio", "command": "python3", "args": ["f.py"],
+                  "env": {"MODE": "plain"}},
+        "docs": {"type": "http", "url": "http://127.0.0.1:9/handoff-mcp/docs",
+                 "headers": {"Authorization": "Bearer job-token"}}}}
+    assert "--mcp-config /tmp/handoff-mcp.json" in claude and "--strict-mcp-config" in claude
+    codex = PRESETS["codex"].command(end, "/tmp/spec", given)
+    for override in ['mcp_servers.facts.command="python3"', 'mcp_servers.facts.args=["f.py"]',
+                     'mcp_servers.facts.env.MODE="plain"',
+                     'mcp_servers.docs.url="http://127.0.0.1:9/handoff-mcp/docs"',
+                     'mcp_servers.docs.bearer_token_env_var="OPENAI_API_KEY"']:
+        assert f"-c '{override}'" in codex, (override, codex)
+    assert "mcp" not in PRESETS["aider"].command(end, "/tmp/spec", given)
 
 
 def test_a_repository_picks_a_preset_and_gets_the_agents_image(tmp_path: Path) -> None:

@@ -1,14 +1,16 @@
-"""What the built-in agent gets beside its spec: the repository's MCP servers' tools (local
-ones in the job's sandbox, remote ones through the allowlist) and the issue's images; the PR
-lists both under the inputs the agent saw."""
+"""What the agent gets beside its spec: the repository's MCP servers' tools (local ones in the
+job's sandbox, remote ones through the allowlist; an agent CLI gets them in its own
+configuration) and the issue's images; the PR lists both under the inputs the agent saw."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bot.config import Settings
+from bot.executor.agent.cli_mcp import CliServers, for_cli
 from bot.executor.agent.mcp import McpTools, connect
-from bot.executor.agent.mcp.secrets import stored_secrets
+from bot.executor.agent.mcp.secrets import SecretLookup, stored_secrets
+from bot.executor.agent.presets import preset_for
 from bot.executor.images import Caps, fetch_all, size
 from bot.executor.run import Run
 from bot.executor.sandbox import Sandbox
@@ -25,22 +27,36 @@ def saw(run: Run, p: Prepared, lines: list[str]) -> None:
 
 
 async def mcp_tools(run: Run, p: Prepared, box: Sandbox, settings: Settings
-                    ) -> McpTools | None:
-    """The tools of ``.github/handoff.yml``'s ``mcp:`` servers for the built-in agent; None
-    when there are none (or an agent CLI runs, which gets none yet: the PR says so)."""
+                    ) -> McpTools | CliServers | None:
+    """The tools of ``.github/handoff.yml``'s ``mcp:`` servers for the built-in agent, or the
+    servers for a CLI preset that takes them; None when there are none, or the agent takes
+    none (the PR says so)."""
     servers = p.config.mcp
     if not servers:
         return None
-    if settings.agent_command:
-        saw(run, p, [wording.MCP_NOT_FOR_CLI])
+    preset = preset_for(p.config.agent, settings.agent)
+    if settings.agent_command or (preset and not preset.takes_mcp):
+        agent = preset.title if preset and not settings.agent_command else \
+            "the configured agent command"
+        saw(run, p, [wording.MCP_NOT_FOR_CLI.format(agent=agent)])
         return None
-    found = await connect(servers, box, [*settings.egress_allow, *p.config.network.allow],
-                          settings.egress_allow_private, stored_secrets(
-                              run.store.engine, settings.secrets_key.get_secret_value()
-                              if settings.secrets_key else None, run.job.installation_id,
-                              run.job.repo))
+    allow = [*settings.egress_allow, *p.config.network.allow]
+    found: McpTools | CliServers
+    if preset:
+        found = await for_cli(servers, preset.title, allow, settings.egress_allow_private,
+                              secrets_for(run, settings))
+    else:
+        found = await connect(servers, box, allow, settings.egress_allow_private,
+                              secrets_for(run, settings))
     saw(run, p, found.seen + [f"{item} (left out)" for item in found.left_out])
     return found
+
+
+def secrets_for(run: Run, settings: Settings) -> SecretLookup:
+    """The job's secrets by name (the store, else the worker's environment)."""
+    return stored_secrets(run.store.engine, settings.secrets_key.get_secret_value()
+                          if settings.secrets_key else None, run.job.installation_id,
+                          run.job.repo)
 
 
 async def images(run: Run, p: Prepared, settings: Settings

@@ -8,6 +8,7 @@ from typing import Any
 from bot.config import Settings
 from bot.executor import ci, discussion, resume
 from bot.executor.agent.cli import CliAgent
+from bot.executor.agent.cli_mcp import CliServers
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import Agent
 from bot.executor.agent.mcp import McpTools
@@ -108,8 +109,8 @@ async def conversation(run: Run, p: Prepared) -> dict[str, Any]:
 
 
 def make_agent(run: Run, p: Prepared, settings: Settings, dollars_left: float | None,
-               extra: McpTools | None = None, images: list[dict[str, Any]] | None = None
-               ) -> Agent | ExternalAgent:
+               extra: McpTools | CliServers | None = None,
+               images: list[dict[str, Any]] | None = None) -> Agent | ExternalAgent:
     """The built-in agent (or the configured CLI), with the job's budget and transcript, its
     MCP servers' tools (``extra``) and the issue's images for its first request."""
     s, b = settings, p.config.budget
@@ -124,14 +125,19 @@ def make_agent(run: Run, p: Prepared, settings: Settings, dollars_left: float | 
     key = s.model_api_key.get_secret_value() if s.model_api_key else None
     transcript = Transcript.of_job(s.data_dir, run.job.id,
                                    secrets=(key or "", *(extra.secrets if extra else ())))
-    if extra is not None:
+    if isinstance(extra, McpTools):
         transcript.write("mcp", tools=sorted(extra.tools), left_out=extra.left_out)
+    elif extra is not None:
+        transcript.write("mcp", servers=sorted([*extra.local, *extra.remote]),
+                         left_out=extra.left_out)
     run.record.agent.transcript, run.record.agent.model = str(transcript.path), model_name
     if s.agent_command:
         return ExternalAgent(s.agent_command, s.agent_env, budget, transcript)
     if preset := preset_for(p.config.agent, s.agent):
         return CliAgent(preset, Endpoint(s.model_base_url, model_name, key or "", price_in,
-                                         price_out, budget.max_cost_usd), budget, transcript)
+                                         price_out, budget.max_cost_usd), budget, transcript,
+                        list(p.config.network.agent),
+                        extra if isinstance(extra, CliServers) else None)
     model = make_model(s.model_provider, s.model_base_url, model_name, key, s.model_timeout)
 
     async def progress(spend: Spend) -> None:
@@ -145,7 +151,8 @@ def make_agent(run: Run, p: Prepared, settings: Settings, dollars_left: float | 
 
     return Agent(model, budget, transcript, s.command_timeout, progress,
                  keep_observations=s.keep_observations, checkpoint=checkpoint,
-                 before_finish=lambda: added_files(p), extra=extra, images=images)
+                 before_finish=lambda: added_files(p),
+                 extra=extra if isinstance(extra, McpTools) else None, images=images)
 
 
 async def added_files(p: Prepared) -> str:

@@ -84,7 +84,8 @@ SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 class McpServer(BaseModel):
     """One MCP server: a local one (``command``), run inside the sandbox, or a remote one
-    (``url``, streamable HTTP), reached from the worker if its host is on the allowlist."""
+    (``url``, streamable HTTP), reached from the worker if its host is on the allowlist (an
+    agent CLI reaches it through the job's relay on the worker)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -144,8 +145,9 @@ class RepoConfig(BaseModel):
     network: RepoNetwork = Field(default_factory=RepoNetwork)
     ci: RepoCI = Field(default_factory=RepoCI)
     mcp: dict[Annotated[str, StringConstraints(pattern=SERVER_NAME)], McpServer] = Field(
-        default_factory=dict, description="MCP servers whose tools the built-in agent gets "
-        "beside its own, as mcp__<server>__<tool>.", max_length=8)
+        default_factory=dict, description="MCP servers whose tools the agent gets beside its "
+        "own, as mcp__<server>__<tool> (the built-in agent, Claude Code, Codex CLI; not aider).",
+        max_length=8)
 
     @model_validator(mode="after")
     def _one_setup(self) -> RepoConfig:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from bot.config import Settings
 from bot.executor import resume
+from bot.executor.agent.cli import CliAgent
 from bot.executor.agent.external import ExternalAgent
 from bot.executor.agent.loop import AgentResult
 from bot.executor.agent_inputs import images, mcp_tools
@@ -62,7 +63,9 @@ async def run_agent(run: Run, p: Prepared, box: Sandbox, spec: str, settings: Se
                        pictures)
     spec = f"{spec}\n{note}\n" if note else spec
     hosts = list(p.config.network.agent)  # the repository's opt-in, else no network
-    if isinstance(agent, ExternalAgent):  # it calls its model itself: that host too
+    # An agent command calls its model itself: that host too (a CLI preset's goes through
+    # the job's relay, which it allows itself).
+    if isinstance(agent, ExternalAgent) and not isinstance(agent, CliAgent):
         url = urlsplit(settings.model_base_url)
         hosts.append(f"{url.hostname}:{url.port}" if url.port else str(url.hostname))
     if hosts:

@@ -95,8 +95,8 @@ WHY_BASELINE = "the tests could not run on the base commit ({line})"
 
 # What the agent got beside its spec (the PR's "Inputs the agent saw"), and the notes the
 # model reads where it cannot see the images.
-MCP_NOT_FOR_CLI = ("MCP servers left out: they are given to the built-in agent only, not to an "
-                   "agent CLI")
+MCP_NOT_FOR_CLI = ("MCP servers left out: {agent} takes no MCP servers (the built-in agent, "
+                   "Claude Code and Codex CLI get them)")
 IMAGES_FOR_CLI = "{count} image{s}: alt text only (an agent CLI gets the spec only)"
 IMAGES_TEXT_ONLY = "{count} image{s}: alt text only (the model {model} takes no images)"
 IMAGE_SEEN = "image {number} from {source} ({media_type}, {size})"

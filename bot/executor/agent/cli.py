@@ -1,18 +1,23 @@
 """An agent CLI run from its preset: the spec in, the CLI's whole session into the transcript,
-and its spend as the CLI reported it."""
+and its spend as the CLI reported it. The CLI reaches its model and remote MCP servers through
+the job's relay (``relay.py``): the sandbox holds the job's token, never a key or secret."""
 
 from __future__ import annotations
 
 import base64
 import time
+from dataclasses import replace
 
 from bot import metrics
+from bot.executor.agent.cli_mcp import CliServers, Given
 from bot.executor.agent.external import SPEC_FILE, ExternalAgent
 from bot.executor.agent.loop import AgentResult
 from bot.executor.agent.presets import SESSION_FILE, Endpoint, Preset, Tally
+from bot.executor.agent.relay import JobRelay, Upstreams, origin
 from bot.executor.agent.tools import clip
 from bot.executor.agent.transcript import Transcript
 from bot.executor.sandbox import Sandbox
+from bot.executor.sandbox.proxy_server import RELAY
 from bot.jobs.spend import Budget, Spend
 
 CHUNK = 45_000  # bytes read back per command: base64 of it stays under the output cap
@@ -22,16 +27,34 @@ NOT_INSTALLED = ("{title} is not installed in the job's sandbox image (`{program
 
 
 class CliAgent(ExternalAgent):
-    """Runs ``preset``'s CLI in the sandbox under the job's wall-time budget."""
+    """Runs ``preset``'s CLI in the sandbox under the job's wall-time budget, with the
+    repository's MCP servers ``mcp``; the sandbox may reach ``hosts`` and the job's relay."""
 
     def __init__(self, preset: Preset, endpoint: Endpoint, budget: Budget,
-                 transcript: Transcript) -> None:
+                 transcript: Transcript, hosts: list[str] | None = None,
+                 mcp: CliServers | None = None) -> None:
         super().__init__(preset.command(endpoint, SPEC_FILE), [], budget, transcript)
         self.preset, self.endpoint = preset, endpoint
+        self.hosts, self.mcp = list(hosts or []), mcp or CliServers()
 
     async def run(self, spec: str, sandbox: Sandbox) -> AgentResult:
-        env, started = self.preset.env(self.endpoint), time.monotonic()
-        self.transcript.write("external", preset=self.preset.name, command=self.command,
+        upstreams = Upstreams(origin(self.endpoint.base_url), self.endpoint.key,
+                              self.mcp.remote, self.mcp.secrets)
+        async with JobRelay(upstreams) as relay:
+            endpoint = replace(self.endpoint, base_url=relay.endpoint(self.endpoint.base_url),
+                               key=relay.token)
+            given = Given(self.mcp.local, {n: relay.mcp_url(n) for n in self.mcp.remote},
+                          relay.token)
+            self.command = self.preset.command(endpoint, SPEC_FILE, given)
+            await sandbox.set_egress([*self.hosts, RELAY + relay.address])
+            return await self.session(spec, sandbox, endpoint, relay.token)
+
+    async def session(self, spec: str, sandbox: Sandbox, endpoint: Endpoint, token: str
+                      ) -> AgentResult:
+        """The CLI's run at ``endpoint``; ``token`` is shown nowhere."""
+        env, started = self.preset.env(endpoint), time.monotonic()
+        self.transcript.write("external", preset=self.preset.name,
+                              command=self.command.replace(token, "[job token]"),
                               env=sorted(env))
         result = await sandbox.exec(
             f"rm -f {SESSION_FILE}; cat > {SPEC_FILE} && {{ {self.command}\n}} < /dev/null",

@@ -2,6 +2,10 @@
 person, in the sandbox image of the ``agents`` flavour, pointed at the configured model
 endpoint, and how its own report of tokens and dollars is read.
 
+The CLI reaches its model through the job's relay (``relay.py``): the endpoint's ``key`` is
+the job's token, never the model's key. The repository's MCP servers are given in each CLI's
+own configuration (``cli_mcp.py``); aider takes none.
+
 A preset's command writes the CLI's session (its JSON events) to ``SESSION_FILE``; the agent
 reads that file back whole into the transcript and tallies the spend from it.
 """
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.config import Settings
+from bot.executor.agent.cli_mcp import MCP_CONFIG, NONE, Given, claude_config, codex_overrides
 
 SESSION_FILE = "/tmp/handoff-session.jsonl"
 AIDER_METADATA = "/tmp/handoff-aider-models.json"
@@ -26,8 +31,8 @@ QUIET = {"DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_RE
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where the CLI's model is: the configured base URL, model, key and prices (dollars per
-    million input and output tokens)."""
+    """Where the CLI's model is: the base URL, model, key (the relay's and the job's token,
+    in the sandbox) and prices (dollars per million input and output tokens)."""
 
     base_url: str
     model: str
@@ -56,9 +61,11 @@ class Preset(Protocol):
     name: str  # as `agent:` names it
     title: str  # as people know it
     program: str  # the command it installs
+    takes_mcp: bool  # whether it can be given MCP servers
 
-    def command(self, endpoint: Endpoint, spec_file: str) -> str:
-        """The shell command: runs the CLI on the spec, its events into SESSION_FILE."""
+    def command(self, endpoint: Endpoint, spec_file: str, mcp: Given = NONE) -> str:
+        """The shell command: runs the CLI on the spec (with the MCP servers ``mcp``), its
+        events into SESSION_FILE."""
         ...
 
     def env(self, endpoint: Endpoint) -> dict[str, str]:
@@ -91,13 +98,18 @@ class ClaudeCode:
     """Claude Code: ``claude -p`` with stream-json events; Anthropic's Messages API at
     ANTHROPIC_BASE_URL; its result event carries the usage and ``total_cost_usd``."""
 
-    name, title, program = "claude-code", "Claude Code", "claude"
+    name, title, program, takes_mcp = "claude-code", "Claude Code", "claude", True
 
-    def command(self, endpoint: Endpoint, spec_file: str) -> str:
+    def command(self, endpoint: Endpoint, spec_file: str, mcp: Given = NONE) -> str:
         budget = f" --max-budget-usd {endpoint.max_cost_usd:g}" if endpoint.max_cost_usd else ""
-        return (f"claude -p --output-format stream-json --verbose "
-                f"--dangerously-skip-permissions --model {shlex.quote(endpoint.model)}{budget} "
-                f"< {spec_file} > {SESSION_FILE}")
+        # Only the servers given here: none a repository's own .mcp.json names.
+        servers, write = " --strict-mcp-config", ""
+        if mcp:
+            servers += f" --mcp-config {MCP_CONFIG}"
+            write = f"printf %s {shlex.quote(json.dumps(claude_config(mcp)))} > {MCP_CONFIG} && "
+        return (f"{write}claude -p --output-format stream-json --verbose "
+                f"--dangerously-skip-permissions --model {shlex.quote(endpoint.model)}{budget}"
+                f"{servers} < {spec_file} > {SESSION_FILE}")
 
     def env(self, endpoint: Endpoint) -> dict[str, str]:
         base = endpoint.base_url.rstrip("/").removesuffix("/v1")  # the client adds /v1/...
@@ -132,16 +144,17 @@ class Codex:
     config (base URL and the variable that holds the key); its turn.completed events carry the
     usage, priced here at the configured prices (Codex reports no dollars)."""
 
-    name, title, program = "codex", "Codex CLI", "codex"
+    name, title, program, takes_mcp = "codex", "Codex CLI", "codex", True
 
-    def command(self, endpoint: Endpoint, spec_file: str) -> str:
+    def command(self, endpoint: Endpoint, spec_file: str, mcp: Given = NONE) -> str:
         provider = {"name": "handoff", "base_url": endpoint.base_url.rstrip("/"),
                     "env_key": "OPENAI_API_KEY", "wire_api": "responses"}
         # No analytics, and no plugin sync (it fetches from github.com and chatgpt.com).
         overrides = ["model_provider=handoff", "analytics.enabled=false",
                      "features.plugins=false",
                      *(f"model_providers.handoff.{k}={json.dumps(v)}"
-                       for k, v in provider.items())]
+                       for k, v in provider.items()),
+                     *codex_overrides(mcp, "OPENAI_API_KEY")]
         flags = " ".join(f"-c {shlex.quote(o)}" for o in overrides)
         return (f"codex exec --json --dangerously-bypass-approvals-and-sandbox "
                 f"--skip-git-repo-check -m {shlex.quote(endpoint.model)} {flags} - "
@@ -178,10 +191,10 @@ class Aider:
     log (``--analytics-log``, nothing sent) has each message's tokens and cost, priced from
     the configured prices through ``--model-metadata-file``."""
 
-    name, title, program = "aider", "aider", "aider"
+    name, title, program, takes_mcp = "aider", "aider", "aider", False
     TOKENS = re.compile(r"^Tokens: .*$", re.M)
 
-    def command(self, endpoint: Endpoint, spec_file: str) -> str:
+    def command(self, endpoint: Endpoint, spec_file: str, mcp: Given = NONE) -> str:
         model = f"openai/{endpoint.model}"
         metadata = {model: {"input_cost_per_token": endpoint.price_in / 1e6,
                             "output_cost_per_token": endpoint.price_out / 1e6,

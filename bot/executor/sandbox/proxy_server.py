@@ -12,6 +12,8 @@ What it allows, per connection, one request only (pipelined bytes after it are n
 - an absolute-URI ``http://host/...`` request to a listed host, whose ``Host:`` header, if
   any, names that same host; upstream gets ``Host`` and ``Connection: close`` set by us.
 Addresses are resolved and checked here: only globally routable ones, unless told otherwise.
+An entry ``relay=ADDRESS:PORT`` is the worker's own relay for this job (a CLI's model and MCP
+servers, ``agent/relay.py``): that address exactly, connected to directly, loopback allowed.
 With an ``upstream`` proxy (``http://[user:password@]host:port``, the operator's), a listed
 host is reached through it instead, with ``CONNECT`` for both kinds of request: the allowlist,
 the SNI and the Host header are still checked here, the name is resolved by the upstream proxy.
@@ -68,6 +70,7 @@ DNS = "dns"  # listed, but its name does not resolve
 UNREACHABLE = "unreachable"  # listed and resolved, but the connection failed
 MISMATCH = "mismatch"  # the Host header or the TLS SNI names another host than asked for
 KINDS = (NOT_LISTED, NON_PUBLIC, DNS, UNREACHABLE, MISMATCH)
+RELAY = "relay="  # an allow entry naming the worker's relay (see the module's docstring)
 
 
 class Refused(Exception):
@@ -320,24 +323,30 @@ class Proxy:
     async def target(self, host: str, port: int) -> tuple[asyncio.StreamReader,
                                                           asyncio.StreamWriter]:
         """An upstream connection to a listed host at an address checked here."""
+        if RELAY + label(host, port) in self.allow:  # the worker's relay: straight there
+            return await self.connect(host, host, port)
         if not host_allowed(self.allow, host, port):
             raise Refused(403, host, port, f"{label(host, port)} is not on the egress allowlist",
                           NOT_LISTED)
         if self.upstream:
             upstream = await self.through_upstream(host, port)
         else:
-            address = await self.resolve(host, port)
-            try:
-                upstream = await asyncio.wait_for(asyncio.open_connection(address, port),
-                                                  CONNECT_TIMEOUT)
-            except (OSError, TimeoutError) as exc:
-                raise Refused(502, host, port, f"could not connect to {label(host, port)}: "
-                              f"{exc or 'timed out'}", UNREACHABLE) from None
+            upstream = await self.connect(host, await self.resolve(host, port), port)
         name = label(host, port)
         if name not in self.allowed and len(self.allowed) < MAX_ALLOWED:
             self.allowed.add(name)
             self.emit({"allowed": name})
         return upstream
+
+    async def connect(self, host: str, address: str, port: int
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A direct connection to ``address`` (``host``'s); Refused when it fails."""
+        try:
+            return await asyncio.wait_for(asyncio.open_connection(address, port),
+                                          CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise Refused(502, host, port, f"could not connect to {label(host, port)}: "
+                          f"{exc or 'timed out'}", UNREACHABLE) from None
 
     async def through_upstream(self, host: str, port: int) -> tuple[asyncio.StreamReader,
                                                                     asyncio.StreamWriter]:

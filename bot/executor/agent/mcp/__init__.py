@@ -108,18 +108,10 @@ async def connect(servers: dict[str, McpServer], sandbox: Sandbox, allow: list[s
         if config.command is not None:
             server = LocalServer(name, config, sandbox)
         else:
-            assert config.url is not None
-            values = {n: await secret(n) for n in config.secrets}
-            if missing := sorted(n for n, v in values.items() if v is None):
-                found.left_out.append(f"MCP server `{name}`: the secret "
-                                      f"{', '.join(missing)} is not set")
+            headers = await remote_headers(name, config, found, allow, allow_private, secret)
+            if headers is None:
                 continue
-            if why := await reachable(config.url, allow, allow_private):
-                found.left_out.append(f"MCP server `{name}`: {inline(why)}")
-                continue
-            found.secrets += [v for v in values.values() if v]
-            server = RemoteServer(name, config, fill_headers(config, {
-                n: v for n, v in values.items() if v is not None}))
+            server = RemoteServer(name, config, headers)
         try:
             listed, cut = await list_tools(server)
         except (ServerError, ValidationError) as exc:
@@ -131,6 +123,23 @@ async def connect(servers: dict[str, McpServer], sandbox: Sandbox, allow: list[s
             found.left_out.append(f"MCP server `{name}`: {cut} more tools (its list is longer "
                                   "than the sandbox passes)")
     return found
+
+
+async def remote_headers(name: str, config: McpServer, found: McpTools, allow: list[str],
+                         allow_private: bool, secret: SecretLookup) -> dict[str, str] | None:
+    """A remote server's headers, its secrets filled in (and added to ``found.secrets``);
+    None, with the reason in ``found.left_out``, when a secret is not set or its host may not
+    be reached."""
+    assert config.url is not None
+    values = {n: await secret(n) for n in config.secrets}
+    if missing := sorted(n for n, v in values.items() if v is None):
+        found.left_out.append(f"MCP server `{name}`: the secret {', '.join(missing)} is not set")
+        return None
+    if why := await reachable(config.url, allow, allow_private):
+        found.left_out.append(f"MCP server `{name}`: {inline(why)}")
+        return None
+    found.secrets += [v for v in values.values() if v]
+    return fill_headers(config, {n: v for n, v in values.items() if v is not None})
 
 
 async def list_tools(server: Server) -> tuple[list[Any], int]:
