@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from bot.executor import testparts
 from bot.executor.gitops import Checkout
 from bot.executor.sandbox import CommandResult, Sandbox
 from bot.jobs.testreport import TestReport
@@ -63,11 +64,14 @@ async def discover(co: Checkout, rev: str, configured: str | None) -> TestComman
     async def read(path: str) -> str:
         return (await co.read_blob(rev, path) if path in names else None) or ""
 
+    from bot.executor.monorepos import in_parts  # it builds on this module
+
     hints = await _workflow_hints(co, rev, names)
-    found = discover_from(names, {n: await read(n) for n in names if n in INTERESTING}, hints)
+    files = {n: await read(n) for n in names if n in INTERESTING}
+    found = discover_from(names, files, hints)
     if found is None and (packages := await _package_folders(co, rev, names)):
         found = monorepo_command(packages)
-    return found
+    return await in_parts(co, rev, names, files, hints, found)
 
 
 MONOREPO_ROOTS = ("packages", "libs", "projects", "python")
@@ -332,9 +336,21 @@ def instrumented(command: str, path: str) -> tuple[str, dict[str, str]]:
 
 
 async def run_tests(sandbox: Sandbox, command: str, phase: str) -> TestReport:
-    """Run the test command in the sandbox and read what came of it."""
+    """Run the test command in the sandbox and read what came of it (a command in parts,
+    one per folder, part by part: ``testparts``)."""
+    if parts := testparts.split(command):
+        return testparts.combine(command, [(part, await _run_one(sandbox, part.command, phase,
+                                                                 part.directory))
+                                           for part in parts])
+    return await _run_one(sandbox, command, phase)
+
+
+async def _run_one(sandbox: Sandbox, command: str, phase: str, directory: str = ""
+                   ) -> TestReport:
     path = f"/tmp/handoff-report-{phase}-{secrets.token_hex(8)}"
     argv, env = instrumented(command, path)
+    if directory:
+        argv = f"cd {shlex.quote(directory)} && {{ {argv}\n}}"
     result = await sandbox.exec(argv, env=env or None)
     machine = await _read_sandbox_file(sandbox, path) if (argv != command or env) else None
     return interpret(command, result, machine)
