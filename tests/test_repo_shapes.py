@@ -26,6 +26,9 @@ REPO = "acme/shape"
 UNITTEST = "python3 -m unittest discover -s tests -t ."
 MONOREPO = (f"PYTHONPATH=libs/core/src:libs/text {PYTEST} --import-mode=importlib "
             "libs/core/tests libs/text/tests")
+NPM_WORKSPACES = "(cd packages/objects && npm test); (cd packages/strings && npm test)"
+GO_WORKSPACE = f"(cd ansi && {GO_TEST_ALL}); (cd wrap && {GO_TEST_ALL})"
+GO_MULTIMODULE = f"{GO_TEST_ALL}; (cd cli && {GO_TEST_ALL})"
 
 pytestmark = pytest.mark.podman
 
@@ -82,6 +85,29 @@ SHAPE_LIST = [
           ("libs/core/src/acme_core/__init__.py", "max(low, min(value, high))",
            "max(low, value)"),
           ["libs.core.tests.test_core.test_clamp_above"]),
+    # The same test name in two workspaces stays two tests, each named by its folder.
+    Shape("npm-workspaces", NPM_WORKSPACES, "npm test --workspaces --if-present", (6, 1),
+          ("packages/strings/src/index.js", "text.slice(0, max)", "text.slice(0, max - 1)"),
+          ["packages/strings > truncate counts the ellipsis"],
+          ("packages/objects/src/index.js",
+           "if (Object.prototype.hasOwnProperty.call(obj, key)) out[key]", "out[key]"),
+          ["packages/objects > handles empty input"]),
+    Shape("go-workspace", GO_WORKSPACE,
+          "for m in ansi wrap; do (cd $m && go test -v ./...); done", (5, 1),
+          ("ansi/ansi.go", "return len(Strip(s))", "return len([]rune(Strip(s)))"),
+          ["example.com/x/ansi.TestWidth"],
+          ("wrap/wrap.go", '\t\tif line != "" {\n\t\t\tline += " "',
+           '\t\tif line == "" {\n\t\t\tline += " "'),
+          ["example.com/x/wrap.TestWords", "example.com/x/wrap.TestLongWord"]),
+    # A fix in the root module shows in the nested module's tests (it replaces the root ../).
+    Shape("go-multimodule", GO_MULTIMODULE, "go test -v ./...; (cd cli && go test -v ./...)",
+          (4, 1),
+          ("semver/semver.go", 'parts := strings.Split(strings.TrimPrefix(v, "v"), ".")',
+           'core := strings.SplitN(strings.TrimPrefix(v, "v"), "-", 2)[0]\n'
+           '\tparts := strings.Split(core, ".")'),
+          ["example.com/tools/cli/cmd.TestLatestPrerelease"],
+          ("semver/semver.go", "if d[0] < d[1] {", "if d[0] > d[1] {"),
+          ["example.com/tools/semver.TestCompare", "example.com/tools/cli/cmd.TestLatest"]),
 ]
 
 
@@ -109,12 +135,12 @@ def direct_counts(shape: Shape, tmp: Path) -> tuple[int, int]:
          "-w", "/workspace", "-e", "HOME=/tmp", "-e", "PYTHONDONTWRITEBYTECODE=1", IMAGE,
          "sh", "-c", shape.direct], capture_output=True, text=True, timeout=300)
     out = run.stdout
-    if shape.direct.startswith("go test -v"):
+    if "go test -v" in shape.direct:
         return len(re.findall(r"^\s*--- PASS", out, re.M)), \
             len(re.findall(r"^\s*--- FAIL", out, re.M))
-    if shape.direct == "npm test":
-        return int(re.search(r"^# pass (\d+)", out, re.M).group(1)), \
-            int(re.search(r"^# fail (\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    if shape.direct.startswith("npm test"):  # a summary per workspace
+        return sum(int(n) for n in re.findall(r"^# pass (\d+)", out, re.M)), \
+            sum(int(n) for n in re.findall(r"^# fail (\d+)", out, re.M))
     if "unittest" in shape.direct:
         ran = int(re.search(r"^Ran (\d+) test", run.stderr, re.M).group(1))  # type: ignore
         failed = int(m.group(1)) if (m := re.search(r"failures=(\d+)", run.stderr)) else 0
