@@ -166,3 +166,14 @@ def test_go_tests_keep_their_package_names() -> None:
 @pytest.mark.parametrize("command", [NPM_WORKSPACES, GO_MULTIMODULE])
 def test_the_shown_command_is_one_a_shell_runs(command: str) -> None:
     assert subprocess.run(["sh", "-n", "-c", command]).returncode == 0
+
+
+def test_one_npm_run_over_every_workspace_is_counted_from_all_its_summaries() -> None:
+    """``npm test --workspaces`` run as one command (a `test_command` set so): node's TAP file
+    holds only the last workspace's run, so the summaries on the output count instead."""
+    out = SHAPES.parent / "runner-output"
+    report = interpret("npm test --workspaces --if-present",
+                       CommandResult(1, (out / "npm-workspaces-node-18.txt").read_text(), ""),
+                       (out / "npm-workspaces-node-18-last.tap").read_text())
+    assert report.counts == {"passed": 3, "failed": 1, "errors": 0, "skipped": 0}
+    assert report.failing == ["fails in a"] and report.complete and not report.outcomes

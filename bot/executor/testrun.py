@@ -393,6 +393,8 @@ def interpret(command: str, result: CommandResult, machine: str | None = None) -
     """A report from a finished run: the runner's machine-readable report when there is one
     (JUnit XML, ``go test -json`` events), else the summary lines of its output."""
     structured = parse_report(machine) if machine else None
+    if structured and _one_run_of_several(structured, result.stdout):
+        structured = None  # the file holds the last run only: the summaries count them all
     output = result.stdout + "\n" + result.stderr + ("\n" + structured[2] if structured else "")
     tail = last_line(output)
     if result.timed_out:
@@ -471,6 +473,16 @@ def _first_error(output: str) -> str:
     found = [m.group(0).strip() for m in ERROR_LINE.finditer(output)]
     cause = next((line for line in found if "usage:" not in line), found[0] if found else "")
     return cause[:200]
+
+
+def _one_run_of_several(structured: tuple[dict[str, int], dict[str, str], str, str],
+                        stdout: str) -> bool:
+    """Whether node's TAP file holds one of several runs (``npm test --workspaces``: each
+    workspace's run writes the same file anew), seen from the summaries on its output."""
+    if structured[3] != "node --test":
+        return False
+    shown = sum(int(n) for k, n in NODE_COUNT.findall(stdout) if k == "tests")
+    return shown > sum(structured[0].values())
 
 
 def _summary_seen(output: str) -> bool:
@@ -700,7 +712,9 @@ def parse_output(output: str) -> tuple[str, dict[str, int], list[str]] | None:
         counts = {"passed": len(set(GO_PASS.findall(output))), "failed": len(failing),
                   "errors": 0, "skipped": len(set(GO_SKIP.findall(output)))}
         return "go test", counts, failing
-    node = dict((k, int(v)) for k, v in NODE_COUNT.findall(output))
+    node: dict[str, int] = {}
+    for key, value in NODE_COUNT.findall(output):  # a summary per run (npm workspaces)
+        node[key] = node.get(key, 0) + int(value)
     if "tests" in node and "pass" in node:
         counts = {"passed": node["pass"], "failed": node.get("fail", 0) +
                   node.get("cancelled", 0), "errors": 0,
