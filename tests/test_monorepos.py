@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from bot.executor.gitops import Checkout
-from bot.executor.monorepos import go_work_uses, workspace_folders, workspace_patterns
+from bot.executor.monorepos import (
+    go_work_uses,
+    hands_over,
+    workspace_folders,
+    workspace_patterns,
+)
 from bot.executor.sandbox import CommandResult
 from bot.executor.testparts import Part, combine, joined, split
 from bot.executor.testrun import GO_TEST_ALL, discover, interpret
@@ -177,3 +182,13 @@ def test_one_npm_run_over_every_workspace_is_counted_from_all_its_summaries() ->
                        (out / "npm-workspaces-node-18-last.tap").read_text())
     assert report.counts == {"passed": 3, "failed": 1, "errors": 0, "skipped": 0}
     assert report.failing == ["fails in a"] and report.complete and not report.outcomes
+
+
+@pytest.mark.parametrize("script,delegates", [
+    ("npm test --workspaces --if-present", True), ("npm run test -ws", True),
+    ("yarn workspaces foreach -A run test", True), ("yarn workspaces run test", True),
+    ("lerna run test", True), ("npm test --workspaces && npm run e2e", False),
+    ("node --test", False), ("npm run lint", False)])
+def test_a_root_script_hands_over_only_when_it_runs_the_workspaces_alone(
+        script: str, delegates: bool) -> None:
+    assert hands_over(script) == delegates

@@ -16,6 +16,7 @@ from bot.executor.gitops import Checkout
 from bot.executor.testparts import Part
 from bot.executor.testrun import (
     GO_TEST_ALL,
+    SHELL_OPERATORS,
     TestCommand,
     _npm_test_script,
     _reporter_args,
@@ -25,7 +26,8 @@ from bot.reporter.markdown import code
 
 MAX_FOLDERS = 50
 # A root `test` script that only hands over to the workspaces' own.
-DELEGATES = re.compile(r"^(npm|pnpm|yarn)( run)? test\b.*(\s--workspaces\b|\s-ws\b)")
+DELEGATES = re.compile(r"(npm|yarn)( run)? test\b.*\s(--workspaces|-ws)\b.*|yarn workspaces "
+                       r"(foreach\s+(-\S+\s+)*)?run test\b.*|lerna run test\b.*")
 GO_SKIPPED = re.compile(r"(^|/)(vendor|testdata|node_modules|[._][^/]*)/")  # what ./... skips
 
 
@@ -60,6 +62,11 @@ async def in_parts(co: Checkout, rev: str, names: set[str], files: dict[str, str
 async def _tree(co: Checkout, rev: str) -> list[str]:
     listing = await co.git("ls-tree", "-r", "-z", "--name-only", rev)
     return [p for p in listing.split("\0") if p]
+
+
+def hands_over(script: str) -> bool:
+    """Whether a root ``test`` script only runs the workspaces' own ``test`` scripts."""
+    return bool(DELEGATES.fullmatch(script)) and not SHELL_OPERATORS.search(script)
 
 
 def workspace_patterns(package_json: str) -> list[str]:
@@ -102,7 +109,7 @@ async def _npm(co: Checkout, rev: str, tree: list[str], files: dict[str, str]
     root = files.get("package.json", "")
     patterns = workspace_patterns(root)
     script = _npm_test_script(root)
-    if not patterns or (script and not DELEGATES.match(script)):
+    if not patterns or (script and not hands_over(script)):
         return None
     tool = "yarn" if "yarn.lock" in tree else "npm"
     parts, without = [], []

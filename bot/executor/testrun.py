@@ -338,11 +338,14 @@ def instrumented(command: str, path: str) -> tuple[str, dict[str, str]]:
 async def run_tests(sandbox: Sandbox, command: str, phase: str) -> TestReport:
     """Run the test command in the sandbox and read what came of it (a command in parts,
     one per folder, part by part: ``testparts``)."""
-    if parts := testparts.split(command):
-        return testparts.combine(command, [(part, await _run_one(sandbox, part.command, phase,
-                                                                 part.directory))
-                                           for part in parts])
-    return await _run_one(sandbox, command, phase)
+    if not (parts := testparts.split(command)):
+        return await _run_one(sandbox, command, phase)
+    reports: list[tuple[testparts.Part, TestReport]] = []
+    for part in parts:  # after a part that timed out, or a limit, the run is over
+        reports.append((part, await _run_one(sandbox, part.command, phase, part.directory)))
+        if reports[-1][1].state == "timed-out" or sandbox.limit_hit:
+            break
+    return testparts.combine(command, reports)
 
 
 async def _run_one(sandbox: Sandbox, command: str, phase: str, directory: str = ""
