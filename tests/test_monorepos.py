@@ -11,13 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.executor.dependencies import default_setup
 from bot.executor.gitops import Checkout
-from bot.executor.monorepos import (
-    go_work_uses,
-    hands_over,
-    workspace_folders,
-    workspace_patterns,
-)
+from bot.executor.gomodules import external_requirements, go_work_uses
+from bot.executor.monorepos import hands_over, workspace_folders, workspace_patterns
 from bot.executor.sandbox import CommandResult
 from bot.executor.testparts import Part, combine, joined, split
 from bot.executor.testrun import GO_TEST_ALL, discover, interpret
@@ -29,11 +26,10 @@ GO_WORKSPACE = "(cd ansi && go test -json ./...); (cd wrap && go test -json ./..
 GO_MULTIMODULE = "go test -json ./...; (cd cli && go test -json ./...)"
 
 
-async def discovered(tmp: Path, shape: str, change: dict[str, str | None] | None = None
-                     ) -> tuple[str, str]:
-    """(command, reason) discovery gives for a fixture shape committed to a git directory
-    outside its work tree, as a job's checkout has it; ``change`` edits files first (None
-    deletes)."""
+def committed(tmp: Path, shape: str, change: dict[str, str | None] | None = None
+              ) -> tuple[Checkout, str]:
+    """A fixture shape committed to a git directory outside its work tree, as a job's
+    checkout has it, and the commit; ``change`` edits files first (None deletes)."""
     co = Checkout(tmp / "git", tmp / "ws")
     shutil.copytree(SHAPES / shape, co.work_tree)
     for path, text in (change or {}).items():
@@ -48,9 +44,14 @@ async def discovered(tmp: Path, shape: str, change: dict[str, str | None] | None
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "x"],
                    check=True)
-    rev = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    found = await discover(co, rev, None)
+    return co, subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+
+async def discovered(tmp: Path, shape: str, change: dict[str, str | None] | None = None
+                     ) -> tuple[str, str]:
+    """(command, reason) discovery gives for a fixture shape."""
+    found = await discover(*committed(tmp, shape, change), None)
     assert found is not None
     return found.command, found.reason
 
@@ -192,3 +193,22 @@ def test_one_npm_run_over_every_workspace_is_counted_from_all_its_summaries() ->
 def test_a_root_script_hands_over_only_when_it_runs_the_workspaces_alone(
         script: str, delegates: bool) -> None:
     assert hands_over(script) == delegates
+
+
+async def test_go_modules_below_the_root_download_what_they_require_from_outside(
+        tmp_path: Path) -> None:
+    # The repository's own modules (required through go.work or a replace by a folder) need
+    # no download: the shapes set up nothing.
+    for shape in ("go-workspace", "go-multimodule"):
+        assert await default_setup(*committed(tmp_path / shape, shape)) is None
+    cli = (SHAPES / "go-multimodule" / "cli" / "go.mod").read_text()
+    setup = await default_setup(*committed(tmp_path / "ext", "go-multimodule", {
+        "cli/go.mod": cli.replace("require example.com/tools v0.0.0", "require (\n\t"
+                                  "example.com/tools v0.0.0\n\tgolang.org/x/mod v0.14.0\n)"),
+        "go.mod": "module example.com/tools\n\ngo 1.19\n\nrequire golang.org/x/text v0.3.0\n"}))
+    assert setup is not None
+    assert setup.command == "go mod download && (cd cli && go mod download)"
+    assert setup.reason == "`go.mod` requires modules; the Go modules in `cli` require modules " \
+        "from outside the repository"
+    assert external_requirements("module a\nrequire (\n\tb v1 // indirect\n\tc v2\n)\n"
+                                 "replace c => ../c\n", {"a"}) == ["b"]

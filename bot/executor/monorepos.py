@@ -13,7 +13,8 @@ import re
 
 from bot.executor import testparts
 from bot.executor.gitops import Checkout
-from bot.executor.testparts import Part
+from bot.executor.gomodules import GO_SKIPPED, go_work_uses
+from bot.executor.testparts import Part, listed
 from bot.executor.testrun import (
     GO_TEST_ALL,
     SHELL_OPERATORS,
@@ -28,7 +29,6 @@ MAX_FOLDERS = 50
 # A root `test` script that only hands over to the workspaces' own.
 DELEGATES = re.compile(r"(npm|yarn)( run)? test\b.*\s(--workspaces|-ws)\b.*|yarn workspaces "
                        r"(foreach\s+(-\S+\s+)*)?run test\b.*|lerna run test\b.*")
-GO_SKIPPED = re.compile(r"(^|/)(vendor|testdata|node_modules|[._][^/]*)/")  # what ./... skips
 
 
 async def in_parts(co: Checkout, rev: str, names: set[str], files: dict[str, str],
@@ -127,21 +127,9 @@ async def _npm(co: Checkout, rev: str, tree: list[str], files: dict[str, str]
         why += f" (the root's `test` script, {code(script[:80])}, runs them all at once)"
     if without:
         one = len(without) == 1
-        why += f"; {_listed(without)} {'has' if one else 'have'} no `test` script and " \
+        why += f"; {listed(without)} {'has' if one else 'have'} no `test` script and " \
             f"{'is' if one else 'are'} skipped"
     return parts, why
-
-
-def go_work_uses(text: str) -> list[str]:
-    """The folders a ``go.work`` file's ``use`` directives name (one, or a block)."""
-    found: list[str] = []
-    for m in re.finditer(r"^\s*use\s*(?:\(([^)]*)\)|(\S+))", text, re.MULTILINE):
-        block = m.group(1) if m.group(1) is not None else m.group(2)
-        for line in block.splitlines():
-            word = line.split("//", 1)[0].strip().strip('"`')
-            if word:
-                found.append(word.removeprefix("./").rstrip("/") or ".")
-    return found
 
 
 async def _go(co: Checkout, rev: str, tree: list[str], files: dict[str, str],
@@ -152,7 +140,7 @@ async def _go(co: Checkout, rev: str, tree: list[str], files: dict[str, str],
     if "go.work" in names:
         text = await co.read_blob(rev, "go.work") or ""
         modules = [m for m in go_work_uses(text) if m == "." or testparts.safe_dir(m)]
-        why = f"a Go workspace (`go.work` uses {_listed(modules)})"
+        why = f"a Go workspace (`go.work` uses {listed(modules)})"
     else:
         modules = sorted(p.removesuffix("go.mod").rstrip("/") or "." for p in tree
                          if (p == "go.mod" or p.endswith("/go.mod"))
@@ -161,7 +149,7 @@ async def _go(co: Checkout, rev: str, tree: list[str], files: dict[str, str],
         if modules in ([], ["."]):
             return None
         modules = [m for m in modules if _has_code(m, code_dirs, modules)]
-        why = f"{len(modules)} Go modules (`go.mod` in {_listed(modules)}) and no `go.work`"
+        why = f"{len(modules)} Go modules (`go.mod` in {listed(modules)}) and no `go.work`"
     if not modules:
         return None
     parts = [Part("" if m == "." else m, GO_TEST_ALL) for m in modules[:MAX_FOLDERS]]
@@ -175,8 +163,3 @@ def _has_code(module: str, code_dirs: set[str], modules: list[str]) -> bool:
             folder = folder.rsplit("/", 1)[0] if "/" in folder else "."
         return folder
     return any(owner(d) == module for d in code_dirs)
-
-
-def _listed(items: list[str]) -> str:
-    shown = ", ".join(code(i) for i in items[:5])
-    return shown + (f" and {len(items) - 5} more" if len(items) > 5 else "")

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from bot.jobs.testreport import TestReport
+from bot.reporter.markdown import code
 
 SAFE_DIR = re.compile(r"[\w@+-][\w.@+-]*(/[\w@+-][\w.@+-]*)*")  # relative, no `..`, no shell
 PART = re.compile(rf"\(cd (?P<dir>{SAFE_DIR.pattern}) && (?P<cmd>[^();]+)\)|(?P<root>[^();]+)")
@@ -31,6 +32,12 @@ class Part:
 def safe_dir(path: str) -> bool:
     """A folder a part may name: relative, inside the repository, nothing a shell reads."""
     return bool(SAFE_DIR.fullmatch(path)) and ".." not in path.split("/")
+
+
+def listed(folders: list[str]) -> str:
+    """Folders named in a reason: the first five, and how many more."""
+    shown = ", ".join(code(f) for f in folders[:5])
+    return shown + (f" and {len(folders) - 5} more" if len(folders) > 5 else "")
 
 
 def joined(parts: list[Part]) -> str:
