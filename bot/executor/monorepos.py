@@ -46,7 +46,7 @@ async def in_parts(co: Checkout, rev: str, names: set[str], files: dict[str, str
     if npm and "package.json" in names and (ws := await _npm(co, rev, tree, files)):
         parts += ws[0]
         reasons.append(ws[1])
-    if go and (mods := await _go(co, rev, tree, files, names)):
+    if go and (mods := await _go(co, rev, tree, names)):
         parts += mods[0]
         reasons.append(mods[1])
     if not parts:
@@ -132,11 +132,12 @@ async def _npm(co: Checkout, rev: str, tree: list[str], files: dict[str, str]
     return parts, why
 
 
-async def _go(co: Checkout, rev: str, tree: list[str], files: dict[str, str],
-              names: set[str]) -> tuple[list[Part], str] | None:
+async def _go(co: Checkout, rev: str, tree: list[str], names: set[str]
+              ) -> tuple[list[Part], str] | None:
     """``go test -json ./...`` in each Go module: those a root ``go.work`` uses, else every
     folder with a ``go.mod`` that holds Go code (when there is more than the root's)."""
-    code_dirs = {p.rsplit("/", 1)[0] if "/" in p else "." for p in tree if p.endswith(".go")}
+    code_dirs = {p.rsplit("/", 1)[0] if "/" in p else "." for p in tree
+                 if p.endswith(".go") and not GO_SKIPPED.search("/" + p)}
     if "go.work" in names:
         text = await co.read_blob(rev, "go.work") or ""
         modules = [m for m in go_work_uses(text) if m == "." or testparts.safe_dir(m)]
