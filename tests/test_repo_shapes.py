@@ -327,3 +327,32 @@ async def test_a_suite_that_needs_a_service_says_so_not_that_it_failed(tmp_path:
     assert "could not run: needs Redis on localhost:6379" in body
     assert "the tests need Redis on localhost:6379, which the sandbox does not have" in body
     assert "Newly failing" not in body and "tests-regressed" not in body
+
+
+async def test_a_test_command_in_parts_set_by_the_repository_runs_part_by_part(
+        tmp_path: Path) -> None:
+    """The override the README gives: `test_command` written in parts, here one workspace
+    and the root's own check; each part reports its tests, named by its folder."""
+    shape = next(s for s in SHAPE_LIST if s.name == "npm-workspaces")
+    command = "(cd packages/strings && npm test); node --test packages/objects"
+    source = committed(shape.name, tmp_path)
+    (source / ".github" / "handoff.yml").write_text(f'test_command: "{command}"\n')
+    subprocess.run(["git", "add", "-A"], cwd=source, check=True)
+    subprocess.run(["git", "-c", "user.name=acme", "-c", "user.email=acme@example.com",
+                    "commit", "-qm", "Handoff runs one workspace"], cwd=source, check=True)
+    async with stack(tmp_path, edit(*shape.fix, "Fixed truncate.")) as s:
+        s.sim.import_repo(REPO, source)
+        number = s.sim.open_issue(REPO, "A bug", "truncate", "acme").number
+        s.sim.label_issue(REPO, number, "agent", "acme")
+        job = await s.wait_job(lambda j: j.issue_number == number)
+        assert job.state == "succeeded", job.reason
+        body, check = pr_and_check(s)
+    assert job.result.tests.command == command
+    assert job.result.tests.command_reason == "set as `test_command` in `.github/handoff.yml`"
+    base = job.result.tests.base_report
+    assert (base.counts["passed"], base.counts["failed"]) == (6, 1)
+    assert "packages/strings > handles empty input" in base.outcomes
+    assert "handles empty input" in base.outcomes  # the root's part: no folder to name
+    assert check.conclusion == "success"
+    assert "`packages/strings > truncate counts the ellipsis`" in \
+        body.split("**Now passing** (failed before):")[1].splitlines()[0]
