@@ -92,11 +92,17 @@ async def test_a_go_workspace_runs_each_module_it_uses(tmp_path: Path) -> None:
 async def test_several_go_modules_without_go_work_run_each_with_code(tmp_path: Path) -> None:
     command, why = await discovered(tmp_path, "go-multimodule")
     assert command == GO_MULTIMODULE  # doc/assets has a go.mod and no Go code
-    assert why.startswith("2 Go modules (`go.mod` in `.`, `cli`) and no `go.work`")
+    assert why.startswith("2 Go modules with tests (`go.mod` in `.`, `cli`) and no `go.work`")
     # A module under testdata/ or vendor/ is no module of the repository's (./... skips them).
     command, _ = await discovered(tmp_path / "2", "go-multimodule", {
         "semver/testdata/mod/go.mod": "module x\n", "semver/testdata/mod/x.go": "package x\n"})
     assert command == GO_MULTIMODULE
+    # A tools module (tool requirements, no tests) is neither run nor set up.
+    tools = {"tools/go.mod": "module example.com/tools/tools\n\ngo 1.19\n\nrequire "
+             "golang.org/x/vuln v1.0.0\n", "tools/tools.go": "//go:build tools\n\npackage tools\n"}
+    co, rev = committed(tmp_path / "4", "go-multimodule", tools)
+    assert (await discover(co, rev, None)).command == GO_MULTIMODULE  # type: ignore[union-attr]
+    assert await default_setup(co, rev) is None
     # One module not at the root is found too.
     command, _ = await discovered(tmp_path / "3", "go-multimodule", {
         "go.mod": None, "semver": None})

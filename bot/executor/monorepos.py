@@ -13,7 +13,7 @@ import re
 
 from bot.executor import testparts
 from bot.executor.gitops import Checkout
-from bot.executor.gomodules import GO_SKIPPED, go_work_uses
+from bot.executor.gomodules import go_modules, go_work_uses, with_tests
 from bot.executor.testparts import Part, listed
 from bot.executor.testrun import (
     GO_TEST_ALL,
@@ -135,32 +135,20 @@ async def _npm(co: Checkout, rev: str, tree: list[str], files: dict[str, str]
 async def _go(co: Checkout, rev: str, tree: list[str], names: set[str]
               ) -> tuple[list[Part], str] | None:
     """``go test -json ./...`` in each Go module: those a root ``go.work`` uses, else every
-    folder with a ``go.mod`` that holds Go code (when there is more than the root's)."""
-    code_dirs = {p.rsplit("/", 1)[0] if "/" in p else "." for p in tree
-                 if p.endswith(".go") and not GO_SKIPPED.search("/" + p)}
+    folder with a ``go.mod`` and Go tests of its own (when there is more than the root's)."""
     if "go.work" in names:
         text = await co.read_blob(rev, "go.work") or ""
         modules = [m for m in go_work_uses(text) if m == "." or testparts.safe_dir(m)]
         why = f"a Go workspace (`go.work` uses {listed(modules)})"
     else:
-        modules = sorted(p.removesuffix("go.mod").rstrip("/") or "." for p in tree
-                         if (p == "go.mod" or p.endswith("/go.mod"))
-                         and not GO_SKIPPED.search("/" + p))
-        modules = [m for m in modules if m == "." or testparts.safe_dir(m)]
+        modules = go_modules(tree)
         if modules in ([], ["."]):
             return None
-        modules = [m for m in modules if _has_code(m, code_dirs, modules)]
-        why = f"{len(modules)} Go modules (`go.mod` in {listed(modules)}) and no `go.work`"
+        modules = with_tests(modules, tree)
+        why = f"{len(modules)} Go modules with tests (`go.mod` in {listed(modules)}) and no " \
+            "`go.work`"
     if not modules:
         return None
     parts = [Part("" if m == "." else m, GO_TEST_ALL) for m in modules[:MAX_FOLDERS]]
     return parts, why + ": `go test -json ./...` stops at a module's edge, so it runs in each"
 
-
-def _has_code(module: str, code_dirs: set[str], modules: list[str]) -> bool:
-    """Whether a module's folder holds Go code of its own (not only nested modules')."""
-    def owner(folder: str) -> str:
-        while folder not in modules and folder != ".":
-            folder = folder.rsplit("/", 1)[0] if "/" in folder else "."
-        return folder
-    return any(owner(d) == module for d in code_dirs)
