@@ -26,6 +26,9 @@ REPO = "acme/shape"
 UNITTEST = "python3 -m unittest discover -s tests -t ."
 MONOREPO = (f"PYTHONPATH=libs/core/src:libs/text {PYTEST} --import-mode=importlib "
             "libs/core/tests libs/text/tests")
+NPM_WORKSPACES = "(cd packages/objects && npm test); (cd packages/strings && npm test)"
+GO_WORKSPACE = f"(cd ansi && {GO_TEST_ALL}); (cd wrap && {GO_TEST_ALL})"
+GO_MULTIMODULE = f"{GO_TEST_ALL}; (cd cli && {GO_TEST_ALL})"
 
 pytestmark = pytest.mark.podman
 
@@ -82,6 +85,29 @@ SHAPE_LIST = [
           ("libs/core/src/acme_core/__init__.py", "max(low, min(value, high))",
            "max(low, value)"),
           ["libs.core.tests.test_core.test_clamp_above"]),
+    # The same test name in two workspaces stays two tests, each named by its folder.
+    Shape("npm-workspaces", NPM_WORKSPACES, "npm test --workspaces --if-present", (6, 1),
+          ("packages/strings/src/index.js", "text.slice(0, max)", "text.slice(0, max - 1)"),
+          ["packages/strings > truncate counts the ellipsis"],
+          ("packages/objects/src/index.js",
+           "if (Object.prototype.hasOwnProperty.call(obj, key)) out[key]", "out[key]"),
+          ["packages/objects > handles empty input"]),
+    Shape("go-workspace", GO_WORKSPACE,
+          "for m in ansi wrap; do (cd $m && go test -v ./...); done", (5, 1),
+          ("ansi/ansi.go", "return len(Strip(s))", "return len([]rune(Strip(s)))"),
+          ["example.com/x/ansi.TestWidth"],
+          ("wrap/wrap.go", '\t\tif line != "" {\n\t\t\tline += " "',
+           '\t\tif line == "" {\n\t\t\tline += " "'),
+          ["example.com/x/wrap.TestWords", "example.com/x/wrap.TestLongWord"]),
+    # A fix in the root module shows in the nested module's tests (it replaces the root ../).
+    Shape("go-multimodule", GO_MULTIMODULE, "go test -v ./...; (cd cli && go test -v ./...)",
+          (4, 1),
+          ("semver/semver.go", 'parts := strings.Split(strings.TrimPrefix(v, "v"), ".")',
+           'core := strings.SplitN(strings.TrimPrefix(v, "v"), "-", 2)[0]\n'
+           '\tparts := strings.Split(core, ".")'),
+          ["example.com/tools/cli/cmd.TestLatestPrerelease"],
+          ("semver/semver.go", "if d[0] < d[1] {", "if d[0] > d[1] {"),
+          ["example.com/tools/semver.TestCompare", "example.com/tools/cli/cmd.TestLatest"]),
 ]
 
 
@@ -109,12 +135,12 @@ def direct_counts(shape: Shape, tmp: Path) -> tuple[int, int]:
          "-w", "/workspace", "-e", "HOME=/tmp", "-e", "PYTHONDONTWRITEBYTECODE=1", IMAGE,
          "sh", "-c", shape.direct], capture_output=True, text=True, timeout=300)
     out = run.stdout
-    if shape.direct.startswith("go test -v"):
+    if "go test -v" in shape.direct:
         return len(re.findall(r"^\s*--- PASS", out, re.M)), \
             len(re.findall(r"^\s*--- FAIL", out, re.M))
-    if shape.direct == "npm test":
-        return int(re.search(r"^# pass (\d+)", out, re.M).group(1)), \
-            int(re.search(r"^# fail (\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    if shape.direct.startswith("npm test"):  # a summary per workspace
+        return sum(int(n) for n in re.findall(r"^# pass (\d+)", out, re.M)), \
+            sum(int(n) for n in re.findall(r"^# fail (\d+)", out, re.M))
     if "unittest" in shape.direct:
         ran = int(re.search(r"^Ran (\d+) test", run.stderr, re.M).group(1))  # type: ignore
         failed = int(m.group(1)) if (m := re.search(r"failures=(\d+)", run.stderr)) else 0
@@ -301,3 +327,32 @@ async def test_a_suite_that_needs_a_service_says_so_not_that_it_failed(tmp_path:
     assert "could not run: needs Redis on localhost:6379" in body
     assert "the tests need Redis on localhost:6379, which the sandbox does not have" in body
     assert "Newly failing" not in body and "tests-regressed" not in body
+
+
+async def test_a_test_command_in_parts_set_by_the_repository_runs_part_by_part(
+        tmp_path: Path) -> None:
+    """The override the README gives: `test_command` written in parts, here one workspace
+    and the root's own check; each part reports its tests, named by its folder."""
+    shape = next(s for s in SHAPE_LIST if s.name == "npm-workspaces")
+    command = "(cd packages/strings && npm test); node --test packages/objects"
+    source = committed(shape.name, tmp_path)
+    (source / ".github" / "handoff.yml").write_text(f'test_command: "{command}"\n')
+    subprocess.run(["git", "add", "-A"], cwd=source, check=True)
+    subprocess.run(["git", "-c", "user.name=acme", "-c", "user.email=acme@example.com",
+                    "commit", "-qm", "Handoff runs one workspace"], cwd=source, check=True)
+    async with stack(tmp_path, edit(*shape.fix, "Fixed truncate.")) as s:
+        s.sim.import_repo(REPO, source)
+        number = s.sim.open_issue(REPO, "A bug", "truncate", "acme").number
+        s.sim.label_issue(REPO, number, "agent", "acme")
+        job = await s.wait_job(lambda j: j.issue_number == number)
+        assert job.state == "succeeded", job.reason
+        body, check = pr_and_check(s)
+    assert job.result.tests.command == command
+    assert job.result.tests.command_reason == "set as `test_command` in `.github/handoff.yml`"
+    base = job.result.tests.base_report
+    assert (base.counts["passed"], base.counts["failed"]) == (6, 1)
+    assert "packages/strings > handles empty input" in base.outcomes
+    assert "handles empty input" in base.outcomes  # the root's part: no folder to name
+    assert check.conclusion == "success"
+    assert "`packages/strings > truncate counts the ellipsis`" in \
+        body.split("**Now passing** (failed before):")[1].splitlines()[0]

@@ -21,6 +21,7 @@ import tomllib
 from dataclasses import dataclass
 
 from bot.executor.gitops import Checkout
+from bot.executor.gomodules import go_module_downloads
 
 REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "requirements-test.txt",
                 "requirements_dev.txt", "requirements_test.txt")
@@ -57,7 +58,12 @@ async def default_setup(co: Checkout, rev: str) -> Setup | None:
     listing = await co.git("ls-tree", "-z", "--name-only", rev)
     names = {n for n in listing.split("\0") if n}
     files = {n: (await co.read_blob(rev, n)) or "" for n in READ if n in names}
-    return setup_from(names, files)
+    found = setup_from(names, files)
+    if nested := await go_module_downloads(co, rev):  # Go modules below the root
+        steps = [s for s in (found, Setup(*nested)) if s]
+        found = Setup(" && ".join(s.command for s in steps), "; ".join(s.reason for s in steps),
+                      found.offline if found else "")
+    return found
 
 
 def setup_from(names: set[str], files: dict[str, str]) -> Setup | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from bot.executor import testparts
 from bot.executor.gitops import Checkout
 from bot.executor.sandbox import CommandResult, Sandbox
 from bot.jobs.testreport import TestReport
@@ -63,11 +64,14 @@ async def discover(co: Checkout, rev: str, configured: str | None) -> TestComman
     async def read(path: str) -> str:
         return (await co.read_blob(rev, path) if path in names else None) or ""
 
+    from bot.executor.monorepos import in_parts  # it builds on this module
+
     hints = await _workflow_hints(co, rev, names)
-    found = discover_from(names, {n: await read(n) for n in names if n in INTERESTING}, hints)
+    files = {n: await read(n) for n in names if n in INTERESTING}
+    found = discover_from(names, files, hints)
     if found is None and (packages := await _package_folders(co, rev, names)):
         found = monorepo_command(packages)
-    return found
+    return await in_parts(co, rev, names, files, hints, found)
 
 
 MONOREPO_ROOTS = ("packages", "libs", "projects", "python")
@@ -332,9 +336,24 @@ def instrumented(command: str, path: str) -> tuple[str, dict[str, str]]:
 
 
 async def run_tests(sandbox: Sandbox, command: str, phase: str) -> TestReport:
-    """Run the test command in the sandbox and read what came of it."""
+    """Run the test command in the sandbox and read what came of it (a command in parts,
+    one per folder, part by part: ``testparts``)."""
+    if not (parts := testparts.split(command)):
+        return await _run_one(sandbox, command, phase)
+    reports: list[tuple[testparts.Part, TestReport]] = []
+    for part in parts:  # after a part that timed out, or a limit, the run is over
+        reports.append((part, await _run_one(sandbox, part.command, phase, part.directory)))
+        if reports[-1][1].state == "timed-out" or sandbox.limit_hit:
+            break
+    return testparts.combine(command, reports)
+
+
+async def _run_one(sandbox: Sandbox, command: str, phase: str, directory: str = ""
+                   ) -> TestReport:
     path = f"/tmp/handoff-report-{phase}-{secrets.token_hex(8)}"
     argv, env = instrumented(command, path)
+    if directory:
+        argv = f"cd {shlex.quote(directory)} && {{ {argv}\n}}"
     result = await sandbox.exec(argv, env=env or None)
     machine = await _read_sandbox_file(sandbox, path) if (argv != command or env) else None
     return interpret(command, result, machine)
@@ -377,6 +396,8 @@ def interpret(command: str, result: CommandResult, machine: str | None = None) -
     """A report from a finished run: the runner's machine-readable report when there is one
     (JUnit XML, ``go test -json`` events), else the summary lines of its output."""
     structured = parse_report(machine) if machine else None
+    if structured and _one_run_of_several(structured, result.stdout):
+        structured = None  # the file holds the last run only: the summaries count them all
     output = result.stdout + "\n" + result.stderr + ("\n" + structured[2] if structured else "")
     tail = last_line(output)
     if result.timed_out:
@@ -455,6 +476,16 @@ def _first_error(output: str) -> str:
     found = [m.group(0).strip() for m in ERROR_LINE.finditer(output)]
     cause = next((line for line in found if "usage:" not in line), found[0] if found else "")
     return cause[:200]
+
+
+def _one_run_of_several(structured: tuple[dict[str, int], dict[str, str], str, str],
+                        stdout: str) -> bool:
+    """Whether node's TAP file holds one of several runs (``npm test --workspaces``: each
+    workspace's run writes the same file anew), seen from the summaries on its output."""
+    if structured[3] != "node --test":
+        return False
+    shown = sum(int(n) for k, n in NODE_COUNT.findall(stdout) if k == "tests")
+    return shown > sum(structured[0].values())
 
 
 def _summary_seen(output: str) -> bool:
@@ -684,7 +715,9 @@ def parse_output(output: str) -> tuple[str, dict[str, int], list[str]] | None:
         counts = {"passed": len(set(GO_PASS.findall(output))), "failed": len(failing),
                   "errors": 0, "skipped": len(set(GO_SKIP.findall(output)))}
         return "go test", counts, failing
-    node = dict((k, int(v)) for k, v in NODE_COUNT.findall(output))
+    node: dict[str, int] = {}
+    for key, value in NODE_COUNT.findall(output):  # a summary per run (npm workspaces)
+        node[key] = node.get(key, 0) + int(value)
     if "tests" in node and "pass" in node:
         counts = {"passed": node["pass"], "failed": node.get("fail", 0) +
                   node.get("cancelled", 0), "errors": 0,
