@@ -95,7 +95,6 @@ async def test_reports_that_can_never_post_do_not_block_the_others(
     assert sum("can never be reported" in x["message"] for x in lines) == 26
     assert lines and all("job" in x for x in lines), [x for x in lines if "job" not in x]
     assert name_their_ids(lines) == []
-    assert {x["repo"] for x in lines if x["job"] == late} == {REPO}
     listed = subprocess.run(
         [sys.executable, "-m", "bot.cli", "jobs", "-n", "30"], capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HANDOFF_DATA_DIR": str(tmp_path / "d"),

@@ -40,6 +40,7 @@ def test_start_up_lines_are_read_back_in_either_format(fmt: str) -> None:
     out = io.StringIO()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    httpx_level = logging.getLogger("httpx").level  # logs.setup quiets it
     logs.setup("INFO", fmt)
     root.handlers[0].setStream(out)  # type: ignore[attr-defined]
     try:
@@ -51,6 +52,7 @@ def test_start_up_lines_are_read_back_in_either_format(fmt: str) -> None:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        logging.getLogger("httpx").setLevel(httpx_level)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3 and "webhook listening on http://0.0.0.0:8123/webhook" in lines[1]
     assert logs.listeners(lines) == {"webhook": "http://0.0.0.0:8123",
