@@ -18,6 +18,11 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
+    # A PostgreSQL backup from before Alembic, restored over an upgraded database, keeps the
+    # tables it lacks (pg_restore --clean drops only its own), this one among them; the
+    # upgrade that follows runs this revision again.
+    if sa.inspect(op.get_bind()).has_table("sessions"):
+        return
     op.create_table(
         "sessions",
         sa.Column("id_hash", sa.String(length=64), nullable=False),
