@@ -113,6 +113,7 @@ async def test_a_job_in_logs_and_metrics(tmp_path: Path) -> None:
         root.removeHandler(handler)
         root.setLevel(old_level)
     lines = [json.loads(raw) for raw in out.getvalue().splitlines()]
+    assert name_their_ids(lines) == []  # every line about a job or delivery carries its id
     mine = [x for x in lines if x.get("job") == job.id]
     assert mine and all(x["repo"] == "acme/calc" for x in mine)
     assert {"preparing", "agent", "testing", "pushing", "done"} <= \
