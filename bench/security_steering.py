@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import sqlalchemy as sa
 
+from bot import logs
 from bot.jobs.schema import jobs as jobs_table
 from bot.jobs.store import Store
 from bot.receiver.web import create_app
@@ -229,21 +230,22 @@ async def metrics_on_webhook_port(lab: Lab) -> Verdict:
                HANDOFF_METRICS_PORT="0", HANDOFF_WEBHOOK_SECRET=SECRET,
                HANDOFF_DATA_DIR=str(lab.root / "metrics-data"))
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--no-worker"],
-                            cwd=lab.root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            cwd=lab.root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None
-        lines = [await asyncio.to_thread(proc.stdout.readline) for _ in range(2)]
-        port = lines[0].split("listening on http://")[1].split("/")[0].rsplit(":", 1)[1]
-        metrics = next((x.split("metrics on ")[1].strip() for x in lines if "metrics on " in x),
-                       "")
+        assert proc.stderr is not None
+        lines: list[str] = []
+        while len(found := logs.listeners(lines)) < 2 and (not lines or lines[-1]):
+            lines.append(await asyncio.to_thread(proc.stderr.readline))
+        port = found["webhook"].rsplit(":", 1)[1]
+        metrics = f"{found['metrics']}/metrics" if "metrics" in found else ""
         async with httpx.AsyncClient(timeout=10) as client:
             public = await client.get(f"http://127.0.0.1:{port}/metrics")
     finally:
         proc.terminate()
         proc.wait(30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
     evidence = (f"GET /metrics on the webhook port: {public.status_code}"
                 f"{' (deliveries and jobs shown)' if 'handoff_' in public.text else ''}; "
                 f"metrics served at {metrics or 'nowhere'}")

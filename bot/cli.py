@@ -41,7 +41,8 @@ def webhook_secret(settings: Settings) -> bytes:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_hex(32))
         path.chmod(0o600)
-        print(f"No HANDOFF_WEBHOOK_SECRET set: generated one in {path}; give GitHub the same.")
+        log.warning("no HANDOFF_WEBHOOK_SECRET set: generated one in %s; give GitHub the "
+                    "same", path)
     return path.read_text().strip().encode()
 
 
@@ -108,12 +109,12 @@ async def serve(settings: Settings, with_worker: bool = True, in_process: bool =
     checkpoints = asyncio.create_task(store.keep_wal_short())
     async with watching(settings.loop_stall_ms / 1000), \
             running(app, settings.host, settings.port) as url:
-        print(f"Handoff listening on {url}/webhook (database "
-              f"{settings.db_url.split('://')[0]}, data in {settings.data_dir})", flush=True)
+        logs.listening(log, "webhook", f"{url}/webhook", f" (database "
+                       f"{settings.db_url.split('://')[0]}, data in {settings.data_dir})")
         async with serve_metrics(settings, store):
             if not settings.app_id:
-                print("No GitHub App configured (HANDOFF_APP_ID): register one with "
-                      "`handoff setup --webhook-url https://YOUR-HOST/webhook`.", flush=True)
+                log.warning("no GitHub App configured (HANDOFF_APP_ID): register one with "
+                            "`handoff setup --webhook-url https://YOUR-HOST/webhook`")
             if worker:
                 await worker.run_forever(stop)
             elif child:
@@ -136,7 +137,7 @@ async def serve_metrics(settings: Settings, store: Store) -> AsyncIterator[None]
 
     async with running(metrics_port.app(store), settings.metrics_host,
                        settings.metrics_port) as url:
-        print(f"metrics on {url}/metrics", flush=True)
+        logs.listening(log, "metrics", f"{url}/metrics")
         yield
 
 
@@ -314,8 +315,7 @@ async def budgets(settings: Settings, args: argparse.Namespace) -> int:
         if not found:
             print("no budgets: jobs are limited only per job (HANDOFF_MAX_COST_USD)")
         resets = time.strftime("%Y-%m-%d", time.gmtime(month_bounds()[1]))
-        for cap in found:
-            use = await caps.usage(cap)
+        for use in await caps.usages(found):
             print(f"{use.line()}{'  USED UP' if use.used_up() else ''}  (resets {resets})")
     finally:
         await store.close()

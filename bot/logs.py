@@ -4,14 +4,16 @@ keeps tokens and keys out of every log line."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import contextvars
 import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -23,7 +25,8 @@ SECRET_PATTERNS = re.compile(
     r"|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|xox[baprs]-[A-Za-z0-9-]{10,})"
 )
 # What a line is about; set with bind() (a job's task and what it starts) or extra={...}.
-FIELDS = ("delivery", "job", "repo", "stage")
+# A start-up line names what listens where (``listening``): listener, address and port.
+FIELDS = ("delivery", "job", "repo", "stage", "listener", "address", "port")
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "handoff_log", default=MappingProxyType({}))
 
@@ -100,6 +103,16 @@ def unbind(token: contextvars.Token[Mapping[str, Any]]) -> None:
     _context.reset(token)
 
 
+@contextlib.contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    """``bind`` for the lines logged inside a ``with`` block."""
+    token = bind(**fields)
+    try:
+        yield
+    finally:
+        unbind(token)
+
+
 def enter_stage(stage: str) -> None:
     """A job's task moves to a stage: every line after says so, and this one is logged."""
     bind(stage=stage)
@@ -151,6 +164,46 @@ class TextFormatter(RedactingFormatter):
                                        if getattr(record, n, None) is not None}}
         record.ctx = "".join(f" {k}={fields[k]}" for k in FIELDS if k in fields)
         return super().format(record)
+
+
+def listening(logger: logging.Logger, listener: str, url: str, detail: str = "") -> None:
+    """The start-up line of a server: ``listener`` (webhook, metrics) is at ``url``, its
+    address and port as fields, so a program reads them in either format (``listeners``)."""
+    parts = urlsplit(url)
+    logger.info("%s listening on %s%s", listener, url, detail, extra={
+        "listener": listener, "address": parts.hostname, "port": parts.port})
+
+
+# A text line: "<date> <time> <LEVEL> <logger> k=v k=v: message".
+_TEXT_FIELDS = re.compile(r"^\S+ \S+ [A-Z]+ \S+?((?: \w+=\S*)*): ")
+
+
+def fields_of(line: str) -> dict[str, str]:
+    """The fields of one formatted line, JSON or text (values as text); {} for another."""
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return {}
+        return {k: str(data[k]) for k in FIELDS if isinstance(data, dict) and k in data}
+    found = _TEXT_FIELDS.match(line)
+    if found is None:
+        return {}
+    return dict(pair.split("=", 1) for pair in found[1].split())
+
+
+def listeners(lines: Iterable[str]) -> dict[str, str]:
+    """What the start-up lines among ``lines`` say listens where: ``{"webhook":
+    "http://127.0.0.1:8000", "metrics": ...}`` (base URLs), in either log format."""
+    found: dict[str, str] = {}
+    for line in lines:
+        fields = fields_of(line)
+        if {"listener", "address", "port"} <= set(fields):
+            host = fields["address"]
+            host = f"[{host}]" if ":" in host else host
+            found[fields["listener"]] = f"http://{host}:{fields['port']}"
+    return found
 
 
 class Throttle:

@@ -40,13 +40,13 @@ async def refresh_jobs(store: Any) -> None:
 
 
 async def refresh_budgets(store: Any) -> None:
-    """Each monthly dollar cap and what its month has spent."""
+    """Each monthly dollar cap and what its month has spent: two queries (the caps, the
+    month's spend), however many caps there are."""
     budgets = Budgets(store.engine)
-    for cap in await budgets.caps():
-        if cap.dollars is not None:
-            metrics.BUDGET_CAP.labels(cap.scope, cap.name).set(cap.dollars)
-            metrics.BUDGET_SPENT.labels(cap.scope, cap.name).set(
-                (await budgets.usage(cap)).dollars)
+    caps = [cap for cap in await budgets.caps() if cap.dollars is not None]
+    for use in await budgets.usages(caps) if caps else []:
+        metrics.BUDGET_CAP.labels(use.cap.scope, use.cap.name).set(use.cap.dollars or 0.0)
+        metrics.BUDGET_SPENT.labels(use.cap.scope, use.cap.name).set(use.dollars)
 
 
 def endpoint(store: Any) -> Any:

@@ -161,3 +161,39 @@ async def queue(store: Store, issue: int = 1) -> int:
         installation_id=1))
     assert job_id is not None
     return job_id
+
+
+@contextlib.contextmanager
+def json_log() -> Iterator[list[dict[str, Any]]]:
+    """Every line logged in the block, as the JSON log format writes it (parsed, at INFO)."""
+    import io
+    import logging
+
+    from bot import logs
+
+    out, lines = io.StringIO(), []
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.JsonFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        lines += [json.loads(raw) for raw in out.getvalue().splitlines()]
+
+
+def name_their_ids(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines about a job or a delivery ("job 12: ...", "delivery abc ...") that do not
+    carry its id as a field (empty: all do)."""
+    import re
+
+    wrong = []
+    for line in lines:
+        about = re.match(r"(job|delivery) (\S+?)[:\s]", line["message"])
+        if about and str(line.get(about[1])) != about[2]:
+            wrong.append(line)
+    return wrong

@@ -111,3 +111,46 @@ async def test_metrics_show_each_cap_and_its_spend(store: Store) -> None:
     text = metrics.generate().decode()
     assert 'handoff_budget_cap_dollars{name="acme",scope="org"} 20.0' in text
     assert 'handoff_budget_spent_dollars{name="acme",scope="org"} 4.25' in text
+
+
+async def test_a_scrape_counts_spend_in_the_same_queries_however_many_caps(store: Store
+                                                                           ) -> None:
+    from sqlalchemy import event
+
+    from bot import metrics, metrics_port
+
+    budgets = Budgets(store.engine)
+    start = month_bounds()[0] + 60
+    await job(store, "acme/calc", "maya", 4.25, issue=1, created=start)
+    await job(store, "acme/web", "bob", 1.5, issue=2, created=start)
+    await job(store, "other/x", "maya", 2.0, issue=3, created=start)
+
+    async def queries_of_a_scrape() -> int:
+        seen: list[str] = []
+
+        def count(*args: object) -> None:
+            seen.append(str(args[2]))
+
+        event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            await metrics_port.refresh_budgets(store)
+        finally:
+            event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+        return len(seen)
+
+    await budgets.set("org", "acme", dollars=20.0, count=None)
+    one_cap = await queries_of_a_scrape()
+    for n in range(40):
+        await budgets.set("person", f"someone{n}", dollars=5.0, count=None)
+    await budgets.set("repo", "acme/web", dollars=3.0, count=None)
+    await budgets.set("person", "maya", dollars=10.0, count=None)
+    assert await queries_of_a_scrape() == one_cap <= 2  # the caps, and the month's spend
+    text = metrics.generate().decode()
+    assert 'handoff_budget_spent_dollars{name="acme",scope="org"} 5.75' in text
+    assert 'handoff_budget_spent_dollars{name="acme/web",scope="repo"} 1.5' in text
+    assert 'handoff_budget_spent_dollars{name="maya",scope="person"} 6.25' in text
+    assert 'handoff_budget_spent_dollars{name="someone7",scope="person"} 0.0' in text
+    # the same figures as each cap counted on its own (what a job's check uses)
+    caps = await budgets.caps()
+    assert [(u.dollars, u.jobs) for u in await budgets.usages(caps)] == \
+        [((use := await budgets.usage(cap)).dollars, use.jobs) for cap in caps]

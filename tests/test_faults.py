@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from helpers import json_log, name_their_ids
 from sim import app_client, simulator
 from test_load import HeldDatabase
 
@@ -72,12 +73,13 @@ async def test_reports_that_can_never_post_do_not_block_the_others(
         sim.add_fault(Fault("5xx", 4, status=502, match=f"/issues/{number}/comments"))
         worker = Worker(store, UnconfiguredRunner(), GitHubReporter(app_client(sim)),
                         WorkerSettings(report_retry_seconds=0.2))
-        for _ in range(20):
-            await worker.reports.pending()
-            job = await store.get_job(late)
-            if job and job.reported:
-                break
-            await asyncio.sleep(0.25)
+        with json_log() as lines:
+            for _ in range(20):
+                await worker.reports.pending()
+                job = await store.get_job(late)
+                if job and job.reported:
+                    break
+                await asyncio.sleep(0.25)
         assert job and job.reported, job
         [failure] = comments(sim, REPO, number)
         assert f"Handoff job {late} failed" in failure
@@ -89,6 +91,10 @@ async def test_reports_that_can_never_post_do_not_block_the_others(
     assert lost and lost.unreportable and "no installation" in lost.report_error
     assert worker.unreportable_total == 26
     assert caplog.text.count("can never be reported on GitHub") == 26
+    # every line logged while posting reports (GitHub's answers too) carries its job's id
+    assert sum("can never be reported" in x["message"] for x in lines) == 26
+    assert lines and all("job" in x for x in lines), [x for x in lines if "job" not in x]
+    assert name_their_ids(lines) == []
     listed = subprocess.run(
         [sys.executable, "-m", "bot.cli", "jobs", "-n", "30"], capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HANDOFF_DATA_DIR": str(tmp_path / "d"),

@@ -332,7 +332,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from bot.jobs import schema
-from bot.jobs.store.migrations import HERE, config
+from bot.jobs.store.migrations import HERE, config, head
 
 # A model change SQLite cannot make with ALTER (a column's type) and one it can (a column).
 schema.jobs.c.requested_by.type = sa.String(300)
@@ -343,10 +343,11 @@ engine = sa.create_engine(sys.argv[1])
 with engine.begin() as conn:
     cfg = config(conn)
     cfg.set_main_option("script_location", str(where))
-    command.revision(cfg, "jobs have a priority", autogenerate=True, rev_id="0002")
+    following = f"{int(head()) + 1:04d}"
+    command.revision(cfg, "jobs have a priority", autogenerate=True, rev_id=following)
     command.upgrade(cfg, "head")
 engine.dispose()
-print(next((where / "versions").glob("0002*.py")).read_text())
+print(next((where / "versions").glob(f"{following}*.py")).read_text())
 '''
 
 
@@ -365,7 +366,8 @@ async def test_a_revision_autogenerate_writes_alters_sqlite_in_batch_and_keeps_r
     assert "with op.batch_alter_table('jobs'" in made.stdout
     assert "type_=sa.String(length=300)" in made.stdout
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == \
+            [(f"{int(head()) + 1:04d}",)]
         assert conn.execute("SELECT id, state, priority FROM jobs").fetchall() == \
             [(1, "queued", 0)]
         index = conn.execute("SELECT sql FROM sqlite_master WHERE name = "

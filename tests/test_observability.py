@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
-from helpers import SECRET, headers, labeled
+from helpers import SECRET, headers, labeled, name_their_ids
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot import logs, metrics_port
@@ -46,13 +46,14 @@ def test_serve_logs_json_and_counts_deliveries(tmp_path: Path) -> None:
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        base = line.split("listening on ")[1].split("/webhook")[0]
-        metrics_line = proc.stdout.readline()
-        assert "metrics on http://127.0.0.1:" in metrics_line, metrics_line  # loopback only
-        metrics_url = metrics_line.split("metrics on ")[1].strip()
+        assert proc.stderr is not None
+        started: list[str] = []  # the start-up lines, JSON like every other line
+        while len(found := logs.listeners(started)) < 2:
+            started.append(proc.stderr.readline())
+            assert started[-1], started
+        base = found["webhook"]
+        assert found["metrics"].startswith("http://127.0.0.1:"), found  # loopback only
+        metrics_url = f"{found['metrics']}/metrics"
         with httpx.Client(base_url=base, timeout=10) as client:
             body = json.dumps(labeled("agent")).encode()
             for _ in range(5):  # a stranger guessing, or a wrong secret
@@ -77,11 +78,15 @@ def test_serve_logs_json_and_counts_deliveries(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
-    lines = [json.loads(raw) for raw in err.splitlines() if raw.strip()]  # all JSON
+    lines = [json.loads(raw) for raw in started + err.splitlines() if raw.strip()]  # all JSON
+    webhook = next(x for x in lines if x["message"].startswith("webhook listening on"))
+    assert webhook["listener"] == "webhook" and webhook["address"] == "127.0.0.1"
+    assert f"http://127.0.0.1:{webhook['port']}" == base and webhook["logger"] == "handoff.cli"
     refused = [x for x in lines if "refused a delivery" in x["message"]]
     assert len(refused) == 1, lines  # five refusals, one line: a flood cannot fill the disk
     assert refused[0]["level"] == "WARNING" and "127.0.0.1" in refused[0]["message"]
     assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+    assert name_their_ids(lines) == []  # a line about a delivery carries its id
 
 
 @pytest.mark.podman
@@ -108,6 +113,7 @@ async def test_a_job_in_logs_and_metrics(tmp_path: Path) -> None:
         root.removeHandler(handler)
         root.setLevel(old_level)
     lines = [json.loads(raw) for raw in out.getvalue().splitlines()]
+    assert name_their_ids(lines) == []  # every line about a job or delivery carries its id
     mine = [x for x in lines if x.get("job") == job.id]
     assert mine and all(x["repo"] == "acme/calc" for x in mine)
     assert {"preparing", "agent", "testing", "pushing", "done"} <= \

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from helpers import SECRET, headers, labeled, unused_port
 
+from bot import logs
 from bot.jobs.store import Store
 
 ROOT = Path(__file__).parent.parent
@@ -96,8 +97,7 @@ def test_the_worker_is_a_lower_priority_child_woken_for_a_new_job(
     wait_for(lambda: job_states(tmp_path / "data") == ["failed"], "job ended by the worker",
              seconds=15)
     assert httpx.get(f"{url}/metrics").status_code == 404  # not on the public port
-    metrics_url = next(line.split("metrics on ")[1].strip() for line in
-                       log.read_text().splitlines() if "metrics on " in line)
+    metrics_url = f"{logs.listeners(log.read_text().splitlines())['metrics']}/metrics"
     scraped = httpx.get(metrics_url).text
     assert 'handoff_deliveries_total{event="issues",outcome="accepted"} 1.0' in scraped
     assert 'handoff_jobs{category="not-configured",state="failed"} 1.0' in scraped

@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot.config import Settings
 from bot.dashboard import charts
+from bot.dashboard.sessions import Sessions
 from bot.dashboard.signin import (
     SESSION_COOKIE,
     STATE_COOKIE,
@@ -88,7 +89,9 @@ class Dashboard:
                                 hashlib.sha256).hexdigest().encode() if token else b""
         self.secrets = tuple(s for s in settings.secret_values() if s)
         self.github = web_url(settings.github_url)
-        self.signin = GitHubSignIn(settings)
+        self.signin = GitHubSignIn(settings, Sessions(store, settings.client_secret.
+                                                      get_secret_value())
+                                   if settings.client_secret else None)
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
         self.env.filters.update(seconds=_seconds, when=_when, pretty=_pretty)
         self.env.globals.update(github=self.github, sign_in=self.signin.configured,
@@ -216,7 +219,8 @@ class Dashboard:
         return answer
 
     async def logout(self, request: Request) -> Response:
-        self.signin.sign_out(request.cookies.get(SESSION_COOKIE, ""))
+        if self.signin.configured:
+            await self.signin.sign_out(request.cookies.get(SESSION_COOKIE, ""))
         answer = RedirectResponse("/login", status_code=303, headers=HEADERS)
         answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         answer.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")

@@ -3,8 +3,9 @@
 The browser goes to GitHub's authorize page with a ``state`` that a short-lived signed cookie
 also holds; the callback's code is exchanged for a user access token, which asks GitHub who
 the person is and which of the App's repositories they can read (``/user/installations``
-and each one's ``repositories``). The token stays in this process's memory, never in a
-cookie or a log; the cookie names a session by a random id, signed. The repository list is
+and each one's ``repositories``). The token is kept sealed in the job store's ``sessions``
+table (bot/dashboard/sessions.py), shared by every replica, never in a cookie or a log; the
+cookie names a session by a random id, signed. The repository list is
 asked again after ``repo_cache_seconds``; a session ends after ``session_hours`` or when
 GitHub's token does.
 """
@@ -18,13 +19,14 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 
 from bot.config import Settings
+from bot.dashboard.sessions import Session, Sessions
 from bot.github.client import next_page
 from bot.github.registration import web_url
 from bot.github.tls import client_context
@@ -54,16 +56,6 @@ class Viewer:
 
     def can_read(self, repo: str) -> bool:
         return self.repos is None or repo.lower() in self.repos
-
-
-@dataclass
-class Session:
-    login: str
-    token: str
-    expires_at: float
-    repos: frozenset[str] = frozenset()
-    repos_at: float = 0.0
-    created_at: float = field(default_factory=time.time)
 
 
 def safe_next(value: str | None) -> str:
@@ -96,14 +88,16 @@ class Signer:
 class GitHubSignIn:
     """The web flow against github.com, a GHES host or the simulator."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sessions: Sessions | None = None) -> None:
+        """``sessions``: where sign-ins are kept (none: this one only checks and exchanges,
+        as ``handoff doctor`` does)."""
         self.settings = settings
         self.client_id = settings.client_id or ""
         self.secret = settings.client_secret.get_secret_value() if settings.client_secret \
             else ""
         self.web, self.api = web_url(settings.github_url), settings.github_url
         self.signer = Signer(self.secret)
-        self.sessions: dict[str, Session] = {}
+        self.kept = sessions
 
     @property
     def configured(self) -> bool:
@@ -202,42 +196,47 @@ class GitHubSignIn:
         return login, frozenset(repos)
 
     # -- sessions ----------------------------------------------------------------------
+    @property
+    def sessions(self) -> Sessions:
+        if self.kept is None:
+            raise RuntimeError("this sign-in keeps no sessions")
+        return self.kept
+
     async def sign_in(self, code: str, redirect_uri: str) -> tuple[str, Session]:
         """A new session for the callback's code; its signed cookie value."""
         token, token_expires = await self.exchange(code, redirect_uri)
         login, repos = await self.identity(token)
         now = time.time()
-        self.sessions = {k: s for k, s in self.sessions.items() if s.expires_at > now}
         expires = min(now + self.settings.session_hours * 3600, token_expires)
         session = Session(login, token, expires, repos, now)
         sid = secrets.token_urlsafe(32)
-        self.sessions[sid] = session
+        await self.sessions.add(sid, session)
         log.info("%s signed in to the dashboard (%d repositories)", login, len(repos))
         return self.signer.sign(sid), session
 
-    def session(self, cookie: str) -> Session | None:
+    async def session(self, cookie: str) -> tuple[str, Session] | None:
+        """The session id this cookie names and its live session."""
         sid = self.signer.unsign(cookie) if cookie else None
-        session = self.sessions.get(sid or "")
-        if session is None or session.expires_at <= time.time():
-            self.sessions.pop(sid or "", None)
-            return None
-        return session
+        session = await self.sessions.get(sid) if sid else None
+        return (sid, session) if sid and session else None
 
-    def sign_out(self, cookie: str) -> None:
-        sid = self.signer.unsign(cookie) if cookie else None
-        self.sessions.pop(sid or "", None)
+    async def sign_out(self, cookie: str) -> None:
+        """End the cookie's session, on every replica."""
+        if sid := self.signer.unsign(cookie) if cookie else None:
+            await self.sessions.end(sid)
 
     async def viewer(self, cookie: str) -> Viewer | None:
         """The person this cookie signs in, their repository list fresh enough."""
-        session = self.session(cookie)
-        if session is None:
+        found = await self.session(cookie)
+        if found is None:
             return None
+        sid, session = found
         if session.repos_at + self.settings.repo_cache_seconds <= time.time():
             try:
                 _, session.repos = await self.identity(session.token)
             except SignInError as exc:
                 log.info("%s signed out: %s", session.login, exc)
-                self.sign_out(cookie)
+                await self.sessions.end(sid)
                 return None
-            session.repos_at = time.time()
+            await self.sessions.set_repos(sid, session.repos, time.time())
         return Viewer(session.login, session.repos)

@@ -127,6 +127,27 @@ class Budgets:
         started = sum(1 for r in rows if r.started_at is not None)
         return Usage(cap, round(dollars, 6), started)
 
+    async def usages(self, caps: list[Cap], now: float | None = None) -> list[Usage]:
+        """What the month has used of each of ``caps``, from one query (the month's spend
+        and started jobs grouped by repository and person), however many caps there are."""
+        start, _ = month_bounds(now)
+        repo, person = sa.func.lower(jobs.c.repo), sa.func.lower(jobs.c.requested_by)
+        # A record's spend; a flat (version 0 or 1) record kept it at the top.
+        cost = sa.func.coalesce(jobs.c.result["agent"]["spend"]["cost_usd"].as_float(),
+                                jobs.c.result["spend"]["cost_usd"].as_float(), 0.0)
+        query = sa.select(repo, person, sa.func.sum(cost), sa.func.count(jobs.c.started_at)
+                          ).where(jobs.c.created_at >= start).group_by(repo, person)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        spent: dict[tuple[str, str], list[float]] = {}
+        for repo_name, login, dollars, started in rows:
+            for key in scopes_of(str(repo_name), str(login or "")):
+                total = spent.setdefault(key, [0.0, 0])
+                total[0] += float(dollars or 0.0)
+                total[1] += int(started)
+        return [Usage(cap, round(spent.get((cap.scope, cap.name), [0.0])[0], 6),
+                      int(spent.get((cap.scope, cap.name), [0.0, 0])[1])) for cap in caps]
+
     async def check(self, job_id: int, repo: str, person: str,
                     now: float | None = None) -> float | None:
         """Raise OverBudget when a cap this job falls under is used up; else the fewest

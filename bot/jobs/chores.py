@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import httpx
 from githubkit.exception import GitHubException
 
+from bot import logs
 from bot.github.client import GitHubApiError
 from bot.github.retry import WaitTooLong
 from bot.jobs.roles import Conversation
@@ -43,23 +45,28 @@ class Chores:
         for job in await self.store.queued():
             if job.result.requester_checked or (job.not_before or 0) > time.time():
                 continue
-            try:
-                why = await self.conversation.not_permitted(job)
-            except GITHUB_AWAY as exc:  # checked next round, and again when it runs
-                if (until := getattr(exc, "retry_at", None)) is not None:  # a long rate limit
-                    await self.store.update_queued(job.id, stage="rate-limited",
-                                                   not_before=until, reason=str(exc),
-                                                   deferrals=job.deferrals + 1)
-                    log.warning("job %s waits for GitHub's rate limit: %s", job.id, exc)
-                    continue
-                log.exception("job %s: could not check who asked for it", job.id)
-                continue
-            if why:
-                await self.store.refuse(job.id, why)
-            else:
-                seen = job.result.acknowledged or await self._acknowledge(job)
-                await self.store.update_queued(
-                    job.id, result=job.result.with_(requester_checked=True, acknowledged=seen))
+            with logs.bound(job=job.id, repo=job.repo):
+                await self._review_arrival(job)
+
+    async def _review_arrival(self, job: Job) -> None:
+        assert self.conversation is not None
+        try:
+            why = await self.conversation.not_permitted(job)
+        except GITHUB_AWAY as exc:  # checked next round, and again when it runs
+            if (until := getattr(exc, "retry_at", None)) is not None:  # a long rate limit
+                await self.store.update_queued(job.id, stage="rate-limited",
+                                               not_before=until, reason=str(exc),
+                                               deferrals=job.deferrals + 1)
+                log.warning("job %s waits for GitHub's rate limit: %s", job.id, exc)
+                return
+            log.exception("job %s: could not check who asked for it", job.id)
+            return
+        if why:
+            await self.store.refuse(job.id, why)
+        else:
+            seen = job.result.acknowledged or await self._acknowledge(job)
+            await self.store.update_queued(
+                job.id, result=job.result.with_(requester_checked=True, acknowledged=seen))
 
     async def _acknowledge(self, job: Job) -> bool:
         """👀 on what asked for a job, as soon as its requester may ask (before it runs);
@@ -76,17 +83,21 @@ class Chores:
         author has write access; refuse the others, saying so once a person a job. Without a
         conversation that can check, none is carried out."""
         for job in await self.store.cancel_requests():
-            try:
-                allowed = bool(self.conversation and job.cancel_by and
-                               await self.conversation.may_steer(job, job.cancel_by))
-            except GITHUB_AWAY:  # the request stays and is checked next round
-                log.exception("job %s: could not check who asked to cancel it", job.id)
-                continue
-            if not allowed:
-                log.warning("job %s: cancel by @%s refused: no write access", job.id,
-                            job.cancel_by)
-                await self._refuse_cancel(job)
-            await self.store.settle_cancel(job, allowed)
+            with logs.bound(job=job.id, repo=job.repo):
+                await self._review_cancel(job)
+
+    async def _review_cancel(self, job: Job) -> None:
+        try:
+            allowed = bool(self.conversation and job.cancel_by and
+                           await self.conversation.may_steer(job, job.cancel_by))
+        except GITHUB_AWAY:  # the request stays and is checked next round
+            log.exception("job %s: could not check who asked to cancel it", job.id)
+            return
+        if not allowed:
+            log.warning("job %s: cancel by @%s refused: no write access", job.id,
+                        job.cancel_by)
+            await self._refuse_cancel(job)
+        await self.store.settle_cancel(job, allowed)
 
     async def _refuse_cancel(self, job: Job) -> None:
         if self.conversation is None or not job.cancel_by or \
@@ -108,17 +119,22 @@ class Chores:
         for request in await self.store.unanswered_requests():
             if not await self.store.claim_request(int(request["id"])):
                 continue  # another worker answers it
-            login = str(request["requested_by"])
-            try:
-                job = await self.store.get_job(int(request["job_id"]))
-                if job is None or not await self.conversation.may_steer(job, login):
-                    continue
-                speak = request["kind"] == "trigger" and \
-                    await self.store.claim_reply(f"job:{job.id}", login)
-                await self.conversation.answer(request, job, speak)
-            except GITHUB_AWAY:  # a courtesy: the job itself still reports
-                log.exception("could not answer @%s's %s on job %s",
-                              request["requested_by"], request["kind"], request["job_id"])
+            with logs.bound(job=int(request["job_id"]), repo=request["repo"]):
+                await self._answer(request)
+
+    async def _answer(self, request: dict[str, Any]) -> None:
+        assert self.conversation is not None
+        login = str(request["requested_by"])
+        try:
+            job = await self.store.get_job(int(request["job_id"]))
+            if job is None or not await self.conversation.may_steer(job, login):
+                return
+            speak = request["kind"] == "trigger" and \
+                await self.store.claim_reply(f"job:{job.id}", login)
+            await self.conversation.answer(request, job, speak)
+        except GITHUB_AWAY:  # a courtesy: the job itself still reports
+            log.exception("job %s: could not answer @%s's %s", request["job_id"],
+                          request["requested_by"], request["kind"])
 
     async def announce_queued(self) -> None:
         """Tell people whose jobs wait behind others where they stand in the queue."""
@@ -137,20 +153,25 @@ class Chores:
                 # Another worker is posting its first status comment (or said nothing, or
                 # failed): a second announcement now would post a second comment.
                 continue
-            # Claimed first: one worker announces, and a failing announcement is not retried
-            # on every loop.
-            claimed = job.result.with_(announced=True, position=position)
-            if not await self.store.update_queued(job.id, unchanged_since=job.updated_at,
-                                                  result=claimed):
-                continue
-            try:
-                comment_id = await self.conversation.announce(job, position)
-            except GITHUB_AWAY:  # a courtesy; the job still runs and reports
-                log.exception("job %s: could not announce its queue position", job.id)
-                continue
-            if comment_id is not None:
-                await self.store.update_queued(job.id, result=claimed.with_(
-                    acknowledged=True, status_comment_id=comment_id))
+            with logs.bound(job=job.id, repo=job.repo):
+                await self._announce(job, position)
+
+    async def _announce(self, job: Job, position: int) -> None:
+        assert self.conversation is not None
+        # Claimed first: one worker announces, and a failing announcement is not retried on
+        # every loop.
+        claimed = job.result.with_(announced=True, position=position)
+        if not await self.store.update_queued(job.id, unchanged_since=job.updated_at,
+                                              result=claimed):
+            return
+        try:
+            comment_id = await self.conversation.announce(job, position)
+        except GITHUB_AWAY:  # a courtesy; the job still runs and reports
+            log.exception("job %s: could not announce its queue position", job.id)
+            return
+        if comment_id is not None:
+            await self.store.update_queued(job.id, result=claimed.with_(
+                acknowledged=True, status_comment_id=comment_id))
 
     async def handed_back(self, job: Job) -> None:
         """Say on GitHub that a job handed back to the queue will resume."""

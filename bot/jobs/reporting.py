@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
 
+from bot import logs
 from bot.jobs.outcome import Unreportable
 from bot.jobs.persist import persist
 from bot.jobs.roles import Reporter
@@ -48,7 +49,11 @@ class ReportQueue:
 
     async def post(self, job: Job) -> None:
         """Post a claimed report; on failure it backs off (per job, doubling) or, when it can
-        never be posted, is marked unreportable."""
+        never be posted, is marked unreportable. Every line logged meanwhile names the job."""
+        with logs.bound(job=job.id, repo=job.repo):
+            await self._post(job)
+
+    async def _post(self, job: Job) -> None:
         tries = max(1, job.report_attempts)
         if job.category == Failure.NOT_PERMITTED and await self.store.refused_before(job):
             log.warning("job %s: @%s was told on %s#%s before that they may not ask; not "

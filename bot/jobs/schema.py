@@ -163,6 +163,21 @@ secrets = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+# Dashboard sign-ins (bot/dashboard/sessions.py), shared by every web replica: a row a
+# session, keyed by the SHA-256 of the id the browser's cookie holds (the database never
+# holds a usable id); the person's GitHub token sealed with a key derived from the App's
+# client secret, which the database does not hold either.
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("login", sa.String(255), nullable=False),
+    sa.Column("token", sa.Text, nullable=False),
+    sa.Column("repos", sa.JSON, nullable=False),
+    sa.Column("repos_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 # Readers (aiosqlite, in a thread) may wait this long; in WAL mode they never wait on writes.
 READ_BUSY_MS = 10_000
 # The one writing connection runs on the event loop, so it must never wait long there: past

@@ -72,18 +72,29 @@ class Sealer:
         self.aead = AESGCM(raw)
 
     def seal(self, row: tuple[str, str, str], value: str) -> str:
+        return self.seal_for("\0".join(row).encode(), value)
+
+    def seal_for(self, bound_to: bytes, value: str) -> str:
+        """``value`` sealed; it opens only with the same ``bound_to`` (associated data)."""
         nonce = os.urandom(12)
-        sealed = self.aead.encrypt(nonce, value.encode(), "\0".join(row).encode())
+        sealed = self.aead.encrypt(nonce, value.encode(), bound_to)
         return PREFIX + base64.b64encode(nonce + sealed).decode()
 
-    def open(self, row: tuple[str, str, str], stored: str) -> str:
+    def open_for(self, bound_to: bytes, stored: str) -> str | None:
+        """What ``seal_for`` sealed; None when another key sealed it or it was altered."""
         try:
             blob = base64.b64decode(stored.removeprefix(PREFIX))
-            return self.aead.decrypt(blob[:12], blob[12:], "\0".join(row).encode()).decode()
+            return self.aead.decrypt(blob[:12], blob[12:], bound_to).decode()
         except (InvalidTag, binascii.Error, ValueError, UnicodeDecodeError):
+            return None
+
+    def open(self, row: tuple[str, str, str], stored: str) -> str:
+        value = self.open_for("\0".join(row).encode(), stored)
+        if value is None:
             raise SecretsError(f"the secret {row[2]} of {SCOPES[row[0]]} {row[1]} does not "
                                "open with HANDOFF_SECRETS_KEY (another key sealed it, or the "
-                               "row was altered); set it again") from None
+                               "row was altered); set it again")
+        return value
 
 
 @dataclass(frozen=True)
