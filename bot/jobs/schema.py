@@ -105,6 +105,9 @@ sa.Index(
 )
 sa.Index("jobs_claimable", jobs.c.state, jobs.c.id)
 sa.Index("jobs_pr", jobs.c.repo, jobs.c.pr_number)
+# An issue's latest job (the replay check on every delivery, the CI gate): without it the
+# newest-first scan reads every row of a repository without a job on that issue.
+sa.Index("jobs_issue", jobs.c.repo, jobs.c.issue_number, jobs.c.id)
 
 # Commands and triggers that reached a job already under way (a second /agent or label, a
 # /cancel): each gets an answer on GitHub from a worker, once.
