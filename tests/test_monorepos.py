@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from bot.executor.dependencies import default_setup
+from bot.executor.discovery import discover
 from bot.executor.gitops import Checkout
 from bot.executor.gomodules import external_requirements, go_work_uses
 from bot.executor.monorepos import hands_over, workspace_folders, workspace_patterns
 from bot.executor.sandbox import CommandResult
 from bot.executor.testparts import Part, combine, joined, split
-from bot.executor.testrun import GO_TEST_ALL, discover, interpret
+from bot.executor.testrun import GO_TEST_ALL, interpret
 from bot.jobs.testreport import TestReport
 
 SHAPES = Path(__file__).parent / "fixtures" / "repos"

@@ -20,6 +20,7 @@ from bot.executor.delivery import (
     pushed_before,
     unopened_push,
 )
+from bot.executor.discovery import discover
 from bot.executor.iterations import earlier, entry, total_spend
 from bot.executor.outcomes import STEP_FAILURES, clean_up, outcome_of
 from bot.executor.prepare import prepare
@@ -29,7 +30,7 @@ from bot.executor.run import Run, finish_despite_cancel
 from bot.executor.sandbox import Backend
 from bot.executor.setup import start_sandbox
 from bot.executor.steps import Judged, Prepared, Sandboxed
-from bot.executor.testrun import discover, not_run
+from bot.executor.testrun import not_run
 from bot.executor.work import baseline, judge, run_agent
 from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApp

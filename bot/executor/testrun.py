@@ -54,26 +54,6 @@ class TestCommand:
     services: list[str] = field(default_factory=list)  # what CI starts beside the tests
 
 
-async def discover(co: Checkout, rev: str, configured: str | None) -> TestCommand | None:
-    """The configured test command, else one found from the repository's files at ``rev``."""
-    if configured:
-        return TestCommand(configured, "set as `test_command` in `.github/handoff.yml`")
-    listing = await co.git("ls-tree", "-z", "--name-only", rev)
-    names = {n for n in listing.split("\0") if n}
-
-    async def read(path: str) -> str:
-        return (await co.read_blob(rev, path) if path in names else None) or ""
-
-    from bot.executor.monorepos import in_parts  # it builds on this module
-
-    hints = await _workflow_hints(co, rev, names)
-    files = {n: await read(n) for n in names if n in INTERESTING}
-    found = discover_from(names, files, hints)
-    if found is None and (packages := await _package_folders(co, rev, names)):
-        found = monorepo_command(packages)
-    return await in_parts(co, rev, names, files, hints, found)
-
-
 MONOREPO_ROOTS = ("packages", "libs", "projects", "python")
 PACKAGE_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
 
