@@ -137,6 +137,8 @@ async def test_a_fix_opens_a_pr_and_the_status_comment_walks_the_stages(
         boxes = backend(s).started
         assert len(boxes) == 2 and all(b.closed for b in boxes) and not backend(s).live
         assert boxes[1].workspace.name.endswith("-baseline")
+        # Beside the agent, its end is not known when the spec is written.
+        assert "Before your change" not in str(s.model.requests[0]["messages"])
 
 
 async def test_a_bad_config_fails_before_any_model_call(tmp_path: Path, seen: Seen) -> None:
@@ -249,6 +251,9 @@ async def test_a_configured_setup_runs_first_and_what_it_leaves_is_not_pushed(
         # After a setup, the baseline runs in the job's own sandbox, before the agent.
         assert seen.stages()[:4] == [STAGES["preparing"], STAGES["setup"],
                                      STAGES["baseline"], STAGES["agent"]]
+        # So the spec can say how the tests ended before the change.
+        spec = s.model.requests[0]["messages"][1]["content"]
+        assert "Before your change they ended: fail — 1 failed" in str(spec)
         assert any("Installing: `mkdir -p build" in b for b in seen.status_edits())
         assert len(backend(s).started) == 1
         [pr] = pulls(s)

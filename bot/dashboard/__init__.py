@@ -39,7 +39,7 @@ from bot.dashboard.signin import (
 from bot.dashboard.stats import Filters, recent_jobs, summarize, window_jobs
 from bot.github.registration import web_url
 from bot.jobs.states import State
-from bot.jobs.store import Job, Store
+from bot.jobs.store import Job, Jobs
 from bot.logs import redact
 
 HERE = Path(__file__).resolve().parent
@@ -80,7 +80,7 @@ def _pretty(value: Any) -> str:
 class Dashboard:
     """The pages, their login, and the feed a running job's page polls."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Jobs, settings: Settings) -> None:
         self.store, self.settings = store, settings
         token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else ""
         self.token = token.encode()
@@ -345,6 +345,6 @@ class Dashboard:
         return entries
 
 
-def routes(store: Store, settings: Settings) -> list[BaseRoute]:
+def routes(store: Jobs, settings: Settings) -> list[BaseRoute]:
     """The dashboard's routes, for ``create_app``."""
     return Dashboard(store, settings).routes()

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from bot.dashboard.signin import Viewer
 from bot.jobs.schema import jobs
 from bot.jobs.states import State
-from bot.jobs.store import Job, Store
+from bot.jobs.store import Job, Jobs
 
 DAY = 86400.0
 WINDOWS = (7, 14, 30, 90)
@@ -74,19 +74,19 @@ def _where(viewer: Viewer, filters: Filters, state: str = "") -> list[sa.ColumnE
     return out
 
 
-async def _select(store: Store, query: sa.Select[Any]) -> list[Job]:
+async def _select(store: Jobs, query: sa.Select[Any]) -> list[Job]:
     async with store.engine.connect() as conn:
         return [Job.from_row(r) for r in (await conn.execute(query)).all()]
 
 
-async def window_jobs(store: Store, viewer: Viewer, filters: Filters, now: float) -> list[Job]:
+async def window_jobs(store: Jobs, viewer: Viewer, filters: Filters, now: float) -> list[Job]:
     """The viewer's jobs created in the last ``filters.days`` days that match the filters."""
     query = jobs.select().where(jobs.c.created_at >= now - filters.days * DAY,
                                 *_where(viewer, filters)).order_by(jobs.c.id.desc())
     return await _select(store, query.limit(MAX_ROWS))
 
 
-async def recent_jobs(store: Store, viewer: Viewer, filters: Filters, state: str = "",
+async def recent_jobs(store: Jobs, viewer: Viewer, filters: Filters, state: str = "",
                       limit: int = 100) -> list[Job]:
     """The newest matching jobs of any age (queued ones oldest first)."""
     order = jobs.c.id if state == State.QUEUED else jobs.c.id.desc()

@@ -3,6 +3,7 @@ model and transcript."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bot.config import Settings
@@ -21,9 +22,12 @@ from bot.executor.hidden import strip_hidden
 from bot.executor.rebase import both_sides
 from bot.executor.run import Run
 from bot.executor.spec import choose_template, render_spec
-from bot.executor.steps import Prepared
+from bot.executor.steps import Briefed, Prepared
+from bot.executor.testrun import TestCommand
+from bot.jobs.cifix import CIRound
 from bot.jobs.spend import Budget, Spend
-from bot.jobs.store import Store
+from bot.jobs.store import Jobs
+from bot.jobs.testreport import TestReport
 from bot.prices import price_for
 from bot.reporter.templates import Templates
 from handlers.vocabulary import CI_FIX
@@ -38,41 +42,42 @@ files, test scripts outside the test suite) with `rm`. Keep a file only if the c
 such as a new test in the project's test suite. Then call `finish` again."""
 
 
-async def write_spec(run: Run, p: Prepared, templates: Templates, store: Store,
-                     template_labels: dict[str, str]) -> str:
+async def write_spec(run: Run, p: Prepared, templates: Templates, jobs: Jobs,
+                     template_labels: dict[str, str], tests: TestCommand | None = None,
+                     baseline: TestReport | None = None, ci_round: CIRound | None = None,
+                     conflicts: Sequence[str] = ()) -> Briefed:
     """The spec: the issue's template for a new job; for an iteration, the diff so far, the
-    feedback and (for a review) the reviewer's threads."""
-    job, inputs, record = run.job, p.inputs, run.record
-    common: dict[str, Any] = dict(test_command=record.tests.command,
-                                  baseline=record.tests.before if record.tests.command else "")
-    record.inputs.seen, record.inputs.excluded = inputs.seen, inputs.excluded
-    record.inputs.criteria = inputs.criteria
+    feedback and (for a review) the reviewer's threads. ``baseline`` is the tests' run before
+    the change if it ended before the agent starts; a CI fix's ``ci_round`` and a /rebase's
+    ``conflicts`` say what to fix."""
+    job, inputs = run.job, p.inputs
+    common: dict[str, Any] = dict(test_command=tests.command if tests else "",
+                                  baseline=baseline.line() if tests and baseline else "")
     if job.kind == "implement":
         name = choose_template(inputs.labels, {**template_labels, **p.config.templates})
         if job.feedback:
             inputs.comments.append({"author": job.requested_by,
                                     "body": strip_hidden(job.feedback)})
-        record.inputs.template = name
-        return render_spec(templates, name, inputs, **common)
+        return Briefed(render_spec(templates, name, inputs, **common), name)
     diff = await p.checkout.git("diff", *NO_DRIVERS,
                                 f"refs/remotes/origin/{p.base}...{p.start_sha}")
-    origin = await store.get_job(int(job.context.get("origin_job", 0) or 0))
+    origin = await jobs.get_job(int(job.context.get("origin_job", 0) or 0))
     previous = (origin.result.summary if origin else "") or job.result.summary
     extra = dict(requested_by=job.requested_by, feedback=strip_hidden(job.feedback),
                  previous_summary=previous, diff=diff[:30_000], base_branch=p.base, **common)
-    extra.update(await conversation(run, p))
+    talk, answer = await conversation(run, p)
+    extra.update(talk)
     if job.kind == "review":
-        extra["review_comments"] = await review_threads(run)
+        extra["review_comments"], answer = await review_threads(run)
     if job.kind == CI_FIX:
-        extra.update(ci.brief(record.ci))
+        extra.update(ci.brief(ci_round))
     if job.kind == "rebase":
-        extra["conflicts"] = await both_sides(p.checkout, p.base, record.inputs.conflicts)
-    record.inputs.template = job.kind
-    return render_spec(templates, job.kind, inputs, **extra)
+        extra["conflicts"] = await both_sides(p.checkout, p.base, list(conflicts))
+    return Briefed(render_spec(templates, job.kind, inputs, **extra), job.kind, answer)
 
 
-async def review_threads(run: Run) -> list[dict[str, Any]]:
-    """The reviewer's new threads on the pull request (recorded, to be answered later)."""
+async def review_threads(run: Run) -> tuple[list[dict[str, Any]], list[int]]:
+    """The reviewer's new threads on the pull request, and their ids (answered later)."""
     job = run.job
     assert job.pr_number is not None
     review_id = job.context.get("review_id")
@@ -80,32 +85,31 @@ async def review_threads(run: Run) -> list[dict[str, Any]]:
                if not c.get("in_reply_to_id") and
                (review_id is None or c.get("pull_request_review_id") in (None, review_id))
                and (c.get("user") or {}).get("login") == job.requested_by]
-    run.record.inputs.review_threads = [c["id"] for c in threads]
     return [{"path": c["path"], "line": c.get("line"), "author": c["user"]["login"],
-             "body": strip_hidden(c["body"])} for c in threads]
+             "body": strip_hidden(c["body"])} for c in threads], [c["id"] for c in threads]
 
 
-async def conversation(run: Run, p: Prepared) -> dict[str, Any]:
+async def conversation(run: Run, p: Prepared) -> tuple[dict[str, Any], list[int] | None]:
     """The pull request's whole conversation for an iteration's spec (``conversation``), the
-    thread a request in a review thread is answered in (``thread``), and, for a review that
-    came without its text (its inline comments came first), the review's own words."""
-    job, inputs, record = run.job, p.inputs, run.record
+    thread a request in a review thread is answered in (``thread``, its id returned beside),
+    and, for a review that came without its text (its inline comments came first), the
+    review's own words."""
+    job, inputs = run.job, p.inputs
     assert job.pr_number is not None
     request = {int(i) for i in (job.context.get("comment_id"), job.context.get(
         "review_comment_id"), job.context.get("review_id")) if i}
     talk = await discussion.gather(run.gh, job.pr_number, request)
     inputs.excluded += [e for e in talk.excluded if e not in inputs.excluded]
     inputs.seen += [s for s in talk.seen() if s not in inputs.seen]
-    record.inputs.seen, record.inputs.excluded = inputs.seen, inputs.excluded
     thread = talk.thread_of(int(job.context.get("review_comment_id") or 0))
-    if job.kind == "mention" and thread is not None:
-        record.inputs.review_threads = [thread.id]  # answered there once delivered
+    # A mention in a review thread is answered there once delivered.
+    answer = [thread.id] if job.kind == "mention" and thread is not None else None
     out: dict[str, Any] = {"conversation": talk.as_dict(),
                            "thread": thread.as_dict() if thread else None}
     review = next((r for r in talk.reviews if r.id == job.context.get("review_id")), None)
     if job.kind == "review" and not job.feedback and review is not None:
         out["feedback"] = review.body
-    return out
+    return out, answer
 
 
 def make_agent(run: Run, p: Prepared, settings: Settings, dollars_left: float | None,

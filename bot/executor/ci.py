@@ -187,12 +187,12 @@ def decide(checks: Checks, base_red: set[str], done: list[CIRound],
 
 
 async def examine(run: Run, templates: Templates, own_slug: str,
-                  hold_seconds: float) -> JobResult | None:
+                  hold_seconds: float) -> JobResult | CIRound:
     """Read the checks of the commit the job was started for and decide. Returns the job's
     result when there is nothing to fix (it ends quietly); raises ``JobFailed`` when it stops
     with checks still failing, ``JobDeferred`` when checks still run after ``hold_seconds``
-    (the worker's slot goes to other jobs meanwhile); otherwise records what to fix in
-    ``run.record.ci``."""
+    (the worker's slot goes to other jobs meanwhile); otherwise returns the round: what to
+    fix."""
     job = run.job
     sha = str(job.context.get("head_sha", ""))
     settings = await ci_settings(run, templates.names())
@@ -224,13 +224,12 @@ async def examine(run: Run, templates: Templates, own_slug: str,
             "ci_stopped", why=stop.why, checks=stop.checks, sha=sha, base=pull["base"]["ref"],
             base_red=sorted(base_red), pending=checks.pending, tried=stop.tried,
             rounds=len(done))) from None
-    run.record.ci = CIRound(
+    return CIRound(
         round=len(done) + 1, max_fixes=settings.max_fixes, sha=sha, checks=fix,
         key=[c.key() for c in fix], names=[CheckName(name=c.name, conclusion=c.conclusion)
                                            for c in fix],
         why=fix[0].why()[:300], base_red=sorted(base_red), pending=checks.pending,
         waited_minutes=settings.wait_minutes if checks.pending else 0)
-    return None
 
 
 def quiet(run: Run, why: str) -> JobResult:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 from bot.executor.gitops import Checkout
-from bot.executor.run import Run
 from bot.jobs.outcome import JobFailed
 from bot.jobs.states import Failure
 from bot.reporter import wording
@@ -27,14 +26,12 @@ def unresolved(co: Checkout, files: list[str]) -> list[str]:
     return left
 
 
-def resolved(run: Run, co: Checkout, base: str) -> None:
-    """End the job if the agent left a conflict marker in, else say in its summary which
-    conflicts it resolved (nothing to do for a job without conflicts)."""
-    files = run.record.inputs.conflicts
+def resolved(co: Checkout, files: list[str], base: str) -> str:
+    """End the job if the agent left a conflict marker in ``files`` (a /rebase's conflicted
+    ones), else what its summary says first of the conflicts it resolved ("" for none)."""
     if not files:
-        return
+        return ""
     if left := unresolved(co, files):
         raise JobFailed(Failure.AGENT_ERROR, wording.CONFLICTS_LEFT.format(
             files=", ".join(code(p) for p in left)))
-    run.record.summary = wording.RESOLVED.format(
-        base=base, files=", ".join(code(p) for p in files)) + "\n\n" + run.record.summary
+    return wording.RESOLVED.format(base=base, files=", ".join(code(p) for p in files)) + "\n\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Sequence
 
 from bot.config import Settings
 from bot.executor.agent.loop import AgentResult
@@ -49,9 +50,10 @@ def app_identity(settings: Settings) -> tuple[str, str]:
 
 
 async def deliver(run: Run, p: Prepared, outcome: AgentResult, settings: Settings,
-                  workspaces: Workspaces) -> Pushed:
-    """Check the agent's change, commit it as the App, keep the commit on this machine, and
-    push it. An unfinished run keeps its work on the branch and ends the job."""
+                  workspaces: Workspaces, conflicts: Sequence[str] = ()) -> Pushed:
+    """Check the agent's change (a /rebase's ``conflicts`` resolved), commit it as the App,
+    keep the commit on this machine, and push it; recorded as pushed, with its summary. An
+    unfinished run keeps its work on the branch and ends the job."""
     co = p.checkout
     files = await changed_files(co, p.start_sha)
     if not outcome.finished:
@@ -62,7 +64,8 @@ async def deliver(run: Run, p: Prepared, outcome: AgentResult, settings: Setting
             summary=inline(shorten(outcome.summary, 500))))
     if why := await refusal(co, p.start_sha, files):
         raise JobFailed(Failure.PUSH_REFUSED, why)
-    resolved(run, co, p.base)  # a /rebase's conflicts: no marker left, said in the summary
+    # A /rebase's conflicts: no marker left, said in the summary.
+    summary = run.record.summary = resolved(co, list(conflicts), p.base) + outcome.summary
     await run.stage("pushing")
     head = await commit(run, co, settings, commit_title(run, p))
     await keep_commit(run, co, workspaces, head)
@@ -70,7 +73,7 @@ async def deliver(run: Run, p: Prepared, outcome: AgentResult, settings: Setting
     run.record.delivery.head_sha, run.record.delivery.pushed_branch = head, p.branch
     await run.save()  # a job resumed after this finds its commit and opens the PR
     run.mark("push")
-    return Pushed(head, files)
+    return Pushed(head, files, summary)
 
 
 async def commit_and_push(run: Run, p: Prepared, settings: Settings, title: str) -> str:
@@ -92,11 +95,10 @@ async def commit(run: Run, co: Checkout, settings: Settings, title: str) -> str:
     return await co.rev("HEAD")
 
 
-async def kept_commit(run: Run, p: Prepared) -> str | None:
-    """The commit an earlier attempt of this job made and kept (``delivery.kept_sha``), if
-    this machine's mirror has it and it still goes on from the branch as it is now (made on its
-    head, or pushed already)."""
-    sha = run.record.delivery.kept_sha
+async def kept_commit(run: Run, p: Prepared, sha: str) -> str | None:
+    """The commit an earlier attempt of this job made and kept (``sha``, its record's
+    ``delivery.kept_sha``), if this machine's mirror has it and it still goes on from the branch
+    as it is now (made on its head, or pushed already)."""
     if not sha:
         return None
     try:
@@ -111,7 +113,7 @@ async def push(run: Run, p: Prepared) -> None:
     """Push HEAD to the job's branch: a person's commits on it are kept (no force), a rejected
     push is a stated failure, GitHub not answering is ``GitHubApiError`` (unavailable: tried
     later), and no push happens without the lease."""
-    branch = run.record.delivery.branch
+    branch = p.branch
     if not await run.store.holds(run.job.id, run.job.lease_token):
         raise LeaseLost(f"job {run.job.id}: lease gone before the push to `{branch}`")
     for attempt in range(2):
@@ -133,10 +135,11 @@ async def push(run: Run, p: Prepared) -> None:
                 branch=code(branch), error=inline(text[-500:]))) from exc
 
 
-async def pushed_before(run: Run, p: Prepared) -> str | None:
+async def pushed_before(run: Run, p: Prepared, summary: str) -> str | None:
     """On a resumed job: the commit an earlier attempt pushed (found on the branch by its
-    "Handoff job N" line), if it got as far as pushing."""
-    if run.job.stage != "pushing" or not run.record.summary:
+    "Handoff job N" line), if it got as far as pushing (``summary``, its record's, is kept
+    with the push)."""
+    if run.job.stage != "pushing" or not summary:
         return None
     out = await p.checkout.git("log", "--format=%H", "--fixed-strings",
                                f"--grep=Handoff job {run.job.id} for #",
@@ -152,7 +155,7 @@ async def unopened_push(run: Run, p: Prepared, settings: Settings) -> Job | None
     job, head, co = run.job, p.start_sha, p.checkout
     if job.kind != "implement" or job.pr_number or not head:
         return None
-    if not int(await co.git("rev-list", "--count", f"{run.record.delivery.base_sha}..{head}")):
+    if not int(await co.git("rev-list", "--count", f"{p.base_sha}..{head}")):
         return None  # the base holds it: merged, or the branch is the base
     fields = (await co.git("log", "-1", "--format=%an%x00%ae%x00%cn%x00%ce%x00%B", head)
               ).split("\0", 4)
@@ -166,7 +169,7 @@ async def unopened_push(run: Run, p: Prepared, settings: Settings) -> Job | None
             earlier.issue_number != job.issue_number or earlier.state != "failed":
         return None
     done = earlier.result.delivery
-    if done.pr_url or done.head_sha != head or done.pushed_branch != run.record.delivery.branch:
+    if done.pr_url or done.head_sha != head or done.pushed_branch != p.branch:
         return None
     return earlier
 
@@ -194,7 +197,7 @@ async def keep_work(run: Run, p: Prepared, files: list[FileChange], outcome: Age
                                      plain(wording.WIP_TITLE.format(why=outcome.stop_reason),
                                            72))
         delivery = run.record.delivery
-        delivery.wip_branch, delivery.head_sha = delivery.branch, head
+        delivery.wip_branch, delivery.head_sha = p.branch, head
 
 
 async def keep_commit(run: Run, co: Checkout, workspaces: Workspaces, head: str) -> None:

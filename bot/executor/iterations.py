@@ -7,19 +7,19 @@ from __future__ import annotations
 from typing import Any
 
 from bot.jobs.record import Iteration, JobRecord, Spent
-from bot.jobs.store import Job, Store
+from bot.jobs.store import Job, Jobs
 from bot.jobs.testreport import TestReport
 
 MAX_CHAIN = 100
 
 
-async def earlier(store: Store, job: Job) -> tuple[list[Iteration], TestReport | None]:
+async def earlier(jobs: Jobs, job: Job) -> tuple[list[Iteration], TestReport | None]:
     """The iterations delivered before ``job`` on its PR, oldest first, and the test report of
     the first one's base commit (None if unknown)."""
     found: list[Iteration] = []
     origin_id = int(job.context.get("origin_job", 0) or 0)
     for _ in range(MAX_CHAIN):
-        origin = await store.get_job(origin_id) if origin_id else None
+        origin = await jobs.get_job(origin_id) if origin_id else None
         if origin is None:
             break
         record = origin.result

@@ -42,22 +42,22 @@ async def prepare(run: Run, workspaces: Workspaces, template_names: list[str],
     repo = await gh.get_repo()
     base = str(repo["default_branch"])
     branch = job.branch or f"{AGENT_BRANCH_PREFIX}{job.issue_number}-{slug(issue['title'])}"
-    run.record.delivery.branch, run.record.delivery.base = branch, base
     await run.write(branch=branch)
     clone_url = str(repo["clone_url"])
     co = await workspaces.checkout(job.id, job.repo, branch, base, clone_url, await gh.token())
     run.mark("workspace")
-    base_sha = run.record.delivery.base_sha = await co.rev(f"refs/remotes/origin/{base}")
+    base_sha = await co.rev(f"refs/remotes/origin/{base}")
     start_sha = await co.rev("HEAD")
     config = await read_config(co, base_sha, template_names, gh)
     comments = await gh.list_comments(job.issue_number)
     writers = await writers_among(gh, comments)
-    issue, left_out = await approved_issue(run, issue)
+    issue, snapshot, left_out = await approved_issue(run, issue)
     inputs = build_inputs(job.repo, issue, comments, writers, trigger_label,
                           await repo_instructions(co, base_sha))
     inputs.excluded += left_out
     run.mark("spec inputs")
-    return Prepared(co, clone_url, issue, base, base_sha, start_sha, branch, config, inputs)
+    return Prepared(co, clone_url, issue, base, base_sha, start_sha, branch, config, inputs,
+                    snapshot)
 
 
 async def read_config(co: Checkout, base_sha: str, template_names: list[str],
@@ -102,12 +102,14 @@ async def org_defaults(gh: RepoClient, own: str | None) -> str | None:
     return with_defaults(own, defaults)
 
 
-async def approved_issue(run: Run, issue: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The issue as it was handed over, with later edits by writers only, and the edits left
-    out. (Jobs recorded before snapshots existed use the live text.)"""
+async def approved_issue(run: Run, issue: dict[str, Any]
+                         ) -> tuple[dict[str, Any], dict[str, str] | None, list[str]]:
+    """The issue as it was handed over, with later edits by writers only; its title and body
+    alone (None for a job recorded before snapshots existed: the live text is used); and the
+    edits left out."""
     snap = run.job.context.get("issue_snapshot")
     if not snap:
-        return issue, []
+        return issue, None, []
     text, left_out = dict(snap), []
     for change in run.job.context.get("edits", []):
         if await run.gh.permission(change["by"]) in WRITE_ROLES:
@@ -119,8 +121,7 @@ async def approved_issue(run: Run, issue: dict[str, Any]) -> tuple[dict[str, Any
     live = {"title": issue.get("title") or "", "body": issue.get("body") or ""}
     if live != text and not left_out:
         left_out.append(wording.LATER_CHANGE_LEFT_OUT)
-    run.record.inputs.issue_snapshot = text
-    return {**issue, **text}, left_out
+    return {**issue, **text}, text, left_out
 
 
 async def writers_among(gh: RepoClient, comments: list[dict[str, Any]]) -> set[str]:

@@ -17,10 +17,11 @@ from bot.reporter import wording
 MAX_SIDE = 6_000  # one side of one file in the spec
 
 
-async def merge_base_branch(run: Run, p: Prepared, settings: Settings) -> JobResult | None:
+async def merge_base_branch(run: Run, p: Prepared, settings: Settings
+                            ) -> JobResult | list[str]:
     """Merge ``origin/<base>`` into the checked-out branch as the App: the job's result when
-    that is all (merged and pushed, or nothing to merge), None when it conflicts (the files
-    are in ``record.inputs.conflicts`` for the agent)."""
+    that is all (merged and pushed, or nothing to merge), else the conflicted files, left in
+    the work tree for the agent."""
     co, base_ref = p.checkout, f"refs/remotes/origin/{p.base}"
     try:
         await co.git("merge-base", "--is-ancestor", base_ref, "HEAD")
@@ -37,8 +38,7 @@ async def merge_base_branch(run: Run, p: Prepared, settings: Settings) -> JobRes
         out = await co.git("diff", "--name-only", "-z", "--diff-filter=U")
         if not (conflicts := [f for f in out.split("\0") if f]):
             raise
-        run.record.inputs.conflicts = conflicts
-        return None
+        return conflicts
     head = await co.rev("HEAD")
     await run.stage("pushing")
     await push(run, p)

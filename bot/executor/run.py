@@ -15,7 +15,7 @@ from bot import logs, metrics
 from bot.github.client import GitHubApiError, RepoClient
 from bot.jobs.record import JobRecord
 from bot.jobs.spend import Spend
-from bot.jobs.store import Job, Store
+from bot.jobs.store import Job, Leases
 from bot.reporter.checks import ProgressCheck
 from bot.reporter.status import StatusComment
 
@@ -28,7 +28,7 @@ class Run:
 
     job: Job
     gh: RepoClient
-    store: Store
+    store: Leases  # the job's row, written only while its lease holds
     record: JobRecord
     status: StatusComment | None = None
     check: ProgressCheck | None = None  # Handoff's in-progress check run on the PR's head

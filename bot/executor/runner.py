@@ -1,6 +1,8 @@
 """The job runner: from a claimed job to a pull request, a commit, or a stated failure. It only
-sequences the steps (prepare, sandbox, work, deliver), handing each step's typed result to the
-next, and hands GitHub writes to the reporter."""
+sequences the steps (prepare, sandbox, spec, agent, judge, deliver), handing each step's typed
+result to the next as arguments and recording it in the job's record (``result.record(...)``,
+saved by ``Run``'s lease-checked writes; no step reads it back), and hands GitHub writes to
+the reporter."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import logging
 
 from bot.config import Settings
 from bot.executor import ci, volume
-from bot.executor.agent.loop import AgentResult
 from bot.executor.briefing import write_spec
 from bot.executor.changes import changed_files
 from bot.executor.delivery import (
@@ -29,17 +30,18 @@ from bot.executor.rebase import merge_base_branch
 from bot.executor.run import Run, finish_despite_cancel
 from bot.executor.sandbox import Backend
 from bot.executor.setup import start_sandbox
-from bot.executor.steps import Judged, Prepared, Sandboxed
+from bot.executor.steps import Judged, Prepared, Ran, Sandboxed
 from bot.executor.testrun import not_run
 from bot.executor.work import baseline, judge, run_agent
 from bot.executor.workspace import Workspaces
 from bot.github.client import GitHubApp
 from bot.jobs.budgets import Budgets
 from bot.jobs.changes import FileChange
+from bot.jobs.cifix import CIRound
 from bot.jobs.outcome import WAITING_FOR_CHECKS, JobFailed, JobResult
 from bot.jobs.spend import Spend
 from bot.jobs.states import Failure
-from bot.jobs.store import Job, LeaseLost, Store
+from bot.jobs.store import Job, LeaseLost, Leases
 from bot.jobs.verdict import Verdict
 from bot.reporter import wording
 from bot.reporter.conversation import Conversation
@@ -53,7 +55,7 @@ log = logging.getLogger("handoff.executor")
 class JobRunner:
     """Runs implement, retry and review jobs end to end."""
 
-    def __init__(self, settings: Settings, store: Store, github: GitHubApp, backend: Backend,
+    def __init__(self, settings: Settings, store: Leases, github: GitHubApp, backend: Backend,
                  conversation: Conversation) -> None:
         self.settings, self.store, self.github, self.backend = settings, store, github, backend
         self.conversation = conversation
@@ -88,11 +90,13 @@ class JobRunner:
         run.mark("permission")
         dollars_left = await Budgets(self.store.engine).check(run.job.id, run.job.repo,
                                                               run.job.requested_by)
-        if run.job.kind == CI_FIX and (quiet := await ci.examine(
-                run, self.templates, self.settings.bot_login.removesuffix("[bot]"),
-                self.settings.ci_hold_seconds)):
-            return quiet  # nothing of the commit's checks to fix: no comment, no push
+        fix: CIRound | None = None  # a CI fix's round: the failing checks it fixes
         if run.job.kind == CI_FIX:
+            found = await ci.examine(run, self.templates, self.settings.bot_login.removesuffix(
+                "[bot]"), self.settings.ci_hold_seconds)
+            if isinstance(found, JobResult):
+                return found  # nothing of the commit's checks to fix: no comment, no push
+            fix = run.record.ci = found
             run.mark("checks")
         run.status = await self.conversation.acknowledge(run.gh, run.job, run.record)
         run.record.acknowledged = True
@@ -101,27 +105,33 @@ class JobRunner:
         await run.stage("preparing", self.conversation.resumed(run.job.stage) if resumed else "")
         p = await prepare(run, self.workspaces, self.templates.names(),
                           self.settings.trigger_label)
+        p.record(run.record)
         await open_check(run, p, self.settings.public_url)
-        if kept := await kept_commit(run, p):
+        stored = run.job.result  # what an earlier attempt of this job left
+        if kept := await kept_commit(run, p, stored.delivery.kept_sha):
             return await self._open_pushed(run, p, kept, await push_kept(run, p, kept))
-        if resumed and (head := await pushed_before(run, p)):
+        if resumed and (head := await pushed_before(run, p, stored.summary)):
             return await self._open_pushed(run, p, head, wording.RESUMED_AFTER_PUSH.format(
                 head=head[:7]))
         if earlier := await unopened_push(run, p, self.settings):
             run.record = carried_over(run.record, earlier.result)
             return await self._open_pushed(run, p, p.start_sha, wording.EARLIER_PUSH.format(
                 job=earlier.id, head=p.start_sha[:7]))
-        if run.job.kind == "rebase" and (done := await merge_base_branch(run, p, self.settings)):
-            return done  # merged cleanly, or nothing to merge; else the agent resolves
+        conflicts: list[str] = []  # a /rebase's, for the agent to resolve
+        if run.job.kind == "rebase":
+            merged = await merge_base_branch(run, p, self.settings)
+            if isinstance(merged, JobResult):
+                return merged  # merged cleanly, or nothing to merge
+            conflicts = run.record.inputs.conflicts = merged
         sb = await start_sandbox(run, p, self.backend, self.workspaces, self.settings)
-        outcome, judged = await self._work(run, p, sb, dollars_left)
-        pushed = await deliver(run, p, outcome, self.settings, self.workspaces)
-        return await self._open_pr(run, p, pushed.files, judged.verdict, outcome.spend.line())
+        ran, judged = await self._work(run, p, sb, dollars_left, fix, conflicts)
+        pushed = await deliver(run, p, ran.outcome, self.settings, self.workspaces, conflicts)
+        return await self._open_pr(run, p, pushed.files, judged.verdict,
+                                   ran.outcome.spend.line())
 
-    async def _work(self, run: Run, p: Prepared, sb: Sandboxed,
-                    dollars_left: float | None) -> tuple[AgentResult, Judged]:
-        """The baseline tests (beside the agent, or before it after a setup), the agent, then
-        the tests again and the verdict."""
+    async def _work(self, run: Run, p: Prepared, sb: Sandboxed, dollars_left: float | None,
+                    fix: CIRound | None, conflicts: list[str]) -> tuple[Ran, Judged]:
+        """The tests before (beside the agent, or first after a setup), agent, tests, verdict."""
         tests = await discover(p.checkout, p.base_sha, p.config.test_command)
         run.record.tests.command = tests.command if tests else ""
         run.record.tests.command_reason = tests.reason if tests else ""
@@ -132,17 +142,24 @@ class JobRunner:
         before = asyncio.ensure_future(baseline(run, p, sb, tests.command, self.backend,
                                                 self.workspaces, copy)) if tests else None
         try:
+            known = None  # after a setup, the spec states how the tests ended before
             if sb.setup and before is not None:
-                await asyncio.shield(before)
-            spec = await write_spec(run, p, self.templates, self.store,
-                                    self.settings.template_labels)
-            outcome = await run_agent(run, p, sb.sandbox, spec, self.settings, dollars_left)
+                known = await asyncio.shield(before)
+            brief = await write_spec(run, p, self.templates, self.store,
+                                     self.settings.template_labels, tests, known, fix,
+                                     conflicts)
+            brief.record(run.record, p.inputs)
+            ran = await run_agent(run, p, sb.sandbox, brief.spec, self.settings, dollars_left)
+            ran.record(run.record)
             report = await before if before is not None else not_run()
         finally:
             if before is not None and not before.done():
                 before.cancel()
                 await asyncio.gather(before, return_exceptions=True)
-        return outcome, await judge(run, sb.sandbox, tests, report, self.store)
+        judged = await judge(run, sb.sandbox, tests, report, self.store, brief.template,
+                             ran.transcript, sb.warning)
+        judged.record(run.record)
+        return ran, judged
 
     async def _open_pushed(self, run: Run, p: Prepared, head: str, detail: str) -> JobResult:
         """Go on from a push made already (an earlier attempt's, or an earlier job's whose
@@ -153,6 +170,7 @@ class JobRunner:
         await run.stage("pushing", detail)
         fork = (await p.checkout.git("merge-base", "HEAD", f"refs/remotes/origin/{p.base}")
                 ).strip()
+        # What the attempt (or the earlier job) that pushed it recorded.
         spend = Spend.saved(run.record.agent.spend)
         verdict = run.record.verdict
         assert verdict is not None  # judged before its commit was made
@@ -174,7 +192,7 @@ class JobRunner:
         record.delivery.pr_number, record.delivery.pr_url = pr["number"], pr["html_url"]
         await run.write(pr_number=pr["number"])
         await writer.review_summary(pr["number"], files, verdict)
-        if run.record.inputs.review_threads:
+        if record.inputs.review_threads:
             await writer.answer_review(delivered)
         record.delivery.check_run_id = await writer.check_run(delivered, verdict, p.start_sha)
         record.delivery.check_run_open = False

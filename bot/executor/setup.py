@@ -75,8 +75,9 @@ async def start_sandbox(run: Run, p: Prepared, backend: Backend, workspaces: Wor
     await keep_out_of_changes(co)
     run.mark("setup")
     if failed is not None:
-        settle(run, failed, required=guessed is None and not record.setup.offline)
-    return Sandboxed(box, record.setup.command)
+        record.setup.warning = settle(failed, required=guessed is None and
+                                      not record.setup.offline)
+    return Sandboxed(box, record.setup.command, record.setup.warning)
 
 
 async def warm_start(run: Run, co: Checkout, box: Sandbox, found: Plan, backend: Backend,
@@ -95,8 +96,7 @@ async def warm_start(run: Run, co: Checkout, box: Sandbox, found: Plan, backend:
 async def plan(run: Run, p: Prepared) -> tuple[list[SetupStep], Setup | None]:
     """The steps to run (the configured ones, else the guessed install, which is also
     returned) and what the PR says of them; whether the branch keeps them offline."""
-    co, record = p.checkout, run.record
-    base_sha = record.delivery.base_sha
+    co, record, base_sha = p.checkout, run.record, p.base_sha
     steps, guessed = p.config.setup_steps(), None
     if steps is None and (guessed := await default_setup(co, base_sha)):
         steps = [SetupStep(name="install dependencies", run=guessed.command)]
@@ -104,7 +104,7 @@ async def plan(run: Run, p: Prepared) -> tuple[list[SetupStep], Setup | None]:
     record.setup.command = " && ".join(step.run for step in steps)
     record.setup.reason = guessed.reason if guessed else \
         "set as `setup_command` in `.github/handoff.yml`"
-    record.setup.offline, record.setup.steps = "", []
+    record.setup.offline, record.setup.steps, record.setup.warning = "", [], ""
     commands = "\n".join(step.run for step in steps)
     if steps and (changed := await build_files_changed(co, base_sha, commands)):
         record.setup.offline = wording.SETUP_OFFLINE.format(files=", ".join(
@@ -113,14 +113,15 @@ async def plan(run: Run, p: Prepared) -> tuple[list[SetupStep], Setup | None]:
     return steps, guessed
 
 
-def settle(run: Run, failed: Failed, required: bool) -> None:
+def settle(failed: Failed, required: bool) -> str:
     """A configured setup that failed ends the job; a guessed one, or one kept from the
-    network, does not: the PR says so, and the tests before and after tell what it cost."""
+    network, does not: its warning, which the PR states, and the tests before and after tell
+    what it cost."""
     if required:
         raise JobFailed(Failure.SETUP_FAILED, failure(failed))
     why = f"{code(failed.step.run)} ended with {failed.result.describe()}: " \
           f"{inline(setup_cause(failed.result))}"
-    run.record.setup.warning = wording.SETUP_WARNING.format(why=why)
+    return wording.SETUP_WARNING.format(why=why)
 
 
 async def clear_secrets(run: Run, box: Sandbox, settings: Settings, values: list[str]) -> None:

@@ -11,18 +11,17 @@ from bot.config import Settings
 from bot.executor import resume
 from bot.executor.agent.cli import CliAgent
 from bot.executor.agent.external import ExternalAgent
-from bot.executor.agent.loop import AgentResult
 from bot.executor.agent_inputs import images, mcp_tools
 from bot.executor.briefing import make_agent
 from bot.executor.iterations import earlier
 from bot.executor.run import Run, finish_despite_cancel
 from bot.executor.sandbox import Backend, Sandbox
 from bot.executor.setup import check_limits
-from bot.executor.steps import Judged, Prepared, Sandboxed
+from bot.executor.steps import Judged, Prepared, Ran, Sandboxed
 from bot.executor.testrun import TestCommand, not_run, run_tests
 from bot.executor.verdict import NO_EVIDENCE_NEEDED, decide, last_failed_check
 from bot.executor.workspace import SANDBOX_OBJECTS, Workspaces
-from bot.jobs.store import Store
+from bot.jobs.store import Jobs
 from bot.jobs.testreport import TestReport
 from bot.reporter import wording
 
@@ -54,7 +53,7 @@ async def baseline(run: Run, p: Prepared, sb: Sandboxed, command: str, backend: 
 
 
 async def run_agent(run: Run, p: Prepared, box: Sandbox, spec: str, settings: Settings,
-                    dollars_left: float | None) -> AgentResult:
+                    dollars_left: float | None) -> Ran:
     """The agent's run in the sandbox (its dollars capped by the month's budget left, if
     one caps this job); the network is closed again after it."""
     await run.stage("agent", wording.STARTING_AGENT)
@@ -77,36 +76,31 @@ async def run_agent(run: Run, p: Prepared, box: Sandbox, spec: str, settings: Se
         run.record.agent.checkpoint = None
     await box.set_egress([])
     check_limits(run, box)
-    run.record.agent.spend, run.record.summary = outcome.spend.stored(), outcome.summary
     run.mark("agent")
-    return outcome
+    return Ran(outcome, agent.transcript.path)
 
 
 async def judge(run: Run, box: Sandbox, tests: TestCommand | None, before: TestReport,
-                store: Store) -> Judged:
+                jobs: Jobs, template: str = "", transcript: Path | None = None,
+                setup_warning: str = "") -> Judged:
     """The tests after the change, compared test by test with the first iteration's base,
-    and the verdict (recorded)."""
-    record = run.record
-    record.tests.before, record.tests.before_report = before.line(), before
-    history, base = await earlier(store, run.job)
+    and the verdict. ``template`` is the spec's (some need no evidence), ``transcript`` the
+    agent's (its last failed check), ``setup_warning`` a setup that failed but went on."""
+    history, base = await earlier(jobs, run.job)
     if base is None or base.command != before.command:
         base = before
-    record.tests.base_report, record.tests.base = base, base.line()
     after = None
     if tests and before.state != "config-error":
         await run.stage("testing")
         after = await run_tests(box, tests.command, "after")
         check_limits(run, box)
-    record.tests.after = after.line() if after else \
+    after_line = after.line() if after else \
         before.line() if before.state == "config-error" else not_run().line()
-    record.tests.after_report = after
-    templates = [it.template for it in history] + [record.inputs.template]
+    templates = [it.template for it in history] + [template]
     verdict = decide(base if tests else None, after,
                      prior_evidence=any(it.evidence for it in history),
                      evidence_expected=not any(t in NO_EVIDENCE_NEEDED for t in templates),
-                     last_failed_check=last_failed_check(Path(record.agent.transcript)
-                                                         if record.agent.transcript else None),
-                     setup_failure=record.setup.warning)
-    record.verdict = verdict
+                     last_failed_check=last_failed_check(transcript),
+                     setup_failure=setup_warning)
     run.mark("tests after")
-    return Judged(verdict, base, before, after)
+    return Judged(verdict, base, before, after, after_line)

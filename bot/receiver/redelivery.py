@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.github.client import GitHubApp
-from bot.jobs.store import Store
+from bot.jobs.store import Deliveries
 
 log = logging.getLogger("handoff.redelivery")
 WINDOW = timedelta(days=3)
@@ -39,7 +39,7 @@ def missed(deliveries: list[dict[str, Any]], now: datetime,
     return out
 
 
-async def sweep(github: GitHubApp, store: Store, pages: int = 10,
+async def sweep(github: GitHubApp, store: Deliveries, pages: int = 10,
                 unrecorded_after: timedelta | None = None) -> list[str]:
     """Redeliver what was missed; returns the GUIDs asked for again."""
     deliveries = await github.deliveries(pages)  # follows GitHub's cursor (Link: rel="next")
