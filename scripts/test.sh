@@ -9,5 +9,11 @@ export PATH="$PWD/.venv/bin:$PATH" VIRTUAL_ENV="$PWD/.venv"
 unset PYTHONPATH PYTHONHOME
 python -m ruff check bot handlers devkit tests bench
 python -m mypy
+# Coverage data is written in a sticky folder anyone may write (like /tmp): a root run's egress
+# proxy process (proxy_server.py) writes its share as nobody. The combined file ends in .coverage.
+data=$(mktemp -d)
+chmod 1777 "$data"
+trap 'cp -f "$data/.coverage" .coverage 2>/dev/null; rm -rf "$data"' EXIT
+export COVERAGE_FILE="$data/.coverage"
 python -m pytest -q -p no:cacheprovider --cov=bot --cov=handlers --cov=devkit --cov-branch \
   --cov-report=term-missing "$@"

@@ -47,6 +47,12 @@ STOP_GRACE = 2.0
 UNNAMED = "unnamed"  # ``refused_by_kind``'s group for the count of hosts not named
 
 
+def _measured() -> dict[str, str]:
+    """Coverage.py's own variables, when a test run measures the processes it starts (they
+    hold its settings, no secret): the proxy's process is measured like the rest."""
+    return {k: v for k, v in os.environ.items() if k.startswith("COVERAGE_PROCESS_")}
+
+
 def _recordable_label(text: str) -> bool:
     host, _, port = text.rpartition(":")
     return port.isdigit() and recordable(host[1:-1] if host.startswith("[") else host)
@@ -147,7 +153,7 @@ class EgressProxy:
             sys.executable, "-I", str(SERVER_SOURCE), *where,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env={"PATH": os.environ.get("PATH", ""),
-                                                 "LANG": "C.UTF-8"})
+                                                 "LANG": "C.UTF-8", **_measured()})
         self._reader = asyncio.ensure_future(self._events(self.process))
         await self.send(self.policy())
         try:
