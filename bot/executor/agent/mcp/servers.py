@@ -80,22 +80,24 @@ class RemoteServer:
         assert self.config.url is not None
         try:
             return await asyncio.wait_for(self._request(method, params), self.config.timeout)
-        except TimeoutError:
-            raise ServerError(f"no answer within {self.config.timeout:.0f}s") from None
-        except McpError as exc:
-            raise ServerError(f"the server answered an error: {str(exc)[:300]}") from exc
-        except (httpx.HTTPError, OSError) as exc:
-            raise ServerError(f"unreachable: {type(exc).__name__}") from exc
-        except ExceptionGroup as group:  # the SDK's task group wraps transport errors
-            first = group.exceptions[0]
-            raise ServerError(f"unreachable: {type(first).__name__}: {str(first)[:200]}"
-                              ) from group
+        except (TimeoutError, McpError, httpx.HTTPError, OSError, ExceptionGroup) as exc:
+            raise ServerError(self._why(innermost(exc))) from exc
+
+    def _why(self, exc: BaseException) -> str:
+        """What a person reads of a failed request."""
+        if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+            return f"no answer within {self.config.timeout:.0f}s"
+        if isinstance(exc, McpError):
+            return f"the server answered an error: {str(exc)[:300]}"
+        return f"unreachable: {type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
 
     async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         assert self.config.url is not None
         timeout = timedelta(seconds=self.config.timeout)
         # No redirects: one could lead off the allowed host.
-        async with (httpx.AsyncClient(headers=self.headers, timeout=self.config.timeout,
+        # The client's own timeout a little later than the request's: a silent server is
+        # "no answer within", never an httpx read timeout racing it.
+        async with (httpx.AsyncClient(headers=self.headers, timeout=self.config.timeout + 5,
                                       follow_redirects=False, verify=client_context()) as http,
                     streamable_http_client(self.config.url, http_client=http) as (read, write,
                                                                                   _),
@@ -108,6 +110,13 @@ class RemoteServer:
                 return listed.model_dump(mode="json", by_alias=True, exclude_none=True)
             called = await session.call_tool(params["name"], params.get("arguments"))
             return called.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def innermost(exc: BaseException) -> BaseException:
+    """The first error inside the task groups the MCP SDK wraps errors in."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def reachable(url: str, allow: list[str], allow_private: bool) -> str:
