@@ -4,9 +4,7 @@ format, parsed with prometheus_client's own parser."""
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -16,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from agent_fixtures import BUGGY_REPO, FIX_SCRIPT, TEST_COMMAND
-from helpers import SECRET, headers, labeled, name_their_ids
+from helpers import SECRET, headers, json_log, labeled, name_their_ids
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot import logs, metrics_port
@@ -92,14 +90,7 @@ def test_serve_logs_json_and_counts_deliveries(tmp_path: Path) -> None:
 @pytest.mark.podman
 @pytest.mark.skipif(not shutil.which("podman"), reason="needs Podman")
 async def test_a_job_in_logs_and_metrics(tmp_path: Path) -> None:
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(logs.JsonFormatter())
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
+    with json_log() as lines:
         async with stack(tmp_path, FIX_SCRIPT) as s:
             s.sim.add_repo("acme/calc", {**BUGGY_REPO,
                                          ".github/handoff.yml": f"test_command: {TEST_COMMAND}\n"})
@@ -109,10 +100,6 @@ async def test_a_job_in_logs_and_metrics(tmp_path: Path) -> None:
             assert job.state == "succeeded", job.reason
             async with running(metrics_port.app(s.store)) as url, httpx.AsyncClient() as client:
                 scrape = (await client.get(f"{url}/metrics")).text
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-    lines = [json.loads(raw) for raw in out.getvalue().splitlines()]
     assert name_their_ids(lines) == []  # every line about a job or delivery carries its id
     mine = [x for x in lines if x.get("job") == job.id]
     assert mine and all(x["repo"] == "acme/calc" for x in mine)
