@@ -141,6 +141,15 @@ class Cluster:
             self._loop = loop
         return self._api
 
+    async def close(self) -> None:
+        """Close the client's connections (kr8s has no close of its own: its ``Api`` keeps
+        an ``httpx.AsyncClient`` it never closes, whose sockets the garbage collector would
+        find open). A client of another event loop, gone by now, is only dropped."""
+        api, loop, self._api, self._loop = self._api, self._loop, None, None
+        session = getattr(api, "_session", None)
+        if session is not None and loop is asyncio.get_running_loop():
+            await session.aclose()
+
     async def call(self, method: str, kind: str, name: str = "", body: Any = None,
                    params: dict[str, str] | None = None, missing_ok: bool = False,
                    patch: bool = False) -> dict[str, Any]:
@@ -394,7 +403,17 @@ class KubernetesBackend:
         self.isolation_checked = False
 
     def supports(self, feature: str) -> bool:
-        return feature in {"memory", "egress", "disk-limit", "persistent"}
+        return feature in {"memory", "egress", "disk-limit", "persistent", "warm"}
+
+    async def close(self) -> None:
+        """Close the API client (the sandboxes are closed with their jobs)."""
+        await self.cluster.close()
+
+    async def __aenter__(self) -> KubernetesBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     def labels(self, job_id: int | str) -> dict[str, str]:
         return {LABEL: "1", "handoff.job": dns_label(str(job_id), 63),
