@@ -35,7 +35,7 @@ from typing import Any
 
 from bot.executor.dependencies import BUILD_FILES, Setup, _paths_in
 from bot.executor.gitops import Checkout
-from bot.executor.sandbox import Backend, Sandbox
+from bot.executor.sandbox import Backend, Sandbox, SandboxError
 from bot.executor.sandbox.base import DIR_FLAGS, run_capped
 from bot.executor.workspace import host_lock
 from bot.reporter.markdown import code
@@ -54,10 +54,8 @@ MEASURE = 'du -sk "$HOME" | cut -f1; du -sck --files0-from=- | tail -n 1 | cut -
 # Files the work tree has (the branch's own) are never replaced by kept ones.
 RESTORE = ('tar -xf "$W/home.tar" -C "$HOME" --no-overwrite-dir && '
            'tar -xf "$W/tree.tar" --skip-old-files')
-NO_WARM = {
-    "kubernetes": "the Kubernetes sandbox keeps no warm environment yet (a pod's files go "
-                  "with the pod; a volume per repository is not built)",
-}
+# Removes the archives inside the sandbox too (a pod's work tree is its own copy).
+DROP = f"rm -rf {OUT}"
 
 
 def setup_steps(setup: Setup) -> list[str]:
@@ -254,12 +252,15 @@ async def key_for(co: Checkout, rev: str, installation: int, repo: str, image: s
 
 async def image_id(backend: Backend, image: str) -> str:
     """What the sandbox's root file system is: the image's id (a rebuilt image is another
-    one), or the host's system for bubblewrap."""
+    one), the image's reference on Kubernetes (its nodes resolve it: pin it by digest, or give
+    each build a tag of its own), or the host's system for bubblewrap."""
     engine = getattr(backend, "engine", None)
     if engine:
         found = await run_capped([*engine, "image", "inspect", "--format", "{{.Id}}", image],
                                  60, 4096)
         return f"{image}@{found.stdout.strip()}" if found.ok else image
+    if backend.name == "kubernetes":  # the nodes resolve it: the reference as the pods name it
+        return f"kubernetes:{image}"
     release = Path("/etc/os-release")
     text = release.read_text() if release.exists() else ""
     return f"{backend.name}:host:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
@@ -282,8 +283,6 @@ def changed(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def supported(backend: Backend) -> str:
     """Why this backend starts cold, or "" when it can start warm."""
-    if backend.name in NO_WARM:
-        return NO_WARM[backend.name]
     return "" if backend.supports("warm") else \
         f"the {backend.name} sandbox keeps no warm environment"
 
@@ -360,9 +359,12 @@ def restore_command(where: str) -> str:
     return f"W={shlex.quote(where)}; {RESTORE}"
 
 
-def drop_output(co: Checkout) -> None:
-    """Remove the archives the sandbox wrote (never part of the agent's work tree), through
-    folder descriptors: a ``.git`` swapped for a link is never followed."""
+async def drop_output(box: Sandbox, co: Checkout) -> None:
+    """Remove the archives the sandbox wrote (never part of the agent's work tree): in the
+    sandbox (a pod's copy of the work tree takes its disk), then on the host, through folder
+    descriptors (a ``.git`` swapped for a link is never followed)."""
+    with contextlib.suppress(SandboxError):  # a pod gone: the job's next command says so
+        await box.exec(DROP)
     *parents, last = Path(OUT).parts
     with contextlib.suppress(OSError):
         fd = os.open(co.work_tree, DIR_FLAGS)

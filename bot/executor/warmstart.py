@@ -105,7 +105,7 @@ async def keep(run: Run, co: Checkout, box: Sandbox, found: Plan, backend: Backe
     else:
         found.notes.append(f"kept for the next jobs ({entry.size // (1024 * 1024)} MB)")
     finally:
-        drop_output(co)
+        await drop_output(box, co)
     run.record.timings["keep environment"] = round(time.monotonic() - started, 3)
 
 
