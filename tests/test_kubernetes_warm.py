@@ -1,7 +1,7 @@
 """The warm environment on Kubernetes, through the whole stack and the fake cluster
 (``kube_fake``): the first job's setup is kept by the worker, a second job on the repository
-starts warm in a new pod (the setup downloads nothing, what it made is there), a changed lock
-file starts cold, and another repository never gets it."""
+starts warm in a new pod (the setup downloads nothing, what it made is there), an image pushed
+again under its tag or a changed lock file starts cold, and another repository never gets it."""
 
 from __future__ import annotations
 
@@ -114,9 +114,21 @@ async def test_a_second_job_starts_warm_in_a_new_pod(tmp_path: Path,
                 assert {"name": "m1", "mountPath": "/opt/handoff/warm",
                         "readOnly": True} in mounts
 
+                # The image pushed again under the same tag: the node runs another build, whose
+                # digest the pod reports; the kept environment is not used, the setup runs.
+                cluster.push("handoff-sandbox:test")
+                rebuilt = await job_on(s, REPO)
+                assert hits == ["/setup", "/setup"]
+                assert (rebuilt.result.setup.environment,
+                        rebuilt.result.setup.environment_reason.split(" (")[0]) == (
+                    "cold", "the sandbox image was rebuilt under the same name since this "
+                    "environment was kept")
+                again = await job_on(s, REPO)  # kept anew from the rebuilt image: warm again
+                assert again.result.setup.environment == "warm" and len(hits) == 2
+
                 commit_files(repo.path, "main", {"requirements.txt": "six==1.16.0\n"}, "pin")
                 third = await job_on(s, REPO)
-                assert hits == ["/setup", "/setup"]
+                assert hits == ["/setup"] * 3
                 assert third.result.setup.environment == "cold"
                 assert third.result.setup.environment_reason.startswith(
                     "`requirements.txt` changed since the last environment was kept")
@@ -128,5 +140,5 @@ async def test_a_second_job_starts_warm_in_a_new_pod(tmp_path: Path,
                 assert twin.result.setup.environment == "cold"
                 assert twin.result.setup.environment_reason.startswith(
                     "no environment kept for this repository yet")
-                assert hits == ["/setup"] * 3
+                assert hits == ["/setup"] * 4
             assert not cluster.pods and not cluster.policies

@@ -149,10 +149,12 @@ class WarmCache:
         entry.meta["used"] = time.time()
         _write_meta(entry.path, entry.meta)
 
-    async def keep(self, key: Key, archives: Path, secrets: Sequence[str] = ()) -> Entry:
+    async def keep(self, key: Key, archives: Path, secrets: Sequence[str] = (),
+                   image_id: str = "") -> Entry:
         """Keep the archives the sandbox wrote in the work tree ``archives`` for ``key``
         (unless they hold one of the ``secrets``), in place of the repository's older ones;
-        then evict down to size."""
+        then evict down to size. ``image_id``: the image the sandbox ran, as resolved only
+        once it ran (a Kubernetes node's digest of the key's image reference)."""
         folder = self.folder(key.installation, key.repo)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{key.digest}.{os.getpid()}.tmp"
@@ -169,7 +171,8 @@ class WarmCache:
             raise
         now = time.time()
         meta = {"installation": key.installation, "repo": key.repo, "key": key.digest,
-                "parts": key.parts, "created": now, "used": now, "size": size}
+                "parts": key.parts, "created": now, "used": now, "size": size,
+                **({"image_id": image_id} if image_id else {})}
         _write_meta(tmp, meta)
         async with host_lock(self.root / ".lock"):
             final = folder / key.digest
@@ -293,8 +296,9 @@ def decide(cache: WarmCache, key: Key, offline: bool, on_base: bool) -> Plan:
         return Plan("cold", "this branch changes files that decide the setup", key)
     if entry := cache.find(key):
         age = (time.time() - entry.created) / 3600
+        # keep: should the environment not unpack, the setup's result replaces it.
         return Plan("warm", f"the setup and its lock and manifest files are as when this "
-                    f"environment was kept {age:.1f} h ago", key, entry)
+                    f"environment was kept {age:.1f} h ago", key, entry, keep=on_base)
     keep = on_base
     earlier = sorted(cache.entries(key.installation, key.repo), key=lambda e: e.created)
     if not earlier:
@@ -352,6 +356,22 @@ def encodings(value: str) -> list[str]:
     """A secret's text, base64 and hex forms."""
     raw = value.encode()
     return [value, base64.b64encode(raw).decode().rstrip("="), raw.hex()]
+
+
+def resolved_image(box: Sandbox) -> str:
+    """The image a started sandbox runs, where the backend learns it only then (a Kubernetes
+    pod's digest); "" elsewhere (the key holds the image's id already)."""
+    return str(getattr(box, "image_id", "") or "")
+
+
+def image_moved(entry: Entry, box: Sandbox) -> str:
+    """Why the kept environment does not fit this sandbox's image although the key's image
+    reference matched (a tag pushed again), or ""."""
+    kept, now = str(entry.meta.get("image_id", "")), resolved_image(box)
+    if kept and now and kept != now:
+        return (f"the sandbox image was rebuilt under the same name since this environment "
+                f"was kept (now {code(now[-19:])}, then {code(kept[-19:])})")
+    return ""
 
 
 def restore_command(where: str) -> str:

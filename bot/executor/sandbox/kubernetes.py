@@ -190,6 +190,7 @@ class KubernetesSandbox(GuardedSandbox):
         self.listing: Listing = {}
         self.egress_open = False
         self.counted = False  # in the sandboxes-running gauge
+        self.image_id = ""  # the image as the node resolved it (its digest), once it runs
         self._limit_hit: CommandResult | None = None
 
     async def raw(self, argv: list[str], stdin: bytes | AsyncIterator[bytes] | None,
@@ -452,7 +453,9 @@ class KubernetesBackend:
             box.counted = True
             await self._wait(name, STAGE_CONTAINER)
             await self._stage(box, workspace, mounts)
-            await proxy.set_peer(str((await self._wait(name, SANDBOX_CONTAINER)).get("podIP")))
+            running = await self._wait(name, SANDBOX_CONTAINER)
+            await proxy.set_peer(str(running.get("podIP")))
+            box.image_id = _image_id(running)
             await box.find_keeper()
             await self._check_isolation(box)
             box.listing = await box.list_tree()
@@ -558,6 +561,14 @@ class KubernetesBackend:
         if held is not None and notes.get("handoff.owner"):
             return not await held(notes.get("handoff.job", ""), notes["handoff.owner"])
         return False
+
+
+def _image_id(status: dict[str, Any]) -> str:
+    """The image the sandbox container runs, as its node resolved it ("" if not said)."""
+    for state in status.get("containerStatuses") or []:
+        if state.get("name") == SANDBOX_CONTAINER:
+            return str(state.get("imageID") or "")
+    return ""
 
 
 def _why(status: dict[str, Any]) -> str:
