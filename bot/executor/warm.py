@@ -8,7 +8,10 @@ tree (``node_modules``, a virtualenv, ``*.egg-info``). The worker keeps them und
 repository, the sandbox backend and image, the setup commands, the package index settings and
 the hashes of every lock, manifest and build file at the default branch's tip (and of the
 files the commands name). A later job whose key matches, within the lifetime, starts its
-sandbox and unpacks them inside it (never on the host), instead of the setup.
+sandbox and unpacks them inside it (never on the host), instead of the setup. On Kubernetes
+the archives reach the worker with the pod's work tree (and leave the pod once kept), and a
+kept environment is streamed into the next pod as a read-only volume; the image there is a
+reference its node resolves, so the digest the pod ran is kept too and checked by the next.
 
 Never from an agent's branch (kept only when the work tree is the default branch's tip and
 no build file differs), never shared across repositories or installations (they are part of
