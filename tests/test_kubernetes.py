@@ -261,6 +261,24 @@ async def test_api_errors_become_sandbox_errors_and_leave_nothing(
         assert statuses and all(s["kind"] == "Status" for s in statuses)
 
 
+async def test_closing_the_backend_closes_its_connections(cluster: FakeCluster,
+                                                         workspace: Path) -> None:
+    """The worker closes its backend when it stops: the API server sees no connection left
+    open (kr8s never closes its own client)."""
+    assert cluster.server is not None
+    open_connections = cluster.server.server_state.connections
+    async with make() as backend:
+        box = await backend.start(22, workspace)
+        assert (await box.exec("true")).ok
+        await box.close()
+        assert open_connections  # kept alive between requests
+    for _ in range(50):
+        if not open_connections:
+            break
+        await asyncio.sleep(0.05)
+    assert not open_connections
+
+
 async def test_close_tolerates_a_pod_already_gone(cluster: FakeCluster,
                                                   box: KubernetesSandbox) -> None:
     cluster.pods.clear()
