@@ -226,12 +226,15 @@ async def check_engine(settings: Settings) -> Result:
     started = time.monotonic()
     try:
         backend = make_backend(settings)
-        box = await asyncio.wait_for(backend.start(f"doctor-{int(time.time())}", workspace),
-                                     120)
         try:
-            result = await box.exec("echo sandbox-ok", timeout=60)
+            box = await asyncio.wait_for(backend.start(f"doctor-{int(time.time())}",
+                                                       workspace), 120)
+            try:
+                result = await box.exec("echo sandbox-ok", timeout=60)
+            finally:
+                await box.close()
         finally:
-            await box.close()
+            await backend.close()
     except (SandboxError, TimeoutError, OSError) as exc:
         hint = (" (deploy/sandbox/build.sh builds it)" if "image" in str(exc).lower() else "")
         return False, "sandbox", f"{settings.sandbox} could not start a sandbox: {exc}{hint}"

@@ -77,7 +77,13 @@ def build_worker(settings: Settings, store: Store, housekeeping: bool = True) ->
                                           settings.status_interval)
         runner = JobRunner(settings, store, github, backend, conversation)
         reporter = GitHubReporter(github, settings.public_url)
-        cleanup, close = backend.cleanup_orphans, github.close
+        cleanup = backend.cleanup_orphans
+
+        async def close() -> None:  # what the worker holds: GitHub's and the sandboxes' clients
+            try:
+                await github.close()
+            finally:
+                await backend.close()
         periodic.append((settings.reap_seconds, reaper(backend, store)))
 
         async def redelivery_sweep() -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import re
@@ -142,6 +143,7 @@ class FakeCluster:
         self.pods: dict[tuple[str, str], FakePod] = {}
         self.policies: dict[tuple[str, str], dict[str, Any]] = {}
         self.deleted_pods: list[dict[str, Any]] = []  # as they were when deleted
+        self.builds: dict[str, int] = {}  # image reference: how often ``push`` rebuilt it
         self.version = 1000
         self.root = Path(tempfile.mkdtemp(prefix="handoff-fake-k8s-"))
         self.server: uvicorn.Server | None = None
@@ -193,6 +195,16 @@ class FakeCluster:
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
                                                       "namespace": namespace}}]}))
         return path
+
+    def push(self, image: str) -> None:
+        """Push another build of ``image`` under the same reference: its digest changes."""
+        self.builds[image] = self.builds.get(image, 0) + 1
+
+    def image_id(self, image: str) -> str:
+        """What a node reports a running container's image as: the digest of the build the
+        reference names now."""
+        digest = hashlib.sha256(f"{image}#{self.builds.get(image, 0)}".encode()).hexdigest()
+        return f"docker.io/library/{image.partition(':')[0]}@sha256:{digest}"
 
     def fail(self, method: str, path: str, code: int, times: int = 1) -> None:
         """The next ``times`` requests matching ``method`` and ``path`` get ``code``."""
@@ -327,6 +339,8 @@ class FakeCluster:
             if entry["name"] == name:
                 entry["state"] = state
                 entry["started"] = "running" in state
+                if "running" in state:
+                    entry["imageID"] = self.image_id(entry["image"])
                 entry["ready"] = "running" in state and key == "containerStatuses"
         self.version += 1
         pod.obj["metadata"]["resourceVersion"] = str(self.version)

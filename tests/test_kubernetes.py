@@ -76,11 +76,12 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def box(cluster: FakeCluster, workspace: Path) -> AsyncIterator[KubernetesSandbox]:
-    sandbox = await make().start(12, workspace, owner="worker-a")
-    try:
-        yield sandbox
-    finally:
-        await sandbox.close()
+    async with make() as backend:
+        sandbox = await backend.start(12, workspace, owner="worker-a")
+        try:
+            yield sandbox
+        finally:
+            await sandbox.close()
 
 
 def created(cluster: FakeCluster, kind: str) -> dict[str, Any]:
@@ -170,13 +171,15 @@ async def test_mounts_are_read_only(cluster: FakeCluster, workspace: Path, tmp_p
     objects = tmp_path / "objects"
     (objects / "pack").mkdir(parents=True)
     (objects / "pack" / "x.pack").write_bytes(b"PACK")
-    box = await make().start("12-baseline", workspace, mounts=[(objects, "/opt/handoff/objects")])
-    try:
-        result = await box.exec("cat /opt/handoff/objects/pack/x.pack; "
-                                "touch /opt/handoff/objects/new")
-        assert result.stdout == "PACK" and "Read-only file system" in result.stderr
-    finally:
-        await box.close()
+    async with make() as backend:
+        box = await backend.start("12-baseline", workspace,
+                                  mounts=[(objects, "/opt/handoff/objects")])
+        try:
+            result = await box.exec("cat /opt/handoff/objects/pack/x.pack; "
+                                    "touch /opt/handoff/objects/new")
+            assert result.stdout == "PACK" and "Read-only file system" in result.stderr
+        finally:
+            await box.close()
     mounts = created(cluster, "pods")["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "m0", "mountPath": "/opt/handoff/objects", "readOnly": True} in mounts
 
@@ -193,65 +196,87 @@ async def test_egress_reaches_only_allowed_hosts_through_the_proxy(
     fetch = ("python3 -c \"import urllib.request as u; print(u.urlopen("
              f"'http://{{host}}:{TARGET_PORT}/', timeout=5).read().decode(), end='')\"")
     with web_server(TARGET_PORT):
-        box = await make().start(13, workspace, egress=[f"127.0.0.1:{TARGET_PORT}"])
-        try:
-            reached = await box.exec(fetch.format(host="127.0.0.1"))
-            assert reached.stdout == "hello from the web\n", reached.stderr
-            refused = await box.exec(fetch.format(host="localhost"))
-            assert refused.exit_code != 0 and box.egress_denied == [f"localhost:{TARGET_PORT}"]
-            [opened] = cluster.sent("PATCH", "/networkpolicies/")
-            assert opened.body == {"spec": {"egress": [{
-                "to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
-                "ports": [{"protocol": "TCP", "port": box.proxy.port}]}]}}
-            await box.set_egress([])
-            assert cluster.sent("PATCH", "/networkpolicies/")[-1].body == {"spec": {"egress": []}}
-            closed = await box.exec(fetch.format(host="127.0.0.1"))
-            assert closed.exit_code != 0
-        finally:
-            await box.close()
+        async with make() as backend:
+            box = await backend.start(13, workspace, egress=[f"127.0.0.1:{TARGET_PORT}"])
+            try:
+                reached = await box.exec(fetch.format(host="127.0.0.1"))
+                assert reached.stdout == "hello from the web\n", reached.stderr
+                refused = await box.exec(fetch.format(host="localhost"))
+                assert refused.exit_code != 0 and \
+                    box.egress_denied == [f"localhost:{TARGET_PORT}"]
+                [opened] = cluster.sent("PATCH", "/networkpolicies/")
+                assert opened.body == {"spec": {"egress": [{
+                    "to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
+                    "ports": [{"protocol": "TCP", "port": box.proxy.port}]}]}}
+                await box.set_egress([])
+                assert cluster.sent("PATCH", "/networkpolicies/")[-1].body == \
+                    {"spec": {"egress": []}}
+                closed = await box.exec(fetch.format(host="127.0.0.1"))
+                assert closed.exit_code != 0
+            finally:
+                await box.close()
 
 
 async def test_a_cluster_that_does_not_enforce_policies_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workspace: Path) -> None:
     async for cluster in started(enforce_policies=False):
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path / "kubeconfig")))
-        backend = make()
-        with pytest.raises(SandboxError, match="does not enforce NetworkPolicies"):
-            await backend.start(14, workspace)
-        assert not cluster.pods and not cluster.policies
-        assert not {n for n in backend.live if n.startswith("handoff-job-14-")}
+        async with make() as backend:
+            with pytest.raises(SandboxError, match="does not enforce NetworkPolicies"):
+                await backend.start(14, workspace)
+            assert not cluster.pods and not cluster.policies
+            assert not {n for n in backend.live if n.startswith("handoff-job-14-")}
 
 
 async def test_exec_over_v4_passes_stdin_without_closing_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workspace: Path) -> None:
     async for cluster in started(protocols=("v4.channel.k8s.io",)):
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path / "kubeconfig")))
-        box = await make().start(15, workspace)
-        try:
-            result = await box.exec("wc -c", stdin=b"x" * 100_000)
-            assert result.stdout.strip() == "100000"
-        finally:
-            await box.close()
+        async with make() as backend:
+            box = await backend.start(15, workspace)
+            try:
+                result = await box.exec("wc -c", stdin=b"x" * 100_000)
+                assert result.stdout.strip() == "100000"
+            finally:
+                await box.close()
 
 
 async def test_api_errors_become_sandbox_errors_and_leave_nothing(
         cluster: FakeCluster, workspace: Path) -> None:
-    backend = make()
-    cluster.fail("POST", "/pods$", 403, times=99)  # RBAC says no every time (kr8s asks again)
-    with pytest.raises(SandboxError, match='403.*cannot create resource "pods"'):
-        await backend.start(16, workspace)
-    cluster.faults.clear()
-    assert not cluster.pods and not cluster.policies
-    assert not {n for n in backend.live if n.startswith("handoff-job-16-")}
-    cluster.fail("POST", "/networkpolicies$", 409)
-    with pytest.raises(SandboxError, match="409.*already exists"):
-        await backend.start(16, workspace)
-    cluster.fail("GET", "/exec$", 403, times=99)
-    with pytest.raises(SandboxError, match="exec refused: 403"):
-        await backend.start(16, workspace)
-    assert not cluster.pods and not cluster.policies
-    statuses = [r.response for r in cluster.requests if r.status >= 400]
-    assert statuses and all(s["kind"] == "Status" for s in statuses)
+    async with make() as backend:
+        cluster.fail("POST", "/pods$", 403, times=99)  # RBAC says no every time (kr8s asks again)
+        with pytest.raises(SandboxError, match='403.*cannot create resource "pods"'):
+            await backend.start(16, workspace)
+        cluster.faults.clear()
+        assert not cluster.pods and not cluster.policies
+        assert not {n for n in backend.live if n.startswith("handoff-job-16-")}
+        cluster.fail("POST", "/networkpolicies$", 409)
+        with pytest.raises(SandboxError, match="409.*already exists"):
+            await backend.start(16, workspace)
+        cluster.fail("GET", "/exec$", 403, times=99)
+        with pytest.raises(SandboxError, match="exec refused: 403"):
+            await backend.start(16, workspace)
+        assert not cluster.pods and not cluster.policies
+        statuses = [r.response for r in cluster.requests if r.status >= 400]
+        assert statuses and all(s["kind"] == "Status" for s in statuses)
+
+
+async def test_closing_the_backend_closes_its_connections(cluster: FakeCluster,
+                                                         workspace: Path) -> None:
+    """The worker closes its backend when it stops: the API server sees no connection left
+    open (kr8s never closes its own client)."""
+    assert cluster.server is not None
+    open_connections = cluster.server.server_state.connections
+    async with make() as backend:
+        box = await backend.start(22, workspace)
+        assert (await box.exec("true")).ok
+        await box.close()
+        assert open_connections  # kept alive between requests
+    for _ in range(50):
+        if not open_connections:
+            break
+        await asyncio.sleep(0.05)
+    assert not open_connections
 
 
 async def test_close_tolerates_a_pod_already_gone(cluster: FakeCluster,
@@ -264,40 +289,41 @@ async def test_close_tolerates_a_pod_already_gone(cluster: FakeCluster,
 
 async def test_a_pod_past_its_deadline_fails_the_command(cluster: FakeCluster,
                                                          workspace: Path) -> None:
-    box = await make(deadline=3).start(17, workspace)
-    try:
-        await asyncio.sleep(3.5)
-        with pytest.raises(SandboxError, match="DeadlineExceeded"):
-            await box.exec("true")
-    finally:
-        await box.close()
+    async with make(deadline=3) as backend:
+        box = await backend.start(17, workspace)
+        try:
+            await asyncio.sleep(3.5)
+            with pytest.raises(SandboxError, match="DeadlineExceeded"):
+                await box.exec("true")
+        finally:
+            await box.close()
 
 
 async def test_reaping_by_process_and_lease(cluster: FakeCluster, workspace: Path) -> None:
-    backend = make()
-    mine = await backend.start(18, workspace, owner="w1")
-    kept = await backend.start(19, workspace, owner="w1")
-    backend.live.discard(mine.name)  # as if this process had lost track of it
-    other = clone_pod(cluster, kept.name, "handoff-job-20-aaaaaa", owner="w2", job="20")
-    ended = clone_pod(cluster, kept.name, "handoff-job-21-bbbbbb", owner="w3", job="21")
-    cluster.pods[(NAMESPACE, ended)].obj["status"]["phase"] = "Failed"
-    asked: list[tuple[str, str]] = []
+    async with make() as backend:
+        mine = await backend.start(18, workspace, owner="w1")
+        kept = await backend.start(19, workspace, owner="w1")
+        backend.live.discard(mine.name)  # as if this process had lost track of it
+        other = clone_pod(cluster, kept.name, "handoff-job-20-aaaaaa", owner="w2", job="20")
+        ended = clone_pod(cluster, kept.name, "handoff-job-21-bbbbbb", owner="w3", job="21")
+        cluster.pods[(NAMESPACE, ended)].obj["status"]["phase"] = "Failed"
+        asked: list[tuple[str, str]] = []
 
-    async def held(job: str, owner: str) -> bool:
-        asked.append((job, owner))
-        return owner == "w3"
+        async def held(job: str, owner: str) -> bool:
+            asked.append((job, owner))
+            return owner == "w3"
 
-    removed = await backend.cleanup_orphans(held)
-    assert sorted(removed) == sorted([mine.name, other, ended])
-    assert ("20", "w2") in asked
-    assert set(cluster.pods) == {(NAMESPACE, kept.name)}
-    selectors = {dict(r.query).get("labelSelector") for r in cluster.sent("GET", "s$")}
-    assert selectors == {"handoff.sandbox=1,handoff.deployment=dep1"}
-    for request in cluster.sent("GET", "s$"):
-        schema = "podlist" if request.path.endswith("pods") else "networkpolicylist"
-        assert_schema(request.response, schema)
-    await kept.close()
-    await mine.close()
+        removed = await backend.cleanup_orphans(held)
+        assert sorted(removed) == sorted([mine.name, other, ended])
+        assert ("20", "w2") in asked
+        assert set(cluster.pods) == {(NAMESPACE, kept.name)}
+        selectors = {dict(r.query).get("labelSelector") for r in cluster.sent("GET", "s$")}
+        assert selectors == {"handoff.sandbox=1,handoff.deployment=dep1"}
+        for request in cluster.sent("GET", "s$"):
+            schema = "podlist" if request.path.endswith("pods") else "networkpolicylist"
+            assert_schema(request.response, schema)
+        await kept.close()
+        await mine.close()
 
 
 async def test_a_job_runs_end_to_end_in_sandbox_pods(tmp_path: Path,

@@ -68,9 +68,10 @@ async def box(request: pytest.FixtureRequest, tmp_path: Path,
     else:
         async for cluster in kube.started():
             monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path / "kubeconfig")))
-            sandbox = await kube.make(limits=LIMITS).start(7, ws, owner="w")
-            yield sandbox
-            await sandbox.close()
+            async with kube.make(limits=LIMITS) as kubernetes:
+                sandbox = await kubernetes.start(7, ws, owner="w")
+                yield sandbox
+                await sandbox.close()
         return
     sandbox = await backend.start("mcp", ws)
     yield sandbox

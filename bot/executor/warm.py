@@ -8,7 +8,10 @@ tree (``node_modules``, a virtualenv, ``*.egg-info``). The worker keeps them und
 repository, the sandbox backend and image, the setup commands, the package index settings and
 the hashes of every lock, manifest and build file at the default branch's tip (and of the
 files the commands name). A later job whose key matches, within the lifetime, starts its
-sandbox and unpacks them inside it (never on the host), instead of the setup.
+sandbox and unpacks them inside it (never on the host), instead of the setup. On Kubernetes
+the archives reach the worker with the pod's work tree (and leave the pod once kept), and a
+kept environment is streamed into the next pod as a read-only volume; the image there is a
+reference its node resolves, so the digest the pod ran is kept too and checked by the next.
 
 Never from an agent's branch (kept only when the work tree is the default branch's tip and
 no build file differs), never shared across repositories or installations (they are part of
@@ -35,7 +38,7 @@ from typing import Any
 
 from bot.executor.dependencies import BUILD_FILES, Setup, _paths_in
 from bot.executor.gitops import Checkout
-from bot.executor.sandbox import Backend, Sandbox
+from bot.executor.sandbox import Backend, Sandbox, SandboxError
 from bot.executor.sandbox.base import DIR_FLAGS, run_capped
 from bot.executor.workspace import host_lock
 from bot.reporter.markdown import code
@@ -54,10 +57,8 @@ MEASURE = 'du -sk "$HOME" | cut -f1; du -sck --files0-from=- | tail -n 1 | cut -
 # Files the work tree has (the branch's own) are never replaced by kept ones.
 RESTORE = ('tar -xf "$W/home.tar" -C "$HOME" --no-overwrite-dir && '
            'tar -xf "$W/tree.tar" --skip-old-files')
-NO_WARM = {
-    "kubernetes": "the Kubernetes sandbox keeps no warm environment yet (a pod's files go "
-                  "with the pod; a volume per repository is not built)",
-}
+# Removes the archives inside the sandbox too (a pod's work tree is its own copy).
+DROP = f"rm -rf {OUT}"
 
 
 def setup_steps(setup: Setup) -> list[str]:
@@ -151,10 +152,12 @@ class WarmCache:
         entry.meta["used"] = time.time()
         _write_meta(entry.path, entry.meta)
 
-    async def keep(self, key: Key, archives: Path, secrets: Sequence[str] = ()) -> Entry:
+    async def keep(self, key: Key, archives: Path, secrets: Sequence[str] = (),
+                   image_id: str = "") -> Entry:
         """Keep the archives the sandbox wrote in the work tree ``archives`` for ``key``
         (unless they hold one of the ``secrets``), in place of the repository's older ones;
-        then evict down to size."""
+        then evict down to size. ``image_id``: the image the sandbox ran, as resolved only
+        once it ran (a Kubernetes node's digest of the key's image reference)."""
         folder = self.folder(key.installation, key.repo)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{key.digest}.{os.getpid()}.tmp"
@@ -171,7 +174,8 @@ class WarmCache:
             raise
         now = time.time()
         meta = {"installation": key.installation, "repo": key.repo, "key": key.digest,
-                "parts": key.parts, "created": now, "used": now, "size": size}
+                "parts": key.parts, "created": now, "used": now, "size": size,
+                **({"image_id": image_id} if image_id else {})}
         _write_meta(tmp, meta)
         async with host_lock(self.root / ".lock"):
             final = folder / key.digest
@@ -254,12 +258,15 @@ async def key_for(co: Checkout, rev: str, installation: int, repo: str, image: s
 
 async def image_id(backend: Backend, image: str) -> str:
     """What the sandbox's root file system is: the image's id (a rebuilt image is another
-    one), or the host's system for bubblewrap."""
+    one), the image's reference on Kubernetes (its nodes resolve it: pin it by digest, or give
+    each build a tag of its own), or the host's system for bubblewrap."""
     engine = getattr(backend, "engine", None)
     if engine:
         found = await run_capped([*engine, "image", "inspect", "--format", "{{.Id}}", image],
                                  60, 4096)
         return f"{image}@{found.stdout.strip()}" if found.ok else image
+    if backend.name == "kubernetes":  # the nodes resolve it: the reference as the pods name it
+        return f"kubernetes:{image}"
     release = Path("/etc/os-release")
     text = release.read_text() if release.exists() else ""
     return f"{backend.name}:host:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
@@ -282,8 +289,6 @@ def changed(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def supported(backend: Backend) -> str:
     """Why this backend starts cold, or "" when it can start warm."""
-    if backend.name in NO_WARM:
-        return NO_WARM[backend.name]
     return "" if backend.supports("warm") else \
         f"the {backend.name} sandbox keeps no warm environment"
 
@@ -294,8 +299,9 @@ def decide(cache: WarmCache, key: Key, offline: bool, on_base: bool) -> Plan:
         return Plan("cold", "this branch changes files that decide the setup", key)
     if entry := cache.find(key):
         age = (time.time() - entry.created) / 3600
+        # keep: should the environment not unpack, the setup's result replaces it.
         return Plan("warm", f"the setup and its lock and manifest files are as when this "
-                    f"environment was kept {age:.1f} h ago", key, entry)
+                    f"environment was kept {age:.1f} h ago", key, entry, keep=on_base)
     keep = on_base
     earlier = sorted(cache.entries(key.installation, key.repo), key=lambda e: e.created)
     if not earlier:
@@ -355,14 +361,33 @@ def encodings(value: str) -> list[str]:
     return [value, base64.b64encode(raw).decode().rstrip("="), raw.hex()]
 
 
+def resolved_image(box: Sandbox) -> str:
+    """The image a started sandbox runs, where the backend learns it only then (a Kubernetes
+    pod's digest); "" elsewhere (the key holds the image's id already)."""
+    return str(getattr(box, "image_id", "") or "")
+
+
+def image_moved(entry: Entry, box: Sandbox) -> str:
+    """Why the kept environment does not fit this sandbox's image although the key's image
+    reference matched (a tag pushed again), or ""."""
+    kept, now = str(entry.meta.get("image_id", "")), resolved_image(box)
+    if kept and now and kept != now:
+        return (f"the sandbox image was rebuilt under the same name since this environment "
+                f"was kept (now {code(now[-19:])}, then {code(kept[-19:])})")
+    return ""
+
+
 def restore_command(where: str) -> str:
     """Unpack a kept environment seen at ``where`` into the sandbox's home and work tree."""
     return f"W={shlex.quote(where)}; {RESTORE}"
 
 
-def drop_output(co: Checkout) -> None:
-    """Remove the archives the sandbox wrote (never part of the agent's work tree), through
-    folder descriptors: a ``.git`` swapped for a link is never followed."""
+async def drop_output(box: Sandbox, co: Checkout) -> None:
+    """Remove the archives the sandbox wrote (never part of the agent's work tree): in the
+    sandbox (a pod's copy of the work tree takes its disk), then on the host, through folder
+    descriptors (a ``.git`` swapped for a link is never followed)."""
+    with contextlib.suppress(SandboxError):  # a pod gone: the job's next command says so
+        await box.exec(DROP)
     *parents, last = Path(OUT).parts
     with contextlib.suppress(OSError):
         fd = os.open(co.work_tree, DIR_FLAGS)

@@ -32,7 +32,9 @@ from bot.executor.warm import (
     decide,
     drop_output,
     image_id,
+    image_moved,
     key_for,
+    resolved_image,
     restore_command,
     setup_steps,
     supported,
@@ -72,6 +74,10 @@ async def restore(run: Run, box: Sandbox, found: Plan, backend: Backend,
     """Unpack the kept environment in the sandbox; False (and the plan turned cold, with the
     reason) when it cannot be."""
     assert found.entry is not None
+    if moved := image_moved(found.entry, box):
+        found.state, found.entry, found.reason = "cold", None, moved
+        log.info("job %s: %s; running the setup", run.job.id, moved)
+        return False
     # The local backend shows no mounts: its commands read the host path itself.
     where = str(found.entry.path) if backend.name == "local" else MOUNT
     done = await box.exec(restore_command(where))
@@ -98,14 +104,15 @@ async def keep(run: Run, co: Checkout, box: Sandbox, found: Plan, backend: Backe
     try:
         if why := await capture(box, co, room_mb):
             raise OSError(why)
-        entry = await cache_of(settings).keep(found.key, co.work_tree, secrets)
+        entry = await cache_of(settings).keep(found.key, co.work_tree, secrets,
+                                              resolved_image(box))
     except OSError as exc:
         found.notes.append(f"its environment could not be kept: {exc}")
         log.warning("job %s: the environment was not kept: %s", run.job.id, exc)
     else:
         found.notes.append(f"kept for the next jobs ({entry.size // (1024 * 1024)} MB)")
     finally:
-        drop_output(co)
+        await drop_output(box, co)
     run.record.timings["keep environment"] = round(time.monotonic() - started, 3)
 
 

@@ -229,6 +229,11 @@ class Backend(Protocol):
 
     def supports(self, feature: str) -> bool: ...
 
+    async def close(self) -> None:
+        """Release what the backend holds between sandboxes (its API client's connections);
+        called once, when the worker stops."""
+        ...
+
 
 async def _drain(stream: asyncio.StreamReader, cap: int, out: bytearray) -> int:
     """Read a stream to its end, keeping at most ``cap`` bytes; returns bytes dropped."""

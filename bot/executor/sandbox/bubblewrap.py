@@ -151,6 +151,9 @@ class BubblewrapBackend:
     def supports(self, feature: str) -> bool:
         return feature in {"memory", "pids", "egress", "disk-limit", "warm"}
 
+    async def close(self) -> None:
+        """Nothing is held between sandboxes."""
+
     async def start(self, job_id: int | str, workspace: Path, egress: list[str] | None = None,
                     image: str | None = None, owner: str = "",
                     mounts: Sequence[tuple[Path, str]] = ()) -> BubblewrapSandbox:

@@ -141,6 +141,15 @@ class Cluster:
             self._loop = loop
         return self._api
 
+    async def close(self) -> None:
+        """Close the client's connections (kr8s has no close of its own: its ``Api`` keeps
+        an ``httpx.AsyncClient`` it never closes, whose sockets the garbage collector would
+        find open). A client of another event loop, gone by now, is only dropped."""
+        api, loop, self._api, self._loop = self._api, self._loop, None, None
+        session = getattr(api, "_session", None)
+        if session is not None and loop is asyncio.get_running_loop():
+            await session.aclose()
+
     async def call(self, method: str, kind: str, name: str = "", body: Any = None,
                    params: dict[str, str] | None = None, missing_ok: bool = False,
                    patch: bool = False) -> dict[str, Any]:
@@ -181,6 +190,7 @@ class KubernetesSandbox(GuardedSandbox):
         self.listing: Listing = {}
         self.egress_open = False
         self.counted = False  # in the sandboxes-running gauge
+        self.image_id = ""  # the image as the node resolved it (its digest), once it runs
         self._limit_hit: CommandResult | None = None
 
     async def raw(self, argv: list[str], stdin: bytes | AsyncIterator[bytes] | None,
@@ -394,7 +404,17 @@ class KubernetesBackend:
         self.isolation_checked = False
 
     def supports(self, feature: str) -> bool:
-        return feature in {"memory", "egress", "disk-limit", "persistent"}
+        return feature in {"memory", "egress", "disk-limit", "persistent", "warm"}
+
+    async def close(self) -> None:
+        """Close the API client (the sandboxes are closed with their jobs)."""
+        await self.cluster.close()
+
+    async def __aenter__(self) -> KubernetesBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     def labels(self, job_id: int | str) -> dict[str, str]:
         return {LABEL: "1", "handoff.job": dns_label(str(job_id), 63),
@@ -433,7 +453,9 @@ class KubernetesBackend:
             box.counted = True
             await self._wait(name, STAGE_CONTAINER)
             await self._stage(box, workspace, mounts)
-            await proxy.set_peer(str((await self._wait(name, SANDBOX_CONTAINER)).get("podIP")))
+            running = await self._wait(name, SANDBOX_CONTAINER)
+            await proxy.set_peer(str(running.get("podIP")))
+            box.image_id = _image_id(running)
             await box.find_keeper()
             await self._check_isolation(box)
             box.listing = await box.list_tree()
@@ -539,6 +561,14 @@ class KubernetesBackend:
         if held is not None and notes.get("handoff.owner"):
             return not await held(notes.get("handoff.job", ""), notes["handoff.owner"])
         return False
+
+
+def _image_id(status: dict[str, Any]) -> str:
+    """The image the sandbox container runs, as its node resolved it ("" if not said)."""
+    for state in status.get("containerStatuses") or []:
+        if state.get("name") == SANDBOX_CONTAINER:
+            return str(state.get("imageID") or "")
+    return ""
 
 
 def _why(status: dict[str, Any]) -> str:

@@ -127,6 +127,9 @@ class LocalBackend:
     def supports(self, feature: str) -> bool:
         return feature in {"disk-limit", "warm"}
 
+    async def close(self) -> None:
+        """Nothing is held between sandboxes."""
+
     async def start(self, job_id: int | str, workspace: Path, egress: list[str] | None = None,
                     image: str | None = None, owner: str = "",
                     mounts: Sequence[tuple[Path, str]] = ()) -> LocalSandbox:

@@ -129,3 +129,6 @@ class TrustingBackend:
 
     def supports(self, feature: str) -> bool:
         return self.inner.supports(feature)
+
+    async def close(self) -> None:
+        await self.inner.close()
