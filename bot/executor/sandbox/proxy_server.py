@@ -3,8 +3,10 @@
 Started by ``egress.EgressProxy`` as ``python -I proxy_server.py unix SOCKET`` (or ``tcp HOST
 FIRST LAST`` for a Kubernetes pod, see ``listen``), so a sandbox that
 floods it exhausts this process's file descriptors, never the worker's: it lowers its own
-``RLIMIT_NOFILE`` and address space at start, serves at most ``MAX_CONNECTIONS`` at once and
-gives each request head (and each tunnel's TLS ClientHello) one deadline.
+``RLIMIT_NOFILE`` and address space at start, serves at most ``MAX_CONNECTIONS`` at once,
+keeps up to ``MAX_WAITING`` more waiting for a slot (npm opens dozens at once: a refusal costs
+it a retry 10 to 60 s later), answers 503 beyond, and gives each request head (and each
+tunnel's TLS ClientHello) one deadline.
 
 What it allows, per connection, one request only (pipelined bytes after it are never read):
 - ``CONNECT host:port`` to a listed host, when the tunnel starts with a TLS ClientHello whose
@@ -50,8 +52,9 @@ MAX_HELLO = 64 * 1024
 HEAD_DEADLINE = 10.0  # seconds for a whole request head, and again for a TLS ClientHello
 IDLE = 120.0  # seconds a request body may stall
 CONNECT_TIMEOUT = 15.0
-MAX_CONNECTIONS = 32
-NOFILE = 256  # 2 per connection, the cap's refusals and Python's own
+MAX_CONNECTIONS = 64
+MAX_WAITING = 192
+NOFILE = 512  # 2 per connection served, 1 per waiting, the cap's refusals and Python's own
 ADDRESS_SPACE = 1 << 30
 DEFAULT_PORTS = (80, 443)
 NOBODY = 65534
@@ -253,7 +256,8 @@ class Proxy:
         self.allow: list[str] = []
         self.allow_private = False
         self.upstream = ""  # the operator's proxy to reach listed hosts through, if any
-        self.connections = 0
+        self.connections = 0  # served and waiting
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.recorded: set[str] = set()
         self.others = 0
         self.others_sent = 0
@@ -286,14 +290,15 @@ class Proxy:
                 self.emit({"stranger": peer})
             writer.close()
             return
-        if self.connections >= MAX_CONNECTIONS:
+        if self.connections >= MAX_CONNECTIONS + MAX_WAITING:
             with contextlib.suppress(OSError):
                 writer.write(BUSY)
             writer.close()
             return
         self.connections += 1
         try:
-            await self.handle(reader, writer)
+            async with self.slots:
+                await self.handle(reader, writer)
         except Refused as refused:
             self.deny(refused.host, refused.port, refused.why, refused.kind)
         except (OSError, TimeoutError, h11.ProtocolError, ValueError):
