@@ -53,8 +53,11 @@ HEAD_DEADLINE = 10.0  # seconds for a whole request head, and again for a TLS Cl
 IDLE = 120.0  # seconds a request body may stall
 CONNECT_TIMEOUT = 15.0
 MAX_CONNECTIONS = 64
-MAX_WAITING = 192
-NOFILE = 512  # 2 per connection served, 1 per waiting, the cap's refusals and Python's own
+MAX_WAITING = 448  # npm ci of jest (267 packages) opens a connection for each at once
+# Connections the kernel holds until accepted: a burst beyond it is refused there, and
+# asyncio's connect in the sandbox's relay reports that refusal as a connection.
+BACKLOG = MAX_CONNECTIONS + MAX_WAITING
+NOFILE = 1024  # 2 per connection served, 1 per waiting, the refusals and Python's own
 ADDRESS_SPACE = 1 << 30
 DEFAULT_PORTS = (80, 443)
 NOBODY = 65534
@@ -537,7 +540,7 @@ async def listen(proxy: Proxy, where: list[str]) -> asyncio.base_events.Server:
     to it). ``tcp HOST FIRST LAST``: the first free port of that range from a random one on,
     answering only the address ``peer`` names (a Kubernetes sandbox pod)."""
     if where[0] == "unix":
-        server = await asyncio.start_unix_server(proxy.serve, path=where[1], backlog=64)
+        server = await asyncio.start_unix_server(proxy.serve, path=where[1], backlog=BACKLOG)
         os.chmod(where[1], 0o666)
         return server
     proxy.pod_only = True
@@ -545,7 +548,7 @@ async def listen(proxy: Proxy, where: list[str]) -> asyncio.base_events.Server:
     start = random.randrange(first, last + 1)
     for port in [*range(start, last + 1), *range(first, start)]:
         with contextlib.suppress(OSError):
-            server = await asyncio.start_server(proxy.serve, where[1], port, backlog=64)
+            server = await asyncio.start_server(proxy.serve, where[1], port, backlog=BACKLOG)
             proxy.port = port
             return server
     raise OSError(f"no free port in {first}-{last}")
