@@ -74,9 +74,13 @@ def fetch(packages: list[Wanted], cache: Path) -> int:
     missing = [p for p in packages if not (cache / p.file).is_file()]
     if missing:
         with tempfile.TemporaryDirectory(prefix="npm-pack-") as work:
-            subprocess.run(["npm", "pack", "--silent", "--pack-destination", str(cache),
-                            *(f"{p.name}@{p.version}" for p in missing)], cwd=work,
-                           check=True, stdout=subprocess.DEVNULL, timeout=900)
+            packed = subprocess.run(
+                ["npm", "pack", "--silent", "--pack-destination", str(cache),
+                 *(f"{p.name}@{p.version}" for p in missing)], cwd=work,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=900)
+        if packed.returncode:
+            raise RuntimeError(f"npm pack could not fetch {len(missing)} packages into {cache} "
+                               f"(the host's npm reaches its registry?): {packed.stderr[-500:]}")
     for package in packages:
         path = cache / package.file
         if not path.is_file() or integrity_of(path.read_bytes()) != package.integrity:
