@@ -16,6 +16,7 @@ os.environ.setdefault(
     "CONTAINERS_CONF", str(Path(__file__).parent.parent / "deploy/sandbox/containers.conf"))
 
 from bot.jobs.store import Store  # noqa: E402
+from devkit import npm_registry  # noqa: E402
 from devkit.stack import postgres_bin, throwaway_postgres  # noqa: E402
 
 # tests/fixtures/repos holds other projects' test suites: they run in sandboxes, never here.
@@ -59,3 +60,21 @@ def pg_url() -> Iterator[str]:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
     with throwaway_postgres(5433) as url:
         yield url.format(db="postgres")
+
+
+@pytest.fixture(scope="session")
+def npm_packages() -> list[npm_registry.Wanted]:
+    """The real npm packages of tests/fixtures/npm/packages.txt (mocha's and jest's trees),
+    in the cache: fetched once with the host's npm, which reaches registry.npmjs.org (or
+    the organisation's mirror) as its configuration says."""
+    packages = npm_registry.wanted()
+    npm_registry.fetch(packages, npm_registry.cache_dir())
+    return packages
+
+
+@pytest.fixture
+def local_npm(npm_packages: list[npm_registry.Wanted]
+                     ) -> Iterator[npm_registry.Registry]:
+    """A local npm registry on 127.0.0.1 serving those packages (its URL is ``.url``)."""
+    with npm_registry.serve(npm_packages, npm_registry.cache_dir()) as registry:
+        yield registry

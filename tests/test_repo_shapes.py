@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bot.executor.dependencies import NPM_FLAGS
 from bot.executor.testrun import GO_TEST_ALL, PYTEST
 from bot.jobs.store import Job
 from bot.reporter.wording import TITLE_NOT_RUN
@@ -46,6 +47,7 @@ class Shape:
     breaks: tuple[str, str, str]
     broken: list[str]
     setup: str = ""  # the setup discovery must choose
+    npm: bool = False  # its devDependencies come from the local npm registry
 
 
 SHAPE_LIST = [
@@ -108,7 +110,17 @@ SHAPE_LIST = [
           ["example.com/tools/cli/cmd.TestLatestPrerelease"],
           ("semver/semver.go", "if d[0] < d[1] {", "if d[0] > d[1] {"),
           ["example.com/tools/semver.TestCompare", "example.com/tools/cli/cmd.TestLatest"]),
+    Shape("node-mocha", "npm test -- --reporter json", "npm test", (7, 1),
+          ("lib/bytes.js", "mag > map.kb", "mag >= map.kb"),
+          ["format formats exactly one kilobyte"],
+          ("lib/bytes.js", "(kb|mb|gb|b)$/i", "(kb|mb|gb|b)$/"), ["parse is case-insensitive"],
+          f"npm install {NPM_FLAGS}", npm=True),
+    Shape("node-jest", "npm test -- --json", "npm test", (6, 1),
+          ("lib/duration.js", "abs > m)", "abs >= m)"), ["format formats exactly one minute"],
+          ("lib/duration.js", "return n * d;", "return n * h;"), ["parse reads days"],
+          f"npm ci {NPM_FLAGS}", npm=True),
 ]
+NODE_MOCHA = next(s for s in SHAPE_LIST if s.name == "node-mocha")
 
 
 def committed(shape: str, tmp: Path) -> Path:
@@ -123,13 +135,18 @@ def committed(shape: str, tmp: Path) -> Path:
     return work
 
 
-def direct_counts(shape: Shape, tmp: Path) -> tuple[int, int]:
+def direct_counts(shape: Shape, tmp: Path, npm: str = "") -> tuple[int, int]:
     """(passed, failed) from running the shape's command by hand in the sandbox image, read
-    from the runner's own human-readable lines."""
+    from the runner's own human-readable lines; an npm shape's devDependencies installed on
+    the host first, from the registry at ``npm``."""
     work = tmp / "direct"
     shutil.copytree(SHAPES / shape.name, work)
     for path in [work, *work.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o666)
+    if shape.npm:  # after the chmod, which would take the executable bit off mocha's bin
+        subprocess.run(["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund",
+                        "--registry", npm, "--cache", str(tmp / "npm-cache")], cwd=work,
+                       check=True, capture_output=True, timeout=300)
     run = subprocess.run(
         ["podman", "run", "--rm", "--network", "none", "-v", f"{work}:/workspace:Z",
          "-w", "/workspace", "-e", "HOME=/tmp", "-e", "PYTHONDONTWRITEBYTECODE=1", IMAGE,
@@ -138,6 +155,12 @@ def direct_counts(shape: Shape, tmp: Path) -> tuple[int, int]:
     if "go test -v" in shape.direct:
         return len(re.findall(r"^\s*--- PASS", out, re.M)), \
             len(re.findall(r"^\s*--- FAIL", out, re.M))
+    if shape.name == "node-mocha":
+        return int(re.search(r"^  (\d+) passing", out, re.M).group(1)), \
+            int(re.search(r"^  (\d+) failing", out, re.M).group(1))  # type: ignore[union-attr]
+    if shape.name == "node-jest":
+        summary = re.search(r"^Tests: +(\d+) failed, (\d+) passed", run.stderr, re.M)
+        return int(summary.group(2)), int(summary.group(1))  # type: ignore[union-attr]
     if shape.direct.startswith("npm test"):  # a summary per workspace
         return sum(int(n) for n in re.findall(r"^# pass (\d+)", out, re.M)), \
             sum(int(n) for n in re.findall(r"^# fail (\d+)", out, re.M))
@@ -148,6 +171,15 @@ def direct_counts(shape: Shape, tmp: Path) -> tuple[int, int]:
     summary = out.strip().splitlines()[-1]
     return tuple(int(m.group(1)) if (m := re.search(rf"(\d+) {w}", summary)) else 0
                  for w in ("passed", "failed"))  # type: ignore[return-value]
+
+
+def npm_settings(shape: Shape, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """For a shape with npm devDependencies: Handoff pointed at the local registry, which
+    the egress proxy may reach on 127.0.0.1."""
+    if not shape.npm:
+        return {}
+    registry = request.getfixturevalue("local_npm")
+    return {"npm_registry": registry.url, "egress_allow_private": True}
 
 
 def edit(path: str, old: str, new: str, summary: str) -> list[dict[str, Any]]:
@@ -173,14 +205,17 @@ def pr_and_check(s: Stack) -> tuple[str, Any]:
 
 
 @pytest.mark.parametrize("shape", SHAPE_LIST, ids=lambda s: s.name)
-async def test_a_fix_shows_its_test_now_passing(shape: Shape, tmp_path: Path) -> None:
+async def test_a_fix_shows_its_test_now_passing(shape: Shape, tmp_path: Path,
+                                                request: pytest.FixtureRequest) -> None:
     script = edit(*shape.fix, "Fixed the bug the issue describes.")
-    async with stack(tmp_path, script) as s:
+    npm = npm_settings(shape, request)
+    async with stack(tmp_path, script, **npm) as s:
         job = await handed_over(s, shape, tmp_path)
         assert job.result.tests.command == shape.command, job.result.tests.command_reason
         assert (job.result.setup.command, job.result.setup.warning) == (shape.setup, "")
         base = job.result.tests.base_report.counts
-        assert (base["passed"], base["failed"]) == shape.base == direct_counts(shape, tmp_path)
+        assert (base["passed"], base["failed"]) == shape.base == \
+            direct_counts(shape, tmp_path, npm.get("npm_registry", ""))
         body, check = pr_and_check(s)
         assert check.conclusion == "success", check.output
         assert f"Command: `{shape.command}`" in body
@@ -191,10 +226,10 @@ async def test_a_fix_shows_its_test_now_passing(shape: Shape, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("shape", SHAPE_LIST, ids=lambda s: s.name)
-async def test_a_breaking_change_names_the_newly_failing_test(shape: Shape,
-                                                              tmp_path: Path) -> None:
+async def test_a_breaking_change_names_the_newly_failing_test(
+        shape: Shape, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     script = edit(*shape.breaks, "Tidied the helper.")
-    async with stack(tmp_path, script) as s:
+    async with stack(tmp_path, script, **npm_settings(shape, request)) as s:
         job = await handed_over(s, shape, tmp_path)
         body, check = pr_and_check(s)
         assert check.conclusion == "failure", check.output

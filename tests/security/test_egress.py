@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from bench.security import Lab
 from bot.executor.sandbox.egress import EgressProxy
 from bot.executor.sandbox.proxy_server import (
     MAX_CONNECTIONS,
+    MAX_WAITING,
     hello_body,
     hello_sni,
     public_address,
@@ -96,8 +98,13 @@ async def test_the_proxy_caps_connections_and_refused_hosts_are_logged_once(
     await proxy.set_allow(["pypi.org"])
     held = []
     try:
-        for _ in range(MAX_CONNECTIONS):  # half a head each: they take every slot
-            reader, writer = await asyncio.open_unix_connection(str(proxy.socket))
+        # Half a head each: they take every slot, then every place in the queue. A blocking
+        # connect returns once the proxy's backlog has room (asyncio's may report a connect
+        # the full backlog refused as done).
+        for _ in range(MAX_CONNECTIONS + MAX_WAITING):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(proxy.socket))
+            reader, writer = await asyncio.open_unix_connection(sock=sock)
             writer.write(b"GET http://pypi.org/ HTTP/1.1\r\n")
             held.append(writer)
         await asyncio.sleep(0.2)

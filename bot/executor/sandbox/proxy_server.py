@@ -3,8 +3,10 @@
 Started by ``egress.EgressProxy`` as ``python -I proxy_server.py unix SOCKET`` (or ``tcp HOST
 FIRST LAST`` for a Kubernetes pod, see ``listen``), so a sandbox that
 floods it exhausts this process's file descriptors, never the worker's: it lowers its own
-``RLIMIT_NOFILE`` and address space at start, serves at most ``MAX_CONNECTIONS`` at once and
-gives each request head (and each tunnel's TLS ClientHello) one deadline.
+``RLIMIT_NOFILE`` and address space at start, serves at most ``MAX_CONNECTIONS`` at once,
+keeps up to ``MAX_WAITING`` more waiting for a slot (npm opens dozens at once: a refusal costs
+it a retry 10 to 60 s later), answers 503 beyond, and gives each request head (and each
+tunnel's TLS ClientHello) one deadline.
 
 What it allows, per connection, one request only (pipelined bytes after it are never read):
 - ``CONNECT host:port`` to a listed host, when the tunnel starts with a TLS ClientHello whose
@@ -50,8 +52,12 @@ MAX_HELLO = 64 * 1024
 HEAD_DEADLINE = 10.0  # seconds for a whole request head, and again for a TLS ClientHello
 IDLE = 120.0  # seconds a request body may stall
 CONNECT_TIMEOUT = 15.0
-MAX_CONNECTIONS = 32
-NOFILE = 256  # 2 per connection, the cap's refusals and Python's own
+MAX_CONNECTIONS = 64
+MAX_WAITING = 448  # npm ci of jest (267 packages) opens a connection for each at once
+# Connections the kernel holds until accepted: a burst beyond it is refused there, and
+# asyncio's connect in the sandbox's relay reports that refusal as a connection.
+BACKLOG = MAX_CONNECTIONS + MAX_WAITING
+NOFILE = 1024  # 2 per connection served, 1 per waiting, the refusals and Python's own
 ADDRESS_SPACE = 1 << 30
 DEFAULT_PORTS = (80, 443)
 NOBODY = 65534
@@ -253,7 +259,8 @@ class Proxy:
         self.allow: list[str] = []
         self.allow_private = False
         self.upstream = ""  # the operator's proxy to reach listed hosts through, if any
-        self.connections = 0
+        self.connections = 0  # served and waiting
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.recorded: set[str] = set()
         self.others = 0
         self.others_sent = 0
@@ -286,14 +293,15 @@ class Proxy:
                 self.emit({"stranger": peer})
             writer.close()
             return
-        if self.connections >= MAX_CONNECTIONS:
+        if self.connections >= MAX_CONNECTIONS + MAX_WAITING:
             with contextlib.suppress(OSError):
                 writer.write(BUSY)
             writer.close()
             return
         self.connections += 1
         try:
-            await self.handle(reader, writer)
+            async with self.slots:
+                await self.handle(reader, writer)
         except Refused as refused:
             self.deny(refused.host, refused.port, refused.why, refused.kind)
         except (OSError, TimeoutError, h11.ProtocolError, ValueError):
@@ -532,7 +540,7 @@ async def listen(proxy: Proxy, where: list[str]) -> asyncio.base_events.Server:
     to it). ``tcp HOST FIRST LAST``: the first free port of that range from a random one on,
     answering only the address ``peer`` names (a Kubernetes sandbox pod)."""
     if where[0] == "unix":
-        server = await asyncio.start_unix_server(proxy.serve, path=where[1], backlog=64)
+        server = await asyncio.start_unix_server(proxy.serve, path=where[1], backlog=BACKLOG)
         os.chmod(where[1], 0o666)
         return server
     proxy.pod_only = True
@@ -540,7 +548,7 @@ async def listen(proxy: Proxy, where: list[str]) -> asyncio.base_events.Server:
     start = random.randrange(first, last + 1)
     for port in [*range(start, last + 1), *range(first, start)]:
         with contextlib.suppress(OSError):
-            server = await asyncio.start_server(proxy.serve, where[1], port, backlog=64)
+            server = await asyncio.start_server(proxy.serve, where[1], port, backlog=BACKLOG)
             proxy.port = port
             return server
     raise OSError(f"no free port in {first}-{last}")
