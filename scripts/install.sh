@@ -10,6 +10,9 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 PY=/usr/bin/python3; [ -x "$PY" ] || PY="$(command -v python3)"
 pkgs=(git podman runc mmdebstrap bubblewrap uidmap postgresql wrk python3-setuptools-whl python3-wheel-whl)
 pkgs+=(chromium)  # the dashboard's browser test (tests/test_dashboard.py)
+# npm fetches the real packages the local npm registry serves (tests/test_npm_install.py, the
+# mocha and jest shapes); a machine with Node.js from elsewhere has its own npm.
+command -v npm >/dev/null || pkgs+=(npm)
 if [ "$PY" = /usr/bin/python3 ] && ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then
   pkgs+=(python3-venv)
 fi
