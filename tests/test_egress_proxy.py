@@ -56,6 +56,11 @@ class Host:
             if data.startswith(b"POST") and data.endswith(b"hello body"):
                 writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nmade")
                 break
+            if data.startswith(b"GET /alive") and data.endswith(b"\r\n\r\n"):
+                # A server keeping its connections alive, as many do whatever they are asked.
+                writer.write(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n"
+                             b"Keep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok")
+                break
             if data.startswith(b"GET") and data.endswith(b"\r\n\r\n"):
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 break
@@ -106,7 +111,8 @@ async def test_a_request_with_a_body_is_passed_on_with_our_host_and_no_proxy_hea
             "Proxy-Connection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n")
     answer = await ask(proxy, head.encode(), b"hello body")
     assert answer.startswith(b"HTTP/1.1 100 ")  # the client was told to send its body
-    assert answer.endswith(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nmade")
+    assert answer.endswith(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n"
+                           b"Connection: close\r\n\r\nmade")
     sent = host.received[0]
     assert sent.startswith(b"POST /upload?x=1 HTTP/1.1\r\n") and sent.endswith(b"hello body")
     assert f"Host: localhost:{host.port}\r\n".encode() in sent
@@ -235,7 +241,7 @@ async def test_a_pods_proxy_answers_the_pod_alone(host: Host,
     assert proxy.port == port and strangers == [b"", b""]
     assert caplog.messages == ["egress proxy: refused a connection from 127.0.0.1 (not the "
                                "sandbox pod)"]
-    assert pod == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert pod == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
     assert len(host.received) == 1 and host.received[0].startswith(b"GET / HTTP/1.1\r\n")
 
 
@@ -267,3 +273,17 @@ def test_an_ipv6_address_is_judged_by_the_ipv4_one_it_carries() -> None:
     assert not public_address("2002:a00:1::1")
     assert not public_address("2001:0:4136:e378:8000:63bf:80ff:fffe")
     assert not public_address("2002:808:808::1")
+
+
+async def test_an_answer_tells_the_client_the_connection_closes(proxy: EgressProxy,
+                                                                host: Host) -> None:
+    """One request per connection: the client is told so even when the server says it keeps
+    its connections alive (npm would otherwise send its next request into a closed one)."""
+    for path in ("/", "/alive"):
+        answer = await ask(proxy, f"GET http://localhost:{host.port}{path} HTTP/1.1\r\n"
+                                  f"Host: localhost:{host.port}\r\n\r\n".encode())
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK" and body == b"ok"
+        assert [x for x in lines if x.lower().startswith((b"connection", b"keep-alive"))] == \
+            [b"Connection: close"]

@@ -466,6 +466,7 @@ class Proxy:
                     break
                 else:
                     return
+            await _closing_answer(up_reader, writer)
             await _pipe(up_reader, writer)
         finally:
             up_writer.close()
@@ -489,6 +490,29 @@ async def _reply(conn: h11.Connection, writer: asyncio.StreamWriter, status: int
         writer.write(conn.send(h11.Data(data=body)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()
+
+
+CONNECTION_HEADERS = (b"connection:", b"keep-alive:", b"proxy-connection:")
+
+
+async def _closing_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Pass on the upstream answer's heads, the final one saying ``Connection: close``: one
+    request per connection, so a client must not keep it for another (an upstream that
+    keeps its connections alive would not say so)."""
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as exc:
+            partial = getattr(exc, "partial", b"")
+            writer.write(partial if isinstance(partial, bytes) else b"")
+            return  # not a head we can read: what follows is passed on as it is
+        lines = head[:-4].split(b"\r\n")
+        if lines[0][9:10] == b"1":  # an interim answer (100 Continue): as it is
+            writer.write(head)
+            continue
+        kept = [line for line in lines[1:] if not line.lower().startswith(CONNECTION_HEADERS)]
+        writer.write(b"\r\n".join([lines[0], *kept, b"Connection: close"]) + b"\r\n\r\n")
+        return
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
