@@ -47,11 +47,15 @@ MOUNT = "/opt/handoff/warm"  # where a sandbox sees a kept environment (read-onl
 OUT = ".git/handoff-warm"  # where, in the work tree, the sandbox writes the archives
 ARCHIVES = ("home.tar", "tree.tar")
 META = "meta.json"
+# Whatever is mounted inside the home folder (by the backend, or a test's tools) is not the
+# setup's work, and unpacking it over the mount later fails: one --exclude each.
+NOT_MOUNTS = ("$(awk -v h=\"$HOME/\" 'index($5, h) == 1 "
+              "{print \"--exclude=\" substr($5, length(h) + 1)}' /proc/self/mountinfo)")
 # Run in the work tree; the untracked paths (NUL-separated) on stdin.
 # (The home folder's entries, never the folder itself: the sandbox may not change its mode.)
 CAPTURE = (f'rm -rf {OUT} && mkdir -p {OUT} && (cd "$HOME" && find . -mindepth 1 -maxdepth 1 '
-           f"-printf '%P\\0') | tar -cf {OUT}/home.tar -C \"$HOME\" --null --files-from=- && "
-           f"tar -cf {OUT}/tree.tar --null --files-from=-")
+           f"-printf '%P\\0') | tar -cf {OUT}/home.tar -C \"$HOME\" {NOT_MOUNTS} --null "
+           f"--files-from=- && tar -cf {OUT}/tree.tar --null --files-from=-")
 # Kilobytes the archives will take: the home folder's, then the listed paths' (on stdin).
 MEASURE = 'du -sk "$HOME" | cut -f1; du -sck --files0-from=- | tail -n 1 | cut -f1'
 # Files the work tree has (the branch's own) are never replaced by kept ones.
