@@ -17,9 +17,10 @@ async def serving(app: Any, host: str = "127.0.0.1", port: int = 0
                   ) -> AsyncIterator[uvicorn.Server]:
     """Serve ``app`` until the block ends; yields the started server."""
     # Handoff reads no client addresses, so proxy headers are not parsed; nor does it name
-    # its server software in answers.
+    # its server software in answers. Lifespan on where the app has one: the webhook's ingest
+    # writer stops with the server.
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           access_log=False, lifespan="off",
+                                           access_log=False, lifespan="auto",
                                            proxy_headers=False, server_header=False))
     # Signals belong to the caller; uvicorn would otherwise take SIGINT/SIGTERM for itself.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

@@ -96,3 +96,18 @@ async def test_a_job_ends_although_the_database_is_held_when_it_finishes(
     await worker.process(job)
     ended = await store.get_job(job_id)
     assert ended and ended.state == "succeeded" and ended.reported
+
+
+def writers() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if "_write_forever" in repr(t.get_coro())]
+
+
+async def test_a_stopped_server_leaves_no_writer_behind(store: Store) -> None:
+    """The ingest writer stops with the server (it was left pending, and asyncio said
+    "Task was destroyed but it is pending" when the loop closed)."""
+    async with running(create_app(store, SECRET, Context())) as url, \
+            httpx.AsyncClient(base_url=url) as client:
+        assert (await post(client, "issues", labeled(), delivery="one")).status_code == 202
+        assert len(writers()) == 1
+    assert writers() == []
+    assert await store.delivery("one")  # what it took is written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import sqlite3
@@ -205,6 +206,13 @@ class Ingestor:
         if self.wakeup is not None and not self.wakeup.done():
             self.wakeup.set_result(None)
         return future
+
+    async def close(self) -> None:
+        """Stop the writer (the server has answered its last request, so nothing waits)."""
+        if self.writer is not None and not self.writer.done():
+            self.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.writer
 
     async def _write_forever(self) -> None:
         while True:

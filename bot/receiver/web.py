@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -120,7 +121,13 @@ def create_app(
     on_job: Callable[[], None] | None = None, routes: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
     """Build the ASGI app around an open store; ``on_job`` is called when a job is queued."""
-    webhook = WebhookEndpoint(Ingestor(store, ctx), secret, max_body, on_job)
+    ingestor = Ingestor(store, ctx)
+    webhook = WebhookEndpoint(ingestor, secret, max_body, on_job)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await ingestor.close()  # its writer would be left pending when the loop closes
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -132,7 +139,7 @@ def create_app(
             return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    rest = Starlette(routes=[
+    rest = Starlette(lifespan=lifespan, routes=[
         Route("/webhook", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
