@@ -53,7 +53,7 @@ async def test_a_cli_calls_the_repositorys_mcp_servers(tmp_path: Path, preset: s
         pytest.skip(reason)
     monkeypatch.setenv("HANDOFF_SECRET_DOCS_TOKEN", TOKEN)
     server, door = remote_app()
-    async with server.session_manager.run(), running(door) as url, \
+    async with running(door) as url, \
             stack(tmp_path, SCRIPTS[preset], agent=preset, agent_image=AGENTS_IMAGE,
                   egress_allow_private=True, sandbox_memory_mb=2048, max_wall_seconds=240,
                   **SETTINGS[preset]) as s:

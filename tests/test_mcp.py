@@ -149,7 +149,7 @@ def remote_app() -> tuple[FastMCP, BearerOnly]:
 
 async def test_a_remote_server_is_reached_from_the_worker_when_allowed() -> None:
     server, door = remote_app()
-    async with server.session_manager.run(), running(door) as url:
+    async with running(door) as url:
         host = url.removeprefix("http://")
         config = parse_repo_config(
             f"mcp:\n  docs:\n    url: {url}/mcp\n    secrets: [DOCS_TOKEN]\n"
@@ -192,7 +192,7 @@ async def test_the_agent_calls_a_servers_tool_and_the_next_request_has_its_answe
     script = [{"tool": "mcp__facts__lookup", "args": {"key": "port"}},
               {"tool": "mcp__docs__whoami", "args": {}}, *FIX_SCRIPT]
     server, door = remote_app()
-    async with server.session_manager.run(), running(door) as url, \
+    async with running(door) as url, \
             stack(tmp_path, script, egress_allow_private=True) as s:
         host = url.removeprefix("http://")
         remote = (f"  docs:\n    url: {url}/mcp\n    secrets: [DOCS_TOKEN]\n"
